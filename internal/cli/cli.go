@@ -1,0 +1,133 @@
+// Package cli is labplane's command line: the urfave/cli application, the wiring of config,
+// store, clouds and lifecycle, output in text or JSON, and the map from errors to exit codes
+// (0 done, 1 the job failed, 2 bad usage or bad input).
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/user"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0
+	ExitFailed   = 1
+	ExitBadInput = 2
+)
+
+// badInput marks an error as the user's to fix (exit 2).
+type badInput struct{ err error }
+
+func (b badInput) Error() string { return b.err.Error() }
+func (b badInput) Unwrap() error { return b.err }
+
+func usageError(format string, args ...any) error {
+	return badInput{fmt.Errorf(format, args...)}
+}
+
+// ExitCode maps an error to labplane's exit code.
+func ExitCode(err error) int {
+	var cfgErr *config.Error
+	var bad badInput
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &cfgErr), errors.As(err, &bad),
+		errors.Is(err, labs.ErrNotFound), errors.Is(err, labs.ErrExists),
+		errors.Is(err, lifecycle.ErrInUse), errors.Is(err, lifecycle.ErrUnknownCloud), errors.Is(err, lifecycle.ErrInvalid):
+		return ExitBadInput
+	}
+	return ExitFailed
+}
+
+// IO is where a run reads and writes.
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+	// Terminal reports whether In is an interactive terminal (confirmations are asked there).
+	Terminal bool
+}
+
+// Run runs the command line and returns the exit code.
+func Run(ctx context.Context, args []string, stdio IO) int {
+	app := NewApp(stdio)
+	err := app.RunContext(ctx, args)
+	if err != nil {
+		fmt.Fprintln(stdio.Err, "labplane:", strings.ReplaceAll(err.Error(), "\n", "\n  "))
+	}
+	return ExitCode(err)
+}
+
+// NewApp builds the application.
+func NewApp(stdio IO) *cli.App {
+	return &cli.App{
+		Name:  "labplane",
+		Usage: "the control plane of an Open edX + OpenStack lab platform",
+		Description: "labplane launches learners' lab stacks on OpenStack Heat, suspends them when idle, resumes them\n" +
+			"when the learner returns, and deletes old, orphaned and stuck ones, on several clouds at once.\n" +
+			"Exit codes: 0 done, 1 the job failed (a cloud down, an action failed), 2 bad usage or bad input.",
+		Reader:          stdio.In,
+		Writer:          stdio.Out,
+		ErrWriter:       stdio.Err,
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "labplane.yaml", EnvVars: []string{"LABPLANE_CONFIG"},
+				Usage: "the configuration file (store, clouds, templates, policy, hooks)"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LABPLANE_LOG_LEVEL"},
+				Usage: "debug, info, warn or error; logs go to stderr"},
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // Run prints and maps errors
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return badInput{err}
+		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(stdio.Err, "labplane: no command %q; see labplane --help\n", name)
+		},
+		Commands: []*cli.Command{
+			configCommand(stdio),
+			labsCommand(stdio),
+			reapCommand(stdio),
+			localCloudCommand(stdio),
+		},
+	}
+}
+
+// outputFlag is on every listing and every command that acts.
+var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "text", Usage: "text or json"}
+
+func output(c *cli.Context) (string, error) {
+	switch o := c.String("output"); o {
+	case "text", "json":
+		return o, nil
+	default:
+		return "", usageError("--output %q: use text or json", o)
+	}
+}
+
+func logger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+		return nil, usageError("--log-level %q: use debug, info, warn or error", c.String("log-level"))
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// actor names the person or program acting, for the audit trail.
+func actor() string {
+	if u, err := user.Current(); err == nil {
+		return "cli:" + u.Username
+	}
+	return "cli:" + os.Getenv("USER")
+}

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"fmt"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labplane/labplane/internal/localcloud"
+)
+
+func localCloudCommand(stdio IO) *cli.Command {
+	nameFlag := &cli.StringSliceFlag{Name: "name", Value: cli.NewStringSlice("local-a"),
+		Usage: fmt.Sprintf("which local clouds (%v)", localcloud.Names())}
+	each := func(c *cli.Context, do func(localcloud.Instance) error) error {
+		for _, n := range c.StringSlice("name") {
+			in, err := localcloud.Named(n)
+			if err != nil {
+				return usageError("--name: %v", err)
+			}
+			if err := do(in); err != nil {
+				return fmt.Errorf("local cloud %s: %w", n, err)
+			}
+		}
+		return nil
+	}
+	return &cli.Command{
+		Name:  "localcloud",
+		Usage: "a real Keystone + Heat on 127.0.0.1 for the demo and the tests (Debian packages, installed when missing)",
+		Description: "Starts OpenStack Keystone and Heat (with RabbitMQ and a private PostgreSQL) from Debian's packages,\n" +
+			"bound to 127.0.0.1 only, and writes a clouds.yaml for them. It has no Nova or Neutron: lab\n" +
+			"templates may use only resources such as OS::Heat::TestResource, RandomString, ResourceGroup and\n" +
+			"nested stacks (see examples/templates). Needs root (apt-get, the postgres user switch).",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "up",
+				Usage: "install what is missing and start the local clouds (idempotent; fast when already up)",
+				Flags: []cli.Flag{nameFlag},
+				Action: func(c *cli.Context) error {
+					return each(c, func(in localcloud.Instance) error {
+						if err := in.Up(c.Context, stdio.Err); err != nil {
+							return err
+						}
+						fmt.Fprintf(stdio.Out, "%s: up (keystone %s, heat %s); clouds.yaml: %s\n", in.Name, in.KeystoneURL(), in.HeatURL(), in.CloudsYAML())
+						return nil
+					})
+				},
+			},
+			{
+				Name:  "down",
+				Usage: "stop the local clouds' processes (exactly those it started)",
+				Flags: []cli.Flag{nameFlag, &cli.BoolFlag{Name: "purge", Usage: "also delete their state (databases, keys)"}},
+				Action: func(c *cli.Context) error {
+					return each(c, func(in localcloud.Instance) error {
+						if err := in.Down(c.Context, c.Bool("purge")); err != nil {
+							return err
+						}
+						fmt.Fprintf(stdio.Out, "%s: down\n", in.Name)
+						return nil
+					})
+				},
+			},
+			{
+				Name:      "env",
+				Usage:     "print the shell line that points OpenStack clients (and labplane) at the local cloud's clouds.yaml",
+				UsageText: "eval \"$(labplane localcloud env)\"",
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "name", Value: "local-a", Usage: fmt.Sprintf("which local cloud (%v)", localcloud.Names())}},
+				Action: func(c *cli.Context) error {
+					in, err := localcloud.Named(c.String("name"))
+					if err != nil {
+						return usageError("--name: %v", err)
+					}
+					_, err = fmt.Fprintf(stdio.Out, "export OS_CLIENT_CONFIG_FILE=%s\n", in.CloudsYAML())
+					return err
+				},
+			},
+			{
+				Name:  "status",
+				Usage: "say whether the local clouds are up",
+				Flags: []cli.Flag{nameFlag},
+				Action: func(c *cli.Context) error {
+					return each(c, func(in localcloud.Instance) error {
+						state := "down"
+						if in.Running(c.Context) {
+							state = "up"
+						}
+						fmt.Fprintf(stdio.Out, "%s: %s (keystone %s, heat %s, clouds.yaml %s)\n", in.Name, state, in.KeystoneURL(), in.HeatURL(), in.CloudsYAML())
+						return nil
+					})
+				},
+			},
+		},
+	}
+}

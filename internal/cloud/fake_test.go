@@ -1,0 +1,655 @@
+package cloud_test
+
+// Tests against fakeHeat (in-process, no local cloud needed): the in-flight bound, error
+// mapping, fault injection, and the wait logic's corner cases that the real Heat shows only by
+// chance (stale statuses, the delete-during-suspend race).
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/labs"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func openFake(t *testing.T, f *fakeHeat, maxInFlight int) *cloud.Heat {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.cloudsYAML("fake-password"),
+		MaxInFlight: maxInFlight, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	cloud.SetGraces(h, 3*time.Second, 2*time.Second)
+	return h
+}
+
+func testCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// More work offered than MaxInFlight: the actions the cloud sees in progress at once never
+// exceed the bound, and reach it.
+func TestFakeMaxInFlightBoundsActions(t *testing.T) {
+	t.Parallel()
+	for _, bound := range []int{1, 3} {
+		t.Run(fmt.Sprint(bound), func(t *testing.T) {
+			t.Parallel()
+			f := newFakeHeat(t)
+			f.actionDur = 150 * time.Millisecond
+			h := openFake(t, f, bound)
+			ctx := testCtx(t, 30*time.Second)
+			const n = 10
+			var stacks []*fakeStack
+			for i := range n {
+				stacks = append(stacks, f.add(fmt.Sprintf("s%d", i), "CREATE_COMPLETE"))
+			}
+			var wg sync.WaitGroup
+			var maxSlots atomic.Int64
+			stop := make(chan struct{})
+			go func() { // watch the client side too
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if v := int64(h.InFlight()); v > maxSlots.Load() {
+						maxSlots.Store(v)
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			errs := make(chan error, 2*n)
+			for _, s := range stacks {
+				wg.Go(func() {
+					if _, err := h.Suspend(ctx, s.Name, s.ID); err != nil {
+						errs <- err
+					}
+				})
+			}
+			wg.Wait()
+			close(stop)
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			maxIP, _ := f.stats()
+			if maxIP != bound {
+				t.Errorf("max actions in progress on the cloud = %d, want the bound %d", maxIP, bound)
+			}
+			if int(maxSlots.Load()) > bound {
+				t.Errorf("client slots in use reached %d > %d", maxSlots.Load(), bound)
+			}
+		})
+	}
+}
+
+// Reads hold a slot for the call: concurrent Gets beyond the bound wait.
+func TestFakeMaxInFlightBoundsReads(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	s := f.add("r1", "CREATE_COMPLETE")
+	h := openFake(t, f, 2)
+	f.mu.Lock()
+	f.reqDelay = 50 * time.Millisecond
+	f.mu.Unlock()
+	ctx := testCtx(t, 30*time.Second)
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			var err error
+			if i%2 == 0 {
+				_, err = h.Get(ctx, s.Name, s.ID)
+			} else {
+				_, err = h.List(ctx)
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if _, maxReq := f.stats(); maxReq != 2 {
+		t.Errorf("max concurrent requests = %d, want 2", maxReq)
+	}
+}
+
+// Waiting for a slot respects the context.
+func TestFakeSlotWaitRespectsContext(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	f.actionDur = 2 * time.Second
+	s := f.add("busy", "CREATE_COMPLETE")
+	h := openFake(t, f, 1)
+	ctx := testCtx(t, 30*time.Second)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = h.Suspend(ctx, s.Name, s.ID)
+	}()
+	for h.InFlight() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := h.Get(short, s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrTransient) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want transient + deadline exceeded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("gave up after %v", d)
+	}
+	<-done
+}
+
+func TestFakeErrorMapping(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		status int
+		kind   error
+	}{
+		{400, cloud.ErrInvalid}, {401, cloud.ErrAuth}, {403, cloud.ErrAuth}, {404, cloud.ErrNotFound},
+		{409, cloud.ErrConflict}, {429, cloud.ErrTransient}, {500, cloud.ErrTransient}, {502, cloud.ErrTransient},
+		{503, cloud.ErrTransient}, {422, cloud.ErrInvalid},
+	}
+	all := []error{cloud.ErrNotFound, cloud.ErrConflict, cloud.ErrTransient, cloud.ErrAuth, cloud.ErrInvalid, cloud.ErrFailed}
+	for _, c := range cases {
+		t.Run(fmt.Sprint(c.status), func(t *testing.T) {
+			t.Parallel()
+			f := newFakeHeat(t)
+			h := openFake(t, f, 1)
+			f.mu.Lock()
+			f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
+					// (for 401, gophercloud re-authenticates once and gets 401 again)
+					f.writeJSON(w, c.status, heatError(c.status, "Boom", fmt.Sprintf("injected %d", c.status)))
+					return true
+				}
+				return false
+			}
+			f.mu.Unlock()
+			_, err := h.List(testCtx(t, 10*time.Second), "a")
+			var ce *cloud.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("err = %v (%T), want *cloud.Error", err, err)
+			}
+			for _, k := range all {
+				if errors.Is(err, k) != (k == c.kind) {
+					t.Errorf("errors.Is(err, %v) = %v; err = %v", k, errors.Is(err, k), err)
+				}
+			}
+			if ce.HTTPStatus != c.status || !strings.HasPrefix(ce.RequestID, "req-fake-") || ce.Message != fmt.Sprintf("injected %d", c.status) {
+				t.Errorf("error fields: %+v", ce)
+			}
+		})
+	}
+}
+
+// Heat's 409 (another action started between our read and our request).
+func TestFakeConflictMessage(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	f.actionDur = time.Second
+	s := f.add("lab-x", "CREATE_COMPLETE")
+	h := openFake(t, f, 2)
+	ctx := testCtx(t, 10*time.Second)
+	f.mu.Lock()
+	f.startLocked(s, "SUSPEND", time.Second)
+	s.showStatus, s.showReason = "CREATE_COMPLETE", "stale" // the read before the action misses it
+	f.mu.Unlock()
+	_, err := h.Resume(ctx, s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrConflict) {
+		t.Fatalf("err = %v, want conflict", err)
+	}
+	want := "cloud fake: resume lab-x: conflict (HTTP 409, request req-fake-"
+	if got := err.Error(); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, "): Stack lab-x already has an action (SUSPEND) in progress.") {
+		t.Errorf("Error() = %q", got)
+	}
+}
+
+// An action on a stack that shows an action in progress is refused before sending it.
+func TestFakeNoActionWhileInProgress(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	s := f.add("busy", "CREATE_IN_PROGRESS")
+	h := openFake(t, f, 1)
+	_, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrConflict) || !strings.Contains(err.Error(), "(CREATE) in progress") {
+		t.Fatalf("err = %v, want conflict", err)
+	}
+	for _, r := range f.requestLog() {
+		if strings.HasSuffix(r, "/actions") {
+			t.Errorf("an action was sent: %s", r)
+		}
+	}
+}
+
+// A connection the server closes mid-request, and a connection refused: transient.
+func TestFakeTransportErrorsAreTransient(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	h := openFake(t, f, 1)
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
+			conn, _, err := w.(http.Hijacker).Hijack()
+			if err == nil {
+				_ = conn.Close()
+			}
+			return true
+		}
+		return false
+	}
+	f.mu.Unlock()
+	_, err := h.List(testCtx(t, 10*time.Second))
+	if !errors.Is(err, cloud.ErrTransient) {
+		t.Errorf("reset: err = %v, want transient", err)
+	}
+
+	// the whole server gone: Check fails fast with transient
+	f.srv.Close()
+	err = h.Check(testCtx(t, 10*time.Second))
+	if !errors.Is(err, cloud.ErrTransient) || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("refused: err = %v, want transient connection refused", err)
+	}
+}
+
+func TestFakeOpenErrors(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	ctx := testCtx(t, 10*time.Second)
+	const pw = "Wr0ng-pa55word-xyzzy"
+	_, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.cloudsYAML(pw), Logger: quietLogger()})
+	if !errors.Is(err, cloud.ErrAuth) {
+		t.Fatalf("wrong password: err = %v, want auth", err)
+	}
+	assertNoSecret(t, err, pw)
+
+	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", Cloud: "nope", ConfigFile: f.cloudsYAML(pw), Logger: quietLogger()})
+	if !errors.Is(err, cloud.ErrInvalid) || !strings.Contains(err.Error(), "nope") {
+		t.Errorf("missing entry: err = %v, want invalid", err)
+	}
+	assertNoSecret(t, err, pw)
+
+	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: writeCloudsYAML(t, "fake", "http://127.0.0.1:"+closedPort(t)+"/v3", pw), Logger: quietLogger()})
+	if !errors.Is(err, cloud.ErrTransient) {
+		t.Errorf("closed port: err = %v, want transient", err)
+	}
+	assertNoSecret(t, err, pw)
+}
+
+// A token that expires is renewed transparently; if Keystone then refuses the credentials, the
+// error is ErrAuth.
+func TestFakeReauth(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	h := openFake(t, f, 1)
+	ctx := testCtx(t, 10*time.Second)
+	f.expireTokens()
+	if err := h.Check(ctx); err != nil {
+		t.Fatalf("after token expiry: %v", err)
+	}
+	f.expireTokens()
+	f.setPassword("changed")
+	err := h.Check(ctx)
+	if !errors.Is(err, cloud.ErrAuth) {
+		t.Fatalf("err = %v, want auth", err)
+	}
+	assertNoSecret(t, err, "fake-password")
+}
+
+// assertNoSecret checks that no error in the chain mentions the secret.
+func assertNoSecret(t *testing.T, err error, secret string) {
+	t.Helper()
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if strings.Contains(e.Error(), secret) || strings.Contains(fmt.Sprintf("%+v", e), secret) {
+			t.Errorf("error mentions the secret: %v", e)
+		}
+	}
+}
+
+func closedPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	_ = l.Close()
+	return port
+}
+
+// A retry of an action whose FAILED status the stack already shows must not take that stale
+// status as its result: here the new attempt is slow to start and never shows IN_PROGRESS on a
+// GET, and succeeds; then another attempt fails again, with a new reason.
+func TestFakeRetryAfterFailedIsNotStale(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	s := f.add("retry", "SUSPEND_FAILED")
+	f.mu.Lock()
+	s.Reason = "old reason"
+	f.mu.Unlock()
+	h := openFake(t, f, 1)
+	ctx := testCtx(t, 20*time.Second)
+	outcome := "COMPLETE"
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/actions") {
+			return false
+		}
+		f.mu.Lock()
+		end := outcome
+		f.mu.Unlock()
+		time.AfterFunc(400*time.Millisecond, func() {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			f.eventLocked(s, "SUSPEND_IN_PROGRESS", "Stack SUSPEND started")
+			s.State = end
+			s.Reason = "new reason " + end
+			f.eventLocked(s, "SUSPEND_"+end, s.Reason)
+		})
+		f.writeJSON(w, 200, nil)
+		return true
+	}
+	f.mu.Unlock()
+
+	start := time.Now()
+	st, err := h.Suspend(ctx, s.Name, s.ID)
+	if err != nil || st.Status != "SUSPEND_COMPLETE" {
+		t.Fatalf("retry: %+v, %v; want SUSPEND_COMPLETE", st, err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond {
+		t.Errorf("returned after %v, before the new attempt ended", d)
+	}
+
+	f.mu.Lock()
+	s.State, s.Reason = "FAILED", "old reason" // back to FAILED, then a retry that fails anew
+	outcome = "FAILED"
+	f.mu.Unlock()
+	start = time.Now()
+	st, err = h.Suspend(ctx, s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrFailed) || st.StatusReason != "new reason FAILED" {
+		t.Fatalf("failing retry: %+v, %v; want ErrFailed with the new reason", st, err)
+	}
+	if d := time.Since(start); d < 400*time.Millisecond || d > 3*time.Second {
+		t.Errorf("failing retry returned after %v", d)
+	}
+	var ce *cloud.Error
+	if errors.As(err, &ce); ce == nil || ce.Message != "new reason FAILED" || ce.RequestID == "" {
+		t.Errorf("error = %+v", ce)
+	}
+}
+
+// After a DELETE, a GET by id may show a stale SUSPEND_FAILED on a stack that is gone from
+// the list: the list is the truth.
+func TestFakeDeleteTrustsTheList(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	s := f.add("race", "SUSPEND_IN_PROGRESS")
+	h := openFake(t, f, 1)
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodDelete {
+			return false
+		}
+		f.mu.Lock()
+		s.showStatus, s.showReason = "SUSPEND_FAILED", "The resource delay is already being updated."
+		f.mu.Unlock()
+		time.AfterFunc(300*time.Millisecond, func() {
+			f.mu.Lock()
+			s.listed = false
+			f.mu.Unlock()
+		})
+		w.WriteHeader(204)
+		return true
+	}
+	f.mu.Unlock()
+	st, err := h.Delete(testCtx(t, 10*time.Second), s.Name, s.ID)
+	if err != nil || !st.Gone() || st.ID != s.ID {
+		t.Fatalf("delete: %+v, %v", st, err)
+	}
+	// and deleting it again is a success
+	f.mu.Lock()
+	f.hook = nil
+	s.showStatus, s.Action, s.State = "", "DELETE", "COMPLETE"
+	f.mu.Unlock()
+	if st, err := h.Delete(testCtx(t, 10*time.Second), s.Name, s.ID); err != nil || !st.Gone() {
+		t.Fatalf("delete again: %+v, %v", st, err)
+	}
+	if st, err := h.Delete(testCtx(t, 10*time.Second), "never", "no-such-id"); err != nil || !st.Gone() {
+		t.Fatalf("delete of a never-existing stack: %+v, %v", st, err)
+	}
+}
+
+func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	f.actionDur = 5 * time.Second
+	h := openFake(t, f, 1)
+	start := time.Now()
+	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "slowpoke",
+		TemplateFile: templatePath(t, "slow.yaml"), Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, cloud.ErrTransient) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want transient + deadline exceeded", err)
+	}
+	if st.ID == "" || st.Name != "slowpoke" || st.Cloud != "fake" || st.RequestID == "" {
+		t.Errorf("stack = %+v, want its id, name, cloud and the create's request id", st)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("took %v", d)
+	}
+}
+
+// The create body: the template with its nested file, only the declared parameters, tags,
+// timeout_mins rounded up.
+func TestFakeCreateBody(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	h := openFake(t, f, 1)
+	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "lab1",
+		TemplateFile: templatePath(t, "lab.yaml"),
+		Params:       map[string]string{"lab_id": "L1", "course": "c1", "learner": "ann", "flavor": "not-declared"},
+		Tags:         []string{labs.TagManaged, "course=c1"}, Timeout: 90 * time.Second})
+	if err != nil || st.Status != "CREATE_COMPLETE" {
+		t.Fatalf("create: %+v %v", st, err)
+	}
+	if st.Outputs["host"] != "lab1.example" || st.Outputs["n"] != "2" {
+		t.Errorf("outputs = %v (non-strings JSON-encoded)", st.Outputs)
+	}
+	f.mu.Lock()
+	body := f.createBodies[0]
+	f.mu.Unlock()
+	params, _ := body["parameters"].(map[string]any)
+	if len(params) != 3 || params["lab_id"] != "L1" || params["learner"] != "ann" {
+		t.Errorf("parameters = %v, want the 3 declared ones", params)
+	}
+	if body["tags"] != "labplane,course=c1" || fmt.Sprint(body["timeout_mins"]) != "2" {
+		t.Errorf("tags = %v, timeout_mins = %v", body["tags"], body["timeout_mins"])
+	}
+	files, _ := body["files"].(map[string]any)
+	nodeURL := "file://" + templatePath(t, "lab-node.yaml")
+	if _, ok := files[nodeURL]; !ok || len(files) != 1 {
+		t.Errorf("files = %v, want %s", keys(files), nodeURL)
+	}
+	if tpl, _ := body["template"].(string); !strings.Contains(tpl, nodeURL) {
+		t.Errorf("template does not refer to %s:\n%s", nodeURL, tpl)
+	}
+}
+
+func TestFakeListPagesAndTags(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	for i := range 25 {
+		tags := []string{"labplane", "course=c1"}
+		if i%5 == 0 {
+			tags = []string{"other"}
+		}
+		f.add(fmt.Sprintf("p%02d", i), "CREATE_COMPLETE", tags...)
+	}
+	h := openFake(t, f, 1)
+	restore := cloud.SetListPage(7)
+	t.Cleanup(restore)
+	all, err := h.List(testCtx(t, 10*time.Second))
+	if err != nil || len(all) != 25 {
+		t.Fatalf("list all: %d stacks, %v", len(all), err)
+	}
+	tagged, err := h.List(testCtx(t, 10*time.Second), "labplane", "course=c1")
+	if err != nil || len(tagged) != 20 {
+		t.Fatalf("list tagged: %d stacks, %v", len(tagged), err)
+	}
+	for _, s := range tagged {
+		if !s.Managed() || s.Cloud != "fake" || s.RequestID == "" || s.CreatedAt.IsZero() {
+			t.Errorf("listed stack %+v", s)
+		}
+	}
+	var lists, withMarker int
+	for _, r := range f.requestLog() {
+		if strings.Contains(r, "/stacks?") && strings.Contains(r, "tags=labplane%2Ccourse%3Dc1") {
+			lists++
+			if strings.Contains(r, "marker=") {
+				withMarker++
+			}
+			if strings.Contains(r, "status=") || strings.Contains(r, "name=") {
+				t.Errorf("tags combined with another filter: %s", r)
+			}
+		}
+	}
+	if lists != 3 || withMarker != 2 {
+		t.Errorf("tagged list took %d requests (%d with a marker), want 3 (2)", lists, withMarker)
+	}
+	if _, err := h.List(testCtx(t, 10*time.Second), "a,b"); !errors.Is(err, cloud.ErrInvalid) {
+		t.Errorf("tag with a comma: %v", err)
+	}
+}
+
+// An action on a stack that someone else deletes meanwhile ends with a conflict, not a hang.
+func TestFakeActionOvertaken(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	s := f.add("overtaken", "CREATE_COMPLETE")
+	h := openFake(t, f, 1)
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
+			f.mu.Lock()
+			f.startLocked(s, "DELETE", time.Second)
+			f.mu.Unlock()
+			f.writeJSON(w, 200, nil)
+			return true
+		}
+		return false
+	}
+	f.mu.Unlock()
+	_, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrConflict) || !strings.Contains(err.Error(), "DELETE_IN_PROGRESS") {
+		t.Fatalf("err = %v, want conflict mentioning DELETE_IN_PROGRESS", err)
+	}
+}
+
+func TestErrorFormat(t *testing.T) {
+	t.Parallel()
+	e := &cloud.Error{Cloud: "local-a", Op: "suspend", Stack: "lab-x", Kind: cloud.ErrConflict, HTTPStatus: 409,
+		RequestID: "req-1", Message: "Stack lab-x already has an action (SUSPEND) in progress."}
+	want := "cloud local-a: suspend lab-x: conflict (HTTP 409, request req-1): Stack lab-x already has an action (SUSPEND) in progress."
+	if e.Error() != want {
+		t.Errorf("got  %q\nwant %q", e.Error(), want)
+	}
+	e2 := &cloud.Error{Cloud: "c", Op: "create", Stack: "s", Kind: cloud.ErrFailed, Message: "Resource CREATE failed"}
+	if got := e2.Error(); got != "cloud c: create s: failed: Resource CREATE failed" {
+		t.Errorf("got %q", got)
+	}
+	wrapped := fmt.Errorf("lab 1: %w", e)
+	if !errors.Is(wrapped, cloud.ErrConflict) || errors.Is(wrapped, cloud.ErrFailed) {
+		t.Error("errors.Is through wrapping")
+	}
+}
+
+func templatePath(t *testing.T, name string) string {
+	t.Helper()
+	p, err := filepath.Abs(filepath.Join("..", "..", "examples", "templates", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func keys(m map[string]any) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Transient errors while waiting are ridden out for a while (a heat-api restart), then
+// reported as transient.
+func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	f.actionDur = 600 * time.Millisecond
+	s := f.add("flaky", "CREATE_COMPLETE")
+	h := openFake(t, f, 1)
+	cloud.SetGraces(h, 3*time.Second, time.Second)
+	var failUntil atomic.Int64
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodGet && time.Now().UnixNano() < failUntil.Load() {
+			f.writeJSON(w, 503, heatError(503, "ServiceUnavailable", "engine restarting"))
+			return true
+		}
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
+			failUntil.Store(time.Now().Add(400 * time.Millisecond).UnixNano())
+		}
+		return false
+	}
+	f.mu.Unlock()
+	st, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
+	if err != nil || st.Status != "SUSPEND_COMPLETE" {
+		t.Fatalf("suspend through a 400ms outage: %+v, %v", st, err)
+	}
+
+	// an outage longer than the grace: transient, with the stack as last seen
+	f.mu.Lock()
+	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
+			failUntil.Store(time.Now().Add(time.Hour).UnixNano())
+			return false
+		}
+		if r.Method == http.MethodGet && time.Now().UnixNano() < failUntil.Load() {
+			f.writeJSON(w, 503, heatError(503, "ServiceUnavailable", "down"))
+			return true
+		}
+		return false
+	}
+	f.mu.Unlock()
+	start := time.Now()
+	st, err = h.Resume(testCtx(t, 10*time.Second), s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrTransient) || st.ID != s.ID {
+		t.Fatalf("resume through a long outage: %+v, %v; want transient with the stack", st, err)
+	}
+	if d := time.Since(start); d < time.Second || d > 4*time.Second {
+		t.Errorf("gave up after %v (grace 1s)", d)
+	}
+}

@@ -1,0 +1,417 @@
+// Package config loads and validates labplane.yaml: the store, the clouds, the lab templates,
+// the policy (with per-course overrides) and the hooks. Every problem is reported with the
+// file and the field, and every default lives in defaults.go.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/labplane/labplane/internal/policy"
+)
+
+// Config is a loaded and validated labplane.yaml.
+type Config struct {
+	// Path is the file it was loaded from; relative paths in it are resolved against its directory.
+	Path      string            `yaml:"-" json:"path"`
+	Store     Store             `yaml:"store" json:"store"`
+	Clouds    []Cloud           `yaml:"clouds" json:"clouds"`
+	Templates map[string]string `yaml:"templates" json:"templates"`
+	// DefaultTemplate is the template a launch uses when none is named; it may be left out
+	// when there is exactly one template.
+	DefaultTemplate string `yaml:"default_template" json:"default_template"`
+	Policy          Policy `yaml:"policy" json:"-"`
+	Hooks           Hooks  `yaml:"hooks" json:"hooks"`
+
+	rules policy.Set
+}
+
+// Store selects the registry database.
+type Store struct {
+	// Driver is "sqlite" (the embedded default) or "postgres".
+	Driver string `yaml:"driver" json:"driver"`
+	// DSN is the sqlite file or the PostgreSQL URL. ${VAR} is replaced from the environment,
+	// so a password need not be written in the file. Never printed.
+	DSN string `yaml:"dsn" json:"-"`
+}
+
+// Cloud is one OpenStack cloud labs run on.
+type Cloud struct {
+	// Name is labplane's name for it (in the registry, the output and --cloud).
+	Name string `yaml:"name" json:"name"`
+	// Cloud is the entry in clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml).
+	Cloud string `yaml:"cloud" json:"cloud"`
+	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight on it.
+	MaxInFlight int `yaml:"max_in_flight" json:"max_in_flight"`
+	// Capacity is how many live labs (suspended ones count) it may hold; 0 or absent = no limit.
+	Capacity int `yaml:"capacity" json:"capacity,omitempty"`
+	// Drain keeps its labs but places no new ones on it.
+	Drain bool `yaml:"drain" json:"drain,omitempty"`
+}
+
+// Policy is the reaper's rules: the top-level values apply to every course, Courses overrides
+// them field by field for one course.
+type Policy struct {
+	RulesFile `yaml:",inline"`
+	Courses   map[string]RulesFile `yaml:"courses"`
+}
+
+// RulesFile is policy.Rules as written in the file: absent fields take the level above.
+type RulesFile struct {
+	IdleSuspendAfter Duration `yaml:"idle_suspend_after"`
+	DeleteAfter      Duration `yaml:"delete_after"`
+	LaunchTimeout    Duration `yaml:"launch_timeout"`
+	StuckAfter       Duration `yaml:"stuck_after"`
+	OrphanGrace      Duration `yaml:"orphan_grace"`
+	RetryBackoff     Duration `yaml:"retry_backoff"`
+	MaxAttempts      *int     `yaml:"max_attempts"`
+}
+
+// Hooks are shell commands run around lab actions, with the lab's details in their
+// environment (LABPLANE_LAB_ID, LABPLANE_LEARNER, ...). A failing hook is reported, not fatal.
+type Hooks struct {
+	BeforeSuspend string   `yaml:"before_suspend" json:"before_suspend,omitempty"`
+	AfterResume   string   `yaml:"after_resume" json:"after_resume,omitempty"`
+	BeforeDelete  string   `yaml:"before_delete" json:"before_delete,omitempty"`
+	Timeout       Duration `yaml:"timeout" json:"-"`
+}
+
+// Duration is a Go duration string (90s, 2m, 336h) as written in the file. It is parsed in
+// Validate, where the field's name is known, so errors can name it.
+type Duration struct {
+	raw  string
+	line int
+	d    time.Duration
+}
+
+// UnmarshalYAML keeps the raw text; Validate parses it.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a duration such as 90s, 2m or 336h", n.Line)
+	}
+	d.raw, d.line = n.Value, n.Line
+	return nil
+}
+
+// Set reports whether the field was written.
+func (d Duration) Set() bool { return d.raw != "" }
+
+// D is the parsed value (valid after Validate).
+func (d Duration) D() time.Duration { return d.d }
+
+// Rules returns the validated policy for every course.
+func (c *Config) Rules() policy.Set { return c.rules }
+
+// TemplatePath returns the absolute path of a named template.
+func (c *Config) TemplatePath(name string) (string, error) {
+	p, ok := c.Templates[name]
+	if !ok {
+		return "", &Error{File: c.Path, Problems: []Problem{{Field: "templates", Msg: fmt.Sprintf(
+			"no template named %q (have: %s)", name, strings.Join(c.TemplateNames(), ", "))}}}
+	}
+	return c.resolve(p), nil
+}
+
+// TemplateNames lists the template names, sorted.
+func (c *Config) TemplateNames() []string {
+	names := make([]string, 0, len(c.Templates))
+	for n := range c.Templates {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// CloudNames lists the clouds in placement order.
+func (c *Config) CloudNames() []string {
+	names := make([]string, len(c.Clouds))
+	for i, cl := range c.Clouds {
+		names[i] = cl.Name
+	}
+	return names
+}
+
+// DSN returns the store DSN with ${VAR} expanded (sqlite paths resolved against the file).
+func (c *Config) DSN() string {
+	dsn := os.Expand(c.Store.DSN, os.Getenv)
+	if c.Store.Driver == "sqlite" {
+		return c.resolve(dsn)
+	}
+	return dsn
+}
+
+func (c *Config) resolve(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(filepath.Dir(c.Path), p)
+}
+
+// Problem is one thing wrong with one field.
+type Problem struct {
+	Field string
+	Msg   string
+}
+
+// Error lists every problem found in a configuration file. Callers exit 2 on it.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		if p.Field == "" {
+			lines[i] = fmt.Sprintf("%s: %s", e.File, p.Msg)
+		} else {
+			lines[i] = fmt.Sprintf("%s: %s: %s", e.File, p.Field, p.Msg)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Load reads, applies defaults to and validates a configuration file.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &Error{File: path, Problems: []Problem{{Msg: "no such file (pass --config PATH or set LABPLANE_CONFIG; examples/labplane.yaml is a start)"}}}
+		}
+		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
+	}
+	return Parse(path, raw)
+}
+
+// Parse decodes, applies defaults to and validates a configuration held in memory; path
+// names it in errors and anchors relative paths.
+func Parse(path string, raw []byte) (*Config, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
+	}
+	c := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+		return nil, &Error{File: path, Problems: yamlProblems(err)}
+	}
+	c.Path = abs
+	v := validator{file: path}
+	c.validate(&v)
+	if len(v.problems) > 0 {
+		return nil, &Error{File: path, Problems: v.problems}
+	}
+	return c, nil
+}
+
+var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
+
+func yamlProblems(err error) []Problem {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []Problem{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	ps := make([]Problem, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		if m := unknownField.FindStringSubmatch(e); m != nil {
+			ps = append(ps, Problem{Msg: fmt.Sprintf("line %s: unknown field %q", m[1], m[2])})
+			continue
+		}
+		ps = append(ps, Problem{Msg: e})
+	}
+	return ps
+}
+
+type validator struct {
+	file     string
+	problems []Problem
+}
+
+func (v *validator) add(field, format string, args ...any) {
+	v.problems = append(v.problems, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+func (c *Config) validate(v *validator) {
+	c.validateStore(v)
+	c.validateClouds(v)
+	c.validateTemplates(v)
+	c.validatePolicy(v)
+	if c.Hooks.Timeout = parseDuration(v, "hooks.timeout", c.Hooks.Timeout, false); !c.Hooks.Timeout.Set() {
+		c.Hooks.Timeout.d = DefaultHookTimeout
+	}
+}
+
+func (c *Config) validateStore(v *validator) {
+	switch c.Store.Driver {
+	case "":
+		c.Store.Driver = DefaultStoreDriver
+	case "sqlite", "postgres":
+	default:
+		v.add("store.driver", "unknown driver %q (use sqlite or postgres)", c.Store.Driver)
+		return
+	}
+	if c.Store.DSN == "" {
+		if c.Store.Driver == "postgres" {
+			v.add("store.dsn", "required for postgres (a URL such as postgres://labplane@db:5432/labplane; ${VAR} reads the environment)")
+			return
+		}
+		c.Store.DSN = DefaultSQLiteFile
+	}
+	var missing []string
+	os.Expand(c.Store.DSN, func(k string) string {
+		if _, ok := os.LookupEnv(k); !ok {
+			missing = append(missing, k)
+		}
+		return ""
+	})
+	for _, k := range missing {
+		v.add("store.dsn", "refers to environment variable %s, which is not set", k)
+	}
+}
+
+func (c *Config) validateClouds(v *validator) {
+	if len(c.Clouds) == 0 {
+		v.add("clouds", "at least one cloud is required")
+	}
+	seen := map[string]bool{}
+	for i := range c.Clouds {
+		cl := &c.Clouds[i]
+		f := fmt.Sprintf("clouds[%d]", i)
+		switch {
+		case cl.Name == "":
+			v.add(f+".name", "required")
+		case !namePattern.MatchString(cl.Name):
+			v.add(f+".name", "%q must be lower-case letters, digits and dashes", cl.Name)
+		case seen[cl.Name]:
+			v.add(f+".name", "%q is used by another cloud", cl.Name)
+		}
+		seen[cl.Name] = true
+		if cl.Cloud == "" {
+			v.add(f+".cloud", "required: the name of an entry in clouds.yaml")
+		}
+		switch {
+		case cl.MaxInFlight == 0:
+			cl.MaxInFlight = DefaultMaxInFlight
+		case cl.MaxInFlight < 0:
+			v.add(f+".max_in_flight", "must be at least 1 (got %d)", cl.MaxInFlight)
+		}
+		if cl.Capacity < 0 {
+			v.add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
+		}
+	}
+}
+
+func (c *Config) validateTemplates(v *validator) {
+	if len(c.Templates) == 0 {
+		v.add("templates", "at least one lab template is required (name: path of a Heat template)")
+		return
+	}
+	for _, name := range c.TemplateNames() {
+		f := "templates." + name
+		p := c.Templates[name]
+		if p == "" {
+			v.add(f, "the path of a Heat template file is required")
+			continue
+		}
+		if st, err := os.Stat(c.resolve(p)); err != nil {
+			v.add(f, "template file %s: %s", p, describeFileError(err))
+		} else if st.IsDir() {
+			v.add(f, "template file %s is a directory", p)
+		}
+	}
+	switch {
+	case c.DefaultTemplate == "" && len(c.Templates) == 1:
+		c.DefaultTemplate = c.TemplateNames()[0]
+	case c.DefaultTemplate == "":
+		v.add("default_template", "required when there is more than one template (one of: %s)", strings.Join(c.TemplateNames(), ", "))
+	case c.Templates[c.DefaultTemplate] == "":
+		v.add("default_template", "%q is not one of the templates (%s)", c.DefaultTemplate, strings.Join(c.TemplateNames(), ", "))
+	}
+}
+
+func describeFileError(err error) string {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return "no such file"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied"
+	}
+	return err.Error()
+}
+
+func (c *Config) validatePolicy(v *validator) {
+	base := c.Policy.RulesFile.resolve(v, "policy", DefaultRules)
+	c.rules = policy.Set{Default: base, Courses: map[string]policy.Rules{}}
+	for course, rf := range c.Policy.Courses {
+		c.rules.Courses[course] = rf.resolve(v, "policy.courses."+course, base)
+	}
+}
+
+// resolve validates the written fields and fills the rest from base.
+func (rf RulesFile) resolve(v *validator, at string, base policy.Rules) policy.Rules {
+	r := base
+	set := func(name string, d Duration, dst *time.Duration, zeroOK bool) {
+		if d = parseDuration(v, at+"."+name, d, zeroOK); d.Set() {
+			*dst = d.d
+		}
+	}
+	set("idle_suspend_after", rf.IdleSuspendAfter, &r.IdleSuspendAfter, false)
+	if isZero(rf.DeleteAfter.raw) {
+		v.add(at+".delete_after", "0 is ambiguous: leave delete_after out to never delete by age, or give a duration such as 336h")
+	} else {
+		set("delete_after", rf.DeleteAfter, &r.DeleteAfter, false)
+	}
+	set("launch_timeout", rf.LaunchTimeout, &r.LaunchTimeout, false)
+	set("stuck_after", rf.StuckAfter, &r.StuckAfter, false)
+	set("orphan_grace", rf.OrphanGrace, &r.OrphanGrace, true)
+	set("retry_backoff", rf.RetryBackoff, &r.RetryBackoff, false)
+	if rf.MaxAttempts != nil {
+		if *rf.MaxAttempts < 1 {
+			v.add(at+".max_attempts", "must be at least 1 (got %d)", *rf.MaxAttempts)
+		} else {
+			r.MaxAttempts = *rf.MaxAttempts
+		}
+	}
+	return r
+}
+
+// isZero reports whether raw is a zero duration: "0", "0s", "0h0m".
+func isZero(raw string) bool {
+	d, err := time.ParseDuration(raw)
+	return raw != "" && err == nil && d == 0
+}
+
+// parseDuration parses a written duration, reporting a bad one under field.
+func parseDuration(v *validator, field string, d Duration, zeroOK bool) Duration {
+	if !d.Set() {
+		return d
+	}
+	parsed, err := time.ParseDuration(d.raw)
+	switch {
+	case err != nil:
+		v.add(field, "%q is not a duration: write a number with a unit, such as 90s, 2m or 336h", d.raw)
+		return Duration{}
+	case parsed < 0:
+		v.add(field, "%q must not be negative", d.raw)
+		return Duration{}
+	case parsed == 0 && !zeroOK:
+		v.add(field, "%q must be more than zero", d.raw)
+		return Duration{}
+	}
+	d.d = parsed
+	return d
+}

@@ -1,0 +1,197 @@
+// Package labs holds labplane's domain: a lab (one learner's Heat stack for one course), its
+// status in the registry, the stack as a cloud reports it, and the audit events that record
+// every action. It has no dependencies: the store, the clouds, the policy and the reaper all
+// speak in these types.
+package labs
+
+import (
+	"errors"
+	"strings"
+	"time"
+)
+
+// Status is what the registry believes about a lab. The cloud is the truth: the reaper
+// re-reads the stack before acting and brings the registry in line.
+type Status string
+
+const (
+	// Launching: the row exists, the stack is being created (or about to be).
+	Launching Status = "launching"
+	// Active: the stack is complete and running (CREATE_COMPLETE, RESUME_COMPLETE).
+	Active Status = "active"
+	// Suspending: a suspend was requested and has not finished.
+	Suspending Status = "suspending"
+	// Suspended: the stack is suspended in place (SUSPEND_COMPLETE); it bills nothing, or little.
+	Suspended Status = "suspended"
+	// Resuming: a resume was requested and has not finished.
+	Resuming Status = "resuming"
+	// Deleting: a delete was requested and has not finished.
+	Deleting Status = "deleting"
+	// Failed: the last action on the stack failed; the reaper retries with backoff.
+	Failed Status = "failed"
+	// NeedsOperator: max_attempts actions failed; the reaper reports it and no longer acts.
+	NeedsOperator Status = "needs-operator"
+	// Deleted: the stack is gone. The row stays for the audit trail (and to spot zombies).
+	Deleted Status = "deleted"
+)
+
+// Statuses lists every status, in lifecycle order.
+var Statuses = []Status{Launching, Active, Suspending, Suspended, Resuming, Deleting, Failed, NeedsOperator, Deleted}
+
+// LiveStatuses are every status but Deleted.
+func LiveStatuses() []Status { return Statuses[: len(Statuses)-1 : len(Statuses)-1] } // Deleted is last
+
+// Valid reports whether s is one of Statuses.
+func (s Status) Valid() bool {
+	for _, v := range Statuses {
+		if s == v {
+			return true
+		}
+	}
+	return false
+}
+
+// Lab is one learner's lab for one course: a row in the registry.
+type Lab struct {
+	ID       string `json:"id"`
+	Learner  string `json:"learner"`
+	Course   string `json:"course"`
+	Template string `json:"template"`
+	Cloud    string `json:"cloud"`
+	// StackName and StackID identify the Heat stack; StackID is empty until the create call returned.
+	StackName string `json:"stack_name"`
+	StackID   string `json:"stack_id,omitempty"`
+	Status    Status `json:"status"`
+	// StackStatus is the stack status last observed on the cloud (CREATE_COMPLETE, ...), and
+	// StackStatusSince when labplane first saw it (Heat's updated_time does not move on suspend).
+	StackStatus      string    `json:"stack_status,omitempty"`
+	StackStatusSince time.Time `json:"stack_status_since"`
+	CreatedAt        time.Time `json:"created_at"`
+	// LastActivity is the last heartbeat, launch completion or resume: what "idle" is measured from.
+	LastHeartbeat time.Time `json:"last_heartbeat"`
+	LastResumedAt time.Time `json:"last_resumed_at"`
+	// Attempts counts consecutive failed actions; NextAttemptAt is when the reaper may try again.
+	Attempts      int       `json:"attempts"`
+	NextAttemptAt time.Time `json:"next_attempt_at"`
+	LastError     string    `json:"last_error,omitempty"`
+	// Outputs are the stack's outputs once complete (connection details for Guacamole).
+	Outputs   map[string]string `json:"outputs,omitempty"`
+	UpdatedAt time.Time         `json:"updated_at"`
+	DeletedAt time.Time         `json:"deleted_at"`
+	// Version increases on every update; the store refuses an update made from a stale copy.
+	Version int64 `json:"version"`
+}
+
+// LastUsed is the later of the last heartbeat and the last resume: when a learner last
+// showed they were there.
+func (l Lab) LastUsed() time.Time {
+	if l.LastResumedAt.After(l.LastHeartbeat) {
+		return l.LastResumedAt
+	}
+	return l.LastHeartbeat
+}
+
+// LastActivity is LastUsed, or the creation if later: a lab is idle when this is older than
+// the policy's idle_suspend_after.
+func (l Lab) LastActivity() time.Time {
+	if u := l.LastUsed(); u.After(l.CreatedAt) {
+		return u
+	}
+	return l.CreatedAt
+}
+
+// Event is one line of the audit trail: who did what to which lab, the status before and
+// after, the cloud's request id and the error, if any.
+type Event struct {
+	ID        int64     `json:"id"`
+	LabID     string    `json:"lab_id"`
+	At        time.Time `json:"at"`
+	Actor     string    `json:"actor"`
+	Action    string    `json:"action"`
+	From      Status    `json:"from,omitempty"`
+	To        Status    `json:"to,omitempty"`
+	Cloud     string    `json:"cloud,omitempty"`
+	StackID   string    `json:"stack_id,omitempty"`
+	RequestID string    `json:"request_id,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+}
+
+// Filter selects labs in a listing; zero fields match everything.
+type Filter struct {
+	Cloud   string
+	Course  string
+	Learner string
+	// Statuses, when not empty, keeps only labs in one of them.
+	Statuses []Status
+}
+
+// Tags labplane puts on every stack it creates. A stack without TagManaged is never touched.
+const (
+	TagManaged      = "labplane"
+	tagLabPrefix    = "labplane-lab="
+	tagCoursePrefix = "course="
+	tagLearnerPref  = "learner="
+)
+
+// StackTags returns the tags for a lab's stack.
+func StackTags(l Lab) []string {
+	return []string{TagManaged, tagLabPrefix + l.ID, tagCoursePrefix + l.Course, tagLearnerPref + l.Learner}
+}
+
+// Stack is a Heat stack as a cloud reports it.
+type Stack struct {
+	Cloud        string            `json:"cloud"`
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Status       string            `json:"status"`
+	StatusReason string            `json:"status_reason,omitempty"`
+	Tags         []string          `json:"tags,omitempty"`
+	CreatedAt    time.Time         `json:"created_at"`
+	Outputs      map[string]string `json:"outputs,omitempty"`
+	// RequestID is the cloud's request id (X-Openstack-Request-Id) of the call that returned
+	// this view, for the audit trail.
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// StackKey identifies a stack across clouds.
+type StackKey struct{ Cloud, ID string }
+
+// Managed reports whether the stack carries labplane's tag.
+func (s Stack) Managed() bool {
+	for _, t := range s.Tags {
+		if t == TagManaged {
+			return true
+		}
+	}
+	return false
+}
+
+// LabID returns the lab id from the stack's labplane-lab=<id> tag, or "".
+func (s Stack) LabID() string {
+	for _, t := range s.Tags {
+		if id, ok := strings.CutPrefix(t, tagLabPrefix); ok {
+			return id
+		}
+	}
+	return ""
+}
+
+// Phase splits a Heat status such as SUSPEND_IN_PROGRESS into its action and state.
+func (s Stack) Phase() (action, state string) {
+	action, state, _ = strings.Cut(s.Status, "_")
+	return action, state
+}
+
+// Gone reports whether the stack no longer exists (DELETE_COMPLETE).
+func (s Stack) Gone() bool { return s.Status == "DELETE_COMPLETE" }
+
+// Errors callers branch on.
+var (
+	// ErrNotFound: no such lab.
+	ErrNotFound = errors.New("lab not found")
+	// ErrStale: the lab changed since it was read (another actor updated it); re-read and retry.
+	ErrStale = errors.New("lab changed since it was read")
+	// ErrExists: the learner already has a live lab for that course.
+	ErrExists = errors.New("learner already has a lab for this course")
+)

@@ -1,0 +1,408 @@
+// Package localcloud runs labplane's own local OpenStack cloud: a real Keystone + Heat (Debian 12
+// packages) with RabbitMQ and PostgreSQL, all on 127.0.0.1, for the demo, the tests and CI.
+//
+// Each named instance ("local-a", "local-b") has a fixed set of ports, so two clouds can run side
+// by side (and beside a developer's own). The work is done by two embedded bash scripts adapted
+// from the team's tested recipe: up.sh installs the Debian packages with apt-get when they are
+// missing, configures and starts the services and writes a clouds.yaml; down.sh stops exactly
+// the processes up.sh recorded (each PID is checked against its command line or environment
+// first; nothing is ever killed by name). Up and Down need root (apt-get, setpriv, the postgres
+// user switch).
+//
+// Test suites in several packages, which go test runs at the same time, share the instances
+// through Acquire and Release (see lease.go).
+package localcloud
+
+import (
+	"bytes"
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+//go:embed scripts/up.sh
+var upScript []byte
+
+//go:embed scripts/down.sh
+var downScript []byte
+
+// Host is the only address the local clouds listen on.
+const Host = "127.0.0.1"
+
+// Instance is one named local cloud: where its state lives and the ports it uses.
+type Instance struct {
+	// Name is the instance name and the clouds.yaml entry of its learner user ("local-a").
+	Name string
+	// Dir holds everything of the instance: state/ (databases, logs, pid files), clouds.yaml,
+	// the scripts last run and the lock files.
+	Dir    string
+	Region string
+
+	KeystonePort   int
+	HeatPort       int
+	PostgresPort   int
+	RabbitPort     int
+	RabbitDistPort int
+	EpmdPort       int
+}
+
+// instances are the known instances, in Names order. Every port is distinct across instances
+// and from the team's shared dev cloud (5000, 8004, 55432, 55672, 55673, 54369).
+var instances = []Instance{
+	{Name: "local-a", Region: "RegionOne", KeystonePort: 25000, HeatPort: 28004, PostgresPort: 25432,
+		RabbitPort: 25672, RabbitDistPort: 25673, EpmdPort: 24369},
+	{Name: "local-b", Region: "RegionTwo", KeystonePort: 25010, HeatPort: 28014, PostgresPort: 25442,
+		RabbitPort: 25682, RabbitDistPort: 25683, EpmdPort: 24379},
+}
+
+// Names lists the known instance names.
+func Names() []string {
+	names := make([]string, len(instances))
+	for i, in := range instances {
+		names[i] = in.Name
+	}
+	return names
+}
+
+// Root is the directory under which every instance keeps its state.
+func Root() string { return filepath.Join(os.TempDir(), "labplane-localcloud") }
+
+// Named returns the instance called name, or an error listing the known names.
+func Named(name string) (Instance, error) {
+	for _, in := range instances {
+		if in.Name == name {
+			in.Dir = filepath.Join(Root(), in.Name)
+			return in, nil
+		}
+	}
+	return Instance{}, fmt.Errorf("localcloud: unknown instance %q (known: %s)", name, strings.Join(Names(), ", "))
+}
+
+// Ports returns the instance's ports by service name.
+func (i Instance) Ports() map[string]int {
+	return map[string]int{"keystone": i.KeystonePort, "heat": i.HeatPort, "postgres": i.PostgresPort,
+		"rabbitmq": i.RabbitPort, "rabbitmq-dist": i.RabbitDistPort, "epmd": i.EpmdPort}
+}
+
+// KeystoneURL is the identity endpoint (the clouds.yaml auth_url).
+func (i Instance) KeystoneURL() string { return fmt.Sprintf("http://%s:%d/v3", Host, i.KeystonePort) }
+
+// HeatURL is the root of the orchestration API (the catalog has HeatURL + "/v1/%(tenant_id)s").
+func (i Instance) HeatURL() string { return fmt.Sprintf("http://%s:%d", Host, i.HeatPort) }
+
+// CloudsYAML is the path of the instance's clouds.yaml, written by Up. It has two entries:
+// Name (the learner-lab project user with the member role: the one labplane uses) and
+// Name+"-admin" (the cloud admin).
+func (i Instance) CloudsYAML() string { return filepath.Join(i.Dir, "clouds.yaml") }
+
+// LogDir is where the services of the instance write their logs.
+func (i Instance) LogDir() string { return filepath.Join(i.state(), "log") }
+
+func (i Instance) state() string      { return filepath.Join(i.Dir, "state") }
+func (i Instance) lockPath() string   { return filepath.Join(i.Dir, "instance.lock") }
+func (i Instance) usersPath() string  { return filepath.Join(i.Dir, "users.lock") }
+func (i Instance) markerPath() string { return filepath.Join(i.Dir, "started-by-acquire") }
+
+// Up brings the instance up, installing the Debian packages if they are missing (the first time
+// on a machine: about 100 s) and starting what is not running. It is idempotent and fast (well
+// under a second) when the instance is already up. The output of the script goes to progress
+// (which may be nil). Up by hand (not through Acquire) claims the instance: a test suite's
+// Release will not stop it.
+func (i Instance) Up(ctx context.Context, progress io.Writer) error {
+	unlock, err := i.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := ops.up(ctx, i, progress); err != nil {
+		return err
+	}
+	if err := os.Remove(i.markerPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("localcloud %s: %w", i.Name, err)
+	}
+	return nil
+}
+
+// Down stops exactly the processes Up recorded (after checking each one's command line), and
+// with purge also deletes the state (databases, keys) and the clouds.yaml, so that the next Up
+// starts from scratch. Packages stay installed.
+func (i Instance) Down(ctx context.Context, purge bool) error {
+	unlock, err := i.lock(ctx)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := ops.down(ctx, i, purge, io.Discard); err != nil {
+		return err
+	}
+	if err := os.Remove(i.markerPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("localcloud %s: %w", i.Name, err)
+	}
+	return nil
+}
+
+// Running reports whether every service of the instance is running (its recorded PID is alive
+// and is the process up.sh started) and Keystone and heat-api answer.
+func (i Instance) Running(ctx context.Context) bool {
+	for _, s := range i.services() {
+		if !s.alive() {
+			return false
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return httpStatus(ctx, i.KeystoneURL()) == http.StatusOK &&
+		httpStatus(ctx, i.HeatURL()+"/") == http.StatusMultipleChoices
+}
+
+// service is one process up.sh records, with the marker its command line or environment must
+// contain (the same markers as the scripts use: they guard against PID reuse).
+type service struct {
+	pidFile, marker string
+}
+
+func (i Instance) services() []service {
+	st := i.state()
+	run := filepath.Join(st, "run")
+	return []service{
+		{filepath.Join(run, "postgres.pid"), filepath.Join(st, "pg", "data")},
+		{filepath.Join(run, "epmd.pid"), fmt.Sprintf("-port %d ", i.EpmdPort)},
+		{filepath.Join(run, "rabbitmq.pid"), filepath.Join(st, "rabbit")},
+		{filepath.Join(run, "keystone.pid"), filepath.Join(st, "etc", "keystone-uwsgi.ini")},
+		{filepath.Join(run, "heat-engine.pid"), filepath.Join(st, "etc", "heat.conf")},
+		{filepath.Join(run, "heat-api.pid"), filepath.Join(st, "etc", "heat.conf")},
+	}
+}
+
+// alive: the pid file names a live (not zombie) process whose command line or environment
+// contains the marker.
+func (s service) alive() bool {
+	b, err := os.ReadFile(s.pidFile)
+	if err != nil {
+		return false
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE ...: comm may hold spaces and parentheses, so cut at the last ')'
+	rest := stat[bytes.LastIndexByte(stat, ')')+1:]
+	fields := strings.Fields(string(rest))
+	if len(fields) == 0 || fields[0] == "Z" || fields[0] == "X" {
+		return false
+	}
+	var id []byte
+	for _, f := range []string{"cmdline", "environ"} {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+		id = append(id, b...)
+		id = append(id, 0)
+	}
+	return bytes.Contains(bytes.ReplaceAll(id, []byte{0}, []byte{' '}), []byte(s.marker))
+}
+
+// anyAlive reports whether any recorded process of the instance is running.
+func (i Instance) anyAlive() bool {
+	for _, s := range i.services() {
+		if s.alive() {
+			return true
+		}
+	}
+	return false
+}
+
+func httpStatus(ctx context.Context, url string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0
+	}
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode
+}
+
+// lock takes the instance lock (exclusive flock on instance.lock): Up, Down, Acquire and Release
+// of one instance never run at the same time, in this process or another.
+func (i Instance) lock(ctx context.Context) (unlock func(), err error) {
+	if err := i.ensureDir(); err != nil {
+		return nil, err
+	}
+	f, err := flockFile(ctx, i.lockPath(), syscall.LOCK_EX)
+	if err != nil {
+		return nil, fmt.Errorf("localcloud %s: instance lock: %w", i.Name, err)
+	}
+	return func() { _ = f.Close() }, nil
+}
+
+func (i Instance) ensureDir() error {
+	// the postgres user must be able to reach state/pg: every directory on the way is 0755
+	for _, d := range []string{Root(), i.Dir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("localcloud %s: %w", i.Name, err)
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			return fmt.Errorf("localcloud %s: %w", i.Name, err)
+		}
+	}
+	return nil
+}
+
+// flockFile opens (creating) path and takes a flock of the given kind, waiting while ctx allows.
+// Closing the file releases the lock. The descriptor is close-on-exec, so the services the
+// scripts start never inherit it.
+func flockFile(ctx context.Context, path string, how int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
+			_ = f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// tryFlock takes a flock without waiting; ok is false if another holder has a conflicting lock.
+func tryFlock(path string, how int) (f *os.File, ok bool, err error) {
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
+		_ = f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, false, nil
+		}
+		return nil, false, err
+	}
+	return f, true, nil
+}
+
+// up runs up.sh; the caller holds the instance lock.
+func (i Instance) up(ctx context.Context, progress io.Writer) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("localcloud %s: up needs root (apt-get, setpriv, the postgres user switch)", i.Name)
+	}
+	// the postgres unix socket lives in state/pg: keep its path under the kernel's 108 bytes
+	if sock := filepath.Join(i.state(), "pg", fmt.Sprintf(".s.PGSQL.%d.lock", i.PostgresPort)); len(sock) > 100 {
+		return fmt.Errorf("localcloud %s: state directory %s is too deep for a unix socket path (set TMPDIR to a shorter directory)", i.Name, i.Dir)
+	}
+	if err := i.ensureDir(); err != nil {
+		return err
+	}
+	return i.run(ctx, "up.sh", upScript, nil, progress)
+}
+
+// down runs down.sh; the caller holds the instance lock.
+func (i Instance) down(ctx context.Context, purge bool, progress io.Writer) error {
+	if _, err := os.Stat(i.state()); errors.Is(err, os.ErrNotExist) {
+		return nil // never started: nothing recorded, nothing to stop
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("localcloud %s: down needs root (the services run as root and postgres)", i.Name)
+	}
+	var args []string
+	if purge {
+		args = append(args, "--purge")
+	}
+	return i.run(ctx, "down.sh", downScript, args, progress)
+}
+
+// run writes the embedded script into Dir (so that a person can see what ran) and runs it with
+// bash, its output going to progress. On failure the error carries the last lines of output.
+func (i Instance) run(ctx context.Context, name string, script []byte, args []string, progress io.Writer) error {
+	bin := filepath.Join(i.Dir, "bin")
+	if err := os.MkdirAll(bin, 0o755); err != nil {
+		return fmt.Errorf("localcloud %s: %w", i.Name, err)
+	}
+	path := filepath.Join(bin, name)
+	if old, err := os.ReadFile(path); err != nil || !bytes.Equal(old, script) {
+		if err := os.WriteFile(path, script, 0o755); err != nil {
+			return fmt.Errorf("localcloud %s: %w", i.Name, err)
+		}
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	tail := &tailBuffer{max: 4096}
+	out := io.MultiWriter(progress, tail)
+	cmd := exec.CommandContext(ctx, "/bin/bash", append([]string{path}, args...)...)
+	cmd.Dir = i.Dir
+	cmd.Env = append(os.Environ(), i.env()...)
+	cmd.Stdin = nil
+	cmd.Stdout = out
+	cmd.Stderr = out
+	// its own process group: on cancel, kill the script and its helpers (curl, keystone-manage);
+	// the services it started run in their own sessions (setsid) and stay recorded for down.sh
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("localcloud %s: %s interrupted: %w", i.Name, name, ctx.Err())
+		}
+		return fmt.Errorf("localcloud %s: %s failed: %w (logs: %s)\n%s", i.Name, name, err, i.LogDir(), tail.String())
+	}
+	return nil
+}
+
+func (i Instance) env() []string {
+	return []string{
+		"LC_NAME=" + i.Name,
+		"LC_DIR=" + i.Dir,
+		"LC_CLOUDS_YAML=" + i.CloudsYAML(),
+		"LC_APT_LOCK=" + filepath.Join(Root(), "apt.lock"),
+		"LC_REGION=" + i.Region,
+		"LC_KEYSTONE_PORT=" + strconv.Itoa(i.KeystonePort),
+		"LC_HEAT_PORT=" + strconv.Itoa(i.HeatPort),
+		"LC_PG_PORT=" + strconv.Itoa(i.PostgresPort),
+		"LC_RABBIT_PORT=" + strconv.Itoa(i.RabbitPort),
+		"LC_RABBIT_DIST_PORT=" + strconv.Itoa(i.RabbitDistPort),
+		"LC_EPMD_PORT=" + strconv.Itoa(i.EpmdPort),
+	}
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > t.max {
+		t.b = t.b[len(t.b)-t.max:]
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }

@@ -1,0 +1,279 @@
+// Package reaper brings every lab stack on every cloud where the policy says: it observes
+// (the registry and each cloud's labplane-tagged stacks), decides (policy.Decide), acts
+// (through the lifecycle Manager, which re-reads each stack before acting; each cloud bounds
+// its own operations in flight) and records. A pass is idempotent: killed half-way, the next
+// pass sees the cloud's truth and finishes the job. One cloud down does not stop the others.
+package reaper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
+)
+
+// Cloud is what the reaper needs of a cloud.
+type Cloud interface {
+	Name() string
+	List(ctx context.Context, tags ...string) ([]labs.Stack, error)
+}
+
+// Registry is what the reaper needs of the store.
+type Registry interface {
+	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
+	GetLab(ctx context.Context, id string) (labs.Lab, error)
+	Orphans(ctx context.Context) (map[labs.StackKey]time.Time, error)
+	SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error)
+	ForgetOrphan(ctx context.Context, cloud, stackID string) error
+}
+
+// Applier carries out one decision after re-reading the lab and its stack.
+type Applier interface {
+	Apply(ctx context.Context, a policy.Action, actor string) (bool, error)
+}
+
+var _ Applier = (*lifecycle.Manager)(nil)
+
+// Reaper runs passes.
+type Reaper struct {
+	Registry Registry
+	Clouds   []Cloud
+	Applier  Applier
+	Rules    policy.Set
+	Now      func() time.Time
+	Log      *slog.Logger
+	// Actor names the reaper in the audit trail ("reaper", "scheduler@host").
+	Actor string
+}
+
+// Plan is what a pass will do: the actions that change something, the holds that explain
+// why a due lab is left alone, and the clouds that could not be observed.
+type Plan struct {
+	At      time.Time       `json:"at"`
+	Labs    int             `json:"labs_observed"`
+	Stacks  int             `json:"stacks_observed"`
+	Actions []policy.Action `json:"actions"`
+	Held    []policy.Action `json:"held"`
+	// CloudErrors: a cloud that could not be listed; its labs are left for the next pass.
+	CloudErrors map[string]string `json:"cloud_errors,omitempty"`
+}
+
+// Outcome is what became of one action.
+type Outcome struct {
+	Action policy.Action `json:"action"`
+	// Done: the action was carried out. Not done and no error: a fresh read no longer called for it.
+	Done     bool          `json:"done"`
+	Error    string        `json:"error,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// Result is a pass that acted.
+type Result struct {
+	Plan     Plan          `json:"plan"`
+	Outcomes []Outcome     `json:"outcomes"`
+	Elapsed  time.Duration `json:"elapsed_ns"`
+}
+
+// Failed reports whether any cloud could not be observed or any action failed.
+func (r Result) Failed() bool {
+	if len(r.Plan.CloudErrors) > 0 {
+		return true
+	}
+	for _, o := range r.Outcomes {
+		if o.Error != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Plan observes the registry and every cloud and decides. It writes nothing.
+func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
+	obs, err := r.observe(ctx)
+	if err != nil {
+		return Plan{}, err
+	}
+	p := Plan{At: obs.now, Labs: len(obs.labs), Stacks: obs.stacks, CloudErrors: obs.cloudErrors}
+	for _, a := range policy.Decide(obs.labs, obs.strays, obs.now, r.Rules) {
+		if a.Kind.Changes() {
+			p.Actions = append(p.Actions, a)
+		} else {
+			p.Held = append(p.Held, a)
+		}
+	}
+	sort.SliceStable(p.Actions, func(i, j int) bool { return p.Actions[i].Cloud() < p.Actions[j].Cloud() })
+	return p, nil
+}
+
+// Run plans and executes the plan.
+func (r *Reaper) Run(ctx context.Context) (Result, error) {
+	p, err := r.Plan(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.Execute(ctx, p)
+}
+
+// Execute carries out a plan: every action starts at once and each cloud's in-flight bound
+// paces them, so a class leaving at once is suspended as fast as the clouds allow. Each
+// action re-reads its lab and stack first and is skipped if they no longer call for it.
+func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
+	start := time.Now()
+	if err := r.recordOrphans(ctx, p); err != nil {
+		return Result{}, err
+	}
+	res := Result{Plan: p, Outcomes: make([]Outcome, len(p.Actions))}
+	var wg sync.WaitGroup
+	for i, a := range p.Actions {
+		wg.Go(func() {
+			t0 := time.Now()
+			done, err := r.Applier.Apply(ctx, a, r.Actor)
+			o := Outcome{Action: a, Done: done, Duration: time.Since(t0)}
+			if err != nil {
+				o.Error = err.Error()
+				r.Log.Warn("action failed", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "err", err)
+			} else if done {
+				r.Log.Info("action done", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "reason", a.Reason)
+				if a.Kind == policy.DeleteOrphan {
+					if err := r.Registry.ForgetOrphan(ctx, a.Stack.Cloud, a.Stack.ID); err != nil {
+						r.Log.Warn("forget orphan", "stack", a.Stack.ID, "err", err)
+					}
+				}
+			}
+			res.Outcomes[i] = o
+		})
+	}
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+// recordOrphans remembers when each orphan was first seen (orphan_grace counts from it).
+func (r *Reaper) recordOrphans(ctx context.Context, p Plan) error {
+	for _, a := range append(p.Held, p.Actions...) {
+		if a.Lab.ID == "" && a.Stack.ID != "" && a.Stack.Managed() {
+			if _, err := r.Registry.SeeOrphan(ctx, a.Stack.Cloud, a.Stack.ID, a.Stack.Name, p.At); err != nil {
+				return fmt.Errorf("record orphan %s: %w", a.Stack.ID, err)
+			}
+		}
+	}
+	return nil
+}
+
+type observation struct {
+	now         time.Time
+	labs        []policy.Observed
+	strays      []policy.Stray
+	stacks      int
+	cloudErrors map[string]string
+}
+
+func (r *Reaper) observe(ctx context.Context) (observation, error) {
+	rows, err := r.Registry.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses()})
+	if err != nil {
+		return observation{}, fmt.Errorf("list labs: %w", err)
+	}
+	seen, err := r.Registry.Orphans(ctx)
+	if err != nil {
+		return observation{}, fmt.Errorf("list orphans: %w", err)
+	}
+	listed := r.listAll(ctx)
+	obs := observation{now: r.Now(), cloudErrors: map[string]string{}}
+
+	type byCloud struct {
+		byID, byName map[string]int
+		stacks       []labs.Stack
+		claimed      []bool
+	}
+	clouds := map[string]*byCloud{}
+	for name, l := range listed {
+		if l.err != nil {
+			obs.cloudErrors[name] = l.err.Error()
+			r.Log.Error("cloud unavailable: its labs wait for the next pass", "cloud", name, "err", l.err)
+			continue
+		}
+		bc := &byCloud{byID: map[string]int{}, byName: map[string]int{}, stacks: l.stacks, claimed: make([]bool, len(l.stacks))}
+		for i, st := range l.stacks {
+			bc.byID[st.ID], bc.byName[st.Name] = i, i
+		}
+		clouds[name] = bc
+		obs.stacks += len(l.stacks)
+	}
+
+	live := make(map[string]labs.Lab, len(rows))
+	for _, lab := range rows {
+		live[lab.ID] = lab
+		bc, ok := clouds[lab.Cloud]
+		if !ok {
+			if _, listedOK := listed[lab.Cloud]; !listedOK {
+				obs.cloudErrors[lab.Cloud] = "not in the configuration: its labs are not managed"
+			}
+			continue
+		}
+		i, found := bc.byID[lab.StackID]
+		if lab.StackID == "" {
+			i, found = bc.byName[lab.StackName]
+		}
+		o := policy.Observed{Lab: lab}
+		if found {
+			bc.claimed[i] = true
+			st := bc.stacks[i]
+			o.Stack = &st
+		}
+		obs.labs = append(obs.labs, o)
+	}
+
+	for _, bc := range clouds {
+		for i, st := range bc.stacks {
+			if bc.claimed[i] {
+				continue
+			}
+			stray := policy.Stray{Stack: st, FirstSeen: obs.now}
+			if t, ok := seen[labs.StackKey{Cloud: st.Cloud, ID: st.ID}]; ok {
+				stray.FirstSeen = t
+			}
+			if lab, ok := live[st.LabID()]; ok {
+				stray.Lab = &lab
+			} else if id := st.LabID(); id != "" {
+				lab, err := r.Registry.GetLab(ctx, id)
+				switch {
+				case err == nil:
+					stray.Lab = &lab
+				case !errors.Is(err, labs.ErrNotFound):
+					return observation{}, fmt.Errorf("look up lab %s of stack %s: %w", id, st.ID, err)
+				}
+			}
+			obs.strays = append(obs.strays, stray)
+		}
+	}
+	return obs, nil
+}
+
+type listing struct {
+	stacks []labs.Stack
+	err    error
+}
+
+// listAll lists labplane's stacks on every cloud at once.
+func (r *Reaper) listAll(ctx context.Context) map[string]listing {
+	out := make(map[string]listing, len(r.Clouds))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, c := range r.Clouds {
+		wg.Go(func() {
+			stacks, err := c.List(ctx, labs.TagManaged)
+			mu.Lock()
+			out[c.Name()] = listing{stacks, err}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return out
+}

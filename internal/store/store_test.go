@@ -1,0 +1,773 @@
+package store_test
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/pgtest"
+	"github.com/labplane/labplane/internal/store"
+)
+
+// pgServer is started once for the whole package by TestMain (or is the server named by
+// LABPLANE_TEST_POSTGRES_DSN); each test gets a fresh database on it.
+var pgServer *pgtest.Server
+
+func TestMain(m *testing.M) { pgtest.Main(m, &pgServer) }
+
+// env is one driver's fresh database, with a Store open on it.
+type env struct {
+	driver string
+	dsn    string
+	s      *store.Store
+}
+
+// open opens another Store on the same database (as another process would).
+func (e *env) open(t *testing.T) *store.Store {
+	t.Helper()
+	s, err := store.Open(t.Context(), e.driver, e.dsn)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", e.driver, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+var drivers = []struct {
+	name  string
+	newDB func(t *testing.T) string // a DSN to a fresh, empty database
+}{
+	{store.SQLite, func(t *testing.T) string { return filepath.Join(t.TempDir(), "labplane.db") }},
+	{store.Postgres, func(t *testing.T) string { return pgServer.Database(t) }},
+}
+
+// eachDriver runs fn as a parallel subtest per driver, each on a fresh database (the test
+// itself runs in parallel with the other tests that use eachDriver).
+func eachDriver(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Parallel()
+	for _, d := range drivers {
+		t.Run(d.name, func(t *testing.T) {
+			t.Parallel()
+			e := &env{driver: d.name, dsn: d.newDB(t)}
+			e.s = e.open(t)
+			if got := e.s.Driver(); got != d.name {
+				t.Fatalf("Driver() = %q, want %q", got, d.name)
+			}
+			fn(t, e)
+		})
+	}
+}
+
+// base has nanoseconds and a zone that is not UTC, to check the store's normalisation.
+var base = time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.FixedZone("CET", 3600))
+
+func at(sec int) time.Time { return base.Add(time.Duration(sec) * time.Second) }
+
+// norm is what the store must return for t: UTC, truncated to the microsecond.
+func norm(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Time{}
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+func normLab(l labs.Lab) labs.Lab {
+	for _, p := range []*time.Time{&l.StackStatusSince, &l.CreatedAt, &l.LastHeartbeat, &l.LastResumedAt,
+		&l.NextAttemptAt, &l.UpdatedAt, &l.DeletedAt} {
+		*p = norm(*p)
+	}
+	return l
+}
+
+func newLab(id, learner, course, cloud string, st labs.Status, created time.Time) labs.Lab {
+	return labs.Lab{ID: id, Learner: learner, Course: course, Template: "tpl-" + course, Cloud: cloud,
+		StackName: "lab-" + id, Status: st, CreatedAt: created}
+}
+
+func event(action string, when time.Time) labs.Event {
+	return labs.Event{At: when, Actor: "test", Action: action}
+}
+
+func mustCreate(t *testing.T, s *store.Store, l labs.Lab) labs.Lab {
+	t.Helper()
+	got, err := s.CreateLab(t.Context(), l, event("create", l.CreatedAt))
+	if err != nil {
+		t.Fatalf("CreateLab(%s): %v", l.ID, err)
+	}
+	return got
+}
+
+func mustGet(t *testing.T, s *store.Store, id string) labs.Lab {
+	t.Helper()
+	l, err := s.GetLab(t.Context(), id)
+	if err != nil {
+		t.Fatalf("GetLab(%s): %v", id, err)
+	}
+	return l
+}
+
+func mustEvents(t *testing.T, s *store.Store, labID string, limit int) []labs.Event {
+	t.Helper()
+	evs, err := s.Events(t.Context(), labID, limit)
+	if err != nil {
+		t.Fatalf("Events(%q, %d): %v", labID, limit, err)
+	}
+	return evs
+}
+
+func sameLab(t *testing.T, what string, got, want labs.Lab) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s:\n got %+v\nwant %+v", what, got, want)
+	}
+}
+
+func ids(ls []labs.Lab) []string {
+	out := []string{}
+	for _, l := range ls {
+		out = append(out, l.ID)
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		full := labs.Lab{
+			ID: "lab-1", Learner: "ann@example.org", Course: "net101", Template: "net101/v3", Cloud: "east",
+			StackName: "labplane-net101-ann", StackID: "8c3e0c5e-stack", Status: labs.Active,
+			StackStatus: "CREATE_COMPLETE", StackStatusSince: at(10), CreatedAt: at(0),
+			LastHeartbeat: at(20), LastResumedAt: at(30), Attempts: 3, NextAttemptAt: at(40),
+			LastError: "quota: 'cores' exceeded\nline two", Outputs: map[string]string{"url": "https://g/x?a=1&b=2", "pw": `q"uo'te`},
+			UpdatedAt: at(-1000), DeletedAt: at(50), Version: 42, // store-managed: both replaced
+		}
+		ev := labs.Event{LabID: "ignored", At: at(5), Actor: "api", Action: "launch", To: labs.Launching}
+		got, err := e.s.CreateLab(ctx, full, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := normLab(full)
+		want.Version = 1
+		want.UpdatedAt = norm(ev.At)
+		sameLab(t, "CreateLab", got, want)
+		if got.CreatedAt.Location() != time.UTC || got.CreatedAt.Nanosecond()%1000 != 0 {
+			t.Errorf("CreatedAt %v: want UTC, microseconds", got.CreatedAt)
+		}
+		sameLab(t, "GetLab", mustGet(t, e.s, full.ID), want)
+		live, err := e.s.FindLive(ctx, full.Learner, full.Course)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameLab(t, "FindLive", live, want)
+		list, err := e.s.ListLabs(ctx, labs.Filter{})
+		if err != nil || len(list) != 1 {
+			t.Fatalf("ListLabs = %v, %v; want one lab", ids(list), err)
+		}
+		sameLab(t, "ListLabs", list[0], want)
+
+		// A minimal lab: zero times stay zero (NULL), nil outputs stay nil; CreatedAt defaults to ev.At.
+		minimal := labs.Lab{ID: "lab-2", Learner: "bob", Course: "net101", Status: labs.Launching}
+		got, err = e.s.CreateLab(ctx, minimal, event("launch", at(7)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMin := minimal
+		wantMin.CreatedAt, wantMin.UpdatedAt, wantMin.Version = norm(at(7)), norm(at(7)), 1
+		sameLab(t, "CreateLab minimal", got, wantMin)
+		sameLab(t, "GetLab minimal", mustGet(t, e.s, minimal.ID), wantMin)
+
+		// Empty outputs stay empty and not nil.
+		empty := newLab("lab-3", "cat", "net101", "east", labs.Active, at(8))
+		empty.Outputs = map[string]string{}
+		if got := mustCreate(t, e.s, empty); got.Outputs == nil || len(got.Outputs) != 0 {
+			t.Errorf("empty outputs came back as %#v", got.Outputs)
+		}
+
+		// UpdateLab writes every mutable field (and only those).
+		upd := mustGet(t, e.s, full.ID)
+		upd.Learner, upd.Course, upd.CreatedAt = "mallory", "other", at(-99) // immutable: ignored
+		upd.Template, upd.Cloud, upd.StackName, upd.StackID = "net101/v4", "west", "n2", "s2"
+		upd.Status, upd.StackStatus, upd.StackStatusSince = labs.Suspended, "SUSPEND_COMPLETE", at(60)
+		upd.LastHeartbeat, upd.LastResumedAt, upd.Attempts, upd.NextAttemptAt = at(61), at(62), 0, time.Time{}
+		upd.LastError, upd.Outputs, upd.DeletedAt = "", map[string]string{"k": "v"}, time.Time{}
+		got, err = e.s.UpdateLab(ctx, upd, event("suspend", at(70)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantUpd := normLab(upd)
+		wantUpd.Learner, wantUpd.Course, wantUpd.CreatedAt = full.Learner, full.Course, norm(full.CreatedAt)
+		wantUpd.Version, wantUpd.UpdatedAt = 2, norm(at(70))
+		sameLab(t, "UpdateLab", got, wantUpd)
+		sameLab(t, "GetLab after UpdateLab", mustGet(t, e.s, full.ID), wantUpd)
+	})
+}
+
+func TestNotFound(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		_, err := e.s.GetLab(ctx, "no-such-lab")
+		if !errors.Is(err, labs.ErrNotFound) || !strings.Contains(err.Error(), "no-such-lab") {
+			t.Errorf("GetLab(unknown) = %v; want ErrNotFound naming the id", err)
+		}
+		mustCreate(t, e.s, newLab("l1", "ann", "net101", "east", labs.Deleted, at(0)))
+		if _, err := e.s.FindLive(ctx, "ann", "net101"); !errors.Is(err, labs.ErrNotFound) {
+			t.Errorf("FindLive with only a deleted lab = %v; want ErrNotFound", err)
+		}
+		if _, err := e.s.FindLive(ctx, "bob", "net101"); !errors.Is(err, labs.ErrNotFound) {
+			t.Errorf("FindLive(unknown) = %v; want ErrNotFound", err)
+		}
+	})
+}
+
+func TestCreateExists(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		first := mustCreate(t, e.s, newLab("a1", "ann", "net101", "east", labs.Active, at(0)))
+
+		_, err := e.s.CreateLab(ctx, newLab("a2", "ann", "net101", "west", labs.Launching, at(1)), event("create", at(1)))
+		if !errors.Is(err, labs.ErrExists) {
+			t.Fatalf("second live lab: err = %v; want ErrExists", err)
+		}
+		if _, err := e.s.GetLab(ctx, "a2"); !errors.Is(err, labs.ErrNotFound) {
+			t.Errorf("refused lab was stored: GetLab = %v", err)
+		}
+		if evs := mustEvents(t, e.s, "a2", 0); len(evs) != 0 {
+			t.Errorf("refused create wrote events: %+v", evs)
+		}
+
+		// Other course, other learner: fine.
+		mustCreate(t, e.s, newLab("a3", "ann", "sec201", "east", labs.Active, at(2)))
+		mustCreate(t, e.s, newLab("b1", "bob", "net101", "east", labs.Active, at(3)))
+
+		// A duplicate id is an error, but not ErrExists, and changes nothing.
+		_, err = e.s.CreateLab(ctx, newLab("a1", "zed", "other", "east", labs.Active, at(4)), event("create", at(4)))
+		if err == nil || errors.Is(err, labs.ErrExists) {
+			t.Errorf("duplicate id: err = %v; want a non-ErrExists error", err)
+		}
+		sameLab(t, "lab after duplicate id", mustGet(t, e.s, "a1"), first)
+		if evs := mustEvents(t, e.s, "a1", 0); len(evs) != 1 {
+			t.Errorf("a1 has %d events, want 1", len(evs))
+		}
+
+		// Every status but deleted is live.
+		for i, st := range labs.Statuses {
+			learner := fmt.Sprintf("l%d", i)
+			mustCreate(t, e.s, newLab("s"+learner, learner, "net101", "east", st, at(10+i)))
+			_, err := e.s.CreateLab(ctx, newLab("t"+learner, learner, "net101", "east", labs.Launching, at(10+i)), event("create", at(10+i)))
+			if st == labs.Deleted && err != nil {
+				t.Errorf("after a deleted lab: %v; want nil", err)
+			}
+			if st != labs.Deleted && !errors.Is(err, labs.ErrExists) {
+				t.Errorf("after a %s lab: %v; want ErrExists", st, err)
+			}
+		}
+
+		// Once the first is deleted, the learner may have a new lab for the course.
+		del := first
+		del.Status, del.DeletedAt = labs.Deleted, at(20)
+		if _, err := e.s.UpdateLab(ctx, del, event("deleted", at(20))); err != nil {
+			t.Fatal(err)
+		}
+		again := mustCreate(t, e.s, newLab("a4", "ann", "net101", "west", labs.Launching, at(21)))
+		live, err := e.s.FindLive(ctx, "ann", "net101")
+		if err != nil || live.ID != again.ID {
+			t.Errorf("FindLive = %s, %v; want a4", live.ID, err)
+		}
+
+		// Reviving the deleted one while a4 is live is refused, and writes nothing.
+		revive := mustGet(t, e.s, "a1")
+		deleted := revive
+		revive.Status = labs.Active
+		if _, err := e.s.UpdateLab(ctx, revive, event("revive", at(22))); !errors.Is(err, labs.ErrExists) {
+			t.Errorf("revive: err = %v; want ErrExists", err)
+		}
+		sameLab(t, "lab after refused revive", mustGet(t, e.s, "a1"), deleted)
+		if evs := mustEvents(t, e.s, "a1", 0); len(evs) != 2 {
+			t.Errorf("a1 has %d events, want 2 (create, deleted)", len(evs))
+		}
+	})
+}
+
+func TestUpdateLab(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		created := mustCreate(t, e.s, newLab("u1", "ann", "net101", "east", labs.Launching, at(0)))
+
+		upd := created
+		upd.Status, upd.StackID, upd.StackStatus = labs.Active, "stack-1", "CREATE_COMPLETE"
+		ev := labs.Event{LabID: "someone-else", At: at(10), Actor: "reaper", Action: "launched",
+			From: labs.Launching, To: labs.Active, Cloud: "east", StackID: "stack-1", RequestID: "req-1"}
+		got, err := e.s.UpdateLab(ctx, upd, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version != 2 || got.Status != labs.Active || got.StackID != "stack-1" || !got.UpdatedAt.Equal(at(10).Truncate(time.Microsecond)) {
+			t.Errorf("UpdateLab returned %+v", got)
+		}
+		sameLab(t, "GetLab after update", mustGet(t, e.s, "u1"), got)
+		evs := mustEvents(t, e.s, "u1", 0)
+		if len(evs) != 2 || evs[1].LabID != "u1" || evs[1].Action != "launched" || evs[1].RequestID != "req-1" {
+			t.Errorf("events after update: %+v", evs)
+		}
+		if others := mustEvents(t, e.s, "someone-else", 0); len(others) != 0 {
+			t.Errorf("event kept its LabID: %+v", others)
+		}
+
+		// An update from the stale copy (version 1) is refused and writes nothing.
+		stale := created
+		stale.Status, stale.LastError = labs.Failed, "boom"
+		_, err = e.s.UpdateLab(ctx, stale, event("fail", at(20)))
+		if !errors.Is(err, labs.ErrStale) || !strings.Contains(err.Error(), "u1") {
+			t.Fatalf("stale update: err = %v; want ErrStale naming the lab", err)
+		}
+		sameLab(t, "lab after stale update", mustGet(t, e.s, "u1"), got)
+		if evs := mustEvents(t, e.s, "", 0); len(evs) != 2 {
+			t.Errorf("stale update wrote an event: %+v", evs)
+		}
+
+		// A version from the future is stale too.
+		future := got
+		future.Version = 99
+		if _, err := e.s.UpdateLab(ctx, future, event("x", at(21))); !errors.Is(err, labs.ErrStale) {
+			t.Errorf("future version: err = %v; want ErrStale", err)
+		}
+
+		// Unknown lab.
+		ghost := newLab("ghost", "bob", "net101", "east", labs.Active, at(0))
+		ghost.Version = 1
+		_, err = e.s.UpdateLab(ctx, ghost, event("x", at(22)))
+		if !errors.Is(err, labs.ErrNotFound) || errors.Is(err, labs.ErrStale) {
+			t.Errorf("unknown lab: err = %v; want ErrNotFound", err)
+		}
+		if evs := mustEvents(t, e.s, "", 0); len(evs) != 2 {
+			t.Errorf("refused updates wrote events: %+v", evs)
+		}
+
+		// The next update from the fresh copy works, and the version keeps counting.
+		got.Attempts = 1
+		got2, err := e.s.UpdateLab(ctx, got, event("retry", at(30)))
+		if err != nil || got2.Version != 3 || got2.Attempts != 1 {
+			t.Errorf("second update: %+v, %v", got2, err)
+		}
+	})
+}
+
+func TestHeartbeat(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		created := mustCreate(t, e.s, newLab("h1", "ann", "net101", "east", labs.Active, at(0)))
+		if !created.LastHeartbeat.IsZero() {
+			t.Fatalf("new lab has a heartbeat: %v", created.LastHeartbeat)
+		}
+		steps := []struct {
+			at, want time.Time
+		}{
+			{at(100), at(100)},
+			{at(50), at(100)}, // an older heartbeat does not move it back
+			{at(100), at(100)},
+			{at(150), at(150)},
+		}
+		for i, st := range steps {
+			got, err := e.s.Heartbeat(ctx, "h1", st.at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.LastHeartbeat.Equal(norm(st.want)) || got.Version != int64(i+2) {
+				t.Errorf("heartbeat %d at %v: last %v version %d; want %v version %d",
+					i, st.at, got.LastHeartbeat, got.Version, norm(st.want), i+2)
+			}
+			sameLab(t, "GetLab after heartbeat", mustGet(t, e.s, "h1"), got)
+		}
+		final := mustGet(t, e.s, "h1")
+		want := created
+		want.LastHeartbeat, want.Version = norm(at(150)), 5
+		sameLab(t, "only last_heartbeat and version changed", final, want)
+		if evs := mustEvents(t, e.s, "", 0); len(evs) != 1 {
+			t.Errorf("heartbeats wrote events: %+v", evs)
+		}
+		// The reaper's copy from before the heartbeats is stale.
+		reaper := created
+		reaper.Status = labs.Suspending
+		if _, err := e.s.UpdateLab(ctx, reaper, event("suspend", at(200))); !errors.Is(err, labs.ErrStale) {
+			t.Errorf("update after heartbeat from a stale copy: %v; want ErrStale", err)
+		}
+		if _, err := e.s.Heartbeat(ctx, "nope", at(1)); !errors.Is(err, labs.ErrNotFound) {
+			t.Errorf("Heartbeat(unknown) = %v; want ErrNotFound", err)
+		}
+	})
+}
+
+// TestConcurrentUpdates has goroutines on two Stores (as two processes would) increment a
+// counter with read-modify-UpdateLab, retrying on ErrStale, while others heartbeat: no
+// update and no heartbeat may be lost.
+func TestConcurrentUpdates(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		stores := []*store.Store{e.s, e.open(t)}
+		mustCreate(t, e.s, newLab("c1", "ann", "net101", "east", labs.Active, at(0)))
+		const (
+			updaters, increments = 6, 10
+			beaters, beats       = 4, 20
+		)
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			errs    []error
+			retries int
+		)
+		fail := func(err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}
+		for g := range updaters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := stores[g%len(stores)]
+				for i := range increments {
+					for try := 0; ; try++ {
+						if try > 2000 {
+							fail(fmt.Errorf("updater %d: too many retries", g))
+							return
+						}
+						l, err := s.GetLab(ctx, "c1")
+						if err != nil {
+							fail(err)
+							return
+						}
+						l.Attempts++
+						l.LastError = fmt.Sprintf("updater %d increment %d", g, i)
+						_, err = s.UpdateLab(ctx, l, event("increment", at(1000+g*increments+i)))
+						if errors.Is(err, labs.ErrStale) {
+							mu.Lock()
+							retries++
+							mu.Unlock()
+							continue
+						}
+						if err != nil {
+							fail(err)
+							return
+						}
+						break
+					}
+				}
+			}()
+		}
+		for g := range beaters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := stores[(g+1)%len(stores)]
+				for i := range beats {
+					if _, err := s.Heartbeat(ctx, "c1", at(5000+g*beats+i)); err != nil {
+						fail(err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			t.Error(err)
+		}
+		final := mustGet(t, e.s, "c1")
+		if final.Attempts != updaters*increments {
+			t.Errorf("Attempts = %d, want %d: updates were lost", final.Attempts, updaters*increments)
+		}
+		if want := int64(1 + updaters*increments + beaters*beats); final.Version != want {
+			t.Errorf("Version = %d, want %d", final.Version, want)
+		}
+		if want := norm(at(5000 + beaters*beats - 1)); !final.LastHeartbeat.Equal(want) {
+			t.Errorf("LastHeartbeat = %v, want %v: a heartbeat was lost", final.LastHeartbeat, want)
+		}
+		if evs := mustEvents(t, e.s, "c1", 0); len(evs) != 1+updaters*increments {
+			t.Errorf("%d events, want %d", len(evs), 1+updaters*increments)
+		}
+		t.Logf("%s: %d stale retries", e.driver, retries)
+	})
+}
+
+func TestListLabs(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		// Inserted out of order; "a" and "d" were created at the same time.
+		mustCreate(t, e.s, newLab("d", "cat", "net101", "c1", labs.Failed, at(2)))
+		mustCreate(t, e.s, newLab("c", "ann", "sec201", "c1", labs.Deleted, at(3)))
+		mustCreate(t, e.s, newLab("a", "ann", "net101", "c1", labs.Active, at(2)))
+		mustCreate(t, e.s, newLab("b", "bob", "net101", "c2", labs.Suspended, at(1)))
+		cases := []struct {
+			f    labs.Filter
+			want []string
+		}{
+			{labs.Filter{}, []string{"b", "a", "d", "c"}},
+			{labs.Filter{Cloud: "c1"}, []string{"a", "d", "c"}},
+			{labs.Filter{Course: "net101"}, []string{"b", "a", "d"}},
+			{labs.Filter{Learner: "ann"}, []string{"a", "c"}},
+			{labs.Filter{Statuses: []labs.Status{labs.Active, labs.Failed}}, []string{"a", "d"}},
+			{labs.Filter{Statuses: []labs.Status{labs.Suspended}}, []string{"b"}},
+			{labs.Filter{Cloud: "c1", Statuses: []labs.Status{labs.Deleted}}, []string{"c"}},
+			{labs.Filter{Cloud: "c1", Course: "net101", Learner: "cat"}, []string{"d"}},
+			{labs.Filter{Cloud: "c2", Learner: "ann"}, []string{}},
+			{labs.Filter{Cloud: "nowhere"}, []string{}},
+		}
+		for _, c := range cases {
+			got, err := e.s.ListLabs(t.Context(), c.f)
+			if err != nil {
+				t.Fatalf("ListLabs(%+v): %v", c.f, err)
+			}
+			if !reflect.DeepEqual(ids(got), c.want) {
+				t.Errorf("ListLabs(%+v) = %v, want %v", c.f, ids(got), c.want)
+			}
+		}
+	})
+}
+
+func TestEvents(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		// Added out of time order; e3 and e4 share a time (then id order decides).
+		add := []labs.Event{
+			{LabID: "x", At: at(3), Action: "e1"},
+			{LabID: "y", At: at(1), Action: "e2"},
+			{LabID: "x", At: at(2), Action: "e3"},
+			{LabID: "x", At: at(2), Action: "e4"},
+			{LabID: "orphan:c1/s9", At: at(4), Action: "e5"}, // names no lab: no foreign key
+		}
+		for _, ev := range add {
+			if err := e.s.AddEvent(ctx, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		actions := func(evs []labs.Event) []string {
+			out := []string{}
+			for _, ev := range evs {
+				out = append(out, ev.Action)
+			}
+			return out
+		}
+		cases := []struct {
+			lab   string
+			limit int
+			want  []string
+		}{
+			{"", 0, []string{"e2", "e3", "e4", "e1", "e5"}},
+			{"", -1, []string{"e2", "e3", "e4", "e1", "e5"}},
+			{"", 3, []string{"e4", "e1", "e5"}},
+			{"x", 0, []string{"e3", "e4", "e1"}},
+			{"x", 2, []string{"e4", "e1"}},
+			{"x", 1, []string{"e1"}},
+			{"x", 10, []string{"e3", "e4", "e1"}},
+			{"orphan:c1/s9", 0, []string{"e5"}},
+			{"none", 0, []string{}},
+		}
+		for _, c := range cases {
+			if got := actions(mustEvents(t, e.s, c.lab, c.limit)); !reflect.DeepEqual(got, c.want) {
+				t.Errorf("Events(%q, %d) = %v, want %v", c.lab, c.limit, got, c.want)
+			}
+		}
+		all := mustEvents(t, e.s, "", 0)
+		if all[1].ID >= all[2].ID || all[1].ID <= 0 {
+			t.Errorf("ids %d, %d: want positive and increasing in insertion order", all[1].ID, all[2].ID)
+		}
+
+		// Every field round-trips.
+		full := labs.Event{LabID: "z", At: base, Actor: "reaper", Action: "suspend", From: labs.Active,
+			To: labs.Suspending, Cloud: "east", StackID: "st-1", RequestID: "req-abc", Error: "timeout\nhere", Detail: `{"idle":"2h"}`}
+		if err := e.s.AddEvent(ctx, full); err != nil {
+			t.Fatal(err)
+		}
+		got := mustEvents(t, e.s, "z", 0)
+		if len(got) != 1 {
+			t.Fatalf("Events(z) = %+v", got)
+		}
+		want := full
+		want.At, want.ID = norm(full.At), got[0].ID
+		if got[0].ID <= all[len(all)-1].ID || !reflect.DeepEqual(got[0], want) {
+			t.Errorf("event round trip:\n got %+v\nwant %+v", got[0], want)
+		}
+
+		if err := e.s.AddEvent(ctx, labs.Event{LabID: "x", Action: "no time"}); err == nil {
+			t.Error("AddEvent with a zero time: want an error")
+		}
+	})
+}
+
+func TestCountLive(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		got, err := e.s.CountLive(ctx)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("CountLive on an empty store = %v, %v", got, err)
+		}
+		for i, l := range []struct {
+			cloud string
+			st    labs.Status
+		}{
+			{"c1", labs.Active}, {"c1", labs.Suspended}, {"c1", labs.Deleted}, {"c1", labs.Deleting},
+			{"c2", labs.Launching}, {"c2", labs.NeedsOperator}, {"c2", labs.Deleted},
+			{"c3", labs.Deleted},
+		} {
+			id := fmt.Sprintf("lab%d", i)
+			mustCreate(t, e.s, newLab(id, id, "net101", l.cloud, l.st, at(i)))
+		}
+		got, err = e.s.CountLive(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[string]int{"c1": 3, "c2": 2}; !reflect.DeepEqual(got, want) {
+			t.Errorf("CountLive = %v, want %v", got, want)
+		}
+	})
+}
+
+func TestOrphans(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		see := func(cloud, id string, now time.Time, want time.Time) {
+			t.Helper()
+			got, err := e.s.SeeOrphan(ctx, cloud, id, "name-"+id, now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Equal(norm(want)) || got.Location() != time.UTC {
+				t.Errorf("SeeOrphan(%s, %s, %v) = %v, want %v", cloud, id, now, got, norm(want))
+			}
+		}
+		see("c1", "s1", at(10), at(10))
+		see("c1", "s1", at(20), at(10)) // keeps the first time
+		see("c1", "s1", at(5), at(10))
+		see("c2", "s1", at(30), at(30)) // another cloud, another stack
+		if err := e.s.ForgetOrphan(ctx, "c1", "s1"); err != nil {
+			t.Fatal(err)
+		}
+		see("c1", "s1", at(40), at(40)) // forgotten: seen anew
+		see("c2", "s1", at(50), at(30)) // untouched
+		if err := e.s.ForgetOrphan(ctx, "c9", "never-seen"); err != nil {
+			t.Errorf("ForgetOrphan(unknown) = %v", err)
+		}
+	})
+}
+
+func TestOpenTwice(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		mustCreate(t, e.s, newLab("o1", "ann", "net101", "east", labs.Active, at(0)))
+		other := e.open(t) // migrations already applied: a no-op
+		if err := other.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		sameLab(t, "lab seen by the second store", mustGet(t, other, "o1"), mustGet(t, e.s, "o1"))
+		created := mustCreate(t, other, newLab("o2", "bob", "net101", "east", labs.Active, at(1)))
+		sameLab(t, "lab seen by the first store", mustGet(t, e.s, "o2"), created)
+		if err := other.Close(); err != nil {
+			t.Fatal(err)
+		}
+		third := e.open(t)
+		if got, err := third.ListLabs(ctx, labs.Filter{}); err != nil || len(got) != 2 {
+			t.Errorf("third store lists %v, %v", ids(got), err)
+		}
+	})
+}
+
+func TestSQLiteWAL(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wal.db")
+	s, err := store.Open(t.Context(), store.SQLite, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	mustCreate(t, s, newLab("w1", "ann", "net101", "east", labs.Active, at(0)))
+	if _, err := os.Stat(path + "-wal"); err != nil {
+		t.Errorf("no WAL file next to the database: %v", err)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	ctx := t.Context()
+	_, err := store.Open(ctx, "mysql", "user:pw@tcp(db)/x")
+	if err == nil {
+		t.Fatal("Open(mysql): want an error")
+	}
+	for _, want := range []string{`"mysql"`, "sqlite", "postgres"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("unknown driver error %q does not mention %s", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), "pw@tcp") {
+		t.Errorf("unknown driver error contains the DSN: %q", err)
+	}
+	for _, d := range []string{store.SQLite, store.Postgres} {
+		if _, err := store.Open(ctx, d, ""); err == nil {
+			t.Errorf("Open(%s, \"\"): want an error", d)
+		}
+	}
+
+	const secret = "Sup3r-S3cret.pw"
+	type badDSN struct {
+		name, driver, dsn string
+		secrets           []string
+	}
+	bad := []badDSN{
+		{"sqlite missing dir", store.SQLite, "/nonexistent-" + secret + "/sub/x.db", []string{secret}},
+		{"refused", store.Postgres, "postgres://labplane:" + secret + "@127.0.0.1:1/labplane?sslmode=disable&connect_timeout=5", []string{secret}},
+		{"escaped", store.Postgres, "postgres://labplane:" + url.QueryEscape(secret+"/@:") + "@127.0.0.1:1/labplane?sslmode=disable", []string{secret, url.QueryEscape(secret + "/@:")}},
+		{"bad port", store.Postgres, "postgres://labplane:" + secret + "@127.0.0.1:notaport/labplane", []string{secret}},
+		{"key=value", store.Postgres, "host=127.0.0.1 port=1 user=labplane password=" + secret + " dbname=x sslmode=disable connect_timeout=5", []string{secret}},
+		{"key=value quoted", store.Postgres, "host=127.0.0.1 port=1 user=labplane password='" + secret + " x' dbname=x sslmode=disable", []string{secret}},
+		{"bad key=value", store.Postgres, "host=127.0.0.1 port=1 password='" + secret, []string{secret}},
+	}
+	// The real server, with a wrong password for a database that does not exist.
+	if u, err := url.Parse(pgServer.DSN()); err == nil && u.Host != "" {
+		user := "postgres"
+		if u.User != nil {
+			user = u.User.Username()
+		}
+		u.User = url.UserPassword(user, secret)
+		u.Path = "/no_such_db"
+		bad = append(bad, badDSN{"wrong password", store.Postgres, u.String(), []string{secret}})
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			s, err := store.Open(ctx, b.driver, b.dsn)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%s): want an error", b.name)
+			}
+			msg := err.Error()
+			t.Logf("error: %s", msg)
+			for _, sec := range append(b.secrets, b.dsn) {
+				if strings.Contains(msg, sec) {
+					t.Errorf("error contains %q: %s", sec, msg)
+				}
+			}
+			if !strings.Contains(msg, b.driver) {
+				t.Errorf("error does not name the driver: %s", msg)
+			}
+		})
+	}
+}
+
+func TestSQLiteMemory(t *testing.T) {
+	s, err := store.Open(t.Context(), store.SQLite, ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	created := mustCreate(t, s, newLab("m1", "ann", "net101", "east", labs.Active, at(0)))
+	// One connection, so every call sees the same in-memory database.
+	for range 3 {
+		sameLab(t, "GetLab", mustGet(t, s, "m1"), created)
+	}
+}
