@@ -63,7 +63,7 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger) []lab
 	for i, cc := range cfg.Clouds {
 		wg.Go(func() {
 			h, err := cloud.Open(ctx, cloud.Options{Name: cc.Name, Cloud: cc.Cloud, MaxInFlight: cc.MaxInFlight,
-				Logger: log.With("cloud", cc.Name)})
+				Logger: log})
 			if err != nil {
 				log.Error("cloud unavailable", "cloud", cc.Name, "err", err)
 				out[i] = unavailable{name: cc.Name, err: err}

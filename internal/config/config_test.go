@@ -1,0 +1,149 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/config"
+)
+
+// write puts a config and a template file in a temp dir and returns the config's path.
+func write(t *testing.T, body string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "lab.yaml"), []byte("heat_template_version: 2018-08-31\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "labplane.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const minimal = `
+clouds:
+  - name: a
+    cloud: local-a
+templates:
+  lab: lab.yaml
+`
+
+func TestMinimalConfigGetsTheDefaults(t *testing.T) {
+	p := write(t, minimal)
+	c, err := config.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Driver != "sqlite" || c.DSN() != filepath.Join(filepath.Dir(p), "labplane.db") {
+		t.Errorf("store: %s %s", c.Store.Driver, c.DSN())
+	}
+	if c.Clouds[0].MaxInFlight != config.DefaultMaxInFlight || c.DefaultTemplate != "lab" {
+		t.Errorf("defaults not applied: %+v %q", c.Clouds[0], c.DefaultTemplate)
+	}
+	if got := c.Rules().For("any"); got != config.DefaultRules || got.DeleteAfter != 0 {
+		t.Errorf("rules: %+v", got)
+	}
+	if tp, err := c.TemplatePath("lab"); err != nil || tp != filepath.Join(filepath.Dir(p), "lab.yaml") {
+		t.Errorf("template path: %q %v", tp, err)
+	}
+	if c.Hooks.Timeout.D() != config.DefaultHookTimeout {
+		t.Errorf("hook timeout: %s", c.Hooks.Timeout.D())
+	}
+}
+
+func TestPerCourseOverridesMergeFieldByField(t *testing.T) {
+	c, err := config.Load(write(t, minimal+`
+policy:
+  idle_suspend_after: 5m
+  delete_after: 336h
+  courses:
+    k8s:
+      idle_suspend_after: 20m
+      max_attempts: 5
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, k8s := c.Rules().For("other"), c.Rules().For("k8s")
+	if base.IdleSuspendAfter != 5*time.Minute || base.DeleteAfter != 336*time.Hour {
+		t.Errorf("base: %+v", base)
+	}
+	if k8s.IdleSuspendAfter != 20*time.Minute || k8s.MaxAttempts != 5 || k8s.DeleteAfter != 336*time.Hour || k8s.StuckAfter != config.DefaultRules.StuckAfter {
+		t.Errorf("k8s: %+v", k8s)
+	}
+}
+
+func TestBadConfigNamesFileAndField(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want []string // fragments, each must appear in the error
+	}{
+		{"delete_after 0 is ambiguous", minimal + "policy:\n  delete_after: 0\n", []string{"policy.delete_after: 0 is ambiguous"}},
+		{"delete_after 0s is ambiguous too", minimal + "policy:\n  delete_after: 0s\n", []string{"policy.delete_after: 0 is ambiguous"}},
+		{"a bare number is not a duration", minimal + "policy:\n  idle_suspend_after: 90\n", []string{`policy.idle_suspend_after: "90" is not a duration`}},
+		{"per-course field", minimal + "policy:\n  courses:\n    os101:\n      stuck_after: soon\n", []string{`policy.courses.os101.stuck_after: "soon" is not a duration`}},
+		{"negative duration", minimal + "policy:\n  orphan_grace: -1h\n", []string{"policy.orphan_grace", "negative"}},
+		{"max_attempts 0", minimal + "policy:\n  max_attempts: 0\n", []string{"policy.max_attempts: must be at least 1"}},
+		{"unknown field", minimal + "polcy:\n  idle: 1m\n", []string{`unknown field "polcy"`}},
+		{"no clouds", "templates:\n  lab: lab.yaml\n", []string{"clouds: at least one cloud is required"}},
+		{"cloud without entry", "clouds:\n  - name: a\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].cloud: required"}},
+		{"duplicate cloud", "clouds:\n  - {name: a, cloud: x}\n  - {name: a, cloud: y}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[1].name: "a" is used by another cloud`}},
+		{"bad max_in_flight", "clouds:\n  - {name: a, cloud: x, max_in_flight: -2}\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].max_in_flight: must be at least 1"}},
+		{"missing template file", "clouds:\n  - {name: a, cloud: x}\ntemplates:\n  lab: nope.yaml\n", []string{"templates.lab: template file nope.yaml: no such file"}},
+		{"default template unknown", minimal + "default_template: big\n", []string{`default_template: "big" is not one of the templates`}},
+		{"bad driver", minimal + "store:\n  driver: mysql\n", []string{`store.driver: unknown driver "mysql"`}},
+		{"postgres without dsn", minimal + "store:\n  driver: postgres\n", []string{"store.dsn: required for postgres"}},
+		{"dsn variable unset", minimal + "store:\n  driver: postgres\n  dsn: ${LABPLANE_TEST_UNSET_DSN}\n", []string{"store.dsn: refers to environment variable LABPLANE_TEST_UNSET_DSN"}},
+		{"yaml syntax", "clouds: [\n", []string{"labplane.yaml", "line"}},
+		{"several problems at once", "clouds:\n  - {name: A, cloud: ''}\ntemplates: {}\n", []string{"clouds[0].name", "clouds[0].cloud", "templates: at least one"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := write(t, tc.body)
+			_, err := config.Load(p)
+			var cerr *config.Error
+			if !errors.As(err, &cerr) {
+				t.Fatalf("want a *config.Error, got %v", err)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, p+":") {
+				t.Errorf("error does not start with the file name: %q", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestMissingFile(t *testing.T) {
+	_, err := config.Load(filepath.Join(t.TempDir(), "labplane.yaml"))
+	if err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("want a no-such-file error, got %v", err)
+	}
+}
+
+func TestDSNReadsTheEnvironment(t *testing.T) {
+	t.Setenv("LABPLANE_TEST_DSN", "postgres://u:secret@127.0.0.1/db")
+	c, err := config.Load(write(t, minimal+"store:\n  driver: postgres\n  dsn: ${LABPLANE_TEST_DSN}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DSN() != "postgres://u:secret@127.0.0.1/db" {
+		t.Errorf("dsn: %q", c.DSN())
+	}
+}
+
+func TestTheExampleConfigIsValid(t *testing.T) {
+	if _, err := config.Load("../../examples/labplane.yaml"); err != nil {
+		t.Fatal(err)
+	}
+}
