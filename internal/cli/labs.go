@@ -251,6 +251,7 @@ func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab
 	if err != nil {
 		return err
 	}
+	outputs := lab.Outputs.Redacted()
 	if out == "json" {
 		return writeJSON(w, labView{Lab: lab, Events: nonNil(events)})
 	}
@@ -262,13 +263,13 @@ func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab
 	if lab.Attempts > 0 || lab.LastError != "" {
 		fmt.Fprintf(w, "  failed attempts %d, next attempt %s, last error: %s\n", lab.Attempts, lab.NextAttemptAt.Format("2006-01-02 15:04:05"), lab.LastError)
 	}
-	keys := make([]string, 0, len(lab.Outputs))
-	for k := range lab.Outputs {
+	keys := make([]string, 0, len(outputs))
+	for k := range outputs {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		fmt.Fprintf(w, "  output %s = %s\n", k, lab.Outputs[k])
+		fmt.Fprintf(w, "  output %s = %s\n", k, outputs[k])
 	}
 	rows := make([][]string, len(events))
 	for i, ev := range events {

@@ -5,7 +5,9 @@
 package labs
 
 import (
+	"encoding/json"
 	"errors"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -75,9 +77,9 @@ type Lab struct {
 	NextAttemptAt time.Time `json:"next_attempt_at"`
 	LastError     string    `json:"last_error,omitempty"`
 	// Outputs are the stack's outputs once complete (connection details for Guacamole).
-	Outputs   map[string]string `json:"outputs,omitempty"`
-	UpdatedAt time.Time         `json:"updated_at"`
-	DeletedAt time.Time         `json:"deleted_at"`
+	Outputs   Outputs   `json:"outputs,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+	DeletedAt time.Time `json:"deleted_at"`
 	// Version increases on every update; the store refuses an update made from a stale copy.
 	Version int64 `json:"version"`
 }
@@ -141,18 +143,43 @@ func StackTags(l Lab) []string {
 
 // Stack is a Heat stack as a cloud reports it.
 type Stack struct {
-	Cloud        string            `json:"cloud"`
-	ID           string            `json:"id"`
-	Name         string            `json:"name"`
-	Status       string            `json:"status"`
-	StatusReason string            `json:"status_reason,omitempty"`
-	Tags         []string          `json:"tags,omitempty"`
-	CreatedAt    time.Time         `json:"created_at"`
-	Outputs      map[string]string `json:"outputs,omitempty"`
+	Cloud        string    `json:"cloud"`
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	Status       string    `json:"status"`
+	StatusReason string    `json:"status_reason,omitempty"`
+	Tags         []string  `json:"tags,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	Outputs      Outputs   `json:"outputs,omitempty"`
 	// RequestID is the cloud's request id (X-Openstack-Request-Id) of the call that returned
 	// this view, for the audit trail.
 	RequestID string `json:"request_id,omitempty"`
 }
+
+// Outputs are a stack's outputs: the lab's connection details. Values whose names look
+// secret (a password, a token) are hidden when printed or encoded as JSON; code that must
+// hand them over (the API answering the LMS) reads the map directly.
+type Outputs map[string]string
+
+var secretOutput = regexp.MustCompile(`(?i)password|passwd|secret|token|private_key|credential`)
+
+// Redacted returns a copy with secret-looking values replaced by "(hidden)".
+func (o Outputs) Redacted() Outputs {
+	if o == nil {
+		return nil
+	}
+	out := make(Outputs, len(o))
+	for k, v := range o {
+		if secretOutput.MatchString(k) {
+			v = "(hidden)"
+		}
+		out[k] = v
+	}
+	return out
+}
+
+// MarshalJSON encodes the redacted outputs.
+func (o Outputs) MarshalJSON() ([]byte, error) { return json.Marshal(map[string]string(o.Redacted())) }
 
 // StackKey identifies a stack across clouds.
 type StackKey struct{ Cloud, ID string }

@@ -120,7 +120,16 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fail("migrations", err)
 	}
-	if _, err := provider.Up(ctx); err != nil {
+	unlock := func() {}
+	if driver == SQLite {
+		if unlock, err = lockSQLiteMigrations(dsn); err != nil {
+			db.Close()
+			return nil, fail("migrate", err)
+		}
+	}
+	_, err = provider.Up(ctx)
+	unlock()
+	if err != nil {
 		db.Close()
 		return nil, fail("migrate", err)
 	}
