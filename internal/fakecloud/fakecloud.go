@@ -44,7 +44,8 @@ func New(name string, maxInFlight int, latency time.Duration) *Cloud {
 func (c *Cloud) Name() string { return c.name }
 
 // FailNext makes the next n calls of op ("create", "suspend", "resume", "delete") on the
-// named stack end in op_FAILED.
+// named stack end in op_FAILED. An empty stackName means any stack (launched stacks are named
+// after an id not known in advance); failures named for a stack are used first.
 func (c *Cloud) FailNext(op, stackName string, n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -200,6 +201,9 @@ func (c *Cloud) operate(ctx context.Context, op, name, id string, create func() 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := op + " " + name
+	if c.faults[key] == 0 {
+		key = op + " " // FailNext(op, "", n): any stack
+	}
 	if c.faults[key] > 0 {
 		c.faults[key]--
 		st.Status, st.StatusReason = action+"_FAILED", "injected failure"

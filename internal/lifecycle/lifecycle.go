@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
@@ -65,6 +66,10 @@ type Manager struct {
 	Hooks           Hooks
 	Now             func() time.Time
 	Log             *slog.Logger
+
+	// placing makes choosing a cloud and recording the new lab one step, so that launches
+	// in flight at once in this process do not all see the same free room.
+	placing sync.Mutex
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
@@ -107,19 +112,9 @@ func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, erro
 	} else if !errors.Is(err, labs.ErrNotFound) {
 		return labs.Lab{}, err
 	}
-	targets, err := m.placement(ctx, req.Cloud)
+	lab, targets, err := m.place(ctx, req)
 	if err != nil {
-		return labs.Lab{}, err
-	}
-
-	now := m.Now()
-	id := newID()
-	lab := labs.Lab{ID: id, Learner: req.Learner, Course: req.Course, Template: req.Template,
-		Cloud: targets[0].Name(), StackName: "lab-" + id, Status: labs.Launching, CreatedAt: now}
-	lab, err = m.Registry.CreateLab(ctx, lab, labs.Event{At: now, Actor: req.Actor, Action: "launch",
-		To: labs.Launching, Cloud: lab.Cloud, Detail: "template " + req.Template})
-	if err != nil {
-		return labs.Lab{}, fmt.Errorf("record lab: %w", err)
+		return lab, err
 	}
 
 	var failures []error
@@ -147,6 +142,32 @@ func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, erro
 			l.Status, l.DeletedAt, l.LastError = labs.Deleted, m.Now(), errors.Join(failures...).Error()
 		})
 	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, errors.Join(failures...))
+}
+
+// place picks the clouds for a new lab and records it, as one step for this process.
+func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
+	m.placing.Lock()
+	defer m.placing.Unlock()
+	targets, err := m.placement(ctx, req.Cloud)
+	if err != nil {
+		return labs.Lab{}, nil, err
+	}
+	now := m.Now()
+	id := newID()
+	lab := labs.Lab{ID: id, Learner: req.Learner, Course: req.Course, Template: req.Template,
+		Cloud: targets[0].Name(), StackName: "lab-" + id, Status: labs.Launching, CreatedAt: now}
+	lab, err = m.Registry.CreateLab(ctx, lab, labs.Event{At: now, Actor: req.Actor, Action: "launch",
+		To: labs.Launching, Cloud: lab.Cloud, Detail: "template " + req.Template})
+	if errors.Is(err, labs.ErrExists) {
+		existing, ferr := m.Registry.FindLive(ctx, req.Learner, req.Course)
+		if ferr == nil {
+			return existing, nil, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
+		}
+	}
+	if err != nil {
+		return labs.Lab{}, nil, fmt.Errorf("record lab: %w", err)
+	}
+	return lab, targets, nil
 }
 
 // launchOn creates the lab's stack on one cloud and waits for it. On failure it deletes what
@@ -319,6 +340,11 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 		m.Log.Info("decision changed on re-read", "lab", lab.ID, "planned", a.Kind, "now", fresh.Kind)
 		return false, nil
 	}
+	if lab.StackID == "" && stack != nil && stack.Name == lab.StackName {
+		// the launch stopped before recording its stack, which the cloud has under the
+		// lab's name: act on that stack, not on nothing
+		lab.StackID = stack.ID
+	}
 	switch a.Kind {
 	case policy.Sync, policy.Flag:
 		_, err = m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: string(a.Kind), Detail: fresh.Reason}, func(l *labs.Lab) {
@@ -344,6 +370,10 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 
 // act runs one cloud action on a lab with its hooks and records the outcome.
 func (m *Manager) act(ctx context.Context, c Cloud, lab labs.Lab, op Op, actor, reason string) (labs.Lab, error) {
+	if lab.StackID == "" && op != OpDelete {
+		// refused before any hook runs: nothing is done
+		return lab, fmt.Errorf("%w: lab %s has no stack yet (%s)", ErrInvalid, lab.ID, lab.Status)
+	}
 	switch op {
 	case OpSuspend:
 		m.runHook(ctx, "before_suspend", m.Hooks.BeforeSuspend, lab, actor)
@@ -354,10 +384,7 @@ func (m *Manager) act(ctx context.Context, c Cloud, lab labs.Lab, op Op, actor, 
 	var err error
 	switch {
 	case lab.StackID == "":
-		// a launch that never got its stack: nothing on the cloud to act on
-		if op != OpDelete {
-			return lab, fmt.Errorf("%w: lab %s has no stack yet (%s)", ErrInvalid, lab.ID, lab.Status)
-		}
+		// a launch that never got its stack: nothing on the cloud to delete
 		st = labs.Stack{Status: "DELETE_COMPLETE"}
 	case op == OpSuspend:
 		st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
