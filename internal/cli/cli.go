@@ -72,7 +72,10 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 
 // NewApp builds the application.
 func NewApp(stdio IO) *cli.App {
-	return &cli.App{
+	// urfave/cli v2 only calls CommandNotFound and then exits 0: remember the unknown command
+	// and return it from After, which runs last, so that it exits 2 like any bad usage.
+	var unknown error
+	app := &cli.App{
 		Name:  "labplane",
 		Usage: "the control plane of an Open edX + OpenStack lab platform",
 		Description: "labplane launches learners' lab stacks on OpenStack Heat, suspends them when idle, resumes them\n" +
@@ -89,18 +92,34 @@ func NewApp(stdio IO) *cli.App {
 				Usage: "debug, info, warn or error; logs go to stderr"},
 		},
 		ExitErrHandler: func(*cli.Context, error) {}, // Run prints and maps errors
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return badInput{err}
-		},
+		OnUsageError:   onUsageError,
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(stdio.Err, "labplane: no command %q; see labplane --help\n", name)
+			unknown = usageError("no command %q; see %s --help", name, c.Command.HelpName)
 		},
+		After: func(*cli.Context) error { return unknown },
 		Commands: []*cli.Command{
 			configCommand(stdio),
 			labsCommand(stdio),
 			reapCommand(stdio),
 			localCloudCommand(stdio),
 		},
+	}
+	setOnUsageError(app.Commands)
+	return app
+}
+
+// onUsageError makes a command line urfave/cli cannot parse (an unknown flag, a flag without
+// its value) bad usage: exit 2.
+func onUsageError(_ *cli.Context, err error, _ bool) error { return badInput{err} }
+
+// setOnUsageError gives every command and subcommand onUsageError: urfave/cli v2 does not
+// inherit the App's, and returns a plain error (exit 1) otherwise.
+func setOnUsageError(cmds []*cli.Command) {
+	for _, c := range cmds {
+		if c.OnUsageError == nil {
+			c.OnUsageError = onUsageError
+		}
+		setOnUsageError(c.Subcommands)
 	}
 }
 

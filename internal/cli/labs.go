@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -28,8 +30,9 @@ func labsCommand(stdio IO) *cli.Command {
 					"(capacity counts suspended labs); if the launch fails there, what it left is deleted and the next\n" +
 					"cloud is tried. A learner who already has a live lab for the course gets it back (exit 2).",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "learner", Required: true, Usage: "the learner's id in the LMS"},
-					&cli.StringFlag{Name: "course", Required: true, Usage: "the course id"},
+					// required, checked in Action: urfave/cli's own check fails with exit 1
+					&cli.StringFlag{Name: "learner", Usage: "the learner's id in the LMS (required)"},
+					&cli.StringFlag{Name: "course", Usage: "the course id (required)"},
 					&cli.StringFlag{Name: "template", Usage: "a template name from the configuration (default: default_template)"},
 					&cli.StringFlag{Name: "cloud", Usage: "launch on this cloud only (no failover)"},
 					outputFlag,
@@ -38,6 +41,11 @@ func labsCommand(stdio IO) *cli.Command {
 					out, err := output(c)
 					if err != nil {
 						return err
+					}
+					for _, name := range []string{"learner", "course"} {
+						if c.String(name) == "" {
+							return usageError("--%s is required (see labplane labs launch --help)", name)
+						}
 					}
 					e, err := openEnv(c, stdio, true)
 					if err != nil {
@@ -232,13 +240,48 @@ func confirm(stdio IO, yes bool, question string) error {
 }
 
 func labArg(c *cli.Context) (id, out string, err error) {
+	n := c.NArg()
+	if n > 1 {
+		// urfave/cli v2 stops parsing flags at the first argument: parse those after the ID
+		// (labs show ID --output json) with the command's own flags
+		if n, err = parseTrailingFlags(c); err != nil {
+			return "", "", err
+		}
+	}
 	if out, err = output(c); err != nil {
 		return "", "", err
 	}
-	if c.NArg() != 1 {
+	if n != 1 {
 		return "", "", usageError("%s needs one lab ID (see labplane labs list)", c.Command.FullName())
 	}
 	return c.Args().First(), out, nil
+}
+
+// parseTrailingFlags parses the arguments after the first with the command's flags, sets
+// the flags found (under all their names) and returns how many arguments are left, the first
+// included.
+func parseTrailingFlags(c *cli.Context) (int, error) {
+	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
+	set.SetOutput(io.Discard)
+	for _, f := range c.Command.Flags {
+		if err := f.Apply(set); err != nil {
+			return 0, err
+		}
+	}
+	if err := set.Parse(c.Args().Tail()); err != nil {
+		return 0, badInput{err}
+	}
+	var err error
+	set.Visit(func(fl *flag.Flag) {
+		for _, f := range c.Command.Flags {
+			if slices.Contains(f.Names(), fl.Name) {
+				for _, name := range f.Names() {
+					err = errors.Join(err, c.Set(name, fl.Value.String()))
+				}
+			}
+		}
+	})
+	return 1 + set.NArg(), err
 }
 
 type labView struct {

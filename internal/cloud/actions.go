@@ -257,8 +257,12 @@ func (h *Heat) Delete(ctx context.Context, name, id string) (labs.Stack, error) 
 }
 
 func (h *Heat) done(op string, st labs.Stack, err error, start time.Time, rid string) {
+	took := time.Since(start)
+	if h.obs != nil {
+		h.obs(op, took, err)
+	}
 	args := []any{"stack", st.Name, "id", st.ID, "status", st.Status, "request_id", rid,
-		"seconds", time.Since(start).Round(time.Millisecond).Seconds()}
+		"seconds", took.Round(time.Millisecond).Seconds()}
 	if err != nil {
 		h.log.Warn("stack "+op+" failed", append(args, "error", err.Error())...)
 		return

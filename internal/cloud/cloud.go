@@ -58,6 +58,9 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Logger receives key/value logs (never credentials). Default: slog.Default().
 	Logger *slog.Logger
+	// Observe, if set, is told of every finished operation (create, suspend, resume, delete)
+	// with the time it held its slot: the cloud's latency, for metrics and benchmarks.
+	Observe func(op string, took time.Duration, err error)
 }
 
 // Heat is one cloud's orchestration API. It is safe for concurrent use.
@@ -67,6 +70,7 @@ type Heat struct {
 	slots chan struct{}
 	poll  time.Duration
 	log   *slog.Logger
+	obs   func(op string, took time.Duration, err error)
 
 	// waits tuning (tests shorten them)
 	staleGrace     time.Duration // how long an unchanged status may stay after an action request
@@ -162,6 +166,7 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 		slots:          make(chan struct{}, o.MaxInFlight),
 		poll:           o.PollInterval,
 		log:            o.Logger.With("cloud", o.Name),
+		obs:            o.Observe,
 		staleGrace:     60 * time.Second,
 		transientGrace: 30 * time.Second,
 	}

@@ -31,6 +31,15 @@ type Cloud struct {
 	inFlight int
 	maxSeen  int
 	calls    map[string]int
+	observe  func(op string, took time.Duration, err error)
+}
+
+// Observe sets a function told of every finished operation and the time it held its slot,
+// as cloud.Options.Observe is for the real cloud.
+func (c *Cloud) Observe(fn func(op string, took time.Duration, err error)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.observe = fn
 }
 
 // New returns a fake cloud whose create/suspend/resume/delete take latency each, at most
@@ -173,6 +182,19 @@ func (c *Cloud) operate(ctx context.Context, op, name, id string, create func() 
 		return labs.Stack{}, err
 	}
 	defer c.leave(true)
+	start := time.Now()
+	st, err := c.run(ctx, op, name, id, create)
+	c.mu.Lock()
+	observe := c.observe
+	c.mu.Unlock()
+	if observe != nil {
+		observe(op, time.Since(start), err)
+	}
+	return st, err
+}
+
+// run is one operation holding its slot.
+func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*labs.Stack, error)) (labs.Stack, error) {
 	action := strings.ToUpper(op)
 
 	c.mu.Lock()

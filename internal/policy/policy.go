@@ -76,7 +76,7 @@ type Stray struct {
 // Decide returns what to do with every observed lab and stray stack. Labs needing nothing
 // (running and in use, suspended, in progress) produce no action.
 func Decide(observed []Observed, strays []Stray, now time.Time, rules Set) []Action {
-	actions := make([]Action, 0, len(observed)/8+len(strays))
+	actions := make([]Action, 0, len(observed)+len(strays))
 	for _, o := range observed {
 		if a, ok := DecideLab(o, now, rules.For(o.Lab.Course)); ok {
 			actions = append(actions, a)

@@ -40,7 +40,7 @@ func (c *offsetClock) Add(d time.Duration) {
 }
 
 type heatRig struct {
-	t      *testing.T
+	t      testing.TB
 	course string // unique per test: every lab stack of the test carries course=<course>
 	store  *store.Store
 	heat   map[string]*cloud.Heat
@@ -51,11 +51,13 @@ type heatRig struct {
 
 // target is a cloud of the rig in placement order.
 type target struct {
-	name     string
-	capacity int
+	name        string
+	capacity    int
+	maxInFlight int // 6 if zero
+	observe     func(op string, took time.Duration, err error)
 }
 
-func newHeatRig(t *testing.T, rules policy.Set, targets ...target) *heatRig {
+func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("needs the local clouds (not with -short)")
@@ -75,7 +77,11 @@ func newHeatRig(t *testing.T, rules policy.Set, targets ...target) *heatRig {
 	var lts []lifecycle.Target
 	var rcs []reaper.Cloud
 	for _, tg := range targets {
-		h, err := cloud.Open(ctx, cloud.Options{Name: tg.name, MaxInFlight: 6, PollInterval: 250 * time.Millisecond, Logger: log})
+		if tg.maxInFlight == 0 {
+			tg.maxInFlight = 6
+		}
+		h, err := cloud.Open(ctx, cloud.Options{Name: tg.name, MaxInFlight: tg.maxInFlight, PollInterval: 250 * time.Millisecond, Logger: log,
+			Observe: tg.observe})
 		if err != nil {
 			t.Fatal(err)
 		}

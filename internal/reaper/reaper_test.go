@@ -43,7 +43,7 @@ var testRules = policy.Rules{
 }
 
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	store  *store.Store
 	clouds []*fakecloud.Cloud
 	clock  *clock
@@ -51,7 +51,7 @@ type rig struct {
 	reaper *reaper.Reaper
 }
 
-func newRig(t *testing.T, clouds ...*fakecloud.Cloud) *rig {
+func newRig(t testing.TB, clouds ...*fakecloud.Cloud) *rig {
 	t.Helper()
 	st, err := store.Open(context.Background(), "sqlite", filepath.Join(t.TempDir(), "labplane.db"))
 	if err != nil {
