@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
 	// Commands that open clouds look their entry up in clouds.yaml: point them at an empty
 	// one, so that the tests never reach a cloud of the machine they run on.
 	dir, err := os.MkdirTemp("", "labplane-cli-test-")
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("OS_CLIENT_CONFIG_FILE", clouds)
 	os.Unsetenv("LABPLANE_CONFIG")
 	os.Unsetenv("LABPLANE_LOG_LEVEL")
-	code := m.Run()
+	code := runWithCloud(m) // heat_test.go: the local cloud for the tests that need one
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

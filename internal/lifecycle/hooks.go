@@ -15,7 +15,8 @@ import (
 // variables. A failing hook is logged and recorded in the audit trail; the action goes on.
 type Hooks struct {
 	BeforeSuspend, AfterResume, BeforeDelete string
-	Timeout                                  time.Duration
+	// Timeout bounds each hook; it must be set when a hook is (config supplies a default).
+	Timeout time.Duration
 }
 
 // hookOutputLimit bounds how much of a failing hook's output is recorded.

@@ -257,16 +257,17 @@ func (m *Manager) Cloud(name string) (Cloud, error) {
 	return nil, fmt.Errorf("%w %q (configured: %v)", ErrUnknownCloud, name, m.cloudNames())
 }
 
-// Heartbeat records that the learner is active in the lab.
+// Heartbeat records that the learner is active in the lab. A deleted lab gets ErrInvalid
+// and nothing is written.
 func (m *Manager) Heartbeat(ctx context.Context, id string) (labs.Lab, error) {
-	lab, err := m.Registry.Heartbeat(ctx, id, m.Now())
+	lab, err := m.Registry.GetLab(ctx, id)
 	if err != nil {
 		return lab, err
 	}
 	if lab.Status == labs.Deleted {
 		return lab, fmt.Errorf("%w: lab %s is deleted", ErrInvalid, id)
 	}
-	return lab, nil
+	return m.Registry.Heartbeat(ctx, id, m.Now())
 }
 
 // Op is a single-lab action an operator or the API asks for.

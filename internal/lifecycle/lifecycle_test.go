@@ -682,3 +682,19 @@ func TestConcurrentLaunchesRespectCapacity(t *testing.T) {
 		t.Errorf("cloud a has %d stacks", n)
 	}
 }
+
+func TestHeartbeatOnADeletedLabWritesNothing(t *testing.T) {
+	r := newRig(t, "a")
+	lab := r.launch("ann", "os101")
+	if _, err := r.do(lifecycle.OpDelete, lab.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	before := r.lab(lab.ID)
+	r.clock.Add(time.Minute)
+	if _, err := r.mgr.Heartbeat(context.Background(), lab.ID); !errors.Is(err, lifecycle.ErrInvalid) {
+		t.Fatalf("want ErrInvalid, got %v", err)
+	}
+	if after := r.lab(lab.ID); after.Version != before.Version || !after.LastHeartbeat.Equal(before.LastHeartbeat) {
+		t.Errorf("a heartbeat on a deleted lab wrote: version %d -> %d", before.Version, after.Version)
+	}
+}
