@@ -76,16 +76,37 @@ func localCloudCommand(stdio IO) *cli.Command {
 			{
 				Name:  "status",
 				Usage: "say whether the local clouds are up",
-				Flags: []cli.Flag{nameFlag},
+				Flags: []cli.Flag{nameFlag, outputFlag},
 				Action: func(c *cli.Context) error {
-					return each(c, func(in localcloud.Instance) error {
+					out, err := output(c)
+					if err != nil {
+						return err
+					}
+					type status struct {
+						Name       string `json:"name"`
+						Up         bool   `json:"up"`
+						Keystone   string `json:"keystone"`
+						Heat       string `json:"heat"`
+						CloudsYAML string `json:"clouds_yaml"`
+					}
+					var all []status
+					if err := each(c, func(in localcloud.Instance) error {
+						all = append(all, status{in.Name, in.Running(c.Context), in.KeystoneURL(), in.HeatURL(), in.CloudsYAML()})
+						return nil
+					}); err != nil {
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, all)
+					}
+					for _, st := range all {
 						state := "down"
-						if in.Running(c.Context) {
+						if st.Up {
 							state = "up"
 						}
-						fmt.Fprintf(stdio.Out, "%s: %s (keystone %s, heat %s, clouds.yaml %s)\n", in.Name, state, in.KeystoneURL(), in.HeatURL(), in.CloudsYAML())
-						return nil
-					})
+						fmt.Fprintf(stdio.Out, "%s: %s (keystone %s, heat %s, clouds.yaml %s)\n", st.Name, state, st.Keystone, st.Heat, st.CloudsYAML)
+					}
+					return nil
 				},
 			},
 		},
