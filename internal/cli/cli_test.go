@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,11 +14,11 @@ import (
 
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/store"
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
 	// Commands that open clouds look their entry up in clouds.yaml: point them at an empty
 	// one, so that the tests never reach a cloud of the machine they run on.
 	dir, err := os.MkdirTemp("", "labplane-cli-test-")
@@ -35,7 +34,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("OS_CLIENT_CONFIG_FILE", clouds)
 	os.Unsetenv("LABPLANE_CONFIG")
 	os.Unsetenv("LABPLANE_LOG_LEVEL")
-	code := runWithCloud(m) // heat_test.go: the local cloud for the tests that need one
+	code := localcloudtest.Main(m, &lease, nil, "local-a") // for heat_test.go
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,27 +17,6 @@ import (
 
 // lease holds the local cloud local-a for TestCommandsAgainstRealHeat (nil with -short).
 var lease *localcloud.Lease
-
-func runWithCloud(m *testing.M) int {
-	if testing.Short() {
-		return m.Run()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	var err error
-	if lease, err = localcloud.Acquire(ctx, os.Stderr, "local-a"); err != nil {
-		fmt.Fprintf(os.Stderr, "cli tests: cannot bring up local-a: %v (go test -short skips the tests that need it)\n", err)
-		return 1
-	}
-	code := m.Run()
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer rcancel()
-	if err := lease.Release(rctx); err != nil {
-		fmt.Fprintf(os.Stderr, "cli tests: release: %v\n", err)
-		code = max(code, 1)
-	}
-	return code
-}
 
 // The commands an operator types, against the real Keystone + Heat, with debug logs: what
 // they print, what they change, and that no password or token shows anywhere.

@@ -115,38 +115,20 @@ func labsCommand(stdio IO) *cli.Command {
 				Usage:     "show a lab, its stack's outputs and its audit trail",
 				ArgsUsage: "ID",
 				Flags:     []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					id, out, err := labArg(c)
-					if err != nil {
-						return err
-					}
-					e, err := openEnv(c, stdio, false)
-					if err != nil {
-						return err
-					}
-					defer e.Close()
+				Action: labAction(stdio, false, func(c *cli.Context, e *env, id, out string) error {
 					lab, err := e.store.GetLab(c.Context, id)
 					if err != nil {
 						return err
 					}
 					return printLab(c.Context, stdio.Out, out, e, lab)
-				},
+				}),
 			},
 			{
 				Name:      "heartbeat",
 				Usage:     "record that the learner is active in the lab (the LMS does this through the API)",
 				ArgsUsage: "ID",
 				Flags:     []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					id, out, err := labArg(c)
-					if err != nil {
-						return err
-					}
-					e, err := openEnv(c, stdio, false)
-					if err != nil {
-						return err
-					}
-					defer e.Close()
+				Action: labAction(stdio, false, func(c *cli.Context, e *env, id, out string) error {
 					lab, err := e.manager().Heartbeat(c.Context, id)
 					if err != nil {
 						return err
@@ -156,7 +138,7 @@ func labsCommand(stdio IO) *cli.Command {
 					}
 					_, err = fmt.Fprintf(stdio.Out, "lab %s: heartbeat at %s (%s)\n", lab.ID, lab.LastHeartbeat.Format("15:04:05"), lab.Status)
 					return err
-				},
+				}),
 			},
 			opCommand(stdio, lifecycle.OpSuspend, "suspend the lab's stack in place (Heat stack suspend)"),
 			opCommand(stdio, lifecycle.OpResume, "resume the lab's suspended stack"),
@@ -181,16 +163,7 @@ func opCommand(stdio IO, op lifecycle.Op, usage string) *cli.Command {
 		Usage:     usage,
 		ArgsUsage: "ID",
 		Flags:     flags,
-		Action: func(c *cli.Context) error {
-			id, out, err := labArg(c)
-			if err != nil {
-				return err
-			}
-			e, err := openEnv(c, stdio, !c.Bool("dry-run"))
-			if err != nil {
-				return err
-			}
-			defer e.Close()
+		Action: labAction(stdio, true, func(c *cli.Context, e *env, id, out string) error {
 			if c.Bool("dry-run") {
 				lab, err := e.store.GetLab(c.Context, id)
 				if err != nil {
@@ -216,7 +189,7 @@ func opCommand(stdio IO, op lifecycle.Op, usage string) *cli.Command {
 				return perr
 			}
 			return err
-		},
+		}),
 	}
 }
 
@@ -237,6 +210,24 @@ func confirm(stdio IO, yes bool, question string) error {
 		return usageError("not confirmed: nothing was changed")
 	}
 	return nil
+}
+
+// labAction is the action of a command on one lab (labplane labs CMD ID): it reads the ID
+// and --output, opens the registry (and, with clouds and without --dry-run, the clouds) and
+// calls do.
+func labAction(stdio IO, clouds bool, do func(c *cli.Context, e *env, id, out string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		id, out, err := labArg(c)
+		if err != nil {
+			return err
+		}
+		e, err := openEnv(c, stdio, clouds && !c.Bool("dry-run"))
+		if err != nil {
+			return err
+		}
+		defer e.Close()
+		return do(c, e, id, out)
+	}
 }
 
 func labArg(c *cli.Context) (id, out string, err error) {

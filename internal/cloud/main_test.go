@@ -2,7 +2,6 @@ package cloud_test
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"testing"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/localcloud"
+	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
 )
 
 // The integration tests run against the real Keystone + Heat of the local cloud "local-a",
@@ -23,40 +23,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		os.Exit(m.Run())
-	}
-	os.Exit(runWithCloud(m))
-}
-
-func runWithCloud(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	start := time.Now()
-	var err error
-	lease, err = localcloud.Acquire(ctx, os.Stderr, "local-a")
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "cloud tests: cannot bring up the local cloud local-a: %v\n(go test -short skips the integration tests)\n", err)
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "cloud tests: local-a ready in %.1fs (started here: %v)\n", time.Since(start).Seconds(), lease.Started("local-a"))
-	// the standard way: clientconfig finds the entries through OS_CLIENT_CONFIG_FILE
-	os.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	runTag = fmt.Sprintf("labplane-test-run=%d-%d", os.Getpid(), time.Now().Unix())
-
-	code := m.Run()
-
-	cleanup(ctx)
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer rcancel()
-	if err := lease.Release(rctx); err != nil {
-		fmt.Fprintf(os.Stderr, "cloud tests: release: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	return code
+	os.Exit(localcloudtest.Main(m, &lease, cleanup, "local-a"))
 }
 
 // cleanup deletes what the tests left behind (on a failure), so that a developer's cloud does

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
@@ -20,19 +21,6 @@ import (
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/store"
 )
-
-// clock is a settable clock for the manager.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var testRules = policy.Rules{
 	IdleSuspendAfter: 2 * time.Minute,
@@ -50,7 +38,7 @@ type rig struct {
 	t      *testing.T
 	store  *store.Store
 	clouds map[string]*fakecloud.Cloud
-	clock  *clock
+	clock  *clock.Manual
 	mgr    *lifecycle.Manager
 }
 
@@ -63,7 +51,7 @@ func newRig(t *testing.T, names ...string) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clk := &clock{t: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
+	clk := clock.NewManual(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 	r := &rig{t: t, store: st, clouds: map[string]*fakecloud.Cloud{}, clock: clk}
 	var targets []lifecycle.Target
 	for _, n := range names {

@@ -7,10 +7,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -18,19 +18,6 @@ import (
 	"github.com/labplane/labplane/internal/reaper"
 	"github.com/labplane/labplane/internal/store"
 )
-
-// clock is a settable clock shared by the manager and the reaper.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 var testRules = policy.Rules{
 	IdleSuspendAfter: 2 * time.Minute,
@@ -46,7 +33,7 @@ type rig struct {
 	t      testing.TB
 	store  *store.Store
 	clouds []*fakecloud.Cloud
-	clock  *clock
+	clock  *clock.Manual
 	mgr    *lifecycle.Manager
 	reaper *reaper.Reaper
 }
@@ -58,7 +45,7 @@ func newRig(t testing.TB, clouds ...*fakecloud.Cloud) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	clk := &clock{t: time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC)}
+	clk := clock.NewManual(time.Date(2026, 11, 2, 9, 0, 0, 0, time.UTC))
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	targets := make([]lifecycle.Target, len(clouds))
 	rc := make([]reaper.Cloud, len(clouds))

@@ -1,0 +1,48 @@
+// Package localcloudtest runs a package's tests with local clouds: it brings them up through
+// localcloud.Acquire (unless -short), points OS_CLIENT_CONFIG_FILE at them, runs the tests,
+// and releases the clouds, pass or fail (the last suite to release a cloud a suite started
+// stops it).
+package localcloudtest
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/localcloud"
+)
+
+// Main is TestMain's body: it sets *lease (nil with -short, when the tests that need a cloud
+// skip themselves), runs the tests, calls before (if any) while the clouds are still up, then
+// releases them. It returns the exit code.
+func Main(m *testing.M, lease **localcloud.Lease, before func(context.Context), names ...string) int {
+	flag.Parse()
+	if testing.Short() {
+		return m.Run()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	start := time.Now()
+	l, err := localcloud.Acquire(ctx, os.Stderr, names...)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cannot bring up the local clouds %v: %v\n(go test -short runs only the tests that need none)\n", names, err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "local clouds %v ready in %.1fs\n", names, time.Since(start).Seconds())
+	*lease = l
+	os.Setenv("OS_CLIENT_CONFIG_FILE", l.CloudsYAML())
+	code := m.Run()
+	if before != nil {
+		before(ctx)
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer rcancel()
+	if err := l.Release(rctx); err != nil {
+		fmt.Fprintf(os.Stderr, "release the local clouds: %v\n", err)
+		code = max(code, 1)
+	}
+	return code
+}
