@@ -83,6 +83,7 @@ func (e *env) manager() *lifecycle.Manager {
 		targets[i] = lifecycle.Target{Cloud: c, Capacity: cc.Capacity, Drain: cc.Drain}
 	}
 	return &lifecycle.Manager{
+		Site:            e.cfg.Site,
 		Registry:        e.store,
 		Targets:         targets,
 		Template:        e.cfg.TemplatePath,
@@ -100,7 +101,7 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 	for i, c := range e.clouds {
 		clouds[i] = c
 	}
-	return &reaper.Reaper{Registry: e.store, Clouds: clouds, Applier: e.manager(), Rules: e.cfg.Rules(),
+	return &reaper.Reaper{Site: e.cfg.Site, Registry: e.store, Clouds: clouds, Applier: e.manager(), Rules: e.cfg.Rules(),
 		Now: e.now, Log: e.log, Actor: actorName}
 }
 

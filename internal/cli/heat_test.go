@@ -28,7 +28,8 @@ func TestCommandsAgainstRealHeat(t *testing.T) {
 	_, here, _, _ := runtime.Caller(0)
 	tmpl, _ := filepath.Abs(filepath.Join(filepath.Dir(here), "..", "..", "examples", "templates", "lab.yaml"))
 	course := fmt.Sprintf("cli-%d", time.Now().UnixNano()%1e6)
-	s := newSite(t, fmt.Sprintf(`store:
+	s := newSite(t, fmt.Sprintf(`site: %s
+store:
   dsn: labplane.db
 clouds:
   - name: local-a
@@ -37,7 +38,7 @@ templates:
   lab: %s
 policy:
   idle_suspend_after: 3s
-`, tmpl))
+`, course, tmpl))
 	var all strings.Builder
 	run := func(wantCode int, args ...string) result {
 		t.Helper()

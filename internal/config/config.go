@@ -24,7 +24,10 @@ import (
 // Config is a loaded and validated labplane.yaml.
 type Config struct {
 	// Path is the file it was loaded from; relative paths in it are resolved against its directory.
-	Path      string            `yaml:"-" json:"path"`
+	Path string `yaml:"-" json:"path"`
+	// Site names this installation. Its stacks are tagged labplane-site=<site>, and it never
+	// touches a stack without that tag: two installations can share a cloud project.
+	Site      string            `yaml:"site" json:"site"`
 	Store     Store             `yaml:"store" json:"store"`
 	Clouds    []Cloud           `yaml:"clouds" json:"clouds"`
 	Templates map[string]string `yaml:"templates" json:"templates"`
@@ -246,6 +249,12 @@ func (v *validator) add(field, format string, args ...any) {
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
 func (c *Config) validate(v *validator) {
+	switch {
+	case c.Site == "":
+		c.Site = DefaultSite
+	case !namePattern.MatchString(c.Site):
+		v.add("site", "%q must be lower-case letters, digits and dashes", c.Site)
+	}
 	c.validateStore(v)
 	c.validateClouds(v)
 	c.validateTemplates(v)

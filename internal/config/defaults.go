@@ -8,6 +8,7 @@ import (
 
 // The defaults, in one place. DeleteAfter has none: absent means never delete by age.
 const (
+	DefaultSite        = "labplane"
 	DefaultStoreDriver = "sqlite"
 	DefaultSQLiteFile  = "labplane.db"
 	DefaultMaxInFlight = 4

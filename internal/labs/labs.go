@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -128,17 +129,23 @@ type Filter struct {
 	Statuses []Status
 }
 
-// Tags labplane puts on every stack it creates. A stack without TagManaged is never touched.
+// Tags labplane puts on every stack it creates. A stack without TagManaged is never touched,
+// and an installation (a site) touches only stacks with its own SiteTag: two labplanes sharing
+// a cloud project never take each other's labs for orphans.
 const (
 	TagManaged      = "labplane"
+	tagSitePrefix   = "labplane-site="
 	tagLabPrefix    = "labplane-lab="
 	tagCoursePrefix = "course="
 	tagLearnerPref  = "learner="
 )
 
-// StackTags returns the tags for a lab's stack.
-func StackTags(l Lab) []string {
-	return []string{TagManaged, tagLabPrefix + l.ID, tagCoursePrefix + l.Course, tagLearnerPref + l.Learner}
+// SiteTag is the tag of an installation's stacks.
+func SiteTag(site string) string { return tagSitePrefix + site }
+
+// StackTags returns the tags for a lab's stack at a site.
+func StackTags(l Lab, site string) []string {
+	return []string{TagManaged, SiteTag(site), tagLabPrefix + l.ID, tagCoursePrefix + l.Course, tagLearnerPref + l.Learner}
 }
 
 // Stack is a Heat stack as a cloud reports it.
@@ -185,14 +192,10 @@ func (o Outputs) MarshalJSON() ([]byte, error) { return json.Marshal(map[string]
 type StackKey struct{ Cloud, ID string }
 
 // Managed reports whether the stack carries labplane's tag.
-func (s Stack) Managed() bool {
-	for _, t := range s.Tags {
-		if t == TagManaged {
-			return true
-		}
-	}
-	return false
-}
+func (s Stack) Managed() bool { return s.HasTag(TagManaged) }
+
+// HasTag reports whether the stack carries the tag.
+func (s Stack) HasTag(tag string) bool { return slices.Contains(s.Tags, tag) }
 
 // LabID returns the lab id from the stack's labplane-lab=<id> tag, or "".
 func (s Stack) LabID() string {

@@ -104,7 +104,7 @@ func TestApplySkipsAnOrphanThatGotARow(t *testing.T) {
 			c := r.clouds["a"]
 			ghost := labs.Lab{ID: "ghost1", Learner: "gil", Course: "os101", Template: "lab", Cloud: "a",
 				StackName: "lab-ghost1", Status: labs.Launching}
-			st := c.Put(labs.Stack{Name: ghost.StackName, Status: "CREATE_COMPLETE", Tags: labs.StackTags(ghost)})
+			st := c.Put(labs.Stack{Name: ghost.StackName, Status: "CREATE_COMPLETE", Tags: labs.StackTags(ghost, "test")})
 			a := policy.DecideStray(policy.Stray{Stack: st, FirstSeen: r.clock.Now()}, r.clock.Now().Add(2*time.Hour), testRules)
 			if a.Kind != policy.DeleteOrphan {
 				t.Fatalf("want a delete-orphan planned, got %s", a.Kind)
@@ -177,7 +177,7 @@ func TestApplyDeletesAStuckLaunchWhoseStackIDWasNeverRecorded(t *testing.T) {
 	if _, err := r.store.CreateLab(t.Context(), lab, labs.Event{At: r.clock.Now(), Actor: "test", Action: "launch"}); err != nil {
 		t.Fatal(err)
 	}
-	st := c.Put(labs.Stack{Name: lab.StackName, Status: "CREATE_IN_PROGRESS", Tags: labs.StackTags(lab)})
+	st := c.Put(labs.Stack{Name: lab.StackName, Status: "CREATE_IN_PROGRESS", Tags: labs.StackTags(lab, "test")})
 	r.clock.Add(2 * time.Minute) // past launch_timeout (1m)
 
 	a := r.plan(lab.ID)

@@ -55,6 +55,9 @@ type Target struct {
 
 // Manager acts on single labs.
 type Manager struct {
+	// Site names this installation: its stacks carry labs.SiteTag(Site), and it deletes no
+	// stray stack without that tag.
+	Site     string
 	Registry Registry
 	// Targets are the clouds in placement order.
 	Targets []Target
@@ -177,7 +180,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	wctx, cancel := context.WithTimeout(ctx, rules.LaunchTimeout)
 	defer cancel()
 	st, err := c.Create(wctx, cloud.CreateRequest{
-		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab), Timeout: rules.LaunchTimeout,
+		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
 		Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
 	})
 	if err == nil {
@@ -450,6 +453,9 @@ func (m *Manager) deleteStray(ctx context.Context, a policy.Action, actor string
 	}
 	if err != nil {
 		return false, err
+	}
+	if !st.HasTag(labs.SiteTag(m.Site)) {
+		return false, nil // another installation's stack, or none's: never ours to delete
 	}
 	stray := policy.Stray{Stack: st, FirstSeen: m.Now().Add(-m.Rules.Default.OrphanGrace)}
 	if a.Kind == policy.DeleteZombie {

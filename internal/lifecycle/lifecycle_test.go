@@ -60,6 +60,7 @@ func newRig(t *testing.T, names ...string) *rig {
 		targets = append(targets, lifecycle.Target{Cloud: c})
 	}
 	r.mgr = &lifecycle.Manager{
+		Site:     "test",
 		Registry: st,
 		Targets:  targets,
 		Template: func(name string) (string, error) {

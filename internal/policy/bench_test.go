@@ -23,7 +23,7 @@ func BenchmarkDecide(b *testing.B) {
 		l := labs.Lab{ID: fmt.Sprintf("lab%06d", i), Learner: fmt.Sprintf("l%d", i), Course: fmt.Sprintf("c%d", i%20),
 			Cloud: "a", StackName: fmt.Sprintf("lab-lab%06d", i), StackID: fmt.Sprintf("s%d", i),
 			CreatedAt: now.Add(-time.Duration(i%40) * 24 * time.Hour), StackStatusSince: now.Add(-time.Hour)}
-		st := &labs.Stack{Cloud: "a", ID: l.StackID, Name: l.StackName, Status: statuses[i%len(statuses)], Tags: labs.StackTags(l)}
+		st := &labs.Stack{Cloud: "a", ID: l.StackID, Name: l.StackName, Status: statuses[i%len(statuses)], Tags: labs.StackTags(l, "s")}
 		l.StackStatus, l.Status = st.Status, policy.Implied(st.Status)
 		if i%3 == 0 {
 			l.LastHeartbeat = now.Add(-30 * time.Second) // in use

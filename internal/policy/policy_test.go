@@ -29,7 +29,7 @@ func lab(status labs.Status, stackStatus string) labs.Lab {
 
 func stack(status string) *labs.Stack {
 	return &labs.Stack{Cloud: "a", ID: "s1", Name: "lab-l1", Status: status,
-		Tags: labs.StackTags(labs.Lab{ID: "l1", Course: "os101", Learner: "ann"}), CreatedAt: t0}
+		Tags: labs.StackTags(labs.Lab{ID: "l1", Course: "os101", Learner: "ann"}, "s"), CreatedAt: t0}
 }
 
 func TestDecideLab(t *testing.T) {

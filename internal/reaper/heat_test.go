@@ -90,7 +90,7 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		rcs = append(rcs, h)
 	}
 	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml"}
-	r.mgr = &lifecycle.Manager{Registry: st, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
+	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
 		Template: func(name string) (string, error) {
 			if f, ok := templates[name]; ok {
 				return filepath.Abs(filepath.Join("../../examples/templates", f))
@@ -100,7 +100,7 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 			}
 			return "", fmt.Errorf("no template %q", name)
 		}}
-	r.reaper = &reaper.Reaper{Registry: st, Clouds: rcs, Applier: r.mgr, Rules: rules, Now: r.clock.Now, Log: log, Actor: "reaper"}
+	r.reaper = &reaper.Reaper{Site: r.course, Registry: st, Clouds: rcs, Applier: r.mgr, Rules: rules, Now: r.clock.Now, Log: log, Actor: "reaper"}
 	t.Cleanup(r.cleanup)
 	return r
 }
@@ -146,7 +146,7 @@ func (r *heatRig) adopt(cloudName, learner, template string, params map[string]s
 	id := learner + "-" + r.course
 	lab := labs.Lab{ID: id, Learner: learner, Course: r.course, Template: template, Cloud: cloudName,
 		StackName: "lab-" + id, Status: status, CreatedAt: r.clock.Now()}
-	st := r.stack(cloudName, lab.StackName, template, params, labs.StackTags(lab), wait)
+	st := r.stack(cloudName, lab.StackName, template, params, labs.StackTags(lab, r.course), wait)
 	lab.StackID = st.ID
 	lab, err := r.store.CreateLab(context.Background(), lab, labs.Event{At: r.clock.Now(), Actor: "test", Action: "adopt"})
 	if err != nil {
@@ -235,7 +235,7 @@ func TestHeatReaperOnRealStacks(t *testing.T) {
 
 	// the labs, created side by side
 	var idle, busy, old, zombie labs.Lab
-	var orphan, untagged labs.Stack
+	var orphan, untagged, otherSite labs.Stack
 	var wg sync.WaitGroup
 	wg.Go(func() { idle = r.launch("idle", "", "") })
 	wg.Go(func() { busy = r.launch("busy", "", "") })
@@ -243,7 +243,12 @@ func TestHeatReaperOnRealStacks(t *testing.T) {
 	wg.Go(func() { zombie = r.launch("zombie", "", "") })
 	wg.Go(func() {
 		orphan = r.stack("local-a", "lab-orphan"+r.course, "lab", nil,
-			labs.StackTags(labs.Lab{ID: "orphan-" + r.course, Course: r.course, Learner: "nobody"}), true)
+			labs.StackTags(labs.Lab{ID: "orphan-" + r.course, Course: r.course, Learner: "nobody"}, r.course), true)
+	})
+	wg.Go(func() {
+		// labplane's tags, but another installation's: to this one it is not an orphan, it is not there
+		otherSite = r.stack("local-a", "lab-othersite"+r.course, "lab", nil,
+			labs.StackTags(labs.Lab{ID: "othersite-" + r.course, Course: r.course, Learner: "nobody"}, "another-site"), true)
 	})
 	wg.Go(func() {
 		untagged = r.stack("local-a", "not-labplane-"+r.course, "lab", nil, []string{"untagged-by-labplane=" + r.course}, true)
@@ -358,6 +363,9 @@ func TestHeatReaperOnRealStacks(t *testing.T) {
 	}
 	if r.status("local-a", untagged) != "CREATE_COMPLETE" {
 		t.Error("a stack without labplane's tag was touched")
+	}
+	if r.status("local-a", otherSite) != "CREATE_COMPLETE" {
+		t.Error("another site's stack was touched")
 	}
 	events, err := r.store.Events(ctx, badSuspend.ID, 0)
 	if err != nil {

@@ -43,6 +43,8 @@ var _ Applier = (*lifecycle.Manager)(nil)
 
 // Reaper runs passes.
 type Reaper struct {
+	// Site names this installation: only stacks tagged labs.SiteTag(Site) are observed.
+	Site     string
 	Registry Registry
 	Clouds   []Cloud
 	Applier  Applier
@@ -261,14 +263,14 @@ type listing struct {
 	err    error
 }
 
-// listAll lists labplane's stacks on every cloud at once.
+// listAll lists this site's stacks on every cloud at once.
 func (r *Reaper) listAll(ctx context.Context) map[string]listing {
 	out := make(map[string]listing, len(r.Clouds))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, c := range r.Clouds {
 		wg.Go(func() {
-			stacks, err := c.List(ctx, labs.TagManaged)
+			stacks, err := c.List(ctx, labs.TagManaged, labs.SiteTag(r.Site))
 			mu.Lock()
 			out[c.Name()] = listing{stacks, err}
 			mu.Unlock()

@@ -54,10 +54,10 @@ func newRig(t testing.TB, clouds ...*fakecloud.Cloud) *rig {
 		rc[i] = c
 	}
 	rules := policy.Set{Default: testRules}
-	mgr := &lifecycle.Manager{Registry: st, Targets: targets, Rules: rules, Now: clk.Now, Log: log,
+	mgr := &lifecycle.Manager{Site: "test", Registry: st, Targets: targets, Rules: rules, Now: clk.Now, Log: log,
 		Template: func(string) (string, error) { return "/lab.yaml", nil }, DefaultTemplate: "lab"}
 	return &rig{t: t, store: st, clouds: clouds, clock: clk, mgr: mgr,
-		reaper: &reaper.Reaper{Registry: st, Clouds: rc, Applier: mgr, Rules: rules, Now: clk.Now, Log: log, Actor: "reaper"}}
+		reaper: &reaper.Reaper{Site: "test", Registry: st, Clouds: rc, Applier: mgr, Rules: rules, Now: clk.Now, Log: log, Actor: "reaper"}}
 }
 
 func (r *rig) launch(learner string) labs.Lab {
@@ -248,8 +248,9 @@ func TestZombiesDeletedOrphansAfterGraceUntaggedNeverTouched(t *testing.T) {
 	if _, err := r.store.UpdateLab(context.Background(), zl, labs.Event{At: r.clock.Now(), Actor: "test", Action: "forget"}); err != nil {
 		t.Fatal(err)
 	}
-	orphan := c.Put(labs.Stack{Name: "lab-gone", Status: "CREATE_COMPLETE", Tags: labs.StackTags(labs.Lab{ID: "gone", Course: "x", Learner: "y"})})
+	orphan := c.Put(labs.Stack{Name: "lab-gone", Status: "CREATE_COMPLETE", Tags: labs.StackTags(labs.Lab{ID: "gone", Course: "x", Learner: "y"}, "test")})
 	foreign := c.Put(labs.Stack{Name: "not-ours", Status: "CREATE_COMPLETE", Tags: []string{"course=os101"}})
+	otherSite := c.Put(labs.Stack{Name: "lab-elsewhere", Status: "CREATE_COMPLETE", Tags: labs.StackTags(labs.Lab{ID: "elsewhere", Course: "x", Learner: "y"}, "another-site")})
 
 	res := r.pass()
 	if kinds(res)[policy.DeleteZombie] != 1 {
@@ -267,8 +268,8 @@ func TestZombiesDeletedOrphansAfterGraceUntaggedNeverTouched(t *testing.T) {
 		t.Fatalf("want the orphan deleted after its grace: %+v", res.Outcomes)
 	}
 	left := c.Stacks()
-	if len(left) != 1 || left[0].ID != foreign.ID {
-		t.Fatalf("only the untagged stack must be left, got %+v", left)
+	if len(left) != 2 || left[0].ID != otherSite.ID || left[1].ID != foreign.ID {
+		t.Fatalf("only the untagged stack and the other site's must be left, got %+v", left)
 	}
 	events, err := r.store.Events(context.Background(), "gone", 0)
 	if err != nil || len(events) != 1 || events[0].Action != string(policy.DeleteOrphan) {
