@@ -324,19 +324,9 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 	if err != nil {
 		return false, err
 	}
-	var stack *labs.Stack
-	if lab.StackID != "" || a.Stack.ID != "" {
-		name, sid := a.Stack.Name, a.Stack.ID
-		if lab.StackID != "" {
-			name, sid = lab.StackName, lab.StackID
-		}
-		st, err := c.Get(ctx, name, sid)
-		switch {
-		case err == nil:
-			stack = &st
-		case !errors.Is(err, cloud.ErrNotFound):
-			return false, err
-		}
+	stack, err := currentStack(ctx, c, lab, a.Stack)
+	if err != nil {
+		return false, err
 	}
 	now := m.Now()
 	fresh, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: stack}, now, m.Rules.For(lab.Course))
@@ -370,6 +360,26 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 		_, err = m.act(ctx, c, lab, OpDelete, actor, fresh.Reason)
 	}
 	return err == nil, err
+}
+
+// currentStack re-reads the lab's stack (or, for a lab that has not recorded one, the stack
+// the plan saw): nil when the cloud does not have it.
+func currentStack(ctx context.Context, c Cloud, lab labs.Lab, planned labs.Stack) (*labs.Stack, error) {
+	name, id := lab.StackName, lab.StackID
+	if id == "" {
+		name, id = planned.Name, planned.ID
+	}
+	if id == "" {
+		return nil, nil
+	}
+	st, err := c.Get(ctx, name, id)
+	switch {
+	case err == nil:
+		return &st, nil
+	case errors.Is(err, cloud.ErrNotFound):
+		return nil, nil
+	}
+	return nil, err
 }
 
 // act runs one cloud action on a lab with its hooks and records the outcome.
