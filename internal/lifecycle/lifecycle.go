@@ -92,38 +92,61 @@ type LaunchRequest struct {
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$`)
 
-// Launch creates a lab for a learner and course: it places it on the first cloud in order
-// that is not drained and has room, waits for the stack, and fails over to the next cloud
-// when a launch fails there (deleting what the failed launch left). A learner with a live lab
-// for the course gets that lab back with labs.ErrExists.
+// Launch creates a lab for a learner and course and waits for its stack: Start, then
+// Provision. A learner with a live lab for the course gets that lab back with labs.ErrExists.
 func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, error) {
+	p, err := m.Start(ctx, req)
+	if err != nil {
+		return p.Lab, err
+	}
+	return m.Provision(ctx, p)
+}
+
+// Pending is a lab recorded by Start whose stack Provision is to create.
+type Pending struct {
+	Lab    labs.Lab
+	clouds []Cloud // where it may go, in order
+	file   string  // its template
+	actor  string
+}
+
+// Start checks a launch request and records the new lab, placed on the first cloud in order
+// that is not drained and has room, without calling any cloud: the API answers with it at
+// once and provisions it in the background. A learner with a live lab for the course gets
+// that lab back (in Pending.Lab) with labs.ErrExists.
+func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error) {
 	if !idPattern.MatchString(req.Learner) {
-		return labs.Lab{}, fmt.Errorf("%w: learner %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Learner)
+		return Pending{}, fmt.Errorf("%w: learner %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Learner)
 	}
 	if !idPattern.MatchString(req.Course) {
-		return labs.Lab{}, fmt.Errorf("%w: course %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Course)
+		return Pending{}, fmt.Errorf("%w: course %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Course)
 	}
 	if req.Template == "" {
 		req.Template = m.DefaultTemplate
 	}
 	file, err := m.Template(req.Template)
 	if err != nil {
-		return labs.Lab{}, err
+		return Pending{}, err
 	}
 	if existing, err := m.Registry.FindLive(ctx, req.Learner, req.Course); err == nil {
-		return existing, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
+		return Pending{Lab: existing}, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
 	} else if !errors.Is(err, labs.ErrNotFound) {
-		return labs.Lab{}, err
+		return Pending{}, err
 	}
-	lab, targets, err := m.place(ctx, req)
-	if err != nil {
-		return lab, err
-	}
+	lab, clouds, err := m.place(ctx, req)
+	return Pending{Lab: lab, clouds: clouds, file: file, actor: req.Actor}, err
+}
 
+// Provision creates a started lab's stack and waits for it, failing over to the next cloud
+// when a launch fails (deleting what the failed launch left). If every cloud fails, the lab
+// ends deleted with the reasons in its last error.
+func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
+	lab := p.Lab
 	var failures []error
-	for i, c := range targets {
+	for i, c := range p.clouds {
 		if i > 0 {
-			if lab, err = m.update(ctx, lab.ID, labs.Event{Actor: req.Actor, Action: "failover", Cloud: c.Name(),
+			var err error
+			if lab, err = m.update(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "failover", Cloud: c.Name(),
 				Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) {
 				l.Cloud, l.StackID, l.StackStatus = c.Name(), "", ""
 			}); err != nil {
@@ -131,7 +154,8 @@ func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, erro
 			}
 		}
 		var launched bool
-		lab, launched, err = m.launchOn(ctx, c, lab, file, req.Actor)
+		var err error
+		lab, launched, err = m.launchOn(ctx, c, lab, p.file, p.actor)
 		if launched {
 			return lab, nil
 		}
@@ -140,11 +164,12 @@ func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, erro
 			break
 		}
 	}
-	lab, _ = m.update(ctx, lab.ID, labs.Event{Actor: req.Actor, Action: "launch-failed", Error: errors.Join(failures...).Error()},
+	why := errors.Join(failures...)
+	lab, _ = m.update(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "launch-failed", Error: why.Error()},
 		func(l *labs.Lab) {
-			l.Status, l.DeletedAt, l.LastError = labs.Deleted, m.Now(), errors.Join(failures...).Error()
+			l.Status, l.DeletedAt, l.LastError = labs.Deleted, m.Now(), why.Error()
 		})
-	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, errors.Join(failures...))
+	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, why)
 }
 
 // place picks the clouds for a new lab and records it, as one step for this process.
