@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -33,9 +34,11 @@ type Config struct {
 	Templates map[string]string `yaml:"templates" json:"templates"`
 	// DefaultTemplate is the template a launch uses when none is named; it may be left out
 	// when there is exactly one template.
-	DefaultTemplate string `yaml:"default_template" json:"default_template"`
-	Policy          Policy `yaml:"policy" json:"-"`
-	Hooks           Hooks  `yaml:"hooks" json:"hooks"`
+	DefaultTemplate string    `yaml:"default_template" json:"default_template"`
+	Policy          Policy    `yaml:"policy" json:"-"`
+	Hooks           Hooks     `yaml:"hooks" json:"hooks"`
+	Serve           Serve     `yaml:"serve" json:"serve"`
+	Scheduler       Scheduler `yaml:"scheduler" json:"scheduler"`
 
 	rules policy.Set
 }
@@ -88,6 +91,27 @@ type Hooks struct {
 	AfterResume   string   `yaml:"after_resume" json:"after_resume,omitempty"`
 	BeforeDelete  string   `yaml:"before_delete" json:"before_delete,omitempty"`
 	Timeout       Duration `yaml:"timeout" json:"-"`
+}
+
+// Serve configures `labplane serve`.
+type Serve struct {
+	// Listen is the API's address (host:port).
+	Listen string `yaml:"listen" json:"listen"`
+	// ShutdownGrace is how long a SIGTERM waits for actions in flight before cancelling them
+	// (they are recorded either way).
+	ShutdownGrace Duration `yaml:"shutdown_grace" json:"-"`
+	// TokenCache is how long a checked API token is trusted without asking the store: a
+	// revoked token stops working within it.
+	TokenCache Duration `yaml:"token_cache" json:"-"`
+}
+
+// Scheduler sets how often `labplane serve` runs each part of the reaper. Each job runs on
+// one replica at a time and never overlaps itself.
+type Scheduler struct {
+	SuspendEvery        Duration `yaml:"suspend_every" json:"-"`
+	ReapEvery           Duration `yaml:"reap_every" json:"-"`
+	ReconcileEvery      Duration `yaml:"reconcile_every" json:"-"`
+	LaunchTimeoutsEvery Duration `yaml:"launch_timeouts_every" json:"-"`
 }
 
 // Duration is a Go duration string (90s, 2m, 336h) as written in the file. It is parsed in
@@ -259,9 +283,29 @@ func (c *Config) validate(v *validator) {
 	c.validateClouds(v)
 	c.validateTemplates(v)
 	c.validatePolicy(v)
-	if c.Hooks.Timeout = parseDuration(v, "hooks.timeout", c.Hooks.Timeout, false); !c.Hooks.Timeout.Set() {
-		c.Hooks.Timeout.d = DefaultHookTimeout
+	withDefault(v, "hooks.timeout", &c.Hooks.Timeout, DefaultHookTimeout)
+	c.validateServe(v)
+}
+
+// withDefault parses a written duration, or sets the default.
+func withDefault(v *validator, field string, d *Duration, def time.Duration) {
+	if *d = parseDuration(v, field, *d, false); !d.Set() {
+		d.d = def
 	}
+}
+
+func (c *Config) validateServe(v *validator) {
+	if c.Serve.Listen == "" {
+		c.Serve.Listen = DefaultListen
+	} else if _, port, err := net.SplitHostPort(c.Serve.Listen); err != nil || port == "" {
+		v.add("serve.listen", "%q is not host:port (such as 127.0.0.1:8080)", c.Serve.Listen)
+	}
+	withDefault(v, "serve.shutdown_grace", &c.Serve.ShutdownGrace, DefaultShutdownGrace)
+	withDefault(v, "serve.token_cache", &c.Serve.TokenCache, DefaultTokenCache)
+	withDefault(v, "scheduler.suspend_every", &c.Scheduler.SuspendEvery, DefaultSuspendEvery)
+	withDefault(v, "scheduler.reap_every", &c.Scheduler.ReapEvery, DefaultReapEvery)
+	withDefault(v, "scheduler.reconcile_every", &c.Scheduler.ReconcileEvery, DefaultReconcileEvery)
+	withDefault(v, "scheduler.launch_timeouts_every", &c.Scheduler.LaunchTimeoutsEvery, DefaultLaunchTimeoutsEvery)
 }
 
 func (c *Config) validateStore(v *validator) {

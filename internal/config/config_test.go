@@ -54,6 +54,9 @@ func TestMinimalConfigGetsTheDefaults(t *testing.T) {
 	if c.Hooks.Timeout.D() != config.DefaultHookTimeout {
 		t.Errorf("hook timeout: %s", c.Hooks.Timeout.D())
 	}
+	if c.Site != config.DefaultSite || c.Serve.Listen != config.DefaultListen || c.Scheduler.SuspendEvery.D() != config.DefaultSuspendEvery {
+		t.Errorf("serve defaults: %q %q %s", c.Site, c.Serve.Listen, c.Scheduler.SuspendEvery.D())
+	}
 }
 
 func TestPerCourseOverridesMergeFieldByField(t *testing.T) {
@@ -100,6 +103,9 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"bad driver", minimal + "store:\n  driver: mysql\n", []string{`store.driver: unknown driver "mysql"`}},
 		{"postgres without dsn", minimal + "store:\n  driver: postgres\n", []string{"store.dsn: required for postgres"}},
 		{"dsn variable unset", minimal + "store:\n  driver: postgres\n  dsn: ${LABPLANE_TEST_UNSET_DSN}\n", []string{"store.dsn: refers to environment variable LABPLANE_TEST_UNSET_DSN"}},
+		{"listen without a port", minimal + "serve:\n  listen: localhost\n", []string{`serve.listen: "localhost" is not host:port`}},
+		{"zero interval", minimal + "scheduler:\n  suspend_every: 0s\n", []string{`scheduler.suspend_every: "0s" must be more than zero`}},
+		{"bad site", minimal + "site: My Site\n", []string{`site: "My Site" must be lower-case`}},
 		{"yaml syntax", "clouds: [\n", []string{"labplane.yaml", "line"}},
 		{"several problems at once", "clouds:\n  - {name: A, cloud: ''}\ntemplates: {}\n", []string{"clouds[0].name", "clouds[0].cloud", "templates: at least one"}},
 	}

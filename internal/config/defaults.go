@@ -13,6 +13,17 @@ const (
 	DefaultSQLiteFile  = "labplane.db"
 	DefaultMaxInFlight = 4
 	DefaultHookTimeout = 30 * time.Second
+
+	DefaultListen        = "127.0.0.1:8080"
+	DefaultShutdownGrace = 30 * time.Second
+	DefaultTokenCache    = 5 * time.Second
+
+	// The scheduler: suspending idle labs often (an idle lab bills until it is suspended),
+	// the full pass and the reconciliation less often.
+	DefaultSuspendEvery        = 15 * time.Second
+	DefaultReapEvery           = 5 * time.Minute
+	DefaultReconcileEvery      = 10 * time.Minute
+	DefaultLaunchTimeoutsEvery = time.Minute
 )
 
 // DefaultRules apply where labplane.yaml says nothing.

@@ -115,12 +115,43 @@ func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
 }
 
 // Run plans and executes the plan.
-func (r *Reaper) Run(ctx context.Context) (Result, error) {
+func (r *Reaper) Run(ctx context.Context) (Result, error) { return r.RunOnly(ctx, All) }
+
+// RunOnly plans and executes the actions keep selects: the scheduler runs parts of a pass
+// (suspending idle labs, reconciling, timing out launches) on intervals of their own.
+func (r *Reaper) RunOnly(ctx context.Context, keep func(policy.Action) bool) (Result, error) {
 	p, err := r.Plan(ctx)
 	if err != nil {
 		return Result{}, err
 	}
+	kept := p.Actions[:0:0]
+	for _, a := range p.Actions {
+		if keep(a) {
+			kept = append(kept, a)
+		}
+	}
+	p.Actions = kept
 	return r.Execute(ctx, p)
+}
+
+// All keeps every action: a full pass.
+func All(policy.Action) bool { return true }
+
+// SuspendIdle keeps suspends (and the registry syncs that come with observing).
+func SuspendIdle(a policy.Action) bool { return a.Kind == policy.Suspend || a.Kind == policy.Sync }
+
+// Reconcile keeps what brings the registry and the clouds together: zombies, orphans, labs
+// whose stack is gone.
+func Reconcile(a policy.Action) bool {
+	return a.Kind == policy.DeleteZombie || a.Kind == policy.DeleteOrphan || (a.Kind == policy.Sync && a.To == labs.Deleted)
+}
+
+// LaunchTimeouts keeps the deletes of launches that failed or did not finish in time, and
+// launches that never made a stack.
+func LaunchTimeouts(a policy.Action) bool {
+	action, _ := a.Stack.Phase()
+	return (a.Kind == policy.Delete && action == "CREATE") ||
+		(a.Kind == policy.Sync && a.To == labs.Deleted && a.Lab.Status == labs.Launching)
 }
 
 // Execute carries out a plan: every action starts at once and each cloud's in-flight bound

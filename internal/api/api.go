@@ -1,0 +1,375 @@
+// Package api is labplane's HTTP API, the one the LMS calls: launch (or get back) a learner's
+// lab, heartbeats, status, resume, delete; bearer-token auth; health, readiness and metrics.
+// Cloud work (creating, resuming, deleting a stack) runs in the background after the answer;
+// Shutdown waits for it, so a SIGTERM never leaves an action unrecorded.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
+)
+
+// Labs is what the API needs of the lifecycle manager.
+type Labs interface {
+	Start(ctx context.Context, req lifecycle.LaunchRequest) (lifecycle.Pending, error)
+	Provision(ctx context.Context, p lifecycle.Pending) (labs.Lab, error)
+	Heartbeat(ctx context.Context, id string) (labs.Lab, error)
+	Do(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (labs.Lab, error)
+}
+
+// Registry is what the API reads directly.
+type Registry interface {
+	GetLab(ctx context.Context, id string) (labs.Lab, error)
+	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
+}
+
+// Authenticator turns an Authorization header into a client name, or fails.
+type Authenticator interface {
+	Verify(ctx context.Context, authorizationHeader string) (client string, err error)
+}
+
+// Check is one readiness check (the store, a cloud).
+type Check struct {
+	Name  string
+	Check func(ctx context.Context) error
+}
+
+// Observer is told of every request (metrics).
+type Observer interface {
+	ObserveHTTP(route, method string, code int, took time.Duration)
+}
+
+// Server serves the API.
+type Server struct {
+	Labs     Labs
+	Registry Registry
+	Auth     Authenticator
+	Ready    []Check
+	Metrics  http.Handler // /metrics; nil: not served
+	Observe  Observer     // nil: nothing observed
+	Log      *slog.Logger
+
+	bgOnce sync.Once
+	bg     context.Context // background work's context, cancelled by Shutdown when its time is up
+	stop   context.CancelFunc
+	work   sync.WaitGroup
+}
+
+// maxBody bounds request bodies.
+const maxBody = 64 << 10
+
+// Handler returns the API's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(pattern string, h func(w http.ResponseWriter, r *http.Request, client string) error) {
+		mux.Handle(pattern, s.authed(pattern, h))
+	}
+	route("POST /v1/labs", s.launch)
+	route("GET /v1/labs", s.list)
+	route("GET /v1/labs/{id}", s.get)
+	route("POST /v1/labs/{id}/heartbeat", s.heartbeat)
+	route("POST /v1/labs/{id}/resume", s.resume)
+	route("DELETE /v1/labs/{id}", s.delete)
+	mux.Handle("GET /healthz", s.observed("/healthz", func(w http.ResponseWriter, _ *http.Request) error {
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	}))
+	mux.Handle("GET /readyz", s.observed("/readyz", s.ready))
+	if s.Metrics != nil {
+		mux.Handle("GET /metrics", s.Metrics)
+	}
+	mux.Handle("/", s.observed("other", func(http.ResponseWriter, *http.Request) error {
+		return errNoRoute
+	}))
+	return mux
+}
+
+// authed checks the bearer token, then runs h; a wrong or missing token gets 401 and nothing else.
+func (s *Server) authed(route string, h func(http.ResponseWriter, *http.Request, string) error) http.Handler {
+	return s.observed(route, func(w http.ResponseWriter, r *http.Request) error {
+		client, err := s.Auth.Verify(r.Context(), r.Header.Get("Authorization"))
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="labplane"`)
+			return errUnauthorized
+		}
+		return h(w, r, client)
+	})
+}
+
+// statusWriter remembers the status code for the observer.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// observed runs h, writes its error as JSON, and reports the request to the observer.
+func (s *Server) observed(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
+		if err := h(sw, r); err != nil {
+			s.writeError(sw, r, err)
+		}
+		if s.Observe != nil {
+			s.Observe.ObserveHTTP(route, r.Method, sw.code, time.Since(start))
+		}
+	})
+}
+
+// launchRequest is POST /v1/labs.
+type launchRequest struct {
+	Learner  string `json:"learner"`
+	Course   string `json:"course"`
+	Template string `json:"template,omitempty"`
+}
+
+// launch returns the learner's live lab for the course (resuming it if it is suspended), or
+// starts a new one: an LMS retry never makes a second stack.
+func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) error {
+	var req launchRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	if req.Learner == "" || req.Course == "" {
+		return badRequest("learner and course are required")
+	}
+	p, err := s.Labs.Start(r.Context(), lifecycle.LaunchRequest{Learner: req.Learner, Course: req.Course,
+		Template: req.Template, Actor: "api:" + client})
+	switch {
+	case errors.Is(err, labs.ErrExists):
+		lab := p.Lab
+		if lab.Status == labs.Suspended {
+			s.background("resume", lab.ID, func(ctx context.Context) error {
+				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)
+				return err
+			})
+			return writeJSON(w, http.StatusAccepted, view(lab))
+		}
+		return writeJSON(w, http.StatusOK, view(lab))
+	case err != nil:
+		return err
+	}
+	s.background("launch", p.Lab.ID, func(ctx context.Context) error {
+		_, err := s.Labs.Provision(ctx, p)
+		return err
+	})
+	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
+	return writeJSON(w, http.StatusAccepted, view(p.Lab))
+}
+
+func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
+	lab, err := s.Registry.GetLab(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, view(lab))
+}
+
+func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
+	q := r.URL.Query()
+	for k := range q {
+		if k != "course" && k != "learner" && k != "status" && k != "cloud" {
+			return badRequest(fmt.Sprintf("unknown query parameter %q (course, learner, status, cloud)", k))
+		}
+	}
+	f := labs.Filter{Course: q.Get("course"), Learner: q.Get("learner"), Cloud: q.Get("cloud")}
+	for _, st := range q["status"] {
+		for one := range strings.SplitSeq(st, ",") {
+			if !labs.Status(one).Valid() {
+				return badRequest(fmt.Sprintf("unknown status %q", one))
+			}
+			f.Statuses = append(f.Statuses, labs.Status(one))
+		}
+	}
+	list, err := s.Registry.ListLabs(r.Context(), f)
+	if err != nil {
+		return err
+	}
+	out := make([]labView, len(list))
+	for i, l := range list {
+		out[i] = view(l)
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"labs": out})
+}
+
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) error {
+	if err := emptyBody(r); err != nil {
+		return err
+	}
+	lab, err := s.Labs.Heartbeat(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, map[string]any{"id": lab.ID, "status": lab.Status, "last_heartbeat": lab.LastHeartbeat})
+}
+
+func (s *Server) resume(w http.ResponseWriter, r *http.Request, client string) error {
+	return s.act(w, r, client, lifecycle.OpResume, false)
+}
+
+// delete deletes the lab on the LMS's request (a learner resetting a lab), in use or not.
+func (s *Server) delete(w http.ResponseWriter, r *http.Request, client string) error {
+	return s.act(w, r, client, lifecycle.OpDelete, true)
+}
+
+// act checks the lab and starts op on it in the background: 202 and the lab as it is now.
+func (s *Server) act(w http.ResponseWriter, r *http.Request, client string, op lifecycle.Op, force bool) error {
+	if err := emptyBody(r); err != nil {
+		return err
+	}
+	lab, err := s.Registry.GetLab(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	if lab.Status == labs.Deleted {
+		return fmt.Errorf("%w: lab %s is deleted", lifecycle.ErrInvalid, lab.ID)
+	}
+	s.background(string(op), lab.ID, func(ctx context.Context) error {
+		_, err := s.Labs.Do(ctx, op, lab.ID, "api:"+client, force)
+		return err
+	})
+	return writeJSON(w, http.StatusAccepted, view(lab))
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	results := make(map[string]string, len(s.Ready))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ok := true
+	for _, c := range s.Ready {
+		wg.Go(func() {
+			res := "ok"
+			if err := c.Check(ctx); err != nil {
+				res = err.Error()
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			results[c.Name] = res
+			ok = ok && res == "ok"
+		})
+	}
+	wg.Wait()
+	code := http.StatusOK
+	if !ok {
+		code = http.StatusServiceUnavailable
+	}
+	return writeJSON(w, code, map[string]any{"ready": ok, "checks": results})
+}
+
+// background runs cloud work after the answer; Shutdown waits for it.
+func (s *Server) background(what, labID string, run func(ctx context.Context) error) {
+	s.bgOnce.Do(s.initBackground)
+	s.work.Go(func() {
+		if err := run(s.bg); err != nil {
+			s.Log.Warn("background action failed", "action", what, "lab", labID, "err", err)
+		}
+	})
+}
+
+func (s *Server) initBackground() { s.bg, s.stop = context.WithCancel(context.Background()) }
+
+// Shutdown waits for background work until ctx is done, then cancels what is left (which
+// still records its outcome) and waits for that too.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.bgOnce.Do(s.initBackground)
+	done := make(chan struct{})
+	go func() { s.work.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.stop()
+		<-done
+	}
+	s.stop()
+}
+
+// labView is a lab as the API shows it: the outputs (connection details) in full, since the
+// LMS hands them to the learner.
+type labView struct {
+	ID            string            `json:"id"`
+	Learner       string            `json:"learner"`
+	Course        string            `json:"course"`
+	Template      string            `json:"template"`
+	Cloud         string            `json:"cloud"`
+	Status        labs.Status       `json:"status"`
+	StackStatus   string            `json:"stack_status,omitempty"`
+	CreatedAt     time.Time         `json:"created_at"`
+	LastHeartbeat *time.Time        `json:"last_heartbeat,omitempty"`
+	LastResumedAt *time.Time        `json:"last_resumed_at,omitempty"`
+	Outputs       map[string]string `json:"outputs,omitempty"`
+	LastError     string            `json:"last_error,omitempty"`
+}
+
+func view(l labs.Lab) labView {
+	v := labView{ID: l.ID, Learner: l.Learner, Course: l.Course, Template: l.Template, Cloud: l.Cloud,
+		Status: l.Status, StackStatus: l.StackStatus, CreatedAt: l.CreatedAt, LastError: l.LastError,
+		LastHeartbeat: timePtr(l.LastHeartbeat), LastResumedAt: timePtr(l.LastResumedAt)}
+	if l.Status == labs.Active {
+		v.Outputs = l.Outputs
+	}
+	return v
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// decode reads a JSON body into v: unknown fields, trailing data and oversized bodies are errors.
+func decode(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return badRequest("request body: " + describeJSONError(err))
+	}
+	if dec.More() {
+		return badRequest("request body: more than one JSON value")
+	}
+	return nil
+}
+
+// emptyBody refuses a body on requests that take none (an empty JSON object is fine).
+func emptyBody(r *http.Request) error {
+	b, _ := io.ReadAll(io.LimitReader(r.Body, 64))
+	if body := strings.TrimSpace(string(b)); body != "" && body != "{}" {
+		return badRequest("this request takes no body (or {})")
+	}
+	return nil
+}
+
+func describeJSONError(err error) string {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		return fmt.Sprintf("larger than %d bytes", mbe.Limit)
+	case errors.Is(err, io.EOF):
+		return "empty (a JSON object is expected)"
+	}
+	return err.Error()
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	return json.NewEncoder(w).Encode(v)
+}

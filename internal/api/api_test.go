@@ -1,0 +1,293 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/fakecloud"
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/store"
+)
+
+const token = "lp_test-token"
+
+// tokens accepts one token, as the LMS client.
+type tokens struct{}
+
+func (tokens) Verify(_ context.Context, header string) (string, error) {
+	if header == "Bearer "+token {
+		return "lms", nil
+	}
+	return "", errors.New("unauthorized")
+}
+
+type rig struct {
+	t     *testing.T
+	srv   *httptest.Server
+	api   *api.Server
+	store *store.Store
+	cloud *fakecloud.Cloud
+	mgr   *lifecycle.Manager
+}
+
+func newRig(t *testing.T) *rig {
+	t.Helper()
+	st, err := store.Open(context.Background(), store.SQLite, filepath.Join(t.TempDir(), "labplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := fakecloud.New("a", 4, 50*time.Millisecond)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rules := policy.Rules{IdleSuspendAfter: time.Minute, LaunchTimeout: time.Minute, StuckAfter: time.Minute,
+		OrphanGrace: time.Hour, MaxAttempts: 3, RetryBackoff: time.Minute}
+	mgr := &lifecycle.Manager{Site: "test", Registry: st, Targets: []lifecycle.Target{{Cloud: c}}, Rules: policy.Set{Default: rules},
+		DefaultTemplate: "lab", Now: time.Now, Log: log,
+		Template: func(name string) (string, error) {
+			if name == "lab" {
+				return "/lab.yaml", nil
+			}
+			return "", fmt.Errorf("%w: no template %q", lifecycle.ErrInvalid, name)
+		}}
+	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log,
+		Ready: []api.Check{{Name: "store", Check: st.Ping}}}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		a.Shutdown(context.Background())
+		st.Close()
+	})
+	return &rig{t: t, srv: srv, api: a, store: st, cloud: c, mgr: mgr}
+}
+
+type response struct {
+	code int
+	body map[string]any
+	raw  string
+}
+
+func (r *rig) call(method, path, auth, body string) response {
+	r.t.Helper()
+	req, err := http.NewRequest(method, r.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	out := response{code: resp.StatusCode, raw: string(raw)}
+	_ = json.Unmarshal(raw, &out.body)
+	return out
+}
+
+func (r *rig) do(method, path, body string) response {
+	r.t.Helper()
+	return r.call(method, path, "Bearer "+token, body)
+}
+
+// waitStatus polls GET /v1/labs/{id} until the lab has the status.
+func (r *rig) waitStatus(id string, want labs.Status) response {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := r.do("GET", "/v1/labs/"+id, "")
+		if res.body["status"] == string(want) {
+			return res
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("lab %s never became %s: %s", id, want, res.raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *rig) labCount() int {
+	r.t.Helper()
+	list, err := r.store.ListLabs(context.Background(), labs.Filter{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return len(list)
+}
+
+func TestAuthIsRequired(t *testing.T) {
+	r := newRig(t)
+	for _, auth := range []string{"", "Bearer wrong", "Basic " + token, token} {
+		res := r.call("GET", "/v1/labs", auth, "")
+		if res.code != http.StatusUnauthorized || strings.Contains(res.raw, "labs\"") {
+			t.Errorf("auth %q: want 401 and nothing else, got %d %s", auth, res.code, res.raw)
+		}
+	}
+	res := r.call("POST", "/v1/labs", "Bearer nope", `{"learner":"ann","course":"os101"}`)
+	if res.code != http.StatusUnauthorized || r.labCount() != 0 {
+		t.Fatalf("an unauthorized launch: %d, %d labs", res.code, r.labCount())
+	}
+	if res := r.call("GET", "/healthz", "", ""); res.code != http.StatusOK {
+		t.Errorf("healthz needs no token: %d", res.code)
+	}
+}
+
+func TestLaunchIsIdempotentAndCompletes(t *testing.T) {
+	r := newRig(t)
+	res := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
+	if res.code != http.StatusAccepted || res.body["status"] != "launching" {
+		t.Fatalf("launch: %d %s", res.code, res.raw)
+	}
+	id := res.body["id"].(string)
+	done := r.waitStatus(id, labs.Active)
+	if outputs, _ := done.body["outputs"].(map[string]any); outputs["lab_id"] != id {
+		t.Errorf("outputs of a complete lab: %s", done.raw)
+	}
+	again := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
+	if again.code != http.StatusOK || again.body["id"] != id {
+		t.Fatalf("an LMS retry must get the same lab: %d %s", again.code, again.raw)
+	}
+	if n := len(r.cloud.Stacks()); n != 1 {
+		t.Fatalf("want one stack, got %d", n)
+	}
+}
+
+func TestConcurrentRetriesMakeOneStack(t *testing.T) {
+	r := newRig(t)
+	var wg sync.WaitGroup
+	ids := make(chan string, 20)
+	for range 20 {
+		wg.Go(func() {
+			res := r.do("POST", "/v1/labs", `{"learner":"bob","course":"os101"}`)
+			if res.code != http.StatusAccepted && res.code != http.StatusOK {
+				t.Errorf("launch: %d %s", res.code, res.raw)
+				return
+			}
+			ids <- res.body["id"].(string)
+		})
+	}
+	wg.Wait()
+	close(ids)
+	first := ""
+	for id := range ids {
+		if first == "" {
+			first = id
+		} else if id != first {
+			t.Fatalf("two labs for one learner and course: %s and %s", first, id)
+		}
+	}
+	r.waitStatus(first, labs.Active)
+	if n := len(r.cloud.Stacks()); n != 1 || r.labCount() != 1 {
+		t.Fatalf("want one stack and one lab, got %d and %d", n, r.labCount())
+	}
+}
+
+func TestBadRequestsWriteNothing(t *testing.T) {
+	r := newRig(t)
+	tests := []struct {
+		method, path, body string
+		code               int
+		errCode            string
+	}{
+		{"POST", "/v1/labs", `{"learner":"ann","course":`, 400, "bad_request"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101","flavor":"big"}`, 400, "bad_request"},
+		{"POST", "/v1/labs", `{"learner":"ann"}`, 400, "bad_request"},
+		{"POST", "/v1/labs", ``, 400, "bad_request"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101"} {}`, 400, "bad_request"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101","template":"nope"}`, 422, "invalid"},
+		{"POST", "/v1/labs", `{"learner":"a b","course":"os101"}`, 422, "invalid"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101","pad":"` + strings.Repeat("x", 70<<10) + `"}`, 400, "bad_request"},
+		{"GET", "/v1/labs/nope", ``, 404, "not_found"},
+		{"POST", "/v1/labs/nope/heartbeat", ``, 404, "not_found"},
+		{"POST", "/v1/labs/nope/resume", ``, 404, "not_found"},
+		{"DELETE", "/v1/labs/nope", ``, 404, "not_found"},
+		{"GET", "/v1/labs?status=bogus", ``, 400, "bad_request"},
+		{"GET", "/v1/labs?colour=red", ``, 400, "bad_request"},
+		{"GET", "/v2/labs", ``, 404, "no_route"},
+		{"POST", "/v1/labs/nope/heartbeat", `{"at":"now"}`, 400, "bad_request"},
+	}
+	for _, tc := range tests {
+		res := r.do(tc.method, tc.path, tc.body)
+		errBody, _ := res.body["error"].(map[string]any)
+		if res.code != tc.code || errBody["code"] != tc.errCode || errBody["message"] == "" {
+			t.Errorf("%s %s %.40q: want %d %s, got %d %s", tc.method, tc.path, tc.body, tc.code, tc.errCode, res.code, res.raw)
+		}
+	}
+	if n := r.labCount(); n != 0 || len(r.cloud.Stacks()) != 0 {
+		t.Fatalf("bad requests wrote %d labs and %d stacks", n, len(r.cloud.Stacks()))
+	}
+}
+
+func TestHeartbeatResumeDelete(t *testing.T) {
+	r := newRig(t)
+	id := r.do("POST", "/v1/labs", `{"learner":"cat","course":"os101"}`).body["id"].(string)
+	r.waitStatus(id, labs.Active)
+	if res := r.do("POST", "/v1/labs/"+id+"/heartbeat", "{}"); res.code != 200 || res.body["last_heartbeat"] == nil {
+		t.Fatalf("heartbeat: %d %s", res.code, res.raw)
+	}
+	// suspended by the reaper (forced here): the learner comes back through POST /v1/labs
+	if _, err := r.mgr.Do(context.Background(), lifecycle.OpSuspend, id, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.do("POST", "/v1/labs", `{"learner":"cat","course":"os101"}`); res.code != http.StatusAccepted || res.body["id"] != id {
+		t.Fatalf("launch of a suspended lab: %d %s", res.code, res.raw)
+	}
+	r.waitStatus(id, labs.Active)
+	if _, err := r.mgr.Do(context.Background(), lifecycle.OpSuspend, id, "test", true); err != nil {
+		t.Fatal(err)
+	}
+	if res := r.do("POST", "/v1/labs/"+id+"/resume", ""); res.code != http.StatusAccepted {
+		t.Fatalf("resume: %d %s", res.code, res.raw)
+	}
+	r.waitStatus(id, labs.Active)
+	if res := r.do("GET", "/v1/labs?learner=cat&status=active", ""); len(res.body["labs"].([]any)) != 1 {
+		t.Errorf("list: %s", res.raw)
+	}
+	if res := r.do("DELETE", "/v1/labs/"+id, ""); res.code != http.StatusAccepted {
+		t.Fatalf("delete: %d %s", res.code, res.raw)
+	}
+	r.waitStatus(id, labs.Deleted)
+	if res := r.do("POST", "/v1/labs/"+id+"/heartbeat", ""); res.code != http.StatusUnprocessableEntity {
+		t.Errorf("heartbeat of a deleted lab: %d %s", res.code, res.raw)
+	}
+	if len(r.cloud.Stacks()) != 0 {
+		t.Error("the stack is still there")
+	}
+}
+
+func TestReadiness(t *testing.T) {
+	r := newRig(t)
+	if res := r.call("GET", "/readyz", "", ""); res.code != 200 {
+		t.Fatalf("readyz: %d %s", res.code, res.raw)
+	}
+	r.api.Ready = append(r.api.Ready, api.Check{Name: "cloud a", Check: func(context.Context) error { return errors.New("connection refused") }})
+	res := r.call("GET", "/readyz", "", "")
+	checks, _ := res.body["checks"].(map[string]any)
+	if res.code != http.StatusServiceUnavailable || checks["cloud a"] != "connection refused" || checks["store"] != "ok" {
+		t.Fatalf("readyz with a cloud down: %d %s", res.code, res.raw)
+	}
+}
+
+func TestShutdownWaitsForBackgroundWork(t *testing.T) {
+	r := newRig(t)
+	id := r.do("POST", "/v1/labs", `{"learner":"dan","course":"os101"}`).body["id"].(string)
+	r.api.Shutdown(context.Background()) // returns once the launch is done and recorded
+	lab, err := r.store.GetLab(context.Background(), id)
+	if err != nil || lab.Status != labs.Active {
+		t.Fatalf("after shutdown: %v %s", err, lab.Status)
+	}
+}

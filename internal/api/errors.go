@@ -1,0 +1,78 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
+)
+
+var (
+	errUnauthorized = errors.New("a valid bearer token is required")
+	errNoRoute      = errors.New("no such endpoint")
+	errBadRequest   = errors.New("bad request")
+)
+
+// requestError is a problem with the request itself, with a message for the client.
+type requestError struct{ msg string }
+
+func (e requestError) Error() string { return e.msg }
+func (e requestError) Unwrap() error { return errBadRequest }
+
+func badRequest(msg string) error { return requestError{msg} }
+
+// errorKinds is the one table from error kinds to HTTP statuses and codes, first match wins.
+var errorKinds = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{errUnauthorized, http.StatusUnauthorized, "unauthorized"},
+	{errNoRoute, http.StatusNotFound, "no_route"},
+	{errBadRequest, http.StatusBadRequest, "bad_request"},
+	{labs.ErrNotFound, http.StatusNotFound, "not_found"},
+	{labs.ErrExists, http.StatusConflict, "exists"},
+	{lifecycle.ErrInUse, http.StatusConflict, "in_use"},
+	{lifecycle.ErrInvalid, http.StatusUnprocessableEntity, "invalid"},
+	{lifecycle.ErrUnknownCloud, http.StatusUnprocessableEntity, "unknown_cloud"},
+	{lifecycle.ErrNoRoom, http.StatusServiceUnavailable, "no_room"},
+	{cloud.ErrTransient, http.StatusServiceUnavailable, "cloud_unavailable"},
+	{cloud.ErrConflict, http.StatusConflict, "busy"},
+}
+
+// writeError answers with the status and code of the error's kind and a JSON body. Errors of
+// no known kind are logged and answered 500 without detail.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code, msg := http.StatusInternalServerError, "internal", "internal error"
+	var cfgErr *config.Error
+	if errors.As(err, &cfgErr) {
+		// a template the configuration does not have: say so without the server's file path
+		status, code, msg = http.StatusUnprocessableEntity, "invalid", problems(cfgErr)
+	} else {
+		for _, k := range errorKinds {
+			if errors.Is(err, k.err) {
+				status, code, msg = k.status, k.code, err.Error()
+				break
+			}
+		}
+	}
+	if status == http.StatusInternalServerError {
+		s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	if status == http.StatusUnauthorized {
+		msg = errUnauthorized.Error() // nothing else: not even whether the token existed
+	}
+	_ = writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func problems(e *config.Error) string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Msg
+	}
+	return strings.Join(msgs, "; ")
+}
