@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/labs"
@@ -17,10 +18,11 @@ import (
 	"github.com/labplane/labplane/internal/store"
 )
 
-// labCloud is a cloud as the manager and the reaper use it.
+// labCloud is a cloud as the manager, the reaper and /readyz use it.
 type labCloud interface {
 	lifecycle.Cloud
 	reaper.Cloud
+	Check(ctx context.Context) error
 }
 
 // env is what a command works with: the configuration, the registry and, when asked for,
@@ -50,30 +52,37 @@ func openEnv(c *cli.Context, stdio IO, withClouds bool) (*env, error) {
 	}
 	e := &env{cfg: cfg, store: st, log: log, now: time.Now}
 	if withClouds {
-		e.clouds = openClouds(c.Context, cfg, log)
+		e.clouds = openClouds(c.Context, cfg, log, nil)
 	}
 	return e, nil
 }
 
 func (e *env) Close() { _ = e.store.Close() }
 
-func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger) []labCloud {
+// openClouds connects to every cloud at once. A cloud that cannot be reached stands in as
+// unavailable and is tried again on later calls. observe, if set, is told of every operation.
+func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, observe func(cloud, op string, took time.Duration, err error)) []labCloud {
 	out := make([]labCloud, len(cfg.Clouds))
 	var wg sync.WaitGroup
 	for i, cc := range cfg.Clouds {
-		wg.Go(func() {
-			h, err := cloud.Open(ctx, cloud.Options{Name: cc.Name, Cloud: cc.Cloud, MaxInFlight: cc.MaxInFlight,
-				Logger: log})
-			if err != nil {
-				log.Error("cloud unavailable", "cloud", cc.Name, "err", err)
-				out[i] = unavailable{name: cc.Name, err: err}
-				return
-			}
-			out[i] = h
-		})
+		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, MaxInFlight: cc.MaxInFlight, Logger: log}
+		if observe != nil {
+			opts.Observe = func(op string, took time.Duration, err error) { observe(cc.Name, op, took, err) }
+		}
+		wg.Go(func() { out[i] = connect(ctx, opts, log) })
 	}
 	wg.Wait()
 	return out
+}
+
+// connect opens a cloud, or returns a stand-in that reports why and retries.
+func connect(ctx context.Context, opts cloud.Options, log *slog.Logger) labCloud {
+	h, err := cloud.Open(ctx, opts)
+	if err == nil {
+		return h
+	}
+	log.Error("cloud unavailable", "cloud", opts.Name, "err", err)
+	return &unavailable{opts: opts, log: log, err: err, at: time.Now()}
 }
 
 func (e *env) manager() *lifecycle.Manager {
@@ -105,29 +114,102 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 		Now: e.now, Log: e.log, Actor: actorName}
 }
 
-// unavailable stands in for a cloud labplane could not connect to: every call fails with
-// the reason, so its labs wait while the other clouds carry on.
+// unavailable stands in for a cloud labplane could not connect to: calls fail with the
+// reason, so its labs wait while the other clouds carry on, and every retryEvery a call
+// tries to connect again (a daemon outlives a cloud's outage).
 type unavailable struct {
-	name string
-	err  error
+	opts cloud.Options
+	log  *slog.Logger
+
+	mu  sync.Mutex
+	h   *cloud.Heat
+	err error
+	at  time.Time
 }
 
-func (u unavailable) Name() string { return u.name }
-func (u unavailable) List(context.Context, ...string) ([]labs.Stack, error) {
-	return nil, u.err
+const retryEvery = 30 * time.Second
+
+// cloud returns the connected cloud, or the reason there is none.
+func (u *unavailable) cloud(ctx context.Context) (*cloud.Heat, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.h == nil && time.Since(u.at) >= retryEvery {
+		u.at = time.Now()
+		if u.h, u.err = cloud.Open(ctx, u.opts); u.err == nil {
+			u.log.Info("cloud available again", "cloud", u.opts.Name)
+		}
+	}
+	return u.h, u.err
 }
-func (u unavailable) Create(context.Context, cloud.CreateRequest) (labs.Stack, error) {
-	return labs.Stack{}, u.err
+
+func (u *unavailable) Name() string { return u.opts.Name }
+
+func (u *unavailable) Check(ctx context.Context) error {
+	h, err := u.cloud(ctx)
+	if err != nil {
+		return err
+	}
+	return h.Check(ctx)
 }
-func (u unavailable) Get(context.Context, string, string) (labs.Stack, error) {
-	return labs.Stack{}, u.err
+
+func (u *unavailable) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
+	h, err := u.cloud(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return h.List(ctx, tags...)
 }
-func (u unavailable) Suspend(context.Context, string, string) (labs.Stack, error) {
-	return labs.Stack{}, u.err
+
+func (u *unavailable) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
+	h, err := u.cloud(ctx)
+	if err != nil {
+		return labs.Stack{}, err
+	}
+	return h.Create(ctx, r)
 }
-func (u unavailable) Resume(context.Context, string, string) (labs.Stack, error) {
-	return labs.Stack{}, u.err
+
+func (u *unavailable) Get(ctx context.Context, name, id string) (labs.Stack, error) {
+	return u.stackOp(ctx, name, id, (*cloud.Heat).Get)
 }
-func (u unavailable) Delete(context.Context, string, string) (labs.Stack, error) {
-	return labs.Stack{}, u.err
+
+func (u *unavailable) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
+	return u.stackOp(ctx, name, id, (*cloud.Heat).Suspend)
+}
+
+func (u *unavailable) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
+	return u.stackOp(ctx, name, id, (*cloud.Heat).Resume)
+}
+
+func (u *unavailable) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
+	return u.stackOp(ctx, name, id, (*cloud.Heat).Delete)
+}
+
+func (u *unavailable) stackOp(ctx context.Context, name, id string, op func(*cloud.Heat, context.Context, string, string) (labs.Stack, error)) (labs.Stack, error) {
+	h, err := u.cloud(ctx)
+	if err != nil {
+		return labs.Stack{}, err
+	}
+	return op(h, ctx, name, id)
+}
+
+// readiness is what /readyz checks: the registry and every cloud.
+func (e *env) readiness() []api.Check {
+	checks := []api.Check{{Name: "store", Check: e.store.Ping}}
+	for _, c := range e.clouds {
+		checks = append(checks, api.Check{Name: "cloud " + c.Name(), Check: c.Check})
+	}
+	return checks
+}
+
+// labCounts feeds the labs gauge.
+func (e *env) labCounts(ctx context.Context) (map[[2]string]int, error) {
+	counts, err := e.store.LabCounts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[[2]string]int, len(counts))
+	for k, n := range counts {
+		out[[2]string{k.Cloud, string(k.Status)}] = n
+	}
+	return out, nil
 }

@@ -255,6 +255,39 @@ func (s *Store) CountLive(ctx context.Context) (map[string]int, error) {
 	return out, nil
 }
 
+// LabCount is a key of LabCounts: a cloud and a status.
+type LabCount struct {
+	Cloud  string
+	Status labs.Status
+}
+
+// LabCounts counts the labs per cloud and status, deleted ones included (for metrics).
+// Pairs with no lab are absent.
+func (s *Store) LabCounts(ctx context.Context) (map[LabCount]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT cloud, status, COUNT(*) FROM labs GROUP BY cloud, status`)
+	if err != nil {
+		return nil, fmt.Errorf("count labs: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[LabCount]int)
+	for rows.Next() {
+		var (
+			k      LabCount
+			status string
+			n      int
+		)
+		if err := rows.Scan(&k.Cloud, &status, &n); err != nil {
+			return nil, fmt.Errorf("count labs: %w", err)
+		}
+		k.Status = labs.Status(status)
+		out[k] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count labs: %w", err)
+	}
+	return out, nil
+}
+
 // oneRow checks that an optimistic update changed a row: if not, the lab is gone
 // (labs.ErrNotFound) or has another version (labs.ErrStale).
 func (s *Store) oneRow(ctx context.Context, tx *sql.Tx, res sql.Result, id string, version int64) error {

@@ -7,6 +7,10 @@
 // given is still the stored one (labs.ErrStale otherwise), and Heartbeat bumps it, so several
 // goroutines or processes can share a database without losing an update.
 //
+// The store also keeps the API's tokens (only their SHA-256; see CreateToken) and gives the
+// processes sharing a database named locks (TryLock), so that several replicas can share the
+// scheduler's jobs.
+//
 // Times are stored in UTC with microsecond precision (PostgreSQL's timestamptz) and come back
 // in UTC, truncated to the microsecond on both drivers; the zero time is stored as NULL.
 package store
@@ -52,6 +56,7 @@ const liveIndex = "labs_live_learner_course"
 type Store struct {
 	db     *sql.DB
 	driver string
+	locks  lockState
 }
 
 // Open opens the database and migrates its schema. driver is "sqlite" (dsn: a file path or
@@ -133,11 +138,18 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fail("migrate", err)
 	}
-	return &Store{db: db, driver: driver}, nil
+	st := &Store{db: db, driver: driver}
+	if driver == SQLite {
+		st.locks.path, st.locks.memScope = sqliteLockBase(dsn)
+	}
+	return st, nil
 }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close releases every lock TryLock took through this store and closes the database.
+func (s *Store) Close() error {
+	s.releaseAllLocks()
+	return s.db.Close()
+}
 
 // Driver returns the driver the store was opened with: "sqlite" or "postgres".
 func (s *Store) Driver() string { return s.driver }

@@ -1,6 +1,8 @@
 package store_test
 
 import (
+	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/url"
@@ -9,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -770,4 +773,425 @@ func TestSQLiteMemory(t *testing.T) {
 	for range 3 {
 		sameLab(t, "GetLab", mustGet(t, s, "m1"), created)
 	}
+}
+
+func TestLabCounts(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		got, err := e.s.LabCounts(ctx)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("LabCounts on an empty store = %v, %v", got, err)
+		}
+		for i, l := range []struct {
+			cloud string
+			st    labs.Status
+		}{
+			{"c1", labs.Active}, {"c1", labs.Active}, {"c1", labs.Suspended}, {"c1", labs.Deleted},
+			{"c2", labs.Active}, {"c2", labs.Deleted}, {"c2", labs.Deleted}, {"c3", labs.NeedsOperator},
+		} {
+			id := fmt.Sprintf("lab%d", i)
+			mustCreate(t, e.s, newLab(id, id, "net101", l.cloud, l.st, at(i)))
+		}
+		got, err = e.s.LabCounts(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[store.LabCount]int{
+			{Cloud: "c1", Status: labs.Active}: 2, {Cloud: "c1", Status: labs.Suspended}: 1, {Cloud: "c1", Status: labs.Deleted}: 1,
+			{Cloud: "c2", Status: labs.Active}: 1, {Cloud: "c2", Status: labs.Deleted}: 2,
+			{Cloud: "c3", Status: labs.NeedsOperator}: 1,
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("LabCounts =\n %v\nwant\n %v", got, want)
+		}
+	})
+}
+
+// hashOf stands for the SHA-256 of a token: the store takes any bytes.
+func hashOf(s string) []byte {
+	h := make([]byte, 32)
+	copy(h, s)
+	return h
+}
+
+func TestTokens(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		list := func() []store.Token {
+			t.Helper()
+			toks, err := e.s.ListTokens(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return toks
+		}
+		lookup := func(hash []byte, want store.Token) {
+			t.Helper()
+			got, err := e.s.TokenByHash(ctx, hash)
+			if want.Name == "" {
+				if !errors.Is(err, labs.ErrNotFound) {
+					t.Errorf("TokenByHash(%q) = %+v, %v; want ErrNotFound", hash[:4], got, err)
+				}
+				return
+			}
+			if err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("TokenByHash(%q) = %+v, %v; want %+v", hash[:4], got, err, want)
+			}
+		}
+		if toks := list(); len(toks) != 0 {
+			t.Fatalf("ListTokens on an empty store = %+v", toks)
+		}
+
+		h1, h2, h3 := hashOf("one"), hashOf("two"), hashOf("three")
+		if err := e.s.CreateToken(ctx, "lms", h1, at(0)); err != nil {
+			t.Fatal(err)
+		}
+		lms1 := store.Token{Name: "lms", CreatedAt: norm(at(0))}
+		lookup(h1, lms1)
+		lookup(h2, store.Token{})
+		lookup(hashOf("on"), store.Token{}) // a prefix of a stored hash is no match
+		lookup(nil, store.Token{})
+
+		// A second live token of the same name is refused, and nothing is stored.
+		if err := e.s.CreateToken(ctx, "lms", h2, at(1)); !errors.Is(err, store.ErrTokenExists) {
+			t.Errorf("second live token: err = %v; want ErrTokenExists", err)
+		}
+		lookup(h2, store.Token{})
+		// The same hash under another name is an error, but not ErrTokenExists.
+		if err := e.s.CreateToken(ctx, "other", h1, at(1)); err == nil || errors.Is(err, store.ErrTokenExists) {
+			t.Errorf("duplicate hash: err = %v; want a non-ErrTokenExists error", err)
+		}
+		for _, bad := range []struct {
+			name string
+			hash []byte
+			at   time.Time
+		}{{"", h3, at(1)}, {"x", nil, at(1)}, {"x", h3, time.Time{}}} {
+			if err := e.s.CreateToken(ctx, bad.name, bad.hash, bad.at); err == nil {
+				t.Errorf("CreateToken(%q, %v, %v): want an error", bad.name, bad.hash, bad.at)
+			}
+		}
+		if err := e.s.CreateToken(ctx, "cron", h3, at(2)); err != nil {
+			t.Fatal(err)
+		}
+
+		// Revoked: no longer found; revoking again, or an unknown name, is ErrNotFound.
+		if err := e.s.RevokeToken(ctx, "lms", at(10)); err != nil {
+			t.Fatal(err)
+		}
+		lookup(h1, store.Token{})
+		lookup(h3, store.Token{Name: "cron", CreatedAt: norm(at(2))})
+		for _, name := range []string{"lms", "nope"} {
+			if err := e.s.RevokeToken(ctx, name, at(11)); !errors.Is(err, labs.ErrNotFound) || !strings.Contains(err.Error(), name) {
+				t.Errorf("RevokeToken(%q) = %v; want ErrNotFound naming it", name, err)
+			}
+		}
+		if err := e.s.RevokeToken(ctx, "cron", time.Time{}); err == nil {
+			t.Error("RevokeToken with a zero time: want an error")
+		}
+
+		// After the revocation the name may have a new token; the old one stays revoked.
+		if err := e.s.CreateToken(ctx, "lms", h2, at(20)); err != nil {
+			t.Fatalf("new token after revoking: %v", err)
+		}
+		lookup(h2, store.Token{Name: "lms", CreatedAt: norm(at(20))})
+		lookup(h1, store.Token{})
+
+		want := []store.Token{
+			{Name: "cron", CreatedAt: norm(at(2))},
+			{Name: "lms", CreatedAt: norm(at(0)), RevokedAt: norm(at(10))},
+			{Name: "lms", CreatedAt: norm(at(20))},
+		}
+		if got := list(); !reflect.DeepEqual(got, want) {
+			t.Errorf("ListTokens =\n %+v\nwant\n %+v", got, want)
+		}
+		if got := list(); got[0].Live() != true || got[1].Live() != false {
+			t.Errorf("Live() of %+v", got)
+		}
+	})
+}
+
+// Two processes creating a token of the same name at once: exactly one gets it.
+func TestConcurrentCreateToken(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		stores := []*store.Store{e.s, e.open(t)}
+		const n = 8
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				errs[i] = stores[i%2].CreateToken(t.Context(), "lms", hashOf(fmt.Sprint("h", i)), at(i))
+			})
+		}
+		wg.Wait()
+		created := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				created++
+			case !errors.Is(err, store.ErrTokenExists):
+				t.Errorf("creator %d: %v; want nil or ErrTokenExists", i, err)
+			}
+		}
+		toks, err := e.s.ListTokens(t.Context())
+		if created != 1 || err != nil || len(toks) != 1 {
+			t.Errorf("%d created, tokens %+v, %v; want exactly one", created, toks, err)
+		}
+	})
+}
+
+// eventually polls cond for up to 10 seconds.
+func eventually(cond func() bool) bool {
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+func TestTryLock(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		a, b := e.s, e.open(t) // two processes on one database
+		try := func(s *store.Store, key string, want bool) func(context.Context) error {
+			t.Helper()
+			unlock, ok, err := s.TryLock(ctx, key)
+			if err != nil || ok != want {
+				t.Fatalf("TryLock(%q) = %v, %v; want %v", key, ok, err, want)
+			}
+			if ok == (unlock == nil) {
+				t.Fatalf("TryLock(%q): ok %v with unlock %v", key, ok, unlock != nil)
+			}
+			return unlock
+		}
+		mustUnlock := func(unlock func(context.Context) error) {
+			t.Helper()
+			if err := unlock(ctx); err != nil {
+				t.Fatalf("unlock: %v", err)
+			}
+		}
+
+		unlockA := try(a, "scheduler", true)
+		try(b, "scheduler", false)
+		try(a, "scheduler", false)                 // not re-entrant, even through the same store
+		mustUnlock(try(b, "reaper:suspend", true)) // another key is another lock
+		mustUnlock(unlockA)
+		unlockB := try(b, "scheduler", true) // free again
+		try(a, "scheduler", false)
+		mustUnlock(unlockB)
+		mustUnlock(unlockB) // a second unlock does nothing
+		mustUnlock(try(a, "scheduler", true))
+
+		// A holder whose store closes (its connection dies) releases the lock.
+		dead := e.open(t)
+		try(dead, "scheduler", true)
+		try(a, "scheduler", false)
+		if err := dead.Close(); err != nil {
+			t.Fatal(err)
+		}
+		var unlock func(context.Context) error
+		if !eventually(func() bool {
+			u, ok, err := a.TryLock(ctx, "scheduler")
+			if err != nil {
+				t.Fatal(err)
+			}
+			unlock = u
+			return ok
+		}) {
+			t.Fatal("the lock of a closed store was never released")
+		}
+		try(b, "scheduler", false)
+		mustUnlock(unlock)
+		if _, _, err := dead.TryLock(ctx, "scheduler"); err == nil {
+			t.Error("TryLock on a closed store: want an error")
+		}
+
+		for _, key := range []string{"", "a/b", "../x", "-x", "a b", strings.Repeat("k", 101)} {
+			if _, ok, err := a.TryLock(ctx, key); err == nil || ok {
+				t.Errorf("TryLock(%q) = %v, %v; want an error", key, ok, err)
+			}
+		}
+		if e.driver == store.SQLite {
+			if _, err := os.Stat(e.dsn + ".scheduler.lock"); err != nil {
+				t.Errorf("no lock file beside the database: %v", err)
+			}
+		}
+		if e.driver == store.Postgres {
+			testAdvisoryLockDiesWithSession(t, e, a)
+		}
+	})
+}
+
+// testAdvisoryLockDiesWithSession kills the server session of a lock's holder, as when its
+// process dies or its connection breaks: the lock goes with it.
+func testAdvisoryLockDiesWithSession(t *testing.T, e *env, other *store.Store) {
+	ctx := t.Context()
+	holder := e.open(t)
+	unlock, ok, err := holder.TryLock(ctx, "killed")
+	if err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	if _, ok, err := other.TryLock(ctx, "killed"); ok || err != nil {
+		t.Fatalf("TryLock while held = %v, %v; want false", ok, err)
+	}
+	admin, err := sql.Open("pgx", e.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	// Only the holder has an advisory lock in this database now.
+	var killed int
+	if err := admin.QueryRowContext(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_locks
+		WHERE locktype = 'advisory' AND granted
+		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed != 1 {
+		t.Fatalf("terminated %d sessions holding advisory locks, want 1", killed)
+	}
+	var otherUnlock func(context.Context) error
+	if !eventually(func() bool {
+		u, ok, err := other.TryLock(ctx, "killed")
+		if err != nil {
+			t.Fatal(err)
+		}
+		otherUnlock = u
+		return ok
+	}) {
+		t.Fatal("the lock of a killed session was never released")
+	}
+	defer otherUnlock(ctx)
+	if err := unlock(ctx); err == nil {
+		t.Error("unlock after the session died: want an error saying so")
+	}
+	if _, ok, err := holder.TryLock(ctx, "killed"); ok || err != nil {
+		t.Errorf("the old holder took it back: %v, %v", ok, err)
+	}
+	// The holder's store still works.
+	if err := holder.Ping(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+// Goroutines on two stores race for one lock: never two holders at once.
+func TestTryLockExclusion(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		stores := []*store.Store{e.s, e.open(t)}
+		var (
+			holders, taken atomic.Int32
+			wg             sync.WaitGroup
+		)
+		for g := range 8 {
+			wg.Go(func() {
+				s := stores[g%2]
+				for range 30 {
+					unlock, ok, err := s.TryLock(t.Context(), "exclusive")
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if !ok {
+						continue
+					}
+					taken.Add(1)
+					if n := holders.Add(1); n != 1 {
+						t.Errorf("%d holders at once", n)
+					}
+					time.Sleep(time.Millisecond)
+					holders.Add(-1)
+					if err := unlock(t.Context()); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if taken.Load() == 0 {
+			t.Error("no goroutine ever took the lock")
+		}
+		t.Logf("%s: taken %d times of 240 tries", e.driver, taken.Load())
+	})
+}
+
+func TestTryLockInMemory(t *testing.T) {
+	ctx := t.Context()
+	open := func(dsn string) *store.Store {
+		s, err := store.Open(ctx, store.SQLite, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(":memory:"), open(":memory:") // two databases
+	unlock, ok, err := a.TryLock(ctx, "k")
+	if err != nil || !ok {
+		t.Fatalf("TryLock = %v, %v", ok, err)
+	}
+	if _, ok, _ := a.TryLock(ctx, "k"); ok {
+		t.Error("taken twice")
+	}
+	if u, ok, err := b.TryLock(ctx, "k"); err != nil || !ok {
+		t.Errorf("another in-memory database's lock: %v, %v; want free", ok, err)
+	} else {
+		u(ctx)
+	}
+	if err := unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if u, ok, err := a.TryLock(ctx, "k"); err != nil || !ok {
+		t.Fatalf("after unlock: %v, %v", ok, err)
+	} else if err := u(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A shared-cache in-memory database is one database for every Store of the process.
+	const shared = "file:locktest?mode=memory&cache=shared"
+	c, d := open(shared), open(shared)
+	if _, ok, err := c.TryLock(ctx, "k"); err != nil || !ok {
+		t.Fatalf("shared: TryLock = %v, %v", ok, err)
+	}
+	if _, ok, _ := d.TryLock(ctx, "k"); ok {
+		t.Error("shared: taken by two stores")
+	}
+	c.Close() // releases it
+	if u, ok, err := d.TryLock(ctx, "k"); err != nil || !ok {
+		t.Errorf("shared, after the holder closed: %v, %v; want free", ok, err)
+	} else if err := u(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A registry made before the tokens (migration 00001 only) gets them at its next Open, its
+// labs kept.
+func TestMigrateFromVersion1(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		mustCreate(t, e.s, newLab("old", "ann", "net101", "east", labs.Active, at(0)))
+		if err := e.s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		sqlDriver := map[string]string{store.SQLite: "sqlite", store.Postgres: "pgx"}[e.driver]
+		raw, err := sql.Open(sqlDriver, e.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []string{`DROP TABLE tokens`, `DELETE FROM goose_db_version WHERE version_id = 2`} {
+			if _, err := raw.ExecContext(ctx, q); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		raw.Close()
+
+		s := e.open(t)
+		if err := s.CreateToken(ctx, "lms", hashOf("h"), at(1)); err != nil {
+			t.Fatalf("CreateToken after migrating: %v", err)
+		}
+		if _, err := s.TokenByHash(ctx, hashOf("h")); err != nil {
+			t.Fatal(err)
+		}
+		mustGet(t, s, "old")
+	})
 }

@@ -1,0 +1,177 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labplane/labplane/internal/auth"
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/store"
+)
+
+// tokenNamePattern is what a token's name (the client it is for) may be.
+var tokenNamePattern = regexp.MustCompile(`^[a-z0-9-]{1,63}$`)
+
+func checkTokenName(name string) error {
+	if !tokenNamePattern.MatchString(name) {
+		return usageError("token name %q: use 1 to 63 lower-case letters, digits and dashes", name)
+	}
+	return nil
+}
+
+// tokenCreated is what token create prints with --output json: the only output that holds
+// a token.
+type tokenCreated struct {
+	Name      string    `json:"name"`
+	Token     string    `json:"token"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func tokenCommand(stdio IO) *cli.Command {
+	return &cli.Command{
+		Name:  "token",
+		Usage: "create, list and revoke the bearer tokens of the API's clients (the LMS)",
+		Description: "Each client of labplane serve gets a token of its own, named after it. labplane keeps only the\n" +
+			"token's SHA-256: the token is printed once, by token create, and cannot be shown again.",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "create a token for a client and print it, once",
+				UsageText: "labplane token create --name NAME [--output json]",
+				Description: "The token alone goes to stdout (TOKEN=$(labplane token create --name lms) works); keep it now,\n" +
+					"it will not be shown again. A name that has a live token is refused (exit 2): revoke that one first.",
+				Flags: []cli.Flag{
+					// required, checked in Action: urfave/cli's own check fails with exit 1
+					&cli.StringFlag{Name: "name", Usage: "the client's name: 1 to 63 lower-case letters, digits and dashes (required)"},
+					outputFlag,
+				},
+				Action: func(c *cli.Context) error {
+					out, err := output(c)
+					if err != nil {
+						return err
+					}
+					if c.NArg() > 0 {
+						return usageError("token create takes no arguments (the name goes in --name)")
+					}
+					name := c.String("name")
+					if name == "" {
+						return usageError("--name is required (see labplane token create --help)")
+					}
+					if err := checkTokenName(name); err != nil {
+						return err
+					}
+					e, err := openEnv(c, stdio, false)
+					if err != nil {
+						return err
+					}
+					defer e.Close()
+					plain, hash := auth.NewToken()
+					now := e.now().UTC().Truncate(time.Microsecond)
+					if err := e.store.CreateToken(c.Context, name, hash, now); err != nil {
+						if errors.Is(err, store.ErrTokenExists) {
+							return badInput{fmt.Errorf("%w: revoke it first (labplane token revoke %s)", err, name)}
+						}
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, tokenCreated{Name: name, Token: plain, CreatedAt: now})
+					}
+					if _, err := fmt.Fprintln(stdio.Out, plain); err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(stdio.Err, "created token %q: keep it now, it will not be shown again\n", name)
+					return err
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "list the tokens, live and revoked (their names and dates; never a token)",
+				Flags: []cli.Flag{outputFlag},
+				Action: func(c *cli.Context) error {
+					out, err := output(c)
+					if err != nil {
+						return err
+					}
+					if c.NArg() > 0 {
+						return usageError("token list takes no arguments")
+					}
+					e, err := openEnv(c, stdio, false)
+					if err != nil {
+						return err
+					}
+					defer e.Close()
+					toks, err := e.store.ListTokens(c.Context)
+					if err != nil {
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, nonNil(toks))
+					}
+					rows := make([][]string, len(toks))
+					for i, t := range toks {
+						rows[i] = []string{t.Name, timeOrDash(t.CreatedAt), timeOrDash(t.RevokedAt)}
+					}
+					return table(stdio.Out, "NAME\tCREATED\tREVOKED", rows)
+				},
+			},
+			{
+				Name:      "revoke",
+				Usage:     "revoke a client's live token (the API's replicas stop taking it within serve.token_cache)",
+				ArgsUsage: "NAME",
+				Flags:     []cli.Flag{outputFlag},
+				Action: func(c *cli.Context) error {
+					name, out, err := tokenNameArg(c)
+					if err != nil {
+						return err
+					}
+					e, err := openEnv(c, stdio, false)
+					if err != nil {
+						return err
+					}
+					defer e.Close()
+					now := e.now().UTC().Truncate(time.Microsecond)
+					if err := e.store.RevokeToken(c.Context, name, now); err != nil {
+						if errors.Is(err, labs.ErrNotFound) {
+							return usageError("no live token named %q (see labplane token list)", name)
+						}
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, map[string]any{"name": name, "revoked_at": now})
+					}
+					_, err = fmt.Fprintf(stdio.Out, "revoked token %q\n", name)
+					return err
+				},
+			},
+		},
+	}
+}
+
+// tokenNameArg reads the one NAME argument (flags may follow it) and --output.
+func tokenNameArg(c *cli.Context) (name, out string, err error) {
+	n := c.NArg()
+	if n > 1 {
+		if n, err = parseTrailingFlags(c); err != nil {
+			return "", "", err
+		}
+	}
+	if out, err = output(c); err != nil {
+		return "", "", err
+	}
+	if n != 1 {
+		return "", "", usageError("%s needs one token name (see labplane token list)", c.Command.FullName())
+	}
+	name = c.Args().First()
+	return name, out, checkTokenName(name)
+}
+
+func timeOrDash(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	return t.Local().Format("2006-01-02 15:04:05")
+}
