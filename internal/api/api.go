@@ -153,7 +153,11 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		Template: req.Template, Actor: "api:" + client})
 	switch {
 	case errors.Is(err, labs.ErrExists):
-		lab := p.Lab
+		// the learner is back: that is activity, whatever the lab's state
+		lab, err := s.Labs.Heartbeat(r.Context(), p.Lab.ID)
+		if err != nil {
+			return err
+		}
 		if lab.Status == labs.Suspended {
 			s.background("resume", lab.ID, func(ctx context.Context) error {
 				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)

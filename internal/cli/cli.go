@@ -101,6 +101,7 @@ func NewApp(stdio IO) *cli.App {
 			configCommand(stdio),
 			labsCommand(stdio),
 			reapCommand(stdio),
+			serveCommand(stdio),
 			tokenCommand(stdio),
 			localCloudCommand(stdio),
 		},

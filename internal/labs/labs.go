@@ -222,6 +222,8 @@ var (
 	ErrNotFound = errors.New("lab not found")
 	// ErrStale: the lab changed since it was read (another actor updated it); re-read and retry.
 	ErrStale = errors.New("lab changed since it was read")
+	// ErrDeleted: the lab is deleted; it takes no heartbeat.
+	ErrDeleted = errors.New("lab is deleted")
 	// ErrExists: the learner already has a live lab for that course.
 	ErrExists = errors.New("learner already has a lab for this course")
 )

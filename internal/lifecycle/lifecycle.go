@@ -288,14 +288,11 @@ func (m *Manager) Cloud(name string) (Cloud, error) {
 // Heartbeat records that the learner is active in the lab. A deleted lab gets ErrInvalid
 // and nothing is written.
 func (m *Manager) Heartbeat(ctx context.Context, id string) (labs.Lab, error) {
-	lab, err := m.Registry.GetLab(ctx, id)
-	if err != nil {
-		return lab, err
-	}
-	if lab.Status == labs.Deleted {
+	lab, err := m.Registry.Heartbeat(ctx, id, m.Now())
+	if errors.Is(err, labs.ErrDeleted) {
 		return lab, fmt.Errorf("%w: lab %s is deleted", ErrInvalid, id)
 	}
-	return m.Registry.Heartbeat(ctx, id, m.Now())
+	return lab, err
 }
 
 // Op is a single-lab action an operator or the API asks for.

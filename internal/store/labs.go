@@ -201,31 +201,25 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (lab
 
 // Heartbeat records that the lab is in use at at: LastHeartbeat becomes the later of the
 // stored one and at, and the version is bumped (so an actor holding an older copy gets
-// labs.ErrStale and re-reads). No event is written. It returns the stored lab.
+// labs.ErrStale and re-reads). No event is written. It is one statement (heartbeats are the
+// hottest path). A deleted lab is not touched: labs.ErrDeleted. It returns the stored lab.
 func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error) {
 	if at.IsZero() {
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
 	t := s.timeArg(at)
-	var stored labs.Lab
-	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE labs SET
-				last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ? THEN ? ELSE last_heartbeat END,
-				version = version + 1
-			WHERE id = ?`), t, t, id)
-		if err != nil {
-			return fmt.Errorf("update: %w", err)
+	stored, err := scanLab(s.db.QueryRowContext(ctx, s.q(`UPDATE labs SET
+			last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ? THEN ? ELSE last_heartbeat END,
+			version = version + 1
+		WHERE id = ? AND `+liveCond+` RETURNING `+labColumns), t, t, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		// not there, or deleted
+		if stored, err = s.getLab(ctx, s.db, id); err == nil {
+			err = labs.ErrDeleted
 		}
-		if n, err := res.RowsAffected(); err != nil {
-			return fmt.Errorf("update: %w", err)
-		} else if n == 0 {
-			return labs.ErrNotFound
-		}
-		stored, err = s.getLab(ctx, tx, id)
-		return err
-	})
+	}
 	if err != nil {
-		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: %w", id, err)
+		return stored, fmt.Errorf("heartbeat lab %q: %w", id, err)
 	}
 	return stored, nil
 }

@@ -409,6 +409,11 @@ func TestHeartbeat(t *testing.T) {
 		if _, err := e.s.Heartbeat(ctx, "nope", at(1)); !errors.Is(err, labs.ErrNotFound) {
 			t.Errorf("Heartbeat(unknown) = %v; want ErrNotFound", err)
 		}
+		gone := mustCreate(t, e.s, newLab("h2", "bob", "net101", "east", labs.Deleted, at(0)))
+		if _, err := e.s.Heartbeat(ctx, "h2", at(300)); !errors.Is(err, labs.ErrDeleted) {
+			t.Errorf("Heartbeat(deleted) = %v; want ErrDeleted", err)
+		}
+		sameLab(t, "a deleted lab takes no heartbeat", mustGet(t, e.s, "h2"), gone)
 	})
 }
 

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/auth"
+	"github.com/labplane/labplane/internal/metrics"
+	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/reaper"
+	"github.com/labplane/labplane/internal/scheduler"
+)
+
+func serveCommand(stdio IO) *cli.Command {
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "run the HTTP API for the LMS and the scheduler that keeps labs affordable",
+		UsageText: "labplane serve [--listen ADDR]",
+		Description: "Serves the API under /v1 (bearer tokens from `labplane token create`), /healthz, /readyz and\n" +
+			"/metrics, and runs the reaper's jobs on the configured intervals (scheduler.*): suspending idle labs,\n" +
+			"the full reap, reconciling zombies and orphans, timing out launches. Several replicas may share one\n" +
+			"PostgreSQL registry: every request works on any of them, and each job runs on one replica at a time\n" +
+			"(a PostgreSQL advisory lock per job; with SQLite, a file lock beside the database).\n\n" +
+			"SIGTERM or Ctrl-C: stop accepting requests, let actions in flight finish (serve.shutdown_grace, then\n" +
+			"they are cancelled and still recorded), exit 0.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "listen", Usage: "the API's address, host:port (default: serve.listen, 127.0.0.1:8080)"},
+		},
+		Action: func(c *cli.Context) error {
+			e, err := openEnv(c, stdio, false)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			listen := e.cfg.Serve.Listen
+			if l := c.String("listen"); l != "" {
+				if _, _, err := net.SplitHostPort(l); err != nil {
+					return usageError("--listen %q: use host:port", l)
+				}
+				listen = l
+			}
+			m := metrics.New()
+			e.clouds = openClouds(c.Context, e.cfg, e.log, m.ObserveCloud)
+			m.LabsBy(e.labCounts)
+			return serve(c.Context, stdio, e, m, listen)
+		},
+	}
+}
+
+// serve runs the API and the scheduler until ctx is done.
+func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
+	mgr := e.manager()
+	server := &api.Server{Labs: mgr, Registry: e.store, Auth: auth.NewVerifier(e.store, e.cfg.Serve.TokenCache.D(), e.now),
+		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log}
+	host, _ := os.Hostname()
+	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
+	r := e.reaper("scheduler@" + replica)
+	job := func(keep func(policy.Action) bool) func(context.Context) error {
+		return func(ctx context.Context) error {
+			res, err := r.RunOnly(ctx, keep)
+			if err != nil {
+				return err
+			}
+			m.CountReap(res)
+			if res.Failed() {
+				return fmt.Errorf("%d actions failed, %d clouds unavailable", failures(res), len(res.Plan.CloudErrors))
+			}
+			return nil
+		}
+	}
+	sc := e.cfg.Scheduler
+	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
+		Jobs: []scheduler.Job{
+			{Name: "suspend-idle", Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
+			{Name: "reap", Every: sc.ReapEvery.D(), Run: job(reaper.All)},
+			{Name: "reconcile", Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
+			{Name: "launch-timeouts", Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
+		}})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return badInput{fmt.Errorf("listen on %s: %w", listen, err)}
+	}
+	httpServer := &http.Server{Handler: server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpServer.Serve(ln) }()
+	sched.Start()
+	e.log.Info("serving", "listen", ln.Addr().String(), "replica", replica, "store", e.cfg.Store.Driver)
+	fmt.Fprintf(stdio.Err, "labplane: serving on http://%s (replica %s)\n", ln.Addr(), replica)
+
+	select {
+	case <-ctx.Done():
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+	e.log.Info("shutting down", "grace", e.cfg.Serve.ShutdownGrace.D())
+	grace, cancel := context.WithTimeout(context.Background(), e.cfg.Serve.ShutdownGrace.D())
+	defer cancel()
+	errs := []error{httpServer.Shutdown(grace)}
+	server.Shutdown(grace)
+	errs = append(errs, sched.Shutdown(grace))
+	if err := errors.Join(errs...); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	e.log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,213 @@
+// Package metrics is labplane's Prometheus instrumentation: cloud operation latency, reaper
+// actions, scheduler job runs, HTTP requests, and the labs by cloud and status counted at
+// scrape time. Everything is registered on the Metrics' own registry (with the Go and process
+// collectors), never on the global one, so tests and several instances do not collide.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/labplane/labplane/internal/reaper"
+)
+
+// Results, the values of the result labels.
+const (
+	Done    = "done"
+	Failed  = "failed"
+	Skipped = "skipped"
+)
+
+// Buckets, in seconds.
+var (
+	// CloudBuckets: a Heat operation, from a quick delete (0.1 s) to a slow create (10 min).
+	CloudBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600}
+	// HTTPBuckets: an API request, 0.5 ms to 5 s.
+	HTTPBuckets = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+	// JobBuckets: a scheduler job run, 0.1 s to 30 min (a reaper pass waits for Heat).
+	JobBuckets = []float64{0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800}
+)
+
+// Metrics holds labplane's metrics. Its methods are safe for concurrent use.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	cloudOps *prometheus.HistogramVec
+	actions  *prometheus.CounterVec
+	jobRuns  *prometheus.CounterVec
+	jobTime  *prometheus.HistogramVec
+	httpReqs *prometheus.HistogramVec
+
+	labsDesc *prometheus.Desc
+	mu       sync.RWMutex
+	count    func(ctx context.Context) (map[[2]string]int, error)
+}
+
+// New returns Metrics on a registry of their own, with the Go and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		cloudOps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "labplane_cloud_operation_seconds",
+			Help:    "Time a cloud operation (create, suspend, resume, delete) took, its wait for Heat included.",
+			Buckets: CloudBuckets,
+		}, []string{"cloud", "op", "result"}),
+		actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labplane_actions_total",
+			Help: "Reaper actions by kind and result (done, failed, or skipped when a fresh read no longer called for it).",
+		}, []string{"kind", "result"}),
+		jobRuns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labplane_scheduler_job_runs_total",
+			Help: "Scheduler job runs on this replica by job and result (done, failed).",
+		}, []string{"job", "result"}),
+		jobTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "labplane_scheduler_job_seconds",
+			Help:    "Time a scheduler job run took on this replica.",
+			Buckets: JobBuckets,
+		}, []string{"job"}),
+		httpReqs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "labplane_http_request_seconds",
+			Help:    "Time an HTTP request took, by route pattern, method and status code.",
+			Buckets: HTTPBuckets,
+		}, []string{"route", "method", "code"}),
+		labsDesc: prometheus.NewDesc("labplane_labs",
+			"Labs in the registry by cloud and status, counted at scrape time.",
+			[]string{"cloud", "status"}, nil),
+	}
+	m.reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs,
+	)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format. A scrape whose lab count fails
+// is still served with every other metric (labplane_labs is absent from it); the error is
+// logged and counted in promhttp_metric_handler_errors_total{cause="gathering"}.
+func (m *Metrics) Handler() http.Handler {
+	opts := promhttp.HandlerOpts{
+		ErrorLog:      errorLog{},
+		ErrorHandling: promhttp.ContinueOnError,
+		Registry:      m.reg,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Collectors get no context, so the lab count, which must use the scrape's, is
+		// gathered from a registry made for this request.
+		g := prometheus.Gatherers{m.reg}
+		if count := m.labsCount(); count != nil {
+			scrape := prometheus.NewRegistry()
+			scrape.MustRegister(&labsCollector{ctx: r.Context(), desc: m.labsDesc, count: count})
+			g = append(g, scrape)
+		}
+		promhttp.HandlerFor(g, opts).ServeHTTP(w, r)
+	})
+}
+
+// ObserveCloud records one cloud operation: labplane_cloud_operation_seconds{cloud,op,result}.
+// Its signature after the cloud name is cloud.Options.Observe's (see CloudObserver).
+func (m *Metrics) ObserveCloud(cloud, op string, took time.Duration, err error) {
+	m.cloudOps.WithLabelValues(cloud, op, result(err)).Observe(took.Seconds())
+}
+
+// CloudObserver returns a cloud.Options.Observe for the cloud named cloud.
+func (m *Metrics) CloudObserver(cloud string) func(op string, took time.Duration, err error) {
+	return func(op string, took time.Duration, err error) { m.ObserveCloud(cloud, op, took, err) }
+}
+
+// CountAction counts one action: labplane_actions_total{kind,result}; result is Done, Failed
+// or Skipped.
+func (m *Metrics) CountAction(kind, result string) {
+	m.actions.WithLabelValues(kind, result).Inc()
+}
+
+// CountReap counts a reaper pass's outcomes: done, failed (Error set) or skipped (not done,
+// no error: a fresh read no longer called for it).
+func (m *Metrics) CountReap(res reaper.Result) {
+	for _, o := range res.Outcomes {
+		r := Skipped
+		switch {
+		case o.Error != "":
+			r = Failed
+		case o.Done:
+			r = Done
+		}
+		m.CountAction(string(o.Action.Kind), r)
+	}
+}
+
+// ObserveJob records one scheduler job run: labplane_scheduler_job_runs_total{job,result} and
+// labplane_scheduler_job_seconds{job}. It is a scheduler.Observer.
+func (m *Metrics) ObserveJob(job string, took time.Duration, err error) {
+	m.jobRuns.WithLabelValues(job, result(err)).Inc()
+	m.jobTime.WithLabelValues(job).Observe(took.Seconds())
+}
+
+// ObserveHTTP records one HTTP request: labplane_http_request_seconds{route,method,code}.
+// route is the route's pattern ("/v1/labs/{id}"), never the raw path, to bound the series.
+func (m *Metrics) ObserveHTTP(route, method string, code int, took time.Duration) {
+	m.httpReqs.WithLabelValues(route, method, strconv.Itoa(code)).Observe(took.Seconds())
+}
+
+// LabsBy sets how labplane_labs{cloud,status} is counted: count is called on every scrape
+// with the scrape's context and returns the number of labs per [cloud, status]. An error
+// fails that scrape's lab count only (see Handler). A later call replaces count.
+func (m *Metrics) LabsBy(count func(ctx context.Context) (map[[2]string]int, error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.count = count
+}
+
+func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.count
+}
+
+func result(err error) string {
+	if err != nil {
+		return Failed
+	}
+	return Done
+}
+
+// labsCollector is the labs gauge for one scrape.
+type labsCollector struct {
+	ctx   context.Context
+	desc  *prometheus.Desc
+	count func(context.Context) (map[[2]string]int, error)
+}
+
+func (c *labsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *labsCollector) Collect(ch chan<- prometheus.Metric) {
+	counts, err := c.count(c.ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.desc, fmt.Errorf("count labs: %w", err))
+		return
+	}
+	for k, n := range counts {
+		g, err := prometheus.NewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+		if err != nil {
+			g = prometheus.NewInvalidMetric(c.desc, err)
+		}
+		ch <- g
+	}
+}
+
+// errorLog sends promhttp's errors to slog.
+type errorLog struct{}
+
+func (errorLog) Println(v ...any) {
+	slog.Default().Warn("metrics scrape error", "err", strings.TrimSpace(fmt.Sprintln(v...)))
+}

@@ -1,0 +1,373 @@
+// Package scheduler runs labplane's periodic jobs (suspend idle labs, reap, reconcile, time
+// out launches) with gocron, on any number of replicas sharing one store:
+//
+//   - Each job is a gocron DurationJob in singleton mode (LimitModeReschedule): a run that
+//     comes due while the previous one is still going is skipped, never queued, so a job
+//     never overlaps itself on a replica.
+//   - With a Locker, gocron's distributed locker takes the lock named after the job before
+//     each run, holds it for the run and releases it after. A replica that cannot take it
+//     (another replica is running the job, or the store failed) skips that run and tries
+//     again at the next tick. So a job runs on one replica at a time, and when a replica
+//     goes away the others keep running it.
+//   - Runs are aligned on multiples of the job's interval (on every replica alike), so the
+//     replicas compete for the same ticks instead of each running the job once per
+//     interval at its own phase. Each job also runs once right after Start, so a fresh
+//     replica does not wait a whole interval.
+//   - Shutdown stops scheduling and waits for the runs in progress (and the release of
+//     their locks); their context is cancelled only if Shutdown's context expires first.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
+)
+
+// Job is one periodic job.
+type Job struct {
+	// Name identifies the job in logs and metrics, and is the key of its lock.
+	Name string
+	// Every is the interval between runs.
+	Every time.Duration
+	// Run does the work. ctx is cancelled only when Shutdown gives up waiting.
+	Run func(ctx context.Context) error
+}
+
+// Locker is a lock shared by all replicas (the store implements it on PostgreSQL advisory
+// locks and on SQLite file locks). TryLock does not wait: ok is false when another holder
+// has the lock.
+type Locker interface {
+	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
+}
+
+// Observer is told of every finished run (for metrics). err is the run's error, a panic
+// included.
+type Observer func(job string, took time.Duration, err error)
+
+// Options configure a Scheduler.
+type Options struct {
+	Jobs []Job
+	// Locker, if set, makes each job run on one replica at a time. Nil: a single process.
+	Locker Locker
+	// Observe, if set, is told of every run.
+	Observe Observer
+	// Logger receives key/value logs. Default: slog.Default().
+	Logger *slog.Logger
+	// Replica names this process in logs.
+	Replica string
+}
+
+// namePattern is what a job name may be: it is the lock key (the store puts it in a file
+// name on SQLite) and a metric label.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$`)
+
+const (
+	// unlockTimeout bounds the release of a job's lock after its run.
+	unlockTimeout = 30 * time.Second
+	// gocronStopTimeout is how long gocron's own shutdown waits for runs. gocron polls in a
+	// busy loop while it waits, so it is kept short; Shutdown waits for runs itself.
+	gocronStopTimeout = 50 * time.Millisecond
+)
+
+var (
+	// errHeld: another replica holds the job's lock; this replica skips the run.
+	errHeld = errors.New("scheduler: the job's lock is held by another replica")
+	// errClosed: Shutdown was called; no new run starts.
+	errClosed = errors.New("scheduler: shutting down")
+)
+
+// Scheduler runs jobs.
+type Scheduler struct {
+	gc      gocron.Scheduler
+	jobs    []gocron.Job
+	log     *slog.Logger
+	observe Observer
+
+	// runCtx is every run's context; cancelRun is called when Shutdown gives up waiting
+	// (or after it is done waiting).
+	runCtx    context.Context
+	cancelRun context.CancelFunc
+
+	// Activity: runs in progress and locks held. Shutdown sets closed (nothing new starts)
+	// and waits until busy is empty.
+	mu      sync.Mutex
+	started bool
+	closed  bool
+	busy    map[string]int
+	idle    chan struct{} // closed once closed is set and busy is empty
+}
+
+// New validates o and sets up the jobs; nothing runs before Start.
+func New(o Options) (*Scheduler, error) {
+	seen := map[string]bool{}
+	for i, j := range o.Jobs {
+		switch {
+		case j.Name == "":
+			return nil, fmt.Errorf("scheduler: job %d: the name is empty", i)
+		case !namePattern.MatchString(j.Name):
+			return nil, fmt.Errorf("scheduler: job %q: a name is 1 to 100 letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", j.Name)
+		case seen[j.Name]:
+			return nil, fmt.Errorf("scheduler: job %q: the name is used twice", j.Name)
+		case j.Every <= 0:
+			return nil, fmt.Errorf("scheduler: job %q: the interval %s must be more than zero", j.Name, j.Every)
+		case j.Run == nil:
+			return nil, fmt.Errorf("scheduler: job %q: Run is nil", j.Name)
+		}
+		seen[j.Name] = true
+	}
+
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.Replica != "" {
+		log = log.With("replica", o.Replica)
+	}
+	s := &Scheduler{log: log, observe: o.Observe, busy: map[string]int{}, idle: make(chan struct{})}
+	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
+
+	opts := []gocron.SchedulerOption{
+		gocron.WithLogger(gocronLogger{log}),
+		gocron.WithStopTimeout(gocronStopTimeout),
+		gocron.WithMonitor(monitor{log}),
+	}
+	if o.Locker != nil {
+		opts = append(opts, gocron.WithDistributedLocker(&distLocker{s: s, l: o.Locker}))
+	}
+	gc, err := gocron.NewScheduler(opts...)
+	if err != nil {
+		s.cancelRun()
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	s.gc = gc
+
+	now := time.Now()
+	for _, j := range o.Jobs {
+		gj, err := gc.NewJob(
+			gocron.DurationJob(j.Every),
+			gocron.NewTask(s.task(j)),
+			gocron.WithName(j.Name),
+			gocron.WithSingletonMode(gocron.LimitModeReschedule),
+			// Every replica computes the same ticks: multiples of Every. gocron moves a start
+			// in the past forward by whole intervals when the scheduler starts.
+			gocron.WithStartAt(gocron.WithStartDateTimePast(now.Truncate(j.Every))),
+			gocron.WithEventListeners(gocron.AfterLockError(s.lockError)),
+		)
+		if err != nil {
+			_ = gc.Shutdown()
+			s.cancelRun()
+			return nil, fmt.Errorf("scheduler: job %q: %w", j.Name, err)
+		}
+		s.jobs = append(s.jobs, gj)
+	}
+	return s, nil
+}
+
+// Start starts scheduling, and runs every job once at once (still through the job's lock
+// and its singleton mode). It does nothing after the first call or after Shutdown.
+func (s *Scheduler) Start() {
+	s.mu.Lock()
+	skip := s.started || s.closed
+	s.started = true
+	s.mu.Unlock()
+	if skip {
+		return
+	}
+	s.gc.Start()
+	for _, j := range s.jobs {
+		if err := j.RunNow(); err != nil {
+			s.log.Warn("job first run not started", "job", j.Name(), "err", err)
+		}
+	}
+	s.log.Info("scheduler started", "jobs", len(s.jobs))
+}
+
+// Shutdown stops scheduling and waits for the runs in progress to finish and release their
+// locks. If ctx expires first, it cancels the runs' context and returns ctx's error without
+// waiting further.
+func (s *Scheduler) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		if len(s.busy) == 0 {
+			close(s.idle)
+		}
+	}
+	s.mu.Unlock()
+
+	gcErr := s.gc.ShutdownWithContext(ctx)
+	if errors.Is(gcErr, gocron.ErrStopJobsTimedOut) || errors.Is(gcErr, gocron.ErrStopExecutorTimedOut) ||
+		errors.Is(gcErr, ctx.Err()) {
+		gcErr = nil // runs still going: waited for below
+	}
+
+	select {
+	case <-s.idle:
+		s.cancelRun()
+		if gcErr != nil {
+			return fmt.Errorf("scheduler: shutdown: %w", gcErr)
+		}
+		s.log.Info("scheduler stopped")
+		return nil
+	case <-ctx.Done():
+		s.cancelRun()
+		s.log.Warn("scheduler shutdown gave up waiting: runs cancelled", "jobs", s.busyJobs(), "err", ctx.Err())
+		return ctx.Err()
+	}
+}
+
+// enter records an activity of job (a run, a lock held) unless Shutdown was called.
+func (s *Scheduler) enter(job string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.busy[job]++
+	return true
+}
+
+// leave ends an activity that enter recorded.
+func (s *Scheduler) leave(job string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.busy[job]--; s.busy[job] <= 0 {
+		delete(s.busy, job)
+	}
+	if s.closed && len(s.busy) == 0 {
+		close(s.idle)
+	}
+}
+
+func (s *Scheduler) busyJobs() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.busy))
+	for n := range s.busy {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// task is what gocron runs for j: the run with the scheduler's context, panics turned into
+// errors, timed, logged and observed.
+func (s *Scheduler) task(j Job) func() error {
+	return func() error {
+		if !s.enter(j.Name) {
+			return nil // Shutdown was called between the tick and now: not a run
+		}
+		defer s.leave(j.Name)
+		start := time.Now()
+		err := s.run(j)
+		took := time.Since(start)
+		if err != nil {
+			s.log.Warn("job failed", "job", j.Name, "took", took, "err", err)
+		} else {
+			s.log.Debug("job done", "job", j.Name, "took", took)
+		}
+		if s.observe != nil {
+			s.observe(j.Name, took, err)
+		}
+		return err
+	}
+}
+
+func (s *Scheduler) run(j Job) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("job panicked", "job", j.Name, "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("job %s panicked: %v", j.Name, p)
+		}
+	}()
+	return j.Run(s.runCtx)
+}
+
+// lockError is gocron's AfterLockError listener: the run was skipped on this replica.
+func (s *Scheduler) lockError(_ uuid.UUID, job string, err error) {
+	switch {
+	case errors.Is(err, errHeld):
+		s.log.Debug("job run skipped: another replica has it", "job", job)
+	case errors.Is(err, errClosed), errors.Is(err, context.Canceled):
+		s.log.Debug("job run skipped: shutting down", "job", job)
+	default:
+		s.log.Warn("job run skipped: lock failed", "job", job, "err", err)
+	}
+}
+
+// distLocker adapts Locker to gocron.Locker. gocron calls Lock with the job's name before
+// each run and skips the run if Lock returns an error; it calls Unlock after the run with
+// the job's context, which Shutdown has already cancelled: the release must not use it.
+type distLocker struct {
+	s *Scheduler
+	l Locker
+}
+
+func (d *distLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
+	if !d.s.enter(key) {
+		return nil, errClosed
+	}
+	unlock, ok, err := d.l.TryLock(ctx, key)
+	if err != nil || !ok {
+		d.s.leave(key)
+		if err != nil {
+			return nil, fmt.Errorf("scheduler: lock %q: %w", key, err)
+		}
+		return nil, errHeld
+	}
+	return &jobLock{d: d, key: key, unlock: unlock}, nil
+}
+
+type jobLock struct {
+	d      *distLocker
+	key    string
+	unlock func(context.Context) error
+	once   sync.Once
+	err    error
+}
+
+func (l *jobLock) Unlock(ctx context.Context) error {
+	l.once.Do(func() {
+		defer l.d.s.leave(l.key)
+		if l.unlock == nil {
+			return
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+		defer cancel()
+		if l.err = l.unlock(uctx); l.err != nil {
+			// gocron ignores Unlock's error.
+			l.d.s.log.Warn("job unlock failed", "job", l.key, "err", l.err)
+		}
+	})
+	return l.err
+}
+
+// monitor is gocron's run counter; the scheduler uses it to log runs skipped because the
+// previous one was still going (lock failures are logged by lockError; finished runs by
+// task).
+type monitor struct{ log *slog.Logger }
+
+func (m monitor) IncrementJob(_ uuid.UUID, name string, _ []string, status gocron.JobStatus) {
+	if status == gocron.SingletonRescheduled {
+		m.log.Info("job run skipped: the previous run is still going", "job", name)
+	}
+}
+
+func (monitor) RecordJobTiming(time.Time, time.Time, uuid.UUID, string, []string) {}
+
+// gocronLogger passes gocron's own logs on, its lifecycle chatter at debug level.
+type gocronLogger struct{ log *slog.Logger }
+
+func (g gocronLogger) Debug(msg string, args ...any) { g.log.Debug(msg, args...) }
+func (g gocronLogger) Info(msg string, args ...any)  { g.log.Debug(msg, args...) }
+func (g gocronLogger) Warn(msg string, args ...any)  { g.log.Warn(msg, args...) }
+func (g gocronLogger) Error(msg string, args ...any) { g.log.Error(msg, args...) }
