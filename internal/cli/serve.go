@@ -28,7 +28,8 @@ func serveCommand(stdio IO) *cli.Command {
 			"/metrics, and runs the reaper's jobs on the configured intervals (scheduler.*): suspending idle labs,\n" +
 			"the full reap, reconciling zombies and orphans, timing out launches. Several replicas may share one\n" +
 			"PostgreSQL registry: every request works on any of them, and each job runs on one replica at a time\n" +
-			"(a PostgreSQL advisory lock per job; with SQLite, a file lock beside the database).\n\n" +
+			"(the reaper's jobs share one lock: a PostgreSQL advisory lock, or with SQLite a file lock beside the\n" +
+			"database, so two of them never act on the same lab at once).\n\n" +
 			"SIGTERM or Ctrl-C: stop accepting requests, let actions in flight finish (serve.shutdown_grace, then\n" +
 			"they are cancelled and still recorded), exit 0.",
 		Flags: []cli.Flag{
@@ -79,10 +80,11 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	sc := e.cfg.Scheduler
 	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
 		Jobs: []scheduler.Job{
-			{Name: "suspend-idle", Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
-			{Name: "reap", Every: sc.ReapEvery.D(), Run: job(reaper.All)},
-			{Name: "reconcile", Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
-			{Name: "launch-timeouts", Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
+			// one lock for the four: two of them never act on the same lab at once
+			{Name: "suspend-idle", Lock: "reaper", Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
+			{Name: "reap", Lock: "reaper", Every: sc.ReapEvery.D(), Run: job(reaper.All)},
+			{Name: "reconcile", Lock: "reaper", Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
+			{Name: "launch-timeouts", Lock: "reaper", Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
 		}})
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,8 +35,12 @@ import (
 
 // Job is one periodic job.
 type Job struct {
-	// Name identifies the job in logs and metrics, and is the key of its lock.
+	// Name identifies the job in logs and metrics.
 	Name string
+	// Lock is the key of its lock (default: Name). Jobs sharing a key never run at the same
+	// time, on any replica: the reaper's jobs share one, so two of them never act on the same
+	// lab at once.
+	Lock string
 	// Every is the interval between runs.
 	Every time.Duration
 	// Run does the work. ctx is cancelled only when Shutdown gives up waiting.
@@ -121,6 +126,8 @@ func New(o Options) (*Scheduler, error) {
 			return nil, fmt.Errorf("scheduler: job %q: the interval %s must be more than zero", j.Name, j.Every)
 		case j.Run == nil:
 			return nil, fmt.Errorf("scheduler: job %q: Run is nil", j.Name)
+		case j.Lock != "" && !namePattern.MatchString(j.Lock):
+			return nil, fmt.Errorf("scheduler: job %q: lock key %q: 1 to 100 letters, digits, '.', '_', ':' or '-'", j.Name, j.Lock)
 		}
 		seen[j.Name] = true
 	}
@@ -141,7 +148,11 @@ func New(o Options) (*Scheduler, error) {
 		gocron.WithMonitor(monitor{log}),
 	}
 	if o.Locker != nil {
-		opts = append(opts, gocron.WithDistributedLocker(&distLocker{s: s, l: o.Locker}))
+		keys := make(map[string]string, len(o.Jobs))
+		for _, j := range o.Jobs {
+			keys[j.Name] = cmp.Or(j.Lock, j.Name)
+		}
+		opts = append(opts, gocron.WithDistributedLocker(&distLocker{s: s, l: o.Locker, keys: keys}))
 	}
 	gc, err := gocron.NewScheduler(opts...)
 	if err != nil {
@@ -308,15 +319,16 @@ func (s *Scheduler) lockError(_ uuid.UUID, job string, err error) {
 // each run and skips the run if Lock returns an error; it calls Unlock after the run with
 // the job's context, which Shutdown has already cancelled: the release must not use it.
 type distLocker struct {
-	s *Scheduler
-	l Locker
+	s    *Scheduler
+	l    Locker
+	keys map[string]string // job name -> lock key
 }
 
 func (d *distLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
 	if !d.s.enter(key) {
 		return nil, errClosed
 	}
-	unlock, ok, err := d.l.TryLock(ctx, key)
+	unlock, ok, err := d.l.TryLock(ctx, d.keys[key])
 	if err != nil || !ok {
 		d.s.leave(key)
 		if err != nil {

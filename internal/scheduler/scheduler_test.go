@@ -485,3 +485,25 @@ func TestReplicasCompeteForTheSameTicks(t *testing.T) {
 		t.Errorf("%d runs in 10 intervals with 2 replicas, want about 10", n)
 	}
 }
+
+func TestJobsSharingALockNeverRunAtOnce(t *testing.T) {
+	log, _ := testLogger(t)
+	locker := newMemLocker()
+	var c concurrency
+	var runs atomic.Int32
+	job := func(name string) Job {
+		return Job{Name: name, Lock: "reaper", Every: 10 * time.Millisecond, Run: func(context.Context) error {
+			c.enter()
+			defer c.leave()
+			time.Sleep(15 * time.Millisecond)
+			runs.Add(1)
+			return nil
+		}}
+	}
+	s := start(t, Options{Logger: log, Locker: locker, Jobs: []Job{job("suspend-idle"), job("reap"), job("reconcile")}})
+	waitFor(t, "10 runs", func() bool { return runs.Load() >= 10 })
+	shutdown(t, s)
+	if m := c.max.Load(); m != 1 {
+		t.Errorf("up to %d jobs sharing a lock ran at once, want 1", m)
+	}
+}

@@ -1,0 +1,168 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/cli"
+)
+
+// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// The lab lifecycle through `labplane serve` on the real Heat: the LMS launches, sends
+// heartbeats, the learner leaves, the scheduler suspends the lab, the learner comes back and
+// it is resumed, the LMS deletes it; SIGTERM (a cancelled context) exits 0.
+func TestServeAgainstRealHeat(t *testing.T) {
+	if lease == nil {
+		t.Skip("needs the local cloud (not with -short)")
+	}
+	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
+	_, here, _, _ := runtime.Caller(0)
+	tmpl, _ := filepath.Abs(filepath.Join(filepath.Dir(here), "..", "..", "examples", "templates", "lab.yaml"))
+	site := fmt.Sprintf("serve-%d", time.Now().UnixNano()%1e6)
+	addr := freePort(t)
+	s := newSite(t, fmt.Sprintf(`site: %s
+store: {dsn: labplane.db}
+clouds: [{name: local-a, cloud: local-a}]
+templates: {lab: %s}
+policy: {idle_suspend_after: 4s}
+scheduler: {suspend_every: 1s, launch_timeouts_every: 5s, reconcile_every: 5s, reap_every: 10s}
+serve: {listen: %s, shutdown_grace: 30s}
+`, site, tmpl, addr))
+	res := s.run("token", "create", "--name", "lms")
+	if res.code != 0 {
+		t.Fatalf("token create: %s", res)
+	}
+	token := strings.TrimSpace(res.out)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs syncBuffer
+	exited := make(chan int, 1)
+	go func() {
+		exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "--log-level", "debug", "serve"},
+			cli.IO{In: strings.NewReader(""), Out: &logs, Err: &logs})
+	}()
+	base := "http://" + addr
+	call := func(method, path, body string) (int, map[string]any) {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		_ = json.Unmarshal(raw, &out)
+		return resp.StatusCode, out
+	}
+	waitFor := func(what string, limit time.Duration, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(limit)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("waited %s for %s; server log:\n%s", limit, what, logs.String())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	status := func(id string) string { _, lab := call("GET", "/v1/labs/"+id, ""); s, _ := lab["status"].(string); return s }
+
+	waitFor("the API", 20*time.Second, func() bool { code, _ := call("GET", "/healthz", ""); return code == 200 })
+	code, lab := call("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
+	if code != http.StatusAccepted {
+		t.Fatalf("launch: %d %v", code, lab)
+	}
+	id := lab["id"].(string)
+	defer s.run("labs", "delete", id, "--yes", "--force")
+	waitFor("the lab to be active", time.Minute, func() bool { return status(id) == "active" })
+	if code, _ := call("POST", "/v1/labs/"+id+"/heartbeat", ""); code != 200 {
+		t.Fatalf("heartbeat: %d", code)
+	}
+	waitFor("the scheduler to suspend the idle lab", 45*time.Second, func() bool { return status(id) == "suspended" })
+	if code, again := call("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`); code != http.StatusAccepted || again["id"] != id {
+		t.Fatalf("the learner's return: %d %v", code, again)
+	}
+	waitFor("the lab to be resumed", time.Minute, func() bool { return status(id) == "active" })
+	if code, ready := call("GET", "/readyz", ""); code != 200 {
+		t.Errorf("readyz: %d %v", code, ready)
+	}
+	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`labplane_actions_total{kind="suspend",result="done"} 1`, `labplane_labs{cloud="local-a",status="active"} 1`,
+		`labplane_scheduler_job_runs_total{job="suspend-idle",result="done"}`, `labplane_cloud_operation_seconds_count{cloud="local-a",op="create",result="done"} 1`,
+		`labplane_cloud_operation_seconds_count{cloud="local-a",op="suspend",result="done"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s:\n%s\nlog:\n%s", want, grepLines(string(metrics), "labplane_"), logs.String())
+		}
+	}
+	if code, _ := call("DELETE", "/v1/labs/"+id, ""); code != http.StatusAccepted {
+		t.Fatalf("delete: %d", code)
+	}
+	waitFor("the lab to be deleted", time.Minute, func() bool { return status(id) == "deleted" })
+
+	cancel() // what SIGTERM does
+	select {
+	case code := <-exited:
+		if code != 0 {
+			t.Errorf("serve exited %d; log:\n%s", code, logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("serve did not stop")
+	}
+	show := s.run("labs", "show", id, "--output", "json")
+	for _, want := range []string{`"actor": "api:lms"`, `"actor": "scheduler@`, `"action": "suspend"`, `"action": "resume"`} {
+		if !strings.Contains(show.out, want) {
+			t.Errorf("audit trail lacks %s:\n%s", want, show.out)
+		}
+	}
+	if strings.Contains(logs.String(), token) {
+		t.Error("the token appears in the server's log")
+	}
+}
+
+// grepLines keeps the lines that start with prefix.
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
