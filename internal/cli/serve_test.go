@@ -24,8 +24,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freePort(t *testing.T) string {
 	t.Helper()
@@ -96,7 +100,11 @@ serve: {listen: %s, shutdown_grace: 30s}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	status := func(id string) string { _, lab := call("GET", "/v1/labs/"+id, ""); s, _ := lab["status"].(string); return s }
+	status := func(id string) string {
+		_, lab := call("GET", "/v1/labs/"+id, "")
+		s, _ := lab["status"].(string)
+		return s
+	}
 
 	waitFor("the API", 20*time.Second, func() bool { code, _ := call("GET", "/healthz", ""); return code == 200 })
 	code, lab := call("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
