@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
-	"slices"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +28,7 @@ import (
 	"github.com/labplane/labplane/internal/store"
 )
 
-// load is what a load run measured.
+// load is what a wrk run measured.
 type load struct {
 	requests int
 	errors   int
@@ -36,64 +38,78 @@ type load struct {
 
 func (l load) rate() float64 { return float64(l.requests) / l.elapsed.Seconds() }
 
-// drive sends POST url(i) from workers connections for d and measures each request.
-func drive(b *testing.B, workers int, d time.Duration, url func(r *rand.Rand) string) load {
+// wrkScript sends heartbeats to random labs hb00000..hb<n-1> with the test token.
+const wrkScript = `
+math.randomseed(os.time())
+request = function()
+  local id = string.format("hb%%05d", math.random(0, %d - 1))
+  return wrk.format("POST", "/v1/labs/" .. id .. "/heartbeat", {["Authorization"] = "Bearer %s"}, "")
+end
+`
+
+var (
+	wrkRate = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	wrkPct  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)`)
+	wrkErrs = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)|Socket errors: .*`)
+)
+
+// driveWrk runs wrk (Debian's package, installed if missing) against addr: a load generator
+// in C, in its own process, so that the server under test has the CPU the Go one would take.
+func driveWrk(b *testing.B, addr string, labsN, conns int, d time.Duration) load {
 	b.Helper()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxConnsPerHost: workers,
-		DialContext: (&net.Dialer{}).DialContext}}
-	defer client.CloseIdleConnections()
-	var mu sync.Mutex
-	var all []time.Duration
-	errs := 0
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 42))
-			var mine []time.Duration
-			bad := 0
-			for time.Now().Before(deadline) {
-				t0 := time.Now()
-				req, _ := http.NewRequest("POST", url(rng), nil)
-				req.Header.Set("Authorization", "Bearer "+token)
-				resp, err := client.Do(req)
-				if err == nil {
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-				}
-				if err != nil || resp.StatusCode != http.StatusOK {
-					bad++
-				}
-				mine = append(mine, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, mine...)
-			errs += bad
-			mu.Unlock()
-		})
+	if _, err := exec.LookPath("wrk"); err != nil {
+		cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", "wrk")
+		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("install wrk: %v\n%s", err, out)
+		}
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	slices.Sort(all)
-	pct := func(p float64) time.Duration { return all[min(len(all)-1, int(float64(len(all))*p))] }
-	return load{requests: len(all), errors: errs, elapsed: elapsed, p50: pct(0.50), p99: pct(0.99)}
+	script := filepath.Join(b.TempDir(), "heartbeat.lua")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(wrkScript, labsN, token)), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	out, err := exec.Command("wrk", "-t2", fmt.Sprintf("-c%d", conns), fmt.Sprintf("-d%ds", int(d.Seconds())),
+		"--latency", "-s", script, "http://"+addr).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	var l load
+	m := wrkRate.FindSubmatch(out)
+	if m == nil {
+		b.Fatalf("wrk printed no rate:\n%s", out)
+	}
+	rate, _ := strconv.ParseFloat(string(m[1]), 64)
+	l.elapsed = d
+	l.requests = int(rate * d.Seconds())
+	for _, p := range wrkPct.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(string(p[2]), 64)
+		dur := time.Duration(v * float64(map[string]time.Duration{"us": time.Microsecond, "ms": time.Millisecond, "s": time.Second}[string(p[3])]))
+		if string(p[1]) == "50" {
+			l.p50 = dur
+		} else {
+			l.p99 = dur
+		}
+	}
+	if e := wrkErrs.Find(out); e != nil {
+		l.errors = 1
+		b.Logf("wrk: %s", e)
+	}
+	return l
 }
 
 // heartbeatRig is the API on one store with n active labs.
-func heartbeatRig(b *testing.B, driver, dsn string, n int) (*store.Store, []string, *http.Server, string) {
+func heartbeatRig(b *testing.B, driver, dsn string, n int) (*store.Store, *http.Server, string) {
 	b.Helper()
 	ctx := context.Background()
 	st, err := store.Open(ctx, driver, dsn)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ids := make([]string, n)
 	now := time.Now()
-	for i := range ids {
-		ids[i] = fmt.Sprintf("hb%05d", i)
-		if _, err := st.CreateLab(ctx, labs.Lab{ID: ids[i], Learner: ids[i], Course: "bench", Template: "lab", Cloud: "a",
-			StackName: "lab-" + ids[i], StackID: "s" + ids[i], Status: labs.Active, CreatedAt: now},
+	for i := range n {
+		id := fmt.Sprintf("hb%05d", i) // as wrkScript names them
+		if _, err := st.CreateLab(ctx, labs.Lab{ID: id, Learner: id, Course: "bench", Template: "lab", Cloud: "a",
+			StackName: "lab-" + id, StackID: "s" + id, Status: labs.Active, CreatedAt: now},
 			labs.Event{At: now, Actor: "bench", Action: "launch"}); err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +119,7 @@ func heartbeatRig(b *testing.B, driver, dsn string, n int) (*store.Store, []stri
 		Rules: policy.Set{Default: policy.Rules{IdleSuspendAfter: time.Minute}}, Now: time.Now, Log: log}
 	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log}
 	srv, addr := listen(b, a.Handler())
-	return st, ids, srv, addr
+	return st, srv, addr
 }
 
 func listen(b *testing.B, h http.Handler) (*http.Server, string) {
@@ -136,6 +152,7 @@ func baseline(b *testing.B, driver, dsn string) (*http.Server, string, *sql.DB) 
 		db.SetMaxOpenConns(1)
 	} else {
 		db.SetMaxOpenConns(16)
+		db.SetMaxIdleConns(16)
 	}
 	srv, addr := listen(b, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, err := db.ExecContext(r.Context(), q, at(time.Now()), r.PathValue("id")); err != nil {
@@ -164,16 +181,12 @@ func BenchmarkHeartbeats(b *testing.B) {
 				if driver == store.Postgres {
 					dsn = pg.Database(b)
 				}
-				st, ids, srv, addr := heartbeatRig(b, driver, dsn, labsN)
-				got := drive(b, workers, d, func(r *rand.Rand) string {
-					return "http://" + addr + "/v1/labs/" + ids[r.IntN(len(ids))] + "/heartbeat"
-				})
+				st, srv, addr := heartbeatRig(b, driver, dsn, labsN)
+				got := driveWrk(b, addr, labsN, workers, d)
 				srv.Close()
 				st.Close()
 				bsrv, baddr, db := baseline(b, driver, dsn)
-				base := drive(b, workers, d, func(r *rand.Rand) string {
-					return "http://" + baddr + "/v1/labs/" + ids[r.IntN(len(ids))] + "/heartbeat"
-				})
+				base := driveWrk(b, baddr, labsN, workers, d)
 				bsrv.Close()
 				db.Close()
 				if got.errors > 0 || base.errors > 0 {

@@ -106,8 +106,10 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.SetConnMaxLifetime(0)
 		db.SetConnMaxIdleTime(0)
 	} else {
-		db.SetMaxOpenConns(16)
-		db.SetMaxIdleConns(4)
+		// as many idle as open: a connection closed after a burst costs a new one a SCRAM
+		// handshake (a PBKDF2), which under load was most of a heartbeat's CPU
+		db.SetMaxOpenConns(maxPostgresConns)
+		db.SetMaxIdleConns(maxPostgresConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
 	if err := db.PingContext(ctx); err != nil {
@@ -370,3 +372,6 @@ func uniqueViolation(err error) (unique, live bool) {
 	}
 	return false, false
 }
+
+// maxPostgresConns bounds a PostgreSQL store's connections (per process).
+const maxPostgresConns = 16
