@@ -2,11 +2,15 @@
 # demo.sh: labplane's main job on the embedded defaults, on a fresh Debian 12 machine with Go (as root).
 #
 # It builds labplane, starts a real local OpenStack (Keystone + Heat from Debian's packages,
-# installed if missing, 127.0.0.1 only), launches four labs with SQLite as the registry, keeps one
-# learner active with heartbeats while the others go idle, shows the reaper's plan (--dry-run),
-# runs the reaper, and shows what it did: idle labs suspended, an old lab deleted, the active
-# lab kept, every action in the audit trail. The local cloud is left running for you to explore
-# (`bin/labplane localcloud down` stops it).
+# installed if missing, 127.0.0.1 only) and, with SQLite as the registry:
+#  1. by hand, as an operator: launches four labs, keeps one learner active with heartbeats while
+#     the others go idle, shows the reaper's plan (--dry-run), runs the reaper, and shows what it
+#     did: idle labs suspended, an old lab deleted, the active lab kept, every action audited;
+#  2. as the LMS: starts `labplane serve` and drives a lab through the HTTP API: launch,
+#     heartbeats, the learner leaves and the scheduler suspends the lab, the learner comes back
+#     and it is resumed; then SIGTERM, and serve exits 0.
+# The local cloud is left running for you to explore (`bin/labplane localcloud down` stops it;
+# `--purge` also forgets every stack the demo made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +26,7 @@ $lp localcloud up --name local-a
 work=$(mktemp -d /tmp/labplane-demo.XXXXXX)
 eval "$($lp localcloud env --name local-a)"   # exports OS_CLIENT_CONFIG_FILE
 cat >"$work/labplane.yaml" <<EOF
+site: demo-$(date +%s)       # this run's own: stacks of earlier runs are not its to touch
 store:
   driver: sqlite
   dsn: $work/labplane.db
@@ -38,6 +43,10 @@ policy:
     bootcamp:               # a short course whose labs are deleted after 30 seconds
       delete_after: 30s
       idle_suspend_after: 10m
+scheduler:
+  suspend_every: 5s         # the default is 15s
+serve:
+  listen: 127.0.0.1:18080
 hooks:
   before_suspend: 'echo "before_suspend lab=\$LABPLANE_LAB_ID learner=\$LABPLANE_LEARNER" >> $work/hooks.log'
   after_resume: 'echo "after_resume lab=\$LABPLANE_LAB_ID learner=\$LABPLANE_LEARNER" >> $work/hooks.log'
@@ -73,5 +82,46 @@ cat "$work/hooks.log"
 
 step "a last dry run: nothing left to do"
 $lp reap --once --dry-run
+
+step "labplane serve: the HTTP API for the LMS and the scheduler (log in $work/serve.log)"
+TOKEN=$($lp token create --name lms)
+$lp serve >"$work/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill "$serve_pid" 2>/dev/null || true' EXIT
+api() { curl -sS -H "Authorization: Bearer $TOKEN" "$@"; }   # the API's answers end with a newline
+status() { curl -sS -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:18080/v1/labs/$1" | jq -r .status; }
+wait_status() { # wait_status ID STATUS SECONDS
+  for _ in $(seq "$3"); do [[ $(status "$1") == "$2" ]] && return 0; sleep 1; done
+  echo "lab $1 never became $2"; tail -20 "$work/serve.log"; exit 1
+}
+for _ in $(seq 30); do curl -sf http://127.0.0.1:18080/healthz >/dev/null && break; sleep 0.5; done
+
+step "the LMS launches a lab for eve (202: launching), then reads it once it is active"
+launched=$(api -X POST http://127.0.0.1:18080/v1/labs -d '{"learner":"eve","course":"os101"}')
+echo "$launched"
+eve=$(jq -r .id <<<"$launched")
+wait_status "$eve" active 120
+api "http://127.0.0.1:18080/v1/labs/$eve"
+
+step "eve works: the LMS sends heartbeats"
+for _ in 1 2 3; do api -X POST "http://127.0.0.1:18080/v1/labs/$eve/heartbeat"; sleep 3; done
+
+step "eve leaves: after idle_suspend_after (20 s) the scheduler suspends her lab"
+wait_status "$eve" suspended 90
+api "http://127.0.0.1:18080/v1/labs/$eve"
+
+step "eve comes back: the LMS asks for her lab again (202: it is being resumed)"
+api -X POST http://127.0.0.1:18080/v1/labs -d '{"learner":"eve","course":"os101"}'
+wait_status "$eve" active 90
+api "http://127.0.0.1:18080/v1/labs/$eve" | jq -c '{id, status, stack_status, last_resumed_at}'
+
+step "what the scheduler and the API did (GET /metrics, GET /readyz)"
+curl -sS http://127.0.0.1:18080/metrics | grep -E '^labplane_(labs|actions_total|scheduler_job_runs_total)'
+curl -sS http://127.0.0.1:18080/readyz
+
+step "SIGTERM: serve lets actions in flight finish, records them and exits"
+kill -TERM "$serve_pid"
+wait "$serve_pid" && echo "labplane serve exited 0"
+trap - EXIT
 echo
 echo "Explore: export LABPLANE_CONFIG=$work/labplane.yaml OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE; $lp --help"
