@@ -653,3 +653,22 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 		t.Errorf("gave up after %v (grace 1s)", d)
 	}
 }
+
+// A cloud busy with its bound of operations is still ready: Check takes no slot.
+func TestFakeCheckTakesNoSlot(t *testing.T) {
+	t.Parallel()
+	f := newFakeHeat(t)
+	f.actionDur = 2 * time.Second
+	s := f.add("busy", "CREATE_COMPLETE")
+	h := openFake(t, f, 1)
+	ctx := testCtx(t, 30*time.Second)
+	go func() { _, _ = h.Suspend(ctx, s.Name, s.ID) }()
+	for h.InFlight() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if err := h.Check(cctx); err != nil {
+		t.Fatalf("Check while the only slot is busy: %v", err)
+	}
+}

@@ -52,6 +52,17 @@ func TestDecideLab(t *testing.T) {
 	}{
 		{"running and in use: nothing", withHeartbeat(lab(labs.Active, "CREATE_COMPLETE"), t0.Add(10*time.Minute)), stack("CREATE_COMPLETE"), t0.Add(11 * time.Minute), "", "", ""},
 		{"running, idle: suspend", lab(labs.Active, "CREATE_COMPLETE"), stack("CREATE_COMPLETE"), t0.Add(3 * time.Minute), policy.Suspend, "", "idle for 3m0s"},
+		{"a launch that took long is not idle when it completes", func() labs.Lab { l := lab(labs.Launching, "CREATE_IN_PROGRESS"); return l }(), stack("CREATE_COMPLETE"), t0.Add(10 * time.Minute), policy.Sync, labs.Active, ""},
+		{"idle counts from the launch's completion", func() labs.Lab {
+			l := lab(labs.Active, "CREATE_COMPLETE")
+			l.StackStatusSince = t0.Add(10 * time.Minute)
+			return l
+		}(), stack("CREATE_COMPLETE"), t0.Add(11 * time.Minute), "", "", ""},
+		{"and suspends after idle_suspend_after from it", func() labs.Lab {
+			l := lab(labs.Active, "CREATE_COMPLETE")
+			l.StackStatusSince = t0.Add(10 * time.Minute)
+			return l
+		}(), stack("CREATE_COMPLETE"), t0.Add(13 * time.Minute), policy.Suspend, "", "idle for 3m0s"},
 		{"idle just under the limit: nothing", lab(labs.Active, "CREATE_COMPLETE"), stack("CREATE_COMPLETE"), t0.Add(119 * time.Second), "", "", ""},
 		{"resumed recently counts as activity", func() labs.Lab {
 			l := lab(labs.Active, "RESUME_COMPLETE")
