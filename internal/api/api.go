@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 )
@@ -34,7 +35,9 @@ type Registry interface {
 	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
 }
 
-// Authenticator turns an Authorization header into a client name, or fails.
+// Authenticator turns an Authorization header into a client name, or fails: with an error
+// wrapping auth.ErrUnauthorized when the header is refused (401), with another one when it
+// could not be checked (the store is down: 503).
 type Authenticator interface {
 	Verify(ctx context.Context, authorizationHeader string) (client string, err error)
 }
@@ -99,6 +102,9 @@ func (s *Server) authed(route string, h func(http.ResponseWriter, *http.Request,
 	return s.observed(route, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := s.Auth.Verify(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
+			if !errors.Is(err, auth.ErrUnauthorized) {
+				return err // the token could not be checked (the store is down): not the client's fault
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="labplane"`)
 			return errUnauthorized
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -32,7 +33,7 @@ func (tokens) Verify(_ context.Context, header string) (string, error) {
 	if header == "Bearer "+token {
 		return "lms", nil
 	}
-	return "", errors.New("unauthorized")
+	return "", auth.ErrUnauthorized
 }
 
 type rig struct {

@@ -42,6 +42,9 @@ var errorKinds = []struct {
 	{lifecycle.ErrNoRoom, http.StatusServiceUnavailable, "no_room"},
 	{cloud.ErrTransient, http.StatusServiceUnavailable, "cloud_unavailable"},
 	{cloud.ErrConflict, http.StatusConflict, "busy"},
+	// the registry's database cannot be reached (PostgreSQL restarting): not the client's
+	// fault, and the same request may work in a moment
+	{labs.ErrUnavailable, http.StatusServiceUnavailable, "store_unavailable"},
 }
 
 // writeError answers with the status and code of the error's kind and a JSON body. Errors of
@@ -60,8 +63,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 			}
 		}
 	}
-	if status == http.StatusInternalServerError {
+	switch {
+	case status == http.StatusInternalServerError:
 		s.Log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	case code == "store_unavailable":
+		// the database's address and user stay in the log (at debug: one line per request
+		// would flood it during an outage; /readyz says what is wrong)
+		s.Log.Debug("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = "the registry is unavailable, try again later"
 	}
 	if status == http.StatusUnauthorized {
 		msg = errUnauthorized.Error() // nothing else: not even whether the token existed

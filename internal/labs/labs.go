@@ -222,6 +222,9 @@ var (
 	ErrNotFound = errors.New("lab not found")
 	// ErrStale: the lab changed since it was read (another actor updated it); re-read and retry.
 	ErrStale = errors.New("lab changed since it was read")
+	// ErrUnavailable: the registry cannot be reached right now (its database is stopped or
+	// restarting); not the request's fault, and the same call may work later.
+	ErrUnavailable = errors.New("the registry's database is unavailable")
 	// ErrDeleted: the lab is deleted; it takes no heartbeat.
 	ErrDeleted = errors.New("lab is deleted")
 	// ErrExists: the learner already has a live lab for that course.

@@ -148,7 +148,7 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 			var err error
 			if lab, err = m.update(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "failover", Cloud: c.Name(),
 				Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) {
-				l.Cloud, l.StackID, l.StackStatus = c.Name(), "", ""
+				l.Cloud, l.StackID, l.StackStatus, l.Status = c.Name(), "", "", labs.Launching
 			}); err != nil {
 				return lab, err
 			}
@@ -208,11 +208,24 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
 		Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
 	})
+	if err != nil && st.ID != "" && m.recordedLive(ctx, lab.ID, st.ID) {
+		// the wait lost sight of the stack (the cloud failed for a while) and meanwhile the
+		// reaper saw it complete, recorded it and maybe acted on it: the launch did not fail,
+		// and deleting the stack now would destroy a live lab
+		m.Log.Warn("launch wait failed, but the stack was recorded live meanwhile: keeping it", "lab", lab.ID, "stack", st.ID, "err", err)
+		err = nil
+	}
 	if err == nil {
 		lab, err = m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,
 			RequestID: st.RequestID}, func(l *labs.Lab) {
-			observe(l, st, m.Now())
-			l.Outputs = st.Outputs
+			// the reaper may have seen the stack, and acted on it, before this is recorded
+			// (the registry was down for a while): what it wrote is newer than st
+			if l.Status == labs.Launching {
+				observe(l, st, m.Now())
+			}
+			if len(st.Outputs) > 0 {
+				l.Outputs = st.Outputs
+			}
 		})
 		return lab, err == nil, err
 	}
@@ -232,6 +245,22 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		return lab, false, errors.Join(err, uerr)
 	}
 	return lab, false, fmt.Errorf("on %s: %w", c.Name(), err)
+}
+
+// recordedLive reports whether the registry has the lab on this stack with a status only an
+// observed, completed create leads to (the reaper synced it, then maybe suspended it).
+func (m *Manager) recordedLive(ctx context.Context, labID, stackID string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout) // also when the launch was cancelled
+	defer cancel()
+	l, err := m.Registry.GetLab(ctx, labID)
+	if err != nil || l.StackID != stackID {
+		return false
+	}
+	switch l.Status {
+	case labs.Active, labs.Suspending, labs.Suspended, labs.Resuming:
+		return true
+	}
+	return false
 }
 
 // placement returns the clouds a new lab may go to, in order.
@@ -532,33 +561,55 @@ func observe(l *labs.Lab, st labs.Stack, now time.Time) {
 
 // update applies change to a fresh copy of the lab and stores it with the event, re-reading
 // and re-applying when another writer (a heartbeat, another replica) got there first. It
-// records even when ctx was cancelled: what was done to a stack is always written down.
+// records even when ctx was cancelled: what was done to a stack is always written down. A
+// registry that cannot be reached (PostgreSQL restarting) is tried again until recordTimeout.
 func (m *Manager) update(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab)) (labs.Lab, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
-	for attempt := 0; ; attempt++ {
-		lab, err := m.Registry.GetLab(ctx, id)
-		if err != nil {
+	wait := recordRetry
+	for stale := 0; ; {
+		lab, err := m.record(ctx, id, ev, change)
+		switch {
+		case errors.Is(err, labs.ErrStale) && stale < 5:
+			stale++
+		case errors.Is(err, labs.ErrUnavailable):
+			m.Log.Warn("registry unavailable: retrying to record the outcome", "lab", id, "action", ev.Action, "retry_in", wait, "err", err)
+			select {
+			case <-ctx.Done():
+				return lab, err
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 5*time.Second)
+		default:
 			return lab, err
-		}
-		ev.At, ev.From = m.Now(), lab.Status
-		change(&lab)
-		ev.To = lab.Status
-		if ev.Cloud == "" {
-			ev.Cloud = lab.Cloud
-		}
-		if ev.StackID == "" {
-			ev.StackID = lab.StackID
-		}
-		stored, err := m.Registry.UpdateLab(ctx, lab, ev)
-		if !errors.Is(err, labs.ErrStale) || attempt == 5 {
-			return stored, err
 		}
 	}
 }
 
-// recordTimeout bounds writing an outcome to the registry once the action is done.
-const recordTimeout = 30 * time.Second
+// record is one attempt of update.
+func (m *Manager) record(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab)) (labs.Lab, error) {
+	lab, err := m.Registry.GetLab(ctx, id)
+	if err != nil {
+		return lab, err
+	}
+	ev.At, ev.From = m.Now(), lab.Status
+	change(&lab)
+	ev.To = lab.Status
+	if ev.Cloud == "" {
+		ev.Cloud = lab.Cloud
+	}
+	if ev.StackID == "" {
+		ev.StackID = lab.StackID
+	}
+	return m.Registry.UpdateLab(ctx, lab, ev)
+}
+
+// recordTimeout bounds writing an outcome to the registry once the action is done;
+// recordRetry is the first wait before trying again when the registry cannot be reached.
+const (
+	recordTimeout = 30 * time.Second
+	recordRetry   = 250 * time.Millisecond
+)
 
 // requestID is the cloud's request id carried by an error, if any.
 func requestID(err error) string {

@@ -687,3 +687,140 @@ func TestHeartbeatOnADeletedLabWritesNothing(t *testing.T) {
 		t.Errorf("a heartbeat on a deleted lab wrote: version %d -> %d", before.Version, after.Version)
 	}
 }
+
+// moveOnCloud is a cloud whose create, once the stack is complete, lets the test act on
+// the lab before the launch records it (the reaper syncing and suspending it meanwhile).
+type moveOnCloud struct {
+	*fakecloud.Cloud
+	meanwhile func(st labs.Stack)
+}
+
+func (c moveOnCloud) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
+	st, err := c.Cloud.Create(ctx, r)
+	if err == nil {
+		c.meanwhile(st)
+	}
+	return st, err
+}
+
+// A launch recorded late (the registry was down when the stack completed) must not undo
+// what was recorded since: the reaper saw the stack, and suspended the idle lab, first.
+func TestALateLaunchRecordKeepsTheNewerState(t *testing.T) {
+	r := newRig(t, "a")
+	var suspended labs.Lab
+	r.mgr.Targets[0].Cloud = moveOnCloud{Cloud: r.clouds["a"], meanwhile: func(st labs.Stack) {
+		lab, err := r.store.FindLive(context.Background(), "ann", "os101")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.clouds["a"].SetStatus(st.ID, "SUSPEND_COMPLETE")
+		lab.Status, lab.StackID, lab.StackStatus = labs.Suspended, st.ID, "SUSPEND_COMPLETE"
+		suspended, err = r.store.UpdateLab(context.Background(), lab, labs.Event{At: r.clock.Now(), Actor: "reaper",
+			Action: "suspend", From: labs.Launching, To: labs.Suspended})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}}
+	lab := r.launch("ann", "os101")
+	if lab.Status != labs.Suspended || lab.StackStatus != "SUSPEND_COMPLETE" || lab.StackID != suspended.StackID {
+		t.Errorf("after the late launch record: %s %s %s; want it suspended as the reaper recorded", lab.Status, lab.StackStatus, lab.StackID)
+	}
+	if len(lab.Outputs) == 0 {
+		t.Error("the launch's outputs were not recorded")
+	}
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "suspend", "launched"}) {
+		t.Errorf("events %v", acts)
+	}
+}
+
+// flakyRegistry answers ErrUnavailable (PostgreSQL restarting) to the first updates.
+type flakyRegistry struct {
+	*store.Store
+	mu    sync.Mutex
+	fails int
+}
+
+func (f *flakyRegistry) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error) {
+	f.mu.Lock()
+	fail := f.fails > 0
+	if fail {
+		f.fails--
+	}
+	f.mu.Unlock()
+	if fail {
+		return labs.Lab{}, fmt.Errorf("update lab %q: %w", lab.ID, store.ErrUnavailable)
+	}
+	return f.Store.UpdateLab(ctx, lab, ev)
+}
+
+// The outcome of an action is written down even if the registry is down for a moment when
+// the action ends: a launch's stack is not taken for a failed launch.
+func TestAnOutcomeIsRecordedOnceTheRegistryIsBack(t *testing.T) {
+	r := newRig(t, "a", "b")
+	flaky := &flakyRegistry{Store: r.store, fails: 2}
+	r.mgr.Registry = flaky
+	lab := r.launch("ann", "os101")
+	if lab.Status != labs.Active || lab.Cloud != "a" || len(lab.Outputs) == 0 {
+		t.Fatalf("lab %s on %s, outputs %v; want active on a", lab.Status, lab.Cloud, lab.Outputs)
+	}
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "launched"}) {
+		t.Errorf("events %v", acts)
+	}
+	if n := r.clouds["b"].Calls("create"); n != 0 {
+		t.Errorf("the launch failed over to b (%d creates)", n)
+	}
+}
+
+// lostSightCloud is a cloud whose create completes, but whose wait loses sight of the stack
+// (the cloud answered 500s for a while) until after the reaper saw it complete, recorded it
+// and suspended the idle lab: the wait then ends with the conflict it sees.
+type lostSightCloud struct {
+	*fakecloud.Cloud
+	meanwhile func(st labs.Stack)
+}
+
+func (c lostSightCloud) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
+	st, err := c.Cloud.Create(ctx, r)
+	if err != nil {
+		return st, err
+	}
+	c.meanwhile(st)
+	st.Status = "SUSPEND_COMPLETE"
+	return st, &cloud.Error{Cloud: c.Name(), Op: "create", Stack: r.Name, Kind: cloud.ErrConflict,
+		Message: "the stack went to SUSPEND_COMPLETE while waiting for CREATE (another action?)"}
+}
+
+// A launch whose wait failed after the reaper had recorded its stack as live did not fail:
+// the stack is not deleted, the lab is not failed over nor marked deleted.
+func TestALaunchTheReaperRecordedIsNotUndone(t *testing.T) {
+	r := newRig(t, "a", "b")
+	r.mgr.Targets[0].Cloud = lostSightCloud{Cloud: r.clouds["a"], meanwhile: func(st labs.Stack) {
+		lab, err := r.store.FindLive(context.Background(), "ann", "os101")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.clouds["a"].SetStatus(st.ID, "SUSPEND_COMPLETE")
+		lab.Status, lab.StackID, lab.StackStatus = labs.Suspended, st.ID, "SUSPEND_COMPLETE"
+		if _, err := r.store.UpdateLab(context.Background(), lab, labs.Event{At: r.clock.Now(), Actor: "reaper",
+			Action: "suspend", From: labs.Launching, To: labs.Suspended}); err != nil {
+			t.Fatal(err)
+		}
+	}}
+	lab, err := r.mgr.Launch(context.Background(), lifecycle.LaunchRequest{Learner: "ann", Course: "os101", Actor: "test"})
+	if err != nil {
+		t.Errorf("launch: %v", err)
+	}
+	got := r.lab(lab.ID)
+	if got.Status != labs.Suspended || got.Cloud != "a" || got.StackID == "" {
+		t.Errorf("lab %s on %s, stack %q; want it suspended on a, as the reaper recorded", got.Status, got.Cloud, got.StackID)
+	}
+	if stacks := r.clouds["a"].Stacks(); len(stacks) != 1 || stacks[0].Status != "SUSPEND_COMPLETE" {
+		t.Errorf("the lab's stack on a: %+v; want it kept", stacks)
+	}
+	if n := r.clouds["b"].Calls("create"); n != 0 {
+		t.Errorf("the launch failed over to b (%d creates)", n)
+	}
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "suspend", "launched"}) {
+		t.Errorf("events %v", acts)
+	}
+}

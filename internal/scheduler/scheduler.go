@@ -8,13 +8,15 @@
 //     each run, holds it for the run and releases it after. A replica that cannot take it
 //     (another replica is running the job, or the store failed) skips that run and tries
 //     again at the next tick. So a job runs on one replica at a time, and when a replica
-//     goes away the others keep running it.
+//     goes away the others keep running it. Jobs of one replica sharing a lock key take
+//     turns instead: one that comes due while another holds the key here waits for it.
 //   - Runs are aligned on multiples of the job's interval (on every replica alike), so the
 //     replicas compete for the same ticks instead of each running the job once per
 //     interval at its own phase. Each job also runs once right after Start, so a fresh
 //     replica does not wait a whole interval.
 //   - Shutdown stops scheduling and waits for the runs in progress (and the release of
-//     their locks); their context is cancelled only if Shutdown's context expires first.
+//     their locks); their context is cancelled only if Shutdown's context expires first,
+//     and then Shutdown still waits, within a bound, for the cancelled runs to return.
 package scheduler
 
 import (
@@ -78,6 +80,9 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$`)
 const (
 	// unlockTimeout bounds the release of a job's lock after its run.
 	unlockTimeout = 30 * time.Second
+	// cancelledRunWait bounds how long Shutdown waits, once it has cancelled the runs, for
+	// them to return (a cancelled reaper action records its outcome, in at most 30 s).
+	cancelledRunWait = 40 * time.Second
 	// gocronStopTimeout is how long gocron's own shutdown waits for runs. gocron polls in a
 	// busy loop while it waits, so it is kept short; Shutdown waits for runs itself.
 	gocronStopTimeout = 50 * time.Millisecond
@@ -152,7 +157,11 @@ func New(o Options) (*Scheduler, error) {
 		for _, j := range o.Jobs {
 			keys[j.Name] = cmp.Or(j.Lock, j.Name)
 		}
-		opts = append(opts, gocron.WithDistributedLocker(&distLocker{s: s, l: o.Locker, keys: keys}))
+		turns := map[string]chan struct{}{}
+		for _, k := range keys {
+			turns[k] = make(chan struct{}, 1)
+		}
+		opts = append(opts, gocron.WithDistributedLocker(&distLocker{s: s, l: o.Locker, keys: keys, turns: turns}))
 	}
 	gc, err := gocron.NewScheduler(opts...)
 	if err != nil {
@@ -203,8 +212,8 @@ func (s *Scheduler) Start() {
 }
 
 // Shutdown stops scheduling and waits for the runs in progress to finish and release their
-// locks. If ctx expires first, it cancels the runs' context and returns ctx's error without
-// waiting further.
+// locks. If ctx expires first, it cancels the runs' context, waits for them to return (at
+// most cancelledRunWait: a cancelled run still records its outcome) and returns ctx's error.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
@@ -232,6 +241,14 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		s.cancelRun()
 		s.log.Warn("scheduler shutdown gave up waiting: runs cancelled", "jobs", s.busyJobs(), "err", ctx.Err())
+		// A cancelled run still records what it did (the caller closes the store next): wait
+		// for it to return, within a bound, so that a run ignoring its context cannot keep
+		// the process from exiting.
+		select {
+		case <-s.idle:
+		case <-time.After(cancelledRunWait):
+			s.log.Error("scheduler shutdown: cancelled runs did not return", "jobs", s.busyJobs(), "waited", cancelledRunWait)
+		}
 		return ctx.Err()
 	}
 }
@@ -318,31 +335,47 @@ func (s *Scheduler) lockError(_ uuid.UUID, job string, err error) {
 // distLocker adapts Locker to gocron.Locker. gocron calls Lock with the job's name before
 // each run and skips the run if Lock returns an error; it calls Unlock after the run with
 // the job's context, which Shutdown has already cancelled: the release must not use it.
+//
+// The jobs of this replica that share a lock key take turns through a local semaphore
+// before trying the shared lock: their intervals are aligned, so they come due at the same
+// instants, and the one that comes second must wait for the first, not skip its tick (the
+// reap would lose most of its ticks to suspend-idle and launch-timeouts). Only another
+// replica holding the lock makes a run skip.
 type distLocker struct {
-	s    *Scheduler
-	l    Locker
-	keys map[string]string // job name -> lock key
+	s     *Scheduler
+	l     Locker
+	keys  map[string]string        // job name -> lock key
+	turns map[string]chan struct{} // lock key -> this replica's turn (a one-slot semaphore)
 }
 
 func (d *distLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) {
 	if !d.s.enter(key) {
 		return nil, errClosed
 	}
+	turn := d.turns[d.keys[key]]
+	select {
+	case turn <- struct{}{}:
+	case <-ctx.Done(): // Shutdown
+		d.s.leave(key)
+		return nil, ctx.Err()
+	}
 	unlock, ok, err := d.l.TryLock(ctx, d.keys[key])
 	if err != nil || !ok {
+		<-turn
 		d.s.leave(key)
 		if err != nil {
 			return nil, fmt.Errorf("scheduler: lock %q: %w", key, err)
 		}
 		return nil, errHeld
 	}
-	return &jobLock{d: d, key: key, unlock: unlock}, nil
+	return &jobLock{d: d, key: key, unlock: unlock, turn: turn}, nil
 }
 
 type jobLock struct {
 	d      *distLocker
 	key    string
 	unlock func(context.Context) error
+	turn   chan struct{}
 	once   sync.Once
 	err    error
 }
@@ -350,6 +383,7 @@ type jobLock struct {
 func (l *jobLock) Unlock(ctx context.Context) error {
 	l.once.Do(func() {
 		defer l.d.s.leave(l.key)
+		defer func() { <-l.turn }() // after the shared lock is released
 		if l.unlock == nil {
 			return
 		}

@@ -507,3 +507,63 @@ func TestJobsSharingALockNeverRunAtOnce(t *testing.T) {
 		t.Errorf("up to %d jobs sharing a lock ran at once, want 1", m)
 	}
 }
+
+// A run cancelled by Shutdown still records its outcome (the caller closes the store right
+// after): Shutdown waits for it to return.
+func TestShutdownWaitsForCancelledRunsToReturn(t *testing.T) {
+	log, _ := testLogger(t)
+	started := make(chan struct{})
+	var recorded atomic.Bool
+	s := start(t, Options{Logger: log, Jobs: []Job{{
+		Name:  "stuck",
+		Every: time.Hour,
+		Run: func(ctx context.Context) error {
+			close(started)
+			<-ctx.Done()
+			time.Sleep(200 * time.Millisecond) // writing down what was cancelled
+			recorded.Store(true)
+			return ctx.Err()
+		},
+	}}})
+	recv(t, "the run", started)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown = %v, want %v", err, context.DeadlineExceeded)
+	}
+	if !recorded.Load() {
+		t.Error("Shutdown returned before the cancelled run had returned")
+	}
+}
+
+// Jobs sharing a lock tick at the same instants (their intervals are aligned): on one
+// replica, the one that comes second waits for the first rather than skipping its tick, so
+// none of them is starved (the reap, every 5 min, used to lose its tick to suspend-idle and
+// launch-timeouts two times out of three).
+func TestJobsSharingALockOnOneReplicaTakeTurns(t *testing.T) {
+	log, _ := testLogger(t)
+	locker := newMemLocker()
+	var c concurrency
+	runs := map[string]*atomic.Int32{}
+	job := func(name string) Job {
+		runs[name] = &atomic.Int32{}
+		return Job{Name: name, Lock: "reaper", Every: 100 * time.Millisecond, Run: func(context.Context) error {
+			c.enter()
+			defer c.leave()
+			time.Sleep(5 * time.Millisecond) // a pass with nothing to do
+			runs[name].Add(1)
+			return nil
+		}}
+	}
+	s := start(t, Options{Logger: log, Locker: locker, Jobs: []Job{job("suspend-idle"), job("reap"), job("reconcile"), job("launch-timeouts")}})
+	time.Sleep(1500 * time.Millisecond) // 15 ticks
+	shutdown(t, s)
+	for name, n := range runs {
+		if n.Load() < 10 {
+			t.Errorf("%s ran %d times in 15 ticks of 100 ms, want at least 10 (it lost its tick to the jobs sharing its lock)", name, n.Load())
+		}
+	}
+	if m := c.max.Load(); m != 1 {
+		t.Errorf("up to %d jobs sharing a lock ran at once, want 1", m)
+	}
+}

@@ -14,7 +14,8 @@ const eventColumns = `id, lab_id, at, actor, action, from_status, to_status, clo
 
 // AddEvent appends an event that changes no lab row (a hook failure, an orphan stack deleted):
 // its LabID may name no lab.
-func (s *Store) AddEvent(ctx context.Context, ev labs.Event) error {
+func (s *Store) AddEvent(ctx context.Context, ev labs.Event) (err error) {
+	defer markUnavailable(&err)
 	if err := s.insertEvent(ctx, s.db, ev); err != nil {
 		return fmt.Errorf("add event for lab %q: %w", ev.LabID, err)
 	}
@@ -38,7 +39,8 @@ func (s *Store) insertEvent(ctx context.Context, q querier, ev labs.Event) error
 
 // Events returns the events of the lab labID ("" for every lab), oldest first (by time, then
 // by id). With limit > 0 it returns only the newest limit events, still oldest first.
-func (s *Store) Events(ctx context.Context, labID string, limit int) ([]labs.Event, error) {
+func (s *Store) Events(ctx context.Context, labID string, limit int) (_ []labs.Event, err error) {
+	defer markUnavailable(&err)
 	query := `SELECT ` + eventColumns + ` FROM events`
 	var args []any
 	if labID != "" {
@@ -80,12 +82,13 @@ func (s *Store) Events(ctx context.Context, labID string, limit int) ([]labs.Eve
 
 // SeeOrphan records that the stack stackID on cloud is an orphan (tagged by labplane, owned
 // by no live lab), seen at now, and returns when labplane first saw it.
-func (s *Store) SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error) {
+func (s *Store) SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (_ time.Time, err error) {
+	defer markUnavailable(&err)
 	if now.IsZero() {
 		return time.Time{}, fmt.Errorf("see orphan stack %q on %q: time is zero", stackID, cloud)
 	}
 	var first time.Time
-	err := s.db.QueryRowContext(ctx, s.q(`INSERT INTO orphans (cloud, stack_id, stack_name, first_seen, last_seen)
+	err = s.db.QueryRowContext(ctx, s.q(`INSERT INTO orphans (cloud, stack_id, stack_name, first_seen, last_seen)
 			VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (cloud, stack_id) DO UPDATE SET stack_name = excluded.stack_name, last_seen = excluded.last_seen
 			RETURNING first_seen`),
@@ -98,7 +101,8 @@ func (s *Store) SeeOrphan(ctx context.Context, cloud, stackID, stackName string,
 
 // ForgetOrphan forgets an orphan stack (it is gone, or a lab owns it). Forgetting one that is
 // not recorded is not an error.
-func (s *Store) ForgetOrphan(ctx context.Context, cloud, stackID string) error {
+func (s *Store) ForgetOrphan(ctx context.Context, cloud, stackID string) (err error) {
+	defer markUnavailable(&err)
 	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM orphans WHERE cloud = ? AND stack_id = ?`), cloud, stackID); err != nil {
 		return fmt.Errorf("forget orphan stack %q on %q: %w", stackID, cloud, err)
 	}

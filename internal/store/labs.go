@@ -23,7 +23,8 @@ const liveCond = `status <> 'deleted'`
 // transaction. CreatedAt defaults to ev.At when zero; UpdatedAt is set to ev.At (as UpdateLab
 // does). It returns the stored lab. It fails with labs.ErrExists if the learner already has a
 // live lab for the course, and with another error if the id is taken.
-func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error) {
+func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
 	if err := checkLab(lab); err != nil {
 		return labs.Lab{}, fmt.Errorf("create lab %q: %w", lab.ID, err)
 	}
@@ -72,7 +73,8 @@ func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (lab
 }
 
 // GetLab returns the lab with that id, or labs.ErrNotFound.
-func (s *Store) GetLab(ctx context.Context, id string) (labs.Lab, error) {
+func (s *Store) GetLab(ctx context.Context, id string) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
 	l, err := s.getLab(ctx, s.db, id)
 	if err != nil {
 		return labs.Lab{}, fmt.Errorf("get lab %q: %w", id, err)
@@ -89,7 +91,8 @@ func (s *Store) getLab(ctx context.Context, q querier, id string) (labs.Lab, err
 }
 
 // FindLive returns the learner's live (not deleted) lab for the course, or labs.ErrNotFound.
-func (s *Store) FindLive(ctx context.Context, learner, course string) (labs.Lab, error) {
+func (s *Store) FindLive(ctx context.Context, learner, course string) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
 	l, err := scanLab(s.db.QueryRowContext(ctx,
 		s.q(`SELECT `+labColumns+` FROM labs WHERE learner = ? AND course = ? AND `+liveCond),
 		learner, course))
@@ -103,7 +106,8 @@ func (s *Store) FindLive(ctx context.Context, learner, course string) (labs.Lab,
 }
 
 // ListLabs returns the labs f selects, ordered by creation time, then id.
-func (s *Store) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error) {
+func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
+	defer markUnavailable(&err)
 	var (
 		where []string
 		args  []any
@@ -153,7 +157,8 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
 // It fails with labs.ErrStale if the lab changed since lab was read, labs.ErrNotFound if there
 // is no such lab, labs.ErrExists if it would revive a lab while the learner has another live
 // one for the course; then nothing is written.
-func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error) {
+func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
 	if err := checkLab(lab); err != nil {
 		return labs.Lab{}, fmt.Errorf("update lab %q: %w", lab.ID, err)
 	}
@@ -203,7 +208,8 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (lab
 // stored one and at, and the version is bumped (so an actor holding an older copy gets
 // labs.ErrStale and re-reads). No event is written. It is one statement (heartbeats are the
 // hottest path). A deleted lab is not touched: labs.ErrDeleted. It returns the stored lab.
-func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error) {
+func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
 	if at.IsZero() {
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
@@ -226,7 +232,8 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (labs.La
 
 // CountLive returns the number of live labs (every status but deleted, suspended ones
 // included) per cloud.
-func (s *Store) CountLive(ctx context.Context) (map[string]int, error) {
+func (s *Store) CountLive(ctx context.Context) (_ map[string]int, err error) {
+	defer markUnavailable(&err)
 	rows, err := s.db.QueryContext(ctx, `SELECT cloud, COUNT(*) FROM labs WHERE `+liveCond+` GROUP BY cloud`)
 	if err != nil {
 		return nil, fmt.Errorf("count live labs: %w", err)
@@ -257,7 +264,8 @@ type LabCount struct {
 
 // LabCounts counts the labs per cloud and status, deleted ones included (for metrics).
 // Pairs with no lab are absent.
-func (s *Store) LabCounts(ctx context.Context) (map[LabCount]int, error) {
+func (s *Store) LabCounts(ctx context.Context) (_ map[LabCount]int, err error) {
+	defer markUnavailable(&err)
 	rows, err := s.db.QueryContext(ctx, `SELECT cloud, status, COUNT(*) FROM labs GROUP BY cloud, status`)
 	if err != nil {
 		return nil, fmt.Errorf("count labs: %w", err)

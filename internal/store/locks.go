@@ -85,6 +85,7 @@ func sqliteLockBase(dsn string) (path, memScope string) {
 // database (left there after unlock), released by the kernel if the process dies; for an
 // in-memory database it is a process-local lock.
 func (s *Store) TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error) {
+	defer markUnavailable(&err)
 	if !lockKeyPattern.MatchString(key) {
 		return nil, false, fmt.Errorf("try lock %q: a key is 1 to 100 letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", key)
 	}

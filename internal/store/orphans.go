@@ -10,7 +10,8 @@ import (
 
 // Orphans returns when labplane first saw each recorded orphan stack. It writes nothing, so a
 // dry run can tell how long an orphan has been seen.
-func (s *Store) Orphans(ctx context.Context) (map[labs.StackKey]time.Time, error) {
+func (s *Store) Orphans(ctx context.Context) (_ map[labs.StackKey]time.Time, err error) {
+	defer markUnavailable(&err)
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT cloud, stack_id, first_seen FROM orphans`))
 	if err != nil {
 		return nil, fmt.Errorf("list orphans: %w", err)

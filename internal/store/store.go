@@ -112,6 +112,16 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.SetMaxIdleConns(maxPostgresConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
 	}
+	// SQLite: the first connection sets WAL mode and the migrations create the tables; two
+	// processes opening a new file at once must take turns (goose has no SQLite lock)
+	if driver == SQLite {
+		unlock, err := lockSQLiteMigrations(dsn)
+		if err != nil {
+			db.Close()
+			return nil, fail("migrate", err)
+		}
+		defer unlock()
+	}
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fail("connect", err)
@@ -127,16 +137,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		db.Close()
 		return nil, fail("migrations", err)
 	}
-	unlock := func() {}
-	if driver == SQLite {
-		if unlock, err = lockSQLiteMigrations(dsn); err != nil {
-			db.Close()
-			return nil, fail("migrate", err)
-		}
-	}
-	_, err = provider.Up(ctx)
-	unlock()
-	if err != nil {
+	if _, err := provider.Up(ctx); err != nil {
 		db.Close()
 		return nil, fail("migrate", err)
 	}
@@ -157,7 +158,8 @@ func (s *Store) Close() error {
 func (s *Store) Driver() string { return s.driver }
 
 // Ping checks that the database answers.
-func (s *Store) Ping(ctx context.Context) error {
+func (s *Store) Ping(ctx context.Context) (err error) {
+	defer markUnavailable(&err)
 	if err := s.db.PingContext(ctx); err != nil {
 		return fmt.Errorf("ping %s: %w", s.driver, err)
 	}
@@ -169,9 +171,11 @@ func sqliteDSN(dsn string) string {
 	lower := strings.ToLower(dsn)
 	var add []string
 	for _, p := range []struct{ key, param string }{
+		// busy_timeout first: the pragmas run in order, and setting WAL mode may wait for
+		// another connection (another process migrating the same new file)
+		{"busy_timeout", "_pragma=busy_timeout(10000)"},
 		{"journal_mode", "_pragma=journal_mode(WAL)"},
 		{"foreign_keys", "_pragma=foreign_keys(1)"},
-		{"busy_timeout", "_pragma=busy_timeout(10000)"},
 		// BEGIN IMMEDIATE: a transaction takes the write lock up front (waiting busy_timeout
 		// for it) rather than failing with SQLITE_BUSY when it first writes.
 		{"_txlock", "_txlock=immediate"},

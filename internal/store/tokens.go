@@ -36,7 +36,8 @@ const tokenLiveIndex = "tokens_live_name"
 // CreateToken stores a live token named name whose hash is hash, created at at. It fails
 // with an error wrapping ErrTokenExists if a live token has that name (a revoked one does
 // not count). Neither the error nor anything stored holds more of the token than hash.
-func (s *Store) CreateToken(ctx context.Context, name string, hash []byte, at time.Time) error {
+func (s *Store) CreateToken(ctx context.Context, name string, hash []byte, at time.Time) (err error) {
+	defer markUnavailable(&err)
 	switch {
 	case name == "":
 		return errors.New("create token: empty name")
@@ -45,7 +46,7 @@ func (s *Store) CreateToken(ctx context.Context, name string, hash []byte, at ti
 	case at.IsZero():
 		return fmt.Errorf("create token %q: time is zero", name)
 	}
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)`),
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO tokens (name, hash, created_at) VALUES (?, ?, ?)`),
 		name, hash, s.timeArg(at))
 	if err != nil {
 		if liveTokenViolation(err) {
@@ -58,12 +59,13 @@ func (s *Store) CreateToken(ctx context.Context, name string, hash []byte, at ti
 
 // TokenByHash returns the live token whose hash is hash, or an error wrapping
 // labs.ErrNotFound if there is none (unknown or revoked).
-func (s *Store) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
+func (s *Store) TokenByHash(ctx context.Context, hash []byte) (_ Token, err error) {
+	defer markUnavailable(&err)
 	if len(hash) == 0 {
 		return Token{}, fmt.Errorf("token by hash: %w", labs.ErrNotFound)
 	}
 	var t Token
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT name, created_at, revoked_at FROM tokens
+	err = s.db.QueryRowContext(ctx, s.q(`SELECT name, created_at, revoked_at FROM tokens
 			WHERE hash = ? AND revoked_at IS NULL`), hash).
 		Scan(&t.Name, timeDest{&t.CreatedAt}, timeDest{&t.RevokedAt})
 	if errors.Is(err, sql.ErrNoRows) {
@@ -76,7 +78,8 @@ func (s *Store) TokenByHash(ctx context.Context, hash []byte) (Token, error) {
 }
 
 // ListTokens returns every token, live and revoked, by name, then by creation.
-func (s *Store) ListTokens(ctx context.Context) ([]Token, error) {
+func (s *Store) ListTokens(ctx context.Context) (_ []Token, err error) {
+	defer markUnavailable(&err)
 	rows, err := s.db.QueryContext(ctx, `SELECT name, created_at, revoked_at FROM tokens ORDER BY name, created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tokens: %w", err)
@@ -98,7 +101,8 @@ func (s *Store) ListTokens(ctx context.Context) ([]Token, error) {
 
 // RevokeToken revokes the live token named name at at; with no live token of that name it
 // fails with an error wrapping labs.ErrNotFound.
-func (s *Store) RevokeToken(ctx context.Context, name string, at time.Time) error {
+func (s *Store) RevokeToken(ctx context.Context, name string, at time.Time) (err error) {
+	defer markUnavailable(&err)
 	if at.IsZero() {
 		return fmt.Errorf("revoke token %q: time is zero", name)
 	}
