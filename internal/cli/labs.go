@@ -231,10 +231,15 @@ func labAction(stdio IO, clouds bool, do func(c *cli.Context, e *env, id, out st
 }
 
 func labArg(c *cli.Context) (id, out string, err error) {
+	return oneArg(c, "one lab ID (see labplane labs list)")
+}
+
+// oneArg reads a command's one argument and --output. urfave/cli v2 stops parsing flags at
+// the first argument: flags after it (labs show ID --output json) are parsed here with the
+// command's own flags.
+func oneArg(c *cli.Context, what string) (arg, out string, err error) {
 	n := c.NArg()
 	if n > 1 {
-		// urfave/cli v2 stops parsing flags at the first argument: parse those after the ID
-		// (labs show ID --output json) with the command's own flags
 		if n, err = parseTrailingFlags(c); err != nil {
 			return "", "", err
 		}
@@ -243,7 +248,7 @@ func labArg(c *cli.Context) (id, out string, err error) {
 		return "", "", err
 	}
 	if n != 1 {
-		return "", "", usageError("%s needs one lab ID (see labplane labs list)", c.Command.FullName())
+		return "", "", usageError("%s needs %s", c.Command.FullName(), what)
 	}
 	return c.Args().First(), out, nil
 }

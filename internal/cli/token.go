@@ -153,19 +153,9 @@ func tokenCommand(stdio IO) *cli.Command {
 
 // tokenNameArg reads the one NAME argument (flags may follow it) and --output.
 func tokenNameArg(c *cli.Context) (name, out string, err error) {
-	n := c.NArg()
-	if n > 1 {
-		if n, err = parseTrailingFlags(c); err != nil {
-			return "", "", err
-		}
-	}
-	if out, err = output(c); err != nil {
+	if name, out, err = oneArg(c, "one token name (see labplane token list)"); err != nil {
 		return "", "", err
 	}
-	if n != 1 {
-		return "", "", usageError("%s needs one token name (see labplane token list)", c.Command.FullName())
-	}
-	name = c.Args().First()
 	return name, out, checkTokenName(name)
 }
 
