@@ -12,14 +12,11 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,362 +26,20 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to find the test server's data directory
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/cloud/heattest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/pgtest"
 	"github.com/labplane/labplane/internal/store"
 )
 
 // ---------------------------------------------------------------------------------------
-// An in-process Keystone v3 + Heat that can be switched to fail.
+// An in-process Keystone v3 + Heat that can be switched to fail (heattest.Server).
 
-type heatMode int
-
-const (
-	heatNormal  heatMode = iota
-	heatFailing          // every request answers 500
-	heatHanging          // every request hangs until the mode changes (or the client gives up)
-)
-
-func (m heatMode) String() string { return [...]string{"normal", "failing", "hanging"}[m] }
-
-// faultHeat speaks enough of Keystone's token API and Heat's stack API for labplane: create,
-// get (by name and by id), list with tag filters, suspend, resume, delete, events. Actions
-// stay IN_PROGRESS for a moment, then COMPLETE, as on the real Heat.
-type faultHeat struct {
-	t   *testing.T
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	mode    heatMode
-	release chan struct{} // closed when hanging requests may go on
-	hangOn  string        // when an action request of this kind ("SUSPEND") is served, switch to hanging
-	// createDur, if set, is how long a create stays IN_PROGRESS (default faultActionDur)
-	createDur time.Duration
-	stacks    map[string]*faultStack
-	seq       int
-	hanging   int // requests hanging now
-	failed    int // requests answered 500
-}
-
-type faultStack struct {
-	ID, Name, Action, State, Reason string
-	Tags                            []string
-	Created                         time.Time
-	listed                          bool
-	events                          []string // "id status"
-}
-
-const faultProject = "faultproject"
-
-// faultActionDur is how long an action stays IN_PROGRESS (a create: faultHeat.createDur).
-const faultActionDur = 200 * time.Millisecond
-
-func newFaultHeat(t *testing.T) *faultHeat {
-	f := &faultHeat{t: t, stacks: map[string]*faultStack{}, release: make(chan struct{})}
-	f.srv = httptest.NewServer(http.HandlerFunc(f.serve))
-	t.Cleanup(f.srv.Close)
-	t.Cleanup(func() { f.setMode(heatNormal) }) // runs first: let hanging requests go
-	return f
-}
-
-// cloudsYAML writes a clouds.yaml with the entry "fake" and points OS_CLIENT_CONFIG_FILE at it.
-func (f *faultHeat) useCloudsYAML() {
-	p := filepath.Join(f.t.TempDir(), "clouds.yaml")
-	doc := fmt.Sprintf(`clouds:
-  fake:
-    auth:
-      auth_url: %s/v3
-      username: labplane
-      password: fake-password
-      project_name: labs
-      user_domain_name: Default
-      project_domain_name: Default
-    region_name: RegionOne
-    interface: public
-    identity_api_version: 3
-`, f.srv.URL)
-	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Setenv("OS_CLIENT_CONFIG_FILE", p)
-}
-
-func (f *faultHeat) setMode(m heatMode) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.setModeLocked(m)
-}
-
-func (f *faultHeat) setModeLocked(m heatMode) {
-	if f.mode == heatHanging && m != heatHanging {
-		close(f.release)
-		f.release = make(chan struct{})
-	}
-	f.mode = m
-}
-
-// hangAfter makes the fake hang every request once it has served an action request of
-// that kind (SUSPEND, RESUME): an action caught mid-wait.
-func (f *faultHeat) hangAfter(action string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.hangOn = action
-}
-
-func (f *faultHeat) state() (mode heatMode, hanging, failed int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.mode, f.hanging, f.failed
-}
-
-func (f *faultHeat) stackStatus(name string) string {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, s := range f.stacks {
-		if s.Name == name {
-			return s.Action + "_" + s.State
-		}
-	}
-	return ""
-}
-
-func (f *faultHeat) writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	if v != nil {
-		_ = json.NewEncoder(w).Encode(v)
-	}
-}
-
-func faultHeatError(code int, msg string) map[string]any {
-	return map[string]any{"code": code, "title": http.StatusText(code), "explanation": msg,
-		"error": map[string]any{"type": http.StatusText(code), "message": msg, "traceback": nil}}
-}
-
-func (f *faultHeat) serve(w http.ResponseWriter, r *http.Request) {
-	f.mu.Lock()
-	f.seq++
-	w.Header().Set("X-Openstack-Request-Id", fmt.Sprintf("req-fault-%d", f.seq))
-	mode, release := f.mode, f.release
-	switch mode {
-	case heatFailing:
-		f.failed++
-	case heatHanging:
-		f.hanging++
-	}
-	f.mu.Unlock()
-
-	switch mode {
-	case heatFailing:
-		f.writeJSON(w, http.StatusInternalServerError, faultHeatError(500, "Remote error: DBConnectionError (injected)"))
-		return
-	case heatHanging:
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-		f.mu.Lock()
-		f.hanging--
-		f.mu.Unlock()
-		if r.Context().Err() != nil {
-			return // the client gave up
-		}
-	}
-	if r.URL.Path == "/v3/auth/tokens" && r.Method == http.MethodPost {
-		f.serveToken(w)
-		return
-	}
-	if r.Header.Get("X-Auth-Token") == "" {
-		f.writeJSON(w, http.StatusUnauthorized, faultHeatError(401, "The request you have made requires authentication."))
-		return
-	}
-	f.serveHeat(w, r)
-}
-
-func (f *faultHeat) serveToken(w http.ResponseWriter) {
-	f.mu.Lock()
-	f.seq++
-	tok := fmt.Sprintf("tok-%d", f.seq)
-	f.mu.Unlock()
-	w.Header().Set("X-Subject-Token", tok)
-	f.writeJSON(w, http.StatusCreated, map[string]any{"token": map[string]any{
-		"methods":    []string{"password"},
-		"expires_at": time.Now().Add(time.Hour).UTC().Format("2006-01-02T15:04:05.000000Z"),
-		"project":    map[string]any{"id": faultProject, "name": "labs", "domain": map[string]any{"id": "default", "name": "Default"}},
-		"user":       map[string]any{"id": "u1", "name": "labplane", "domain": map[string]any{"id": "default", "name": "Default"}},
-		"catalog": []any{map[string]any{"type": "orchestration", "name": "heat", "id": "svc1", "endpoints": []any{
-			map[string]any{"id": "e1", "interface": "public", "region": "RegionOne", "region_id": "RegionOne",
-				"url": f.srv.URL + "/v1/" + faultProject},
-		}}},
-	}})
-}
-
-func (f *faultHeat) eventLocked(s *faultStack, status string) {
-	f.seq++
-	s.events = append(s.events, fmt.Sprintf("ev-%06d %s", f.seq, status))
-}
-
-// startLocked puts s IN_PROGRESS for action; it completes after faultActionDur.
-func (f *faultHeat) startLocked(s *faultStack, action string) {
-	s.Action, s.State, s.Reason = action, "IN_PROGRESS", "Stack "+action+" started"
-	f.eventLocked(s, action+"_IN_PROGRESS")
-	d := faultActionDur
-	if action == "CREATE" && f.createDur > 0 {
-		d = f.createDur
-	}
-	time.AfterFunc(d, func() {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		s.State, s.Reason = "COMPLETE", "Stack "+action+" completed successfully"
-		if action == "DELETE" {
-			s.listed = false
-		}
-		f.eventLocked(s, action+"_COMPLETE")
-	})
-}
-
-func (f *faultHeat) stackJSON(s *faultStack, withOutputs bool) map[string]any {
-	m := map[string]any{"id": s.ID, "stack_name": s.Name, "stack_status": s.Action + "_" + s.State,
-		"stack_status_reason": s.Reason, "tags": s.Tags, "creation_time": s.Created.Format("2006-01-02T15:04:05Z"),
-		"parent": nil}
-	if withOutputs && s.Action != "DELETE" && (s.Action != "CREATE" || s.State == "COMPLETE") {
-		m["outputs"] = []any{map[string]any{"output_key": "guacamole_host", "output_value": s.Name + ".labs.example"}}
-	}
-	return m
-}
-
-func (f *faultHeat) serveHeat(w http.ResponseWriter, r *http.Request) {
-	prefix := "/v1/" + faultProject + "/stacks"
-	if !strings.HasPrefix(r.URL.Path, prefix) {
-		f.writeJSON(w, http.StatusNotFound, faultHeatError(404, "no route"))
-		return
-	}
-	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, prefix), "/"), "/")
-	if len(parts) == 1 && parts[0] == "" {
-		parts = nil
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	switch {
-	case len(parts) == 0 && r.Method == http.MethodGet:
-		f.listLocked(w, r.URL.Query())
-	case len(parts) == 0 && r.Method == http.MethodPost:
-		var body map[string]any
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil {
-			f.writeJSON(w, http.StatusBadRequest, faultHeatError(400, "bad json"))
-			return
-		}
-		name, _ := body["stack_name"].(string)
-		for _, s := range f.stacks {
-			if s.Name == name && s.listed {
-				f.writeJSON(w, http.StatusConflict, faultHeatError(409, "The Stack ("+name+") already exists."))
-				return
-			}
-		}
-		f.seq++
-		s := &faultStack{ID: fmt.Sprintf("id-%06d", f.seq), Name: name, Created: time.Now().UTC(), listed: true}
-		if tags, _ := body["tags"].(string); tags != "" {
-			s.Tags = strings.Split(tags, ",")
-		}
-		f.stacks[s.ID] = s
-		f.startLocked(s, "CREATE")
-		f.writeJSON(w, http.StatusCreated, map[string]any{"stack": map[string]any{"id": s.ID, "links": []any{}}})
-	case len(parts) == 1 && r.Method == http.MethodGet:
-		for _, s := range f.stacks {
-			if s.Name == parts[0] && s.listed {
-				http.Redirect(w, r, prefix+"/"+s.Name+"/"+s.ID, http.StatusFound)
-				return
-			}
-		}
-		f.writeJSON(w, http.StatusNotFound, faultHeatError(404, "The Stack ("+parts[0]+") could not be found."))
-	case len(parts) >= 2:
-		s := f.stacks[parts[1]]
-		if s == nil || s.Name != parts[0] {
-			f.writeJSON(w, http.StatusNotFound, faultHeatError(404, "The Stack ("+parts[0]+") could not be found."))
-			return
-		}
-		switch {
-		case len(parts) == 2 && r.Method == http.MethodGet:
-			f.writeJSON(w, http.StatusOK, map[string]any{"stack": f.stackJSON(s, true)})
-		case len(parts) == 2 && r.Method == http.MethodDelete:
-			if s.Action == "DELETE" {
-				if s.State == "IN_PROGRESS" {
-					f.writeJSON(w, http.StatusConflict, faultHeatError(409, "Stack "+s.Name+" already has an action (DELETE) in progress."))
-				} else {
-					f.writeJSON(w, http.StatusNotFound, faultHeatError(404, "gone"))
-				}
-				return
-			}
-			f.startLocked(s, "DELETE")
-			w.WriteHeader(http.StatusNoContent)
-		case len(parts) == 3 && parts[2] == "actions" && r.Method == http.MethodPost:
-			var body map[string]any
-			_ = json.NewDecoder(r.Body).Decode(&body)
-			var action string
-			for k := range body {
-				action = strings.ToUpper(k)
-			}
-			if s.State == "IN_PROGRESS" {
-				f.writeJSON(w, http.StatusConflict, faultHeatError(409, "Stack "+s.Name+" already has an action ("+s.Action+") in progress."))
-				return
-			}
-			f.startLocked(s, action)
-			f.writeJSON(w, http.StatusOK, nil)
-			if f.hangOn == action {
-				f.hangOn = ""
-				f.setModeLocked(heatHanging)
-			}
-		case len(parts) == 3 && parts[2] == "events" && r.Method == http.MethodGet:
-			var evs []any
-			for i := len(s.events) - 1; i >= 0; i-- { // sort_dir=desc
-				id, status, _ := strings.Cut(s.events[i], " ")
-				evs = append(evs, map[string]any{"id": id, "resource_name": s.Name, "physical_resource_id": s.ID,
-					"resource_status": status, "resource_status_reason": "",
-					"event_time": time.Now().UTC().Format("2006-01-02T15:04:05Z")})
-			}
-			f.writeJSON(w, http.StatusOK, map[string]any{"events": evs})
-		default:
-			f.writeJSON(w, http.StatusMethodNotAllowed, faultHeatError(405, "no"))
-		}
-	default:
-		f.writeJSON(w, http.StatusMethodNotAllowed, faultHeatError(405, "no"))
-	}
-}
-
-func (f *faultHeat) listLocked(w http.ResponseWriter, q url.Values) {
-	var ids []string
-	for id, s := range f.stacks {
-		if s.listed {
-			ids = append(ids, id)
-		}
-	}
-	sort.Strings(ids)
-	if want := q.Get("id"); want != "" {
-		ids = slices.DeleteFunc(ids, func(id string) bool { return id != want })
-	}
-	if tags := q.Get("tags"); tags != "" {
-		ids = slices.DeleteFunc(ids, func(id string) bool {
-			for _, t := range strings.Split(tags, ",") {
-				if !slices.Contains(f.stacks[id].Tags, t) {
-					return true
-				}
-			}
-			return false
-		})
-	}
-	if m := q.Get("marker"); m != "" {
-		if i := slices.Index(ids, m); i >= 0 {
-			ids = ids[i+1:]
-		}
-	}
-	if l, err := strconv.Atoi(q.Get("limit")); err == nil && l < len(ids) {
-		ids = ids[:l]
-	}
-	out := []any{}
-	for _, id := range ids {
-		out = append(out, f.stackJSON(f.stacks[id], false))
-	}
-	f.writeJSON(w, http.StatusOK, map[string]any{"stacks": out})
+// newFaultHeat starts a fake cloud whose stacks have faultTemplate's output.
+func newFaultHeat(t *testing.T) *heattest.Server {
+	heat := heattest.New(t)
+	heat.Outputs = func(name string) map[string]any { return map[string]any{"guacamole_host": name + ".labs.example"} }
+	return heat
 }
 
 // faultTemplate is a lab template with no nested files (the fake does not run templates).
@@ -751,7 +406,7 @@ func TestFaultStoreStoppedAndStarted(t *testing.T) {
 	ctl := newPGControl(t, pg.DSN())
 
 	heat := newFaultHeat(t)
-	heat.useCloudsYAML()
+	heat.UseCloudsYAML()
 	addr := freePort(t)
 	const idle = 8 * time.Second
 	s := newSite(t, fmt.Sprintf(`site: faults-pg
@@ -787,17 +442,17 @@ serve: {listen: %s, shutdown_grace: 5s, token_cache: 1s}
 		t.Fatalf("/readyz before the outage: %d %v", code, checks)
 	}
 	// A fourth whose stack completes during the outage: its outcome must still be recorded.
-	heat.mu.Lock()
-	heat.createDur = 2 * time.Second
-	heat.mu.Unlock()
+	heat.Lock()
+	heat.CreateDur = 2 * time.Second
+	heat.Unlock()
 	eve := d.launch("eve", "os101")
 	launched := time.Now()
-	d.waitFor("eve's stack to be created", 10*time.Second, func() bool { return heat.stackStatus("lab-"+eve) != "" })
+	d.waitFor("eve's stack to be created", 10*time.Second, func() bool { return heat.StackStatus("lab-"+eve) != "" })
 
 	// PostgreSQL goes away.
 	ctl.stop()
 	stopped := time.Now()
-	if st := heat.stackStatus("lab-" + eve); st != "CREATE_IN_PROGRESS" {
+	if st := heat.StackStatus("lab-" + eve); st != "CREATE_IN_PROGRESS" {
 		t.Fatalf("eve's stack is %s when PostgreSQL stopped; want it still being created", st)
 	}
 	var storeCheck string
@@ -891,9 +546,9 @@ serve: {listen: %s, shutdown_grace: 5s, token_cache: 1s}
 	}
 
 	// Launches and heartbeats work again, without restarting labplane.
-	heat.mu.Lock()
-	heat.createDur = 0
-	heat.mu.Unlock()
+	heat.Lock()
+	heat.CreateDur = 0
+	heat.Unlock()
 	dee := d.launch("dee", "os101")
 	d.waitFor("the lab launched after the outage to be active", 20*time.Second, func() bool { return d.status(dee) == "active" })
 	if code, body := d.call("POST", "/v1/labs/"+dee+"/heartbeat", ""); code != http.StatusOK {
@@ -976,7 +631,7 @@ func checkRowMatchesTrail(t *testing.T, lab labs.Lab, evs []labs.Event) {
 // plus a little, and the hung actions are recorded as failed, with rows and trails agreeing.
 func TestFaultCloudFailingThenHanging(t *testing.T) {
 	heat := newFaultHeat(t)
-	heat.useCloudsYAML()
+	heat.UseCloudsYAML()
 	addr := freePort(t)
 	const (
 		idle  = 5 * time.Second
@@ -1013,7 +668,7 @@ serve: {listen: %s, shutdown_grace: %s}
 	for _, j := range reaperJobs {
 		failedBefore[j] = d.metric(jobRuns(j, "failed"))
 	}
-	heat.setMode(heatFailing)
+	heat.SetMode(heattest.Failing)
 	var cloudCheck string
 	noticed := d.waitFor("/readyz to report the failing cloud", 10*time.Second, func() bool {
 		code, checks := d.readiness()
@@ -1050,7 +705,7 @@ serve: {listen: %s, shutdown_grace: %s}
 	if failing.failure != "" {
 		t.Errorf("while the cloud fails: %s", failing.failure)
 	}
-	if _, _, failed := heat.state(); failed == 0 {
+	if _, _, failed := heat.State(); failed == 0 {
 		t.Error("the fake cloud answered no request with 500")
 	}
 
@@ -1059,7 +714,7 @@ serve: {listen: %s, shutdown_grace: %s}
 	for _, j := range reaperJobs {
 		doneBefore[j] = d.metric(jobRuns(j, "done"))
 	}
-	heat.setMode(heatNormal)
+	heat.SetMode(heattest.Normal)
 	recovered := d.waitFor("/readyz to recover", 10*time.Second, func() bool {
 		code, _ := d.readiness()
 		return code == http.StatusOK
@@ -1080,17 +735,17 @@ serve: {listen: %s, shutdown_grace: %s}
 
 	// --- The cloud hangs, with a suspend (by the scheduler) and a resume (by the API) in
 	// the middle of their waits.
-	heat.hangAfter("SUSPEND")
+	heat.HangAfter("SUSPEND")
 	hb.phase(idler) // busy's learner leaves: the scheduler suspends it after idle_suspend_after
 	d.waitFor("the scheduler's suspend of the lab that went idle to reach the cloud", 20*time.Second, func() bool {
-		mode, hanging, _ := heat.state()
-		return mode == heatHanging && hanging > 0
+		mode, hanging, _ := heat.State()
+		return mode == heattest.Hanging && hanging > 0
 	})
 	if code, body := d.call("POST", "/v1/labs/"+idler+"/resume", ""); code != http.StatusAccepted {
 		t.Fatalf("resume while the cloud hangs: %d %v", code, body)
 	}
 	d.waitFor("the resume to hang on the cloud", 10*time.Second, func() bool {
-		_, hanging, _ := heat.state()
+		_, hanging, _ := heat.State()
 		return hanging >= 2
 	})
 	began := time.Now()
@@ -1125,7 +780,7 @@ serve: {listen: %s, shutdown_grace: %s}
 	if took > grace+3*time.Second {
 		t.Errorf("serve took %s to exit, want at most shutdown_grace (%s) and a little", took, grace)
 	}
-	heat.setMode(heatNormal)
+	heat.SetMode(heattest.Normal)
 
 	// The hung actions are recorded as failed, and every row agrees with its trail.
 	st := s.open()
@@ -1174,7 +829,7 @@ serve: {listen: %s, shutdown_grace: %s}
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cloudSays := heat.stackStatus("lab-" + id); lab.Status != labs.Suspended || lab.StackStatus != cloudSays {
+		if cloudSays := heat.StackStatus("lab-" + id); lab.Status != labs.Suspended || lab.StackStatus != cloudSays {
 			t.Errorf("lab %s after the next pass: %s (%s), the cloud says %s; want suspended, as on the cloud", id, lab.Status, lab.StackStatus, cloudSays)
 		}
 	}

@@ -1,6 +1,6 @@
 package cloud_test
 
-// Tests against fakeHeat (in-process, no local cloud needed): the in-flight bound, error
+// Tests against heattest.Server (in-process, no local cloud needed): the in-flight bound, error
 // mapping, fault injection, and the wait logic's corner cases that the real Heat shows only by
 // chance (stale statuses, the delete-during-suspend race).
 
@@ -21,16 +21,17 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/cloud/heattest"
 	"github.com/labplane/labplane/internal/labs"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func openFake(t *testing.T, f *fakeHeat, maxInFlight int) *cloud.Heat {
+func openFake(t *testing.T, f *heattest.Server, maxInFlight int) *cloud.Heat {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.cloudsYAML("fake-password"),
+	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
 		MaxInFlight: maxInFlight, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open: %v", err)
@@ -52,14 +53,14 @@ func TestFakeMaxInFlightBoundsActions(t *testing.T) {
 	for _, bound := range []int{1, 3} {
 		t.Run(fmt.Sprint(bound), func(t *testing.T) {
 			t.Parallel()
-			f := newFakeHeat(t)
-			f.actionDur = 150 * time.Millisecond
+			f := heattest.New(t)
+			f.ActionDur = 150 * time.Millisecond
 			h := openFake(t, f, bound)
 			ctx := testCtx(t, 30*time.Second)
 			const n = 10
-			var stacks []*fakeStack
+			var stacks []*heattest.Stack
 			for i := range n {
-				stacks = append(stacks, f.add(fmt.Sprintf("s%d", i), "CREATE_COMPLETE"))
+				stacks = append(stacks, f.Add(fmt.Sprintf("s%d", i), "CREATE_COMPLETE"))
 			}
 			var wg sync.WaitGroup
 			var maxSlots atomic.Int64
@@ -91,7 +92,7 @@ func TestFakeMaxInFlightBoundsActions(t *testing.T) {
 			for err := range errs {
 				t.Error(err)
 			}
-			maxIP, _ := f.stats()
+			maxIP, _ := f.Stats()
 			if maxIP != bound {
 				t.Errorf("max actions in progress on the cloud = %d, want the bound %d", maxIP, bound)
 			}
@@ -105,12 +106,12 @@ func TestFakeMaxInFlightBoundsActions(t *testing.T) {
 // Reads hold a slot for the call: concurrent Gets beyond the bound wait.
 func TestFakeMaxInFlightBoundsReads(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	s := f.add("r1", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	s := f.Add("r1", "CREATE_COMPLETE")
 	h := openFake(t, f, 2)
-	f.mu.Lock()
-	f.reqDelay = 50 * time.Millisecond
-	f.mu.Unlock()
+	f.Lock()
+	f.ReqDelay = 50 * time.Millisecond
+	f.Unlock()
 	ctx := testCtx(t, 30*time.Second)
 	var wg sync.WaitGroup
 	for i := range 8 {
@@ -127,7 +128,7 @@ func TestFakeMaxInFlightBoundsReads(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if _, maxReq := f.stats(); maxReq != 2 {
+	if _, maxReq := f.Stats(); maxReq != 2 {
 		t.Errorf("max concurrent requests = %d, want 2", maxReq)
 	}
 }
@@ -135,9 +136,9 @@ func TestFakeMaxInFlightBoundsReads(t *testing.T) {
 // Waiting for a slot respects the context.
 func TestFakeSlotWaitRespectsContext(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	f.actionDur = 2 * time.Second
-	s := f.add("busy", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	f.ActionDur = 2 * time.Second
+	s := f.Add("busy", "CREATE_COMPLETE")
 	h := openFake(t, f, 1)
 	ctx := testCtx(t, 30*time.Second)
 	done := make(chan struct{})
@@ -175,18 +176,18 @@ func TestFakeErrorMapping(t *testing.T) {
 	for _, c := range cases {
 		t.Run(fmt.Sprint(c.status), func(t *testing.T) {
 			t.Parallel()
-			f := newFakeHeat(t)
+			f := heattest.New(t)
 			h := openFake(t, f, 1)
-			f.mu.Lock()
-			f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+			f.Lock()
+			f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
 					// (for 401, gophercloud re-authenticates once and gets 401 again)
-					f.writeJSON(w, c.status, heatError(c.status, "Boom", fmt.Sprintf("injected %d", c.status)))
+					heattest.WriteJSON(w, c.status, heattest.HeatError(c.status, "Boom", fmt.Sprintf("injected %d", c.status)))
 					return true
 				}
 				return false
 			}
-			f.mu.Unlock()
+			f.Unlock()
 			_, err := h.List(testCtx(t, 10*time.Second), "a")
 			var ce *cloud.Error
 			if !errors.As(err, &ce) {
@@ -207,15 +208,15 @@ func TestFakeErrorMapping(t *testing.T) {
 // Heat's 409 (another action started between our read and our request).
 func TestFakeConflictMessage(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	f.actionDur = time.Second
-	s := f.add("lab-x", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	f.ActionDur = time.Second
+	s := f.Add("lab-x", "CREATE_COMPLETE")
 	h := openFake(t, f, 2)
 	ctx := testCtx(t, 10*time.Second)
-	f.mu.Lock()
-	f.startLocked(s, "SUSPEND", time.Second)
-	s.showStatus, s.showReason = "CREATE_COMPLETE", "stale" // the read before the action misses it
-	f.mu.Unlock()
+	f.Lock()
+	f.StartLocked(s, "SUSPEND", time.Second)
+	s.ShowStatus, s.ShowReason = "CREATE_COMPLETE", "stale" // the read before the action misses it
+	f.Unlock()
 	_, err := h.Resume(ctx, s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrConflict) {
 		t.Fatalf("err = %v, want conflict", err)
@@ -229,14 +230,14 @@ func TestFakeConflictMessage(t *testing.T) {
 // An action on a stack that shows an action in progress is refused before sending it.
 func TestFakeNoActionWhileInProgress(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	s := f.add("busy", "CREATE_IN_PROGRESS")
+	f := heattest.New(t)
+	s := f.Add("busy", "CREATE_IN_PROGRESS")
 	h := openFake(t, f, 1)
 	_, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrConflict) || !strings.Contains(err.Error(), "(CREATE) in progress") {
 		t.Fatalf("err = %v, want conflict", err)
 	}
-	for _, r := range f.requestLog() {
+	for _, r := range f.RequestLog() {
 		if strings.HasSuffix(r, "/actions") {
 			t.Errorf("an action was sent: %s", r)
 		}
@@ -246,10 +247,10 @@ func TestFakeNoActionWhileInProgress(t *testing.T) {
 // A connection the server closes mid-request, and a connection refused: transient.
 func TestFakeTransportErrorsAreTransient(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
+	f := heattest.New(t)
 	h := openFake(t, f, 1)
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
 			conn, _, err := w.(http.Hijacker).Hijack()
 			if err == nil {
@@ -259,14 +260,14 @@ func TestFakeTransportErrorsAreTransient(t *testing.T) {
 		}
 		return false
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	_, err := h.List(testCtx(t, 10*time.Second))
 	if !errors.Is(err, cloud.ErrTransient) {
 		t.Errorf("reset: err = %v, want transient", err)
 	}
 
 	// the whole server gone: Check fails fast with transient
-	f.srv.Close()
+	f.Close()
 	err = h.Check(testCtx(t, 10*time.Second))
 	if !errors.Is(err, cloud.ErrTransient) || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("refused: err = %v, want transient connection refused", err)
@@ -275,22 +276,22 @@ func TestFakeTransportErrorsAreTransient(t *testing.T) {
 
 func TestFakeOpenErrors(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
+	f := heattest.New(t)
 	ctx := testCtx(t, 10*time.Second)
 	const pw = "Wr0ng-pa55word-xyzzy"
-	_, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.cloudsYAML(pw), Logger: quietLogger()})
+	_, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrAuth) {
 		t.Fatalf("wrong password: err = %v, want auth", err)
 	}
 	assertNoSecret(t, err, pw)
 
-	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", Cloud: "nope", ConfigFile: f.cloudsYAML(pw), Logger: quietLogger()})
+	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", Cloud: "nope", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrInvalid) || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing entry: err = %v, want invalid", err)
 	}
 	assertNoSecret(t, err, pw)
 
-	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: writeCloudsYAML(t, "fake", "http://127.0.0.1:"+closedPort(t)+"/v3", pw), Logger: quietLogger()})
+	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: heattest.WriteCloudsYAML(t, "fake", "http://127.0.0.1:"+closedPort(t)+"/v3", pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrTransient) {
 		t.Errorf("closed port: err = %v, want transient", err)
 	}
@@ -301,15 +302,15 @@ func TestFakeOpenErrors(t *testing.T) {
 // error is ErrAuth.
 func TestFakeReauth(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
+	f := heattest.New(t)
 	h := openFake(t, f, 1)
 	ctx := testCtx(t, 10*time.Second)
-	f.expireTokens()
+	f.ExpireTokens()
 	if err := h.Check(ctx); err != nil {
 		t.Fatalf("after token expiry: %v", err)
 	}
-	f.expireTokens()
-	f.setPassword("changed")
+	f.ExpireTokens()
+	f.SetPassword("changed")
 	err := h.Check(ctx)
 	if !errors.Is(err, cloud.ErrAuth) {
 		t.Fatalf("err = %v, want auth", err)
@@ -343,34 +344,34 @@ func closedPort(t *testing.T) string {
 // GET, and succeeds; then another attempt fails again, with a new reason.
 func TestFakeRetryAfterFailedIsNotStale(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	s := f.add("retry", "SUSPEND_FAILED")
-	f.mu.Lock()
+	f := heattest.New(t)
+	s := f.Add("retry", "SUSPEND_FAILED")
+	f.Lock()
 	s.Reason = "old reason"
-	f.mu.Unlock()
+	f.Unlock()
 	h := openFake(t, f, 1)
 	ctx := testCtx(t, 20*time.Second)
 	outcome := "COMPLETE"
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/actions") {
 			return false
 		}
-		f.mu.Lock()
+		f.Lock()
 		end := outcome
-		f.mu.Unlock()
+		f.Unlock()
 		time.AfterFunc(400*time.Millisecond, func() {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			f.eventLocked(s, "SUSPEND_IN_PROGRESS", "Stack SUSPEND started")
+			f.Lock()
+			defer f.Unlock()
+			f.EventLocked(s, "SUSPEND_IN_PROGRESS", "Stack SUSPEND started")
 			s.State = end
 			s.Reason = "new reason " + end
-			f.eventLocked(s, "SUSPEND_"+end, s.Reason)
+			f.EventLocked(s, "SUSPEND_"+end, s.Reason)
 		})
-		f.writeJSON(w, 200, nil)
+		heattest.WriteJSON(w, 200, nil)
 		return true
 	}
-	f.mu.Unlock()
+	f.Unlock()
 
 	start := time.Now()
 	st, err := h.Suspend(ctx, s.Name, s.ID)
@@ -381,10 +382,10 @@ func TestFakeRetryAfterFailedIsNotStale(t *testing.T) {
 		t.Errorf("returned after %v, before the new attempt ended", d)
 	}
 
-	f.mu.Lock()
+	f.Lock()
 	s.State, s.Reason = "FAILED", "old reason" // back to FAILED, then a retry that fails anew
 	outcome = "FAILED"
-	f.mu.Unlock()
+	f.Unlock()
 	start = time.Now()
 	st, err = h.Suspend(ctx, s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrFailed) || st.StatusReason != "new reason FAILED" {
@@ -403,35 +404,35 @@ func TestFakeRetryAfterFailedIsNotStale(t *testing.T) {
 // the list: the list is the truth.
 func TestFakeDeleteTrustsTheList(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	s := f.add("race", "SUSPEND_IN_PROGRESS")
+	f := heattest.New(t)
+	s := f.Add("race", "SUSPEND_IN_PROGRESS")
 	h := openFake(t, f, 1)
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodDelete {
 			return false
 		}
-		f.mu.Lock()
-		s.showStatus, s.showReason = "SUSPEND_FAILED", "The resource delay is already being updated."
-		f.mu.Unlock()
+		f.Lock()
+		s.ShowStatus, s.ShowReason = "SUSPEND_FAILED", "The resource delay is already being updated."
+		f.Unlock()
 		time.AfterFunc(300*time.Millisecond, func() {
-			f.mu.Lock()
-			s.listed = false
-			f.mu.Unlock()
+			f.Lock()
+			s.Listed = false
+			f.Unlock()
 		})
 		w.WriteHeader(204)
 		return true
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	st, err := h.Delete(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if err != nil || !st.Gone() || st.ID != s.ID {
 		t.Fatalf("delete: %+v, %v", st, err)
 	}
 	// and deleting it again is a success
-	f.mu.Lock()
-	f.hook = nil
-	s.showStatus, s.Action, s.State = "", "DELETE", "COMPLETE"
-	f.mu.Unlock()
+	f.Lock()
+	f.Hook = nil
+	s.ShowStatus, s.Action, s.State = "", "DELETE", "COMPLETE"
+	f.Unlock()
 	if st, err := h.Delete(testCtx(t, 10*time.Second), s.Name, s.ID); err != nil || !st.Gone() {
 		t.Fatalf("delete again: %+v, %v", st, err)
 	}
@@ -442,8 +443,8 @@ func TestFakeDeleteTrustsTheList(t *testing.T) {
 
 func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	f.actionDur = 5 * time.Second
+	f := heattest.New(t)
+	f.ActionDur = 5 * time.Second
 	h := openFake(t, f, 1)
 	start := time.Now()
 	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "slowpoke",
@@ -463,7 +464,7 @@ func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
 // timeout_mins rounded up.
 func TestFakeCreateBody(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
+	f := heattest.New(t)
 	h := openFake(t, f, 1)
 	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "lab1",
 		TemplateFile: templatePath(t, "lab.yaml"),
@@ -475,9 +476,9 @@ func TestFakeCreateBody(t *testing.T) {
 	if st.Outputs["host"] != "lab1.example" || st.Outputs["n"] != "2" {
 		t.Errorf("outputs = %v (non-strings JSON-encoded)", st.Outputs)
 	}
-	f.mu.Lock()
-	body := f.createBodies[0]
-	f.mu.Unlock()
+	f.Lock()
+	body := f.CreateBodies[0]
+	f.Unlock()
 	params, _ := body["parameters"].(map[string]any)
 	if len(params) != 3 || params["lab_id"] != "L1" || params["learner"] != "ann" {
 		t.Errorf("parameters = %v, want the 3 declared ones", params)
@@ -497,13 +498,13 @@ func TestFakeCreateBody(t *testing.T) {
 
 func TestFakeListPagesAndTags(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
+	f := heattest.New(t)
 	for i := range 25 {
 		tags := []string{"labplane", "course=c1"}
 		if i%5 == 0 {
 			tags = []string{"other"}
 		}
-		f.add(fmt.Sprintf("p%02d", i), "CREATE_COMPLETE", tags...)
+		f.Add(fmt.Sprintf("p%02d", i), "CREATE_COMPLETE", tags...)
 	}
 	h := openFake(t, f, 1)
 	restore := cloud.SetListPage(7)
@@ -522,7 +523,7 @@ func TestFakeListPagesAndTags(t *testing.T) {
 		}
 	}
 	var lists, withMarker int
-	for _, r := range f.requestLog() {
+	for _, r := range f.RequestLog() {
 		if strings.Contains(r, "/stacks?") && strings.Contains(r, "tags=labplane%2Ccourse%3Dc1") {
 			lists++
 			if strings.Contains(r, "marker=") {
@@ -544,21 +545,21 @@ func TestFakeListPagesAndTags(t *testing.T) {
 // An action on a stack that someone else deletes meanwhile ends with a conflict, not a hang.
 func TestFakeActionOvertaken(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	s := f.add("overtaken", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	s := f.Add("overtaken", "CREATE_COMPLETE")
 	h := openFake(t, f, 1)
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
-			f.mu.Lock()
-			f.startLocked(s, "DELETE", time.Second)
-			f.mu.Unlock()
-			f.writeJSON(w, 200, nil)
+			f.Lock()
+			f.StartLocked(s, "DELETE", time.Second)
+			f.Unlock()
+			heattest.WriteJSON(w, 200, nil)
 			return true
 		}
 		return false
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	_, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrConflict) || !strings.Contains(err.Error(), "DELETE_IN_PROGRESS") {
 		t.Fatalf("err = %v, want conflict mentioning DELETE_IN_PROGRESS", err)
@@ -607,16 +608,16 @@ func keys(m map[string]any) []string {
 // reported as transient.
 func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	f.actionDur = 600 * time.Millisecond
-	s := f.add("flaky", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	f.ActionDur = 600 * time.Millisecond
+	s := f.Add("flaky", "CREATE_COMPLETE")
 	h := openFake(t, f, 1)
 	cloud.SetGraces(h, 3*time.Second, time.Second)
 	var failUntil atomic.Int64
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && time.Now().UnixNano() < failUntil.Load() {
-			f.writeJSON(w, 503, heatError(503, "ServiceUnavailable", "engine restarting"))
+			heattest.WriteJSON(w, 503, heattest.HeatError(503, "ServiceUnavailable", "engine restarting"))
 			return true
 		}
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
@@ -624,26 +625,26 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 		}
 		return false
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	st, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if err != nil || st.Status != "SUSPEND_COMPLETE" {
 		t.Fatalf("suspend through a 400ms outage: %+v, %v", st, err)
 	}
 
 	// an outage longer than the grace: transient, with the stack as last seen
-	f.mu.Lock()
-	f.hook = func(w http.ResponseWriter, r *http.Request) bool {
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
 			failUntil.Store(time.Now().Add(time.Hour).UnixNano())
 			return false
 		}
 		if r.Method == http.MethodGet && time.Now().UnixNano() < failUntil.Load() {
-			f.writeJSON(w, 503, heatError(503, "ServiceUnavailable", "down"))
+			heattest.WriteJSON(w, 503, heattest.HeatError(503, "ServiceUnavailable", "down"))
 			return true
 		}
 		return false
 	}
-	f.mu.Unlock()
+	f.Unlock()
 	start := time.Now()
 	st, err = h.Resume(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrTransient) || st.ID != s.ID {
@@ -657,9 +658,9 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 // A cloud busy with its bound of operations is still ready: Check takes no slot.
 func TestFakeCheckTakesNoSlot(t *testing.T) {
 	t.Parallel()
-	f := newFakeHeat(t)
-	f.actionDur = 2 * time.Second
-	s := f.add("busy", "CREATE_COMPLETE")
+	f := heattest.New(t)
+	f.ActionDur = 2 * time.Second
+	s := f.Add("busy", "CREATE_COMPLETE")
 	h := openFake(t, f, 1)
 	ctx := testCtx(t, 30*time.Second)
 	go func() { _, _ = h.Suspend(ctx, s.Name, s.ID) }()

@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/cloud/heattest"
 	"github.com/labplane/labplane/internal/labs"
 )
 
@@ -396,7 +397,7 @@ func TestHeatWrongPassword(t *testing.T) {
 func TestHeatClosedPort(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t, time.Minute)
-	p := writeCloudsYAML(t, "closed", "http://127.0.0.1:"+closedPort(t)+"/v3", "x")
+	p := heattest.WriteCloudsYAML(t, "closed", "http://127.0.0.1:"+closedPort(t)+"/v3", "x")
 	_, err := cloud.Open(ctx, cloud.Options{Name: "closed", ConfigFile: p, Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrTransient) {
 		t.Fatalf("err = %v, want transient", err)
