@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Manual is a clock that stands still until Add or Set moves it. Safe for concurrent use.
+// Manual is a clock that stands still until Add moves it. Safe for concurrent use.
 type Manual struct {
 	mu sync.Mutex
 	t  time.Time
@@ -28,11 +28,4 @@ func (c *Manual) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// Set moves the clock to t.
-func (c *Manual) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
 }

@@ -115,14 +115,8 @@ func (m *Metrics) Handler() http.Handler {
 }
 
 // ObserveCloud records one cloud operation: labplane_cloud_operation_seconds{cloud,op,result}.
-// Its signature after the cloud name is cloud.Options.Observe's (see CloudObserver).
 func (m *Metrics) ObserveCloud(cloud, op string, took time.Duration, err error) {
 	m.cloudOps.WithLabelValues(cloud, op, result(err)).Observe(took.Seconds())
-}
-
-// CloudObserver returns a cloud.Options.Observe for the cloud named cloud.
-func (m *Metrics) CloudObserver(cloud string) func(op string, took time.Duration, err error) {
-	return func(op string, took time.Duration, err error) { m.ObserveCloud(cloud, op, took, err) }
 }
 
 // CountAction counts one action: labplane_actions_total{kind,result}; result is Done, Failed

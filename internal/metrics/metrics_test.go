@@ -79,7 +79,7 @@ func TestCloudOperationsJobsAndHTTPRequestsAreScraped(t *testing.T) {
 	m := New()
 	m.ObserveCloud("east", "create", 95*time.Second, nil)
 	m.ObserveCloud("east", "create", 30*time.Second, nil)
-	m.CloudObserver("east")("delete", 400*time.Millisecond, errors.New("409 conflict"))
+	m.ObserveCloud("east", "delete", 400*time.Millisecond, errors.New("409 conflict"))
 	m.ObserveJob("reap", 3*time.Second, nil)
 	m.ObserveJob("reap", time.Second, errors.New("cloud east unreachable"))
 	m.ObserveHTTP("/v1/labs/{id}", http.MethodGet, 200, 2*time.Millisecond)
