@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -61,8 +60,7 @@ type site struct {
 func newSite(t *testing.T, config string) *site {
 	t.Helper()
 	dir := t.TempDir()
-	_, here, _, _ := runtime.Caller(0)
-	tmpl, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "..", "examples", "templates", "lab.yaml"))
+	tmpl, err := os.ReadFile(exampleTemplate(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +72,22 @@ func newSite(t *testing.T, config string) *site {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// moduleRoot is the repository's top (go test runs in the package's directory).
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// exampleTemplate is the example lab template's absolute path.
+func exampleTemplate(t *testing.T) string {
+	t.Helper()
+	return filepath.Join(moduleRoot(t), "examples", "templates", "lab.yaml")
 }
 
 type result struct {

@@ -75,14 +75,14 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, obser
 	return out
 }
 
-// connect opens a cloud, or returns a stand-in that reports why and retries.
+// connect opens a cloud, or returns a stand-in that reports why and reconnects.
 func connect(ctx context.Context, opts cloud.Options, log *slog.Logger) labCloud {
 	h, err := cloud.Open(ctx, opts)
 	if err == nil {
 		return h
 	}
 	log.Error("cloud unavailable", "cloud", opts.Name, "err", err)
-	return &unavailable{opts: opts, log: log, err: err, at: time.Now()}
+	return &reconnecting{opts: opts, log: log, err: err, at: time.Now()}
 }
 
 func (e *env) manager() *lifecycle.Manager {
@@ -114,10 +114,11 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 		Now: e.now, Log: e.log, Actor: actorName}
 }
 
-// unavailable stands in for a cloud labplane could not connect to: calls fail with the
+// reconnecting stands in for a cloud labplane could not connect to: calls fail with the
 // reason, so its labs wait while the other clouds carry on, and every retryEvery a call
-// tries to connect again (a daemon outlives a cloud's outage).
-type unavailable struct {
+// tries to connect again (a daemon outlives a cloud's outage); once connected it passes
+// every call through.
+type reconnecting struct {
 	opts cloud.Options
 	log  *slog.Logger
 
@@ -130,7 +131,7 @@ type unavailable struct {
 const retryEvery = 30 * time.Second
 
 // cloud returns the connected cloud, or the reason there is none.
-func (u *unavailable) cloud(ctx context.Context) (*cloud.Heat, error) {
+func (u *reconnecting) cloud(ctx context.Context) (*cloud.Heat, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.h == nil && time.Since(u.at) >= retryEvery {
@@ -142,9 +143,9 @@ func (u *unavailable) cloud(ctx context.Context) (*cloud.Heat, error) {
 	return u.h, u.err
 }
 
-func (u *unavailable) Name() string { return u.opts.Name }
+func (u *reconnecting) Name() string { return u.opts.Name }
 
-func (u *unavailable) Check(ctx context.Context) error {
+func (u *reconnecting) Check(ctx context.Context) error {
 	h, err := u.cloud(ctx)
 	if err != nil {
 		return err
@@ -152,7 +153,7 @@ func (u *unavailable) Check(ctx context.Context) error {
 	return h.Check(ctx)
 }
 
-func (u *unavailable) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
+func (u *reconnecting) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
 	h, err := u.cloud(ctx)
 	if err != nil {
 		return nil, err
@@ -160,7 +161,7 @@ func (u *unavailable) List(ctx context.Context, tags ...string) ([]labs.Stack, e
 	return h.List(ctx, tags...)
 }
 
-func (u *unavailable) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
+func (u *reconnecting) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
 	h, err := u.cloud(ctx)
 	if err != nil {
 		return labs.Stack{}, err
@@ -168,23 +169,23 @@ func (u *unavailable) Create(ctx context.Context, r cloud.CreateRequest) (labs.S
 	return h.Create(ctx, r)
 }
 
-func (u *unavailable) Get(ctx context.Context, name, id string) (labs.Stack, error) {
+func (u *reconnecting) Get(ctx context.Context, name, id string) (labs.Stack, error) {
 	return u.stackOp(ctx, name, id, (*cloud.Heat).Get)
 }
 
-func (u *unavailable) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
+func (u *reconnecting) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
 	return u.stackOp(ctx, name, id, (*cloud.Heat).Suspend)
 }
 
-func (u *unavailable) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
+func (u *reconnecting) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
 	return u.stackOp(ctx, name, id, (*cloud.Heat).Resume)
 }
 
-func (u *unavailable) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
+func (u *reconnecting) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
 	return u.stackOp(ctx, name, id, (*cloud.Heat).Delete)
 }
 
-func (u *unavailable) stackOp(ctx context.Context, name, id string, op func(*cloud.Heat, context.Context, string, string) (labs.Stack, error)) (labs.Stack, error) {
+func (u *reconnecting) stackOp(ctx context.Context, name, id string, op func(*cloud.Heat, context.Context, string, string) (labs.Stack, error)) (labs.Stack, error) {
 	h, err := u.cloud(ctx)
 	if err != nil {
 		return labs.Stack{}, err

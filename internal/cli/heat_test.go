@@ -4,9 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +23,7 @@ func TestCommandsAgainstRealHeat(t *testing.T) {
 		t.Skip("needs the local cloud (not with -short)")
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
-	_, here, _, _ := runtime.Caller(0)
-	tmpl, _ := filepath.Abs(filepath.Join(filepath.Dir(here), "..", "..", "examples", "templates", "lab.yaml"))
+	tmpl := exampleTemplate(t)
 	course := fmt.Sprintf("cli-%d", time.Now().UnixNano()%1e6)
 	s := newSite(t, fmt.Sprintf(`site: %s
 store:

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -78,8 +77,7 @@ func TestReplicasTakeOverWhenTheJobRunnerDies(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	_, here, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(here), "..", "..")
+	root := moduleRoot(t)
 	bin := buildReplicaBinary(t, root, dir)
 
 	site := fmt.Sprintf("replicas-%d", time.Now().UnixNano()%1e6)

@@ -8,8 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -49,8 +47,7 @@ func TestServeAgainstRealHeat(t *testing.T) {
 		t.Skip("needs the local cloud (not with -short)")
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
-	_, here, _, _ := runtime.Caller(0)
-	tmpl, _ := filepath.Abs(filepath.Join(filepath.Dir(here), "..", "..", "examples", "templates", "lab.yaml"))
+	tmpl := exampleTemplate(t)
 	site := fmt.Sprintf("serve-%d", time.Now().UnixNano()%1e6)
 	addr := freePort(t)
 	s := newSite(t, fmt.Sprintf(`site: %s
