@@ -8,7 +8,11 @@
 #     did: idle labs suspended, an old lab deleted, the active lab kept, every action audited;
 #  2. as the LMS: starts `labplane serve` and drives a lab through the HTTP API: launch,
 #     heartbeats, the learner leaves and the scheduler suspends the lab, the learner comes back
-#     and it is resumed; then SIGTERM, and serve exits 0.
+#     and it is resumed; then SIGTERM, and serve exits 0;
+#  3. deploys the platform: three SSH test hosts made on this machine (lms1, cms1, guacd1, each
+#     in its own network namespace), the inventory rendered from an environment spec, the
+#     playbooks run over SSH with live progress, the recap per host, the run's record; then a
+#     second deploy that changes nothing, and the hosts are taken down.
 # The local cloud is left running for you to explore (`bin/labplane localcloud down` stops it;
 # `--purge` also forgets every stack the demo made).
 set -euo pipefail
@@ -122,6 +126,32 @@ curl -sS http://127.0.0.1:18080/readyz
 step "SIGTERM: serve lets actions in flight finish, records them and exits"
 kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "labplane serve exited 0"
+trap - EXIT
+
+step "deploy the platform: make three SSH test hosts and an environment for them"
+export LABPLANE_INVENTORIES=$work/inventories LABPLANE_STATE_DIR=$work/state
+export LABPLANE_TESTHOSTS_SECRET_KEY="demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"   # read by the inventory, never written
+hostsdir=/var/lib/labplane-demo-hosts/$(basename "$work")   # not under /tmp: the hosts do not see the machine's /tmp
+$lp testhosts up --dir "$hostsdir" --env local
+trap '$lp testhosts down --dir "$hostsdir" >/dev/null' EXIT
+cat "$work/inventories/local/environment.yml"
+
+step "labplane deploy local: the inventory, then ansible-playbook over SSH (a line per task and host)"
+$lp inventory render local --stdout | head -20
+$lp deploy local --yes
+
+step "deploy again: every host reports changed=0"
+$lp deploy local --yes | tail -8
+$lp runs list
+
+step "the platform answers: /heartbeat on lms1 and cms1"
+lms=$(awk '/lms:/ {print}' "$work/inventories/local/environment.yml" | grep -oE '10\.251\.[0-9]+\.[0-9]+')
+cms=$(awk '/cms:/ {print}' "$work/inventories/local/environment.yml" | grep -oE '10\.251\.[0-9]+\.[0-9]+')
+curl -sS "http://$lms/heartbeat"; echo
+curl -sS "http://$cms:18010/heartbeat"; echo
+
+step "take the test hosts down"
+$lp testhosts down --dir "$hostsdir" && rm -rf "$hostsdir"
 trap - EXIT
 echo
 echo "Explore: export LABPLANE_CONFIG=$work/labplane.yaml OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE; $lp --help"

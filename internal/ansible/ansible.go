@@ -1,0 +1,492 @@
+// Package ansible runs ansible-playbook through github.com/apenella/go-ansible/v2: it builds
+// the command, streams Ansible's events (the ansible.posix.jsonl stdout callback) to the
+// caller while the play runs, keeps the raw events in a log, parses the recap per host, and
+// interrupts Ansible cleanly (SIGINT, then a grace period) when the context is cancelled.
+package ansible
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	osexec "os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/apenella/go-ansible/v2/pkg/execute"
+	goexec "github.com/apenella/go-ansible/v2/pkg/execute/exec"
+	"github.com/apenella/go-ansible/v2/pkg/execute/result"
+	"github.com/apenella/go-ansible/v2/pkg/playbook"
+)
+
+// Playbook is one ansible-playbook run.
+type Playbook struct {
+	// Binary is the ansible-playbook to run; empty means the one on PATH.
+	Binary    string
+	Playbooks []string
+	Inventory string
+	Check     bool
+	Diff      bool
+	Limit     string
+	Tags      string
+	// ExtraVars are passed with --extra-vars (never secrets: they show in the process list).
+	ExtraVars map[string]any
+	// ExtraVarsFiles are passed as --extra-vars @FILE (an ansible-vault file, for instance).
+	ExtraVarsFiles    []string
+	VaultPasswordFile string
+	// Dir is the directory Ansible runs in.
+	Dir string
+	// Env is added to labplane's own environment for Ansible (ANSIBLE_* settings; the
+	// variables the inventory's secret lookups read are already in labplane's environment).
+	Env map[string]string
+	// Grace is how long Ansible gets to stop after SIGINT before it is killed (default 10 s).
+	Grace time.Duration
+}
+
+// Callback is the stdout callback labplane reads: one JSON object per event.
+const Callback = "ansible.posix.jsonl"
+
+func (p Playbook) command() *playbook.AnsiblePlaybookCmd {
+	opts := &playbook.AnsiblePlaybookOptions{
+		Inventory:         p.Inventory,
+		Check:             p.Check,
+		Diff:              p.Diff,
+		Limit:             p.Limit,
+		Tags:              p.Tags,
+		ExtraVars:         p.ExtraVars,
+		VaultPasswordFile: p.VaultPasswordFile,
+	}
+	for _, f := range p.ExtraVarsFiles {
+		opts.ExtraVarsFile = append(opts.ExtraVarsFile, "@"+f)
+	}
+	cmd := []playbook.AnsiblePlaybookOptionsFunc{playbook.WithPlaybooks(p.Playbooks...), playbook.WithPlaybookOptions(opts)}
+	if p.Binary != "" {
+		cmd = append(cmd, playbook.WithBinary(p.Binary))
+	}
+	return playbook.NewAnsiblePlaybookCmd(cmd...)
+}
+
+// Command is the command line Run runs, for tests and for showing.
+func (p Playbook) Command() ([]string, error) { return p.command().Command() }
+
+// Environment is what Run adds to the child's environment: p.Env and the stdout callback.
+func (p Playbook) Environment() map[string]string {
+	env := map[string]string{
+		"ANSIBLE_STDOUT_CALLBACK":        Callback,
+		"ANSIBLE_NOCOLOR":                "1",
+		"ANSIBLE_RETRY_FILES_ENABLED":    "false",
+		"ANSIBLE_CALLBACK_RESULT_INDENT": "0",
+	}
+	for k, v := range p.Env {
+		env[k] = v
+	}
+	return env
+}
+
+// Event is one thing Ansible reported while it ran.
+type Event struct {
+	Kind Kind
+	At   time.Time
+	Play string
+	Task string
+	Host string
+	// Msg is Ansible's message for a failed or unreachable host. (The callback does not say
+	// whether a failure is ignored by the play: the recap does.)
+	Msg string
+}
+
+// Kind is what an event reports.
+type Kind string
+
+// Event kinds.
+const (
+	PlayStart   Kind = "play"
+	TaskStart   Kind = "task"
+	OK          Kind = "ok"
+	Changed     Kind = "changed"
+	Failed      Kind = "failed"
+	Unreachable Kind = "unreachable"
+	Skipped     Kind = "skipped"
+)
+
+// HostRecap is a host's line in the play recap.
+type HostRecap struct {
+	OK          int `json:"ok"`
+	Changed     int `json:"changed"`
+	Failed      int `json:"failed"`
+	Unreachable int `json:"unreachable"`
+	Skipped     int `json:"skipped"`
+	Rescued     int `json:"rescued"`
+	Ignored     int `json:"ignored"`
+}
+
+// Failure is a host that failed or could not be reached, with the task and Ansible's message.
+type Failure struct {
+	Host        string `json:"host"`
+	Task        string `json:"task"`
+	Msg         string `json:"msg"`
+	Unreachable bool   `json:"unreachable,omitempty"`
+}
+
+func (f Failure) String() string {
+	what := "failed"
+	if f.Unreachable {
+		what = "unreachable"
+	}
+	return fmt.Sprintf("%s %s at task %q: %s", f.Host, what, f.Task, f.Msg)
+}
+
+// Result is how a run ended.
+type Result struct {
+	Recap    map[string]HostRecap `json:"recap"`
+	Failures []Failure            `json:"failures,omitempty"`
+	// ExitCode is ansible-playbook's (0 ok, 2 a host failed, 4 unreachable, 99 interrupted...).
+	ExitCode  int  `json:"exit_code"`
+	Cancelled bool `json:"cancelled,omitempty"`
+	// Stderr is the end of what Ansible wrote to stderr (warnings, errors before any play).
+	Stderr string `json:"-"`
+}
+
+// Hosts lists the recap's hosts, sorted.
+func (r Result) Hosts() []string {
+	hosts := make([]string, 0, len(r.Recap))
+	for h := range r.Recap {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	return hosts
+}
+
+// Err explains a run that did not succeed, or returns nil.
+func (r Result) Err() error {
+	switch {
+	case r.Cancelled:
+		return ErrCancelled
+	case len(r.Failures) > 0:
+		msgs := make([]string, len(r.Failures))
+		for i, f := range r.Failures {
+			msgs[i] = f.String()
+		}
+		return fmt.Errorf("%w: %s", ErrHostsFailed, strings.Join(msgs, "; "))
+	case r.ExitCode != 0:
+		msg := strings.TrimSpace(r.Stderr)
+		if msg == "" {
+			msg = "no message"
+		}
+		return fmt.Errorf("ansible-playbook exited %d: %s", r.ExitCode, msg)
+	}
+	return nil
+}
+
+// Errors a run can end with.
+var (
+	ErrCancelled   = errors.New("interrupted: ansible-playbook was stopped")
+	ErrHostsFailed = errors.New("hosts failed")
+)
+
+// Run runs the playbook. on is called with each event as it happens (from one goroutine);
+// log receives every raw event as one JSON line, and Ansible's stderr. The error is for a
+// run that could not be started or read; how the play went is in the Result (see Err).
+func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result, error) {
+	if p.Grace == 0 {
+		p.Grace = 10 * time.Second
+	}
+	env := execute.EnvVars{}
+	for k, v := range p.Environment() {
+		env[k] = v
+	}
+	st := &stream{on: on, log: log, res: Result{Recap: map[string]HostRecap{}}}
+	proc := &interruptible{grace: p.Grace, exited: make(chan struct{})}
+	exe := execute.NewDefaultExecute(
+		execute.WithCmd(p.command()),
+		execute.WithCmdRunDir(p.Dir),
+		execute.WithEnvVars(env),
+		execute.WithExecutable(proc),
+		execute.WithWrite(stdoutSink{}),
+		execute.WithWriteError(stderrSink{}),
+	)
+	exe.WithOutput(st)
+	err := exe.Execute(ctx)
+	close(proc.exited)
+	st.finish()
+	// go-ansible's error does not unwrap to the exit status: read it from the process
+	if proc.cmd == nil || proc.cmd.ProcessState == nil {
+		if err == nil {
+			err = errors.New("it did not run")
+		}
+		return st.res, fmt.Errorf("run ansible-playbook: %w", err)
+	}
+	st.res.ExitCode = proc.cmd.ProcessState.ExitCode()
+	// 99: interrupted, by labplane's SIGINT or by one sent to it directly; -1: killed
+	st.res.Cancelled = ctx.Err() != nil || st.res.ExitCode == 99
+	return st.res, nil
+}
+
+// interruptible starts ansible-playbook in its own process group and, when the context is
+// cancelled, sends the group SIGINT (Ansible's Ctrl-C: it stops and cleans up). A worker
+// that has just started a task may still run it to the end; so if the group has not exited
+// after the grace period, it is killed (the whole group: go-ansible reads Ansible's output
+// to the end before it waits for the process, so a task left running would hold it).
+type interruptible struct {
+	grace  time.Duration
+	cmd    *osexec.Cmd   // the one started, to read its exit status
+	exited chan struct{} // closed by Run when the command is done
+}
+
+func (i *interruptible) Command(name string, arg ...string) goexec.Cmder {
+	return osexec.Command(name, arg...)
+}
+
+func (i *interruptible) CommandContext(ctx context.Context, name string, arg ...string) goexec.Cmder {
+	cmd := osexec.CommandContext(ctx, name, arg...)
+	i.cmd = cmd
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		group := -cmd.Process.Pid
+		go func() {
+			select {
+			case <-time.After(i.grace):
+				syscall.Kill(group, syscall.SIGKILL) //nolint:errcheck // gone already is fine
+			case <-i.exited:
+			}
+		}()
+		return syscall.Kill(group, syscall.SIGINT)
+	}
+	return cmd
+}
+
+// stdoutSink and stderrSink tell stream.Print which of Ansible's outputs it reads.
+type stdoutSink struct{}
+type stderrSink struct{}
+
+func (stdoutSink) Write(b []byte) (int, error) { return len(b), nil }
+func (stderrSink) Write(b []byte) (int, error) { return len(b), nil }
+
+// stream decodes Ansible's output: go-ansible calls Print once for stdout and once for
+// stderr, concurrently.
+type stream struct {
+	on  func(Event)
+	log io.Writer
+
+	mu     sync.Mutex // log and stderr
+	stderr tail
+	res    Result // written by the stdout reader only, read after both finish
+	play   string
+	// last is each host's last failure: the one that stopped it, if the recap counts one.
+	last map[string]Failure
+}
+
+// finish completes the result once Ansible has exited: the failures are the hosts the
+// recap counts as failed or unreachable (ignored and rescued failures are not), each with
+// the failure that stopped it; without a recap (an interrupted run), every host that failed.
+func (s *stream) finish() {
+	s.res.Stderr = s.stderr.String()
+	hosts := make([]string, 0, len(s.last))
+	for h := range s.last {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		r, recapped := s.res.Recap[h]
+		if !recapped || r.Failed > 0 || r.Unreachable > 0 {
+			s.res.Failures = append(s.res.Failures, s.last[h])
+		}
+	}
+}
+
+var _ result.ResultsOutputer = (*stream)(nil)
+
+func (s *stream) Print(ctx context.Context, r io.Reader, w io.Writer, _ ...result.OptionsFunc) error {
+	if _, isStderr := w.(stderrSink); isStderr {
+		return s.copyStderr(r)
+	}
+	dec := json.NewDecoder(r)
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			// not JSON: something wrote to stdout around the callback; keep it as text
+			rest, _ := io.ReadAll(io.MultiReader(dec.Buffered(), r))
+			s.writeLog([]byte(fmt.Sprintf("%q\n", "stdout: "+string(rest))))
+			return nil
+		}
+		s.writeLog(append(raw, '\n'))
+		s.handle(raw)
+	}
+}
+
+func (s *stream) copyStderr(r io.Reader) error {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			s.mu.Lock()
+			s.stderr.Write(buf[:n])
+			s.mu.Unlock()
+			line, _ := json.Marshal(map[string]string{"_event": "stderr", "text": string(buf[:n])})
+			s.writeLog(append(line, '\n'))
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+	}
+}
+
+func (s *stream) writeLog(b []byte) {
+	if s.log == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.log.Write(b) //nolint:errcheck // a log that cannot be written does not stop the deploy
+}
+
+// jsonlEvent is what the ansible.posix.jsonl callback writes.
+type jsonlEvent struct {
+	Event     string                     `json:"_event"`
+	Timestamp time.Time                  `json:"_timestamp"`
+	Play      *struct{ Name string }     `json:"play"`
+	Task      *struct{ Name string }     `json:"task"`
+	Hosts     map[string]hostResult      `json:"hosts"`
+	Stats     map[string]json.RawMessage `json:"stats"`
+}
+
+type hostResult struct {
+	Changed  bool            `json:"changed"`
+	Msg      json.RawMessage `json:"msg"`
+	Stderr   string          `json:"stderr"`
+	Censored string          `json:"censored"` // no_log: Ansible hid the output
+	Results  []hostResult    `json:"results"`
+}
+
+// message is the most useful text of a failed host's result.
+func (h hostResult) message() string {
+	if h.Censored != "" {
+		return "(output hidden: the task has no_log)"
+	}
+	var msg string
+	if len(h.Msg) > 0 && json.Unmarshal(h.Msg, &msg) != nil {
+		msg = string(h.Msg)
+	}
+	if msg == "" || msg == "non-zero return code" || msg == "All items completed" || msg == "One or more items failed" {
+		if h.Stderr != "" {
+			msg = strings.TrimSpace(strings.TrimPrefix(msg+": "+h.Stderr, ": "))
+		}
+		for _, item := range h.Results {
+			if m := item.message(); m != "" && m != msg {
+				msg = strings.TrimPrefix(msg+": "+m, ": ")
+				break
+			}
+		}
+	}
+	return strings.TrimSpace(msg)
+}
+
+var runnerKinds = map[string]Kind{
+	"v2_runner_on_ok":          OK,
+	"v2_runner_on_failed":      Failed,
+	"v2_runner_on_unreachable": Unreachable,
+	"v2_runner_on_skipped":     Skipped,
+}
+
+func (s *stream) handle(raw json.RawMessage) {
+	var ev jsonlEvent
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return
+	}
+	switch ev.Event {
+	case "v2_playbook_on_play_start":
+		if ev.Play != nil {
+			s.play = ev.Play.Name
+		}
+		s.emit(Event{Kind: PlayStart, At: ev.Timestamp, Play: s.play})
+		return
+	case "v2_playbook_on_task_start", "v2_playbook_on_handler_task_start":
+		if ev.Task != nil {
+			s.emit(Event{Kind: TaskStart, At: ev.Timestamp, Play: s.play, Task: ev.Task.Name})
+		}
+		return
+	case "v2_playbook_on_stats":
+		s.recap(ev.Stats)
+		return
+	}
+	kind, ok := runnerKinds[ev.Event]
+	if !ok {
+		return
+	}
+	task := ""
+	if ev.Task != nil {
+		task = ev.Task.Name
+	}
+	hosts := make([]string, 0, len(ev.Hosts))
+	for h := range ev.Hosts {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		r := ev.Hosts[h]
+		e := Event{Kind: kind, At: ev.Timestamp, Play: s.play, Task: task, Host: h}
+		switch {
+		case kind == OK && r.Changed:
+			e.Kind = Changed
+		case kind == Failed || kind == Unreachable:
+			e.Msg = r.message()
+			if s.last == nil {
+				s.last = map[string]Failure{}
+			}
+			s.last[h] = Failure{Host: h, Task: task, Msg: e.Msg, Unreachable: kind == Unreachable}
+		}
+		s.emit(e)
+	}
+}
+
+func (s *stream) emit(e Event) {
+	if s.on != nil {
+		s.on(e)
+	}
+}
+
+func (s *stream) recap(stats map[string]json.RawMessage) {
+	for h, raw := range stats {
+		var st struct {
+			OK, Changed, Failures, Unreachable, Skipped, Rescued, Ignored int
+		}
+		if json.Unmarshal(raw, &st) == nil {
+			s.res.Recap[h] = HostRecap{OK: st.OK, Changed: st.Changed, Failed: st.Failures, Unreachable: st.Unreachable,
+				Skipped: st.Skipped, Rescued: st.Rescued, Ignored: st.Ignored}
+		}
+	}
+}
+
+// tail keeps the last 8 KiB written to it.
+type tail struct{ b []byte }
+
+const tailSize = 8 << 10
+
+func (t *tail) Write(p []byte) {
+	t.b = append(t.b, p...)
+	if len(t.b) > tailSize {
+		t.b = t.b[len(t.b)-tailSize:]
+	}
+}
+
+func (t *tail) String() string { return string(t.b) }
+
+// LookPath finds ansible-playbook, with a message that says what to install.
+func LookPath(binary string) (string, error) {
+	if binary == "" {
+		binary = "ansible-playbook"
+	}
+	p, err := osexec.LookPath(binary)
+	if err != nil {
+		return "", fmt.Errorf("%s not found: install Ansible (Debian: apt-get install ansible; the ansible package, not only ansible-core, brings the %s callback): %w", binary, Callback, err)
+	}
+	return p, nil
+}

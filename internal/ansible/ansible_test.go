@@ -1,0 +1,156 @@
+package ansible_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/ansible"
+)
+
+// These tests run the real ansible-playbook on a local-connection inventory; the runs over
+// real SSH to real test hosts are in internal/deploy and internal/cli.
+
+func requireAnsible(t *testing.T) {
+	t.Helper()
+	if _, err := ansible.LookPath(""); err != nil {
+		t.Fatalf("%v (the test suite installs it: see internal/testhosts.EnsurePackages)", err)
+	}
+}
+
+func TestCommand(t *testing.T) {
+	p := ansible.Playbook{
+		Playbooks: []string{"playbooks/site.yml"}, Inventory: "inventories/staging/hosts.yml",
+		Check: true, Diff: true, Limit: "lms-1", Tags: "config",
+		ExtraVars:      map[string]any{"openedx_serial": "50%"},
+		ExtraVarsFiles: []string{"/env/vault.yml"}, VaultPasswordFile: "/env/pass",
+	}
+	got, err := p.Command()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Join(got, " ")
+	for _, want := range []string{"ansible-playbook", "--check", "--diff", "--limit=lms-1", "--tags=config",
+		"--inventory=inventories/staging/hosts.yml", "--extra-vars=@/env/vault.yml", "--vault-password-file=/env/pass",
+		`"openedx_serial":"50%"`, "playbooks/site.yml"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("command %q lacks %q", line, want)
+		}
+	}
+	env := p.Environment()
+	if env["ANSIBLE_STDOUT_CALLBACK"] != ansible.Callback {
+		t.Errorf("callback = %q", env["ANSIBLE_STDOUT_CALLBACK"])
+	}
+}
+
+func local(extra map[string]any) ansible.Playbook {
+	return ansible.Playbook{Playbooks: []string{"testdata/local.yml"}, Inventory: "testdata/local.ini", ExtraVars: extra}
+}
+
+func TestRunStreamsEventsAndRecap(t *testing.T) {
+	requireAnsible(t)
+	var mu sync.Mutex
+	var events []ansible.Event
+	var log bytes.Buffer
+	res, err := ansible.Run(t.Context(), local(nil), func(e ansible.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		events = append(events, e)
+	}, &log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != 2 {
+		t.Errorf("exit code %d, want 2 (a host failed); stderr: %s", res.ExitCode, res.Stderr)
+	}
+	if hosts := res.Hosts(); !slices.Equal(hosts, []string{"a", "b", "hidden"}) {
+		t.Fatalf("recap hosts %v", hosts)
+	}
+	if r := res.Recap["a"]; r.Changed != 1 || r.Failed != 0 || r.Ignored != 1 {
+		t.Errorf("a's recap %+v: want changed 1, failed 0, ignored 1", r)
+	}
+	if r := res.Recap["b"]; r.Failed != 1 {
+		t.Errorf("b's recap %+v: want failed 1", r)
+	}
+	// the ignored failure is no failure; b's failure names its task and message; the no_log
+	// task's output is not shown
+	want := []ansible.Failure{
+		{Host: "b", Task: "Fail on purpose", Msg: "boom on b"},
+		{Host: "hidden", Task: "Hide a secret", Msg: "(output hidden: the task has no_log)"},
+	}
+	if !slices.Equal(res.Failures, want) {
+		t.Errorf("failures %+v\nwant %+v", res.Failures, want)
+	}
+	if err := res.Err(); !errors.Is(err, ansible.ErrHostsFailed) || !strings.Contains(err.Error(), `b failed at task "Fail on purpose": boom on b`) {
+		t.Errorf("Err() = %v", err)
+	}
+	var tasks []string
+	changed := 0
+	for _, e := range events {
+		switch e.Kind {
+		case ansible.TaskStart:
+			tasks = append(tasks, e.Task)
+		case ansible.Changed:
+			changed++
+		}
+	}
+	if !slices.Equal(tasks, []string{"Change something", "Fail and be ignored", "Hide a secret", "Fail on purpose", "Wait a while"}) {
+		t.Errorf("task starts %v", tasks)
+	}
+	if changed != 3 {
+		t.Errorf("%d changed events, want 3 (one per host)", changed)
+	}
+	if n := strings.Count(log.String(), `"_event":"v2_`); n < 10 {
+		t.Errorf("the log holds %d raw events:\n%s", n, log.String())
+	}
+}
+
+func TestCancelInterruptsAnsible(t *testing.T) {
+	requireAnsible(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	started := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	var res ansible.Result
+	var err error
+	go func() {
+		defer close(done)
+		p := local(map[string]any{"wait_seconds": 120})
+		p.Grace = 3 * time.Second
+		res, err = ansible.Run(ctx, p, func(e ansible.Event) {
+			if e.Kind == ansible.TaskStart && e.Task == "Wait a while" {
+				once.Do(func() { close(started) })
+			}
+		}, nil)
+	}()
+	select {
+	case <-started:
+	case <-done:
+		t.Fatalf("the run ended before its long task: %+v, %v", res, err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("the long task never started")
+	}
+	t0 := time.Now()
+	cancel()
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Cancelled || !errors.Is(res.Err(), ansible.ErrCancelled) {
+		t.Errorf("result %+v: want cancelled", res)
+	}
+	if took := time.Since(t0); took > 6*time.Second {
+		t.Errorf("Ansible took %v to stop after SIGINT, with a grace of 3 s before it is killed", took)
+	}
+	// nothing left running: no sleep 120 from this run
+	out, _ := exec.Command("pgrep", "-f", "sleep 120").Output()
+	if len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("processes left behind: %s", out)
+	}
+}

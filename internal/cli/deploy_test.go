@@ -1,0 +1,153 @@
+package cli_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/runs"
+	"github.com/labplane/labplane/internal/testhosts/testhoststest"
+)
+
+const registryOnly = "store:\n  dsn: labplane.db\n"
+
+// deployCLI runs labplane with the site's configuration, the project's playbooks and the
+// platform's inventories.
+func (s *site) deployCLI(p *testhoststest.Platform, args ...string) result {
+	s.t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	all := append([]string{"labplane", "--config", s.config, "--project", moduleRoot(s.t), "--inventories", p.Inventories,
+		"--state-dir", s.dir + "/state"}, args...)
+	code := cli.Run(ctx, all, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errOut})
+	return result{code: code, out: out.String(), err: errOut.String()}
+}
+
+// labplane deploy, runs list and runs show, over real SSH to test hosts, with a labplane.yaml
+// that has only a registry.
+func TestDeployCommand(t *testing.T) {
+	p := testhoststest.NewPlatform(t, nil, "r1")
+	s := newSite(t, registryOnly)
+
+	if r := s.deployCLI(p, "deploy", testhoststest.Env); r.code != cli.ExitBadInput || !strings.Contains(r.err, "refusing without --yes") {
+		t.Errorf("deploy without --yes, not at a terminal: %s", r)
+	}
+	if r := s.deployCLI(p, "deploy", "nowhere", "--yes"); r.code != cli.ExitBadInput || !strings.Contains(r.err, `no environment "nowhere" (have: test)`) {
+		t.Errorf("deploy of an unknown environment: %s", r)
+	}
+
+	r := s.deployCLI(p, "deploy", testhoststest.Env, "--yes")
+	if r.code != cli.ExitOK {
+		t.Fatalf("deploy: %s", r)
+	}
+	for _, want := range []string{"PLAY ", "TASK ", "changed", "lms1", "HOST", "CHANGED", "UNREACHABLE",
+		"deploy of r1 to test: succeeded", "full log: "} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("deploy output lacks %q:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out+r.err, p.Secret) {
+		t.Error("the output shows the secret key")
+	}
+	p.AssertServing(t.Context(), t, "r1")
+
+	// the JSON record of a check run, with the progress on stderr
+	r = s.deployCLI(p, "deploy", testhoststest.Env, "--check", "--limit", "lms1", "--output", "json")
+	var run runs.Run
+	if err := json.Unmarshal([]byte(r.out), &run); r.code != cli.ExitOK || err != nil {
+		t.Fatalf("deploy --check --output json: %v\n%s", err, r)
+	}
+	if !run.Options.Check || run.Options.Limit != "lms1" || len(run.Recap) != 1 || run.Recap["lms1"].Changed != 0 {
+		t.Errorf("check run %+v", run)
+	}
+	if !strings.Contains(r.err, "TASK ") {
+		t.Errorf("no progress on stderr:\n%s", r.err)
+	}
+
+	r = s.deployCLI(p, "runs", "list", "--output", "json")
+	var list []runs.Run
+	if err := json.Unmarshal([]byte(r.out), &list); r.code != cli.ExitOK || err != nil || len(list) != 2 {
+		t.Fatalf("runs list: %v\n%s", err, r)
+	}
+	if list[0].ID != run.ID || list[1].Status != runs.Succeeded || list[1].Options.Check {
+		t.Errorf("runs list (newest first): %+v", list)
+	}
+	r = s.deployCLI(p, "runs", "list", "--env", testhoststest.Env)
+	if r.code != cli.ExitOK || !strings.Contains(r.out, "STATUS") || strings.Count(r.out, "succeeded") != 2 {
+		t.Errorf("runs list: %s", r)
+	}
+	r = s.deployCLI(p, "runs", "show", list[1].ID[:13])
+	if r.code != cli.ExitOK || !strings.Contains(r.out, "by cli:") || !strings.Contains(r.out, "guacd1") {
+		t.Errorf("runs show PREFIX: %s", r)
+	}
+	if r := s.deployCLI(p, "runs", "show", "no-such-run"); r.code != cli.ExitBadInput {
+		t.Errorf("runs show of an unknown run: %s", r)
+	}
+
+	// a host down: exit 1, naming the host, the task and Ansible's message
+	if err := p.Set.Stop(t.Context(), "guacd1"); err != nil {
+		t.Fatal(err)
+	}
+	r = s.deployCLI(p, "deploy", testhoststest.Env, "--yes")
+	if r.code != cli.ExitFailed || !strings.Contains(r.err, "guacd1 unreachable at task") || !strings.Contains(r.out, "deploy of r1 to test: failed") {
+		t.Errorf("deploy with guacd1 down: %s", r)
+	}
+}
+
+// labplane testhosts up writes an environment that loads, for hosts that answer SSH; down
+// removes them.
+func TestTestHostsCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("makes test hosts: not with -short")
+	}
+	s := newSite(t, registryOnly)
+	inv := filepath.Join(s.dir, "inventories")
+	if r := runCLI("", false, "--inventories", inv, "testhosts", "up", "--dir", t.TempDir()); r.code != cli.ExitBadInput ||
+		!strings.Contains(r.err, "do not see the machine's /tmp") {
+		t.Errorf("testhosts up under /tmp: %s", r)
+	}
+	dir, err := os.MkdirTemp("/var/tmp", "labplane-testhosts-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	r := runCLI("", false, "--inventories", inv, "testhosts", "up", "--dir", dir, "--env", "demo", "--release", "a.1", "--release", "a.2", "-o", "json")
+	if r.code != cli.ExitOK {
+		t.Fatalf("testhosts up: %s", r)
+	}
+	t.Cleanup(func() { runCLI("", false, "testhosts", "down", "--dir", dir) })
+	env, err := config.LoadEnvironment(inv, "demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Release != "a.1" || len(env.Hosts["guacd"]) != 1 || !strings.HasPrefix(env.Settings.GuacdAptRepository, "deb [trusted=yes] file:"+dir) {
+		t.Errorf("environment %+v", env)
+	}
+	for _, r := range []string{"a.1", "a.2"} {
+		if _, err := os.Stat(env.ArtifactFor(r)); err != nil {
+			t.Errorf("artifact of %s: %v", r, err)
+		}
+	}
+	addr := env.Hosts["lms"][0].Address
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), 5*time.Second); err != nil {
+		t.Errorf("lms1's sshd: %v", err)
+	} else {
+		conn.Close()
+	}
+	if r := runCLI("", false, "testhosts", "down", "--dir", dir); r.code != cli.ExitOK {
+		t.Fatalf("testhosts down: %s", r)
+	}
+	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), 2*time.Second); err == nil {
+		conn.Close()
+		t.Error("lms1 still answers after down")
+	}
+}

@@ -1,0 +1,465 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Services are the platform's services, in deploy order. Each is a group in the inventory.
+var Services = []string{"lms", "cms", "guacd"}
+
+// Environment is a loaded and validated inventories/<env>/environment.yml: where the platform
+// runs (hosts per service, or a Terraform module whose outputs list them), which release, its
+// settings, and references to its secrets (never the secrets themselves).
+type Environment struct {
+	// Name is the environment's directory name under the inventories directory.
+	Name string `yaml:"-" json:"name"`
+	// Dir is the environment's directory (absolute); File the spec in it.
+	Dir  string `yaml:"-" json:"dir"`
+	File string `yaml:"-" json:"file"`
+
+	// Release is the edx-platform release to deploy (the artifact's version).
+	Release string `yaml:"release" json:"release"`
+	// Artifact is the release artifact: an http(s) URL the hosts download, or a path on the
+	// machine running labplane. "{release}" in it is replaced by the release.
+	Artifact string `yaml:"artifact" json:"artifact"`
+	// Hosts lists the hosts of each service; Provision takes them from Terraform instead.
+	// Exactly one of the two is given.
+	Hosts     map[string][]Host `yaml:"hosts" json:"hosts,omitempty"`
+	Provision *Provision        `yaml:"provision" json:"provision,omitempty"`
+	SSH       SSH               `yaml:"ssh" json:"ssh"`
+	Settings  Settings          `yaml:"settings" json:"settings"`
+	Secrets   Secrets           `yaml:"secrets" json:"-"`
+	Rollout   Rollout           `yaml:"rollout" json:"rollout"`
+}
+
+// Host is one machine of a service.
+type Host struct {
+	Name    string `yaml:"name" json:"name"`
+	Address string `yaml:"address" json:"address"`
+}
+
+// Provision names the Terraform configuration that creates the environment's hosts. Its
+// output "hosts" ({lms: [{name, address}], cms: [...], guacd: [...]}) becomes the inventory.
+type Provision struct {
+	// Module is the Terraform module's directory, relative to the environment's (or
+	// absolute). labplane calls it from a root module it generates, so it configures no
+	// backend; its provider reads the cloud from OS_CLOUD.
+	Module string `yaml:"module" json:"module"`
+	// Cloud is the clouds.yaml entry Terraform authenticates with (passed as OS_CLOUD).
+	Cloud string `yaml:"cloud" json:"cloud"`
+	// Variables are the module's input variables. Never secrets: credentials come from
+	// clouds.yaml or OS_* in labplane's environment.
+	Variables map[string]any `yaml:"variables" json:"variables,omitempty"`
+}
+
+// SSH says how Ansible reaches the hosts.
+type SSH struct {
+	User string `yaml:"user" json:"user"`
+	Port int    `yaml:"port" json:"port"`
+	// PrivateKeyFile is relative to the environment's directory, or absolute.
+	PrivateKeyFile string `yaml:"private_key_file" json:"private_key_file,omitempty"`
+	// KnownHostsFile pins the hosts' keys; absent, ~/.ssh/known_hosts is used.
+	KnownHostsFile string `yaml:"known_hosts_file" json:"known_hosts_file,omitempty"`
+	// AcceptNewHostKeys trusts a host key seen for the first time (for hosts just created).
+	AcceptNewHostKeys bool `yaml:"accept_new_host_keys" json:"accept_new_host_keys,omitempty"`
+}
+
+// Settings are the platform's non-secret settings.
+type Settings struct {
+	LMSSiteName string `yaml:"lms_site_name" json:"lms_site_name"`
+	CMSSiteName string `yaml:"cms_site_name" json:"cms_site_name"`
+	// LMSPort and CMSPort are where nginx serves each on its hosts (/heartbeat included).
+	LMSPort  int      `yaml:"lms_port" json:"lms_port"`
+	CMSPort  int      `yaml:"cms_port" json:"cms_port"`
+	Database Database `yaml:"database" json:"database"`
+	// GuacdPort is guacd's port on its hosts' private address.
+	GuacdPort int `yaml:"guacd_port" json:"guacd_port"`
+	// GuacdAptRepository is the apt source line of the repository guacd is installed from.
+	GuacdAptRepository string `yaml:"guacd_apt_repository" json:"guacd_apt_repository"`
+}
+
+// Database is where lms and cms keep their data. Engine sqlite3 keeps it on each host (for
+// small and test environments); mysql and postgresql need a host.
+type Database struct {
+	Engine string `yaml:"engine" json:"engine"`
+	Host   string `yaml:"host" json:"host,omitempty"`
+	Port   int    `yaml:"port" json:"port,omitempty"`
+	Name   string `yaml:"name" json:"name"`
+	User   string `yaml:"user" json:"user,omitempty"`
+}
+
+// Secrets are references to the environment's secrets: the values are read when Ansible
+// runs, from labplane's environment or an ansible-vault file, and are never written.
+type Secrets struct {
+	DatabasePassword SecretRef `yaml:"database_password"`
+	SecretKey        SecretRef `yaml:"secret_key"`
+	// VaultFile is an ansible-vault encrypted variables file (relative to the environment's
+	// directory) that {vault: VAR} references read from; its password comes from
+	// VaultPasswordFile or the ANSIBLE_VAULT_PASSWORD_FILE environment variable.
+	VaultFile         string `yaml:"vault_file"`
+	VaultPasswordFile string `yaml:"vault_password_file"`
+}
+
+// SecretRef names where a secret is: {env: NAME} or {vault: VARIABLE}.
+type SecretRef struct {
+	Env   string `yaml:"env"`
+	Vault string `yaml:"vault"`
+
+	inline bool
+	line   int
+}
+
+// UnmarshalYAML refuses a secret written in the file.
+func (s *SecretRef) UnmarshalYAML(n *yaml.Node) error {
+	s.line = n.Line
+	if n.Kind == yaml.ScalarNode {
+		s.inline = true // reported by validate, with the field's name
+		return nil
+	}
+	type plain SecretRef
+	var p plain
+	if err := n.Decode(&p); err != nil {
+		return err
+	}
+	p.line = n.Line
+	*s = SecretRef(p)
+	return nil
+}
+
+// Set reports whether the reference was written.
+func (s SecretRef) Set() bool { return s.Env != "" || s.Vault != "" || s.inline }
+
+// Rollout is how a deploy goes through each service's hosts. A deploy stops a service's
+// rollout at the first host that fails (the plays' max_fail_percentage is 0).
+type Rollout struct {
+	// Serial is how many hosts of a service are deployed at once: a count ("1") or a
+	// percentage ("50%").
+	Serial string `yaml:"serial" json:"serial"`
+}
+
+// EnvironmentFile is the spec's name inside an environment's directory.
+const EnvironmentFile = "environment.yml"
+
+var envNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+
+// LoadEnvironment reads, applies defaults to and validates inventories/<name>/environment.yml.
+func LoadEnvironment(inventories, name string) (*Environment, error) {
+	file := filepath.Join(inventories, name, EnvironmentFile)
+	if !envNamePattern.MatchString(name) {
+		return nil, &Error{File: file, Problems: []Problem{{Msg: fmt.Sprintf(
+			"%q is not an environment name (lower-case letters, digits, - and _)", name)}}}
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		msg := describeFileError(err)
+		if errors.Is(err, fs.ErrNotExist) {
+			msg = fmt.Sprintf("no such file: no environment %q (have: %s)", name, strings.Join(listEnvironments(inventories), ", "))
+		}
+		return nil, &Error{File: file, Problems: []Problem{{Msg: msg}}}
+	}
+	return ParseEnvironment(file, raw)
+}
+
+// listEnvironments names the environments under inventories, for errors.
+func listEnvironments(inventories string) []string {
+	var names []string
+	entries, _ := os.ReadDir(inventories)
+	for _, e := range entries {
+		if _, err := os.Stat(filepath.Join(inventories, e.Name(), EnvironmentFile)); err == nil {
+			names = append(names, e.Name())
+		}
+	}
+	if len(names) == 0 {
+		return []string{"none in " + inventories}
+	}
+	return names
+}
+
+// ParseEnvironment decodes and validates a spec held in memory; file names it in errors, and
+// its directory names the environment and anchors relative paths.
+func ParseEnvironment(file string, raw []byte) (*Environment, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, &Error{File: file, Problems: []Problem{{Msg: err.Error()}}}
+	}
+	e := &Environment{}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(e); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: file, Problems: yamlProblems(err)}
+	}
+	e.File, e.Dir = abs, filepath.Dir(abs)
+	e.Name = filepath.Base(e.Dir)
+	v := validator{file: file}
+	e.validate(&v)
+	if len(v.problems) > 0 {
+		return nil, &Error{File: file, Problems: v.problems}
+	}
+	return e, nil
+}
+
+func (e *Environment) validate(v *validator) {
+	if e.Release == "" {
+		v.add("release", "required: the edx-platform release to deploy")
+	} else if strings.ContainsAny(e.Release, "/ \t\n{}") {
+		v.add("release", "%q must not contain slashes, spaces or braces (it names a directory on the hosts)", e.Release)
+	}
+	if e.Artifact == "" {
+		v.add("artifact", "required: the release artifact's URL or path ({release} is replaced by the release)")
+	}
+	switch {
+	case e.Provision != nil && len(e.Hosts) > 0:
+		v.add("hosts", "give either hosts or provision, not both")
+	case e.Provision != nil:
+		e.validateProvision(v)
+	default:
+		e.validateHosts(v, "hosts", e.Hosts)
+	}
+	e.validateSSH(v)
+	e.validateSettings(v)
+	e.validateSecrets(v)
+	e.validateRollout(v)
+}
+
+var hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// ValidateHosts checks hosts per service, from the spec or from Terraform's outputs; field
+// names where they came from in errors.
+func (e *Environment) ValidateHosts(field string, hosts map[string][]Host) error {
+	v := validator{file: e.File}
+	e.validateHosts(&v, field, hosts)
+	if len(v.problems) > 0 {
+		return &Error{File: e.File, Problems: v.problems}
+	}
+	return nil
+}
+
+func (e *Environment) validateHosts(v *validator, field string, hosts map[string][]Host) {
+	for svc := range hosts {
+		if !isService(svc) {
+			v.add(field+"."+svc, "unknown service (use %s)", strings.Join(Services, ", "))
+		}
+	}
+	address := map[string]string{} // host name -> address: one host may serve several services
+	for _, svc := range Services {
+		f := field + "." + svc
+		if len(hosts[svc]) == 0 {
+			v.add(f, "at least one host is required")
+		}
+		for i, h := range hosts[svc] {
+			hf := fmt.Sprintf("%s[%d]", f, i)
+			if !hostNamePattern.MatchString(h.Name) {
+				v.add(hf+".name", "%q must be letters, digits, dots, dashes and underscores", h.Name)
+			}
+			if h.Address == "" {
+				v.add(hf+".address", "required: an IP address or a DNS name")
+			} else if net.ParseIP(h.Address) == nil && !hostNamePattern.MatchString(h.Address) {
+				v.add(hf+".address", "%q is neither an IP address nor a DNS name", h.Address)
+			}
+			if a, seen := address[h.Name]; seen && a != h.Address {
+				v.add(hf+".address", "%s is also listed with address %s", h.Name, a)
+			}
+			address[h.Name] = h.Address
+		}
+	}
+}
+
+func isService(s string) bool {
+	for _, svc := range Services {
+		if s == svc {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Environment) validateProvision(v *validator) {
+	p := e.Provision
+	if p.Module == "" {
+		v.add("provision.module", "required: the Terraform module's directory, relative to %s", e.Dir)
+	} else if st, err := os.Stat(e.Path(p.Module)); err != nil {
+		v.add("provision.module", "%s: %s", p.Module, describeFileError(err))
+	} else if !st.IsDir() {
+		v.add("provision.module", "%s is not a directory", p.Module)
+	}
+	if p.Cloud == "" {
+		v.add("provision.cloud", "required: the clouds.yaml entry Terraform authenticates with")
+	}
+	names := make([]string, 0, len(p.Variables))
+	for k := range p.Variables {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if looksSecret(k) {
+			v.add("provision.variables."+k, "looks like a secret: pass credentials through clouds.yaml or OS_* variables, never in the spec")
+		}
+	}
+}
+
+// looksSecret reports whether a variable's name suggests it holds a secret.
+func looksSecret(name string) bool {
+	n := strings.ToLower(name)
+	for _, s := range []string{"password", "secret", "token", "credential", "private_key"} {
+		if strings.Contains(n, s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *Environment) validateSSH(v *validator) {
+	if e.SSH.User == "" {
+		e.SSH.User = DefaultSSHUser
+	}
+	switch {
+	case e.SSH.Port == 0:
+		e.SSH.Port = DefaultSSHPort
+	case e.SSH.Port < 0 || e.SSH.Port > 65535:
+		v.add("ssh.port", "%d is not a port", e.SSH.Port)
+	}
+	for field, p := range map[string]string{"ssh.private_key_file": e.SSH.PrivateKeyFile, "ssh.known_hosts_file": e.SSH.KnownHostsFile} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(e.Path(p)); err != nil && !(field == "ssh.known_hosts_file" && errors.Is(err, fs.ErrNotExist)) {
+			v.add(field, "%s: %s", p, describeFileError(err))
+		}
+	}
+}
+
+func (e *Environment) validateSettings(v *validator) {
+	s := &e.Settings
+	if s.LMSSiteName == "" {
+		v.add("settings.lms_site_name", "required: the LMS's public name, such as lms.example.com")
+	}
+	if s.CMSSiteName == "" {
+		v.add("settings.cms_site_name", "required: the CMS's public name, such as studio.example.com")
+	}
+	port := func(field string, p *int, def int) {
+		switch {
+		case *p == 0:
+			*p = def
+		case *p < 1 || *p > 65535:
+			v.add(field, "%d is not a port", *p)
+		}
+	}
+	port("settings.lms_port", &s.LMSPort, DefaultLMSPort)
+	port("settings.cms_port", &s.CMSPort, DefaultCMSPort)
+	port("settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
+	if s.LMSPort == s.CMSPort {
+		v.add("settings.cms_port", "%d is also lms_port: a host serving both needs two ports", s.CMSPort)
+	}
+	if s.GuacdAptRepository == "" {
+		v.add("settings.guacd_apt_repository", `required: the apt source guacd is installed from, such as "deb https://apt.example.com/guacd bookworm main"`)
+	} else if !strings.HasPrefix(s.GuacdAptRepository, "deb ") {
+		v.add("settings.guacd_apt_repository", "%q is not an apt source line (it starts with \"deb \")", s.GuacdAptRepository)
+	}
+	d := &s.Database
+	switch d.Engine {
+	case "":
+		d.Engine = DefaultDatabaseEngine
+	case "sqlite3", "mysql", "postgresql":
+	default:
+		v.add("settings.database.engine", "unknown engine %q (use sqlite3, mysql or postgresql)", d.Engine)
+	}
+	if d.Name == "" {
+		d.Name = DefaultDatabaseName
+	}
+	if d.Engine != "sqlite3" && d.Host == "" {
+		v.add("settings.database.host", "required for %s", d.Engine)
+	}
+	if d.Port < 0 || d.Port > 65535 {
+		v.add("settings.database.port", "%d is not a port", d.Port)
+	}
+}
+
+var envVarPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (e *Environment) validateSecrets(v *validator) {
+	s := &e.Secrets
+	refs := []struct {
+		field    string
+		ref      SecretRef
+		required bool
+	}{
+		{"secrets.database_password", s.DatabasePassword, e.Settings.Database.Engine != "sqlite3"},
+		{"secrets.secret_key", s.SecretKey, true},
+	}
+	usesVault := false
+	for _, r := range refs {
+		switch {
+		case r.ref.inline:
+			v.add(r.field, "line %d: a secret's value must not be written here: use {env: NAME} or {vault: VARIABLE}", r.ref.line)
+		case !r.ref.Set() && r.required:
+			v.add(r.field, "required: {env: NAME} (read from labplane's environment) or {vault: VARIABLE} (from vault_file)")
+		case r.ref.Env != "" && r.ref.Vault != "":
+			v.add(r.field, "give env or vault, not both")
+		case r.ref.Env != "" && !envVarPattern.MatchString(r.ref.Env):
+			v.add(r.field+".env", "%q is not an environment variable name", r.ref.Env)
+		case r.ref.Vault != "":
+			usesVault = true
+			if !envVarPattern.MatchString(r.ref.Vault) {
+				v.add(r.field+".vault", "%q is not a variable name", r.ref.Vault)
+			}
+		}
+	}
+	if usesVault && s.VaultFile == "" {
+		v.add("secrets.vault_file", "required: a {vault: ...} reference needs the ansible-vault file it is in")
+	}
+	for field, p := range map[string]string{"secrets.vault_file": s.VaultFile, "secrets.vault_password_file": s.VaultPasswordFile} {
+		if p == "" {
+			continue
+		}
+		if _, err := os.Stat(e.Path(p)); err != nil {
+			v.add(field, "%s: %s", p, describeFileError(err))
+		}
+	}
+}
+
+func (e *Environment) validateRollout(v *validator) {
+	r := &e.Rollout
+	if r.Serial == "" {
+		r.Serial = DefaultSerial
+	} else if n, pct := strings.CutSuffix(r.Serial, "%"); !validCount(n, pct) {
+		v.add("rollout.serial", "%q is neither a count of hosts (such as 2) nor a percentage (such as 50%%)", r.Serial)
+	}
+}
+
+func validCount(n string, pct bool) bool {
+	i, err := strconv.Atoi(n)
+	if err != nil || i < 1 {
+		return false
+	}
+	return !pct || i <= 100
+}
+
+// Path resolves a path written in the spec against the environment's directory.
+func (e *Environment) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(e.Dir, p)
+}
+
+// ArtifactFor is the artifact of a release: a URL, or an absolute path.
+func (e *Environment) ArtifactFor(release string) string {
+	a := strings.ReplaceAll(e.Artifact, "{release}", release)
+	if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
+		return a
+	}
+	return e.Path(a)
+}

@@ -1,0 +1,145 @@
+package config_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/labplane/labplane/internal/config"
+)
+
+const goodEnvironment = `
+release: olive.1
+artifact: https://artifacts.example.com/edx-platform-{release}.tar.gz
+hosts:
+  lms: [{name: lms-1, address: 10.0.0.11}, {name: lms-2, address: 10.0.0.12}]
+  cms: [{name: cms-1, address: 10.0.0.13}]
+  guacd: [{name: guacd-1, address: guacd-1.internal}]
+settings:
+  lms_site_name: lms.example.com
+  cms_site_name: studio.example.com
+  guacd_apt_repository: "deb https://apt.example.com/guacd bookworm main"
+secrets:
+  secret_key: {env: STAGING_SECRET_KEY}
+`
+
+// writeEnv writes inventories/<name>/environment.yml under a temporary directory and returns
+// the inventories directory.
+func writeEnv(t *testing.T, name, spec string) string {
+	t.Helper()
+	inv := filepath.Join(t.TempDir(), "inventories")
+	if err := os.MkdirAll(filepath.Join(inv, name), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inv, name, config.EnvironmentFile), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return inv
+}
+
+func TestLoadEnvironmentDefaults(t *testing.T) {
+	inv := writeEnv(t, "staging", goodEnvironment)
+	env, err := config.LoadEnvironment(inv, "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if env.Name != "staging" || env.Dir != filepath.Join(inv, "staging") {
+		t.Errorf("name %q dir %q", env.Name, env.Dir)
+	}
+	s := env.Settings
+	if env.SSH.User != config.DefaultSSHUser || env.SSH.Port != 22 || s.LMSPort != 80 || s.CMSPort != 18010 || s.GuacdPort != 4822 ||
+		s.Database.Engine != "sqlite3" || s.Database.Name != "edxapp" || env.Rollout.Serial != "100%" {
+		t.Errorf("defaults not applied: %+v %+v %+v", env.SSH, s, env.Rollout)
+	}
+	if got := env.ArtifactFor("olive.2"); got != "https://artifacts.example.com/edx-platform-olive.2.tar.gz" {
+		t.Errorf("ArtifactFor = %q", got)
+	}
+	env.Artifact = "artifacts/edx-platform-{release}.tar.gz"
+	if got := env.ArtifactFor("olive.1"); got != filepath.Join(env.Dir, "artifacts/edx-platform-olive.1.tar.gz") {
+		t.Errorf("a relative artifact path resolves against the environment: %q", got)
+	}
+}
+
+func TestLoadEnvironmentErrors(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		edit func(string) string
+		want []string // each a line of the error: "FIELD: what"
+	}{
+		{"unknown field", func(s string) string { return s + "colour: blue\n" },
+			[]string{`unknown field "colour"`}},
+		{"no release", func(s string) string { return strings.Replace(s, "release: olive.1\n", "", 1) },
+			[]string{"release: required"}},
+		{"release with a slash", func(s string) string { return strings.Replace(s, "olive.1", "olive/1", 1) },
+			[]string{`release: "olive/1" must not contain slashes`}},
+		{"a secret written inline", func(s string) string {
+			return strings.Replace(s, "secret_key: {env: STAGING_SECRET_KEY}", "secret_key: hunter2-very-secret", 1)
+		}, []string{"secrets.secret_key: line", "must not be written here"}},
+		{"no secret key", func(s string) string {
+			return strings.Replace(s, "secrets:\n  secret_key: {env: STAGING_SECRET_KEY}\n", "", 1)
+		}, []string{"secrets.secret_key: required"}},
+		{"vault reference without a vault file", func(s string) string {
+			return strings.Replace(s, "{env: STAGING_SECRET_KEY}", "{vault: vault_secret_key}", 1)
+		}, []string{"secrets.vault_file: required"}},
+		{"a missing service", func(s string) string {
+			return strings.Replace(s, "  guacd: [{name: guacd-1, address: guacd-1.internal}]\n", "", 1)
+		}, []string{"hosts.guacd: at least one host is required"}},
+		{"an unknown service", func(s string) string {
+			return strings.Replace(s, "hosts:\n", "hosts:\n  mongo: [{name: m, address: 10.0.0.9}]\n", 1)
+		}, []string{"hosts.mongo: unknown service"}},
+		{"a bad address", func(s string) string { return strings.Replace(s, "10.0.0.13", "10.0.0.13 ; rm", 1) },
+			[]string{`hosts.cms[0].address: "10.0.0.13 ; rm" is neither an IP address nor a DNS name`}},
+		{"one host, two addresses", func(s string) string { return strings.Replace(s, "name: cms-1", "name: lms-1", 1) },
+			[]string{"hosts.cms[0].address: lms-1 is also listed with address 10.0.0.11"}},
+		{"hosts and provision", func(s string) string { return s + "provision: {module: ., cloud: c}\n" },
+			[]string{"hosts: give either hosts or provision, not both"}},
+		{"same ports", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  lms_port: 8080\n  cms_port: 8080\n", 1)
+		},
+			[]string{"settings.cms_port: 8080 is also lms_port"}},
+		{"a database without a host", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  database: {engine: mysql}\n", 1)
+		}, []string{"settings.database.host: required for mysql", "secrets.database_password: required"}},
+		{"bad serial", func(s string) string { return s + "rollout: {serial: half}\n" },
+			[]string{`rollout.serial: "half" is neither`}},
+		{"a zero serial", func(s string) string { return s + "rollout: {serial: 0%}\n" },
+			[]string{`rollout.serial: "0%" is neither`}},
+		{"not an apt line", func(s string) string { return strings.Replace(s, `"deb https`, `"https`, 1) },
+			[]string{"settings.guacd_apt_repository:", "is not an apt source line"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			inv := writeEnv(t, "staging", c.edit(goodEnvironment))
+			_, err := config.LoadEnvironment(inv, "staging")
+			var cfgErr *config.Error
+			if !errors.As(err, &cfgErr) {
+				t.Fatalf("err = %v, want a *config.Error", err)
+			}
+			msg := err.Error()
+			file := filepath.Join(inv, "staging", "environment.yml")
+			if !strings.HasPrefix(msg, file+": ") {
+				t.Errorf("the error does not start with the file's name:\n%s", msg)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error lacks %q:\n%s", w, msg)
+				}
+			}
+			if strings.Contains(msg, "hunter2") {
+				t.Errorf("the error shows the inline secret:\n%s", msg)
+			}
+		})
+	}
+}
+
+func TestLoadEnvironmentUnknown(t *testing.T) {
+	inv := writeEnv(t, "staging", goodEnvironment)
+	_, err := config.LoadEnvironment(inv, "prod")
+	if err == nil || !strings.Contains(err.Error(), `no environment "prod" (have: staging)`) {
+		t.Errorf("err = %v", err)
+	}
+	if _, err := config.LoadEnvironment(inv, "../etc"); err == nil || !strings.Contains(err.Error(), "is not an environment name") {
+		t.Errorf("err = %v", err)
+	}
+}

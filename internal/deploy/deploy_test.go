@@ -1,0 +1,219 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/runs"
+	"github.com/labplane/labplane/internal/store"
+	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/testhosts/testhoststest"
+)
+
+var hosts *testhosts.Set
+
+func TestMain(m *testing.M) { os.Exit(testhoststest.Main(m, &hosts, testhoststest.PlatformHosts)) }
+
+// projectRoot is the repository's root (playbooks/ and roles/ are there).
+func projectRoot(t testing.TB) string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+type fixture struct {
+	p   *testhoststest.Platform
+	st  *store.Store
+	d   deploy.Deployer
+	inv string
+}
+
+func newFixture(t testing.TB, releases ...string) *fixture {
+	if hosts == nil {
+		t.Skip("needs test hosts: not with -short")
+	}
+	f := &fixture{p: testhoststest.NewPlatform(t, hosts, releases...)}
+	var err error
+	f.st, err = store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "labplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.st.Close() })
+	f.d = deploy.Deployer{Registry: f.st, Project: projectRoot(t), LogDir: filepath.Join(t.TempDir(), "runs"),
+		Now: time.Now, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	return f
+}
+
+// deploy renders the inventory and deploys, collecting the progress events.
+func (f *fixture) deploy(ctx context.Context, t *testing.T, release string, opts runs.Options) (runs.Run, []ansible.Event, error) {
+	t.Helper()
+	env := f.p.Environment(t)
+	inv, err := inventory.Write(env, env.Hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var events []ansible.Event
+	t0 := time.Now()
+	run, err := f.d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: release, Options: opts, Actor: "test",
+		Progress: func(e ansible.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			events = append(events, e)
+		}})
+	t.Logf("deploy %s %+v: %s in %.1fs", release, opts, run.Status, time.Since(t0).Seconds())
+	return run, events, err
+}
+
+func (f *fixture) assertRecorded(t *testing.T, want runs.Run) {
+	t.Helper()
+	got, err := f.st.GetRun(t.Context(), want.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != want.Status || got.Release != want.Release || len(got.Recap) != len(want.Recap) || got.FinishedAt.IsZero() {
+		t.Errorf("recorded run %+v\nreturned %+v", got, want)
+	}
+	raw, _ := json.Marshal(got)
+	if strings.Contains(string(raw), f.p.Secret) {
+		t.Errorf("the run record holds the secret key")
+	}
+	log, err := os.ReadFile(got.LogPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(got.LogPath); st.Mode().Perm() != 0o600 {
+		t.Errorf("log %s mode %v, want 0600", got.LogPath, st.Mode().Perm())
+	}
+	if strings.Contains(string(log), f.p.Secret) {
+		t.Errorf("the run log holds the secret key")
+	}
+	if !strings.Contains(string(log), `"v2_playbook_on_stats"`) && want.Status != runs.Cancelled {
+		t.Errorf("the run log lacks the recap event")
+	}
+}
+
+// One test, in order, on one set of hosts: a deploy, a second one that changes nothing, a
+// check of another release that changes nothing, an interrupted deploy, and a deploy with a
+// host down (last: a stopped host stays down).
+func TestDeployOverSSH(t *testing.T) {
+	f := newFixture(t, "r1", "r2")
+	ctx := t.Context()
+
+	run, events, err := f.deploy(ctx, t, "", runs.Options{})
+	if err != nil {
+		t.Fatalf("first deploy: %v", err)
+	}
+	if run.Status != runs.Succeeded || run.Release != "r1" || run.Environment != testhoststest.Env || run.Actor != "test" {
+		t.Errorf("run %+v", run)
+	}
+	for _, h := range []string{"lms1", "cms1", "guacd1"} {
+		if r, ok := run.Recap[h]; !ok || r.OK == 0 || r.Failed+r.Unreachable > 0 {
+			t.Errorf("%s recap %+v", h, r)
+		}
+	}
+	perHost := map[string]int{}
+	for _, e := range events {
+		if e.Host != "" {
+			perHost[e.Host]++
+		}
+	}
+	if len(perHost) != 3 {
+		t.Errorf("progress events per host %v, want all three hosts", perHost)
+	}
+	f.assertRecorded(t, run)
+	f.p.AssertServing(ctx, t, "r1")
+
+	t.Run("again: nothing changes", func(t *testing.T) {
+		run, _, err := f.deploy(ctx, t, "", runs.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for h, r := range run.Recap {
+			if r.Changed != 0 {
+				t.Errorf("%s changed=%d on the second deploy", h, r.Changed)
+			}
+		}
+	})
+
+	t.Run("check mode changes nothing", func(t *testing.T) {
+		run, _, err := f.deploy(ctx, t, "r2", runs.Options{Check: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !run.Options.Check || run.Release != "r2" {
+			t.Errorf("run %+v", run)
+		}
+		f.p.AssertServing(ctx, t, "r1")
+	})
+
+	t.Run("a missing secret: nothing runs, nothing is recorded", func(t *testing.T) {
+		t.Setenv(f.p.SecretEnv, "")
+		before, _ := f.st.ListRuns(ctx, runs.Filter{})
+		_, _, err := f.deploy(ctx, t, "", runs.Options{})
+		var bad *deploy.BadInputError
+		if !errors.As(err, &bad) || !strings.Contains(err.Error(), "secrets.secret_key: environment variable "+f.p.SecretEnv+" is not set") {
+			t.Errorf("err = %v", err)
+		}
+		if after, _ := f.st.ListRuns(ctx, runs.Filter{}); len(after) != len(before) {
+			t.Errorf("a run was recorded")
+		}
+	})
+
+	t.Run("interrupted: cancelled and recorded", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var once sync.Once
+		f.d.Run = func(ctx context.Context, p ansible.Playbook, on func(ansible.Event), log io.Writer) (ansible.Result, error) {
+			return ansible.Run(ctx, p, func(e ansible.Event) {
+				on(e)
+				if e.Kind == ansible.TaskStart {
+					once.Do(cancel) // Ctrl-C as the first task starts
+				}
+			}, log)
+		}
+		defer func() { f.d.Run = nil }()
+		t0 := time.Now()
+		run, _, err := f.deploy(cctx, t, "r2", runs.Options{})
+		if !errors.Is(err, deploy.ErrFailed) || run.Status != runs.Cancelled {
+			t.Fatalf("run %+v, err %v: want cancelled", run, err)
+		}
+		if took := time.Since(t0); took > 30*time.Second {
+			t.Errorf("the interrupted deploy took %v", took)
+		}
+		f.assertRecorded(t, run)
+		f.p.AssertServing(ctx, t, "r1")
+	})
+
+	t.Run("a host down fails the run, naming it", func(t *testing.T) {
+		if err := hosts.Stop(ctx, "cms1"); err != nil {
+			t.Fatal(err)
+		}
+		run, _, err := f.deploy(ctx, t, "", runs.Options{})
+		if !errors.Is(err, deploy.ErrFailed) || run.Status != runs.Failed {
+			t.Fatalf("run %+v, err %v: want failed", run, err)
+		}
+		if len(run.Failures) != 1 || run.Failures[0].Host != "cms1" || !run.Failures[0].Unreachable || run.Failures[0].Task == "" {
+			t.Errorf("failures %+v, want cms1 unreachable at a named task", run.Failures)
+		}
+		if !strings.Contains(err.Error(), "cms1 unreachable at task") {
+			t.Errorf("error %q does not name the host", err)
+		}
+		if r := run.Recap["lms1"]; r.Failed+r.Unreachable != 0 {
+			t.Errorf("lms1 recap %+v: the other hosts are deployed", r)
+		}
+		f.assertRecorded(t, run)
+	})
+}

@@ -1,0 +1,159 @@
+// Package inventory renders an environment's Ansible inventory: a pure function from the
+// environment spec and its hosts to YAML (one group per service under an openedx parent
+// group, the spec's settings as group variables), and an atomic write of it.
+package inventory
+
+import (
+	"bytes"
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/labplane/labplane/internal/atomicfile"
+	"github.com/labplane/labplane/internal/config"
+)
+
+// File is the rendered inventory's name inside the environment's directory.
+const File = "hosts.yml"
+
+// ParentGroup holds every service's group.
+const ParentGroup = "openedx"
+
+const header = "# Rendered by `labplane inventory render` from environment.yml: do not edit.\n" +
+	"# Variables in group_vars/ beside this file override the ones here.\n"
+
+type inventory struct {
+	All group `yaml:"all"`
+}
+
+type group struct {
+	Hosts    map[string]vars  `yaml:"hosts,omitempty"`
+	Vars     vars             `yaml:"vars,omitempty"`
+	Children map[string]group `yaml:"children,omitempty"`
+}
+
+// vars keeps the order variables are added in, so the file reads in a sensible order.
+type vars struct {
+	keys   []string
+	values []any
+}
+
+func (v *vars) set(k string, val any) { v.keys, v.values = append(v.keys, k), append(v.values, val) }
+
+func (v vars) IsZero() bool { return len(v.keys) == 0 }
+
+func (v vars) MarshalYAML() (any, error) {
+	n := &yaml.Node{Kind: yaml.MappingNode}
+	for i, k := range v.keys {
+		var val yaml.Node
+		if err := val.Encode(v.values[i]); err != nil {
+			return nil, err
+		}
+		n.Content = append(n.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: k}, &val)
+	}
+	return n, nil
+}
+
+// Render returns the inventory of env with the given hosts per service (the spec's own, or
+// Terraform's outputs). It reads nothing and writes nothing; secrets appear only as lookups.
+func Render(env *config.Environment, hosts map[string][]config.Host) ([]byte, error) {
+	if err := env.ValidateHosts("hosts", hosts); err != nil {
+		return nil, err
+	}
+	var all vars
+	all.set("ansible_user", env.SSH.User)
+	all.set("ansible_port", env.SSH.Port)
+	if env.SSH.PrivateKeyFile != "" {
+		all.set("ansible_ssh_private_key_file", env.Path(env.SSH.PrivateKeyFile))
+	}
+	if args := sshArgs(env); args != "" {
+		all.set("ansible_ssh_common_args", args)
+	}
+
+	s := env.Settings
+	var platform vars
+	platform.set("openedx_environment", env.Name)
+	platform.set("openedx_release", env.Release)
+	platform.set("openedx_artifact", env.ArtifactFor(env.Release))
+	platform.set("openedx_database_engine", s.Database.Engine)
+	platform.set("openedx_database_name", s.Database.Name)
+	if s.Database.Engine != "sqlite3" {
+		platform.set("openedx_database_host", s.Database.Host)
+		if s.Database.Port != 0 {
+			platform.set("openedx_database_port", s.Database.Port)
+		}
+		platform.set("openedx_database_user", s.Database.User)
+	}
+	if r := env.Secrets.DatabasePassword; r.Set() {
+		platform.set("openedx_database_password", secretLookup(r))
+	}
+	platform.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
+
+	services := map[string]vars{}
+	lms := vars{}
+	lms.set("lms_site_name", s.LMSSiteName)
+	lms.set("lms_port", s.LMSPort)
+	services["lms"] = lms
+	cms := vars{}
+	cms.set("cms_site_name", s.CMSSiteName)
+	cms.set("cms_port", s.CMSPort)
+	services["cms"] = cms
+	guacd := vars{}
+	guacd.set("guacd_port", s.GuacdPort)
+	guacd.set("guacd_apt_repository", s.GuacdAptRepository)
+	services["guacd"] = guacd
+
+	children := map[string]group{}
+	for _, svc := range config.Services {
+		g := group{Hosts: map[string]vars{}, Vars: services[svc]}
+		for _, h := range hosts[svc] {
+			var hv vars
+			hv.set("ansible_host", h.Address)
+			g.Hosts[h.Name] = hv
+		}
+		children[svc] = g
+	}
+	inv := inventory{All: group{Vars: all, Children: map[string]group{
+		ParentGroup: {Vars: platform, Children: children},
+	}}}
+	var buf bytes.Buffer
+	buf.WriteString(header)
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(inv); err != nil {
+		return nil, fmt.Errorf("render inventory of %s: %w", env.Name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// secretLookup is the Jinja expression that reads a secret when Ansible runs.
+func secretLookup(r config.SecretRef) string {
+	if r.Vault != "" {
+		return "{{ " + r.Vault + " }}"
+	}
+	return "{{ lookup('ansible.builtin.env', '" + r.Env + "') }}"
+}
+
+func sshArgs(env *config.Environment) string {
+	var args []string
+	if env.SSH.KnownHostsFile != "" {
+		args = append(args, "-o UserKnownHostsFile="+env.Path(env.SSH.KnownHostsFile))
+	}
+	if env.SSH.AcceptNewHostKeys {
+		args = append(args, "-o StrictHostKeyChecking=accept-new")
+	}
+	return strings.Join(args, " ")
+}
+
+// Write renders the inventory into the environment's directory atomically (a temporary file
+// renamed over the old one) and returns its path.
+func Write(env *config.Environment, hosts map[string][]config.Host) (string, error) {
+	out, err := Render(env, hosts)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(env.Dir, File)
+	return path, atomicfile.Write(path, out, 0o644)
+}

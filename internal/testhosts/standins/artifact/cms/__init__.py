@@ -1,0 +1,1 @@
+"""The CMS's entry points: settings (envs.production) and the WSGI application."""

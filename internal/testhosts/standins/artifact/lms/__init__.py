@@ -1,0 +1,1 @@
+"""The LMS's entry points: settings (envs.production) and the WSGI application."""

@@ -1,0 +1,1 @@
+"""Code shared by the LMS and the CMS (the stand-in of edx-platform's openedx package)."""

@@ -1,0 +1,1 @@
+"""The /heartbeat endpoint: the release, the service, and whether the database is usable."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HeartbeatConfig(AppConfig):
+    name = "openedx.heartbeat"
+    label = "heartbeat"

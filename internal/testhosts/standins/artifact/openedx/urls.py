@@ -1,0 +1,7 @@
+from django.urls import path
+
+from openedx.heartbeat.views import heartbeat
+
+urlpatterns = [
+    path("heartbeat", heartbeat),
+]

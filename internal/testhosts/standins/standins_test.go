@@ -1,0 +1,262 @@
+package standins_test
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/health"
+	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/testhosts/standins"
+)
+
+// needPackages installs what the stand-ins are built and run with (dpkg-dev, python3-django,
+// gunicorn): not with -short.
+func needPackages(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs Debian packages installed: not with -short")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	if err := testhosts.EnsurePackages(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// start runs a server process until the test ends and waits for addr to accept connections.
+func start(t *testing.T, addr string, env []string, name string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	log := filepath.Join(t.TempDir(), "log")
+	f, err := os.Create(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(log)
+	t.Fatalf("%s does not listen on %s:\n%s", name, addr, b)
+}
+
+func TestGuacdPackage(t *testing.T) {
+	needPackages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	repo := t.TempDir()
+	if err := standins.GuacdRepository(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	index, err := os.ReadFile(filepath.Join(repo, "Packages"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deb := "guacd_" + standins.GuacdVersion + "_all.deb"
+	for _, want := range []string{"Package: guacd\n", "Version: " + standins.GuacdVersion + "\n", "Filename: ./" + deb + "\n"} {
+		if !strings.Contains(string(index), want) {
+			t.Errorf("Packages lacks %q:\n%s", want, index)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(repo, "Packages.gz")); err != nil {
+		t.Error(err)
+	}
+	root := t.TempDir()
+	if out, err := exec.Command("dpkg-deb", "-x", filepath.Join(repo, deb), root).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v: %s", err, out)
+	}
+	for _, f := range []string{"usr/sbin/guacd", "etc/init.d/guacd"} {
+		if st, err := os.Stat(filepath.Join(root, f)); err != nil || st.Mode()&0o111 == 0 {
+			t.Errorf("%s: not an executable in the package (%v)", f, err)
+		}
+	}
+
+	// the daemon reads guacd.conf as the real one does
+	port := freePort(t)
+	conf := filepath.Join(t.TempDir(), "guacd.conf")
+	if err := os.WriteFile(conf, []byte("[server]\nbind_host = 127.0.0.1\nbind_port = "+strconv.Itoa(port)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	start(t, addr, []string{"GUACD_CONF=" + conf}, "/usr/bin/python3", filepath.Join(root, "usr/sbin/guacd"), "-f")
+
+	args, err := health.Handshake(ctx, addr, "vnc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(args) < 2 || args[0] != "VERSION_1_5_0" || args[1] != "hostname" {
+		t.Errorf("args: %q", args)
+	}
+
+	// an instruction split across writes, then an unknown protocol
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for _, part := range []string{"6.sel", "ect,3.", "rdp;"} {
+		if _, err := c.Write([]byte(part)); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if inst, err := health.ReadInstruction(r); err != nil || inst[0] != "args" || !strings.Contains(strings.Join(inst, ","), "domain") {
+		t.Errorf("split select rdp: %q %v", inst, err)
+	}
+	if _, err := c.Write([]byte(health.EncodeInstruction("connect", "h", "5900"))); err != nil {
+		t.Fatal(err)
+	}
+	if inst, err := health.ReadInstruction(r); err != nil || inst[0] != "ready" {
+		t.Errorf("connect: %q %v", inst, err)
+	}
+	if _, err := health.Handshake(ctx, addr, "telnet-over-carrier-pigeon"); err == nil || !strings.Contains(err.Error(), "error") {
+		t.Errorf("unknown protocol: %v", err)
+	}
+}
+
+func TestArtifact(t *testing.T) {
+	needPackages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := t.TempDir()
+	path, err := standins.Artifact(out, "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(path) != "edx-platform-r1.tar.gz" {
+		t.Errorf("artifact %s", path)
+	}
+	again, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2, err := standins.Artifact(t.TempDir(), "r1"); err != nil {
+		t.Fatal(err)
+	} else if b, _ := os.ReadFile(p2); string(b) != string(again) {
+		t.Errorf("two builds of one release differ")
+	}
+	if _, err := standins.Artifact(out, "bad/name"); err == nil {
+		t.Errorf("a release with a slash: no error")
+	}
+
+	work := t.TempDir()
+	if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, b)
+	}
+	app := filepath.Join(work, "edx-platform-r1")
+	cfg := filepath.Join(work, "lms.yml")
+	write := func(body string) {
+		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	manage := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py"}, args...)...)
+		cmd.Dir, cmd.Env = app, append(os.Environ(), "LMS_CFG="+cfg, "CMS_CFG="+cfg)
+		b, err := cmd.CombinedOutput()
+		return string(b), err
+	}
+	write("DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n")
+	if out, err := manage("lms", "check"); err == nil || !strings.Contains(out, "missing SECRET_KEY") {
+		t.Errorf("settings without SECRET_KEY: %v: %s", err, out)
+	}
+	write("SECRET_KEY: not-a-secret-in-a-test\nSITE_NAME: lms.test\nALLOWED_HOSTS: [127.0.0.1]\n" +
+		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n")
+
+	port := freePort(t)
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	start(t, addr, []string{"LMS_CFG=" + cfg}, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "lms.wsgi:application")
+	url := "http://" + addr + "/heartbeat"
+	if st, err := health.Heartbeat(ctx, url); err == nil || st == nil || st.Database.Status != "error" {
+		t.Errorf("heartbeat before migrate: %+v %v", st, err)
+	}
+	if out, err := manage("lms", "migrate", "--noinput"); err != nil || !strings.Contains(out, "Applying heartbeat.0001_initial... OK") {
+		t.Fatalf("migrate: %v: %s", err, out)
+	}
+	if out, err := manage("cms", "migrate", "--noinput"); err != nil || !strings.Contains(out, "No migrations to apply.") {
+		t.Errorf("second migrate (as cms): %v: %s", err, out)
+	}
+	st, err := health.Heartbeat(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Release != "r1" || st.Service != "lms" || st.SiteName != "lms.test" || st.Status != "ok" ||
+		st.Database.Status != "ok" || st.Database.Engine != "sqlite" {
+		t.Errorf("heartbeat: %+v", st)
+	}
+}
+
+// A release built broken on some hosts: it unpacks, migrates and runs, but its /heartbeat
+// answers 503 on the hosts named (here, this machine), with the release.
+func TestArtifactUnhealthyOn(t *testing.T) {
+	needPackages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for _, bad := range []string{"", "a b", `x"y`, "-x"} {
+		if _, err := standins.ArtifactWith(t.TempDir(), "rb", standins.ArtifactOptions{UnhealthyOn: []string{bad}}); err == nil {
+			t.Errorf("UnhealthyOn %q: no error", bad)
+		}
+	}
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, err := standins.ArtifactWith(t.TempDir(), "rb", standins.ArtifactOptions{UnhealthyOn: []string{"elsewhere", hostname}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, b)
+	}
+	app := filepath.Join(work, "edx-platform-rb")
+	if b, err := os.ReadFile(filepath.Join(app, "openedx/release.py")); err != nil ||
+		!strings.Contains(string(b), `UNHEALTHY_ON = ("elsewhere", "`+hostname+`",)`) {
+		t.Errorf("release.py: %v\n%s", err, b)
+	}
+	cfg := filepath.Join(work, "cms.yml")
+	if err := os.WriteFile(cfg, []byte("SECRET_KEY: not-a-secret-in-a-test\nALLOWED_HOSTS: [127.0.0.1]\n"+
+		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: "+filepath.Join(work, "db.sqlite3")+"}}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "manage.py", "cms", "migrate", "--noinput")
+	cmd.Dir, cmd.Env = app, append(os.Environ(), "CMS_CFG="+cfg)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("migrate: %v: %s", err, out)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
+	start(t, addr, []string{"CMS_CFG=" + cfg}, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "cms.wsgi:application")
+	st, err := health.Heartbeat(ctx, "http://"+addr+"/heartbeat")
+	if err == nil || st == nil || st.Release != "rb" || st.Service != "cms" || st.Status != "error" || st.Database.Status != "ok" {
+		t.Errorf("heartbeat of a release broken here: %+v, %v", st, err)
+	}
+}

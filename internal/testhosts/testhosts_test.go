@@ -1,0 +1,212 @@
+package testhosts_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/testhosts/testhoststest"
+)
+
+// sshRun runs a command on a host as root, with the set's key, checking the host's key.
+func sshRun(ctx context.Context, s *testhosts.Set, h testhosts.Host, command string) (string, error) {
+	cmd := exec.CommandContext(ctx, "ssh", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+		"root@"+h.Address, command)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func TestHostsServeStopDown(t *testing.T) {
+	t.Parallel()
+	s := testhoststest.New(t, testhosts.Options{Names: []string{"alpha", "beta"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if len(s.Hosts) != 2 || s.Hosts[0].Name != "alpha" || !strings.HasPrefix(s.Network, "10.251.") {
+		t.Fatalf("set: %+v", s)
+	}
+	for _, h := range s.Hosts {
+		out, err := sshRun(ctx, s, h, "hostname; echo written-in-"+h.Name+" > /root/mark; cat /proc/1/comm")
+		if err != nil {
+			t.Fatalf("ssh %s: %v: %s", h.Name, err, out)
+		}
+		if want := h.Name + "\nsshd"; out != want {
+			t.Errorf("%s: got %q, want %q", h.Name, out, want)
+		}
+	}
+	// a file one host writes is in its own root filesystem only
+	if out, _ := sshRun(ctx, s, s.Hosts[1], "cat /root/mark"); out != "written-in-beta" {
+		t.Errorf("beta sees %q in /root/mark", out)
+	}
+	if _, err := os.Stat("/root/mark"); err == nil {
+		t.Errorf("a host's file is on the machine")
+	}
+
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "hello.txt"), []byte("hello from the machine\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, err := s.Serve(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sshRun(ctx, s, s.Hosts[0], "python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "+base+"/hello.txt")
+	if err != nil || out != "hello from the machine" {
+		t.Fatalf("download from %s inside alpha: %v: %q", base, err, out)
+	}
+
+	if err := s.Stop(ctx, "beta"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if out, err := sshRun(ctx, s, s.Hosts[1], "true"); err == nil {
+		t.Errorf("beta answers after Stop: %s", out)
+	} else if !strings.Contains(out, "refused") {
+		t.Errorf("ssh to a stopped host: %s", out)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("ssh to a stopped host took %s: it should be refused at once", d)
+	}
+	if out, err := sshRun(ctx, s, s.Hosts[0], "true"); err != nil {
+		t.Errorf("alpha after beta stopped: %v: %s", err, out)
+	}
+	if err := s.Stop(ctx, "gamma"); err == nil {
+		t.Errorf("Stop of an unknown host: no error")
+	}
+
+	if err := s.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	assertGone(t, s)
+	if err := s.Down(ctx); err != nil {
+		t.Errorf("second Down: %v", err)
+	}
+	if _, err := s.Serve(dir); err == nil {
+		t.Errorf("Serve after Down: no error")
+	}
+}
+
+// assertGone checks that nothing of the set is left: processes, namespaces, link, server,
+// directory; and that the guard route is there.
+func assertGone(t *testing.T, s *testhosts.Set) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if b, err := os.ReadFile(p); err == nil && strings.Contains(string(b), s.Dir) {
+			t.Errorf("process %s still runs: %q", p, strings.ReplaceAll(string(b), "\x00", " "))
+		}
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	ns := "lpth" + strings.Split(s.Network, ".")[2] + "-"
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, ns) {
+			t.Errorf("namespace left: %s", line)
+		}
+	}
+	if _, err := net.InterfaceByName(strings.TrimSuffix(ns, "-")); err == nil {
+		t.Errorf("link %s left", strings.TrimSuffix(ns, "-"))
+	}
+	if _, err := os.Stat(s.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("set directory %s left (%v)", s.Dir, err)
+	}
+	routes, _ := exec.Command("ip", "route", "show", "type", "unreachable").Output()
+	if !strings.Contains(string(routes), "10.251.0.0/16") {
+		t.Errorf("guard route missing: %s", routes)
+	}
+	c, err := net.DialTimeout("tcp", s.Hosts[0].Address+":22", 2*time.Second)
+	if err == nil {
+		c.Close()
+		t.Errorf("%s still answers", s.Hosts[0].Address)
+	}
+}
+
+// setup skips the test with -short, runs it in parallel and installs the packages; the
+// context ends with the test.
+func setup(t *testing.T, timeout time.Duration) context.Context {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("needs root, namespaces and Debian packages: not with -short")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	if err := testhosts.EnsurePackages(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return ctx
+}
+
+func TestSetsSideBySide(t *testing.T) {
+	ctx := setup(t, 2*time.Minute)
+	sets := make([]*testhosts.Set, 3)
+	errs := make([]error, len(sets))
+	var wg sync.WaitGroup
+	for i := range sets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sets[i], errs[i] = testhosts.Up(ctx, testhosts.Options{Hosts: 1})
+		}()
+	}
+	wg.Wait()
+	for i, s := range sets {
+		if s != nil {
+			t.Cleanup(func() {
+				if err := s.Down(context.Background()); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		if errs[i] != nil {
+			t.Fatal(errs[i])
+		}
+	}
+	seen := map[string]bool{}
+	for _, s := range sets {
+		if seen[s.Network] {
+			t.Errorf("network %s handed out twice", s.Network)
+		}
+		seen[s.Network] = true
+		if out, err := sshRun(ctx, s, s.Hosts[0], "hostname"); err != nil || out != "h1" {
+			t.Errorf("%s: %v %q", s.Network, err, out)
+		}
+	}
+}
+
+func TestDetachOpen(t *testing.T) {
+	ctx := setup(t, 2*time.Minute)
+	dir := filepath.Join(t.TempDir(), "set")
+	s, err := testhosts.Up(ctx, testhosts.Options{Hosts: 1, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Down(context.Background()) })
+	if err := s.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	// another process (here: another Open) takes it down
+	o, err := testhosts.Open(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testhosts.Open(ctx, dir); err == nil {
+		t.Errorf("a second Open of an owned set: no error")
+	}
+	if out, err := sshRun(ctx, o, o.Hosts[0], "hostname"); err != nil || out != "h1" {
+		t.Errorf("detached host: %v %q", err, out)
+	}
+	if err := o.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "set.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("set.json left after Down")
+	}
+}

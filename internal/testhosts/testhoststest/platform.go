@@ -1,0 +1,231 @@
+package testhoststest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/health"
+	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/testhosts/standins"
+)
+
+// Platform is an environment (by default "test") on a set of test hosts (by default lms1,
+// cms1, guacd1: one per service), with the stand-ins of its releases and of guacd's apt
+// repository served on the set's network.
+type Platform struct {
+	Set *testhosts.Set
+	// Env is the environment's name.
+	Env string
+	// Hosts are the names of the set's hosts each service runs on.
+	Hosts map[string][]string
+	// Inventories is the inventories directory holding ENV/environment.yml.
+	Inventories string
+	// Base is the URL the stand-ins are served at (artifacts at the top, the apt repository
+	// under /repo).
+	Base string
+	// SecretEnv names the environment variable the spec's secret_key is read from; Secret is
+	// its value (set in the test's environment by NewPlatform).
+	SecretEnv, Secret string
+
+	www string // the directory served at Base
+}
+
+// Env is the platform's environment name.
+const Env = "test"
+
+// PlatformHosts are the hosts NewPlatform makes, one per service.
+var PlatformHosts = testhosts.Options{Names: testhosts.PlatformNames}
+
+// NewPlatform brings up the hosts (or uses set, if not nil), builds the stand-in artifacts of
+// releases and the guacd repository, serves them, and writes the environment's spec for
+// releases[0]. It sets the secret's variable with t.Setenv, so the test must not be parallel.
+func NewPlatform(t testing.TB, set *testhosts.Set, releases ...string) *Platform {
+	t.Helper()
+	return NewPlatformWith(t, PlatformOptions{Set: set, Releases: releases})
+}
+
+// PlatformOptions say what platform NewPlatformWith makes.
+type PlatformOptions struct {
+	// Set holds the platform's hosts; nil brings up a set (taken down when the test ends)
+	// with the hosts Hosts names.
+	Set *testhosts.Set
+	// Env is the environment's name; default Env.
+	Env string
+	// Hosts are the names of the hosts each service (lms, cms, guacd) runs on; nil is
+	// testhosts.PlatformLayout (lms1, cms1, guacd1).
+	Hosts map[string][]string
+	// Inventories is the directory the spec is written under (ENV/environment.yml); default a
+	// new temporary directory. Platforms of several environments may share one.
+	Inventories string
+	// Releases are the releases whose stand-in artifacts are built (more can be added with
+	// AddArtifact); the spec is for the first.
+	Releases []string
+	// Extra is appended to the spec (a rollout: section, for instance).
+	Extra string
+}
+
+// NewPlatformWith is NewPlatform with options: another environment name, host layout or
+// inventories directory. The secret key's variable is LABPLANE_TEST_SECRET_KEY for the
+// environment "test" and LABPLANE_<ENV>_SECRET_KEY for another, so that platforms of several
+// environments can be used in one test. Like NewPlatform, it sets environment variables with
+// t.Setenv (the test must not be parallel); among them is the set's SSH control directory for
+// Ansible, which a later platform's set replaces: its Down closes every SSH master there.
+func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
+	t.Helper()
+	if len(o.Releases) == 0 {
+		t.Fatal("testhoststest: a platform needs a release")
+	}
+	if o.Env == "" {
+		o.Env = Env
+	}
+	if o.Hosts == nil {
+		o.Hosts = testhosts.PlatformLayout()
+	}
+	if o.Inventories == "" {
+		o.Inventories = t.TempDir()
+	}
+	set := o.Set
+	if set == nil {
+		set = New(t, testhosts.Options{Names: layoutNames(o.Hosts)})
+	}
+	p := &Platform{Set: set, Env: o.Env, Hosts: o.Hosts, Inventories: o.Inventories, www: t.TempDir(),
+		SecretEnv: "LABPLANE_TEST_SECRET_KEY"}
+	if o.Env != Env {
+		p.SecretEnv = "LABPLANE_" + strings.ToUpper(strings.NewReplacer("-", "_").Replace(o.Env)) + "_SECRET_KEY"
+	}
+	for _, r := range o.Releases {
+		p.AddArtifact(t, r, standins.ArtifactOptions{})
+	}
+	if err := standins.GuacdRepository(t.Context(), filepath.Join(p.www, "repo")); err != nil {
+		t.Fatal(err)
+	}
+	base, err := set.Serve(p.www)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Base = base
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	p.Secret = "secret-" + hex.EncodeToString(b)
+	t.Setenv(p.SecretEnv, p.Secret)
+	for _, kv := range set.AnsibleEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+	p.WriteSpec(t, o.Releases[0], o.Extra)
+	return p
+}
+
+// layoutNames are the distinct hosts of a layout, service by service.
+func layoutNames(layout map[string][]string) []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, svc := range config.Services {
+		for _, n := range layout[svc] {
+			if !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+	}
+	return names
+}
+
+// AddArtifact builds the stand-in artifact of release, changed by o (a release broken on
+// some hosts), where the platform serves its artifacts.
+func (p *Platform) AddArtifact(t testing.TB, release string, o standins.ArtifactOptions) {
+	t.Helper()
+	if _, err := standins.ArtifactWith(p.www, release, o); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ArtifactURL is where a release's stand-in artifact is served.
+func (p *Platform) ArtifactURL(release string) string {
+	return p.Base + "/" + standins.ArtifactName(release)
+}
+
+// WriteSpec writes inventories/ENV/environment.yml for release; extra is appended to it
+// (such as a rollout: section).
+func (p *Platform) WriteSpec(t testing.TB, release, extra string) {
+	t.Helper()
+	spec, err := p.Set.EnvironmentSpec(testhosts.Spec{Release: release, Artifact: p.Base + "/" + standins.ArtifactName("{release}"),
+		AptRepository: "deb [trusted=yes] " + p.Base + "/repo ./", SecretEnv: p.SecretEnv, Hosts: p.Hosts, Extra: extra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(p.Inventories, p.Env)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, config.EnvironmentFile), spec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Environment loads the platform's spec.
+func (p *Platform) Environment(t testing.TB) *config.Environment {
+	t.Helper()
+	env, err := config.LoadEnvironment(p.Inventories, p.Env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return env
+}
+
+// Heartbeat is what one service's /heartbeat on one host answered (from the machine).
+type Heartbeat struct {
+	Host, Service string
+	Status        *health.HeartbeatStatus
+	Err           error
+}
+
+// Heartbeats asks every lms and cms host of the platform for its /heartbeat, service by
+// service, host by host.
+func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
+	var out []Heartbeat
+	for _, svc := range []string{"lms", "cms"} {
+		port := config.DefaultLMSPort
+		if svc == "cms" {
+			port = config.DefaultCMSPort
+		}
+		for _, name := range p.Hosts[svc] {
+			hb := Heartbeat{Host: name, Service: svc}
+			h, _ := p.Set.Host(name)
+			hb.Status, hb.Err = health.Heartbeat(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(port))+"/heartbeat")
+			out = append(out, hb)
+		}
+	}
+	return out
+}
+
+// AssertServing checks that every lms and cms host answers /heartbeat with release and
+// every guacd host answers the handshake, from the machine.
+func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release string) {
+	t.Helper()
+	for _, hb := range p.Heartbeats(ctx) {
+		if hb.Err != nil {
+			t.Errorf("%s %s /heartbeat: %v", hb.Host, hb.Service, hb.Err)
+			continue
+		}
+		if hb.Status.Release != release || hb.Status.Service != hb.Service {
+			t.Errorf("%s /heartbeat = release %q service %q, want %q %q", hb.Host, hb.Status.Release, hb.Status.Service, release, hb.Service)
+		}
+	}
+	for _, name := range p.Hosts["guacd"] {
+		g, _ := p.Set.Host(name)
+		if _, err := health.Handshake(ctx, net.JoinHostPort(g.Address, strconv.Itoa(config.DefaultGuacdPort)), "vnc"); err != nil {
+			t.Errorf("%s guacd handshake: %v", name, err)
+		}
+	}
+}
