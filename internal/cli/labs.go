@@ -234,38 +234,44 @@ func labArg(c *cli.Context) (id, out string, err error) {
 	return oneArg(c, "one lab ID (see labplane labs list)")
 }
 
-// oneArg reads a command's one argument and --output. urfave/cli v2 stops parsing flags at
-// the first argument: flags after it (labs show ID --output json) are parsed here with the
-// command's own flags.
+// oneArg reads a command's one argument and --output, with the command's flags before or after
+// the argument (labs show ID --output json; see interspersedArgs). A lone argument is taken as
+// urfave/cli left it: it has parsed the flags before it.
 func oneArg(c *cli.Context, what string) (arg, out string, err error) {
-	n := c.NArg()
-	if n > 1 {
-		if n, err = parseTrailingFlags(c); err != nil {
+	args := c.Args().Slice()
+	if len(args) > 1 {
+		if args, err = interspersedArgs(c); err != nil {
 			return "", "", err
 		}
 	}
 	if out, err = output(c); err != nil {
 		return "", "", err
 	}
-	if n != 1 {
+	if len(args) != 1 {
 		return "", "", usageError("%s needs %s", c.Command.FullName(), what)
 	}
-	return c.Args().First(), out, nil
+	return args[0], out, nil
 }
 
-// parseTrailingFlags parses the arguments after the first with the command's flags, sets
-// the flags found (under all their names) and returns how many arguments are left, the first
-// included.
-func parseTrailingFlags(c *cli.Context) (int, error) {
+// interspersedArgs parses the command's flags wherever they are among its arguments (urfave/cli
+// v2 stops parsing them at the first argument), sets those found under all their names, and
+// returns the arguments that are not flags.
+func interspersedArgs(c *cli.Context) ([]string, error) {
 	set := flag.NewFlagSet(c.Command.Name, flag.ContinueOnError)
 	set.SetOutput(io.Discard)
 	for _, f := range c.Command.Flags {
 		if err := f.Apply(set); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
-	if err := set.Parse(c.Args().Tail()); err != nil {
-		return 0, badInput{err}
+	var args []string
+	for rest := c.Args().Slice(); len(rest) > 0; {
+		if err := set.Parse(rest); err != nil {
+			return nil, badInput{err}
+		}
+		if rest = set.Args(); len(rest) > 0 {
+			args, rest = append(args, rest[0]), rest[1:]
+		}
 	}
 	var err error
 	set.Visit(func(fl *flag.Flag) {
@@ -277,7 +283,7 @@ func parseTrailingFlags(c *cli.Context) (int, error) {
 			}
 		}
 	})
-	return 1 + set.NArg(), err
+	return args, err
 }
 
 type labView struct {

@@ -8,9 +8,10 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"syscall"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/labplane/labplane/internal/filelock"
 )
 
 // Lease is a hold on one or more instances by a test suite (or anything else that wants a local
@@ -27,10 +28,10 @@ import (
 type Lease struct {
 	mu       sync.Mutex
 	insts    []Instance
-	users    map[string]*os.File // shared flock on users.lock, per instance
-	started  map[string]bool     // this lease's Acquire started the instance
-	stopped  map[string]bool     // stopped by Stop and not started again
-	clouds   string              // merged clouds.yaml
+	users    map[string]func() error // releases the shared lock on users.lock, per instance
+	started  map[string]bool         // this lease's Acquire started the instance
+	stopped  map[string]bool         // stopped by Stop and not started again
+	clouds   string                  // merged clouds.yaml
 	released bool
 
 	// lastRelease records, per instance, what the last Release did (for tests).
@@ -63,7 +64,7 @@ func Acquire(ctx context.Context, progress io.Writer, names ...string) (*Lease, 
 	if len(names) == 0 {
 		return nil, errors.New("localcloud: acquire: no instance named")
 	}
-	l := &Lease{users: map[string]*os.File{}, started: map[string]bool{}, stopped: map[string]bool{},
+	l := &Lease{users: map[string]func() error{}, started: map[string]bool{}, stopped: map[string]bool{},
 		lastRelease: map[string]string{}}
 	for _, name := range names {
 		in, err := Named(name)
@@ -90,25 +91,25 @@ func (l *Lease) acquire(ctx context.Context, in Instance, progress io.Writer) er
 	}
 	defer unlock()
 	// Only a Release holding the instance lock takes users.lock exclusively, so this never waits.
-	users, err := flockFile(ctx, in.usersPath(), syscall.LOCK_SH)
+	unlockUsers, err := filelock.LockShared(ctx, in.usersPath())
 	if err != nil {
 		return fmt.Errorf("localcloud %s: users lock: %w", in.Name, err)
 	}
 	starting := !ops.anyAlive(in)
 	if starting {
 		if err := os.WriteFile(in.markerPath(), []byte(fmt.Sprintf("pid %d\n", os.Getpid())), 0o644); err != nil {
-			_ = users.Close()
+			_ = unlockUsers()
 			return fmt.Errorf("localcloud %s: %w", in.Name, err)
 		}
 	}
 	if err := ops.up(ctx, in, progress); err != nil {
-		_ = users.Close()
+		_ = unlockUsers()
 		if starting {
 			// stop what the failed start left running, unless another lease holds the instance
-			if f, ok, _ := tryFlock(in.usersPath(), syscall.LOCK_EX); ok {
+			if unlockExcl, ok, _ := filelock.TryLock(in.usersPath()); ok {
 				err = errors.Join(err, ops.down(context.WithoutCancel(ctx), in, false, io.Discard))
 				_ = os.Remove(in.markerPath())
-				_ = f.Close()
+				_ = unlockExcl()
 			}
 		}
 		return err
@@ -116,7 +117,7 @@ func (l *Lease) acquire(ctx context.Context, in Instance, progress io.Writer) er
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.insts = append(l.insts, in)
-	l.users[in.Name] = users
+	l.users[in.Name] = unlockUsers
 	l.started[in.Name] = starting
 	return nil
 }
@@ -267,26 +268,26 @@ func (l *Lease) Release(ctx context.Context) error {
 
 func (l *Lease) release(ctx context.Context, in Instance) (string, error) {
 	l.mu.Lock()
-	users := l.users[in.Name]
+	unlockUsers := l.users[in.Name]
 	delete(l.users, in.Name)
 	stoppedHere := l.stopped[in.Name]
 	l.mu.Unlock()
-	if users != nil {
-		_ = users.Close() // drops the shared lock
+	if unlockUsers != nil {
+		_ = unlockUsers() // drops the shared lock
 	}
 	unlock, err := in.lock(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer unlock()
-	excl, ok, err := tryFlock(in.usersPath(), syscall.LOCK_EX)
+	unlockExcl, ok, err := filelock.TryLock(in.usersPath())
 	if err != nil {
 		return "", fmt.Errorf("localcloud %s: users lock: %w", in.Name, err)
 	}
 	if !ok {
 		return releaseInUse, nil
 	}
-	defer excl.Close()
+	defer func() { _ = unlockExcl() }()
 	if _, err := os.Stat(in.markerPath()); err != nil {
 		if stoppedHere {
 			// a developer's instance that this lease took down: bring it back as it was

@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/labplane/labplane/internal/filelock"
 )
 
 //go:embed scripts/up.sh
@@ -240,16 +242,17 @@ func httpStatus(ctx context.Context, url string) int {
 }
 
 // lock takes the instance lock (exclusive flock on instance.lock): Up, Down, Acquire and Release
-// of one instance never run at the same time, in this process or another.
+// of one instance never run at the same time, in this process or another. The descriptor is
+// close-on-exec, so the services the scripts start never inherit the lock.
 func (i Instance) lock(ctx context.Context) (unlock func(), err error) {
 	if err := i.ensureDir(); err != nil {
 		return nil, err
 	}
-	f, err := flockFile(ctx, i.lockPath(), syscall.LOCK_EX)
+	unlockFile, err := filelock.Lock(ctx, i.lockPath())
 	if err != nil {
 		return nil, fmt.Errorf("localcloud %s: instance lock: %w", i.Name, err)
 	}
-	return func() { _ = f.Close() }, nil
+	return func() { _ = unlockFile() }, nil
 }
 
 func (i Instance) ensureDir() error {
@@ -263,48 +266,6 @@ func (i Instance) ensureDir() error {
 		}
 	}
 	return nil
-}
-
-// flockFile opens (creating) path and takes a flock of the given kind, waiting while ctx allows.
-// Closing the file releases the lock. The descriptor is close-on-exec, so the services the
-// scripts start never inherit it.
-func flockFile(ctx context.Context, path string, how int) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			_ = f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// tryFlock takes a flock without waiting; ok is false if another holder has a conflicting lock.
-func tryFlock(path string, how int) (f *os.File, ok bool, err error) {
-	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
-		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	return f, true, nil
 }
 
 // up runs up.sh; the caller holds the instance lock.

@@ -4,17 +4,16 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"errors"
 	"fmt"
 	"hash/fnv"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
+
+	"github.com/labplane/labplane/internal/filelock"
 )
 
 // lockKeyPattern is what a TryLock key may be: it becomes part of a file name on SQLite.
@@ -102,7 +101,10 @@ func (s *Store) TryLock(ctx context.Context, key string) (unlock func(context.Co
 	case s.locks.memScope != "":
 		release, ok = tryMemLock(s.locks.memScope + "\x00" + key)
 	default:
-		release, ok, err = tryFileLock(s.locks.path + "." + key + ".lock")
+		var unlock func() error
+		if unlock, ok, err = filelock.TryLock(s.locks.path + "." + key + ".lock"); ok {
+			release = func(context.Context, bool) error { return unlock() }
+		}
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("try lock %q: %w", key, err)
@@ -202,29 +204,6 @@ func (s *Store) tryAdvisoryLock(ctx context.Context, key string) (func(context.C
 func discardConn(conn *sql.Conn) {
 	_ = conn.Raw(func(any) error { return driver.ErrBadConn })
 	_ = conn.Close()
-}
-
-// tryFileLock takes an exclusive flock on path, creating the file if needed.
-func tryFileLock(path string) (func(context.Context, bool) error, bool, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, false, err
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if errors.Is(err, syscall.EWOULDBLOCK) {
-		f.Close()
-		return nil, false, nil
-	}
-	if err != nil {
-		f.Close()
-		return nil, false, fmt.Errorf("flock %s: %w", path, err)
-	}
-	return func(context.Context, bool) error { return f.Close() }, true, nil // closing releases it
 }
 
 // tryMemLock takes a process-local lock.

@@ -1,10 +1,11 @@
 package store
 
 import (
+	"context"
 	"fmt"
-	"os"
 	"strings"
-	"syscall"
+
+	"github.com/labplane/labplane/internal/filelock"
 )
 
 // sqliteFile returns the database file a SQLite DSN names, or memory=true for an in-memory
@@ -18,20 +19,16 @@ func sqliteFile(dsn string) (path string, memory bool) {
 }
 
 // lockSQLiteMigrations serialises the migrations of processes that open the same SQLite file
-// at once (goose has no lock for SQLite): an flock on "<file>.lock" beside the database. An
-// in-memory database needs none.
-func lockSQLiteMigrations(dsn string) (unlock func(), err error) {
+// at once (goose has no lock for SQLite): an flock on "<file>.lock" beside the database, waited
+// for while ctx allows. An in-memory database needs none.
+func lockSQLiteMigrations(ctx context.Context, dsn string) (unlock func(), err error) {
 	path, memory := sqliteFile(dsn)
 	if memory {
 		return func() {}, nil
 	}
-	f, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
+	release, err := filelock.Lock(ctx, path+".lock")
 	if err != nil {
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("migration lock %s: %w", f.Name(), err)
-	}
-	return func() { f.Close() }, nil // closing releases the lock
+	return func() { _ = release() }, nil
 }
