@@ -1,0 +1,106 @@
+package release
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/labplane/labplane/internal/config"
+)
+
+// Target is one service on one host, as a health check reaches it.
+type Target struct {
+	Host    string `json:"host"`
+	Service string `json:"service"`
+	Address string `json:"address"`
+	Port    int    `json:"port"`
+}
+
+// Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), with
+// the ports of its settings.
+func Targets(env *config.Environment, hosts map[string][]config.Host) []Target {
+	port := map[string]int{"lms": env.Settings.LMSPort, "cms": env.Settings.CMSPort, "guacd": env.Settings.GuacdPort}
+	var out []Target
+	for _, svc := range config.Services {
+		for _, h := range hosts[svc] {
+			out = append(out, Target{Host: h.Name, Service: svc, Address: h.Address, Port: port[svc]})
+		}
+	}
+	return out
+}
+
+// HostNames are the distinct hosts of targets, in order.
+func HostNames(targets []Target) []string {
+	var names []string
+	seen := map[string]bool{}
+	for _, t := range targets {
+		if !seen[t.Host] {
+			seen[t.Host] = true
+			names = append(names, t.Host)
+		}
+	}
+	return names
+}
+
+// Batch is hosts deployed together, and the services on them to check afterwards.
+type Batch struct {
+	Hosts   []string `json:"hosts"`
+	Targets []Target `json:"targets"`
+}
+
+// Limit is the batch as Ansible's --limit pattern.
+func (b Batch) Limit() string { return strings.Join(b.Hosts, ",") }
+
+// BatchSize is how many of n hosts serial ("2" or "50%") takes at once: at least 1, at most n.
+func BatchSize(serial string, n int) (int, error) {
+	num, pct := strings.CutSuffix(strings.TrimSpace(serial), "%")
+	v, err := strconv.Atoi(num)
+	if err != nil || v < 1 || (pct && v > 100) {
+		return 0, fmt.Errorf("serial %q is neither a count of hosts (such as 2) nor a percentage (such as 50%%)", serial)
+	}
+	if pct {
+		v = (n*v + 99) / 100
+	}
+	return max(1, min(v, n)), nil
+}
+
+// Plan splits targets into batches: service by service (lms, cms, guacd, as the plays go),
+// serial of each service's hosts at a time. A host serving several services is deployed
+// (for all of them) in the first batch it falls in.
+func Plan(targets []Target, serial string) ([]Batch, error) {
+	byHost := map[string][]Target{}
+	for _, t := range targets {
+		byHost[t.Host] = append(byHost[t.Host], t)
+	}
+	planned := map[string]bool{}
+	var batches []Batch
+	for _, svc := range config.Services {
+		var hosts []string
+		for _, t := range targets {
+			if t.Service == svc {
+				hosts = append(hosts, t.Host)
+			}
+		}
+		if len(hosts) == 0 {
+			continue
+		}
+		size, err := BatchSize(serial, len(hosts))
+		if err != nil {
+			return nil, err
+		}
+		for start := 0; start < len(hosts); start += size {
+			var b Batch
+			for _, h := range hosts[start:min(start+size, len(hosts))] {
+				if !planned[h] {
+					planned[h] = true
+					b.Hosts = append(b.Hosts, h)
+					b.Targets = append(b.Targets, byHost[h]...)
+				}
+			}
+			if len(b.Hosts) > 0 {
+				batches = append(batches, b)
+			}
+		}
+	}
+	return batches, nil
+}

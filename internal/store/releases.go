@@ -1,0 +1,133 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/labplane/labplane/internal/release"
+)
+
+// ErrNoPromotion: no promotion has that id.
+var ErrNoPromotion = errors.New("no such promotion")
+
+// SavePromotion records a promotion: inserted the first time, replaced whole afterwards.
+func (s *Store) SavePromotion(ctx context.Context, p release.Promotion) (err error) {
+	defer markUnavailable(&err)
+	if p.ID == "" || p.From == "" || p.To == "" || p.Release == "" || p.StartedAt.IsZero() {
+		return fmt.Errorf("save promotion %q: id, from, to, release and start time are required", p.ID)
+	}
+	detail, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("save promotion %s: %w", p.ID, err)
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO promotions (id, source, target, release, status, started_at, finished_at, detail)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO UPDATE SET status = excluded.status, finished_at = excluded.finished_at, detail = excluded.detail`),
+		p.ID, p.From, p.To, p.Release, string(p.Status), s.timeArg(p.StartedAt), s.timeArg(p.FinishedAt), string(detail))
+	if err != nil {
+		return fmt.Errorf("save promotion %s: %w", p.ID, err)
+	}
+	return nil
+}
+
+// GetPromotion returns a promotion by its id, or by a prefix of it that only one has.
+func (s *Store) GetPromotion(ctx context.Context, id string) (_ release.Promotion, err error) {
+	defer markUnavailable(&err)
+	if id == "" || strings.ContainsAny(id, "%_") {
+		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
+	}
+	found, err := s.promotions(ctx, `WHERE id LIKE ? ORDER BY id LIMIT 2`, id+"%")
+	if err != nil {
+		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, err)
+	}
+	switch {
+	case len(found) == 0:
+		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
+	case len(found) > 1 && found[0].ID != id:
+		return release.Promotion{}, fmt.Errorf("promotion %q: several start with it; give more of the id: %w", id, ErrNoPromotion)
+	}
+	return found[0], nil
+}
+
+// ListPromotions returns the promotions to target (all when empty), newest first.
+func (s *Store) ListPromotions(ctx context.Context, target string) (_ []release.Promotion, err error) {
+	defer markUnavailable(&err)
+	q, args := `ORDER BY started_at DESC, id DESC`, []any{}
+	if target != "" {
+		q, args = `WHERE target = ? `+q, append(args, target)
+	}
+	out, err := s.promotions(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list promotions: %w", err)
+	}
+	return out, nil
+}
+
+func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]release.Promotion, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT detail FROM promotions `+where), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []release.Promotion
+	for rows.Next() {
+		var detail string
+		if err := rows.Scan(&detail); err != nil {
+			return nil, err
+		}
+		var p release.Promotion
+		if err := json.Unmarshal([]byte(detail), &p); err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// LockEnvironment takes the environment for one deploy or promotion, without waiting. The
+// exclusion is TryLock("env:ENV"), which ends with the process that holds it (a crash leaves
+// nothing to clean up); the env_locks row names the holder for whoever is refused, who gets a
+// *release.LockedError. unlock releases both.
+func (s *Store) LockEnvironment(ctx context.Context, l release.Lock) (unlock func(context.Context) error, err error) {
+	defer markUnavailable(&err)
+	tryUnlock, ok, err := s.TryLock(ctx, "env:"+l.Environment)
+	if err != nil {
+		return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+	}
+	if !ok {
+		held, err := s.environmentLock(ctx, l.Environment)
+		if err != nil {
+			return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+		}
+		return nil, &release.LockedError{Environment: l.Environment, Held: held}
+	}
+	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO env_locks (environment, kind, holder, actor, pid, host, since)
+		VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (environment) DO UPDATE SET kind = excluded.kind, holder = excluded.holder, actor = excluded.actor,
+			pid = excluded.pid, host = excluded.host, since = excluded.since`),
+		l.Environment, l.Kind, l.Holder, l.Actor, l.PID, l.Host, s.timeArg(l.Since))
+	if err != nil {
+		_ = tryUnlock(ctx)
+		return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+	}
+	return func(ctx context.Context) error {
+		_, derr := s.db.ExecContext(ctx, s.q(`DELETE FROM env_locks WHERE environment = ? AND pid = ? AND host = ?`),
+			l.Environment, l.PID, l.Host)
+		return errors.Join(derr, tryUnlock(ctx))
+	}, nil
+}
+
+// environmentLock is the recorded holder of an environment (zero if none recorded).
+func (s *Store) environmentLock(ctx context.Context, env string) (release.Lock, error) {
+	l := release.Lock{Environment: env}
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT kind, holder, actor, pid, host, since FROM env_locks WHERE environment = ?`), env).
+		Scan(&l.Kind, &l.Holder, &l.Actor, &l.PID, &l.Host, timeDest{&l.Since})
+	if errors.Is(err, sql.ErrNoRows) {
+		return release.Lock{Environment: env}, nil
+	}
+	return l, err
+}
