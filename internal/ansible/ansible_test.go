@@ -121,7 +121,7 @@ func TestCancelInterruptsAnsible(t *testing.T) {
 	var err error
 	go func() {
 		defer close(done)
-		p := local(map[string]any{"wait_seconds": 120})
+		p := local(map[string]any{"wait_seconds": 127.25})
 		p.Grace = 3 * time.Second
 		res, err = ansible.Run(ctx, p, func(e ansible.Event) {
 			if e.Kind == ansible.TaskStart && e.Task == "Wait a while" {
@@ -148,8 +148,8 @@ func TestCancelInterruptsAnsible(t *testing.T) {
 	if took := time.Since(t0); took > 6*time.Second {
 		t.Errorf("Ansible took %v to stop after SIGINT, with a grace of 3 s before it is killed", took)
 	}
-	// nothing left running: no sleep 120 from this run
-	out, _ := exec.Command("pgrep", "-f", "sleep 120").Output()
+	// nothing left running: no sleep 127.25 from this run
+	out, _ := exec.Command("pgrep", "-f", "sleep 127.25").Output()
 	if len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("processes left behind: %s", out)
 	}

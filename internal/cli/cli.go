@@ -11,13 +11,18 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strings"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/release"
+	"github.com/labplane/labplane/internal/runs"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // Exit codes.
@@ -41,11 +46,14 @@ func usageError(format string, args ...any) error {
 func ExitCode(err error) int {
 	var cfgErr *config.Error
 	var bad badInput
+	var badDeploy *deploy.BadInputError
+	var locked *release.LockedError
 	switch {
 	case err == nil:
 		return ExitOK
-	case errors.As(err, &cfgErr), errors.As(err, &bad),
+	case errors.As(err, &cfgErr), errors.As(err, &bad), errors.As(err, &badDeploy), errors.Is(err, runs.ErrNotFound),
 		errors.Is(err, labs.ErrNotFound), errors.Is(err, labs.ErrExists),
+		errors.As(err, &locked), errors.Is(err, release.ErrRefused), errors.Is(err, store.ErrNoPromotion),
 		errors.Is(err, lifecycle.ErrInUse), errors.Is(err, lifecycle.ErrUnknownCloud), errors.Is(err, lifecycle.ErrInvalid):
 		return ExitBadInput
 	}
@@ -88,6 +96,12 @@ func NewApp(stdio IO) *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "labplane.yaml", EnvVars: []string{"LABPLANE_CONFIG"},
 				Usage: "the configuration file (store, clouds, templates, policy, hooks)"},
+			&cli.StringFlag{Name: "project", Value: ".", EnvVars: []string{"LABPLANE_PROJECT"},
+				Usage: "the project directory: inventories/, playbooks/, roles/ and provision/ are in it"},
+			&cli.StringFlag{Name: "inventories", EnvVars: []string{"LABPLANE_INVENTORIES"},
+				Usage: "the environments' directory, inventories/ENV/environment.yml (default: PROJECT/inventories)"},
+			&cli.StringFlag{Name: "state-dir", EnvVars: []string{"LABPLANE_STATE_DIR"},
+				Usage: "where labplane keeps Terraform state and run logs (default: PROJECT/.labplane); written 0700"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"LABPLANE_LOG_LEVEL"},
 				Usage: "debug, info, warn or error; logs go to stderr"},
 		},
@@ -101,9 +115,18 @@ func NewApp(stdio IO) *cli.App {
 			configCommand(stdio),
 			labsCommand(stdio),
 			reapCommand(stdio),
+			costCommand(stdio),
+			simCommand(stdio),
 			serveCommand(stdio),
 			tokenCommand(stdio),
 			localCloudCommand(stdio),
+			inventoryCommand(stdio),
+			deployCommand(stdio),
+			runsCommand(stdio),
+			testHostsCommand(stdio),
+			provisionCommand(stdio),
+			releaseCommand(stdio),
+			promoteCommand(stdio),
 		},
 	}
 	setOnUsageError(app.Commands)
@@ -143,6 +166,34 @@ func logger(c *cli.Context, w io.Writer) (*slog.Logger, error) {
 		return nil, usageError("--log-level %q: use debug, info, warn or error", c.String("log-level"))
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), nil
+}
+
+// project locates the project's directories and labplane's state directory.
+type project struct{ dir, inventories, stateDir string }
+
+func projectOf(c *cli.Context) project {
+	p := project{dir: c.String("project"), inventories: c.String("inventories"), stateDir: c.String("state-dir")}
+	if p.inventories == "" {
+		p.inventories = filepath.Join(p.dir, "inventories")
+	}
+	if p.stateDir == "" {
+		p.stateDir = filepath.Join(p.dir, ".labplane")
+	}
+	return p
+}
+
+// environment loads inventories/<name>/environment.yml.
+func (p project) environment(name string) (*config.Environment, error) {
+	return config.LoadEnvironment(p.inventories, name)
+}
+
+// state returns a directory under the state directory, created 0700.
+func (p project) state(parts ...string) (string, error) {
+	dir := filepath.Join(append([]string{p.stateDir}, parts...)...)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
+	}
+	return dir, nil
 }
 
 // actor names the person or program acting, for the audit trail.

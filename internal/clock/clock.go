@@ -1,5 +1,6 @@
-// Package clock has the clock that tests and simulations inject where labplane asks for
-// `func() time.Time`: a manual one that moves only when told.
+// Package clock has the clocks that tests and simulations inject where labplane asks for
+// `func() time.Time`: a manual one that moves only when told, and a virtual one (virtual.go)
+// on which a simulation's goroutines sleep and wait while it jumps from event to event.
 package clock
 
 import (

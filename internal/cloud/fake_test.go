@@ -584,7 +584,7 @@ func TestErrorFormat(t *testing.T) {
 	}
 }
 
-func templatePath(t *testing.T, name string) string {
+func templatePath(t testing.TB, name string) string {
 	t.Helper()
 	p, err := filepath.Abs(filepath.Join("..", "..", "examples", "templates", name))
 	if err != nil {

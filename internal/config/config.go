@@ -64,6 +64,10 @@ type Cloud struct {
 	Capacity int `yaml:"capacity" json:"capacity,omitempty"`
 	// Drain keeps its labs but places no new ones on it.
 	Drain bool `yaml:"drain" json:"drain,omitempty"`
+	// SuspendedCostFactor is the share of a running lab's price the cloud bills while the lab
+	// is suspended, from 0 (nothing: the default) to 1 (as much as running). Cost reports bill
+	// suspended hours at it. Set after validation.
+	SuspendedCostFactor *float64 `yaml:"suspended_cost_factor" json:"suspended_cost_factor"`
 }
 
 // Policy is the reaper's rules: the top-level values apply to every course, Courses overrides
@@ -160,6 +164,19 @@ func (c *Config) TemplateNames() []string {
 	return names
 }
 
+// SuspendedCostFactors maps each cloud's name to its suspended_cost_factor (the default where
+// the clouds were not validated).
+func (c *Config) SuspendedCostFactors() map[string]float64 {
+	out := make(map[string]float64, len(c.Clouds))
+	for _, cl := range c.Clouds {
+		out[cl.Name] = DefaultSuspendedCostFactor
+		if cl.SuspendedCostFactor != nil {
+			out[cl.Name] = *cl.SuspendedCostFactor
+		}
+	}
+	return out
+}
+
 // CloudNames lists the clouds in placement order.
 func (c *Config) CloudNames() []string {
 	names := make([]string, len(c.Clouds))
@@ -211,6 +228,10 @@ func (e *Error) Error() string {
 
 // Load reads, applies defaults to and validates a configuration file.
 func Load(path string) (*Config, error) {
+	return load(path, (*Config).validate)
+}
+
+func load(path string, validate func(*Config, *validator)) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -218,12 +239,28 @@ func Load(path string) (*Config, error) {
 		}
 		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
 	}
-	return Parse(path, raw)
+	return parse(path, raw, validate)
+}
+
+// LoadRegistry reads a configuration file for the commands that need only the registry
+// (deploy, runs): every field must be known, but only site and store are validated, so a
+// labplane.yaml that serves only the platform's deploys needs no clouds or templates.
+func LoadRegistry(path string) (*Config, error) {
+	return load(path, func(c *Config, v *validator) {
+		if c.Site == "" {
+			c.Site = DefaultSite
+		}
+		c.validateStore(v)
+	})
 }
 
 // Parse decodes, applies defaults to and validates a configuration held in memory; path
 // names it in errors and anchors relative paths.
 func Parse(path string, raw []byte) (*Config, error) {
+	return parse(path, raw, (*Config).validate)
+}
+
+func parse(path string, raw []byte, validate func(*Config, *validator)) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
@@ -236,7 +273,7 @@ func Parse(path string, raw []byte) (*Config, error) {
 	}
 	c.Path = abs
 	v := validator{file: path}
-	c.validate(&v)
+	validate(c, &v)
 	if len(v.problems) > 0 {
 		return nil, &Error{File: path, Problems: v.problems}
 	}
@@ -364,6 +401,12 @@ func (c *Config) validateClouds(v *validator) {
 		}
 		if cl.Capacity < 0 {
 			v.add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
+		}
+		switch factor := cl.SuspendedCostFactor; {
+		case factor == nil:
+			cl.SuspendedCostFactor = new(DefaultSuspendedCostFactor)
+		case !(*factor >= 0 && *factor <= 1): // NaN too
+			v.add(f+".suspended_cost_factor", "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got %g", *factor)
 		}
 	}
 }

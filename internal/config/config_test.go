@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -151,5 +152,55 @@ func TestDSNReadsTheEnvironment(t *testing.T) {
 func TestTheExampleConfigIsValid(t *testing.T) {
 	if _, err := config.Load("../../examples/labplane.yaml"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSuspendedCostFactor(t *testing.T) {
+	cloud := func(factor string) string {
+		return "clouds:\n  - {name: a, cloud: x" + factor + "}\n  - {name: b, cloud: y}\ntemplates:\n  lab: lab.yaml\n"
+	}
+	tests := []struct {
+		name    string
+		factor  string
+		want    float64 // cloud a's factor when valid
+		problem string  // the config.Problem expected on clouds[0].suspended_cost_factor, if any
+	}{
+		{"absent: the default", "", config.DefaultSuspendedCostFactor, ""},
+		{"zero", ", suspended_cost_factor: 0", 0, ""},
+		{"a part", ", suspended_cost_factor: 0.25", 0.25, ""},
+		{"all", ", suspended_cost_factor: 1", 1, ""},
+		{"negative", ", suspended_cost_factor: -0.1", 0, "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got -0.1"},
+		{"above one", ", suspended_cost_factor: 1.5", 0, "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got 1.5"},
+		{"not a number", ", suspended_cost_factor: .nan", 0, "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got NaN"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := config.Load(write(t, cloud(tc.factor)))
+			if tc.problem != "" {
+				var cerr *config.Error
+				if !errors.As(err, &cerr) {
+					t.Fatalf("want a *config.Error, got %v", err)
+				}
+				want := []config.Problem{{Field: "clouds[0].suspended_cost_factor", Msg: tc.problem}}
+				if !reflect.DeepEqual(cerr.Problems, want) {
+					t.Errorf("problems = %+v, want %+v", cerr.Problems, want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string]float64{"a": tc.want, "b": config.DefaultSuspendedCostFactor}
+			if got := c.SuspendedCostFactors(); !reflect.DeepEqual(got, want) {
+				t.Errorf("SuspendedCostFactors() = %v, want %v", got, want)
+			}
+		})
+	}
+	if _, err := config.Load(write(t, cloud(", suspended_cost_factor: half"))); err == nil || !strings.Contains(err.Error(), "half") {
+		t.Errorf("a factor that is not a number: %v", err)
+	}
+	unvalidated := &config.Config{Clouds: []config.Cloud{{Name: "a"}}}
+	if got := unvalidated.SuspendedCostFactors(); got["a"] != config.DefaultSuspendedCostFactor || len(got) != 1 {
+		t.Errorf("clouds not validated: %v, want the default", got)
 	}
 }

@@ -14,6 +14,10 @@ const (
 	DefaultMaxInFlight = 4
 	DefaultHookTimeout = 30 * time.Second
 
+	// DefaultSuspendedCostFactor: a cloud bills nothing for a suspended lab (the case for
+	// suspending labs assumes it).
+	DefaultSuspendedCostFactor = 0.0
+
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultShutdownGrace = 30 * time.Second
 	DefaultTokenCache    = 5 * time.Second
@@ -35,3 +39,15 @@ var DefaultRules = policy.Rules{
 	MaxAttempts:      3,
 	RetryBackoff:     time.Minute,
 }
+
+// Environment defaults (inventories/<env>/environment.yml).
+const (
+	DefaultSSHUser        = "root"
+	DefaultSSHPort        = 22
+	DefaultLMSPort        = 80
+	DefaultCMSPort        = 18010
+	DefaultGuacdPort      = 4822
+	DefaultDatabaseEngine = "sqlite3"
+	DefaultDatabaseName   = "edxapp"
+	DefaultSerial         = "100%"
+)

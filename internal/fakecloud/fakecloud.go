@@ -1,30 +1,36 @@
 // Package fakecloud is an in-process cloud with the same interface as cloud.Heat, for fault
-// injection and speed in tests and benchmarks (beside the tests against the real Heat). Each
-// operation takes a configurable latency and holds one of MaxInFlight slots, like cloud.Heat.
+// injection and speed in tests, benchmarks and simulations (beside the tests against the real
+// Heat). Each operation takes a configurable latency and holds one of MaxInFlight slots, like
+// cloud.Heat; the latencies pass in real time, or on a simulation's virtual clock. The cloud
+// meters what it would bill: the time each stack spends anywhere but suspended.
 package fakecloud
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/labs"
 )
 
 // Cloud is a fake Heat.
 type Cloud struct {
-	name    string
-	latency time.Duration
-	slots   chan struct{}
-	now     func() time.Time
+	name      string
+	latency   time.Duration
+	latencies map[string]time.Duration
+	time      timeline
+	slots     slots
 
 	mu       sync.Mutex
 	stacks   map[string]*labs.Stack // by id
+	byName   []*labs.Stack          // the same, by name then id: the order of List
+	meters   map[string]*meter      // by stack id, gone stacks included
 	faults   map[string]int         // op+" "+stack name -> failures left
 	down     error
 	seq      int
@@ -32,6 +38,69 @@ type Cloud struct {
 	maxSeen  int
 	calls    map[string]int
 	observe  func(op string, took time.Duration, err error)
+}
+
+// Options configure a fake cloud.
+type Options struct {
+	Name string
+	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight at once.
+	MaxInFlight int
+	// Latency is how long each operation takes; Latencies overrides it per operation
+	// ("create", "suspend", "resume", "delete").
+	Latency   time.Duration
+	Latencies map[string]time.Duration
+	// Clock, if set, is the simulated time the cloud lives in: the latencies pass on it and
+	// callers wait on it for a slot (a simulation's goroutines). Default: real time.
+	Clock *clock.Virtual
+}
+
+// timeline is the time operations take place in: real, or a virtual clock.
+type timeline interface {
+	Now() time.Time
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// slots bound the operations in flight.
+type slots interface {
+	Acquire(ctx context.Context) error
+	Release()
+}
+
+// wall is real time.
+type wall struct{}
+
+func (wall) Now() time.Time { return time.Now() }
+
+func (wall) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// chanSlots are slots in real time.
+type chanSlots chan struct{}
+
+func (s chanSlots) Acquire(ctx context.Context) error {
+	select {
+	case s <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s chanSlots) Release() { <-s }
+
+// meter is what a stack has billed: the time it spent anywhere but SUSPEND_COMPLETE.
+type meter struct {
+	billed  time.Duration
+	since   time.Time // of the current status
+	billing bool      // the current status bills
 }
 
 // Observe sets a function told of every finished operation and the time it held its slot,
@@ -42,11 +111,60 @@ func (c *Cloud) Observe(fn func(op string, took time.Duration, err error)) {
 	c.observe = fn
 }
 
-// New returns a fake cloud whose create/suspend/resume/delete take latency each, at most
-// maxInFlight at a time.
+// New returns a fake cloud whose create/suspend/resume/delete take latency each (in real
+// time), at most maxInFlight at a time.
 func New(name string, maxInFlight int, latency time.Duration) *Cloud {
-	return &Cloud{name: name, latency: latency, slots: make(chan struct{}, maxInFlight), now: time.Now,
-		stacks: map[string]*labs.Stack{}, faults: map[string]int{}, calls: map[string]int{}}
+	return NewWith(Options{Name: name, MaxInFlight: maxInFlight, Latency: latency})
+}
+
+// NewWith returns a fake cloud configured by o.
+func NewWith(o Options) *Cloud {
+	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: wall{}, slots: make(chanSlots, o.MaxInFlight),
+		stacks: map[string]*labs.Stack{}, meters: map[string]*meter{}, faults: map[string]int{}, calls: map[string]int{}}
+	if o.Clock != nil {
+		c.time, c.slots = o.Clock, o.Clock.NewSemaphore(o.MaxInFlight)
+	}
+	return c
+}
+
+// latencyOf is how long op takes.
+func (c *Cloud) latencyOf(op string) time.Duration {
+	if d, ok := c.latencies[op]; ok {
+		return d
+	}
+	return c.latency
+}
+
+// setStatus moves a stack to status, metering the time it spent in the one before; c.mu is held.
+func (c *Cloud) setStatus(st *labs.Stack, status string) {
+	now := c.time.Now()
+	m := c.meters[st.ID]
+	if m == nil {
+		m = &meter{since: now}
+		c.meters[st.ID] = m
+	}
+	if m.billing {
+		m.billed += now.Sub(m.since)
+	}
+	m.since, m.billing = now, status != "SUSPEND_COMPLETE" && status != "DELETE_COMPLETE"
+	st.Status = status
+}
+
+// Billed is the time the cloud's stacks, gone ones included, have spent anywhere but
+// SUSPEND_COMPLETE up to now (in progress, failed and launching included): what a cloud that
+// bills a running stack by the second and a suspended one nothing charges, summed.
+func (c *Cloud) Billed() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.time.Now()
+	var total time.Duration
+	for _, m := range c.meters {
+		total += m.billed
+		if m.billing {
+			total += now.Sub(m.since)
+		}
+	}
+	return total
 }
 
 // Name is the cloud's name.
@@ -77,8 +195,32 @@ func (c *Cloud) Put(st labs.Stack) labs.Stack {
 		st.ID = fmt.Sprintf("%s-stack-%d", c.name, c.seq)
 	}
 	st.Cloud = c.name
-	c.stacks[st.ID] = &st
+	c.add(&st)
+	c.setStatus(&st, st.Status)
 	return st
+}
+
+// add puts a stack in (replacing one with its id); c.mu is held.
+func (c *Cloud) add(st *labs.Stack) {
+	if _, ok := c.stacks[st.ID]; ok {
+		c.remove(st.ID)
+	}
+	c.stacks[st.ID] = st
+	i, _ := slices.BinarySearchFunc(c.byName, st, byName)
+	c.byName = slices.Insert(c.byName, i, st)
+}
+
+// remove takes a stack out; c.mu is held.
+func (c *Cloud) remove(id string) {
+	if st, ok := c.stacks[id]; ok {
+		delete(c.stacks, id)
+		i, _ := slices.BinarySearchFunc(c.byName, st, byName)
+		c.byName = slices.Delete(c.byName, i, i+1)
+	}
+}
+
+func byName(a, b *labs.Stack) int {
+	return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID))
 }
 
 // SetStatus forces a stack's status (a stack stuck in progress, failed by hand).
@@ -86,7 +228,7 @@ func (c *Cloud) SetStatus(id, status string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.stacks[id]; ok {
-		st.Status = status
+		c.setStatus(st, status)
 	}
 }
 
@@ -108,11 +250,10 @@ func (c *Cloud) Calls(op string) int {
 func (c *Cloud) Stacks() []labs.Stack {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]labs.Stack, 0, len(c.stacks))
-	for _, st := range c.stacks {
+	out := make([]labs.Stack, 0, len(c.byName))
+	for _, st := range c.byName {
 		out = append(out, *st)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
@@ -121,9 +262,9 @@ func (c *Cloud) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, 
 	return c.operate(ctx, "create", r.Name, "", func() (*labs.Stack, error) {
 		c.seq++
 		st := &labs.Stack{Cloud: c.name, ID: fmt.Sprintf("%s-stack-%d", c.name, c.seq), Name: r.Name,
-			Status: "CREATE_IN_PROGRESS", Tags: append([]string(nil), r.Tags...), CreatedAt: c.now().UTC(),
+			Tags: append([]string(nil), r.Tags...), CreatedAt: c.time.Now().UTC(),
 			Outputs: map[string]string{"lab_id": r.Params["lab_id"]}}
-		c.stacks[st.ID] = st
+		c.add(st)
 		return st, nil
 	})
 }
@@ -152,12 +293,11 @@ func (c *Cloud) List(ctx context.Context, tags ...string) ([]labs.Stack, error) 
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var out []labs.Stack
-	for _, st := range c.stacks {
+	for _, st := range c.byName {
 		if hasAll(st.Tags, tags) {
 			out = append(out, *st)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -182,13 +322,13 @@ func (c *Cloud) operate(ctx context.Context, op, name, id string, create func() 
 		return labs.Stack{}, err
 	}
 	defer c.leave(true)
-	start := time.Now()
+	start := c.time.Now()
 	st, err := c.run(ctx, op, name, id, create)
 	c.mu.Lock()
 	observe := c.observe
 	c.mu.Unlock()
 	if observe != nil {
-		observe(op, time.Since(start), err)
+		observe(op, c.time.Now().Sub(start), err)
 	}
 	return st, err
 }
@@ -211,13 +351,11 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*la
 		c.mu.Unlock()
 		return labs.Stack{}, c.err(op, name, cloud.ErrConflict, "stack already has an action in progress")
 	}
-	st.Status = action + "_IN_PROGRESS"
+	c.setStatus(st, action+"_IN_PROGRESS")
 	c.mu.Unlock()
 
-	select {
-	case <-time.After(c.latency):
-	case <-ctx.Done():
-		return c.snapshot(st), ctx.Err()
+	if err := c.time.Sleep(ctx, c.latencyOf(op)); err != nil {
+		return c.snapshot(st), err
 	}
 
 	c.mu.Lock()
@@ -228,13 +366,15 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*la
 	}
 	if c.faults[key] > 0 {
 		c.faults[key]--
-		st.Status, st.StatusReason = action+"_FAILED", "injected failure"
+		c.setStatus(st, action+"_FAILED")
+		st.StatusReason = "injected failure"
 		return *st, c.err(op, name, cloud.ErrFailed, st.StatusReason)
 	}
-	st.Status, st.StatusReason = action+"_COMPLETE", "Stack "+action+" completed successfully"
+	c.setStatus(st, action+"_COMPLETE")
+	st.StatusReason = "Stack " + action + " completed successfully"
 	out := *st
 	if op == "delete" {
-		delete(c.stacks, st.ID)
+		c.remove(st.ID)
 	}
 	return out, nil
 }
@@ -257,10 +397,8 @@ func (c *Cloud) enter(ctx context.Context, op string, slot bool) error {
 	if !slot {
 		return nil
 	}
-	select {
-	case c.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := c.slots.Acquire(ctx); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	c.inFlight++
@@ -276,7 +414,7 @@ func (c *Cloud) leave(slot bool) {
 	c.mu.Lock()
 	c.inFlight--
 	c.mu.Unlock()
-	<-c.slots
+	c.slots.Release()
 }
 
 func (c *Cloud) err(op, stack string, kind error, msg string) error {

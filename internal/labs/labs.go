@@ -120,6 +120,15 @@ type Event struct {
 	Detail    string    `json:"detail,omitempty"`
 }
 
+// Activity is a span of time a learner was active in a lab: from the first to the last of a
+// run of heartbeats that came close enough together (the registry decides how close). A span
+// of one heartbeat has no length.
+type Activity struct {
+	LabID string    `json:"lab_id"`
+	From  time.Time `json:"from"`
+	To    time.Time `json:"to"`
+}
+
 // Filter selects labs in a listing; zero fields match everything.
 type Filter struct {
 	Cloud   string

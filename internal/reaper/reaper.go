@@ -218,7 +218,7 @@ func (r *Reaper) observe(ctx context.Context) (observation, error) {
 		return observation{}, fmt.Errorf("list orphans: %w", err)
 	}
 	listed := r.listAll(ctx)
-	obs := observation{now: r.Now(), cloudErrors: map[string]string{}}
+	obs := observation{now: r.Now(), labs: make([]policy.Observed, 0, len(rows)), cloudErrors: map[string]string{}}
 
 	type byCloud struct {
 		byID, byName map[string]int
@@ -232,7 +232,8 @@ func (r *Reaper) observe(ctx context.Context) (observation, error) {
 			r.Log.Error("cloud unavailable: its labs wait for the next pass", "cloud", name, "err", l.err)
 			continue
 		}
-		bc := &byCloud{byID: map[string]int{}, byName: map[string]int{}, stacks: l.stacks, claimed: make([]bool, len(l.stacks))}
+		bc := &byCloud{byID: make(map[string]int, len(l.stacks)), byName: make(map[string]int, len(l.stacks)),
+			stacks: l.stacks, claimed: make([]bool, len(l.stacks))}
 		for i, st := range l.stacks {
 			bc.byID[st.ID], bc.byName[st.Name] = i, i
 		}

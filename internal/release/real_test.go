@@ -119,27 +119,56 @@ func (l *labplane) promotion(t *testing.T, env string) (release.Promotion, bool)
 	return ps[0], true
 }
 
-// waitPromotion waits until the newest promotion to env satisfies cond, or the command it
-// watches ends first (then it fails the test).
-func (l *labplane) waitPromotion(t *testing.T, env string, ended <-chan struct{}, cond func(release.Promotion) bool) release.Promotion {
+// waitFor waits until cond holds, or the command it watches ends first (then it fails the
+// test).
+func waitFor(t *testing.T, what string, ended <-chan struct{}, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	timeout := time.After(5 * time.Minute)
-	for {
-		if p, ok := l.promotion(t, env); ok && cond(p) {
-			return p
-		}
+	for !cond() {
 		select {
 		case <-ended:
-			p, _ := l.promotion(t, env)
-			t.Fatalf("the promotion ended before the awaited step: %+v", p)
+			t.Fatalf("the command ended before %s", what)
 		case <-timeout:
-			p, _ := l.promotion(t, env)
-			t.Fatalf("the promotion did not reach the awaited step in 5m: %+v", p)
+			t.Fatalf("no %s in 5m", what)
 		case <-tick.C:
 		}
 	}
+}
+
+// waitPromotion waits until the newest promotion to env satisfies cond (see waitFor).
+func (l *labplane) waitPromotion(t *testing.T, env string, ended <-chan struct{}, what string, cond func(release.Promotion) bool) release.Promotion {
+	t.Helper()
+	var p release.Promotion
+	waitFor(t, what, ended, func() bool {
+		var ok bool
+		p, ok = l.promotion(t, env)
+		return ok && cond(p)
+	})
+	return p
+}
+
+// changedOn reports whether a run's log (Ansible's events, a JSON object a line) has a task
+// that changed host.
+func changedOn(t *testing.T, logPath, host string) bool {
+	t.Helper()
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		var e struct {
+			Event string `json:"_event"`
+			Hosts map[string]struct {
+				Changed bool `json:"changed"`
+			} `json:"hosts"`
+		}
+		if json.Unmarshal(line, &e) == nil && e.Event == "v2_runner_on_ok" && e.Hosts[host].Changed {
+			return true
+		}
+	}
+	return false
 }
 
 // runsOf are env's recorded runs, oldest first.
@@ -193,8 +222,8 @@ func assertReleases(t *testing.T, p *testhoststest.Platform, release string) {
 //   - r2 promoted to production in 4 batches (serial 1), after the backup: every host reports r2;
 //   - r3 (broken on lms2 only: its /heartbeat answers 503 there) on staging, where it is healthy;
 //     its promotion is started, a second promotion at once is refused naming it, and it is
-//     interrupted (the context cancelled, as Ctrl-C does) after batch 1 (lms1) is done: it is
-//     recorded interrupted and a new promotion is refused;
+//     interrupted (the context cancelled, as Ctrl-C does) while Ansible deploys batch 2 (lms2),
+//     batch 1 (lms1) done: it is recorded interrupted and a new promotion is refused;
 //   - --resume carries it on from batch 2 (a second promotion is refused naming it again): lms2
 //     fails, lms1 and lms2 are rolled back, and every host reports r2 again (exit 1);
 //   - the gate refuses an unhealthy source (staging's lms1 stopped).
@@ -292,7 +321,7 @@ func TestPromoteOverSSH(t *testing.T) {
 	})
 
 	var interrupted release.Promotion
-	step("two at once, then Ctrl-C after batch 1: recorded, resumable, nothing else starts", func(t *testing.T) {
+	step("two at once, then Ctrl-C during batch 2: recorded, resumable, nothing else starts", func(t *testing.T) {
 		if r := lp.run(ctx, "deploy", "staging", "--release", "r3", "--yes"); r.code != cli.ExitOK {
 			t.Fatalf("deploy r3 to staging (broken on lms2 only: healthy there): %s", r)
 		}
@@ -304,7 +333,8 @@ func TestPromoteOverSSH(t *testing.T) {
 		wait := lp.start(pctx, append(promote, "--soak", "1s", "--serial", "1", "--backup", "none")...)
 		defer func() { interrupt(); wait() }()
 		go func() { wait(); close(ended) }()
-		first := lp.waitPromotion(t, "production", ended, func(p release.Promotion) bool { return p.Release == "r3" })
+		first := lp.waitPromotion(t, "production", ended, "the promotion of r3 recorded",
+			func(p release.Promotion) bool { return p.Release == "r3" })
 
 		r := lp.run(ctx, append(promote, "--soak", "1s")...)
 		if r.code != cli.ExitBadInput || !strings.Contains(r.err, "environment production is busy: promote "+first.ID+" by ") {
@@ -315,7 +345,17 @@ func TestPromoteOverSSH(t *testing.T) {
 			t.Errorf("a deploy while %s runs: %s", first.ID, r)
 		}
 
-		lp.waitPromotion(t, "production", ended, func(p release.Promotion) bool { return p.Done == 1 })
+		// Ctrl-C in the middle: batch 1 (lms1) done, and batch 2's Ansible run has changed
+		// something on lms2
+		lp.waitPromotion(t, "production", ended, "batch 1 done", func(p release.Promotion) bool { return p.Done == 1 })
+		waitFor(t, "a change on lms2 in batch 2", ended, func() bool {
+			for _, run := range lp.runsOf(t, "production") {
+				if run.Release == "r3" && run.Options.Limit == "lms2" && run.Status == runs.Running {
+					return changedOn(t, run.LogPath, "lms2")
+				}
+			}
+			return false
+		})
 		interrupt()
 		r = wait()
 		if r.code != cli.ExitFailed || !strings.Contains(r.err, "promotion interrupted at rolling (batches done: 1 of 4)") ||
@@ -328,18 +368,21 @@ func TestPromoteOverSSH(t *testing.T) {
 			t.Errorf("recorded %+v", p)
 		}
 		interrupted = p
-		if len(p.Runs) == 0 {
-			t.Fatalf("no runs recorded: %+v", p)
+		if len(p.Runs) != 2 {
+			t.Fatalf("the interrupted promotion's runs %v: want batch 1's and batch 2's", p.Runs)
 		}
 		if run, err := lp.st.GetRun(ctx, p.Runs[0]); err != nil || run.Status != runs.Succeeded || run.Options.Limit != "lms1" {
 			t.Errorf("batch 1's run %+v %v", run, err)
 		}
-		for _, id := range p.Runs[1:] { // batch 2's, if it had started
-			run, err := lp.st.GetRun(ctx, id)
-			if err != nil || run.Status != runs.Cancelled || run.Options.Limit != "lms2" {
-				t.Errorf("batch 2's run %+v %v: want cancelled", run, err)
-			}
+		if run, err := lp.st.GetRun(ctx, p.Runs[1]); err != nil || run.Status != runs.Cancelled || run.Options.Limit != "lms2" {
+			t.Errorf("batch 2's run %+v %v: want cancelled", run, err)
+		} else {
 			t.Logf("batch 2's run, cancelled after %.1fs: recap %+v", run.FinishedAt.Sub(run.StartedAt).Seconds(), run.Recap)
+		}
+		for _, hb := range production.Heartbeats(ctx) {
+			if hb.Status != nil {
+				t.Logf("after the interruption, %s %s reports %s (%v)", hb.Host, hb.Service, hb.Status.Release, hb.Err)
+			}
 		}
 
 		// the environment is free again, but a new promotion is refused: resume it first
@@ -356,7 +399,8 @@ func TestPromoteOverSSH(t *testing.T) {
 		wait := lp.start(pctx, append(promote, "--soak", "1s", "--resume", "--output", "json")...)
 		defer func() { interrupt(); wait() }()
 		go func() { wait(); close(ended) }()
-		lp.waitPromotion(t, "production", ended, func(p release.Promotion) bool { return p.Status == release.Running })
+		lp.waitPromotion(t, "production", ended, "the resumed promotion running",
+			func(p release.Promotion) bool { return p.Status == release.Running })
 		r := lp.run(ctx, append(promote, "--soak", "1s", "--resume")...)
 		if r.code != cli.ExitBadInput || !strings.Contains(r.err, "environment production is busy: promote "+interrupted.ID+" by ") {
 			t.Errorf("a second promotion while %s is resumed: %s", interrupted.ID, r)

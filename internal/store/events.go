@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -11,6 +12,11 @@ import (
 )
 
 const eventColumns = `id, lab_id, at, actor, action, from_status, to_status, cloud, stack_id, request_id, error, detail`
+
+// insertEventSQL appends an event (a hot statement: see hotStatements).
+const insertEventSQL = `INSERT INTO events
+	(lab_id, at, actor, action, from_status, to_status, cloud, stack_id, request_id, error, detail)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // AddEvent appends an event that changes no lab row (a hook failure, an orphan stack deleted):
 // its LabID may name no lab.
@@ -26,9 +32,7 @@ func (s *Store) insertEvent(ctx context.Context, q querier, ev labs.Event) error
 	if ev.At.IsZero() {
 		return errors.New("event time is zero")
 	}
-	_, err := q.ExecContext(ctx, s.q(`INSERT INTO events
-			(lab_id, at, actor, action, from_status, to_status, cloud, stack_id, request_id, error, detail)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+	_, err := s.exec(ctx, q, insertEventSQL,
 		ev.LabID, s.timeArg(ev.At), ev.Actor, ev.Action, string(ev.From), string(ev.To), ev.Cloud,
 		ev.StackID, ev.RequestID, ev.Error, ev.Detail)
 	if err != nil {
@@ -58,6 +62,18 @@ func (s *Store) Events(ctx context.Context, labID string, limit int) (_ []labs.E
 		return nil, fmt.Errorf("events of lab %q: %w", labID, err)
 	}
 	defer rows.Close()
+	out, err := scanEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("events of lab %q: %w", labID, err)
+	}
+	if limit > 0 {
+		slices.Reverse(out)
+	}
+	return out, nil
+}
+
+// scanEvents reads rows of eventColumns.
+func scanEvents(rows *sql.Rows) ([]labs.Event, error) {
 	var out []labs.Event
 	for rows.Next() {
 		var (
@@ -66,18 +82,12 @@ func (s *Store) Events(ctx context.Context, labID string, limit int) (_ []labs.E
 		)
 		if err := rows.Scan(&ev.ID, &ev.LabID, timeDest{&ev.At}, &ev.Actor, &ev.Action, &from, &to,
 			&ev.Cloud, &ev.StackID, &ev.RequestID, &ev.Error, &ev.Detail); err != nil {
-			return nil, fmt.Errorf("events of lab %q: %w", labID, err)
+			return nil, err
 		}
 		ev.From, ev.To = labs.Status(from), labs.Status(to)
 		out = append(out, ev)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("events of lab %q: %w", labID, err)
-	}
-	if limit > 0 {
-		slices.Reverse(out)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // SeeOrphan records that the stack stackID on cloud is an orphan (tagged by labplane, owned

@@ -19,6 +19,55 @@ const labColumns = `id, learner, course, template, cloud, stack_name, stack_id, 
 // liveCond selects live labs: every status but deleted.
 const liveCond = `status <> 'deleted'`
 
+// The statements of the hot paths, prepared once on SQLite (see hotStatements).
+const (
+	insertLabSQL = `INSERT INTO labs (` + labColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	getLabSQL    = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
+	findLiveSQL  = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
+	updateLabSQL = `UPDATE labs SET
+		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
+		stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
+		next_attempt_at = ?, last_error = ?, outputs = ?, updated_at = ?, deleted_at = ?,
+		version = version + 1
+		WHERE id = ? AND version = ?`
+
+	// A heartbeat within the open span (the last one less than the gap before it), most of
+	// them: the span's end moves, nothing else. If it matches no row (no span, a silence longer
+	// than the gap, a deleted or unknown lab), one of the statements below runs instead.
+	beatInSpanSQL = `UPDATE labs SET last_heartbeat = CASE WHEN last_heartbeat < ? THEN ? ELSE last_heartbeat END,
+		version = version + 1
+		WHERE id = ? AND ` + liveCond + ` AND active_since IS NOT NULL AND last_heartbeat >= ? RETURNING ` + labColumns
+
+	// A heartbeat that opens a span, on PostgreSQL: one statement. The row is locked first, so
+	// that two heartbeats at once never both close the same span.
+	beatPostgresSQL = `WITH prev AS (
+			SELECT id AS prev_id, active_since AS prev_since, last_heartbeat AS prev_last
+			FROM labs WHERE id = ? AND ` + liveCond + ` FOR UPDATE
+		), closed AS (
+			INSERT INTO activity (lab_id, started_at, ended_at)
+			SELECT prev_id, prev_since, prev_last FROM prev WHERE prev_since IS NOT NULL AND prev_last < ?
+		)
+		UPDATE labs SET ` + heartbeatSetPrev + `
+		FROM prev WHERE id = prev_id RETURNING ` + labColumns
+	// The same on SQLite: two statements in a transaction (SQLite has one writer).
+	closeSpanSQLite = `INSERT INTO activity (lab_id, started_at, ended_at)
+		SELECT id, active_since, last_heartbeat FROM labs
+		WHERE id = ? AND ` + liveCond + ` AND active_since IS NOT NULL AND last_heartbeat < ?`
+	beatSQLite = `UPDATE labs SET ` + heartbeatSetRow + ` WHERE id = ? AND ` + liveCond + ` RETURNING ` + labColumns
+
+	// The SET of a heartbeat, from the open span's start and the last heartbeat before it (the
+	// previous row's, or the row's own). Its parameters: the gap's start, then the heartbeat's
+	// time three times. A span opens when there is none or the last heartbeat is older than
+	// the gap.
+	heartbeatSetPrev = `active_since = CASE WHEN prev_since IS NULL OR prev_last < ? THEN ? ELSE prev_since END,
+		last_heartbeat = CASE WHEN prev_last IS NULL OR prev_last < ? THEN ? ELSE prev_last END,
+		version = version + 1`
+	heartbeatSetRow = `active_since = CASE WHEN active_since IS NULL OR last_heartbeat < ? THEN ? ELSE active_since END,
+		last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ? THEN ? ELSE last_heartbeat END,
+		version = version + 1`
+)
+
 // CreateLab inserts lab with Version 1 and appends ev (its LabID set to lab.ID) in one
 // transaction. CreatedAt defaults to ev.At when zero; UpdatedAt is set to ev.At (as UpdateLab
 // does). It returns the stored lab. It fails with labs.ErrExists if the learner already has a
@@ -44,8 +93,7 @@ func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 
 	var stored labs.Lab
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, s.q(`INSERT INTO labs (`+labColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+		_, err := s.exec(ctx, tx, insertLabSQL,
 			lab.ID, lab.Learner, lab.Course, lab.Template, lab.Cloud, lab.StackName, lab.StackID,
 			string(lab.Status), lab.StackStatus, s.timeArg(lab.StackStatusSince), s.timeArg(lab.CreatedAt),
 			s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt), lab.Attempts,
@@ -83,7 +131,7 @@ func (s *Store) GetLab(ctx context.Context, id string) (_ labs.Lab, err error) {
 }
 
 func (s *Store) getLab(ctx context.Context, q querier, id string) (labs.Lab, error) {
-	l, err := scanLab(q.QueryRowContext(ctx, s.q(`SELECT `+labColumns+` FROM labs WHERE id = ?`), id))
+	l, err := scanLab(s.queryRow(ctx, q, getLabSQL, id))
 	if errors.Is(err, sql.ErrNoRows) {
 		return labs.Lab{}, labs.ErrNotFound
 	}
@@ -93,9 +141,7 @@ func (s *Store) getLab(ctx context.Context, q querier, id string) (labs.Lab, err
 // FindLive returns the learner's live (not deleted) lab for the course, or labs.ErrNotFound.
 func (s *Store) FindLive(ctx context.Context, learner, course string) (_ labs.Lab, err error) {
 	defer markUnavailable(&err)
-	l, err := scanLab(s.db.QueryRowContext(ctx,
-		s.q(`SELECT `+labColumns+` FROM labs WHERE learner = ? AND course = ? AND `+liveCond),
-		learner, course))
+	l, err := scanLab(s.queryRow(ctx, s.db, findLiveSQL, learner, course))
 	if errors.Is(err, sql.ErrNoRows) {
 		err = labs.ErrNotFound
 	}
@@ -131,24 +177,29 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY created_at, id`
-
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	out, err := s.queryLabs(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list labs: %w", err)
+	}
+	return out, nil
+}
+
+// queryLabs runs a query of labColumns (with ? placeholders) and scans its rows.
+func (s *Store) queryLabs(ctx context.Context, query string, args ...any) ([]labs.Lab, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	if err != nil {
+		return nil, err
 	}
 	defer rows.Close()
 	var out []labs.Lab
 	for rows.Next() {
 		l, err := scanLab(rows)
 		if err != nil {
-			return nil, fmt.Errorf("list labs: %w", err)
+			return nil, err
 		}
 		out = append(out, l)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list labs: %w", err)
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // UpdateLab writes every mutable field of lab (all but ID, Learner, Course and CreatedAt) if
@@ -173,12 +224,7 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 
 	var stored labs.Lab
 	err = s.inTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, s.q(`UPDATE labs SET
-				template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
-				stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
-				next_attempt_at = ?, last_error = ?, outputs = ?, updated_at = ?, deleted_at = ?,
-				version = version + 1
-			WHERE id = ? AND version = ?`),
+		res, err := s.exec(ctx, tx, updateLabSQL,
 			lab.Template, lab.Cloud, lab.StackName, lab.StackID, string(lab.Status), lab.StackStatus,
 			s.timeArg(lab.StackStatusSince), s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt),
 			lab.Attempts, s.timeArg(lab.NextAttemptAt), lab.LastError, outputs, s.timeArg(ev.At),
@@ -204,20 +250,46 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 	return stored, nil
 }
 
+// ActivityGap is how far apart two heartbeats may be and still belong to one span of the
+// learner's activity. An LMS sends one about every minute while the lab's page is open; a
+// browser may slow a background tab's timers to once a minute, and the network may lose one
+// or two: a silence shorter than this is the learner still there, a longer one ends the span
+// (the learner left).
+const ActivityGap = 5 * time.Minute
+
 // Heartbeat records that the lab is in use at at: LastHeartbeat becomes the later of the
 // stored one and at, and the version is bumped (so an actor holding an older copy gets
-// labs.ErrStale and re-reads). No event is written. It is one statement (heartbeats are the
-// hottest path). A deleted lab is not touched: labs.ErrDeleted. It returns the stored lab.
+// labs.ErrStale and re-reads). No event is written. A deleted lab is not touched:
+// labs.ErrDeleted. It returns the stored lab.
+//
+// It also keeps the learner's activity: the lab's open span runs from its first heartbeat to
+// its last; a heartbeat more than ActivityGap after the last one moves that span into the
+// activity table and opens a new one. Heartbeats are the hottest path: one that extends the
+// open span (most) is one UPDATE; one that opens a span is one more statement on PostgreSQL
+// (the row is locked first, so two heartbeats at once never close the same span twice), one
+// more transaction on SQLite.
 func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.Lab, err error) {
 	defer markUnavailable(&err)
 	if at.IsZero() {
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
-	t := s.timeArg(at)
-	stored, err := scanLab(s.db.QueryRowContext(ctx, s.q(`UPDATE labs SET
-			last_heartbeat = CASE WHEN last_heartbeat IS NULL OR last_heartbeat < ? THEN ? ELSE last_heartbeat END,
-			version = version + 1
-		WHERE id = ? AND `+liveCond+` RETURNING `+labColumns), t, t, id))
+	t, gapStart := s.timeArg(at), s.timeArg(at.Add(-ActivityGap))
+	// most heartbeats extend the open span: one plain UPDATE
+	stored, err := scanLab(s.queryRow(ctx, s.db, beatInSpanSQL, t, t, id, gapStart))
+	switch {
+	case !errors.Is(err, sql.ErrNoRows):
+	case s.driver == Postgres:
+		stored, err = scanLab(s.queryRow(ctx, s.db, beatPostgresSQL, id, gapStart, gapStart, t, t, t))
+	default:
+		err = s.inTx(ctx, func(tx *sql.Tx) error {
+			if _, err := s.exec(ctx, tx, closeSpanSQLite, id, gapStart); err != nil {
+				return fmt.Errorf("close activity span: %w", err)
+			}
+			var err error
+			stored, err = scanLab(s.queryRow(ctx, tx, beatSQLite, gapStart, t, t, t, id))
+			return err
+		})
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		// not there, or deleted
 		if stored, err = s.getLab(ctx, s.db, id); err == nil {

@@ -57,6 +57,7 @@ type Store struct {
 	db     *sql.DB
 	driver string
 	locks  lockState
+	stmts  stmtCache
 }
 
 // Open opens the database and migrates its schema. driver is "sqlite" (dsn: a file path or
@@ -115,7 +116,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	// SQLite: the first connection sets WAL mode and the migrations create the tables; two
 	// processes opening a new file at once must take turns (goose has no SQLite lock)
 	if driver == SQLite {
-		unlock, err := lockSQLiteMigrations(dsn)
+		unlock, err := lockSQLiteMigrations(ctx, dsn)
 		if err != nil {
 			db.Close()
 			return nil, fail("migrate", err)
@@ -144,6 +145,10 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	st := &Store{db: db, driver: driver}
 	if driver == SQLite {
 		st.locks.path, st.locks.memScope = sqliteLockBase(dsn)
+		if st.stmts, err = prepareHot(ctx, db); err != nil {
+			db.Close()
+			return nil, fail("prepare", err)
+		}
 	}
 	return st, nil
 }
@@ -151,6 +156,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 // Close releases every lock TryLock took through this store and closes the database.
 func (s *Store) Close() error {
 	s.releaseAllLocks()
+	s.stmts.close()
 	return s.db.Close()
 }
 
@@ -288,6 +294,60 @@ func rebind(query string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
+}
+
+// hotStatements are the statements of the hot paths: reading, creating and updating a lab,
+// appending an event, heartbeats. On SQLite, Open prepares them once for the Store: SQLite
+// parses every statement it runs, and parsing cost about as much as running them.
+// PostgreSQL's driver caches the statements it prepares by itself.
+var hotStatements = []string{insertLabSQL, getLabSQL, findLiveSQL, updateLabSQL, insertEventSQL, beatInSpanSQL, closeSpanSQLite, beatSQLite}
+
+// stmtCache holds the prepared hot statements.
+type stmtCache map[string]*sql.Stmt
+
+func prepareHot(ctx context.Context, db *sql.DB) (stmtCache, error) {
+	c := stmtCache{}
+	for _, q := range hotStatements {
+		st, err := db.PrepareContext(ctx, q)
+		if err != nil {
+			c.close()
+			return nil, err
+		}
+		c[q] = st
+	}
+	return c, nil
+}
+
+func (c stmtCache) close() {
+	for _, st := range c {
+		st.Close()
+	}
+}
+
+// queryRow runs a query for one row on q (the database or a transaction), written with ?
+// placeholders.
+func (s *Store) queryRow(ctx context.Context, q querier, query string, args ...any) *sql.Row {
+	if st := s.stmtOn(ctx, q, query); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
+	return q.QueryRowContext(ctx, s.q(query), args...)
+}
+
+// exec runs a statement on q (the database or a transaction), written with ? placeholders.
+func (s *Store) exec(ctx context.Context, q querier, query string, args ...any) (sql.Result, error) {
+	if st := s.stmtOn(ctx, q, query); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
+	return q.ExecContext(ctx, s.q(query), args...)
+}
+
+// stmtOn is query's prepared statement for use on q, or nil if it has none.
+func (s *Store) stmtOn(ctx context.Context, q querier, query string) *sql.Stmt {
+	st := s.stmts[query]
+	if tx, ok := q.(*sql.Tx); ok && st != nil {
+		return tx.StmtContext(ctx, st)
+	}
+	return st
 }
 
 // inTx runs fn in a transaction, committed if fn returns nil and rolled back otherwise.

@@ -1183,7 +1183,8 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP TABLE tokens`, `DELETE FROM goose_db_version WHERE version_id = 2`} {
+		for _, q := range []string{`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
@@ -1198,5 +1199,11 @@ func TestMigrateFromVersion1(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustGet(t, s, "old")
+		if _, err := s.Heartbeat(ctx, "old", at(2)); err != nil {
+			t.Fatalf("Heartbeat after migrating: %v", err)
+		}
+		if got, err := s.Activity(ctx, time.Time{}, time.Time{}); err != nil || len(got) != 1 {
+			t.Fatalf("Activity after migrating = %+v, %v; want the open span", got, err)
+		}
 	})
 }
