@@ -128,6 +128,9 @@ kill -TERM "$serve_pid"
 wait "$serve_pid" && echo "labplane serve exited 0"
 trap - EXIT
 
+step "what the labs cost so far: hours running, suspended, used; the waste (chart: $work/cost.svg)"
+$lp cost report --chart "$work/cost.svg"
+
 step "deploy the platform: make three SSH test hosts and an environment for them"
 export LABPLANE_INVENTORIES=$work/inventories LABPLANE_STATE_DIR=$work/state
 export LABPLANE_TESTHOSTS_SECRET_KEY="demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"   # read by the inventory, never written
