@@ -229,16 +229,7 @@ func runsCommand(stdio IO) *cli.Command {
 					&cli.IntFlag{Name: "limit", Value: 20, Usage: "the newest N runs (0: all)"},
 					outputFlag,
 				},
-				Action: func(c *cli.Context) error {
-					out, err := output(c)
-					if err != nil {
-						return err
-					}
-					reg, err := openRegistry(c, stdio)
-					if err != nil {
-						return err
-					}
-					defer reg.Close()
+				Action: registryAction(stdio, "", func(c *cli.Context, reg *registry, _, out string) error {
 					rs, err := reg.store.ListRuns(c.Context, runs.Filter{Environment: c.String("env"), Limit: c.Int("limit")})
 					if err != nil {
 						return err
@@ -260,23 +251,14 @@ func runsCommand(stdio IO) *cli.Command {
 							r.StartedAt.Local().Format("2006-01-02 15:04:05"), r.Duration(now).Round(time.Second).String(), hosts, r.Actor}
 					}
 					return table(stdio.Out, "ID\tKIND\tENV\tRELEASE\tSTATUS\tSTARTED\tDURATION\tHOSTS\tBY", rows)
-				},
+				}),
 			},
 			{
 				Name:      "show",
 				Usage:     "one run: its recap per host, its failures and its log's path",
 				UsageText: "labplane runs show ID [--output text|json]   (a unique prefix of the id will do)",
 				Flags:     []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					id, out, err := oneArg(c, "ID")
-					if err != nil {
-						return err
-					}
-					reg, err := openRegistry(c, stdio)
-					if err != nil {
-						return err
-					}
-					defer reg.Close()
+				Action: registryAction(stdio, "ID", func(c *cli.Context, reg *registry, id, out string) error {
 					r, err := reg.store.GetRun(c.Context, id)
 					if err != nil {
 						return err
@@ -290,9 +272,32 @@ func runsCommand(stdio IO) *cli.Command {
 						fmt.Fprintf(stdio.Out, "options: check=%v diff=%v limit=%q tags=%q\n", o.Check, o.Diff, o.Limit, o.Tags)
 					}
 					return printRecap(stdio.Out, r)
-				},
+				}),
 			},
 		},
+	}
+}
+
+// registryAction is the action of a command that reads the registry: it reads the command's
+// one argument (when what names it) and --output, opens the registry and calls do.
+func registryAction(stdio IO, what string, do func(c *cli.Context, reg *registry, arg, out string) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		var arg, out string
+		var err error
+		if what == "" {
+			out, err = output(c)
+		} else {
+			arg, out, err = oneArg(c, what)
+		}
+		if err != nil {
+			return err
+		}
+		reg, err := openRegistry(c, stdio)
+		if err != nil {
+			return err
+		}
+		defer reg.Close()
+		return do(c, reg, arg, out)
 	}
 }
 

@@ -23,16 +23,7 @@ func releaseCommand(stdio IO) *cli.Command {
 				Usage:     "each release on each environment: the hosts that run it now, when it was deployed",
 				UsageText: "labplane release list [--env ENV] [--output text|json]",
 				Flags:     []cli.Flag{&cli.StringFlag{Name: "env", Usage: "only this environment"}, outputFlag},
-				Action: func(c *cli.Context) error {
-					out, err := output(c)
-					if err != nil {
-						return err
-					}
-					reg, err := openRegistry(c, stdio)
-					if err != nil {
-						return err
-					}
-					defer reg.Close()
+				Action: registryAction(stdio, "", func(c *cli.Context, reg *registry, _, out string) error {
 					rs, err := reg.store.ListRuns(c.Context, runs.Filter{Environment: c.String("env")})
 					if err != nil {
 						return err
@@ -45,23 +36,14 @@ func releaseCommand(stdio IO) *cli.Command {
 						return writeJSON(stdio.Out, sums)
 					}
 					return summaryTable(stdio, sums)
-				},
+				}),
 			},
 			{
 				Name:      "show",
 				Usage:     "one release: where it runs, its runs and its promotions",
 				UsageText: "labplane release show RELEASE [--output text|json]",
 				Flags:     []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					name, out, err := oneArg(c, "RELEASE")
-					if err != nil {
-						return err
-					}
-					reg, err := openRegistry(c, stdio)
-					if err != nil {
-						return err
-					}
-					defer reg.Close()
+				Action: registryAction(stdio, "RELEASE", func(c *cli.Context, reg *registry, name, out string) error {
 					all, err := reg.store.ListRuns(c.Context, runs.Filter{})
 					if err != nil {
 						return err
@@ -109,7 +91,7 @@ func releaseCommand(stdio IO) *cli.Command {
 						return promotionTable(stdio, shown.Promotions)
 					}
 					return nil
-				},
+				}),
 			},
 		},
 	}
