@@ -325,12 +325,7 @@ func (e *Environment) validateSSH(v *validator) {
 	if e.SSH.User == "" {
 		e.SSH.User = DefaultSSHUser
 	}
-	switch {
-	case e.SSH.Port == 0:
-		e.SSH.Port = DefaultSSHPort
-	case e.SSH.Port < 0 || e.SSH.Port > 65535:
-		v.add("ssh.port", "%d is not a port", e.SSH.Port)
-	}
+	v.port("ssh.port", &e.SSH.Port, DefaultSSHPort)
 	for field, p := range map[string]string{"ssh.private_key_file": e.SSH.PrivateKeyFile, "ssh.known_hosts_file": e.SSH.KnownHostsFile} {
 		if p == "" {
 			continue
@@ -349,17 +344,9 @@ func (e *Environment) validateSettings(v *validator) {
 	if s.CMSSiteName == "" {
 		v.add("settings.cms_site_name", "required: the CMS's public name, such as studio.example.com")
 	}
-	port := func(field string, p *int, def int) {
-		switch {
-		case *p == 0:
-			*p = def
-		case *p < 1 || *p > 65535:
-			v.add(field, "%d is not a port", *p)
-		}
-	}
-	port("settings.lms_port", &s.LMSPort, DefaultLMSPort)
-	port("settings.cms_port", &s.CMSPort, DefaultCMSPort)
-	port("settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
+	v.port("settings.lms_port", &s.LMSPort, DefaultLMSPort)
+	v.port("settings.cms_port", &s.CMSPort, DefaultCMSPort)
+	v.port("settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
 	if s.LMSPort == s.CMSPort {
 		v.add("settings.cms_port", "%d is also lms_port: a host serving both needs two ports", s.CMSPort)
 	}
@@ -382,38 +369,54 @@ func (e *Environment) validateSettings(v *validator) {
 	if d.Engine != "sqlite3" && d.Host == "" {
 		v.add("settings.database.host", "required for %s", d.Engine)
 	}
-	if d.Port < 0 || d.Port > 65535 {
-		v.add("settings.database.port", "%d is not a port", d.Port)
+	v.port("settings.database.port", &d.Port, 0) // 0: the engine's default
+}
+
+// port checks a port field; an absent one (0) becomes def.
+func (v *validator) port(field string, p *int, def int) {
+	switch {
+	case *p == 0:
+		*p = def
+	case *p < 1 || *p > 65535:
+		v.add(field, "%d is not a port", *p)
 	}
 }
 
 var envVarPattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
+// NamedSecret is one of the environment's secret references, with its field's name.
+type NamedSecret struct {
+	Field string
+	Ref   SecretRef
+	// Required: the spec must give it (the database password unless the engine is sqlite3).
+	Required bool
+}
+
+// SecretRefs lists every secret reference of the spec, the one place that knows them all.
+func (e *Environment) SecretRefs() []NamedSecret {
+	return []NamedSecret{
+		{"secrets.database_password", e.Secrets.DatabasePassword, e.Settings.Database.Engine != "sqlite3"},
+		{"secrets.secret_key", e.Secrets.SecretKey, true},
+	}
+}
+
 func (e *Environment) validateSecrets(v *validator) {
 	s := &e.Secrets
-	refs := []struct {
-		field    string
-		ref      SecretRef
-		required bool
-	}{
-		{"secrets.database_password", s.DatabasePassword, e.Settings.Database.Engine != "sqlite3"},
-		{"secrets.secret_key", s.SecretKey, true},
-	}
 	usesVault := false
-	for _, r := range refs {
+	for _, r := range e.SecretRefs() {
 		switch {
-		case r.ref.inline:
-			v.add(r.field, "line %d: a secret's value must not be written here: use {env: NAME} or {vault: VARIABLE}", r.ref.line)
-		case !r.ref.Set() && r.required:
-			v.add(r.field, "required: {env: NAME} (read from labplane's environment) or {vault: VARIABLE} (from vault_file)")
-		case r.ref.Env != "" && r.ref.Vault != "":
-			v.add(r.field, "give env or vault, not both")
-		case r.ref.Env != "" && !envVarPattern.MatchString(r.ref.Env):
-			v.add(r.field+".env", "%q is not an environment variable name", r.ref.Env)
-		case r.ref.Vault != "":
+		case r.Ref.inline:
+			v.add(r.Field, "line %d: a secret's value must not be written here: use {env: NAME} or {vault: VARIABLE}", r.Ref.line)
+		case !r.Ref.Set() && r.Required:
+			v.add(r.Field, "required: {env: NAME} (read from labplane's environment) or {vault: VARIABLE} (from vault_file)")
+		case r.Ref.Env != "" && r.Ref.Vault != "":
+			v.add(r.Field, "give env or vault, not both")
+		case r.Ref.Env != "" && !envVarPattern.MatchString(r.Ref.Env):
+			v.add(r.Field+".env", "%q is not an environment variable name", r.Ref.Env)
+		case r.Ref.Vault != "":
 			usesVault = true
-			if !envVarPattern.MatchString(r.ref.Vault) {
-				v.add(r.field+".vault", "%q is not a variable name", r.ref.Vault)
+			if !envVarPattern.MatchString(r.Ref.Vault) {
+				v.add(r.Field+".vault", "%q is not a variable name", r.Ref.Vault)
 			}
 		}
 	}

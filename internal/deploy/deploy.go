@@ -62,6 +62,14 @@ type Request struct {
 	Progress func(ansible.Event)
 }
 
+// release is the release req deploys: its own, or the spec's.
+func (req Request) release() string {
+	if req.Release != "" {
+		return req.Release
+	}
+	return req.Env.Release
+}
+
 // ErrFailed: the run did not succeed; the error says which hosts and tasks failed.
 var ErrFailed = errors.New("deploy failed")
 
@@ -75,10 +83,7 @@ func (e *BadInputError) Unwrap() error { return e.Err }
 // the inventory's lookups from labplane's environment, or from the vault file).
 func (d *Deployer) Playbook(req Request) ansible.Playbook {
 	env := req.Env
-	release := req.Release
-	if release == "" {
-		release = env.Release
-	}
+	release := req.release()
 	extra := map[string]any{"openedx_serial": env.Rollout.Serial}
 	if release != env.Release {
 		extra["openedx_release"] = release
@@ -130,10 +135,7 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 	if err != nil {
 		return runs.Run{}, fmt.Errorf("run id: %w", err)
 	}
-	release := req.Release
-	if release == "" {
-		release = req.Env.Release
-	}
+	release := req.release()
 	kind := req.Kind
 	if kind == "" {
 		kind = runs.Deploy
@@ -199,16 +201,13 @@ const minSecretLen = 6
 func readSecrets(env *config.Environment) (secretValues, error) {
 	var vals secretValues
 	var missing []string
-	for field, ref := range map[string]config.SecretRef{
-		"secrets.database_password": env.Secrets.DatabasePassword,
-		"secrets.secret_key":        env.Secrets.SecretKey,
-	} {
-		if ref.Env == "" {
+	for _, s := range env.SecretRefs() {
+		if s.Ref.Env == "" {
 			continue
 		}
-		v, ok := os.LookupEnv(ref.Env)
+		v, ok := os.LookupEnv(s.Ref.Env)
 		if !ok || v == "" {
-			missing = append(missing, fmt.Sprintf("%s: %s: environment variable %s is not set", env.File, field, ref.Env))
+			missing = append(missing, fmt.Sprintf("%s: %s: environment variable %s is not set", env.File, s.Field, s.Ref.Env))
 			continue
 		}
 		if len(v) >= minSecretLen {
