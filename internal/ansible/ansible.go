@@ -479,6 +479,10 @@ func (t *tail) Write(p []byte) {
 
 func (t *tail) String() string { return string(t.b) }
 
+// Packages are the Debian packages a machine that runs playbooks needs: the ansible package, not
+// only ansible-core (ansible.posix brings the Callback), and the ssh client.
+var Packages = []string{"ansible", "openssh-client"}
+
 // LookPath finds ansible-playbook, with a message that says what to install.
 func LookPath(binary string) (string, error) {
 	if binary == "" {
@@ -486,7 +490,7 @@ func LookPath(binary string) (string, error) {
 	}
 	p, err := osexec.LookPath(binary)
 	if err != nil {
-		return "", fmt.Errorf("%s not found: install Ansible (Debian: apt-get install ansible; the ansible package, not only ansible-core, brings the %s callback): %w", binary, Callback, err)
+		return "", fmt.Errorf("%s not found: install Ansible (labplane doctor --install, or apt-get install ansible: the ansible package, not only ansible-core, brings the %s callback): %w", binary, Callback, err)
 	}
 	return p, nil
 }

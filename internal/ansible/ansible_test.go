@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
+	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -12,15 +15,31 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/apt"
 )
 
 // These tests run the real ansible-playbook on a local-connection inventory; the runs over
 // real SSH to real test hosts are in internal/deploy and internal/cli.
 
+// TestMain installs Ansible (unless -short: then the tests that run it skip themselves).
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if !testing.Short() {
+		if err := apt.Ensure(context.Background(), os.Stderr, ansible.Packages...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	os.Exit(m.Run())
+}
+
 func requireAnsible(t *testing.T) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs ansible-playbook: not with -short")
+	}
 	if _, err := ansible.LookPath(""); err != nil {
-		t.Fatalf("%v (the test suite installs it: see internal/testhosts.EnsurePackages)", err)
+		t.Fatal(err)
 	}
 }
 

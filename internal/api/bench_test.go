@@ -21,6 +21,7 @@ import (
 	_ "modernc.org/sqlite"             // the baseline's SQLite driver
 
 	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -57,12 +58,8 @@ var (
 // in C, in its own process, so that the server under test has the CPU the Go one would take.
 func driveWrk(b *testing.B, addr string, labsN, conns int, d time.Duration) load {
 	b.Helper()
-	if _, err := exec.LookPath("wrk"); err != nil {
-		cmd := exec.Command("apt-get", "install", "-y", "-qq", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=600", "wrk")
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("install wrk: %v\n%s", err, out)
-		}
+	if err := apt.Ensure(b.Context(), os.Stderr, "wrk"); err != nil {
+		b.Fatal(err)
 	}
 	script := filepath.Join(b.TempDir(), "heartbeat.lua")
 	if err := os.WriteFile(script, []byte(fmt.Sprintf(wrkScript, labsN, token)), 0o600); err != nil {

@@ -110,11 +110,12 @@ func (s *site) runIO(in string, terminal bool, args ...string) result {
 	return runCLI(in, terminal, append([]string{"--config", s.config}, args...)...)
 }
 
+// runCLI runs labplane in-process. It sets no deadline of its own: a command that builds the
+// Terraform toolchain or installs packages on a busy machine takes what it takes, within go
+// test's -timeout.
 func runCLI(in string, terminal bool, args ...string) result {
 	var out, errOut bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	code := cli.Run(ctx, append([]string{"labplane"}, args...), cli.IO{In: strings.NewReader(in), Out: &out, Err: &errOut, Terminal: terminal})
+	code := cli.Run(context.Background(), append([]string{"labplane"}, args...), cli.IO{In: strings.NewReader(in), Out: &out, Err: &errOut, Terminal: terminal})
 	return result{code: code, out: out.String(), err: errOut.String()}
 }
 

@@ -240,6 +240,9 @@ func TestCostAndSimBadFlagsExit2(t *testing.T) {
 // TestCostReportOnSimulation: the report over the registry `labplane sim` leaves behind
 // agrees with the simulation's own numbers.
 func TestCostReportOnSimulation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("simulates a class's month (some 15 CPU-seconds): not with -short")
+	}
 	db := filepath.Join(t.TempDir(), "sim.db")
 	res := runCLI("", false, "sim", "--trace", "class", "--policy", "labplane", "--db", db, "--output", "json")
 	if res.code != 0 {

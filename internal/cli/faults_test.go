@@ -390,6 +390,9 @@ func (p *pgControl) start() {
 // recovers, the scheduler catches up (labs that went idle during the outage are suspended),
 // launches and heartbeats work, and every lab launched before the outage is still there.
 func TestFaultStoreStoppedAndStarted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a PostgreSQL server: not with -short")
+	}
 	t.Setenv(pgtest.EnvDSN, "") // a server of this test's own: it is stopped and started
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -630,6 +633,9 @@ func checkRowMatchesTrail(t *testing.T, lab labs.Lab, evs []labs.Event) {
 // suspended); with the cloud hanging mid-action, SIGTERM still exits within shutdown_grace
 // plus a little, and the hung actions are recorded as failed, with rows and trails agreeing.
 func TestFaultCloudFailingThenHanging(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a daemon through a minute of real time: not with -short")
+	}
 	heat := newFaultHeat(t)
 	heat.UseCloudsYAML()
 	addr := freePort(t)

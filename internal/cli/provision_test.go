@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labplane/labplane/internal/terraformbin"
 )
 
 // provisionProject is a project directory with inventories/<env>/environment.yml for each
@@ -96,6 +98,11 @@ func TestProvisionAgainstRealHeat(t *testing.T) {
 		t.Skip("needs the local cloud (not with -short)")
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
+	// the toolchain first, under its machine-wide lock, for as long as the build takes (a
+	// busy machine building it in another package too): the commands below then find it ready
+	if _, err := terraformbin.Ensure(t.Context(), terraformbin.Options{}); err != nil {
+		t.Fatal(err)
+	}
 	prefix := fmt.Sprintf("c%d", time.Now().UnixNano()%1e9)
 	project := provisionProject(t, map[string]string{
 		"dev":     fmt.Sprintf(provisionedSpec, "local-a", prefix),

@@ -55,7 +55,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 					}
 					name := c.String("env")
 					releases := c.StringSlice("release")
-					if err := testhosts.EnsurePackages(c.Context); err != nil {
+					if err := testhosts.EnsurePackages(c.Context, c.App.ErrWriter); err != nil {
 						return err
 					}
 					www := filepath.Join(dir, "www")

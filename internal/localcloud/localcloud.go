@@ -3,11 +3,11 @@
 //
 // Each named instance ("local-a", "local-b") has a fixed set of ports, so two clouds can run side
 // by side (and beside a developer's own). The work is done by two embedded bash scripts adapted
-// from the team's tested recipe: up.sh installs the Debian packages with apt-get when they are
-// missing, configures and starts the services and writes a clouds.yaml; down.sh stops exactly
-// the processes up.sh recorded (each PID is checked against its command line or environment
-// first; nothing is ever killed by name). Up and Down need root (apt-get, setpriv, the postgres
-// user switch).
+// from the team's tested recipe. Up first installs the missing Packages through the project's
+// one installer (internal/apt); up.sh then configures and starts the services and writes a
+// clouds.yaml; down.sh stops exactly the processes up.sh recorded (each PID is checked against
+// its command line or environment first; nothing is ever killed by name). Up and Down need root
+// (apt-get, setpriv, the postgres user switch).
 //
 // Test suites in several packages, which go test runs at the same time, share the instances
 // through Acquire and Release (see lease.go).
@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/filelock"
 )
 
@@ -37,6 +38,11 @@ var upScript []byte
 
 //go:embed scripts/down.sh
 var downScript []byte
+
+// Packages are the Debian packages a local cloud runs on (Zed's Keystone and Heat, their
+// PostgreSQL and RabbitMQ, uWSGI) and the tools up.sh uses; up installs the missing ones.
+var Packages = []string{"keystone", "heat-api", "heat-engine", "rabbitmq-server", "postgresql", "uwsgi-core",
+	"uwsgi-plugin-python3", "python3-psycopg2", "python3-openstackclient", "python3-heatclient", "jq", "curl"}
 
 // Host is the only address the local clouds listen on.
 const Host = "127.0.0.1"
@@ -280,6 +286,9 @@ func (i Instance) up(ctx context.Context, progress io.Writer) error {
 	if err := i.ensureDir(); err != nil {
 		return err
 	}
+	if err := apt.Ensure(ctx, progress, Packages...); err != nil {
+		return fmt.Errorf("localcloud %s: %w", i.Name, err)
+	}
 	return i.run(ctx, "up.sh", upScript, nil, progress)
 }
 
@@ -341,7 +350,7 @@ func (i Instance) env() []string {
 		"LC_NAME=" + i.Name,
 		"LC_DIR=" + i.Dir,
 		"LC_CLOUDS_YAML=" + i.CloudsYAML(),
-		"LC_APT_LOCK=" + filepath.Join(Root(), "apt.lock"),
+		"LC_PACKAGES=" + strings.Join(Packages, " "),
 		"LC_REGION=" + i.Region,
 		"LC_KEYSTONE_PORT=" + strconv.Itoa(i.KeystonePort),
 		"LC_HEAT_PORT=" + strconv.Itoa(i.HeatPort),

@@ -4,7 +4,8 @@
 //
 // If LABPLANE_TEST_POSTGRES_DSN is set, that server is used instead and nothing is started.
 // If no PostgreSQL server binary is installed, Start installs Debian's postgresql package
-// with apt-get (root only), without letting Debian start its own cluster.
+// through the project's one installer (internal/apt: root only, no service started).
+// With -short, Main starts nothing and the tests that need the server skip themselves.
 package pgtest
 
 import (
@@ -31,12 +32,12 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
+
+	"github.com/labplane/labplane/internal/apt"
 )
 
 // EnvDSN names the environment variable that points the tests at an existing server.
 const EnvDSN = "LABPLANE_TEST_POSTGRES_DSN"
-
-const policyRCD = "/usr/sbin/policy-rc.d"
 
 // errStopped: the server was stopped (and its databases went with it).
 var errStopped = errors.New("pgtest: server stopped")
@@ -113,8 +114,12 @@ func (s *Server) DSN() string { return s.dsn }
 
 // Database creates a fresh, uniquely named database and returns its DSN. It is dropped when
 // tb's test ends (the whole server goes away at Stop anyway, unless it is an external one).
+// On a nil Server (Main with -short) it skips the test.
 func (s *Server) Database(tb testing.TB) string {
 	tb.Helper()
+	if s == nil {
+		tb.Skip("needs a PostgreSQL server: not with -short")
+	}
 	ctx := context.Background()
 	name, dsn, err := s.CreateDatabase(ctx)
 	if err != nil {
@@ -219,9 +224,12 @@ func run(m *testing.M, srv **Server) (code int) {
 	if !flag.Parsed() {
 		flag.Parse() // for testing.Verbose; m.Run parses again, harmlessly
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	s, err := Start(ctx, "")
-	cancel()
+	if testing.Short() {
+		return m.Run() // *srv stays nil: Database skips
+	}
+	// no deadline of its own: an install on a busy machine takes what it takes (go test's
+	// -timeout still applies)
+	s, err := Start(context.Background(), "")
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "pgtest: no PostgreSQL server for the tests: %v\n", err)
 		return 1
@@ -428,7 +436,7 @@ func findOrInstall(ctx context.Context) (binDir string, installed bool, err erro
 	if os.Geteuid() != 0 {
 		return "", false, fmt.Errorf("pgtest: no /usr/lib/postgresql/*/bin/postgres and not root: install Debian's postgresql package or set %s", EnvDSN)
 	}
-	if err := aptInstall(ctx); err != nil {
+	if err := apt.Ensure(ctx, os.Stderr, "postgresql"); err != nil {
 		return "", false, err
 	}
 	if d := findBinDir(); d != "" {
@@ -448,55 +456,6 @@ func findBinDir() string {
 	}
 	sort.Slice(matches, func(i, j int) bool { return version(matches[i]) > version(matches[j]) })
 	return filepath.Dir(matches[0])
-}
-
-// aptInstall installs Debian's postgresql package with a policy-rc.d that forbids starting
-// services, so Debian's own cluster is not started; whatever policy-rc.d was there is restored.
-func aptInstall(ctx context.Context) (err error) {
-	old, readErr := os.ReadFile(policyRCD)
-	existed := readErr == nil
-	var oldMode os.FileMode = 0o755
-	if fi, err := os.Stat(policyRCD); err == nil {
-		oldMode = fi.Mode().Perm()
-	}
-	if err := os.WriteFile(policyRCD, []byte("#!/bin/sh\nexit 101\n"), 0o755); err != nil {
-		return fmt.Errorf("pgtest: write %s: %w", policyRCD, err)
-	}
-	if err := os.Chmod(policyRCD, 0o755); err != nil {
-		return fmt.Errorf("pgtest: chmod %s: %w", policyRCD, err)
-	}
-	defer func() {
-		var rerr error
-		if existed {
-			if rerr = os.WriteFile(policyRCD, old, oldMode); rerr == nil {
-				rerr = os.Chmod(policyRCD, oldMode)
-			}
-		} else {
-			rerr = os.Remove(policyRCD)
-		}
-		if rerr != nil {
-			err = errors.Join(err, fmt.Errorf("pgtest: restore %s: %w", policyRCD, rerr))
-		}
-	}()
-	lock := []string{"-o", "DPkg::Lock::Timeout=900"}
-	apt := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, "apt-get", append(append([]string{}, lock...), args...)...)
-		cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("pgtest: apt-get %s: %w\n%s", strings.Join(args, " "), err, lastBytes(out, 2000))
-		}
-		return nil
-	}
-	install := []string{"install", "-y", "--no-install-recommends", "postgresql"}
-	if err := apt(install...); err != nil {
-		// The package lists may be missing or stale on a fresh machine.
-		if uerr := apt("update"); uerr != nil {
-			return errors.Join(err, uerr)
-		}
-		return apt(install...)
-	}
-	return nil
 }
 
 // withDatabase returns dsn with its database replaced by name (URL or key=value form).

@@ -10,6 +10,9 @@ import (
 )
 
 func TestStartStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts (and may install) PostgreSQL: not with -short")
+	}
 	t.Setenv(EnvDSN, "")
 	ctx := t.Context()
 	began := time.Now()
@@ -117,6 +120,9 @@ func query(ctx context.Context, dsn, q string, dest any) error {
 }
 
 func TestStartUnreachableDir(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts (and may install) PostgreSQL: not with -short")
+	}
 	if os.Geteuid() != 0 {
 		t.Skip("only root runs the server as another user")
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 
@@ -34,9 +33,9 @@ func toolchain(t *testing.T) terraformbin.Toolchain {
 		t.Skip("runs terraform (not with -short)")
 	}
 	toolchainOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-		defer cancel()
-		toolchainVal, toolchainErr = terraformbin.Ensure(ctx, terraformbin.Options{})
+		// no deadline of its own: a build on a busy machine takes what it takes (go test's
+		// -timeout still applies), and another process's build is waited for under its lock
+		toolchainVal, toolchainErr = terraformbin.Ensure(context.Background(), terraformbin.Options{})
 	})
 	if toolchainErr != nil {
 		t.Fatal(toolchainErr)

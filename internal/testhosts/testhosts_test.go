@@ -136,11 +136,12 @@ func setup(t *testing.T, timeout time.Duration) context.Context {
 		t.Skip("needs root, namespaces and Debian packages: not with -short")
 	}
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	t.Cleanup(cancel)
-	if err := testhosts.EnsurePackages(ctx); err != nil {
+	// the install takes as long as it takes on a busy machine: the test's own deadline only
+	if err := testhosts.EnsurePackages(t.Context(), os.Stderr); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	return ctx
 }
 

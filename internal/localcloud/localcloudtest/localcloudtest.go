@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/localcloud"
 )
 
@@ -23,9 +24,15 @@ func Main(m *testing.M, lease **localcloud.Lease, before func(context.Context), 
 	if testing.Short() {
 		return m.Run()
 	}
+	start := time.Now()
+	// the packages first, for as long as that takes on a busy machine (other packages' tests
+	// may hold the installer's lock); then the clouds within 20 minutes
+	if err := apt.Ensure(context.Background(), os.Stderr, localcloud.Packages...); err != nil {
+		fmt.Fprintf(os.Stderr, "cannot install the local cloud's packages: %v\n(go test -short runs only the tests that need none)\n", err)
+		return 1
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	start := time.Now()
 	l, err := localcloud.Acquire(ctx, os.Stderr, names...)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cannot bring up the local clouds %v: %v\n(go test -short runs only the tests that need none)\n", names, err)

@@ -10,7 +10,7 @@
 #
 # Environment (all required, set by internal/localcloud): LC_NAME, LC_DIR, LC_CLOUDS_YAML,
 #   LC_KEYSTONE_PORT, LC_HEAT_PORT, LC_PG_PORT, LC_RABBIT_PORT, LC_RABBIT_DIST_PORT, LC_EPMD_PORT,
-#   LC_REGION, LC_APT_LOCK (a file flock'ed around apt-get, shared by all instances).
+#   LC_REGION, LC_PACKAGES (the Debian packages it needs, installed by the Go side first).
 # Idempotent: if everything is already up it only rewrites clouds.yaml and exits 0.
 # Everything except the Debian packages lives under $LC_DIR/state. Every listener binds to
 # 127.0.0.1 only. Processes are recorded in $LC_DIR/state/run/*.pid; nothing is ever killed by name.
@@ -21,7 +21,6 @@ NAME=${LC_NAME:?LC_NAME is required}
 LAB_DIR=${LC_DIR:?LC_DIR is required}
 STATE=$LAB_DIR/state
 CLOUDS_YAML=${LC_CLOUDS_YAML:?LC_CLOUDS_YAML is required}
-APT_LOCK=${LC_APT_LOCK:?LC_APT_LOCK is required}
 
 HOST=127.0.0.1
 KEYSTONE_PORT=${LC_KEYSTONE_PORT:?}
@@ -44,8 +43,7 @@ AUTH_ENCRYPTION_KEY=heatlab-auth-encryption-key-0032  # must be exactly 32 chars
 KS_URL=http://$HOST:$KEYSTONE_PORT
 HEAT_URL=http://$HOST:$HEAT_PORT
 PY=/usr/bin/python3            # Debian's python: the OpenStack libs live in its dist-packages
-PACKAGES=(keystone heat-api heat-engine rabbitmq-server postgresql uwsgi-core uwsgi-plugin-python3
-          python3-psycopg2 python3-openstackclient python3-heatclient jq curl)
+PACKAGES=(${LC_PACKAGES:?LC_PACKAGES is required})   # localcloud.Packages
 
 log()  { printf '[localcloud %s up %6ss] %s\n' "$NAME" "$(elapsed)" "$*"; }
 die()  { printf '[localcloud %s up %6ss] ERROR: %s\n' "$NAME" "$(elapsed)" "$*" >&2; exit 1; }
@@ -138,51 +136,12 @@ if command -v jq >/dev/null && all_pids_alive &&
   exit 0
 fi
 
-# ---------- 1. packages ----------
+# ---------- 1. packages (installed by the Go side, internal/apt, before this script runs) ----------
 mkdir -p "$LAB_DIR"
-missing_packages() {
-  local p
-  for p in "${PACKAGES[@]}"; do
-    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] || echo "$p"
-  done
-}
-mapfile -t missing < <(missing_packages)
-if ((${#missing[@]})); then
-  # one apt-get at a time across instances (each instance has its own lock otherwise); the
-  # lock fd is closed again before any daemon is started, so no service inherits it
-  exec 9>>"$APT_LOCK"
-  log "waiting for the apt lock $APT_LOCK"
-  flock 9
-  mapfile -t missing < <(missing_packages)
-fi
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive DEBCONF_NONINTERACTIVE_SEEN=true
-  # Forbid package postinst scripts from starting services (keystone's init script would listen
-  # on 0.0.0.0:5000, rabbitmq/postgres on their default ports): policy-rc.d "exit 101".
-  policy_saved=
-  if [[ -e /usr/sbin/policy-rc.d ]] && ! grep -qx 'exit 101' /usr/sbin/policy-rc.d; then
-    policy_saved=$LAB_DIR/policy-rc.d.saved; cp -p /usr/sbin/policy-rc.d "$policy_saved"
-  fi
-  policy_created=0
-  if [[ ! -e /usr/sbin/policy-rc.d || -n $policy_saved ]]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; policy_created=1
-  fi
-  restore_policy() {
-    if [[ -n $policy_saved ]]; then cp -p "$policy_saved" /usr/sbin/policy-rc.d; rm -f "$policy_saved"
-    elif ((policy_created)); then rm -f /usr/sbin/policy-rc.d; fi
-  }
-  for i in 1 2 3 4 5; do apt-get -o DPkg::Lock::Timeout=900 -qq update && break; sleep 10; done
-  if ! apt-get -o DPkg::Lock::Timeout=900 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-       install -y -qq --no-install-recommends "${PACKAGES[@]}" >"$LAB_DIR/apt-install.log" 2>&1; then
-    restore_policy; tail -30 "$LAB_DIR/apt-install.log" >&2; die "apt-get install failed"
-  fi
-  restore_policy
-  log "packages installed"
-else
-  log "packages already installed"
-fi
-exec 9>&-
+for p in "${PACKAGES[@]}"; do
+  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] ||
+    die "Debian package $p is not installed (labplane localcloud up installs it: run it through labplane)"
+done
 PGBIN=$(pg_bin); [[ -x $PGBIN/postgres ]] || die "PostgreSQL binaries not found"
 
 # ---------- 2. layout + config files (always rewritten; cheap) ----------

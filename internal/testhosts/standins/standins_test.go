@@ -24,9 +24,7 @@ func needPackages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("needs Debian packages installed: not with -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	if err := testhosts.EnsurePackages(ctx); err != nil {
+	if err := testhosts.EnsurePackages(t.Context(), os.Stderr); err != nil {
 		t.Fatal(err)
 	}
 }

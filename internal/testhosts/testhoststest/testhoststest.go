@@ -22,9 +22,7 @@ func Main(m *testing.M, set **testhosts.Set, o testhosts.Options) int {
 	if testing.Short() {
 		return m.Run()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	s, err := up(ctx, o)
+	s, err := up(context.Background(), o)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cannot bring up test hosts: %v\n(go test -short runs only the tests that need none)\n", err)
 		return 1
@@ -47,9 +45,7 @@ func New(t testing.TB, o testhosts.Options) *testhosts.Set {
 	if testing.Short() {
 		t.Skip("needs test hosts (root, namespaces): not with -short")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	s, err := up(ctx, o)
+	s, err := up(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,9 +59,13 @@ func New(t testing.TB, o testhosts.Options) *testhosts.Set {
 	return s
 }
 
+// up installs the packages (for as long as that takes on a busy machine: ctx's deadline only),
+// then brings the hosts up within 15 minutes.
 func up(ctx context.Context, o testhosts.Options) (*testhosts.Set, error) {
-	if err := testhosts.EnsurePackages(ctx); err != nil {
+	if err := testhosts.EnsurePackages(ctx, os.Stderr); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Minute)
+	defer cancel()
 	return testhosts.Up(ctx, o)
 }
