@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	osexec "os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -493,4 +495,43 @@ func LookPath(binary string) (string, error) {
 		return "", fmt.Errorf("%s not found: install Ansible (labplane doctor --install, or apt-get install ansible: the ansible package, not only ansible-core, brings the %s callback): %w", binary, Callback, err)
 	}
 	return p, nil
+}
+
+// ErrNoCallback means the Ansible found has no Callback: ansible-core without the ansible
+// package's collections.
+var ErrNoCallback = errors.New("the " + Callback + " callback is not installed")
+
+// CheckCallback checks that the Ansible of ansible-playbook (empty: the one on PATH) has the
+// Callback labplane reads, by asking the ansible-doc beside it. (ansible-doc exits 0 for a
+// plugin it does not know: its JSON answer is what tells.)
+func CheckCallback(ctx context.Context, binary string) error {
+	playbook, err := LookPath(binary)
+	if err != nil {
+		return err
+	}
+	doc := filepath.Join(filepath.Dir(playbook), "ansible-doc")
+	cmd := osexec.CommandContext(ctx, doc, "-t", "callback", "--json", Callback)
+	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1")
+	cmd.WaitDelay = 5 * time.Second
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 1024 {
+			msg = msg[len(msg)-1024:]
+		}
+		if msg != "" {
+			return fmt.Errorf("%s -t callback %s: %w: %s", doc, Callback, err, msg)
+		}
+		return fmt.Errorf("%s -t callback %s: %w", doc, Callback, err)
+	}
+	var docs map[string]json.RawMessage
+	if err := json.Unmarshal(out, &docs); err != nil {
+		return fmt.Errorf("%s -t callback --json %s: %w", doc, Callback, err)
+	}
+	if _, ok := docs[Callback]; !ok {
+		return fmt.Errorf("%w for %s: install the ansible package (apt-get install ansible), not only ansible-core", ErrNoCallback, playbook)
+	}
+	return nil
 }

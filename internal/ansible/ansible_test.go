@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -173,3 +174,53 @@ func TestCancelInterruptsAnsible(t *testing.T) {
 		t.Errorf("processes left behind: %s", out)
 	}
 }
+
+// CheckCallback reads ansible-doc's answer, not its exit status (0 for an unknown plugin):
+// stand-in ansible-playbook and ansible-doc scripts answer as Ansible with and without the
+// callback does; then the machine's own Ansible, when it has one.
+func TestCheckCallback(t *testing.T) {
+	tests := []struct {
+		name string
+		doc  string // the stand-in ansible-doc; "" = none beside ansible-playbook
+		want error  // nil: no error; errAny: some error
+	}{
+		{"with the callback", `echo '{"ansible.posix.jsonl": {"doc": {"collection": "ansible.posix"}}}'`, nil},
+		{"ansible-core alone", `echo "[WARNING]: ansible.posix.jsonl was not found" >&2; echo '{}'`, ansible.ErrNoCallback},
+		{"ansible-doc fails", `echo "ERROR! broken" >&2; exit 5`, errAny},
+		{"no ansible-doc", "", errAny},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			write := func(name, body string) {
+				if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write("ansible-playbook", "exit 0")
+			if tc.doc != "" {
+				write("ansible-doc", tc.doc)
+			}
+			err := ansible.CheckCallback(t.Context(), filepath.Join(dir, "ansible-playbook"))
+			t.Logf("%v", err)
+			switch {
+			case tc.want == nil && err != nil:
+				t.Errorf("want no error, got %v", err)
+			case tc.want == errAny && err == nil:
+				t.Error("want an error")
+			case tc.want != nil && tc.want != errAny && !errors.Is(err, tc.want):
+				t.Errorf("want %v, got %v", tc.want, err)
+			}
+		})
+	}
+	t.Run("this machine", func(t *testing.T) {
+		if _, err := ansible.LookPath(""); err != nil {
+			t.Skip("no Ansible on this machine")
+		}
+		if err := ansible.CheckCallback(t.Context(), ""); err != nil {
+			t.Errorf("the machine's Ansible (installed as ansible.Packages): %v", err)
+		}
+	})
+}
+
+var errAny = errors.New("any error")

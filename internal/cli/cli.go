@@ -127,6 +127,7 @@ func NewApp(stdio IO) *cli.App {
 			provisionCommand(stdio),
 			releaseCommand(stdio),
 			promoteCommand(stdio),
+			doctorCommand(stdio),
 		},
 	}
 	setOnUsageError(app.Commands)

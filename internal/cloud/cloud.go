@@ -102,17 +102,9 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 		return &Error{Cloud: o.Name, Op: "open", Kind: kind, Message: msg, Err: err}
 	}
 
-	copts := &clientconfig.ClientOpts{Cloud: o.Cloud}
-	if o.ConfigFile != "" {
-		copts.YAMLOpts = fileYAML{path: o.ConfigFile}
-	}
-	cc, err := clientconfig.GetCloudFromYAML(copts)
+	cc, ao, err := entry(o)
 	if err != nil {
-		return nil, fail(ErrInvalid, truncate(fmt.Sprintf("clouds.yaml entry %q: %v", o.Cloud, err)), err)
-	}
-	ao, err := clientconfig.AuthOptions(copts)
-	if err != nil {
-		return nil, fail(ErrInvalid, truncate(fmt.Sprintf("clouds.yaml entry %q: %v", o.Cloud, err)), err)
+		return nil, err
 	}
 	ao.AllowReauth = true
 
@@ -172,6 +164,40 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 	}
 	h.log.Debug("cloud opened", "entry", o.Cloud, "region", region, "endpoint", sc.Endpoint, "max_in_flight", o.MaxInFlight)
 	return h, nil
+}
+
+// Entry reads the cloud's clouds.yaml entry (Options.Cloud, or Name) and its credentials as
+// Open does, without connecting to anything: an ErrInvalid Error when the entry is missing or
+// incomplete. Options other than Name, Cloud and ConfigFile are ignored.
+func Entry(o Options) error {
+	if o.Name == "" {
+		return &Error{Op: "open", Kind: ErrInvalid, Message: "cloud.Options.Name is empty"}
+	}
+	if o.Cloud == "" {
+		o.Cloud = o.Name
+	}
+	_, _, err := entry(o)
+	return err
+}
+
+// entry reads the clouds.yaml entry o.Cloud and the authentication options it gives.
+func entry(o Options) (*clientconfig.Cloud, *gophercloud.AuthOptions, error) {
+	fail := func(err error) error {
+		return &Error{Cloud: o.Name, Op: "open", Kind: ErrInvalid, Message: truncate(fmt.Sprintf("clouds.yaml entry %q: %v", o.Cloud, err)), Err: err}
+	}
+	copts := &clientconfig.ClientOpts{Cloud: o.Cloud}
+	if o.ConfigFile != "" {
+		copts.YAMLOpts = fileYAML{path: o.ConfigFile}
+	}
+	cc, err := clientconfig.GetCloudFromYAML(copts)
+	if err != nil {
+		return nil, nil, fail(err)
+	}
+	ao, err := clientconfig.AuthOptions(copts)
+	if err != nil {
+		return nil, nil, fail(err)
+	}
+	return cc, ao, nil
 }
 
 // fileYAML loads one given clouds.yaml (Options.ConfigFile).

@@ -673,3 +673,41 @@ func TestFakeCheckTakesNoSlot(t *testing.T) {
 		t.Fatalf("Check while the only slot is busy: %v", err)
 	}
 }
+
+// Entry reads the clouds.yaml entry as Open does, and connects to nothing: the auth_url below
+// is a closed port, which Open would report as transient.
+func TestEntry(t *testing.T) {
+	t.Parallel()
+	const pw = "Entry-pa55word-plugh"
+	file := heattest.WriteCloudsYAML(t, "here", "http://127.0.0.1:"+closedPort(t)+"/v3", pw)
+	noAuth := filepath.Join(t.TempDir(), "clouds.yaml")
+	if err := os.WriteFile(noAuth, []byte("clouds:\n  bare:\n    region_name: RegionOne\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		opts cloud.Options
+		want string // in the error; "" = no error
+	}{
+		{"entry present", cloud.Options{Name: "here", ConfigFile: file}, ""},
+		{"entry named apart from the cloud", cloud.Options{Name: "alpha", Cloud: "here", ConfigFile: file}, ""},
+		{"entry missing", cloud.Options{Name: "alpha", Cloud: "nowhere", ConfigFile: file}, `clouds.yaml entry "nowhere"`},
+		{"entry without auth", cloud.Options{Name: "bare", ConfigFile: noAuth}, `clouds.yaml entry "bare"`},
+		{"no name", cloud.Options{ConfigFile: file}, "Name is empty"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := cloud.Entry(tc.opts)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("want no error, got %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, cloud.ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want invalid naming %s", err, tc.want)
+			}
+			assertNoSecret(t, err, pw)
+		})
+	}
+}

@@ -90,7 +90,7 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	}
 	fail := func(what string, err error) error {
 		return &redactedError{
-			msg: fmt.Sprintf("open store (%s): %s: %s", driver, what, redact(err.Error(), dsn, connDSN)),
+			msg: fmt.Sprintf("open store (%s): %s: %s", driver, what, Redact(err.Error(), dsn, connDSN)),
 			err: err,
 		}
 	}
@@ -211,8 +211,9 @@ func (e *redactedError) Unwrap() error { return e.err }
 
 var kvPassword = regexp.MustCompile(`(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)`)
 
-// redact removes the DSNs, and any password they hold, from msg.
-func redact(msg string, dsns ...string) string {
+// Redact removes the DSNs, and any password they hold (a URL's, or a key=value password=),
+// from msg: for messages about a registry that did not come from Open.
+func Redact(msg string, dsns ...string) string {
 	var secrets []string
 	for _, dsn := range dsns {
 		if dsn == "" {

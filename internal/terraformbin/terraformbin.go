@@ -88,31 +88,14 @@ var ErrNoGo = errors.New("no go command on PATH")
 // time on a machine; terraform, when none is on PATH: a few minutes). A second call finds
 // everything in place and costs `terraform version` (some 30 ms).
 func Ensure(ctx context.Context, o Options) (Toolchain, error) {
-	if o.Dir == "" {
-		d, err := DefaultDir()
-		if err != nil {
-			return Toolchain{}, err
-		}
-		o.Dir = d
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
-	}
-	if o.Progress == nil {
-		o.Progress = io.Discard
-	}
-	if o.LookPath == nil {
-		o.LookPath = exec.LookPath
-	}
-	dir, err := filepath.Abs(o.Dir)
+	i, err := newInstaller(o)
 	if err != nil {
-		return Toolchain{}, fmt.Errorf("terraform toolchain: %w", err)
+		return Toolchain{}, err
 	}
-	i := installer{dir: dir, o: o}
-	if tc, ok := i.ready(ctx); ok {
+	if tc, err := i.find(ctx); err == nil {
 		return tc, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(i.dir, 0o755); err != nil {
 		return Toolchain{}, fmt.Errorf("terraform toolchain: %w", err)
 	}
 	// one lock per build, so that a machine building terraform does not keep every other
@@ -172,19 +155,67 @@ func (i installer) provider() string {
 		"terraform-provider-openstack_v"+ProviderVersion)
 }
 
-// ready is the fast path: everything already in place, nothing to lock or build.
-func (i installer) ready(ctx context.Context) (Toolchain, bool) {
-	if _, err := os.Stat(i.provider()); err != nil {
-		return Toolchain{}, false
+// Find reports the toolchain Ensure would return, building and writing nothing: terraform (on
+// PATH and at least MinTerraformVersion, or labplane's own build) and the provider in the mirror
+// with the CLI configuration that points at it. When something is missing the error wraps
+// ErrNoTerraform, ErrNoProvider or both, and the Toolchain still holds what was found (Mirror
+// and CLIConfig are always set).
+func Find(ctx context.Context, o Options) (Toolchain, error) {
+	i, err := newInstaller(o)
+	if err != nil {
+		return Toolchain{}, err
 	}
-	if cur, err := os.ReadFile(i.cliConfig()); err != nil || !bytes.Equal(cur, cliConfig(i.mirror())) {
-		return Toolchain{}, false
+	return i.find(ctx)
+}
+
+// What Find reports missing (Ensure builds it).
+var (
+	ErrNoTerraform = errors.New("no usable terraform")
+	ErrNoProvider  = errors.New("the OpenStack provider is not in the mirror")
+)
+
+// newInstaller applies Options' defaults.
+func newInstaller(o Options) (installer, error) {
+	if o.Dir == "" {
+		d, err := DefaultDir()
+		if err != nil {
+			return installer{}, err
+		}
+		o.Dir = d
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	if o.LookPath == nil {
+		o.LookPath = exec.LookPath
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return installer{}, fmt.Errorf("terraform toolchain: %w", err)
+	}
+	return installer{dir: dir, o: o}, nil
+}
+
+// find is Find, and Ensure's fast path: everything already in place, nothing to lock or build.
+func (i installer) find(ctx context.Context) (Toolchain, error) {
+	var errs []error
+	if _, err := os.Stat(i.provider()); err != nil {
+		errs = append(errs, fmt.Errorf("%w: no %s", ErrNoProvider, i.provider()))
+	} else if cur, err := os.ReadFile(i.cliConfig()); err != nil || !bytes.Equal(cur, cliConfig(i.mirror())) {
+		errs = append(errs, fmt.Errorf("%w: the CLI configuration %s is missing or out of date", ErrNoProvider, i.cliConfig()))
 	}
 	tc, err := i.findTerraform(ctx)
 	if err != nil {
-		return Toolchain{}, false
+		tc = Toolchain{CLIConfig: i.cliConfig(), Mirror: i.mirror()}
+		errs = append(errs, fmt.Errorf("%w: %v", ErrNoTerraform, err))
 	}
-	return tc, true
+	if len(errs) > 0 {
+		return tc, fmt.Errorf("terraform toolchain: %w", errors.Join(errs...))
+	}
+	return tc, nil
 }
 
 // installProvider builds the provider into the mirror if it is not there, and writes the
