@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # demo.sh: labplane's main job on the embedded defaults, on a fresh Debian 12 machine with Go (as root).
 #
-# It builds labplane, starts a real local OpenStack (Keystone + Heat from Debian's packages,
-# installed if missing, 127.0.0.1 only) and, with SQLite as the registry:
+# It builds labplane, installs what this machine lacks (`labplane doctor --install`: Debian's
+# packages, through the same installer the tests use), starts a real local OpenStack (Keystone +
+# Heat, 127.0.0.1 only) and, with SQLite as the registry:
 #  1. by hand, as an operator: launches four labs, keeps one learner active with heartbeats while
 #     the others go idle, shows the reaper's plan (--dry-run), runs the reaper, and shows what it
 #     did: idle labs suspended, an old lab deleted, the active lab kept, every action audited;
@@ -24,7 +25,10 @@ step "build"
 go build -o bin/labplane ./cmd/labplane
 lp=$PWD/bin/labplane
 
-step "start the local cloud (first run installs Debian packages: about 2 minutes)"
+step "what this machine needs: labplane doctor installs the Debian packages (the first run: a few minutes)"
+$lp doctor --install localcloud testhosts
+
+step "start the local cloud"
 $lp localcloud up --name local-a
 
 work=$(mktemp -d /tmp/labplane-demo.XXXXXX)

@@ -33,6 +33,9 @@ type CreateRequest struct {
 	// Timeout is Heat's timeout_mins (rounded up to whole minutes) and the bound of the wait.
 	// Zero: Heat's default, and the wait is bounded by ctx only.
 	Timeout time.Duration
+	// Accepted, if set, is called once Heat has accepted the create, with the stack's id,
+	// before the wait for its completion.
+	Accepted func(labs.Stack)
 }
 
 // Create creates the stack and waits for CREATE_COMPLETE (the stack is returned with its
@@ -72,6 +75,9 @@ func (h *Heat) Create(ctx context.Context, r CreateRequest) (labs.Stack, error) 
 			Message: "Heat accepted the create but returned no stack id"}
 	}
 	h.log.Info("stack create requested", "stack", r.Name, "id", st.ID, "request_id", rid, "params", sent, "tags", r.Tags)
+	if r.Accepted != nil {
+		r.Accepted(st)
+	}
 
 	wctx := ctx
 	if r.Timeout > 0 {

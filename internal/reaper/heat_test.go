@@ -157,14 +157,15 @@ func (r *heatRig) adopt(cloudName, learner, template string, params map[string]s
 
 func (r *heatRig) stack(cloudName, name, template string, params map[string]string, tags []string, wait bool) labs.Stack {
 	r.t.Helper()
-	ctx := context.Background()
-	if !wait {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	file, _ := r.mgr.Template(template)
-	st, err := r.heat[cloudName].Create(ctx, cloud.CreateRequest{Name: name, TemplateFile: file, Params: params, Tags: tags, Timeout: 10 * time.Minute})
+	req := cloud.CreateRequest{Name: name, TemplateFile: file, Params: params, Tags: tags, Timeout: 10 * time.Minute}
+	if !wait {
+		// return as soon as Heat has the stack, however long its answer takes on a busy machine
+		req.Accepted = func(labs.Stack) { cancel() }
+	}
+	st, err := r.heat[cloudName].Create(ctx, req)
 	if st.ID == "" {
 		r.t.Fatalf("create %s: %v", name, err)
 	}
