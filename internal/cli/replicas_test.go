@@ -60,9 +60,7 @@ func TestReplicasTakeOverWhenTheJobRunnerDies(t *testing.T) {
 	ctx := context.Background()
 
 	// PostgreSQL, stopped last (cleanups run in reverse order), pass or fail.
-	pgctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
-	pg, err := pgtest.Start(pgctx, "")
-	cancel()
+	pg, err := pgtest.Start(t.Context(), "") // may install PostgreSQL: the test's deadline only
 	if err != nil {
 		t.Fatal(err)
 	}
