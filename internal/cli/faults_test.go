@@ -394,7 +394,7 @@ func TestFaultStoreStoppedAndStarted(t *testing.T) {
 		t.Skip("starts a PostgreSQL server: not with -short")
 	}
 	t.Setenv(pgtest.EnvDSN, "") // a server of this test's own: it is stopped and started
-	ctx := t.Context() // pgtest may install PostgreSQL (behind other installs): the test's deadline only
+	ctx := t.Context()          // pgtest may install PostgreSQL (behind other installs): the test's deadline only
 	pg, err := pgtest.Start(ctx, "")
 	if err != nil {
 		t.Fatal(err)
