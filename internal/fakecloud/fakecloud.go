@@ -27,23 +27,24 @@ type Cloud struct {
 	time      timeline
 	slots     slots
 
-	mu       sync.Mutex
-	stacks   map[string]*labs.Stack // by id
-	byName   []*labs.Stack          // the same, by name then id: the order of List
-	meters   map[string]*meter      // by stack id, gone stacks included
-	faults   map[string]int         // op+" "+stack name -> failures left
-	down     error
-	seq      int
-	inFlight int
-	maxSeen  int
-	calls    map[string]int
-	observe  func(op string, took time.Duration, err error)
+	mu      sync.Mutex
+	pending map[string]*pending    // operations under way, by stack id
+	stacks  map[string]*labs.Stack // by id
+	byName  []*labs.Stack          // the same, by name then id: the order of List
+	meters  map[string]*meter      // by stack id, gone stacks included
+	faults  map[string]int         // op+" "+stack name -> failures left
+	down    error
+	seq     int
+	maxSeen int
+	calls   map[string]int
+	observe func(op string, took time.Duration, err error)
 }
 
 // Options configure a fake cloud.
 type Options struct {
 	Name string
-	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight at once.
+	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight at once;
+	// 0: no bound (the caller bounds them, and MaxInFlightSeen says how well).
 	MaxInFlight int
 	// Latency is how long each operation takes; Latencies overrides it per operation
 	// ("create", "suspend", "resume", "delete").
@@ -96,6 +97,12 @@ func (s chanSlots) Acquire(ctx context.Context) error {
 
 func (s chanSlots) Release() { <-s }
 
+// unbounded are slots without a bound.
+type unbounded struct{}
+
+func (unbounded) Acquire(context.Context) error { return nil }
+func (unbounded) Release()                      {}
+
 // meter is what a stack has billed: the time it spent anywhere but SUSPEND_COMPLETE.
 type meter struct {
 	billed  time.Duration
@@ -119,10 +126,19 @@ func New(name string, maxInFlight int, latency time.Duration) *Cloud {
 
 // NewWith returns a fake cloud configured by o.
 func NewWith(o Options) *Cloud {
-	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: wall{}, slots: make(chanSlots, o.MaxInFlight),
-		stacks: map[string]*labs.Stack{}, meters: map[string]*meter{}, faults: map[string]int{}, calls: map[string]int{}}
+	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: wall{},
+		stacks: map[string]*labs.Stack{}, meters: map[string]*meter{}, faults: map[string]int{}, calls: map[string]int{},
+		pending: map[string]*pending{}}
 	if o.Clock != nil {
-		c.time, c.slots = o.Clock, o.Clock.NewSemaphore(o.MaxInFlight)
+		c.time = o.Clock
+	}
+	switch {
+	case o.MaxInFlight <= 0:
+		c.slots = unbounded{}
+	case o.Clock != nil:
+		c.slots = o.Clock.NewSemaphore(o.MaxInFlight)
+	default:
+		c.slots = make(chanSlots, o.MaxInFlight)
 	}
 	return c
 }
@@ -135,9 +151,12 @@ func (c *Cloud) latencyOf(op string) time.Duration {
 	return c.latency
 }
 
-// setStatus moves a stack to status, metering the time it spent in the one before; c.mu is held.
-func (c *Cloud) setStatus(st *labs.Stack, status string) {
-	now := c.time.Now()
+// setStatus moves a stack to status now, metering the time it spent in the one before; c.mu
+// is held.
+func (c *Cloud) setStatus(st *labs.Stack, status string) { c.setStatusAt(st, status, c.time.Now()) }
+
+// setStatusAt moves a stack to status at a time; c.mu is held.
+func (c *Cloud) setStatusAt(st *labs.Stack, status string, now time.Time) {
 	m := c.meters[st.ID]
 	if m == nil {
 		m = &meter{since: now}
@@ -156,6 +175,7 @@ func (c *Cloud) setStatus(st *labs.Stack, status string) {
 func (c *Cloud) Billed() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	now := c.time.Now()
 	var total time.Duration
 	for _, m := range c.meters {
@@ -227,8 +247,24 @@ func byName(a, b *labs.Stack) int {
 func (c *Cloud) SetStatus(id, status string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	if st, ok := c.stacks[id]; ok {
 		c.setStatus(st, status)
+	}
+}
+
+// Restart is the engine restarting: every stack with an action in progress ends in that
+// action's _FAILED status, as Heat marks them when heat-engine starts again.
+func (c *Cloud) Restart() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.settle()
+	for _, st := range c.byName {
+		if action, ok := strings.CutSuffix(st.Status, "_IN_PROGRESS"); ok {
+			delete(c.pending, st.ID)
+			c.setStatus(st, action+"_FAILED")
+			st.StatusReason = "Engine went down during stack " + action
+		}
 	}
 }
 
@@ -250,6 +286,7 @@ func (c *Cloud) Calls(op string) int {
 func (c *Cloud) Stacks() []labs.Stack {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	out := make([]labs.Stack, 0, len(c.byName))
 	for _, st := range c.byName {
 		out = append(out, *st)
@@ -257,9 +294,10 @@ func (c *Cloud) Stacks() []labs.Stack {
 	return out
 }
 
-// Create makes a stack; it completes after the latency (or fails as FailNext says).
+// Create makes a stack; it completes after the latency (or fails as FailNext says). As Heat's,
+// r.Accepted is told of the stack once it exists, before the wait.
 func (c *Cloud) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
-	return c.operate(ctx, "create", r.Name, "", func() (*labs.Stack, error) {
+	return c.operate(ctx, "create", r.Name, "", r.Accepted, func() (*labs.Stack, error) {
 		c.seq++
 		st := &labs.Stack{Cloud: c.name, ID: fmt.Sprintf("%s-stack-%d", c.name, c.seq), Name: r.Name,
 			Tags: append([]string(nil), r.Tags...), CreatedAt: c.time.Now().UTC(),
@@ -277,6 +315,7 @@ func (c *Cloud) Get(ctx context.Context, name, id string) (labs.Stack, error) {
 	defer c.leave(false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	st, ok := c.stacks[id]
 	if !ok {
 		return labs.Stack{}, c.err("get", name, cloud.ErrNotFound, "stack not found")
@@ -292,6 +331,7 @@ func (c *Cloud) List(ctx context.Context, tags ...string) ([]labs.Stack, error) 
 	defer c.leave(false)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	var out []labs.Stack
 	for _, st := range c.byName {
 		if hasAll(st.Tags, tags) {
@@ -303,27 +343,27 @@ func (c *Cloud) List(ctx context.Context, tags ...string) ([]labs.Stack, error) 
 
 // Suspend suspends a stack.
 func (c *Cloud) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
-	return c.operate(ctx, "suspend", name, id, nil)
+	return c.operate(ctx, "suspend", name, id, nil, nil)
 }
 
 // Resume resumes a stack.
 func (c *Cloud) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
-	return c.operate(ctx, "resume", name, id, nil)
+	return c.operate(ctx, "resume", name, id, nil, nil)
 }
 
 // Delete deletes a stack; deleting one that is gone succeeds.
 func (c *Cloud) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
-	return c.operate(ctx, "delete", name, id, nil)
+	return c.operate(ctx, "delete", name, id, nil, nil)
 }
 
 // operate runs one operation: take a slot, mark it in progress, wait the latency, finish.
-func (c *Cloud) operate(ctx context.Context, op, name, id string, create func() (*labs.Stack, error)) (labs.Stack, error) {
+func (c *Cloud) operate(ctx context.Context, op, name, id string, accepted func(labs.Stack), create func() (*labs.Stack, error)) (labs.Stack, error) {
 	if err := c.enter(ctx, op, true); err != nil {
 		return labs.Stack{}, err
 	}
 	defer c.leave(true)
 	start := c.time.Now()
-	st, err := c.run(ctx, op, name, id, create)
+	st, err := c.run(ctx, op, name, id, accepted, create)
 	c.mu.Lock()
 	observe := c.observe
 	c.mu.Unlock()
@@ -333,11 +373,14 @@ func (c *Cloud) operate(ctx context.Context, op, name, id string, create func() 
 	return st, err
 }
 
-// run is one operation holding its slot.
-func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*labs.Stack, error)) (labs.Stack, error) {
+// run is one operation holding its slot. The cloud finishes the operation at its time
+// whether or not the caller still waits (a caller whose context ends leaves it running, as
+// Heat does); a read settles whatever is due first (settle).
+func (c *Cloud) run(ctx context.Context, op, name, id string, accepted func(labs.Stack), create func() (*labs.Stack, error)) (labs.Stack, error) {
 	action := strings.ToUpper(op)
 
 	c.mu.Lock()
+	c.settle()
 	var st *labs.Stack
 	if create != nil {
 		st, _ = create()
@@ -352,7 +395,14 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*la
 		return labs.Stack{}, c.err(op, name, cloud.ErrConflict, "stack already has an action in progress")
 	}
 	c.setStatus(st, action+"_IN_PROGRESS")
+	p := &pending{op: op, name: name, st: st, at: c.time.Now().Add(c.latencyOf(op))}
+	c.pending[st.ID] = p // a delete takes over from what was under way
+	c.maxSeen = max(c.maxSeen, len(c.pending))
+	started := *st
 	c.mu.Unlock()
+	if accepted != nil {
+		accepted(started)
+	}
 
 	if err := c.time.Sleep(ctx, c.latencyOf(op)); err != nil {
 		return c.snapshot(st), err
@@ -360,28 +410,70 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, create func() (*la
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key := op + " " + name
+	c.settle()
+	switch {
+	case p.done:
+		return p.result, p.err
+	case op == "delete" && c.stacks[st.ID] != st:
+		return labs.Stack{Cloud: c.name, ID: st.ID, Name: st.Name, Status: "DELETE_COMPLETE"}, nil
+	}
+	// it ended otherwise: a delete took over, or the engine restarted (Restart)
+	return *st, c.err(op, name, cloud.ErrFailed, "the "+op+" was interrupted: the stack is "+st.Status)
+}
+
+// pending is an operation under way: the cloud finishes it at its time.
+type pending struct {
+	op, name string
+	st       *labs.Stack
+	at       time.Time
+	done     bool
+	result   labs.Stack
+	err      error
+}
+
+// settle finishes every operation due by now, in the order they are due; c.mu is held.
+func (c *Cloud) settle() {
+	now := c.time.Now()
+	var due []*pending
+	for _, p := range c.pending {
+		if !p.at.After(now) {
+			due = append(due, p)
+		}
+	}
+	slices.SortFunc(due, func(a, b *pending) int { return cmp.Or(a.at.Compare(b.at), cmp.Compare(a.st.ID, b.st.ID)) })
+	for _, p := range due {
+		delete(c.pending, p.st.ID)
+		c.finish(p)
+	}
+}
+
+// finish ends an operation in success, or in failure as FailNext says; c.mu is held.
+func (c *Cloud) finish(p *pending) {
+	st, action := p.st, strings.ToUpper(p.op)
+	p.done = true
+	key := p.op + " " + p.name
 	if c.faults[key] == 0 {
-		key = op + " " // FailNext(op, "", n): any stack
+		key = p.op + " " // FailNext(op, "", n): any stack
 	}
 	if c.faults[key] > 0 {
 		c.faults[key]--
-		c.setStatus(st, action+"_FAILED")
+		c.setStatusAt(st, action+"_FAILED", p.at)
 		st.StatusReason = "injected failure"
-		return *st, c.err(op, name, cloud.ErrFailed, st.StatusReason)
+		p.result, p.err = *st, c.err(p.op, p.name, cloud.ErrFailed, st.StatusReason)
+		return
 	}
-	c.setStatus(st, action+"_COMPLETE")
+	c.setStatusAt(st, action+"_COMPLETE", p.at)
 	st.StatusReason = "Stack " + action + " completed successfully"
-	out := *st
-	if op == "delete" {
+	p.result = *st
+	if p.op == "delete" {
 		c.remove(st.ID)
 	}
-	return out, nil
 }
 
 func (c *Cloud) snapshot(st *labs.Stack) labs.Stack {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.settle()
 	return *st
 }
 
@@ -397,24 +489,13 @@ func (c *Cloud) enter(ctx context.Context, op string, slot bool) error {
 	if !slot {
 		return nil
 	}
-	if err := c.slots.Acquire(ctx); err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.inFlight++
-	c.maxSeen = max(c.maxSeen, c.inFlight)
-	c.mu.Unlock()
-	return nil
+	return c.slots.Acquire(ctx)
 }
 
 func (c *Cloud) leave(slot bool) {
-	if !slot {
-		return
+	if slot {
+		c.slots.Release()
 	}
-	c.mu.Lock()
-	c.inFlight--
-	c.mu.Unlock()
-	c.slots.Release()
 }
 
 func (c *Cloud) err(op, stack string, kind error, msg string) error {

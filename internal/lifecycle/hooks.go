@@ -17,6 +17,17 @@ type Hooks struct {
 	BeforeSuspend, AfterResume, BeforeDelete string
 	// Timeout bounds each hook; it must be set when a hook is (config supplies a default).
 	Timeout time.Duration
+	// Run runs a hook's command with the environment given; nil: /bin/sh -c, the output
+	// combined.
+	Run func(ctx context.Context, command string, env []string) (output []byte, err error)
+}
+
+// runShell runs a hook's command with /bin/sh.
+func runShell(ctx context.Context, command string, env []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = env
+	cmd.WaitDelay = time.Second
+	return cmd.CombinedOutput()
 }
 
 // hookOutputLimit bounds how much of a failing hook's output is recorded.
@@ -28,8 +39,7 @@ func (m *Manager) runHook(ctx context.Context, name, command string, lab labs.La
 	}
 	ctx, cancel := context.WithTimeout(ctx, m.Hooks.Timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Env = append(os.Environ(),
+	env := append(os.Environ(),
 		"LABPLANE_HOOK="+name,
 		"LABPLANE_LAB_ID="+lab.ID,
 		"LABPLANE_LEARNER="+lab.Learner,
@@ -40,8 +50,11 @@ func (m *Manager) runHook(ctx context.Context, name, command string, lab labs.La
 		"LABPLANE_STACK_ID="+lab.StackID,
 		"LABPLANE_STATUS="+string(lab.Status),
 	)
-	cmd.WaitDelay = time.Second
-	out, err := cmd.CombinedOutput()
+	run := m.Hooks.Run
+	if run == nil {
+		run = runShell
+	}
+	out, err := run(ctx, command, env)
 	if err == nil {
 		m.Log.Debug("hook ran", "hook", name, "lab", lab.ID)
 		return

@@ -68,11 +68,15 @@ type Manager struct {
 	Rules           policy.Set
 	Hooks           Hooks
 	Now             func() time.Time
-	Log             *slog.Logger
+	// NewID names a new lab; nil: 12 random hex digits.
+	NewID func() string
+	Log   *slog.Logger
 
 	// placing makes choosing a cloud and recording the new lab one step, so that launches
-	// in flight at once in this process do not all see the same free room.
-	placing sync.Mutex
+	// in flight at once in this process do not all see the same free room. It is a channel
+	// of one place, not a mutex, so that a launch waiting for it gives up with its context.
+	placingOnce sync.Once
+	placing     chan struct{}
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
@@ -174,14 +178,22 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 
 // place picks the clouds for a new lab and records it, as one step for this process.
 func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
-	m.placing.Lock()
-	defer m.placing.Unlock()
+	m.placingOnce.Do(func() { m.placing = make(chan struct{}, 1) })
+	select {
+	case m.placing <- struct{}{}:
+		defer func() { <-m.placing }()
+	case <-ctx.Done():
+		return labs.Lab{}, nil, fmt.Errorf("place lab: %w", ctx.Err())
+	}
 	targets, err := m.placement(ctx, req.Cloud)
 	if err != nil {
 		return labs.Lab{}, nil, err
 	}
 	now := m.Now()
 	id := newID()
+	if m.NewID != nil {
+		id = m.NewID()
+	}
 	lab := labs.Lab{ID: id, Learner: req.Learner, Course: req.Course, Template: req.Template,
 		Cloud: targets[0].Name(), StackName: "lab-" + id, Status: labs.Launching, CreatedAt: now}
 	lab, err = m.Registry.CreateLab(ctx, lab, labs.Event{At: now, Actor: req.Actor, Action: "launch",

@@ -1,0 +1,365 @@
+package interleave
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/policy"
+)
+
+// The bounds the invariants hold labplane to.
+const (
+	// readyWithin: a learner at work (the LMS beating for them) has a running lab within
+	// this, unless something failed meanwhile: the slowest create or resume of the simulated
+	// clouds (90 s), behind a queue for the clouds' slots, plus the LMS's polling.
+	readyWithin = 10 * time.Minute
+	// deletedStackWithin: a lab the registry says is deleted has no stack left running on a
+	// cloud for longer than this (a delete takes up to a minute on the simulated clouds).
+	deletedStackWithin = 3 * time.Minute
+	// passWithin: a reaper pass ends within this; a pass that does not holds the lock that
+	// every suspend waits for.
+	passWithin = 10 * time.Minute
+	// checkEvery spaces the checks that read the whole registry.
+	checkEvery = 10 * time.Second
+)
+
+// truth is what really happened, as the simulation saw it: what the LMS was told, and what
+// the clouds and hooks were asked to do.
+type truth struct {
+	// answered: a lab's last launch-or-get or heartbeat the LMS got an answer to (2xx).
+	answered map[string]time.Time
+	// reset: labs the LMS deleted.
+	reset map[string]bool
+	// present: learners at work, since when and with which lab.
+	present map[string]presence
+	// hooks counts hook runs by "command lab"; suspends counts suspends reaching a cloud.
+	hooks    map[string]int
+	suspends map[string]int
+	// lastWide is when the registry was last read whole.
+	lastWide time.Time
+}
+
+type presence struct {
+	since time.Time
+	lab   string
+}
+
+func newTruth() truth {
+	return truth{answered: map[string]time.Time{}, reset: map[string]bool{}, present: map[string]presence{},
+		hooks: map[string]int{}, suspends: map[string]int{}}
+}
+
+// Kind names an invariant.
+type Kind string
+
+// The invariants.
+const (
+	// SuspendedInUse: a suspend reached the cloud for a lab the LMS had been answered about
+	// within idle_suspend_after.
+	SuspendedInUse Kind = "suspended-in-use"
+	// LiveStackDeleted: a delete reached the cloud for the stack a live lab is on.
+	LiveStackDeleted Kind = "live-stack-deleted"
+	// NotReady: a learner at work had no running lab within readyWithin, with nothing
+	// failing meanwhile.
+	NotReady Kind = "not-ready"
+	// DeletedRunsOn: a lab deleted in the registry kept a stack on a cloud.
+	DeletedRunsOn Kind = "deleted-lab-runs-on"
+	// PassStuck: a reaper pass did not end within passWithin.
+	PassStuck Kind = "pass-stuck"
+	// HooksTwice: one action's hooks ran twice.
+	HooksTwice Kind = "hooks-twice"
+	// OverCapacity: a cloud held more live labs than its capacity.
+	OverCapacity Kind = "over-capacity"
+	// OverInFlight: a cloud saw more operations at once than its max_in_flight.
+	OverInFlight Kind = "over-in-flight"
+	// NotSettled: after the quiet time, something was not at rest.
+	NotSettled Kind = "not-settled"
+)
+
+// Violation is an invariant broken: when, what, and the steps that led to it.
+type Violation struct {
+	Kind  Kind
+	At    time.Time
+	What  string
+	Trace []string
+}
+
+func (v Violation) String() string {
+	return fmt.Sprintf("%s at %s: %s", v.Kind, v.At.UTC().Format("15:04:05.000"), v.What)
+}
+
+// violate records a broken invariant; the first of each kind keeps the steps that led to it.
+func (w *world) violate(kind Kind, format string, args ...any) {
+	v := Violation{Kind: kind, At: time.Now(), What: fmt.Sprintf(format, args...)}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.kinds[kind] >= maxPerKind {
+		return
+	}
+	w.turns.note("VIOLATION %s", v)
+	if w.kinds[kind] == 0 {
+		v.Trace = w.turns.lastTrace()
+	}
+	w.kinds[kind]++
+	w.violated = append(w.violated, v)
+}
+
+// maxPerKind bounds the violations of each kind a run records.
+const maxPerKind = 3
+
+func (w *world) cloudDown(c *simCloud) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return c.down
+}
+
+// answered notes that the LMS got an answer about lab: the learner was there.
+func (w *world) answered(lab string) {
+	if lab == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.truth.answered[lab] = time.Now()
+}
+
+func (w *world) reset(lab string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.truth.reset[lab] = true
+	for name, p := range w.truth.present {
+		if p.lab == lab {
+			w.truth.present[name] = presence{since: time.Now()}
+		}
+	}
+}
+
+// present notes that a learner is at work with lab (a new lab restarts the wait for it).
+func (w *world) present(name, lab string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p, ok := w.truth.present[name]
+	if !ok || (p.lab != lab && p.lab != "") {
+		p.since = time.Now()
+	}
+	p.lab = lab
+	w.truth.present[name] = p
+}
+
+func (w *world) leaves(name string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.truth.present, name)
+}
+
+// hookRuns checks that a before_suspend hook does not run again for a lab before the first
+// one's suspend reached the cloud: an action's hooks run once.
+func (w *world) hookRuns(command, lab string) {
+	w.mu.Lock()
+	key := command + " " + lab
+	w.truth.hooks[key]++
+	runs, suspends := w.truth.hooks[key], w.truth.suspends[lab]
+	w.mu.Unlock()
+	if command == "before_suspend" && runs > suspends+1 {
+		w.violate(HooksTwice, "before_suspend ran for lab %s a %s time, with %d suspends sent: one suspend's hooks ran twice", lab, ordinal(runs), suspends)
+	}
+}
+
+// passStarts and passEnds track the reaper passes in progress.
+func (w *world) passStarts(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.passes[key] = time.Now()
+}
+
+func (w *world) passEnds(key string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.passes, key)
+}
+
+// actionStarts checks a suspend or a delete as it reaches the cloud: never of a lab in use,
+// never of the stack a live lab is on.
+func (w *world) actionStarts(c *simCloud, op, stackID string) {
+	i := slices.IndexFunc(c.fake.Stacks(), func(s labs.Stack) bool { return s.ID == stackID })
+	if i < 0 {
+		return
+	}
+	st := c.fake.Stacks()[i]
+	lab := st.LabID()
+	now := time.Now()
+	w.mu.Lock()
+	last, seen := w.truth.answered[lab]
+	reset := w.truth.reset[lab]
+	if op == "suspend" {
+		w.truth.suspends[lab]++
+	}
+	w.mu.Unlock()
+	if op == "suspend" && seen && now.Sub(last) < rules.IdleSuspendAfter {
+		w.violate(SuspendedInUse, "suspend of lab %s (stack %s on %s) in use: the LMS was answered about it %s ago (idle_suspend_after %s)",
+			lab, st.Name, c.name, now.Sub(last), rules.IdleSuspendAfter)
+	}
+	if op != "delete" || reset {
+		return
+	}
+	row, err := w.checker.GetLab(context.Background(), lab)
+	if err != nil {
+		return
+	}
+	action, state := st.Phase()
+	ownStack := row.Cloud == c.name && (row.StackID == st.ID || (row.StackID == "" && row.StackName == st.Name))
+	timedOut := action == "CREATE" && state == "IN_PROGRESS" && now.Sub(row.CreatedAt) >= rules.LaunchTimeout
+	switch row.Status {
+	case labs.Launching, labs.Active, labs.Suspending, labs.Suspended, labs.Resuming:
+		if ownStack && state != "FAILED" && !timedOut {
+			w.violate(LiveStackDeleted, "delete of stack %s on %s (%s), the stack of live lab %s (registry: %s, stack id %q): the lab is lost",
+				st.Name, c.name, st.Status, lab, row.Status, row.StackID)
+		}
+	}
+}
+
+// afterWrite checks, after each write to the registry, that no cloud holds more live labs
+// than its capacity.
+func (w *world) afterWrite() {
+	counts, err := w.checker.CountLive(context.Background())
+	if err != nil {
+		return
+	}
+	for _, c := range w.clouds {
+		if counts[c.name] > c.capacity {
+			w.violate(OverCapacity, "cloud %s holds %d live labs, its capacity is %d", c.name, counts[c.name], c.capacity)
+		}
+	}
+}
+
+// checkOverTime checks what can only break as time passes.
+func (w *world) checkOverTime(ctx context.Context, settling bool) {
+	now := time.Now()
+	for _, c := range w.clouds {
+		if n := c.fake.MaxInFlightSeen(); n > c.maxInFlight && n > c.inFlightReported {
+			c.inFlightReported = n
+			w.violate(OverInFlight, "cloud %s had %d operations in flight at once, max_in_flight is %d", c.name, n, c.maxInFlight)
+		}
+	}
+	w.mu.Lock()
+	var stuck []string
+	for key, since := range w.passes {
+		if now.Sub(since) > passWithin {
+			stuck = append(stuck, fmt.Sprintf("%s (for %s)", key, now.Sub(since)))
+		}
+	}
+	wide := now.Sub(w.truth.lastWide) >= checkEvery
+	if wide {
+		w.truth.lastWide = now
+	}
+	present := make(map[string]presence, len(w.truth.present))
+	for k, v := range w.truth.present {
+		present[k] = v
+	}
+	lastFault := w.lastFault
+	w.mu.Unlock()
+	if len(stuck) > 0 {
+		slices.Sort(stuck)
+		w.violate(PassStuck, "reaper passes still running after %s: %s; no lab is suspended meanwhile", passWithin, strings.Join(stuck, ", "))
+	}
+	if !wide {
+		return
+	}
+	rows, err := w.checker.ListLabs(ctx, labs.Filter{})
+	if err != nil {
+		return
+	}
+	byID := make(map[string]labs.Lab, len(rows))
+	for _, r := range rows {
+		byID[r.ID] = r
+	}
+	stacks := w.stacks()
+	for _, st := range stacks {
+		row, ok := byID[st.LabID()]
+		if ok && row.Status == labs.Deleted && !strings.HasPrefix(st.Status, "DELETE_") && now.Sub(row.DeletedAt) > deletedStackWithin {
+			w.violate(DeletedRunsOn, "lab %s was deleted %s ago, its stack %s on %s still is %s", row.ID, now.Sub(row.DeletedAt), st.Name, st.Cloud, st.Status)
+		}
+	}
+	for name, p := range present {
+		if now.Sub(p.since) < readyWithin || lastFault.After(p.since) || p.lab == "" {
+			continue
+		}
+		row := byID[p.lab]
+		if st, ok := stackOf(stacks, row); ok && running(st) {
+			continue
+		}
+		w.violate(NotReady, "%s has been at work for %s and lab %s does not run (registry: %s, stack %s)", name, now.Sub(p.since), p.lab, row.Status, row.StackStatus)
+		w.mu.Lock()
+		w.truth.present[name] = presence{since: now, lab: p.lab} // once per wait
+		w.mu.Unlock()
+	}
+}
+
+// checkSettled checks that, after the quiet time, everything is at rest: every lab left is
+// suspended on its stack, every labplane stack belongs to one, the registry agrees.
+func (w *world) checkSettled(ctx context.Context) {
+	rows, err := w.checker.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses()})
+	if err != nil {
+		w.violate(NotSettled, "read the registry at the end: %v", err)
+		return
+	}
+	stacks := w.stacks()
+	claimed := map[labs.StackKey]bool{}
+	for _, row := range rows {
+		st, ok := stackOf(stacks, row)
+		switch {
+		case !ok:
+			w.violate(NotSettled, "at rest, lab %s is %s in the registry and has no stack", row.ID, row.Status)
+		case row.Status != labs.Suspended || st.Status != "SUSPEND_COMPLETE":
+			w.violate(NotSettled, "at rest, lab %s is %s in the registry, its stack %s", row.ID, row.Status, st.Status)
+		case policy.Implied(st.Status) != row.Status || st.Status != row.StackStatus:
+			w.violate(NotSettled, "at rest, lab %s is %s (%s) in the registry, its stack %s", row.ID, row.Status, row.StackStatus, st.Status)
+		}
+		if ok {
+			claimed[labs.StackKey{Cloud: st.Cloud, ID: st.ID}] = true
+		}
+	}
+	for _, st := range stacks {
+		if !claimed[labs.StackKey{Cloud: st.Cloud, ID: st.ID}] {
+			w.violate(NotSettled, "at rest, stack %s on %s (%s, lab %s) belongs to no live lab", st.Name, st.Cloud, st.Status, st.LabID())
+		}
+	}
+}
+
+// stacks lists every stack on every cloud.
+func (w *world) stacks() []labs.Stack {
+	var out []labs.Stack
+	for _, c := range w.clouds {
+		out = append(out, c.fake.Stacks()...)
+	}
+	return out
+}
+
+// stackOf finds a lab's stack: by id, or by name while the lab has not recorded one.
+func stackOf(stacks []labs.Stack, row labs.Lab) (labs.Stack, bool) {
+	for _, st := range stacks {
+		if st.Cloud == row.Cloud && (st.ID == row.StackID || (row.StackID == "" && st.Name == row.StackName)) {
+			return st, true
+		}
+	}
+	return labs.Stack{}, false
+}
+
+// running reports whether a stack is up for the learner.
+func running(st labs.Stack) bool {
+	return st.Status == "CREATE_COMPLETE" || st.Status == "RESUME_COMPLETE"
+}
+
+func ordinal(n int) string {
+	switch n {
+	case 2:
+		return "second"
+	case 3:
+		return "third"
+	}
+	return fmt.Sprintf("%dth", n)
+}

@@ -1,0 +1,430 @@
+// Package interleave is a deterministic simulation of labplane under concurrency, in the
+// spirit of FoundationDB's simulation testing and TigerBeetle's VOPR. It runs the real code
+// (policy, lifecycle, reaper passes under the scheduler's lock, the HTTP API's handlers, the
+// SQLite registry) in a testing/synctest bubble, whose clock is virtual, against fake clouds
+// at the edges that inject latency, errors, hangs, lost answers and engine restarts. The
+// workload is drawn from a seed: learners arriving, heartbeating, leaving, coming back,
+// resetting their labs through the LMS; several `serve` replicas and a cron `reap --once`;
+// replicas killed and restarted at any step; the registry down for a while.
+//
+// Only one simulated goroutine runs at a time: each one waits for its turn before it touches
+// anything shared (turns.go), and the seed picks whose turn it is. So a seed replays exactly,
+// and a failure prints the seed and the last steps. After every step the invariants are
+// checked (invariants.go); at the end the system must have settled.
+package interleave
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/fakecloud"
+	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/reaper"
+	"github.com/labplane/labplane/internal/store"
+)
+
+// Config is one simulation.
+type Config struct {
+	Seed uint64
+	// Replicas is how many `serve` processes share the registry.
+	Replicas int
+	// Learners is how many learners use labs, on two courses.
+	Learners int
+	// Workload is how long learners come and go, and faults happen; Settle is the quiet time
+	// after it, with no faults and no learners, by the end of which every lab must be at rest.
+	Workload, Settle time.Duration
+	// Cron runs `labplane reap --once` every CronEvery beside the replicas (0: no cron).
+	CronEvery time.Duration
+	// Faults: cloud errors, hangs, lost answers, engine restarts, registry outages, replicas
+	// killed. Without them the run only interleaves.
+	Faults bool
+	// Trace is how many of the last steps a failure shows.
+	Trace int
+}
+
+// DefaultConfig is a seed's simulation: two replicas, a cron reaper, six learners, half an
+// hour of workload with faults, then enough quiet for orphans to be reaped.
+func DefaultConfig(seed uint64) Config {
+	return Config{Seed: seed, Replicas: 2, Learners: 6, Workload: 30 * time.Minute, Settle: 40 * time.Minute,
+		CronEvery: 5 * time.Minute, Faults: true, Trace: 80}
+}
+
+// The rules and intervals the simulated labplane runs with: the defaults, but for an orphan
+// grace short enough to see orphans reaped within the run.
+var (
+	rules = func() policy.Rules {
+		r := config.DefaultRules
+		r.OrphanGrace = 10 * time.Minute
+		return r
+	}()
+	jobs = []struct {
+		name  string
+		every time.Duration
+		keep  func(policy.Action) bool
+	}{
+		{"suspend-idle", config.DefaultSuspendEvery, reaper.SuspendIdle},
+		{"reap", config.DefaultReapEvery, reaper.All},
+		{"reconcile", config.DefaultReconcileEvery, reaper.Reconcile},
+		{"launch-timeouts", config.DefaultLaunchTimeoutsEvery, reaper.LaunchTimeouts},
+	}
+	hookTimeout = config.DefaultHookTimeout
+)
+
+// site is the simulated installation's name.
+const site = "sim"
+
+// Result is what a simulation found.
+type Result struct {
+	Seed  uint64
+	Steps int
+	// Violations are the invariants broken, in order (a few of each kind at most).
+	Violations []Violation
+	// Last is the last steps of the run (Config.Trace of them).
+	Last []string
+	// Digest hashes every step: two runs of a seed that took the same steps have the same.
+	Digest uint64
+}
+
+// Failed reports whether an invariant was broken.
+func (r Result) Failed() bool { return len(r.Violations) > 0 }
+
+// Broke reports whether an invariant of that kind was broken.
+func (r Result) Broke(k Kind) bool {
+	return slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Kind == k })
+}
+
+func (r Result) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "seed %d: %d steps", r.Seed, r.Steps)
+	if !r.Failed() {
+		return b.String()
+	}
+	fmt.Fprintf(&b, ", %d violations:\n", len(r.Violations))
+	for _, v := range r.Violations {
+		fmt.Fprintf(&b, "  - %s\n", v)
+	}
+	b.WriteString(r.Explain(r.Violations[0].Kind))
+	fmt.Fprintf(&b, "replay: go test ./internal/interleave -run TestSeeds -v -seed %d [-kind KIND]", r.Seed)
+	return b.String()
+}
+
+// Explain shows the steps that led to the first violation of kind.
+func (r Result) Explain(kind Kind) string {
+	var b strings.Builder
+	for _, v := range r.Violations {
+		if v.Kind == kind && v.Trace != nil {
+			fmt.Fprintf(&b, "the last %d steps before %s:\n", len(v.Trace), v)
+			for _, l := range v.Trace {
+				fmt.Fprintf(&b, "  %s\n", l)
+			}
+		}
+	}
+	return b.String()
+}
+
+// Run simulates c in a synctest bubble of t's and returns what it found.
+func Run(t *testing.T, c Config) Result {
+	var res Result
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		w := newWorld(c, filepath.Join(dir, "registry.db"))
+		res = w.run(t)
+	})
+	return res
+}
+
+// world is everything a simulation holds.
+type world struct {
+	cfg    Config
+	dsn    string
+	turns  *turns
+	start  time.Time
+	clouds []*simCloud
+	log    *slog.Logger
+
+	checker *store.Store // the invariants' own connection, taking no turns
+
+	mu        sync.Mutex
+	procs     map[string]*process // live processes by name
+	gens      map[string]int      // generations of each replica
+	dbDown    bool
+	lastFault time.Time
+	ids       int
+	truth     truth
+	violated  []Violation
+	kinds     map[Kind]int
+	passes    map[string]time.Time // a reaper pass running: since when, by process/job
+	work      *workload
+	closing   bool // the run is over: no replica starts again
+}
+
+func newWorld(c Config, path string) *world {
+	w := &world{cfg: c, dsn: path + "?_pragma=synchronous(OFF)", turns: newTurns(c.Seed, c.Trace), start: time.Now(),
+		log: slog.New(slog.DiscardHandler), procs: map[string]*process{}, gens: map[string]int{},
+		passes: map[string]time.Time{}, truth: newTruth(), kinds: map[Kind]int{}}
+	for i, name := range []string{"east", "west"} {
+		// each cloud its own speed: the seed draws it
+		lat := func(lo, hi time.Duration) time.Duration { return w.turns.between(lo, hi) }
+		fake := fakecloud.NewWith(fakecloud.Options{Name: name, Latencies: map[string]time.Duration{
+			"create": lat(5*time.Second, 90*time.Second), "suspend": lat(2*time.Second, 40*time.Second),
+			"resume": lat(2*time.Second, 40*time.Second), "delete": lat(3*time.Second, 60*time.Second)}})
+		w.clouds = append(w.clouds, &simCloud{name: name, fake: fake, capacity: 4 - i, maxInFlight: 2})
+	}
+	return w
+}
+
+// run starts the processes and the workload and drives the turns to the end.
+func (w *world) run(t *testing.T) Result {
+	ctx := context.Background()
+	var err error
+	if w.checker, err = store.Open(ctx, store.SQLite, w.dsn); err != nil {
+		t.Fatalf("open the registry: %v", err)
+	}
+	defer w.checker.Close()
+	for i := range w.cfg.Replicas {
+		w.startReplica(fmt.Sprintf("r%d", i+1))
+	}
+	end := w.start.Add(w.cfg.Workload)
+	w.startWorkload(ctx, end)
+
+	settled := end.Add(w.cfg.Settle)
+	lastCheck := time.Now()
+	for time.Now().Before(settled) {
+		if !w.turns.step() {
+			w.turns.idle(settled.Sub(time.Now()))
+		}
+		if now := time.Now(); now.After(lastCheck) {
+			lastCheck = now
+			w.checkOverTime(ctx, now.After(end))
+		}
+	}
+	w.checkSettled(ctx)
+	// end every process and the workload: their goroutines end at their next turn, or when
+	// what they wait for times out (an hour covers every wait of the simulation)
+	w.mu.Lock()
+	w.closing = true
+	for _, p := range w.procs {
+		w.turns.kill(p.name)
+		p.stop()
+	}
+	w.mu.Unlock()
+	w.work.cancel()
+	for quiet := time.Now().Add(time.Hour); time.Now().Before(quiet); {
+		if !w.turns.step() {
+			w.turns.idle(time.Until(quiet))
+		}
+	}
+	w.stopWorkload()
+
+	res := Result{Seed: w.cfg.Seed, Steps: w.turns.steps, Digest: w.turns.digest.Sum64(), Last: w.turns.lastTrace()}
+	w.mu.Lock()
+	res.Violations = slices.Clone(w.violated)
+	w.mu.Unlock()
+	return res
+}
+
+// process is one labplane process: a `serve` replica or a cron `reap --once`, with its own
+// connection to the registry and its own view of each cloud.
+type process struct {
+	name    string
+	store   *store.Store
+	reg     *registry
+	clouds  []*processCloud
+	manager *lifecycle.Manager
+	reaper  *reaper.Reaper
+	api     *api.Server
+	handler http.Handler // the API; nil for cron
+	cancel  context.CancelFunc
+	jobs    sync.WaitGroup
+	turn    chan struct{} // the scheduler's: jobs of a replica sharing the lock take turns
+}
+
+// open opens a process's registry and builds its lifecycle, reaper and API on it.
+func (w *world) open(name, actor string) *process {
+	st, err := store.Open(context.Background(), store.SQLite, w.dsn)
+	if err != nil {
+		panic(fmt.Sprintf("open the registry for %s: %v", name, err))
+	}
+	p := &process{name: name, store: st, turn: make(chan struct{}, 1)}
+	p.reg = &registry{Store: st, w: w, who: name}
+	var targets []lifecycle.Target
+	var rclouds []reaper.Cloud
+	for _, c := range w.clouds {
+		pc := &processCloud{c: c, w: w, who: name, slots: make(chan struct{}, c.maxInFlight)}
+		p.clouds = append(p.clouds, pc)
+		targets = append(targets, lifecycle.Target{Cloud: pc, Capacity: c.capacity})
+		rclouds = append(rclouds, pc)
+	}
+	set := policy.Set{Default: rules}
+	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Targets: targets,
+		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: set,
+		Hooks: lifecycle.Hooks{BeforeSuspend: "before_suspend", AfterResume: "after_resume", BeforeDelete: "before_delete",
+			Timeout: hookTimeout, Run: w.hook(name)},
+		Now: time.Now, NewID: w.newID, Log: w.log}
+	p.reaper = &reaper.Reaper{Site: site, Registry: p.reg, Clouds: rclouds, Applier: p.manager, Rules: set,
+		Now: time.Now, Log: w.log, Actor: actor}
+	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log}
+	return p
+}
+
+// stop closes the process's registry (its locks go with it, as with a process that exits).
+func (p *process) stop() {
+	if p.cancel != nil {
+		p.cancel()
+	}
+	_ = p.store.Close()
+}
+
+// startReplica starts the next generation of a `serve` replica: its API and its jobs.
+func (w *world) startReplica(replica string) {
+	w.mu.Lock()
+	if w.closing {
+		w.mu.Unlock()
+		return
+	}
+	w.gens[replica]++
+	name := fmt.Sprintf("%s#%d", replica, w.gens[replica])
+	w.mu.Unlock()
+	p := w.open(name, "scheduler@"+name)
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.handler = p.api.Handler()
+	for _, j := range jobs {
+		p.jobs.Go(func() { w.runJob(ctx, p, j.name, j.every, j.keep) })
+	}
+	w.mu.Lock()
+	w.procs[name] = p
+	w.mu.Unlock()
+	w.turns.note("start %s", name)
+}
+
+// kill kills a process where it stands: its goroutines end at their next turn, and its
+// registry connection closes (its locks are released, as the kernel or PostgreSQL would).
+func (w *world) kill(name string) {
+	w.mu.Lock()
+	p, ok := w.procs[name]
+	delete(w.procs, name)
+	w.lastFault = time.Now()
+	w.mu.Unlock()
+	if !ok {
+		return
+	}
+	w.turns.kill(name)
+	w.turns.note("kill %s", name)
+	p.stop()
+}
+
+// runJob is one of a replica's scheduler jobs: at each multiple of every (as the scheduler
+// aligns them), it waits for the replica's other jobs sharing the lock, takes the reaper
+// lock if no other replica has it, and runs its part of a pass.
+func (w *world) runJob(ctx context.Context, p *process, job string, every time.Duration, keep func(policy.Action) bool) {
+	ctx = withActor(ctx, job)
+	first := true
+	for {
+		if !first {
+			next := time.Now().Truncate(every).Add(every)
+			t := time.NewTimer(time.Until(next))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+		first = false
+		w.turns.wait(p.name, "tick "+job)
+		select {
+		case p.turn <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		func() {
+			defer func() { <-p.turn }()
+			unlock, ok, err := p.reg.TryLock(ctx, "reaper")
+			if err != nil || !ok {
+				return
+			}
+			defer unlock(context.Background())
+			key := p.name + " " + job
+			w.passStarts(key)
+			defer w.passEnds(key)
+			_, _ = p.reaper.RunOnly(ctx, keep)
+		}()
+	}
+}
+
+// newID names labs in the order they are launched.
+func (w *world) newID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.ids++
+	return fmt.Sprintf("lab%03d", w.ids)
+}
+
+// hook is a process's hook runner: it takes its turn, is recorded, and takes a while (up to
+// the hooks' timeout, drawn by the seed).
+func (w *world) hook(who string) func(ctx context.Context, command string, env []string) ([]byte, error) {
+	return func(ctx context.Context, command string, env []string) ([]byte, error) {
+		lab := hookEnv(env, "LABPLANE_LAB_ID")
+		w.turns.wait(who+actorOf(ctx), "hook "+command+" "+lab)
+		w.hookRuns(command, lab)
+		d := w.turns.between(0, hookTimeout+hookTimeout/4) // some run past the timeout
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// registryDown reports whether the simulated database is down.
+func (w *world) registryDown() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dbDown
+}
+
+// drawFault draws what becomes of a cloud call (by the goroutine that has the turn).
+func (w *world) drawFault(op string) fault {
+	if !w.cfg.Faults || w.quiet() {
+		return faultNone
+	}
+	switch n := w.turns.intn(1000); {
+	case n < 20:
+		return faultBefore
+	case n < 30:
+		return faultLost
+	case n < 33:
+		return faultHang
+	}
+	return faultNone
+}
+
+// quiet reports whether the workload is over: no more faults.
+func (w *world) quiet() bool { return !time.Now().Before(w.start.Add(w.cfg.Workload)) }
+
+// lmsAuth lets the simulated LMS in.
+type lmsAuth struct{}
+
+func (lmsAuth) Verify(_ context.Context, header string) (string, error) {
+	if header != "Bearer lms" {
+		return "", errors.New("unauthorized")
+	}
+	return "lms", nil
+}
