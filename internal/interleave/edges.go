@@ -29,7 +29,7 @@ func (r *registry) enter(ctx context.Context, what string) error {
 }
 
 func (r *registry) CreateLab(ctx context.Context, l labs.Lab, ev labs.Event) (labs.Lab, error) {
-	if err := r.enter(ctx, "create " + l.ID); err != nil {
+	if err := r.enter(ctx, "create "+l.ID); err != nil {
 		return labs.Lab{}, err
 	}
 	defer r.w.afterWrite()
@@ -37,7 +37,7 @@ func (r *registry) CreateLab(ctx context.Context, l labs.Lab, ev labs.Event) (la
 }
 
 func (r *registry) UpdateLab(ctx context.Context, l labs.Lab, ev labs.Event) (labs.Lab, error) {
-	if err := r.enter(ctx, "update " + l.ID + " " + ev.Action); err != nil {
+	if err := r.enter(ctx, "update "+l.ID+" "+ev.Action); err != nil {
 		return labs.Lab{}, err
 	}
 	defer r.w.afterWrite()
@@ -45,28 +45,28 @@ func (r *registry) UpdateLab(ctx context.Context, l labs.Lab, ev labs.Event) (la
 }
 
 func (r *registry) GetLab(ctx context.Context, id string) (labs.Lab, error) {
-	if err := r.enter(ctx, "get " + id); err != nil {
+	if err := r.enter(ctx, "get "+id); err != nil {
 		return labs.Lab{}, err
 	}
 	return r.Store.GetLab(ctx, id)
 }
 
 func (r *registry) FindLive(ctx context.Context, learner, course string) (labs.Lab, error) {
-	if err := r.enter(ctx, "find " + learner); err != nil {
+	if err := r.enter(ctx, "find "+learner); err != nil {
 		return labs.Lab{}, err
 	}
 	return r.Store.FindLive(ctx, learner, course)
 }
 
 func (r *registry) Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error) {
-	if err := r.enter(ctx, "heartbeat " + id); err != nil {
+	if err := r.enter(ctx, "heartbeat "+id); err != nil {
 		return labs.Lab{}, err
 	}
 	return r.Store.Heartbeat(ctx, id, at)
 }
 
 func (r *registry) AddEvent(ctx context.Context, ev labs.Event) error {
-	if err := r.enter(ctx, "event " + ev.LabID + " " + ev.Action); err != nil {
+	if err := r.enter(ctx, "event "+ev.LabID+" "+ev.Action); err != nil {
 		return err
 	}
 	return r.Store.AddEvent(ctx, ev)
@@ -94,14 +94,14 @@ func (r *registry) Orphans(ctx context.Context) (map[labs.StackKey]time.Time, er
 }
 
 func (r *registry) SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error) {
-	if err := r.enter(ctx, "see-orphan " + stackID); err != nil {
+	if err := r.enter(ctx, "see-orphan "+stackID); err != nil {
 		return time.Time{}, err
 	}
 	return r.Store.SeeOrphan(ctx, cloud, stackID, stackName, now)
 }
 
 func (r *registry) ForgetOrphan(ctx context.Context, cloud, stackID string) error {
-	if err := r.enter(ctx, "forget-orphan " + stackID); err != nil {
+	if err := r.enter(ctx, "forget-orphan "+stackID); err != nil {
 		return err
 	}
 	return r.Store.ForgetOrphan(ctx, cloud, stackID)
@@ -109,7 +109,7 @@ func (r *registry) ForgetOrphan(ctx context.Context, cloud, stackID string) erro
 
 // TryLock takes its turn, and so does the unlock it returns.
 func (r *registry) TryLock(ctx context.Context, key string) (func(context.Context) error, bool, error) {
-	if err := r.enter(ctx, "try-lock " + key); err != nil {
+	if err := r.enter(ctx, "try-lock "+key); err != nil {
 		return nil, false, err
 	}
 	unlock, ok, err := r.Store.TryLock(ctx, key)
