@@ -215,7 +215,7 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	timedOut := action == "CREATE" && state == "IN_PROGRESS" && now.Sub(row.CreatedAt) >= rules.LaunchTimeout
 	switch row.Status {
 	case labs.Launching, labs.Active, labs.Suspending, labs.Suspended, labs.Resuming:
-		if ownStack && state != "FAILED" && !timedOut {
+		if ownStack && state != "FAILED" && action != "DELETE" && !timedOut {
 			w.violate(LiveStackDeleted, "delete of stack %s on %s (%s), the stack of live lab %s (registry: %s, stack id %q): the lab is lost",
 				st.Name, c.name, st.Status, lab, row.Status, row.StackID)
 		}
@@ -314,6 +314,8 @@ func (w *world) checkSettled(ctx context.Context) {
 		switch {
 		case !ok:
 			w.violate(NotSettled, "at rest, lab %s is %s in the registry and has no stack", row.ID, row.Status)
+		case row.Status == labs.NeedsOperator && !running(st):
+			// flagged for an operator (max_attempts failures): an alert, not a silent cost
 		case row.Status != labs.Suspended || st.Status != "SUSPEND_COMPLETE":
 			w.violate(NotSettled, "at rest, lab %s is %s in the registry, its stack %s", row.ID, row.Status, st.Status)
 		case policy.Implied(st.Status) != row.Status || st.Status != row.StackStatus:

@@ -85,6 +85,13 @@ type Lab struct {
 	Version int64 `json:"version"`
 }
 
+// Claims reports whether the stack is the lab's: on the lab's cloud, with the lab's stack id,
+// or with its stack name while the lab has no id recorded (a launch whose create has not
+// answered yet, or whose answer was lost).
+func (l Lab) Claims(st Stack) bool {
+	return st.Cloud == l.Cloud && (st.ID == l.StackID || (l.StackID == "" && st.Name == l.StackName))
+}
+
 // LastUsed is the later of the last heartbeat and the last resume: when a learner last
 // showed they were there.
 func (l Lab) LastUsed() time.Time {

@@ -218,7 +218,8 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	defer cancel()
 	st, err := c.Create(wctx, cloud.CreateRequest{
 		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
-		Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
+		Params:   map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
+		Accepted: func(st labs.Stack) { m.recordStackID(ctx, c, lab.ID, st, actor) },
 	})
 	if err != nil && st.ID != "" && m.recordedLive(ctx, lab.ID, st.ID) {
 		// the wait lost sight of the stack (the cloud failed for a while) and meanwhile the
@@ -257,6 +258,22 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		return lab, false, errors.Join(err, uerr)
 	}
 	return lab, false, fmt.Errorf("on %s: %w", c.Name(), err)
+}
+
+// recordStackID records the id of a lab's stack as soon as the cloud accepts the create,
+// minutes before it completes: from then on every reader (a reaper pass, a delete) knows
+// the stack for the lab's, by id. A failure to record is only logged: the stack is still
+// claimed by its name until the launch records its outcome.
+func (m *Manager) recordStackID(ctx context.Context, c Cloud, labID string, st labs.Stack, actor string) {
+	_, err := m.update(ctx, labID, labs.Event{Actor: actor, Action: "stack-accepted", Cloud: c.Name(), StackID: st.ID,
+		RequestID: st.RequestID, Detail: "the cloud accepted the create"}, func(l *labs.Lab) {
+		if l.Status == labs.Launching && l.Cloud == c.Name() && l.StackID == "" {
+			l.StackID = st.ID
+		}
+	})
+	if err != nil {
+		m.Log.Warn("record the stack id", "lab", labID, "stack", st.ID, "err", err)
+	}
 }
 
 // recordedLive reports whether the registry has the lab on this stack with a status only an
@@ -536,8 +553,8 @@ func (m *Manager) deleteStray(ctx context.Context, a policy.Action, actor string
 		if err != nil {
 			return false, err
 		}
-		if lab.Cloud == st.Cloud && lab.StackID == st.ID && lab.Status != labs.Deleted {
-			return false, nil // claimed again
+		if lab.Status != labs.Deleted && lab.Claims(st) {
+			return false, nil // claimed (again, or by a launch recorded since the plan)
 		}
 		stray.Lab = &lab
 	} else if _, err := m.Registry.GetLab(ctx, st.LabID()); !errors.Is(err, labs.ErrNotFound) {

@@ -174,7 +174,7 @@ func TestLaunchPlacesOnFirstCloudInOrder(t *testing.T) {
 	if n := len(r.clouds["b"].Stacks()); n != 0 {
 		t.Errorf("cloud b got %d stacks", n)
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "launched"}) {
 		t.Errorf("events %v", acts)
 	}
 	ev := r.lastEvent(lab.ID)
@@ -327,10 +327,10 @@ func TestLaunchFailsOverAndCleansUp(t *testing.T) {
 		t.Fatalf("cloud b: %+v (lab stack %s)", onB, got.StackID)
 	}
 	evs := r.events(lab.ID)
-	if acts := actions(evs); !slices.Equal(acts, []string{"launch", "launch-attempt-failed", "failover", "launched"}) {
+	if acts := actions(evs); !slices.Equal(acts, []string{"launch", "stack-accepted", "launch-attempt-failed", "failover", "stack-accepted", "launched"}) {
 		t.Fatalf("events %v", acts)
 	}
-	failed, failover, launched := evs[1], evs[2], evs[3]
+	failed, failover, launched := evs[2], evs[3], evs[5]
 	if failed.Cloud != "a" || !strings.Contains(failed.Error, "injected failure") || failed.RequestID != "req-fake" ||
 		failed.Detail != "stack deleted" || failed.StackID == "" {
 		t.Errorf("launch-attempt-failed event %+v", failed)
@@ -369,7 +369,7 @@ func TestLaunchFailsEverywhere(t *testing.T) {
 			t.Errorf("cloud %s kept %+v", name, left)
 		}
 	}
-	want := []string{"launch", "launch-attempt-failed", "failover", "launch-attempt-failed", "launch-failed"}
+	want := []string{"launch", "stack-accepted", "launch-attempt-failed", "failover", "stack-accepted", "launch-attempt-failed", "launch-failed"}
 	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, want) {
 		t.Errorf("events %v, want %v", acts, want)
 	}
@@ -471,7 +471,7 @@ func TestDoGuardsLabsInUse(t *testing.T) {
 	if got := r.lab(lab.ID); got.Status != labs.Active || got.Version != before.Version {
 		t.Fatalf("lab changed: %s version %d (was %d)", got.Status, got.Version, before.Version)
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "launched"}) {
 		t.Errorf("refusals wrote events: %v", acts)
 	}
 
@@ -616,11 +616,11 @@ func TestLaunchPastLaunchTimeoutFailsOver(t *testing.T) {
 		t.Errorf("the timed-out create was left on a: %+v", left)
 	}
 	evs := r.events(lab.ID)
-	if acts := actions(evs); !slices.Equal(acts, []string{"launch", "launch-attempt-failed", "failover", "launched"}) {
+	if acts := actions(evs); !slices.Equal(acts, []string{"launch", "stack-accepted", "launch-attempt-failed", "failover", "stack-accepted", "launched"}) {
 		t.Fatalf("events %v", acts)
 	}
-	if !strings.Contains(evs[1].Error, "deadline exceeded") || evs[1].Detail != "stack deleted" {
-		t.Errorf("launch-attempt-failed event %+v", evs[1])
+	if !strings.Contains(evs[2].Error, "deadline exceeded") || evs[2].Detail != "stack deleted" {
+		t.Errorf("launch-attempt-failed event %+v", evs[2])
 	}
 }
 
@@ -728,7 +728,7 @@ func TestALateLaunchRecordKeepsTheNewerState(t *testing.T) {
 	if len(lab.Outputs) == 0 {
 		t.Error("the launch's outputs were not recorded")
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "suspend", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "suspend", "launched"}) {
 		t.Errorf("events %v", acts)
 	}
 }
@@ -763,7 +763,7 @@ func TestAnOutcomeIsRecordedOnceTheRegistryIsBack(t *testing.T) {
 	if lab.Status != labs.Active || lab.Cloud != "a" || len(lab.Outputs) == 0 {
 		t.Fatalf("lab %s on %s, outputs %v; want active on a", lab.Status, lab.Cloud, lab.Outputs)
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "launched"}) {
 		t.Errorf("events %v", acts)
 	}
 	if n := r.clouds["b"].Calls("create"); n != 0 {
@@ -820,7 +820,7 @@ func TestALaunchTheReaperRecordedIsNotUndone(t *testing.T) {
 	if n := r.clouds["b"].Calls("create"); n != 0 {
 		t.Errorf("the launch failed over to b (%d creates)", n)
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "suspend", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "suspend", "launched"}) {
 		t.Errorf("events %v", acts)
 	}
 }

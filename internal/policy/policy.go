@@ -97,6 +97,8 @@ func DecideStray(s Stray, now time.Time, r Rules) Action {
 	switch {
 	case !s.Stack.Managed():
 		a.Kind, a.Reason = Hold, "not tagged "+labs.TagManaged+": never touched"
+	case s.Lab != nil && s.Lab.Status != labs.Deleted && s.Lab.Claims(s.Stack):
+		a.Kind, a.Reason = Hold, "lab "+s.Lab.ID+" claims it: it was recorded after this pass read the registry (a launch under way)"
 	case s.Lab != nil && s.Lab.Status == labs.Deleted:
 		a.Kind, a.Reason = DeleteZombie, "zombie: the registry says lab "+s.Lab.ID+" is deleted, the cloud still has its stack"
 	case s.Lab != nil:

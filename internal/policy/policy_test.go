@@ -129,6 +129,9 @@ func TestDecideStray(t *testing.T) {
 	other.Cloud = "b"
 	untagged := *stack("CREATE_COMPLETE")
 	untagged.Tags = nil
+	// a launch recorded after the pass read the registry: no stack id yet (issue 13 #1)
+	launching := lab(labs.Launching, "")
+	launching.StackID = ""
 	tests := []struct {
 		name   string
 		stray  policy.Stray
@@ -137,6 +140,7 @@ func TestDecideStray(t *testing.T) {
 	}{
 		{"zombie of a deleted lab", policy.Stray{Stack: *stack("CREATE_COMPLETE"), Lab: &deleted, FirstSeen: t0}, policy.DeleteZombie, "is deleted"},
 		{"zombie left by a failover", policy.Stray{Stack: *stack("CREATE_FAILED"), Lab: &other, FirstSeen: t0}, policy.DeleteZombie, "owns stack lab-l1 on b"},
+		{"a launch recorded after the registry was read", policy.Stray{Stack: *stack("CREATE_IN_PROGRESS"), Lab: &launching, FirstSeen: t0}, policy.Hold, "launch under way"},
 		{"orphan within grace", policy.Stray{Stack: *stack("CREATE_COMPLETE"), FirstSeen: t0.Add(-59 * time.Minute)}, policy.Hold, "deleted after orphan_grace"},
 		{"orphan past grace", policy.Stray{Stack: *stack("CREATE_COMPLETE"), FirstSeen: t0.Add(-time.Hour)}, policy.DeleteOrphan, "orphan"},
 		{"untagged: never touched", policy.Stray{Stack: untagged, FirstSeen: t0.Add(-100 * time.Hour)}, policy.Hold, "never touched"},
