@@ -586,7 +586,7 @@ serve: {listen: %s, shutdown_grace: 5s, token_cache: 1s}
 		}
 		var trail []string
 		for _, ev := range evs {
-			if ev.Action != "sync" && (ev.Action != "suspend" || ev.Error == "") {
+			if ev.Action != "sync" && ev.Action != "stack-accepted" && (ev.Action != "suspend" || ev.Error == "") {
 				trail = append(trail, ev.Action)
 			}
 		}
@@ -597,7 +597,7 @@ serve: {listen: %s, shutdown_grace: 5s, token_cache: 1s}
 			want = trail
 		}
 		if lab.Status != labs.Suspended || lab.StackID == "" || len(lab.Outputs) == 0 || !slices.Equal(trail, want) {
-			t.Errorf("lab %s: status %s, stack %q, outputs %v, trail (syncs aside) %v; want suspended with its outputs and %v",
+			t.Errorf("lab %s: status %s, stack %q, outputs %v, trail (syncs and stack-accepted aside) %v; want suspended with its outputs and %v",
 				id, lab.Status, lab.StackID, lab.Outputs, trail, want)
 		}
 		checkRowMatchesTrail(t, lab, evs)
