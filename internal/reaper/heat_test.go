@@ -414,7 +414,7 @@ resources:
 		for _, ev := range events {
 			trail = append(trail, ev.Action+"@"+ev.Cloud)
 		}
-		if want := "launch@local-a launch-attempt-failed@local-a failover@local-b launch-attempt-failed@local-b launch-failed@local-b"; strings.Join(trail, " ") != want {
+		if want := "launch@local-a stack-accepted@local-a launch-attempt-failed@local-a failover@local-b stack-accepted@local-b launch-attempt-failed@local-b launch-failed@local-b"; strings.Join(trail, " ") != want {
 			t.Errorf("failover trail:\n got %s\nwant %s", strings.Join(trail, " "), want)
 		}
 	}
