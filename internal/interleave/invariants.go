@@ -39,8 +39,6 @@ type truth struct {
 	// hooks counts hook runs by "command lab"; suspends counts suspends reaching a cloud.
 	hooks    map[string]int
 	suspends map[string]int
-	// lastWide is when the registry was last read whole.
-	lastWide time.Time
 }
 
 type presence struct {
@@ -185,11 +183,12 @@ func (w *world) passEnds(key string) {
 // actionStarts checks a suspend or a delete as it reaches the cloud: never of a lab in use,
 // never of the stack a live lab is on.
 func (w *world) actionStarts(c *simCloud, op, stackID string) {
-	i := slices.IndexFunc(c.fake.Stacks(), func(s labs.Stack) bool { return s.ID == stackID })
+	stacks := c.fake.Stacks()
+	i := slices.IndexFunc(stacks, func(s labs.Stack) bool { return s.ID == stackID })
 	if i < 0 {
 		return
 	}
-	st := c.fake.Stacks()[i]
+	st := stacks[i]
 	lab := st.LabID()
 	now := time.Now()
 	w.mu.Lock()
@@ -252,9 +251,9 @@ func (w *world) checkOverTime(ctx context.Context, settling bool) {
 			stuck = append(stuck, fmt.Sprintf("%s (for %s)", key, now.Sub(since)))
 		}
 	}
-	wide := now.Sub(w.truth.lastWide) >= checkEvery
+	wide := now.Sub(w.lastWide) >= checkEvery
 	if wide {
-		w.truth.lastWide = now
+		w.lastWide = now
 	}
 	present := make(map[string]presence, len(w.truth.present))
 	for k, v := range w.truth.present {

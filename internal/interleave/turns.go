@@ -26,6 +26,7 @@ type turns struct {
 	ready  chan struct{} // a goroutine parked (buffered: the driver may not be listening)
 	dead   map[string]bool
 	steps  int
+	parks  int         // goroutines parked so far: the last tie-break, arrival order
 	digest hash.Hash64 // of every step taken
 	trace  []string
 	keep   int // trace lines kept (the last ones)
@@ -53,7 +54,8 @@ func (t *turns) wait(who, what string) {
 		t.mu.Unlock()
 		runtime.Goexit()
 	}
-	p.seq = len(t.parked)
+	t.parks++
+	p.seq = t.parks
 	t.parked = append(t.parked, p)
 	t.mu.Unlock()
 	select {
@@ -132,9 +134,6 @@ func (t *turns) step() bool {
 	i := t.rng.IntN(len(t.parked))
 	p := t.parked[i]
 	t.parked = slices.Delete(t.parked, i, i+1)
-	for j, q := range t.parked {
-		q.seq = j
-	}
 	t.steps++
 	fmt.Fprintf(t.digest, "%d %s %s\n", time.Now().UnixNano(), p.who, p.what)
 	t.noteLocked(p.who + " " + p.what)

@@ -92,8 +92,6 @@ type Result struct {
 	Steps int
 	// Violations are the invariants broken, in order (a few of each kind at most).
 	Violations []Violation
-	// Last is the last steps of the run (Config.Trace of them).
-	Last []string
 	// Digest hashes every step: two runs of a seed that took the same steps have the same.
 	Digest uint64
 }
@@ -167,6 +165,7 @@ type world struct {
 	violated  []Violation
 	kinds     map[Kind]int
 	passes    map[string]time.Time // a reaper pass running: since when, by process/job
+	lastWide  time.Time            // when the invariants last read the whole registry
 	work      *workload
 	closing   bool // the run is over: no replica starts again
 }
@@ -229,7 +228,7 @@ func (w *world) run(t *testing.T) Result {
 	}
 	w.stopWorkload()
 
-	res := Result{Seed: w.cfg.Seed, Steps: w.turns.steps, Digest: w.turns.digest.Sum64(), Last: w.turns.lastTrace()}
+	res := Result{Seed: w.cfg.Seed, Steps: w.turns.steps, Digest: w.turns.digest.Sum64()}
 	w.mu.Lock()
 	res.Violations = slices.Clone(w.violated)
 	w.mu.Unlock()
@@ -248,7 +247,6 @@ type process struct {
 	api     *api.Server
 	handler http.Handler // the API; nil for cron
 	cancel  context.CancelFunc
-	jobs    sync.WaitGroup
 	turn    chan struct{} // the scheduler's: jobs of a replica sharing the lock take turns
 }
 
@@ -303,7 +301,7 @@ func (w *world) startReplica(replica string) {
 	p.cancel = cancel
 	p.handler = p.api.Handler()
 	for _, j := range jobs {
-		p.jobs.Go(func() { w.runJob(ctx, p, j.name, j.every, j.keep) })
+		go w.runJob(ctx, p, j.name, j.every, j.keep)
 	}
 	w.mu.Lock()
 	w.procs[name] = p

@@ -264,7 +264,11 @@ func (r *Reaper) observe(ctx context.Context) (observation, error) {
 		obs.labs = append(obs.labs, o)
 	}
 
-	for _, bc := range clouds {
+	for _, c := range r.Clouds { // in the configuration's order, not the map's: a pass is the same every time
+		bc, ok := clouds[c.Name()]
+		if !ok {
+			continue
+		}
 		for i, st := range bc.stacks {
 			if bc.claimed[i] {
 				continue
