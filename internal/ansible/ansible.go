@@ -23,6 +23,8 @@ import (
 	goexec "github.com/apenella/go-ansible/v2/pkg/execute/exec"
 	"github.com/apenella/go-ansible/v2/pkg/execute/result"
 	"github.com/apenella/go-ansible/v2/pkg/playbook"
+
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 // Playbook is one ansible-playbook run.
@@ -201,7 +203,7 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 	for k, v := range p.Environment() {
 		env[k] = v
 	}
-	st := &stream{on: on, log: log, res: Result{Recap: map[string]HostRecap{}}}
+	st := &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]HostRecap{}}}
 	proc := &interruptible{grace: p.Grace, exited: make(chan struct{})}
 	exe := execute.NewDefaultExecute(
 		execute.WithCmd(p.command()),
@@ -274,9 +276,9 @@ type stream struct {
 	on  func(Event)
 	log io.Writer
 
-	mu     sync.Mutex // log and stderr
-	stderr tail
-	res    Result // written by the stdout reader only, read after both finish
+	mu     sync.Mutex        // log and stderr
+	stderr outputtail.Buffer // its last stderrTail bytes
+	res    Result            // written by the stdout reader only, read after both finish
 	play   string
 	// last is each host's last failure: the one that stopped it, if the recap counts one.
 	last map[string]Failure
@@ -467,19 +469,8 @@ func (s *stream) recap(stats map[string]json.RawMessage) {
 	}
 }
 
-// tail keeps the last 8 KiB written to it.
-type tail struct{ b []byte }
-
-const tailSize = 8 << 10
-
-func (t *tail) Write(p []byte) {
-	t.b = append(t.b, p...)
-	if len(t.b) > tailSize {
-		t.b = t.b[len(t.b)-tailSize:]
-	}
-}
-
-func (t *tail) String() string { return string(t.b) }
+// stderrTail is how much of Ansible's stderr a Result keeps.
+const stderrTail = 8 << 10
 
 // Packages are the Debian packages a machine that runs playbooks needs: the ansible package, not
 // only ansible-core (ansible.posix brings the Callback), and the ssh client.
@@ -513,15 +504,11 @@ func CheckCallback(ctx context.Context, binary string) error {
 	cmd := osexec.CommandContext(ctx, doc, "-t", "callback", "--json", Callback)
 	cmd.Env = append(os.Environ(), "ANSIBLE_NOCOLOR=1")
 	cmd.WaitDelay = 5 * time.Second
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &outputtail.Buffer{Max: 1024}
+	cmd.Stderr = stderr
 	out, err := cmd.Output()
 	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if len(msg) > 1024 {
-			msg = msg[len(msg)-1024:]
-		}
-		if msg != "" {
+		if msg := strings.TrimSpace(stderr.String()); msg != "" {
 			return fmt.Errorf("%s -t callback %s: %w: %s", doc, Callback, err, msg)
 		}
 		return fmt.Errorf("%s -t callback %s: %w", doc, Callback, err)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/filelock"
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 // LockPath is the machine-wide lock every install of the project's takes.
@@ -149,27 +150,14 @@ func aptGet(ctx context.Context, progress io.Writer, verb string, args ...string
 		"-o", "Dpkg::Options::=--force-confold", verb}, args...)
 	cmd := exec.CommandContext(ctx, "apt-get", args...)
 	cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "DEBCONF_NONINTERACTIVE_SEEN=true")
-	var out tail
-	cmd.Stdout = io.MultiWriter(progress, &out)
+	out := &outputtail.Buffer{Max: 4096}
+	cmd.Stdout = io.MultiWriter(progress, out)
 	cmd.Stderr = cmd.Stdout
 	// its own process group: an interrupt of ours is not delivered to dpkg half-way
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("apt: apt-get %s: %w\n%s", verb, err, out.String())
+		return fmt.Errorf("apt: apt-get %s: %w\n%s", verb, err, strings.TrimSpace(out.String()))
 	}
 	return nil
 }
-
-// tail keeps the last 4 KiB written to it, for an error message.
-type tail struct{ b []byte }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > 4096 {
-		t.b = t.b[len(t.b)-4096:]
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string { return strings.TrimSpace(string(t.b)) }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/filelock"
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 //go:embed scripts/up.sh
@@ -323,7 +324,7 @@ func (i Instance) run(ctx context.Context, name string, script []byte, args []st
 	if progress == nil {
 		progress = io.Discard
 	}
-	tail := &tailBuffer{max: 4096}
+	tail := &outputtail.Buffer{Max: 4096}
 	out := io.MultiWriter(progress, tail)
 	cmd := exec.CommandContext(ctx, "/bin/bash", append([]string{path}, args...)...)
 	cmd.Dir = i.Dir
@@ -360,19 +361,3 @@ func (i Instance) env() []string {
 		"LC_EPMD_PORT=" + strconv.Itoa(i.EpmdPort),
 	}
 }
-
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
-	max int
-	b   []byte
-}
-
-func (t *tailBuffer) Write(p []byte) (int, error) {
-	t.b = append(t.b, p...)
-	if len(t.b) > t.max {
-		t.b = t.b[len(t.b)-t.max:]
-	}
-	return len(p), nil
-}
-
-func (t *tailBuffer) String() string { return string(t.b) }

@@ -34,6 +34,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/labplane/labplane/internal/apt"
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 // EnvDSN names the environment variable that points the tests at an existing server.
@@ -546,14 +547,7 @@ func tail(path string, n int) string {
 	if err != nil {
 		return ""
 	}
-	return lastBytes(b, n)
-}
-
-func lastBytes(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return strings.TrimSpace(string(b))
+	return strings.TrimSpace(outputtail.Of(b, n))
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

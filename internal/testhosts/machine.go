@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 // GuardNetwork holds every set's network (10.251.N.0/24). Up routes it unreachable before
@@ -33,7 +35,7 @@ func GuardRouted(ctx context.Context) (bool, error) {
 func CheckNamespaces(ctx context.Context) error {
 	for _, argv := range [][]string{{"ip", "netns", "list"}, {"unshare", "--net", "true"}} {
 		if out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput(); err != nil {
-			msg := strings.TrimSpace(lastBytes(out, 512))
+			msg := strings.TrimSpace(outputtail.Of(out, 512))
 			if msg != "" {
 				return fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, msg)
 			}

@@ -31,11 +31,3 @@ var packages = []string{
 func EnsurePackages(ctx context.Context, progress io.Writer) error {
 	return apt.Ensure(ctx, progress, Packages()...)
 }
-
-// lastBytes is the end of a command's output, for an error message.
-func lastBytes(b []byte, n int) string {
-	if len(b) > n {
-		b = b[len(b)-n:]
-	}
-	return string(b)
-}

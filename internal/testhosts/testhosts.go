@@ -39,6 +39,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/labplane/labplane/internal/outputtail"
 )
 
 //go:embed scripts/hosts.sh
@@ -394,7 +396,7 @@ func (s *Set) script(ctx context.Context, dir string, args ...string) error {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("testhosts: hosts.sh %s (network %s): %w\n%s", strings.Join(args, " "), s.Network, err, lastBytes(out.Bytes(), 4096))
+		return fmt.Errorf("testhosts: hosts.sh %s (network %s): %w\n%s", strings.Join(args, " "), s.Network, err, outputtail.Of(out.Bytes(), 4096))
 	}
 	return nil
 }
