@@ -42,30 +42,22 @@ type checker struct {
 func (c *checker) job(ctx context.Context, j Job) []Check {
 	switch j {
 	case Labs:
-		return c.concat(c.configuration(), c.registry(ctx), c.clouds(ctx), c.templates())
+		return slices.Concat(c.configuration(), c.registry(ctx), c.clouds(ctx), c.templates())
 	case Serve:
-		return c.concat(c.configuration(), c.registry(ctx), c.listen(), c.clouds(ctx))
+		return slices.Concat(c.configuration(), c.registry(ctx), c.listen(), c.clouds(ctx))
 	case Deploy:
-		return c.concat(c.ansible(ctx, Deploy), c.playbooks(), c.registry(ctx), c.environments(Deploy, 1))
+		return slices.Concat(c.ansible(ctx, Deploy), c.playbooks(), c.registry(ctx), c.environments(Deploy, 1))
 	case Promote:
-		return c.concat(c.ansible(ctx, Promote), c.playbooks(), c.registry(ctx), c.environments(Promote, 2))
+		return slices.Concat(c.ansible(ctx, Promote), c.playbooks(), c.registry(ctx), c.environments(Promote, 2))
 	case Provision:
 		return c.provision(ctx)
 	case LocalCloud:
-		return c.concat(c.root("labplane localcloud up"), c.packages(ctx, LocalCloud, localcloud.Packages,
+		return slices.Concat(c.root("labplane localcloud up"), c.packages(ctx, LocalCloud, localcloud.Packages,
 			"labplane localcloud up, which installs them"))
 	case TestHosts:
 		return c.testHosts(ctx)
 	}
 	return nil
-}
-
-func (c *checker) concat(lists ...[]Check) []Check {
-	var out []Check
-	for _, l := range lists {
-		out = append(out, l...)
-	}
-	return out
 }
 
 func have(name, detail string) Check {

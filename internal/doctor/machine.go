@@ -140,16 +140,7 @@ func Install(ctx context.Context, progress io.Writer, jobs []Job) error {
 		fmt.Fprintf(progress, "doctor: no Debian packages to install for %s\n", joinJobs(jobs))
 		return nil
 	}
-	miss, err := apt.Missing(ctx, pkgs...)
-	if err != nil {
-		return fmt.Errorf("doctor --install: %w", err)
-	}
-	if len(miss) == 0 {
-		return nil
-	}
-	if os.Geteuid() != 0 {
-		return fmt.Errorf("doctor --install: installing %s needs root: run labplane doctor --install as root", strings.Join(miss, " "))
-	}
+	// Ensure checks what is missing first, and says so when installing it needs root
 	if err := apt.Ensure(ctx, progress, pkgs...); err != nil {
 		return fmt.Errorf("doctor --install: %w", err)
 	}
