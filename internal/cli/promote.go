@@ -14,6 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/health"
@@ -209,7 +210,7 @@ func promote(c *cli.Context, stdio IO) error {
 	}
 	dep := &promoteDeployer{d: deploy.Deployer{Registry: reg.store, Project: projectOf(c).dir, LogDir: logDir, Now: time.Now, Log: reg.log},
 		env: env, inventory: inv, actor: actor(), progress: progress.event}
-	pr := release.Promoter{Deployer: dep, Checker: checker, Recorder: reg.store, Clock: wallClock{},
+	pr := release.Promoter{Deployer: dep, Checker: checker, Recorder: reg.store, Clock: clock.Wall{},
 		HealthTimeout: c.Duration("health-timeout"), HealthInterval: 2 * time.Second, Log: reg.log}
 	switch {
 	case c.String("backup-hook") != "":
@@ -354,20 +355,4 @@ func (healthChecker) Check(ctx context.Context, t release.Target) release.Check 
 		c.Error = err.Error()
 	}
 	return c
-}
-
-// wallClock is the machine's clock.
-type wallClock struct{}
-
-func (wallClock) Now() time.Time { return time.Now() }
-
-func (wallClock) Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -1,12 +1,36 @@
 // Package clock has the clocks that tests and simulations inject where labplane asks for
 // `func() time.Time`: a manual one that moves only when told, and a virtual one (virtual.go)
-// on which a simulation's goroutines sleep and wait while it jumps from event to event.
+// on which a simulation's goroutines sleep and wait while it jumps from event to event; and the
+// machine's own, Wall, where a clock must also sleep.
 package clock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
+
+// Sleep waits d, or until ctx is done (and returns its error). In a testing/synctest bubble the
+// wait is on the bubble's clock.
+func Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Wall is the machine's clock, for what asks for Now and Sleep.
+type Wall struct{}
+
+// Now is the time.
+func (Wall) Now() time.Time { return time.Now() }
+
+// Sleep is the package's Sleep.
+func (Wall) Sleep(ctx context.Context, d time.Duration) error { return Sleep(ctx, d) }
 
 // Manual is a clock that stands still until Add moves it. Safe for concurrent use.
 type Manual struct {

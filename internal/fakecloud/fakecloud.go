@@ -67,22 +67,6 @@ type slots interface {
 	Release()
 }
 
-// wall is real time.
-type wall struct{}
-
-func (wall) Now() time.Time { return time.Now() }
-
-func (wall) Sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // chanSlots are slots in real time.
 type chanSlots chan struct{}
 
@@ -126,7 +110,7 @@ func New(name string, maxInFlight int, latency time.Duration) *Cloud {
 
 // NewWith returns a fake cloud configured by o.
 func NewWith(o Options) *Cloud {
-	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: wall{},
+	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: clock.Wall{},
 		stacks: map[string]*labs.Stack{}, meters: map[string]*meter{}, faults: map[string]int{}, calls: map[string]int{},
 		pending: map[string]*pending{}}
 	if o.Clock != nil {

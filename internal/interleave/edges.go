@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
@@ -170,14 +171,10 @@ func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx co
 		return p.fail(op, name, "simulated 500 before the call took effect")
 	case faultHang:
 		w.turns.note("fault: %s %s on %s hangs", op, name, p.c.name)
-		t := time.NewTimer(hangFor)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no answer", Err: ctx.Err()}
-		case <-t.C:
-			return p.fail(op, name, "simulated: no answer for "+hangFor.String())
+		if err := clock.Sleep(ctx, hangFor); err != nil {
+			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no answer", Err: err}
 		}
+		return p.fail(op, name, "simulated: no answer for "+hangFor.String())
 	case faultLost:
 		started, cancel := context.WithCancel(ctx)
 		cancel()

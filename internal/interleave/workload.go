@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/labs"
 )
 
@@ -41,18 +42,6 @@ func (w *world) stopWorkload() {
 	w.work.wg.Wait()
 }
 
-// sleep waits d, or until ctx ends (false).
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // The LMS's pace: how often it beats for a learner at work, and how long sessions and the
 // gaps between them are.
 const (
@@ -74,7 +63,7 @@ func (w *world) learner(ctx context.Context, i int, end time.Time) {
 	for {
 		w.turns.wait(who, "plan")
 		gap := w.turns.between(gapMin, gapMax).Truncate(lmsGrain)
-		if !time.Now().Add(gap).Before(end) || !sleep(ctx, gap) {
+		if !time.Now().Add(gap).Before(end) || clock.Sleep(ctx, gap) != nil {
 			return
 		}
 		w.turns.wait(who, "arrive")
@@ -82,7 +71,7 @@ func (w *world) learner(ctx context.Context, i int, end time.Time) {
 		lab := w.launchOrGet(name, course)
 		w.present(name, lab)
 		for time.Now().Before(leave) {
-			if !sleep(ctx, w.turns.between(beatEvery/2, beatEvery).Truncate(lmsGrain)) {
+			if clock.Sleep(ctx, w.turns.between(beatEvery/2, beatEvery).Truncate(lmsGrain)) != nil {
 				return
 			}
 			w.turns.wait(who, "beat")
@@ -177,7 +166,7 @@ func (w *world) cron(ctx context.Context) {
 	every := w.cfg.CronEvery
 	for n := 1; ; n++ {
 		next := time.Now().Truncate(every).Add(every + every/2)
-		if !sleep(ctx, time.Until(next)) {
+		if clock.Sleep(ctx, time.Until(next)) != nil {
 			return
 		}
 		w.turns.wait("cron", "start")
@@ -214,7 +203,7 @@ func (w *world) cron(ctx context.Context) {
 // cloud's engine.
 func (w *world) chaos(ctx context.Context, end time.Time) {
 	for {
-		if !sleep(ctx, w.turns.between(time.Minute, 6*time.Minute)) || !time.Now().Before(end) {
+		if clock.Sleep(ctx, w.turns.between(time.Minute, 6*time.Minute)) != nil || !time.Now().Before(end) {
 			return
 		}
 		w.turns.wait("chaos", "strike")
@@ -236,7 +225,7 @@ func (w *world) chaos(ctx context.Context, end time.Time) {
 			if replica, _, _ := strings.Cut(victim, "#"); !strings.HasPrefix(replica, "cron") {
 				after := w.turns.between(10*time.Second, 3*time.Minute)
 				w.work.wg.Go(func() {
-					sleep(context.Background(), after) // restarted even after the workload
+					_ = clock.Sleep(context.Background(), after) // restarted even after the workload
 					w.turns.wait("chaos", "restart "+replica)
 					w.startReplica(replica)
 				})
@@ -264,7 +253,7 @@ func (w *world) setDown(apply, lift func(), d time.Duration) {
 	apply()
 	w.mu.Unlock()
 	w.work.wg.Go(func() {
-		sleep(context.Background(), d)
+		_ = clock.Sleep(context.Background(), d)
 		w.turns.wait("chaos", "heal")
 		w.mu.Lock()
 		lift()

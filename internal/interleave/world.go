@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -333,13 +334,8 @@ func (w *world) runJob(ctx context.Context, p *process, job string, every time.D
 	first := true
 	for {
 		if !first {
-			next := time.Now().Truncate(every).Add(every)
-			t := time.NewTimer(time.Until(next))
-			select {
-			case <-ctx.Done():
-				t.Stop()
+			if clock.Sleep(ctx, time.Until(time.Now().Truncate(every).Add(every))) != nil {
 				return
-			case <-t.C:
 			}
 		}
 		first = false
@@ -379,15 +375,7 @@ func (w *world) hook(who string) func(ctx context.Context, command string, env [
 		lab := hookEnv(env, "LABPLANE_LAB_ID")
 		w.turns.wait(who+actorOf(ctx), "hook "+command+" "+lab)
 		w.hookRuns(command, lab)
-		d := w.turns.between(0, hookTimeout+hookTimeout/4) // some run past the timeout
-		t := time.NewTimer(d)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			return nil, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		return nil, clock.Sleep(ctx, w.turns.between(0, hookTimeout+hookTimeout/4)) // some run past the timeout
 	}
 }
 
