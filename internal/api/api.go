@@ -25,6 +25,8 @@ import (
 type Labs interface {
 	Start(ctx context.Context, req lifecycle.LaunchRequest) (lifecycle.Pending, error)
 	Provision(ctx context.Context, p lifecycle.Pending) (labs.Lab, error)
+	Claim(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (lifecycle.Request, error)
+	Carry(ctx context.Context, r lifecycle.Request) (labs.Lab, error)
 	Heartbeat(ctx context.Context, id string) (labs.Lab, error)
 	Do(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (labs.Lab, error)
 }
@@ -164,7 +166,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		if err != nil {
 			return err
 		}
-		if lab.Status == labs.Suspended {
+		if lab.Status == labs.Suspended || resumable(lab) {
 			s.background("resume", lab.ID, func(ctx context.Context) error {
 				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)
 				return err
@@ -181,6 +183,13 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 	})
 	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
 	return writeJSON(w, http.StatusAccepted, view(p.Lab))
+}
+
+// resumable reports whether a lab the learner is back for was left by a failed suspend or
+// resume: resuming it is the way back to a running lab (Heat resumes the resources that
+// were suspended), and nothing else would bring it back while the learner is there.
+func resumable(lab labs.Lab) bool {
+	return lab.Status == labs.Failed && (lab.StackStatus == "SUSPEND_FAILED" || lab.StackStatus == "RESUME_FAILED")
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -238,23 +247,22 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, client string) e
 	return s.act(w, r, client, lifecycle.OpDelete, true)
 }
 
-// act checks the lab and starts op on it in the background: 202 and the lab as it is now.
+// act checks the request and, for a suspend or a delete, claims the lab for it (the answer
+// shows it suspending or deleting, and a crash after the answer loses nothing: the reaper
+// finishes it), then carries it out in the background: 202 and the lab as it is now.
 func (s *Server) act(w http.ResponseWriter, r *http.Request, client string, op lifecycle.Op, force bool) error {
 	if err := emptyBody(r); err != nil {
 		return err
 	}
-	lab, err := s.Registry.GetLab(r.Context(), r.PathValue("id"))
+	req, err := s.Labs.Claim(r.Context(), op, r.PathValue("id"), "api:"+client, force)
 	if err != nil {
 		return err
 	}
-	if lab.Status == labs.Deleted {
-		return fmt.Errorf("%w: lab %s is deleted", lifecycle.ErrInvalid, lab.ID)
-	}
-	s.background(string(op), lab.ID, func(ctx context.Context) error {
-		_, err := s.Labs.Do(ctx, op, lab.ID, "api:"+client, force)
+	s.background(string(op), req.Lab.ID, func(ctx context.Context) error {
+		_, err := s.Labs.Carry(ctx, req)
 		return err
 	})
-	return writeJSON(w, http.StatusAccepted, view(lab))
+	return writeJSON(w, http.StatusAccepted, view(req.Lab))
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {

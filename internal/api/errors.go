@@ -37,6 +37,7 @@ var errorKinds = []struct {
 	{labs.ErrNotFound, http.StatusNotFound, "not_found"},
 	{labs.ErrExists, http.StatusConflict, "exists"},
 	{lifecycle.ErrInUse, http.StatusConflict, "in_use"},
+	{lifecycle.ErrBusy, http.StatusConflict, "busy"},
 	{lifecycle.ErrInvalid, http.StatusUnprocessableEntity, "invalid"},
 	{lifecycle.ErrUnknownCloud, http.StatusUnprocessableEntity, "unknown_cloud"},
 	{lifecycle.ErrNoRoom, http.StatusServiceUnavailable, "no_room"},

@@ -20,6 +20,10 @@ const (
 	// deletedStackWithin: a lab the registry says is deleted has no stack left running on a
 	// cloud for longer than this (a delete takes up to a minute on the simulated clouds).
 	deletedStackWithin = 3 * time.Minute
+	// zombieWithin: the same when a fault (a kill, an outage) struck since the delete: the
+	// stack is then left to the reaper's next full pass (every 5 minutes), which deletes it
+	// as a zombie, plus the cloud's own time.
+	zombieWithin = 7 * time.Minute
 	// passWithin: a reaper pass ends within this; a pass that does not holds the lock that
 	// every suspend waits for.
 	passWithin = 10 * time.Minute
@@ -30,15 +34,17 @@ const (
 // truth is what really happened, as the simulation saw it: what the LMS was told, and what
 // the clouds and hooks were asked to do.
 type truth struct {
-	// answered: a lab's last launch-or-get or heartbeat the LMS got an answer to (2xx).
+	// answered: a lab's last launch-or-get or heartbeat the LMS got an answer to (2xx);
+	// toldUp: the last such answer that showed the lab up or coming up (not suspending,
+	// suspended, deleting or deleted).
 	answered map[string]time.Time
+	toldUp   map[string]time.Time
 	// reset: labs the LMS deleted.
 	reset map[string]bool
 	// present: learners at work, since when and with which lab.
 	present map[string]presence
-	// hooks counts hook runs by "command lab"; suspends counts suspends reaching a cloud.
-	hooks    map[string]int
-	suspends map[string]int
+	// hooks counts hook runs by "command lab claim-time": an action's hooks run once.
+	hooks map[string]int
 }
 
 type presence struct {
@@ -47,8 +53,8 @@ type presence struct {
 }
 
 func newTruth() truth {
-	return truth{answered: map[string]time.Time{}, reset: map[string]bool{}, present: map[string]presence{},
-		hooks: map[string]int{}, suspends: map[string]int{}}
+	return truth{answered: map[string]time.Time{}, toldUp: map[string]time.Time{}, reset: map[string]bool{},
+		present: map[string]presence{}, hooks: map[string]int{}}
 }
 
 // Kind names an invariant.
@@ -57,14 +63,16 @@ type Kind string
 // The invariants.
 const (
 	// SuspendedInUse: a suspend reached the cloud for a lab the LMS had been answered about
-	// within idle_suspend_after.
+	// within idle_suspend_after, before the suspend was sent (which should have cancelled
+	// it), or with the lab shown up.
 	SuspendedInUse Kind = "suspended-in-use"
 	// LiveStackDeleted: a delete reached the cloud for the stack a live lab is on.
 	LiveStackDeleted Kind = "live-stack-deleted"
 	// NotReady: a learner at work had no running lab within readyWithin, with nothing
 	// failing meanwhile.
 	NotReady Kind = "not-ready"
-	// DeletedRunsOn: a lab deleted in the registry kept a stack on a cloud.
+	// DeletedRunsOn: a lab deleted in the registry kept a stack on a cloud for longer than
+	// deletedStackWithin (zombieWithin when a fault struck since).
 	DeletedRunsOn Kind = "deleted-lab-runs-on"
 	// PassStuck: a reaper pass did not end within passWithin.
 	PassStuck Kind = "pass-stuck"
@@ -115,14 +123,20 @@ func (w *world) cloudDown(c *simCloud) bool {
 	return c.down
 }
 
-// answered notes that the LMS got an answer about lab: the learner was there.
-func (w *world) answered(lab string) {
+// answered notes that the LMS got an answer about lab, showing it in status: the learner
+// was there.
+func (w *world) answered(lab string, status labs.Status) {
 	if lab == "" {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.truth.answered[lab] = time.Now()
+	switch status {
+	case labs.Suspending, labs.Suspended, labs.Deleting, labs.Deleted:
+	default:
+		w.truth.toldUp[lab] = time.Now()
+	}
 }
 
 func (w *world) reset(lab string) {
@@ -154,16 +168,25 @@ func (w *world) leaves(name string) {
 	delete(w.truth.present, name)
 }
 
-// hookRuns checks that a before_suspend hook does not run again for a lab before the first
-// one's suspend reached the cloud: an action's hooks run once.
+// hookRuns checks that a before_suspend or before_delete hook runs once for each action:
+// each claim of the lab (see labs.Lab.ClaimedAt). (An after_resume runs once for each resume
+// that succeeds: two LMS requests may resume a lab one after the other.)
 func (w *world) hookRuns(command, lab string) {
+	if command == "after_resume" {
+		return
+	}
+	row, err := w.checker.GetLab(context.Background(), lab)
+	if err != nil {
+		return
+	}
+	action := row.ClaimedAt
 	w.mu.Lock()
-	key := command + " " + lab
+	key := fmt.Sprintf("%s %s %s", command, lab, action.Format(time.RFC3339Nano))
 	w.truth.hooks[key]++
-	runs, suspends := w.truth.hooks[key], w.truth.suspends[lab]
+	runs := w.truth.hooks[key]
 	w.mu.Unlock()
-	if command == "before_suspend" && runs > suspends+1 {
-		w.violate(HooksTwice, "before_suspend ran for lab %s a %s time, with %d suspends sent: one suspend's hooks ran twice", lab, ordinal(runs), suspends)
+	if runs > 1 {
+		w.violate(HooksTwice, "%s ran for lab %s a %s time for one action (claimed at %s)", command, lab, ordinal(runs), action.Format("15:04:05.000"))
 	}
 }
 
@@ -193,20 +216,23 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	now := time.Now()
 	w.mu.Lock()
 	last, seen := w.truth.answered[lab]
+	up, toldUp := w.truth.toldUp[lab]
 	reset := w.truth.reset[lab]
-	if op == "suspend" {
-		w.truth.suspends[lab]++
-	}
 	w.mu.Unlock()
-	if op == "suspend" && seen && now.Sub(last) < rules.IdleSuspendAfter {
-		w.violate(SuspendedInUse, "suspend of lab %s (stack %s on %s) in use: the LMS was answered about it %s ago (idle_suspend_after %s)",
-			lab, st.Name, c.name, now.Sub(last), rules.IdleSuspendAfter)
-	}
-	if op != "delete" || reset {
-		return
-	}
 	row, err := w.checker.GetLab(context.Background(), lab)
 	if err != nil {
+		return
+	}
+	if op == "suspend" {
+		// the LMS answered before the suspend was sent (a return it should have cancelled),
+		// or showed the lab up: an answer at the instant it was sent came after it
+		back := seen && now.Sub(last) < rules.IdleSuspendAfter && (row.SentAt.IsZero() || last.Before(row.SentAt))
+		if back || (toldUp && now.Sub(up) < rules.IdleSuspendAfter) {
+			w.violate(SuspendedInUse, "suspend of lab %s (stack %s on %s) in use: the LMS was answered about it %s ago, the suspend sent %s ago (idle_suspend_after %s)",
+				lab, st.Name, c.name, now.Sub(last), now.Sub(row.SentAt), rules.IdleSuspendAfter)
+		}
+	}
+	if op != "delete" || reset {
 		return
 	}
 	action, state := st.Phase()
@@ -279,7 +305,11 @@ func (w *world) checkOverTime(ctx context.Context, settling bool) {
 	stacks := w.stacks()
 	for _, st := range stacks {
 		row, ok := byID[st.LabID()]
-		if ok && row.Status == labs.Deleted && !strings.HasPrefix(st.Status, "DELETE_") && now.Sub(row.DeletedAt) > deletedStackWithin {
+		within := deletedStackWithin
+		if lastFault.After(row.DeletedAt) {
+			within = zombieWithin
+		}
+		if ok && row.Status == labs.Deleted && !strings.HasPrefix(st.Status, "DELETE_") && now.Sub(row.DeletedAt) > within {
 			w.violate(DeletedRunsOn, "lab %s was deleted %s ago, its stack %s on %s still is %s", row.ID, now.Sub(row.DeletedAt), st.Name, st.Cloud, st.Status)
 		}
 	}

@@ -95,21 +95,23 @@ func (w *world) learner(ctx context.Context, i int, end time.Time) {
 // beat sends a heartbeat and reads the lab as the LMS shows it; a lab found suspended or gone
 // is asked for again. It returns the lab the learner has now.
 func (w *world) beat(name, course, lab string) string {
-	code, _ := w.request(name, "POST", "/v1/labs/"+lab+"/heartbeat", "")
+	code, body := w.request(name, "POST", "/v1/labs/"+lab+"/heartbeat", "")
 	switch code {
 	case http.StatusOK:
-		w.answered(lab)
+		var v struct{ Status labs.Status }
+		_ = json.Unmarshal(body, &v)
+		w.answered(lab, v.Status)
 	case http.StatusNotFound, http.StatusUnprocessableEntity:
 		return w.launchOrGet(name, course)
 	}
-	code, body := w.request(name, "GET", "/v1/labs/"+lab, "")
+	code, body = w.request(name, "GET", "/v1/labs/"+lab, "")
 	if code != http.StatusOK {
 		return lab
 	}
 	var v struct{ Status labs.Status }
 	_ = json.Unmarshal(body, &v)
 	switch v.Status {
-	case labs.Suspended, labs.Suspending, labs.Deleted, labs.Failed:
+	case labs.Suspended, labs.Suspending, labs.Deleting, labs.Deleted, labs.Failed:
 		return w.launchOrGet(name, course)
 	}
 	return lab
@@ -121,9 +123,12 @@ func (w *world) launchOrGet(name, course string) string {
 	if code != http.StatusOK && code != http.StatusAccepted {
 		return ""
 	}
-	var v struct{ ID string }
+	var v struct {
+		ID     string
+		Status labs.Status
+	}
 	_ = json.Unmarshal(body, &v)
-	w.answered(v.ID)
+	w.answered(v.ID, v.Status)
 	return v.ID
 }
 

@@ -81,6 +81,13 @@ type Lab struct {
 	Outputs   Outputs   `json:"outputs,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	DeletedAt time.Time `json:"deleted_at"`
+	// ClaimedAt is when labplane took the suspend or delete now under way (Status Suspending
+	// or Deleting), before its hooks ran; SentAt when that action's request went to the
+	// cloud. Both are zero once the outcome is recorded. Until a suspend is sent, a learner's
+	// return cancels it; a claim older than stuck_after was abandoned (its process stopped)
+	// and may be taken over. See Claimed.
+	ClaimedAt time.Time `json:"claimed_at"`
+	SentAt    time.Time `json:"sent_at"`
 	// Version increases on every update; the store refuses an update made from a stale copy.
 	Version int64 `json:"version"`
 }
@@ -90,6 +97,12 @@ type Lab struct {
 // answered yet, or whose answer was lost).
 func (l Lab) Claims(st Stack) bool {
 	return st.Cloud == l.Cloud && (st.ID == l.StackID || (l.StackID == "" && st.Name == l.StackName))
+}
+
+// Claimed reports whether an action claimed on the lab is still under way at now: claimed
+// (or sent) within lease, the time within which a live claimant sees it through.
+func (l Lab) Claimed(now time.Time, lease time.Duration) bool {
+	return !l.ClaimedAt.IsZero() && now.Sub(l.ClaimedAt) < lease
 }
 
 // LastUsed is the later of the last heartbeat and the last resume: when a learner last

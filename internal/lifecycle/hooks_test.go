@@ -60,11 +60,11 @@ func TestHooksGetTheLab(t *testing.T) {
 	steps := []struct {
 		op     lifecycle.Op
 		hook   string
-		status labs.Status // the lab's status the hook sees
+		status labs.Status // the lab's status the hook sees: the action's, claimed, before it
 	}{
-		{lifecycle.OpSuspend, "before_suspend", labs.Active},
+		{lifecycle.OpSuspend, "before_suspend", labs.Suspending},
 		{lifecycle.OpResume, "after_resume", labs.Active},
-		{lifecycle.OpDelete, "before_delete", labs.Active},
+		{lifecycle.OpDelete, "before_delete", labs.Deleting},
 	}
 	for _, s := range steps {
 		if _, err := r.do(s.op, lab.ID, true); err != nil {

@@ -143,16 +143,21 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 
 // Provision creates a started lab's stack and waits for it, failing over to the next cloud
 // when a launch fails (deleting what the failed launch left). If every cloud fails, the lab
-// ends deleted with the reasons in its last error.
+// ends deleted with the reasons in its last error. A lab deleted during its launch stops it:
+// the stack is deleted and no other cloud is tried (errStopped).
 func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 	lab := p.Lab
 	var failures []error
 	for i, c := range p.clouds {
 		if i > 0 {
 			var err error
-			if lab, err = m.update(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "failover", Cloud: c.Name(),
-				Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) {
-				l.Cloud, l.StackID, l.StackStatus, l.Status = c.Name(), "", "", labs.Launching
+			if lab, err = m.updateIf(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "failover", Cloud: c.Name(),
+				Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) error {
+				if l.Status != labs.Launching {
+					return fmt.Errorf("%w: lab %s is %s", errStopped, l.ID, l.Status)
+				}
+				l.Cloud, l.StackID, l.StackStatus = c.Name(), "", ""
+				return nil
 			}); err != nil {
 				return lab, err
 			}
@@ -160,8 +165,8 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 		var launched bool
 		var err error
 		lab, launched, err = m.launchOn(ctx, c, lab, p.file, p.actor)
-		if launched {
-			return lab, nil
+		if launched || errors.Is(err, errStopped) {
+			return lab, err
 		}
 		failures = append(failures, err)
 		if ctx.Err() != nil {
@@ -169,12 +174,19 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 		}
 	}
 	why := errors.Join(failures...)
-	lab, _ = m.update(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "launch-failed", Error: why.Error()},
-		func(l *labs.Lab) {
+	lab, _ = m.updateIf(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "launch-failed", Error: why.Error()},
+		func(l *labs.Lab) error {
+			if l.Status != labs.Launching {
+				return errChanged // deleted meanwhile, or the reaper saw a stack: theirs to record
+			}
 			l.Status, l.DeletedAt, l.LastError = labs.Deleted, m.Now(), why.Error()
+			return nil
 		})
 	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, why)
 }
+
+// errStopped: the lab was deleted during its launch, which stopped.
+var errStopped = errors.New("the lab was deleted during its launch")
 
 // place picks the clouds for a new lab and records it, as one step for this process.
 func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
@@ -211,16 +223,24 @@ func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Clo
 }
 
 // launchOn creates the lab's stack on one cloud and waits for it. On failure it deletes what
-// it created, so the next cloud can be tried.
+// it created, so the next cloud can be tried. If the lab is deleted meanwhile, the wait stops
+// and the stack is deleted (stopLaunch).
 func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, actor string) (labs.Lab, bool, error) {
 	rules := m.Rules.For(lab.Course)
 	wctx, cancel := context.WithTimeout(ctx, rules.LaunchTimeout)
 	defer cancel()
 	st, err := c.Create(wctx, cloud.CreateRequest{
 		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
-		Params:   map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
-		Accepted: func(st labs.Stack) { m.recordStackID(ctx, c, lab.ID, st, actor) },
+		Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
+		Accepted: func(st labs.Stack) {
+			if !m.recordStackID(ctx, c, lab.ID, st, actor) {
+				cancel() // deleted meanwhile: no one waits for this stack
+			}
+		},
 	})
+	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && (fresh.Status == labs.Deleting || fresh.Status == labs.Deleted) {
+		return m.stopLaunch(ctx, c, fresh, st, actor)
+	}
 	if err != nil && st.ID != "" && m.recordedLive(ctx, lab.ID, st.ID) {
 		// the wait lost sight of the stack (the cloud failed for a while) and meanwhile the
 		// reaper saw it complete, recorded it and maybe acted on it: the launch did not fail,
@@ -243,45 +263,97 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		return lab, err == nil, err
 	}
 	ev := labs.Event{Actor: actor, Action: "launch-attempt-failed", Cloud: c.Name(), StackID: st.ID, Error: err.Error(), RequestID: requestID(err)}
-	if st.ID != "" {
-		// clean up on a fresh context: the launch's may be what ran out
-		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rules.StuckAfter)
-		if _, derr := c.Delete(dctx, st.Name, st.ID); derr != nil {
-			ev.Detail = "cleanup failed (the reaper deletes it as a zombie): " + derr.Error()
-		} else {
-			ev.Detail = "stack deleted"
-		}
-		cancel()
+	st.Name = lab.StackName
+	switch deleted, derr := m.deleteCreated(ctx, c, st, rules); {
+	case derr != nil:
+		ev.Detail = "cleanup failed (the reaper deletes it as a zombie): " + derr.Error()
+	case deleted:
+		ev.Detail = "stack deleted"
 	}
-	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) { l.StackID, l.StackStatus = "", "" })
+	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
+		if l.Status == labs.Launching {
+			l.StackID, l.StackStatus = "", ""
+		}
+	})
 	if uerr != nil {
 		return lab, false, errors.Join(err, uerr)
 	}
 	return lab, false, fmt.Errorf("on %s: %w", c.Name(), err)
 }
 
+// stopLaunch ends a launch whose lab was deleted meanwhile (DELETE /v1/labs/{id} while the
+// stack was being created): it deletes the stack it created, tries no other cloud, and
+// finishes a delete claimed on the lab, which had no stack to delete or deleted this one.
+func (m *Manager) stopLaunch(ctx context.Context, c Cloud, lab labs.Lab, st labs.Stack, actor string) (labs.Lab, bool, error) {
+	ev := labs.Event{Actor: actor, Action: "launch-stopped", Cloud: c.Name(), StackID: st.ID, Detail: "the lab was deleted during its launch"}
+	st.Name = lab.StackName
+	switch deleted, derr := m.deleteCreated(ctx, c, st, m.Rules.For(lab.Course)); {
+	case derr != nil:
+		ev.Error = "delete its stack (the reaper deletes it as a zombie): " + derr.Error()
+	case deleted:
+		ev.Detail += ": its stack is deleted"
+	}
+	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
+		if l.Status == labs.Deleting && ev.Error == "" && (l.StackID == "" || l.StackID == st.ID) {
+			l.Status, l.DeletedAt, l.ClaimedAt, l.SentAt = labs.Deleted, m.Now(), time.Time{}, time.Time{}
+		}
+	})
+	return lab, false, errors.Join(fmt.Errorf("%w: lab %s", errStopped, lab.ID), uerr)
+}
+
+// deleteCreated deletes the stack the launch created, on a fresh context: the launch's may be
+// what ran out. A create whose answer was lost (st has no id) may still have made a stack:
+// it is looked up by its name, which is the lab's own. deleted is false when there was none.
+func (m *Manager) deleteCreated(ctx context.Context, c Cloud, st labs.Stack, rules policy.Rules) (deleted bool, err error) {
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rules.StuckAfter)
+	defer cancel()
+	if st.ID == "" {
+		found, err := c.Get(dctx, st.Name, "")
+		switch {
+		case errors.Is(err, cloud.ErrNotFound) || (err == nil && found.Gone()):
+			return false, nil
+		case err != nil:
+			return false, err
+		}
+		st = found
+	}
+	if _, err := c.Delete(dctx, st.Name, st.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+		return false, err
+	}
+	return true, nil
+}
+
 // recordStackID records the id of a lab's stack as soon as the cloud accepts the create,
 // minutes before it completes: from then on every reader (a reaper pass, a delete) knows
 // the stack for the lab's, by id. A failure to record is only logged: the stack is still
-// claimed by its name until the launch records its outcome.
-func (m *Manager) recordStackID(ctx context.Context, c Cloud, labID string, st labs.Stack, actor string) {
-	_, err := m.update(ctx, labID, labs.Event{Actor: actor, Action: "stack-accepted", Cloud: c.Name(), StackID: st.ID,
+// claimed by its name until the launch records its outcome. It reports whether the launch
+// should go on: false when the lab was deleted meanwhile (a delete claimed during the
+// launch still gets the stack's id, to delete it).
+func (m *Manager) recordStackID(ctx context.Context, c Cloud, labID string, st labs.Stack, actor string) bool {
+	lab, err := m.update(ctx, labID, labs.Event{Actor: actor, Action: "stack-accepted", Cloud: c.Name(), StackID: st.ID,
 		RequestID: st.RequestID, Detail: "the cloud accepted the create"}, func(l *labs.Lab) {
-		if l.Status == labs.Launching && l.Cloud == c.Name() && l.StackID == "" {
+		if (l.Status == labs.Launching || l.Status == labs.Deleting) && l.Cloud == c.Name() && l.StackID == "" {
 			l.StackID = st.ID
 		}
 	})
 	if err != nil {
 		m.Log.Warn("record the stack id", "lab", labID, "stack", st.ID, "err", err)
+		return true
 	}
+	return lab.Status != labs.Deleting && lab.Status != labs.Deleted
+}
+
+// reread reads the lab afresh, also when the launch was cancelled.
+func (m *Manager) reread(ctx context.Context, id string) (labs.Lab, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	return m.Registry.GetLab(ctx, id)
 }
 
 // recordedLive reports whether the registry has the lab on this stack with a status only an
 // observed, completed create leads to (the reaper synced it, then maybe suspended it).
 func (m *Manager) recordedLive(ctx context.Context, labID, stackID string) bool {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout) // also when the launch was cancelled
-	defer cancel()
-	l, err := m.Registry.GetLab(ctx, labID)
+	l, err := m.reread(ctx, labID)
 	if err != nil || l.StackID != stackID {
 		return false
 	}
@@ -362,30 +434,6 @@ const (
 	OpDelete  Op = "delete"
 )
 
-// Do performs op on a lab by hand (CLI, API). A suspend or delete of a lab in use (a
-// heartbeat or resume within idle_suspend_after) is refused with ErrInUse unless force.
-func (m *Manager) Do(ctx context.Context, op Op, id, actor string, force bool) (labs.Lab, error) {
-	lab, err := m.Registry.GetLab(ctx, id)
-	if err != nil {
-		return lab, err
-	}
-	if lab.Status == labs.Deleted {
-		return lab, fmt.Errorf("%w: lab %s is already deleted", ErrInvalid, id)
-	}
-	rules := m.Rules.For(lab.Course)
-	if op != OpResume && !force {
-		if since := m.Now().Sub(lab.LastUsed()); since < rules.IdleSuspendAfter {
-			return lab, fmt.Errorf("%w: lab %s was active %s ago (idle_suspend_after %s); use --force to %s it anyway",
-				ErrInUse, id, since.Round(time.Second), rules.IdleSuspendAfter, op)
-		}
-	}
-	c, err := m.Cloud(lab.Cloud)
-	if err != nil {
-		return lab, err
-	}
-	return m.act(ctx, c, lab, op, actor, "requested by "+actor)
-}
-
 // Apply carries out a reaper decision after re-reading the lab and its stack: if the fresh
 // state no longer calls for the action (a heartbeat arrived, someone else acted), it does
 // nothing and returns false.
@@ -421,7 +469,10 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 	}
 	switch a.Kind {
 	case policy.Sync, policy.Flag:
-		_, err = m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: string(a.Kind), Detail: fresh.Reason}, func(l *labs.Lab) {
+		_, err = m.updateIf(ctx, lab.ID, labs.Event{Actor: actor, Action: string(a.Kind), Detail: fresh.Reason}, func(l *labs.Lab) error {
+			if l.Version != lab.Version {
+				return errChanged // decided on what is no longer there (a claim, a heartbeat): the next pass decides again
+			}
 			if stack != nil {
 				observe(l, *stack, now)
 				if strings.HasSuffix(stack.Status, "_COMPLETE") {
@@ -432,14 +483,38 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 			if fresh.To == labs.Deleted {
 				l.DeletedAt = now
 			}
+			if l.Status != labs.Suspending && l.Status != labs.Deleting {
+				l.ClaimedAt, l.SentAt = time.Time{}, time.Time{} // a claim seen through, or cancelled
+			}
+			return nil
 		})
+		if errors.Is(err, errChanged) {
+			return false, nil
+		}
 		return err == nil, err
-	case policy.Suspend:
-		_, err = m.act(ctx, c, lab, OpSuspend, actor, fresh.Reason)
-	case policy.Delete:
-		_, err = m.act(ctx, c, lab, OpDelete, actor, fresh.Reason)
+	case policy.Suspend, policy.Delete:
+		op := OpSuspend
+		if a.Kind == policy.Delete {
+			op = OpDelete
+		}
+		// a delete that finishes an abandoned claim was decided, or asked for, already: a
+		// heartbeat since does not stop it; any other claim stops at a learner in the lab
+		finishing := a.Kind == policy.Delete && lab.Status == labs.Deleting
+		r, err := m.claim(ctx, Request{Lab: lab, op: op, actor: actor, reason: fresh.Reason, force: finishing, cloud: c})
+		if errors.Is(err, ErrInUse) || errors.Is(err, ErrBusy) {
+			m.Log.Info("not claimed on re-read", "lab", lab.ID, "action", a.Kind, "why", err)
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		_, err = m.Carry(ctx, r)
+		if errors.Is(err, ErrInUse) || errors.Is(err, ErrBusy) {
+			return false, nil // the learner came back before it was sent, or another actor took the lab
+		}
+		return err == nil, err
 	}
-	return err == nil, err
+	return false, nil
 }
 
 // currentStack re-reads the lab's stack (or, for a lab that has not recorded one, the stack
@@ -460,74 +535,6 @@ func currentStack(ctx context.Context, c Cloud, lab labs.Lab, planned labs.Stack
 		return nil, nil
 	}
 	return nil, err
-}
-
-// act runs one cloud action on a lab with its hooks and records the outcome.
-func (m *Manager) act(ctx context.Context, c Cloud, lab labs.Lab, op Op, actor, reason string) (labs.Lab, error) {
-	if lab.StackID == "" && op != OpDelete {
-		// refused before any hook runs: nothing is done
-		return lab, fmt.Errorf("%w: lab %s has no stack yet (%s)", ErrInvalid, lab.ID, lab.Status)
-	}
-	switch op {
-	case OpSuspend:
-		m.runHook(ctx, "before_suspend", m.Hooks.BeforeSuspend, lab, actor)
-	case OpDelete:
-		m.runHook(ctx, "before_delete", m.Hooks.BeforeDelete, lab, actor)
-	}
-	var st labs.Stack
-	var err error
-	switch {
-	case lab.StackID == "":
-		// a launch that never got its stack: nothing on the cloud to delete
-		st = labs.Stack{Status: "DELETE_COMPLETE"}
-	case op == OpSuspend:
-		st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
-	case op == OpResume:
-		st, err = c.Resume(ctx, lab.StackName, lab.StackID)
-	case op == OpDelete:
-		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
-	}
-	if op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
-		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
-	}
-	now := m.Now()
-	rules := m.Rules.For(lab.Course)
-	ev := labs.Event{Actor: actor, Action: string(op), Cloud: c.Name(), StackID: lab.StackID, Detail: reason, RequestID: st.RequestID}
-	if err != nil {
-		ev.Error, ev.RequestID = err.Error(), requestID(err)
-	}
-	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
-		if st.Status != "" {
-			observe(l, st, now)
-		}
-		switch {
-		case err == nil:
-			l.Attempts, l.NextAttemptAt, l.LastError = 0, time.Time{}, ""
-			switch op {
-			case OpResume:
-				l.LastResumedAt = now
-			case OpDelete:
-				l.Status, l.DeletedAt = labs.Deleted, now
-			}
-		case errors.Is(err, cloud.ErrConflict) || ctx.Err() != nil:
-			// someone else is acting on the stack, or we were stopped: not the stack's failure
-			l.LastError = err.Error()
-		default:
-			l.Attempts++
-			l.NextAttemptAt = now.Add(rules.Backoff(l.Attempts))
-			l.LastError = err.Error()
-			if l.Attempts >= rules.MaxAttempts {
-				l.Status = labs.NeedsOperator
-			}
-		}
-	})
-	if err == nil && uerr == nil && op == OpResume {
-		m.runHook(ctx, "after_resume", m.Hooks.AfterResume, lab, actor)
-	}
-	if err != nil {
-		return lab, fmt.Errorf("%s lab %s: %w", op, lab.ID, err)
-	}
-	return lab, uerr
 }
 
 // deleteStray deletes a zombie or orphan stack after checking, on fresh reads, that it is
@@ -593,6 +600,12 @@ func observe(l *labs.Lab, st labs.Stack, now time.Time) {
 // records even when ctx was cancelled: what was done to a stack is always written down. A
 // registry that cannot be reached (PostgreSQL restarting) is tried again until recordTimeout.
 func (m *Manager) update(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab)) (labs.Lab, error) {
+	return m.updateIf(ctx, id, ev, func(l *labs.Lab) error { change(l); return nil })
+}
+
+// updateIf is update with a change that may refuse: an error from change (on the freshest
+// copy) writes nothing and is returned as it is, with that copy.
+func (m *Manager) updateIf(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab) error) (labs.Lab, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	wait := recordRetry
@@ -615,14 +628,16 @@ func (m *Manager) update(ctx context.Context, id string, ev labs.Event, change f
 	}
 }
 
-// record is one attempt of update.
-func (m *Manager) record(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab)) (labs.Lab, error) {
+// record is one attempt of updateIf.
+func (m *Manager) record(ctx context.Context, id string, ev labs.Event, change func(*labs.Lab) error) (labs.Lab, error) {
 	lab, err := m.Registry.GetLab(ctx, id)
 	if err != nil {
 		return lab, err
 	}
 	ev.At, ev.From = m.Now(), lab.Status
-	change(&lab)
+	if err := change(&lab); err != nil {
+		return lab, err
+	}
 	ev.To = lab.Status
 	if ev.Cloud == "" {
 		ev.Cloud = lab.Cloud

@@ -484,7 +484,7 @@ func TestDoGuardsLabsInUse(t *testing.T) {
 		t.Fatalf("cloud: %+v", st)
 	}
 	ev := r.lastEvent(lab.ID)
-	if ev.Action != "suspend" || ev.Actor != "op" || ev.From != labs.Active || ev.To != labs.Suspended || ev.Error != "" {
+	if ev.Action != "suspend" || ev.Actor != "op" || ev.From != labs.Suspending || ev.To != labs.Suspended || ev.Error != "" {
 		t.Errorf("suspend event %+v", ev)
 	}
 
@@ -563,7 +563,7 @@ func TestFailedActionBookkeeping(t *testing.T) {
 	if got.Status != labs.Suspended || got.Attempts != 0 || !got.NextAttemptAt.IsZero() || got.LastError != "" {
 		t.Fatalf("after a success: %s attempts %d next %s error %q", got.Status, got.Attempts, got.NextAttemptAt, got.LastError)
 	}
-	if ev := r.lastEvent(lab.ID); ev.Error != "" || ev.From != labs.NeedsOperator || ev.To != labs.Suspended {
+	if ev := r.lastEvent(lab.ID); ev.Error != "" || ev.From != labs.Suspending || ev.To != labs.Suspended {
 		t.Errorf("success event %+v", ev)
 	}
 }

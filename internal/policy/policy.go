@@ -143,10 +143,19 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	inUse := now.Sub(used) < r.IdleSuspendAfter
 	expired := r.DeleteAfter > 0 && now.Sub(lab.CreatedAt) >= r.DeleteAfter
 
+	if a, ok := holdClaimed(a, lab, now, r, inUse); ok {
+		return a, true
+	}
+
 	// What the stack's state calls for, before the guards.
 	var want Kind
 	var why string
 	switch {
+	case lab.Status == labs.Deleting && action != "DELETE":
+		// a delete that failed, or was abandoned (holdClaimed holds a live claim): finished,
+		// as it was decided, or asked for, already
+		want, why = Delete, "a delete was claimed and did not finish"
+		inUse = false
 	case lab.Status == labs.NeedsOperator && state != "COMPLETE":
 		a.Kind, a.Reason = Hold, "needs an operator: "+orDefault(lab.LastError, st.StatusReason)
 		return a, true
@@ -196,6 +205,29 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 		}
 	case now.Before(lab.NextAttemptAt):
 		a.Kind, a.Reason = Hold, fmt.Sprintf("would %s (%s); backing off after %d failed attempts until %s", want, why, lab.Attempts, lab.NextAttemptAt.Format(time.RFC3339))
+	}
+	return a, true
+}
+
+// holdClaimed handles a suspend or a delete labplane claimed on the lab (labs.Lab.ClaimedAt)
+// whose request the stack does not show yet: its claimant is running its hooks, waiting for a
+// cloud slot, or sending it, and nobody else acts meanwhile; a learner back before a suspend
+// is sent cancels it. ok is false when there is no such claim, or it is older than
+// stuck_after: abandoned (its process stopped), and DecideLab decides the lab again.
+func holdClaimed(a Action, lab labs.Lab, now time.Time, r Rules, inUse bool) (Action, bool) {
+	action, _ := a.Stack.Phase()
+	claimed := lab.Claimed(now, r.StuckAfter)
+	since := round(now.Sub(lab.ClaimedAt))
+	switch {
+	case lab.Status == labs.Suspending && action != "SUSPEND" && inUse && lab.SentAt.IsZero():
+		a.Kind, a.To = Sync, Implied(a.Stack.Status)
+		a.Reason = "the learner came back before the suspend was sent: it is cancelled"
+	case lab.Status == labs.Suspending && action != "SUSPEND" && claimed:
+		a.Kind, a.Reason = Hold, fmt.Sprintf("a suspend is under way (claimed %s ago): its hooks run, it waits for a cloud slot, or it was sent", since)
+	case lab.Status == labs.Deleting && action != "DELETE" && claimed:
+		a.Kind, a.Reason = Hold, fmt.Sprintf("a delete is under way (claimed %s ago)", since)
+	default:
+		return a, false
 	}
 	return a, true
 }

@@ -1,0 +1,260 @@
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/policy"
+)
+
+// A suspend or a delete is claimed before anything else happens: the lab is recorded
+// Suspending or Deleting with ClaimedAt, then its hooks run, then it waits for a cloud slot,
+// then it is sent: recorded with SentAt, on the condition that the claim is still the one it
+// took and, for a suspend, that the learner has not come back meanwhile. So a learner who
+// returns while the hooks run or the suspend waits for a slot cancels it (the LMS is
+// answered with the lab going down only once nothing can stop it); other actors leave a
+// claimed lab alone, so an action's hooks run once; and a claim whose process stopped is
+// taken over after stuck_after (the policy: a delete is finished, a suspend decided again).
+
+// Errors of a request that finds the lab busy, beside ErrInUse (the learner is there, or
+// came back before the suspend was sent).
+var (
+	// ErrBusy: another action is under way on the lab (claimed, and not older than stuck_after).
+	ErrBusy = errors.New("another action is under way on the lab")
+	// errChanged: the lab changed since the decision was taken; nothing is written.
+	errChanged = errors.New("lab changed since it was read")
+)
+
+// Request is a checked suspend, resume or delete of a lab; a suspend or a delete is claimed
+// on the lab. Carry carries it out.
+type Request struct {
+	// Lab is the lab as the request left it: Suspending or Deleting with its claim.
+	Lab           labs.Lab
+	op            Op
+	actor, reason string
+	force         bool
+	cloud         Cloud
+}
+
+// Do performs op on a lab by hand (CLI, API): Claim, then Carry. A suspend or delete of a
+// lab in use (a heartbeat or resume within idle_suspend_after) is refused with ErrInUse
+// unless force.
+func (m *Manager) Do(ctx context.Context, op Op, id, actor string, force bool) (labs.Lab, error) {
+	r, err := m.Claim(ctx, op, id, actor, force)
+	if err != nil {
+		return r.Lab, err
+	}
+	return m.Carry(ctx, r)
+}
+
+// Claim checks a request and, for a suspend or a delete, claims the lab for it: from the
+// moment Claim returns, the action is recorded and survives the process (the reaper finishes
+// a delete, and decides a suspend again, after stuck_after). The API answers with it and
+// carries it out in the background. A delete takes over a suspend under way; any other
+// claim on a claimed lab is ErrBusy.
+func (m *Manager) Claim(ctx context.Context, op Op, id, actor string, force bool) (Request, error) {
+	lab, err := m.Registry.GetLab(ctx, id)
+	if err != nil {
+		return Request{Lab: lab}, err
+	}
+	if lab.Status == labs.Deleted {
+		return Request{Lab: lab}, fmt.Errorf("%w: lab %s is already deleted", ErrInvalid, id)
+	}
+	c, err := m.Cloud(lab.Cloud)
+	if err != nil {
+		return Request{Lab: lab}, err
+	}
+	return m.claim(ctx, Request{Lab: lab, op: op, actor: actor, reason: "requested by " + actor, force: force, cloud: c})
+}
+
+// claim records r's claim on the freshest copy of its lab.
+func (m *Manager) claim(ctx context.Context, r Request) (Request, error) {
+	if r.Lab.StackID == "" && r.op != OpDelete {
+		// refused before any hook runs: nothing is done
+		return r, fmt.Errorf("%w: lab %s has no stack yet (%s)", ErrInvalid, r.Lab.ID, r.Lab.Status)
+	}
+	rules := m.Rules.For(r.Lab.Course)
+	now := m.Now()
+	to := labs.Suspending
+	switch r.op {
+	case OpResume:
+		return r, nil // no claim: nothing to cancel, no hook before
+	case OpDelete:
+		to = labs.Deleting
+	}
+	lab, err := m.updateIf(ctx, r.Lab.ID, labs.Event{Actor: r.actor, Action: string(r.op) + "-claimed", Detail: r.reason}, func(l *labs.Lab) error {
+		switch {
+		case l.Status == labs.Deleted:
+			return fmt.Errorf("%w: lab %s is already deleted", ErrInvalid, l.ID)
+		case l.Claimed(now, rules.StuckAfter) && !(r.op == OpDelete && l.Status == labs.Suspending):
+			return fmt.Errorf("%w: lab %s is %s since %s", ErrBusy, l.ID, l.Status, l.ClaimedAt.Format(time.RFC3339))
+		case l.Cloud != r.Lab.Cloud || (l.StackID != "" && r.Lab.StackID != "" && l.StackID != r.Lab.StackID):
+			return fmt.Errorf("%w: lab %s moved to another stack", ErrBusy, l.ID)
+		}
+		if err := m.checkInUse(*l, r.op, rules, r.force, now); err != nil {
+			return err
+		}
+		if l.StackID == "" {
+			// the launch stopped before recording its stack, which the cloud has under the
+			// lab's name (Apply found it): act on that stack, not on nothing
+			l.StackID = r.Lab.StackID
+		}
+		l.Status, l.ClaimedAt, l.SentAt = to, now, time.Time{}
+		return nil
+	})
+	r.Lab = lab
+	return r, err
+}
+
+// checkInUse refuses a suspend or delete of a lab in use, unless force.
+func (m *Manager) checkInUse(lab labs.Lab, op Op, rules policy.Rules, force bool, now time.Time) error {
+	if force {
+		return nil
+	}
+	if since := now.Sub(lab.LastUsed()); since < rules.IdleSuspendAfter {
+		return fmt.Errorf("%w: lab %s was active %s ago (idle_suspend_after %s); use --force to %s it anyway",
+			ErrInUse, lab.ID, since.Round(time.Second), rules.IdleSuspendAfter, op)
+	}
+	return nil
+}
+
+// Carry carries out a claimed request: the hooks before, the wait for the cloud, the send
+// (unless the claim was cancelled or taken over meanwhile), the outcome recorded. The claim
+// must be sent within stuck_after of being taken: after that it may be taken over.
+func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
+	lab := r.Lab
+	if r.op != OpResume {
+		// (a timeout, not a deadline at ClaimedAt: m.Now may be another clock than the context's)
+		left := m.Rules.For(lab.Course).StuckAfter - m.Now().Sub(lab.ClaimedAt)
+		sctx, cancel := context.WithTimeout(ctx, left)
+		defer cancel()
+		switch r.op {
+		case OpSuspend:
+			m.runHook(sctx, "before_suspend", m.Hooks.BeforeSuspend, lab, r.actor)
+		case OpDelete:
+			m.runHook(sctx, "before_delete", m.Hooks.BeforeDelete, lab, r.actor)
+		}
+		var err error
+		if lab, err = m.send(sctx, r); err != nil {
+			return lab, err
+		}
+	}
+	c := r.cloud
+	var st labs.Stack
+	var err error
+	switch {
+	case lab.StackID == "":
+		// a launch that has not got its stack: nothing on the cloud to delete (the launch
+		// deletes what it creates from now on, seeing the lab deleted)
+		st = labs.Stack{Status: "DELETE_COMPLETE"}
+	case r.op == OpSuspend:
+		st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
+	case r.op == OpResume:
+		st, err = c.Resume(ctx, lab.StackName, lab.StackID)
+	case r.op == OpDelete:
+		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
+	}
+	if r.op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
+		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
+	}
+	return m.outcome(ctx, r, lab, st, err)
+}
+
+// send records that r's claim goes to the cloud now, if it is still r's and, for a suspend
+// not forced, the learner has not come back since it was taken. A suspend the learner's
+// return cancels is undone (ErrInUse). It returns the lab as it is sent: a delete's stack may
+// have been recorded by the launch since the claim.
+func (m *Manager) send(ctx context.Context, r Request) (labs.Lab, error) {
+	if err := ctx.Err(); err != nil {
+		// not sent within stuck_after (or stopped): the claim is left to be taken over
+		return r.Lab, fmt.Errorf("%s lab %s: not sent: %w", r.op, r.Lab.ID, err)
+	}
+	rules := m.Rules.For(r.Lab.Course)
+	errBack := fmt.Errorf("%w: the learner came back to lab %s before the suspend was sent: it is cancelled", ErrInUse, r.Lab.ID)
+	now := m.Now()
+	lab, err := m.updateIf(ctx, r.Lab.ID, labs.Event{Actor: r.actor, Action: string(r.op) + "-sent", Detail: r.reason}, func(l *labs.Lab) error {
+		switch {
+		case !l.ClaimedAt.Equal(r.Lab.ClaimedAt) || l.Status != r.Lab.Status:
+			return fmt.Errorf("%w: the %s of lab %s was cancelled or taken over (now %s)", ErrBusy, r.op, l.ID, l.Status)
+		case r.op == OpSuspend && !r.force && now.Sub(l.LastUsed()) < rules.IdleSuspendAfter:
+			return errBack
+		}
+		l.SentAt = now
+		return nil
+	})
+	if errors.Is(err, errBack) {
+		_, uerr := m.updateIf(ctx, r.Lab.ID, labs.Event{Actor: r.actor, Action: "suspend-cancelled",
+			Detail: "the learner came back before the suspend was sent"}, func(l *labs.Lab) error {
+			if !l.ClaimedAt.Equal(r.Lab.ClaimedAt) || l.Status != labs.Suspending {
+				return errChanged // cancelled or taken over already
+			}
+			l.Status, l.ClaimedAt, l.SentAt = policy.Implied(l.StackStatus), time.Time{}, time.Time{}
+			return nil
+		})
+		if uerr != nil && !errors.Is(uerr, errChanged) {
+			return lab, errors.Join(err, uerr) // the claim stays: the reaper cancels it (the learner is in the lab)
+		}
+	}
+	return lab, err
+}
+
+// outcome records what became of r's call on the cloud and ends its claim. A claim another
+// actor took over meanwhile (a delete over a suspend) is left to it: only the event is added.
+func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.Stack, err error) (labs.Lab, error) {
+	now := m.Now()
+	rules := m.Rules.For(lab.Course)
+	ev := labs.Event{Actor: r.actor, Action: string(r.op), Cloud: r.cloud.Name(), StackID: lab.StackID, Detail: r.reason, RequestID: st.RequestID}
+	if err != nil {
+		ev.Error, ev.RequestID = err.Error(), requestID(err)
+	}
+	lab, uerr := m.updateIf(ctx, lab.ID, ev, func(l *labs.Lab) error {
+		if !l.ClaimedAt.Equal(lab.ClaimedAt) {
+			return errChanged
+		}
+		l.ClaimedAt, l.SentAt = time.Time{}, time.Time{}
+		switch {
+		case st.Status != "":
+			observe(l, st, now)
+		case r.op == OpSuspend:
+			l.Status = policy.Implied(l.StackStatus) // nothing learnt: as last seen, decided again
+		}
+		// a delete that failed stays Deleting: the reaper finishes it
+		switch {
+		case err == nil:
+			l.Attempts, l.NextAttemptAt, l.LastError = 0, time.Time{}, ""
+			switch r.op {
+			case OpResume:
+				l.LastResumedAt = now
+			case OpDelete:
+				l.Status, l.DeletedAt = labs.Deleted, now
+			}
+		case errors.Is(err, cloud.ErrConflict) || ctx.Err() != nil:
+			// someone else is acting on the stack, or we were stopped: not the stack's failure
+			l.LastError = err.Error()
+		default:
+			l.Attempts++
+			l.NextAttemptAt = now.Add(rules.Backoff(l.Attempts))
+			l.LastError = err.Error()
+			if l.Attempts >= rules.MaxAttempts {
+				l.Status = labs.NeedsOperator
+			}
+		}
+		return nil
+	})
+	if errors.Is(uerr, errChanged) {
+		ev.LabID, ev.At, ev.From, ev.To = lab.ID, now, lab.Status, lab.Status
+		ev.Detail += " (the lab was taken over by another action meanwhile: its status is that action's)"
+		uerr = m.Registry.AddEvent(context.WithoutCancel(ctx), ev)
+	}
+	if err == nil && uerr == nil && r.op == OpResume {
+		m.runHook(ctx, "after_resume", m.Hooks.AfterResume, lab, r.actor)
+	}
+	if err != nil {
+		return lab, fmt.Errorf("%s lab %s: %w", r.op, lab.ID, err)
+	}
+	return lab, uerr
+}
