@@ -22,9 +22,9 @@ var (
 // its seeds still find each unfixed one. A fix takes its line out: from then on any seed
 // that breaks the invariant fails.
 var unfixed = map[interleave.Kind]string{
-	interleave.PassStuck:      "#4, #6: cloud calls without a deadline, reads waiting behind actions",
-	interleave.OverCapacity:   "#7: capacity kept per process",
-	interleave.OverInFlight:   "#7: max_in_flight kept per process",
+	interleave.PassStuck:    "#4, #6: cloud calls without a deadline, reads waiting behind actions",
+	interleave.OverCapacity: "#7: capacity kept per process",
+	interleave.OverInFlight: "#7: max_in_flight kept per process",
 }
 
 // TestSeeds runs seeds 1 to -seeds (or the one -seed) and fails on every invariant broken
