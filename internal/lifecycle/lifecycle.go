@@ -33,8 +33,8 @@ type Registry interface {
 	CountLive(ctx context.Context) (map[string]int, error)
 }
 
-// Cloud is what the Manager needs of a cloud: stack operations that wait until Heat is done,
-// each holding one of the cloud's in-flight slots.
+// Cloud is what the Manager needs of a cloud: stack operations that wait until Heat is done.
+// The Manager holds one of the cloud's slots (Slots) around each action.
 type Cloud interface {
 	Name() string
 	Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error)
@@ -51,6 +51,9 @@ type Target struct {
 	Capacity int
 	// Drain keeps its labs but places no new ones on it.
 	Drain bool
+	// MaxInFlight is the most actions (create, suspend, resume, delete) in flight on it at
+	// once, across every process sharing the registry (through Manager.Slots); 0 = no limit.
+	MaxInFlight int
 }
 
 // Manager acts on single labs.
@@ -72,9 +75,18 @@ type Manager struct {
 	NewID func() string
 	Log   *slog.Logger
 
-	// placing makes choosing a cloud and recording the new lab one step, so that launches
-	// in flight at once in this process do not all see the same free room. It is a channel
-	// of one place, not a mutex, so that a launch waiting for it gives up with its context.
+	// Placement is the lock (the store's) that makes choosing a cloud and recording the new
+	// lab one step across every process sharing the registry, so that launches in flight at
+	// once do not all see the same free room. Required to launch.
+	Placement Locker
+	// Slots, if set, bound each cloud's actions in flight to its Target.MaxInFlight across
+	// every process sharing the registry.
+	Slots Slots
+
+	// placing queues this process's placements before the Placement lock, which is polled:
+	// a placement waiting here is handed the turn at once when the one before ends, and only
+	// one goroutine per process polls the lock. It is a channel of one place, not a mutex,
+	// so that a launch waiting for it gives up with its context.
 	placingOnce sync.Once
 	placing     chan struct{}
 }
@@ -176,7 +188,7 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, why)
 }
 
-// place picks the clouds for a new lab and records it, as one step for this process.
+// place picks the clouds for a new lab and records it, as one step for every process.
 func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
 	m.placingOnce.Do(func() { m.placing = make(chan struct{}, 1) })
 	select {
@@ -185,6 +197,11 @@ func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Clo
 	case <-ctx.Done():
 		return labs.Lab{}, nil, fmt.Errorf("place lab: %w", ctx.Err())
 	}
+	unlock, err := m.lockPlacement(ctx)
+	if err != nil {
+		return labs.Lab{}, nil, err
+	}
+	defer unlock()
 	targets, err := m.placement(ctx, req.Cloud)
 	if err != nil {
 		return labs.Lab{}, nil, err
@@ -216,11 +233,16 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	rules := m.Rules.For(lab.Course)
 	wctx, cancel := context.WithTimeout(ctx, rules.LaunchTimeout)
 	defer cancel()
-	st, err := c.Create(wctx, cloud.CreateRequest{
-		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
-		Params:   map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
-		Accepted: func(st labs.Stack) { m.recordStackID(ctx, c, lab.ID, st, actor) },
-	})
+	var st labs.Stack
+	release, err := m.slot(wctx, c, "create", lab.StackName)
+	if err == nil {
+		st, err = c.Create(wctx, cloud.CreateRequest{
+			Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
+			Params:   map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
+			Accepted: func(st labs.Stack) { m.recordStackID(ctx, c, lab.ID, st, actor) },
+		})
+		release()
+	}
 	if err != nil && st.ID != "" && m.recordedLive(ctx, lab.ID, st.ID) {
 		// the wait lost sight of the stack (the cloud failed for a while) and meanwhile the
 		// reaper saw it complete, recorded it and maybe acted on it: the launch did not fail,
@@ -246,7 +268,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	if st.ID != "" {
 		// clean up on a fresh context: the launch's may be what ran out
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rules.StuckAfter)
-		if _, derr := c.Delete(dctx, st.Name, st.ID); derr != nil {
+		if _, derr := m.deleteStack(dctx, c, st.Name, st.ID); derr != nil {
 			ev.Detail = "cleanup failed (the reaper deletes it as a zombie): " + derr.Error()
 		} else {
 			ev.Detail = "stack deleted"
@@ -475,17 +497,20 @@ func (m *Manager) act(ctx context.Context, c Cloud, lab labs.Lab, op Op, actor, 
 		m.runHook(ctx, "before_delete", m.Hooks.BeforeDelete, lab, actor)
 	}
 	var st labs.Stack
-	var err error
-	switch {
-	case lab.StackID == "":
-		// a launch that never got its stack: nothing on the cloud to delete
-		st = labs.Stack{Status: "DELETE_COMPLETE"}
-	case op == OpSuspend:
-		st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
-	case op == OpResume:
-		st, err = c.Resume(ctx, lab.StackName, lab.StackID)
-	case op == OpDelete:
-		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
+	release, err := m.slot(ctx, c, string(op), lab.StackName)
+	if err == nil {
+		switch {
+		case lab.StackID == "":
+			// a launch that never got its stack: nothing on the cloud to delete
+			st = labs.Stack{Status: "DELETE_COMPLETE"}
+		case op == OpSuspend:
+			st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
+		case op == OpResume:
+			st, err = c.Resume(ctx, lab.StackName, lab.StackID)
+		case op == OpDelete:
+			st, err = c.Delete(ctx, lab.StackName, lab.StackID)
+		}
+		release()
 	}
 	if op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
 		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
@@ -563,7 +588,7 @@ func (m *Manager) deleteStray(ctx context.Context, a policy.Action, actor string
 	if policy.DecideStray(stray, m.Now(), m.Rules.Default).Kind != a.Kind {
 		return false, nil
 	}
-	_, err = c.Delete(ctx, st.Name, st.ID)
+	_, err = m.deleteStack(ctx, c, st.Name, st.ID)
 	ev := labs.Event{LabID: st.LabID(), At: m.Now(), Actor: actor, Action: string(a.Kind), Cloud: st.Cloud, StackID: st.ID, Detail: a.Reason}
 	if err != nil {
 		ev.Error, ev.RequestID = err.Error(), requestID(err)
