@@ -65,7 +65,7 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, obser
 	out := make([]labCloud, len(cfg.Clouds))
 	var wg sync.WaitGroup
 	for i, cc := range cfg.Clouds {
-		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, MaxInFlight: cc.MaxInFlight, Logger: log}
+		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, Logger: log}
 		if observe != nil {
 			opts.Observe = func(op string, took time.Duration, err error) { observe(cc.Name, op, took, err) }
 		}
@@ -89,11 +89,13 @@ func (e *env) manager() *lifecycle.Manager {
 	targets := make([]lifecycle.Target, len(e.clouds))
 	for i, c := range e.clouds {
 		cc := e.cfg.Clouds[i]
-		targets[i] = lifecycle.Target{Cloud: c, Capacity: cc.Capacity, Drain: cc.Drain}
+		targets[i] = lifecycle.Target{Cloud: c, Capacity: cc.Capacity, Drain: cc.Drain, MaxInFlight: cc.MaxInFlight}
 	}
 	return &lifecycle.Manager{
 		Site:            e.cfg.Site,
 		Registry:        e.store,
+		Placement:       e.store,
+		Slots:           store.Waiter{Locks: e.store},
 		Targets:         targets,
 		Template:        e.cfg.TemplatePath,
 		DefaultTemplate: e.cfg.DefaultTemplate,

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -10,13 +12,14 @@ import (
 
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/reaper"
+	"github.com/labplane/labplane/internal/store"
 )
 
 func reapCommand(stdio IO) *cli.Command {
 	return &cli.Command{
 		Name:      "reap",
 		Usage:     "bring every lab stack on every cloud where the policy says (one pass)",
-		UsageText: "labplane reap --once [--dry-run] [--yes] [--output text|json]",
+		UsageText: "labplane reap --once [--dry-run] [--yes] [--wait DURATION] [--output text|json]",
 		Description: "One pass: read the registry and every cloud's labplane-tagged stacks, decide, act, record.\n" +
 			"Idle labs are suspended, labs past delete_after deleted, failed and stuck stacks handled (with\n" +
 			"backoff, up to max_attempts, then left to an operator), zombies (the registry says deleted, the cloud\n" +
@@ -25,11 +28,15 @@ func reapCommand(stdio IO) *cli.Command {
 			"Each stack is re-read from its cloud right before it is acted on.\n\n" +
 			"--dry-run prints the plan and changes nothing. A plan that deletes stacks asks for confirmation at\n" +
 			"a terminal; elsewhere (cron, CI) it needs --yes. Exit 1 when a cloud could not be reached or an\n" +
-			"action failed; the other clouds and labs are still handled.",
+			"action failed; the other clouds and labs are still handled.\n\n" +
+			"A pass holds the reaper's lock, the one `labplane serve`'s jobs take (on every replica), so that two\n" +
+			"reapers never act on the same lab: it waits up to --wait for it, then exits 1. If the lock is lost\n" +
+			"during the pass (PostgreSQL: its connection failed), the pass stops. --dry-run takes no lock.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit (required; `labplane serve` runs passes on a schedule)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask before deleting stacks (needed when stdin is not a terminal)"},
+			&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for the reaper's lock while another reaper holds it"},
 			outputFlag,
 		},
 		Action: func(c *cli.Context) error {
@@ -45,8 +52,16 @@ func reapCommand(stdio IO) *cli.Command {
 				return err
 			}
 			defer e.Close()
+			ctx := c.Context
+			if !c.Bool("dry-run") {
+				var release func()
+				if ctx, release, err = holdReaperLock(ctx, e.store, c.Duration("wait")); err != nil {
+					return err
+				}
+				defer release()
+			}
 			r := e.reaper("reaper")
-			plan, err := r.Plan(c.Context)
+			plan, err := r.Plan(ctx)
 			if err != nil {
 				return err
 			}
@@ -74,7 +89,7 @@ func reapCommand(stdio IO) *cli.Command {
 					return err
 				}
 			}
-			res, err := r.Execute(c.Context, plan)
+			res, err := r.Execute(ctx, plan)
 			if err != nil {
 				return err
 			}
@@ -92,6 +107,33 @@ func reapCommand(stdio IO) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// reaperLock is the lock every reaper holds: serve's jobs on every replica, and reap --once.
+const reaperLock = "reaper"
+
+// holdReaperLock waits up to wait for the reaper's lock and returns a context, under ctx,
+// that is cancelled if the lock is lost; release lets the lock go.
+func holdReaperLock(ctx context.Context, st *store.Store, wait time.Duration) (context.Context, func(), error) {
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	held, unlock, err := st.Hold(wctx, reaperLock)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, nil, fmt.Errorf("reap: another reaper (labplane serve's scheduler or another reap) holds the lock %q: gave up after --wait %s", reaperLock, wait)
+		}
+		return nil, nil, fmt.Errorf("reap: %w", err)
+	}
+	run, stop := context.WithCancelCause(ctx)
+	// a lost lock stops the pass: another reaper may take it and act on the same labs
+	stopAfter := context.AfterFunc(held, func() { stop(context.Cause(held)) })
+	return run, func() {
+		stopAfter()
+		stop(nil)
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		_ = unlock(uctx)
+	}, nil
 }
 
 func destructive(p reaper.Plan) int {

@@ -262,7 +262,7 @@ scheduler: {suspend_every: %s, reap_every: 3s, reconcile_every: 5s, launch_timeo
 		allDone.Sub(killed).Seconds(), replicaTakeoverBound)
 
 	// In Heat too: every stack is suspended, and Heat's own events show one suspend each.
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", ConfigFile: clouds, MaxInFlight: 4})
+	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", ConfigFile: clouds})
 	if err != nil {
 		c.fatalf("open local-a: %v", err)
 	}

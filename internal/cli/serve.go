@@ -81,10 +81,10 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
 		Jobs: []scheduler.Job{
 			// one lock for the four: two of them never act on the same lab at once
-			{Name: "suspend-idle", Lock: "reaper", Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
-			{Name: "reap", Lock: "reaper", Every: sc.ReapEvery.D(), Run: job(reaper.All)},
-			{Name: "reconcile", Lock: "reaper", Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
-			{Name: "launch-timeouts", Lock: "reaper", Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
+			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
+			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Run: job(reaper.All)},
+			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
+			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
 		}})
 	if err != nil {
 		return err

@@ -52,11 +52,6 @@ func (h *Heat) Create(ctx context.Context, r CreateRequest) (labs.Stack, error) 
 	if err != nil {
 		return labs.Stack{}, &Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: ErrInvalid, Message: truncate(err.Error()), Err: err}
 	}
-	release, err := h.acquire(ctx, op, r.Name)
-	if err != nil {
-		return labs.Stack{}, err
-	}
-	defer release()
 	start := time.Now()
 
 	var resp struct {
@@ -163,11 +158,6 @@ func (h *Heat) Resume(ctx context.Context, name, id string) (labs.Stack, error) 
 }
 
 func (h *Heat) action(ctx context.Context, op, action, name, id string) (labs.Stack, error) {
-	release, err := h.acquire(ctx, op, name)
-	if err != nil {
-		return labs.Stack{}, err
-	}
-	defer release()
 	start := time.Now()
 
 	pre, _, err := h.get(ctx, name, id)
@@ -208,11 +198,6 @@ func (h *Heat) action(ctx context.Context, op, action, name, id string) (labs.St
 // needed, the GET's that found it gone).
 func (h *Heat) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
 	const op = "delete"
-	release, err := h.acquire(ctx, op, name)
-	if err != nil {
-		return labs.Stack{}, err
-	}
-	defer release()
 	start := time.Now()
 
 	gone := func(st labs.Stack) labs.Stack {

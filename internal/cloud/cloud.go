@@ -1,6 +1,7 @@
 // Package cloud is labplane's access to one OpenStack cloud's Heat (orchestration) API, with
 // gophercloud v2: create, read, list, suspend, resume and delete stacks, each action waiting for
-// its terminal status, and a bound on the work in flight on the cloud.
+// its terminal status. The bound on the actions in flight on a cloud is kept by the caller,
+// across processes (lifecycle.Manager.Slots).
 //
 // Heat facts this package relies on (observed on Heat 19 / Zed, see the tests):
 //   - Stack URLs are always /stacks/{name}/{id}: /stacks/{name} answers 302, and Go's HTTP client
@@ -48,10 +49,6 @@ type Options struct {
 	// ConfigFile, if set, is the clouds.yaml to read instead of the standard search (no
 	// secure.yaml or clouds-public.yaml merging then).
 	ConfigFile string
-	// MaxInFlight bounds the operations in flight on this cloud (default 1). Create, Suspend,
-	// Resume and Delete hold one slot for the whole operation (request and wait); Get, List and
-	// Check hold one for the call.
-	MaxInFlight int
 	// PollInterval is the status polling period while waiting (default 1s).
 	PollInterval time.Duration
 	// RequestTimeout bounds each HTTP request (default 60s); the context bounds everything.
@@ -59,18 +56,17 @@ type Options struct {
 	// Logger receives key/value logs (never credentials). Default: slog.Default().
 	Logger *slog.Logger
 	// Observe, if set, is told of every finished operation (create, suspend, resume, delete)
-	// with the time it held its slot: the cloud's latency, for metrics and benchmarks.
+	// with the time it took: the cloud's latency, for metrics and benchmarks.
 	Observe func(op string, took time.Duration, err error)
 }
 
 // Heat is one cloud's orchestration API. It is safe for concurrent use.
 type Heat struct {
-	name  string
-	sc    *gophercloud.ServiceClient
-	slots chan struct{}
-	poll  time.Duration
-	log   *slog.Logger
-	obs   func(op string, took time.Duration, err error)
+	name string
+	sc   *gophercloud.ServiceClient
+	poll time.Duration
+	log  *slog.Logger
+	obs  func(op string, took time.Duration, err error)
 
 	// waits tuning (tests shorten them)
 	staleGrace     time.Duration // how long an unchanged status may stay after an action request
@@ -85,9 +81,6 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 	}
 	if o.Cloud == "" {
 		o.Cloud = o.Name
-	}
-	if o.MaxInFlight < 1 {
-		o.MaxInFlight = 1
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
@@ -155,14 +148,13 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 	h := &Heat{
 		name:           o.Name,
 		sc:             sc,
-		slots:          make(chan struct{}, o.MaxInFlight),
 		poll:           o.PollInterval,
 		log:            o.Logger.With("cloud", o.Name),
 		obs:            o.Observe,
 		staleGrace:     60 * time.Second,
 		transientGrace: 30 * time.Second,
 	}
-	h.log.Debug("cloud opened", "entry", o.Cloud, "region", region, "endpoint", sc.Endpoint, "max_in_flight", o.MaxInFlight)
+	h.log.Debug("cloud opened", "entry", o.Cloud, "region", region, "endpoint", sc.Endpoint)
 	return h, nil
 }
 
@@ -250,22 +242,7 @@ func tlsConfig(cc *clientconfig.Cloud) (*tls.Config, error) {
 // Name is labplane's name for the cloud.
 func (h *Heat) Name() string { return h.name }
 
-// acquire takes one in-flight slot, waiting while ctx allows.
-func (h *Heat) acquire(ctx context.Context, op, stack string) (release func(), err error) {
-	select {
-	case h.slots <- struct{}{}:
-		return func() { <-h.slots }, nil
-	case <-ctx.Done():
-		return nil, &Error{Cloud: h.name, Op: op, Stack: stack, Kind: ErrTransient,
-			Message: "no free slot for work on this cloud before the context ended", Err: ctx.Err()}
-	}
-}
-
-// InFlight reports how many slots are taken now.
-func (h *Heat) InFlight() int { return len(h.slots) }
-
-// Check is a readiness probe: a cheap authenticated stack list (limit=1). It takes no
-// in-flight slot: a cloud busy with its bound of operations is still ready.
+// Check is a readiness probe: a cheap authenticated stack list (limit=1).
 func (h *Heat) Check(ctx context.Context) error {
 	var body struct {
 		Stacks []json.RawMessage `json:"stacks"`
@@ -278,16 +255,11 @@ func (h *Heat) Check(ctx context.Context) error {
 // out). A stack that never existed is ErrNotFound; a deleted one may still answer, with status
 // DELETE_COMPLETE. With an empty id the stack is looked up by name. RequestID is the GET's.
 func (h *Heat) Get(ctx context.Context, name, id string) (labs.Stack, error) {
-	release, err := h.acquire(ctx, "get", name)
-	if err != nil {
-		return labs.Stack{}, err
-	}
-	defer release()
 	st, _, err := h.get(ctx, name, id)
 	return st, h.wrap("get", name, err)
 }
 
-// get reads one stack (no slot taken: the caller holds one).
+// get reads one stack.
 func (h *Heat) get(ctx context.Context, name, id string) (labs.Stack, string, error) {
 	var body struct {
 		Stack stackJSON `json:"stack"`
@@ -318,11 +290,6 @@ var listPage = 100
 // that of the page's request. No status or name filter is ever combined with the tags
 // (Heat answers 500): filter by status on the result.
 func (h *Heat) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
-	release, err := h.acquire(ctx, "list", "")
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	for _, t := range tags {
 		if t == "" || strings.Contains(t, ",") {
 			return nil, &Error{Cloud: h.name, Op: "list", Kind: ErrInvalid, Message: fmt.Sprintf("bad tag %q (empty or with a comma)", t)}

@@ -15,7 +15,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -27,12 +26,12 @@ import (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func openFake(t *testing.T, f *heattest.Server, maxInFlight int) *cloud.Heat {
+func openFake(t *testing.T, f *heattest.Server) *cloud.Heat {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
-		MaxInFlight: maxInFlight, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
+		PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -44,122 +43,6 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// More work offered than MaxInFlight: the actions the cloud sees in progress at once never
-// exceed the bound, and reach it.
-func TestFakeMaxInFlightBoundsActions(t *testing.T) {
-	t.Parallel()
-	for _, bound := range []int{1, 3} {
-		t.Run(fmt.Sprint(bound), func(t *testing.T) {
-			t.Parallel()
-			f := heattest.New(t)
-			f.ActionDur = 150 * time.Millisecond
-			h := openFake(t, f, bound)
-			ctx := testCtx(t, 30*time.Second)
-			const n = 10
-			var stacks []*heattest.Stack
-			for i := range n {
-				stacks = append(stacks, f.Add(fmt.Sprintf("s%d", i), "CREATE_COMPLETE"))
-			}
-			var wg sync.WaitGroup
-			var maxSlots atomic.Int64
-			stop := make(chan struct{})
-			go func() { // watch the client side too
-				for {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if v := int64(h.InFlight()); v > maxSlots.Load() {
-						maxSlots.Store(v)
-					}
-					time.Sleep(time.Millisecond)
-				}
-			}()
-			errs := make(chan error, 2*n)
-			for _, s := range stacks {
-				wg.Go(func() {
-					if _, err := h.Suspend(ctx, s.Name, s.ID); err != nil {
-						errs <- err
-					}
-				})
-			}
-			wg.Wait()
-			close(stop)
-			close(errs)
-			for err := range errs {
-				t.Error(err)
-			}
-			maxIP, _ := f.Stats()
-			if maxIP != bound {
-				t.Errorf("max actions in progress on the cloud = %d, want the bound %d", maxIP, bound)
-			}
-			if int(maxSlots.Load()) > bound {
-				t.Errorf("client slots in use reached %d > %d", maxSlots.Load(), bound)
-			}
-		})
-	}
-}
-
-// Reads hold a slot for the call: concurrent Gets beyond the bound wait.
-func TestFakeMaxInFlightBoundsReads(t *testing.T) {
-	t.Parallel()
-	f := heattest.New(t)
-	s := f.Add("r1", "CREATE_COMPLETE")
-	h := openFake(t, f, 2)
-	f.Lock()
-	f.ReqDelay = 50 * time.Millisecond
-	f.Unlock()
-	ctx := testCtx(t, 30*time.Second)
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Go(func() {
-			var err error
-			if i%2 == 0 {
-				_, err = h.Get(ctx, s.Name, s.ID)
-			} else {
-				_, err = h.List(ctx)
-			}
-			if err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if _, maxReq := f.Stats(); maxReq != 2 {
-		t.Errorf("max concurrent requests = %d, want 2", maxReq)
-	}
-}
-
-// Waiting for a slot respects the context.
-func TestFakeSlotWaitRespectsContext(t *testing.T) {
-	t.Parallel()
-	f := heattest.New(t)
-	f.ActionDur = 2 * time.Second
-	s := f.Add("busy", "CREATE_COMPLETE")
-	h := openFake(t, f, 1)
-	ctx := testCtx(t, 30*time.Second)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_, _ = h.Suspend(ctx, s.Name, s.ID)
-	}()
-	for h.InFlight() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
-	defer cancel()
-	start := time.Now()
-	_, err := h.Get(short, s.Name, s.ID)
-	if !errors.Is(err, cloud.ErrTransient) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want transient + deadline exceeded", err)
-	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("gave up after %v", d)
-	}
-	<-done
 }
 
 func TestFakeErrorMapping(t *testing.T) {
@@ -177,7 +60,7 @@ func TestFakeErrorMapping(t *testing.T) {
 		t.Run(fmt.Sprint(c.status), func(t *testing.T) {
 			t.Parallel()
 			f := heattest.New(t)
-			h := openFake(t, f, 1)
+			h := openFake(t, f)
 			f.Lock()
 			f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 				if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
@@ -211,7 +94,7 @@ func TestFakeConflictMessage(t *testing.T) {
 	f := heattest.New(t)
 	f.ActionDur = time.Second
 	s := f.Add("lab-x", "CREATE_COMPLETE")
-	h := openFake(t, f, 2)
+	h := openFake(t, f)
 	ctx := testCtx(t, 10*time.Second)
 	f.Lock()
 	f.StartLocked(s, "SUSPEND", time.Second)
@@ -232,7 +115,7 @@ func TestFakeNoActionWhileInProgress(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	s := f.Add("busy", "CREATE_IN_PROGRESS")
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	_, err := h.Suspend(testCtx(t, 10*time.Second), s.Name, s.ID)
 	if !errors.Is(err, cloud.ErrConflict) || !strings.Contains(err.Error(), "(CREATE) in progress") {
 		t.Fatalf("err = %v, want conflict", err)
@@ -248,7 +131,7 @@ func TestFakeNoActionWhileInProgress(t *testing.T) {
 func TestFakeTransportErrorsAreTransient(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	f.Lock()
 	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/stacks") {
@@ -303,7 +186,7 @@ func TestFakeOpenErrors(t *testing.T) {
 func TestFakeReauth(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	ctx := testCtx(t, 10*time.Second)
 	f.ExpireTokens()
 	if err := h.Check(ctx); err != nil {
@@ -349,7 +232,7 @@ func TestFakeRetryAfterFailedIsNotStale(t *testing.T) {
 	f.Lock()
 	s.Reason = "old reason"
 	f.Unlock()
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	ctx := testCtx(t, 20*time.Second)
 	outcome := "COMPLETE"
 	f.Lock()
@@ -406,7 +289,7 @@ func TestFakeDeleteTrustsTheList(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	s := f.Add("race", "SUSPEND_IN_PROGRESS")
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	f.Lock()
 	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method != http.MethodDelete {
@@ -445,7 +328,7 @@ func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	f.ActionDur = 5 * time.Second
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	start := time.Now()
 	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "slowpoke",
 		TemplateFile: templatePath(t, "slow.yaml"), Timeout: 300 * time.Millisecond})
@@ -465,7 +348,7 @@ func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
 func TestFakeCreateBody(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "lab1",
 		TemplateFile: templatePath(t, "lab.yaml"),
 		Params:       map[string]string{"lab_id": "L1", "course": "c1", "learner": "ann", "flavor": "not-declared"},
@@ -506,7 +389,7 @@ func TestFakeListPagesAndTags(t *testing.T) {
 		}
 		f.Add(fmt.Sprintf("p%02d", i), "CREATE_COMPLETE", tags...)
 	}
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	restore := cloud.SetListPage(7)
 	t.Cleanup(restore)
 	all, err := h.List(testCtx(t, 10*time.Second))
@@ -547,7 +430,7 @@ func TestFakeActionOvertaken(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	s := f.Add("overtaken", "CREATE_COMPLETE")
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	f.Lock()
 	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
 		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
@@ -611,7 +494,7 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	f := heattest.New(t)
 	f.ActionDur = 600 * time.Millisecond
 	s := f.Add("flaky", "CREATE_COMPLETE")
-	h := openFake(t, f, 1)
+	h := openFake(t, f)
 	cloud.SetGraces(h, 3*time.Second, time.Second)
 	var failUntil atomic.Int64
 	f.Lock()
@@ -652,25 +535,6 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	}
 	if d := time.Since(start); d < time.Second || d > 4*time.Second {
 		t.Errorf("gave up after %v (grace 1s)", d)
-	}
-}
-
-// A cloud busy with its bound of operations is still ready: Check takes no slot.
-func TestFakeCheckTakesNoSlot(t *testing.T) {
-	t.Parallel()
-	f := heattest.New(t)
-	f.ActionDur = 2 * time.Second
-	s := f.Add("busy", "CREATE_COMPLETE")
-	h := openFake(t, f, 1)
-	ctx := testCtx(t, 30*time.Second)
-	go func() { _, _ = h.Suspend(ctx, s.Name, s.ID) }()
-	for h.InFlight() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	if err := h.Check(cctx); err != nil {
-		t.Fatalf("Check while the only slot is busy: %v", err)
 	}
 }
 

@@ -27,13 +27,13 @@ func stackName(prefix string) string {
 	return fmt.Sprintf("it-%s-%d-%d", prefix, os.Getpid()%100000, nameSeq.Add(1))
 }
 
-func openReal(t *testing.T, maxInFlight int) *cloud.Heat {
+func openReal(t *testing.T) *cloud.Heat {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test (needs the local cloud); -short skips it")
 	}
 	ctx := testCtx(t, time.Minute)
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", MaxInFlight: maxInFlight,
+	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a",
 		PollInterval: 250 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open local-a: %v", err)
@@ -57,7 +57,7 @@ func deleteLater(t *testing.T, h *cloud.Heat, st *labs.Stack) {
 
 func TestHeatLifecycle(t *testing.T) {
 	t.Parallel()
-	h := openReal(t, 2)
+	h := openReal(t)
 	ctx := testCtx(t, 5*time.Minute)
 	if err := h.Check(ctx); err != nil {
 		t.Fatalf("check: %v", err)
@@ -173,7 +173,7 @@ func hasStack(list []labs.Stack, id string) bool {
 
 func TestHeatGetNeverExisting(t *testing.T) {
 	t.Parallel()
-	h := openReal(t, 1)
+	h := openReal(t)
 	ctx := testCtx(t, time.Minute)
 	_, err := h.Get(ctx, "it-never-existed", "6f1b0d2e-0000-4000-8000-000000000000")
 	if !errors.Is(err, cloud.ErrNotFound) {
@@ -197,7 +197,7 @@ func TestHeatGetNeverExisting(t *testing.T) {
 // then show SUSPEND_FAILED by id on the deleted stack) ends with the stack gone.
 func TestHeatInProgress(t *testing.T) {
 	t.Parallel()
-	h := openReal(t, 3)
+	h := openReal(t)
 	ctx := testCtx(t, 3*time.Minute)
 	name := stackName("slow")
 	tag := runTag
@@ -292,7 +292,7 @@ func TestHeatInProgress(t *testing.T) {
 // a retry fails again promptly (a new attempt, not the stale status, and no hang).
 func TestHeatFailures(t *testing.T) {
 	t.Parallel()
-	h := openReal(t, 1)
+	h := openReal(t)
 	ctx := testCtx(t, 3*time.Minute)
 	name := stackName("failing")
 	st, err := h.Create(ctx, cloud.CreateRequest{Name: name, TemplateFile: templatePath(t, "failing.yaml"),
@@ -343,7 +343,7 @@ func writeTemplate(t *testing.T, body string) string {
 // and deleting a stack still CREATE_IN_PROGRESS works.
 func TestHeatCreateTimeout(t *testing.T) {
 	t.Parallel()
-	h := openReal(t, 1)
+	h := openReal(t)
 	ctx := testCtx(t, 3*time.Minute)
 	name := stackName("timeout")
 	st, err := h.Create(ctx, cloud.CreateRequest{Name: name, TemplateFile: templatePath(t, "slow.yaml"),

@@ -24,7 +24,7 @@ func BenchmarkLatencies(b *testing.B) {
 	const rounds = 5
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", MaxInFlight: 1, Logger: quietLogger()})
+	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", Logger: quietLogger()})
 	if err != nil {
 		b.Fatalf("open local-a: %v", err)
 	}

@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 // cleanup deletes what the tests left behind (on a failure), so that a developer's cloud does
 // not fill up.
 func cleanup(ctx context.Context) {
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", MaxInFlight: 4, Logger: quietLogger()})
+	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Logger: quietLogger()})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cloud tests: cleanup: %v\n", err)
 		return

@@ -67,9 +67,8 @@ func MachineProbes(log *slog.Logger) Probes {
 		LookPath: exec.LookPath,
 		Callback: ansible.CheckCallback,
 		Cloud: func(ctx context.Context, c config.Cloud) error {
-			// as serve opens a cloud, and /readyz checks it (Check takes no in-flight slot)
-			h, err := cloud.Open(ctx, cloud.Options{Name: c.Name, Cloud: c.Cloud, MaxInFlight: c.MaxInFlight,
-				RequestTimeout: cloudTimeout, Logger: log})
+			// as serve opens a cloud, and /readyz checks it
+			h, err := cloud.Open(ctx, cloud.Options{Name: c.Name, Cloud: c.Cloud, RequestTimeout: cloudTimeout, Logger: log})
 			if err != nil {
 				return err
 			}

@@ -291,7 +291,7 @@ func (c *Cloud) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, 
 	})
 }
 
-// Get returns a stack by id.
+// Get returns a stack by id, or by name when id is empty.
 func (c *Cloud) Get(ctx context.Context, name, id string) (labs.Stack, error) {
 	if err := c.enter(ctx, "get", false); err != nil {
 		return labs.Stack{}, err
@@ -301,6 +301,12 @@ func (c *Cloud) Get(ctx context.Context, name, id string) (labs.Stack, error) {
 	defer c.mu.Unlock()
 	c.settle()
 	st, ok := c.stacks[id]
+	if id == "" { // by name, as Heat looks a stack up without its id
+		i := slices.IndexFunc(c.byName, func(s *labs.Stack) bool { return s.Name == name })
+		if ok = i >= 0; ok {
+			st = c.byName[i]
+		}
+	}
 	if !ok {
 		return labs.Stack{}, c.err("get", name, cloud.ErrNotFound, "stack not found")
 	}

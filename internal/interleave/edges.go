@@ -137,16 +137,12 @@ type simCloud struct {
 
 // processCloud is a cloud as one process sees it: each call takes its turn, meets the
 // faults the seed draws, and is checked against the invariants when it reaches the cloud.
-//
-// It also bounds the process's calls to maxInFlight at a time, every call alike, reads
-// included: what cloud.Heat does today (labplane's bound lives in its Heat client, which
-// speaks HTTP and so cannot run in the simulation). TODO(issue 13): replace with the real
-// bound once it moves out of cloud.Heat.
+// It bounds nothing, as cloud.Heat does not: the Manager holds one of the cloud's slots in
+// the store around each action.
 type processCloud struct {
-	c     *simCloud
-	w     *world
-	who   string
-	slots chan struct{}
+	c   *simCloud
+	w   *world
+	who string
 }
 
 func (p *processCloud) Name() string { return p.c.name }
@@ -155,12 +151,6 @@ func (p *processCloud) Name() string { return p.c.name }
 // lost, its answer will be lost: it must only start the operation (do's context is already
 // done, so the fake cloud returns as soon as the operation is under way).
 func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx context.Context, lost bool) error) error {
-	select {
-	case p.slots <- struct{}{}:
-		defer func() { <-p.slots }()
-	case <-ctx.Done():
-		return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no free slot", Err: ctx.Err()}
-	}
 	w := p.w
 	w.turns.wait(p.who+actorOf(ctx), "cloud "+p.c.name+" "+op+" "+name)
 	if w.cloudDown(p.c) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // workload is the simulation's own goroutines: learners through the LMS, the chaos that
@@ -166,8 +167,10 @@ func (w *world) request(learner, method, path, body string) (int, []byte) {
 }
 
 // cron runs `labplane reap --once --yes` as a process of its own every CronEvery, half an
-// interval after the replicas' aligned ticks: a plan, then its execution.
+// interval after the replicas' aligned ticks: as the CLI does, it waits for the reaper's
+// lock (up to reapWait, --wait's default, then gives up), then plans and executes.
 func (w *world) cron(ctx context.Context) {
+	const reapWait = 10 * time.Minute
 	every := w.cfg.CronEvery
 	for n := 1; ; n++ {
 		next := time.Now().Truncate(every).Add(every + every/2)
@@ -183,10 +186,17 @@ func (w *world) cron(ctx context.Context) {
 		done := make(chan struct{})
 		go func() { // the process: it may be killed half-way
 			defer close(done)
+			ctx := withActor(ctx, "reap")
+			wctx, cancel := context.WithTimeout(ctx, reapWait)
+			unlock, err := store.Waiter{Locks: p.reg}.Lock(wctx, "reaper")
+			cancel()
+			if err != nil {
+				return
+			}
+			defer unlock(context.WithoutCancel(ctx))
 			key := name + " reap"
 			w.passStarts(key)
 			defer w.passEnds(key)
-			ctx := withActor(ctx, "reap")
 			plan, err := p.reaper.Plan(ctx)
 			if err == nil {
 				_, _ = p.reaper.Execute(ctx, plan)

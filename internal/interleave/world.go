@@ -262,13 +262,15 @@ func (w *world) open(name, actor string) *process {
 	var targets []lifecycle.Target
 	var rclouds []reaper.Cloud
 	for _, c := range w.clouds {
-		pc := &processCloud{c: c, w: w, who: name, slots: make(chan struct{}, c.maxInFlight)}
+		pc := &processCloud{c: c, w: w, who: name}
 		p.clouds = append(p.clouds, pc)
-		targets = append(targets, lifecycle.Target{Cloud: pc, Capacity: c.capacity})
+		targets = append(targets, lifecycle.Target{Cloud: pc, Capacity: c.capacity, MaxInFlight: c.maxInFlight})
 		rclouds = append(rclouds, pc)
 	}
 	set := policy.Set{Default: rules}
-	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Targets: targets,
+	// the bounds as the CLI wires them, on the store, each try taking its turn
+	locks := store.Waiter{Locks: p.reg}
+	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Placement: locks, Slots: locks, Targets: targets,
 		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: set,
 		Hooks: lifecycle.Hooks{BeforeSuspend: "before_suspend", AfterResume: "after_resume", BeforeDelete: "before_delete",
 			Timeout: hookTimeout, Run: w.hook(name)},

@@ -127,25 +127,35 @@ func (m *Manager) checkInUse(lab labs.Lab, op Op, rules policy.Rules, force bool
 // must be sent within stuck_after of being taken: after that it may be taken over.
 func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	lab := r.Lab
+	rules := m.Rules.For(lab.Course)
+	sctx := ctx
 	if r.op != OpResume {
-		// (a timeout, not a deadline at ClaimedAt: m.Now may be another clock than the context's)
-		left := m.Rules.For(lab.Course).StuckAfter - m.Now().Sub(lab.ClaimedAt)
-		sctx, cancel := context.WithTimeout(ctx, left)
+		// a claim is sent within stuck_after of being taken, or left to be taken over (a
+		// timeout, not a deadline at ClaimedAt: m.Now may be another clock than the context's)
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, rules.StuckAfter-m.Now().Sub(lab.ClaimedAt))
 		defer cancel()
-		switch r.op {
-		case OpSuspend:
-			m.runHook(sctx, "before_suspend", m.Hooks.BeforeSuspend, lab, r.actor)
-		case OpDelete:
-			m.runHook(sctx, "before_delete", m.Hooks.BeforeDelete, lab, r.actor)
-		}
-		var err error
+	}
+	switch r.op {
+	case OpSuspend:
+		m.runHook(sctx, "before_suspend", m.Hooks.BeforeSuspend, lab, r.actor)
+	case OpDelete:
+		m.runHook(sctx, "before_delete", m.Hooks.BeforeDelete, lab, r.actor)
+	}
+	c := r.cloud
+	release, err := m.slot(sctx, c, string(r.op), lab.StackName)
+	if err != nil {
+		return m.outcome(ctx, r, lab, labs.Stack{}, err) // not sent: the claim ends
+	}
+	if r.op != OpResume {
+		// sent only now, holding the slot: a learner back while the hooks ran or the
+		// action waited for the cloud cancels it
 		if lab, err = m.send(sctx, r); err != nil {
+			release()
 			return lab, err
 		}
 	}
-	c := r.cloud
 	var st labs.Stack
-	var err error
 	switch {
 	case lab.StackID == "":
 		// a launch that has not got its stack: nothing on the cloud to delete (the launch
@@ -158,6 +168,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	case r.op == OpDelete:
 		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
 	}
+	release() // the record needs no slot
 	if r.op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
 		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
 	}
@@ -234,6 +245,11 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 			}
 		case errors.Is(err, cloud.ErrConflict) || ctx.Err() != nil:
 			// someone else is acting on the stack, or we were stopped: not the stack's failure
+			l.LastError = err.Error()
+		case errors.Is(err, cloud.ErrTransient):
+			// the cloud (or the way to it) failed, not the stack: tried again after a
+			// backoff, but an outage does not use up max_attempts
+			l.NextAttemptAt = now.Add(rules.Backoff(1))
 			l.LastError = err.Error()
 		default:
 			l.Attempts++

@@ -33,8 +33,8 @@ type Registry interface {
 	CountLive(ctx context.Context) (map[string]int, error)
 }
 
-// Cloud is what the Manager needs of a cloud: stack operations that wait until Heat is done,
-// each holding one of the cloud's in-flight slots.
+// Cloud is what the Manager needs of a cloud: stack operations that wait until Heat is done.
+// The Manager holds one of the cloud's slots (Slots) around each action.
 type Cloud interface {
 	Name() string
 	Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error)
@@ -51,6 +51,9 @@ type Target struct {
 	Capacity int
 	// Drain keeps its labs but places no new ones on it.
 	Drain bool
+	// MaxInFlight is the most actions (create, suspend, resume, delete) in flight on it at
+	// once, across every process sharing the registry (through Manager.Slots); 0 = no limit.
+	MaxInFlight int
 }
 
 // Manager acts on single labs.
@@ -72,9 +75,18 @@ type Manager struct {
 	NewID func() string
 	Log   *slog.Logger
 
-	// placing makes choosing a cloud and recording the new lab one step, so that launches
-	// in flight at once in this process do not all see the same free room. It is a channel
-	// of one place, not a mutex, so that a launch waiting for it gives up with its context.
+	// Placement is the lock (the store's) that makes choosing a cloud and recording the new
+	// lab one step across every process sharing the registry, so that launches in flight at
+	// once do not all see the same free room. Required to launch.
+	Placement Locker
+	// Slots, if set, bound each cloud's actions in flight to its Target.MaxInFlight across
+	// every process sharing the registry.
+	Slots Slots
+
+	// placing queues this process's placements before the Placement lock, which is polled:
+	// a placement waiting here is handed the turn at once when the one before ends, and only
+	// one goroutine per process polls the lock. It is a channel of one place, not a mutex,
+	// so that a launch waiting for it gives up with its context.
 	placingOnce sync.Once
 	placing     chan struct{}
 }
@@ -188,7 +200,7 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 // errStopped: the lab was deleted during its launch, which stopped.
 var errStopped = errors.New("the lab was deleted during its launch")
 
-// place picks the clouds for a new lab and records it, as one step for this process.
+// place picks the clouds for a new lab and records it, as one step for every process.
 func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
 	m.placingOnce.Do(func() { m.placing = make(chan struct{}, 1) })
 	select {
@@ -197,6 +209,11 @@ func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Clo
 	case <-ctx.Done():
 		return labs.Lab{}, nil, fmt.Errorf("place lab: %w", ctx.Err())
 	}
+	unlock, err := m.lockPlacement(ctx)
+	if err != nil {
+		return labs.Lab{}, nil, err
+	}
+	defer unlock()
 	targets, err := m.placement(ctx, req.Cloud)
 	if err != nil {
 		return labs.Lab{}, nil, err
@@ -229,24 +246,28 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	rules := m.Rules.For(lab.Course)
 	wctx, cancel := context.WithTimeout(ctx, rules.LaunchTimeout)
 	defer cancel()
-	st, err := c.Create(wctx, cloud.CreateRequest{
-		Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
-		Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
-		Accepted: func(st labs.Stack) {
-			if !m.recordStackID(ctx, c, lab.ID, st, actor) {
-				cancel() // deleted meanwhile: no one waits for this stack
-			}
-		},
-	})
+	var st labs.Stack
+	release, err := m.slot(wctx, c, "create", lab.StackName)
+	if err == nil {
+		st, err = c.Create(wctx, cloud.CreateRequest{
+			Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
+			Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
+			Accepted: func(st labs.Stack) {
+				if !m.recordStackID(ctx, c, lab.ID, st, actor) {
+					cancel() // deleted meanwhile: no one waits for this stack
+				}
+			},
+		})
+		release()
+	}
 	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && (fresh.Status == labs.Deleting || fresh.Status == labs.Deleted) {
 		return m.stopLaunch(ctx, c, fresh, st, actor)
 	}
-	if err != nil && st.ID != "" && m.recordedLive(ctx, lab.ID, st.ID) {
-		// the wait lost sight of the stack (the cloud failed for a while) and meanwhile the
-		// reaper saw it complete, recorded it and maybe acted on it: the launch did not fail,
-		// and deleting the stack now would destroy a live lab
-		m.Log.Warn("launch wait failed, but the stack was recorded live meanwhile: keeping it", "lab", lab.ID, "stack", st.ID, "err", err)
-		err = nil
+	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	if err != nil && !errors.Is(err, cloud.ErrFailed) && !timedOut {
+		if kept, ok := m.handOver(ctx, c, lab, st, actor, err); ok {
+			return kept, true, nil
+		}
 	}
 	if err == nil {
 		lab, err = m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,
@@ -317,7 +338,7 @@ func (m *Manager) deleteCreated(ctx context.Context, c Cloud, st labs.Stack, rul
 		}
 		st = found
 	}
-	if _, err := c.Delete(dctx, st.Name, st.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
+	if _, err := m.deleteStack(dctx, c, st.Name, st.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
 		return false, err
 	}
 	return true, nil
@@ -350,18 +371,43 @@ func (m *Manager) reread(ctx context.Context, id string) (labs.Lab, error) {
 	return m.Registry.GetLab(ctx, id)
 }
 
-// recordedLive reports whether the registry has the lab on this stack with a status only an
-// observed, completed create leads to (the reaper synced it, then maybe suspended it).
-func (m *Manager) recordedLive(ctx context.Context, labID, stackID string) bool {
-	l, err := m.reread(ctx, labID)
-	if err != nil || l.StackID != stackID {
-		return false
+// handOver keeps a stack whose create the launch lost sight of (the wait failed while the
+// cloud was unreachable, the create's answer was lost, the launch was stopped) if the cloud
+// may still be building it: the stack is recorded (found by its name when its id was never
+// learnt) and left to the reaper, which syncs it when complete (or saw it, and acted on it,
+// already) and deletes it at launch_timeout. ok is false when the cloud shows the stack
+// failed or does not have it, or cannot be asked about a stack whose id is unknown: then
+// the next cloud is tried.
+func (m *Manager) handOver(ctx context.Context, c Cloud, lab labs.Lab, st labs.Stack, actor string, why error) (labs.Lab, bool) {
+	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
+	cur, err := c.Get(gctx, lab.StackName, st.ID)
+	switch {
+	case errors.Is(err, cloud.ErrNotFound) || (err == nil && (cur.Gone() || strings.HasSuffix(cur.Status, "_FAILED"))):
+		return lab, false
+	case err != nil && st.ID == "":
+		return lab, false
+	case err != nil:
+		cur = labs.Stack{ID: st.ID} // the cloud cannot be asked now: the reaper follows it by its id
 	}
-	switch l.Status {
-	case labs.Active, labs.Suspending, labs.Suspended, labs.Resuming:
-		return true
+	kept, err := m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: "launch-handed-over", Cloud: c.Name(), StackID: cur.ID,
+		Detail: fmt.Sprintf("the wait for the stack failed (%v); the cloud still has it (%s): the reaper follows it", why, cur.Status)},
+		func(l *labs.Lab) {
+			if l.Status != labs.Launching || l.Cloud != c.Name() {
+				return // the reaper saw it, and acted on it, already
+			}
+			if l.StackID == "" {
+				l.StackID = cur.ID
+			}
+			if cur.Status != "" {
+				observe(l, cur, m.Now())
+			}
+		})
+	if err != nil {
+		m.Log.Warn("record a launch handed over to the reaper", "lab", lab.ID, "stack", cur.ID, "err", err)
+		return lab, true // the stack carries the lab's name: the reaper finds it
 	}
-	return false
+	return kept, true
 }
 
 // placement returns the clouds a new lab may go to, in order.
@@ -570,7 +616,7 @@ func (m *Manager) deleteStray(ctx context.Context, a policy.Action, actor string
 	if policy.DecideStray(stray, m.Now(), m.Rules.Default).Kind != a.Kind {
 		return false, nil
 	}
-	_, err = c.Delete(ctx, st.Name, st.ID)
+	_, err = m.deleteStack(ctx, c, st.Name, st.ID)
 	ev := labs.Event{LabID: st.LabID(), At: m.Now(), Actor: actor, Action: string(a.Kind), Cloud: st.Cloud, StackID: st.ID, Detail: a.Reason}
 	if err != nil {
 		ev.Error, ev.RequestID = err.Error(), requestID(err)

@@ -80,17 +80,17 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		if tg.maxInFlight == 0 {
 			tg.maxInFlight = 6
 		}
-		h, err := cloud.Open(ctx, cloud.Options{Name: tg.name, MaxInFlight: tg.maxInFlight, PollInterval: 250 * time.Millisecond, Logger: log,
+		h, err := cloud.Open(ctx, cloud.Options{Name: tg.name, PollInterval: 250 * time.Millisecond, Logger: log,
 			Observe: tg.observe})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r.heat[tg.name] = h
-		lts = append(lts, lifecycle.Target{Cloud: h, Capacity: tg.capacity})
+		lts = append(lts, lifecycle.Target{Cloud: h, Capacity: tg.capacity, MaxInFlight: tg.maxInFlight})
 		rcs = append(rcs, h)
 	}
 	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml"}
-	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
+	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Placement: st, Slots: store.Waiter{Locks: st}, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
 		Template: func(name string) (string, error) {
 			if f, ok := templates[name]; ok {
 				return filepath.Abs(filepath.Join("../../examples/templates", f))

@@ -5,7 +5,8 @@
 //     comes due while the previous one is still going is skipped, never queued, so a job
 //     never overlaps itself on a replica.
 //   - With a Locker, gocron's distributed locker takes the lock named after the job before
-//     each run, holds it for the run and releases it after. A replica that cannot take it
+//     each run, holds it for the run and releases it after. If the lock is lost meanwhile
+//     (its database connection failed), the run's context is cancelled. A replica that cannot take it
 //     (another replica is running the job, or the store failed) skips that run and tries
 //     again at the next tick. So a job runs on one replica at a time, and when a replica
 //     goes away the others keep running it. Jobs of one replica sharing a lock key take
@@ -45,15 +46,17 @@ type Job struct {
 	Lock string
 	// Every is the interval between runs.
 	Every time.Duration
-	// Run does the work. ctx is cancelled only when Shutdown gives up waiting.
+	// Run does the work. ctx is cancelled when Shutdown gives up waiting, and when the job's
+	// lock is lost during the run (context.Cause says which).
 	Run func(ctx context.Context) error
 }
 
 // Locker is a lock shared by all replicas (the store implements it on PostgreSQL advisory
-// locks and on SQLite file locks). TryLock does not wait: ok is false when another holder
-// has the lock.
+// locks and on SQLite file locks). TryHold does not wait: ok is false when another holder
+// has the lock. held is done once the lock is released or lost (its PostgreSQL connection
+// failed): a run whose lock is lost is cancelled, as another replica may take it.
 type Locker interface {
-	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
+	TryHold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, ok bool, err error)
 }
 
 // Observer is told of every finished run (for metrics). err is the run's error, a panic
@@ -114,6 +117,8 @@ type Scheduler struct {
 	closed  bool
 	busy    map[string]int
 	idle    chan struct{} // closed once closed is set and busy is empty
+	// held is, per job running under its lock, the lock's held context (Locker.TryHold).
+	held map[string]context.Context
 }
 
 // New validates o and sets up the jobs; nothing runs before Start.
@@ -144,7 +149,7 @@ func New(o Options) (*Scheduler, error) {
 	if o.Replica != "" {
 		log = log.With("replica", o.Replica)
 	}
-	s := &Scheduler{log: log, observe: o.Observe, busy: map[string]int{}, idle: make(chan struct{})}
+	s := &Scheduler{log: log, observe: o.Observe, busy: map[string]int{}, idle: make(chan struct{}), held: map[string]context.Context{}}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 
 	opts := []gocron.SchedulerOption{
@@ -317,7 +322,35 @@ func (s *Scheduler) run(j Job) (err error) {
 			err = fmt.Errorf("job %s panicked: %v", j.Name, p)
 		}
 	}()
-	return j.Run(s.runCtx)
+	ctx, cancel := context.WithCancelCause(s.runCtx)
+	defer cancel(nil)
+	if held := s.heldBy(j.Name); held != nil {
+		// a lost lock stops the run: another replica may be running the job now
+		stop := context.AfterFunc(held, func() {
+			s.log.Error("job lock lost: run cancelled", "job", j.Name, "err", context.Cause(held))
+			cancel(context.Cause(held))
+		})
+		defer stop()
+	}
+	return j.Run(ctx)
+}
+
+// heldBy is the held context of the lock job runs under, nil without a Locker.
+func (s *Scheduler) heldBy(job string) context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.held[job]
+}
+
+// setHeld records (or, nil, forgets) the held context of job's lock.
+func (s *Scheduler) setHeld(job string, held context.Context) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if held == nil {
+		delete(s.held, job)
+		return
+	}
+	s.held[job] = held
 }
 
 // lockError is gocron's AfterLockError listener: the run was skipped on this replica.
@@ -359,7 +392,7 @@ func (d *distLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) 
 		d.s.leave(key)
 		return nil, ctx.Err()
 	}
-	unlock, ok, err := d.l.TryLock(ctx, d.keys[key])
+	held, unlock, ok, err := d.l.TryHold(ctx, d.keys[key])
 	if err != nil || !ok {
 		<-turn
 		d.s.leave(key)
@@ -368,6 +401,8 @@ func (d *distLocker) Lock(ctx context.Context, key string) (gocron.Lock, error) 
 		}
 		return nil, errHeld
 	}
+	// gocron runs the job right after Lock, on this goroutine, and one run of a job at a time
+	d.s.setHeld(key, held)
 	return &jobLock{d: d, key: key, unlock: unlock, turn: turn}, nil
 }
 
@@ -384,6 +419,7 @@ func (l *jobLock) Unlock(ctx context.Context) error {
 	l.once.Do(func() {
 		defer l.d.s.leave(l.key)
 		defer func() { <-l.turn }() // after the shared lock is released
+		l.d.s.setHeld(l.key, nil)
 		if l.unlock == nil {
 			return
 		}

@@ -13,48 +13,66 @@ import (
 )
 
 // memLocker is an honest in-memory Locker: mutual exclusion over a map. Like a database
-// call, an unlock with a cancelled context fails and releases nothing.
+// call, an unlock with a cancelled context fails and releases nothing. lose takes a lock
+// from its holder, as a dropped database connection does.
 type memLocker struct {
 	mu     sync.Mutex
-	held   map[string]bool
+	held   map[string]context.CancelCauseFunc // the held lock's end
 	denied atomic.Int64
-	fail   error // TryLock's error, when set
+	fail   error // TryHold's error, when set
 }
 
-func newMemLocker() *memLocker { return &memLocker{held: map[string]bool{}} }
+func newMemLocker() *memLocker { return &memLocker{held: map[string]context.CancelCauseFunc{}} }
 
-func (m *memLocker) TryLock(ctx context.Context, key string) (func(context.Context) error, bool, error) {
+// errLost is the cause memLocker gives a lost lock's held context.
+var errLost = errors.New("lock lost")
+
+func (m *memLocker) TryHold(ctx context.Context, key string) (context.Context, func(context.Context) error, bool, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
-		return nil, false, m.fail
+		return nil, nil, false, m.fail
 	}
-	if m.held[key] {
+	if m.held[key] != nil {
 		m.denied.Add(1)
-		return nil, false, nil
+		return nil, nil, false, nil
 	}
-	m.held[key] = true
+	held, end := context.WithCancelCause(context.Background())
+	m.held[key] = end
 	var once sync.Once
-	return func(ctx context.Context) error {
+	return held, func(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		once.Do(func() {
 			m.mu.Lock()
-			delete(m.held, key)
+			if held.Err() == nil { // not lost (and maybe taken by another) meanwhile
+				delete(m.held, key)
+			}
 			m.mu.Unlock()
+			end(nil)
 		})
 		return nil
 	}, true, nil
 }
 
+// lose takes key's lock from its holder and leaves it free.
+func (m *memLocker) lose(key string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if end := m.held[key]; end != nil {
+		end(errLost)
+		delete(m.held, key)
+	}
+}
+
 func (m *memLocker) isHeld(key string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.held[key]
+	return m.held[key] != nil
 }
 
 // syncBuffer is a log sink the test can read while jobs write.
@@ -285,7 +303,7 @@ func TestShutdownMidRunReleasesTheLockForAnotherReplica(t *testing.T) {
 
 func TestARunThatCannotTakeTheLockIsSkipped(t *testing.T) {
 	locker := newMemLocker()
-	unlock, ok, err := locker.TryLock(context.Background(), "reap") // another replica has it
+	_, unlock, ok, err := locker.TryHold(context.Background(), "reap") // another replica has it
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
@@ -306,6 +324,43 @@ func TestARunThatCannotTakeTheLockIsSkipped(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a run", func() bool { return runs.Load() > 0 })
+}
+
+// A run whose lock is lost (its database connection dropped) is cancelled with the loss as
+// the cause, and the lock, free again, goes to the next run.
+func TestALostLockCancelsTheRun(t *testing.T) {
+	locker := newMemLocker()
+	log, buf := testLogger(t)
+	started := make(chan struct{}, 1)
+	causes := make(chan error, 1)
+	var runs atomic.Int32
+	start(t, Options{Logger: log, Locker: locker, Jobs: []Job{{
+		Name:  "reap",
+		Every: 20 * time.Millisecond,
+		Run: func(ctx context.Context) error {
+			if runs.Add(1) > 1 {
+				return nil
+			}
+			started <- struct{}{}
+			<-ctx.Done() // a run that acts until told to stop
+			causes <- context.Cause(ctx)
+			return ctx.Err()
+		},
+	}}})
+	recv(t, "the run", started)
+	locker.lose("reap")
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, errLost) {
+			t.Fatalf("the run's context ended with %v, want the lost lock", cause)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run went on after its lock was lost")
+	}
+	waitFor(t, "the next run", func() bool { return runs.Load() > 1 })
+	if !strings.Contains(buf.String(), `msg="job lock lost: run cancelled" job=reap`) {
+		t.Error("the loss is not logged")
+	}
 }
 
 func TestALockErrorSkipsTheRunAndIsLogged(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/labplane/labplane/internal/filelock"
 )
@@ -37,7 +39,22 @@ type heldLock struct {
 	// release lets the lock go; with graceful false it does so without talking to the
 	// database (Close).
 	release func(ctx context.Context, graceful bool) error
+	// end makes the lock's held context done, with cause ErrLockLost if it was lost.
+	end context.CancelCauseFunc
 }
+
+// ErrLockLost is the cause of a held context (TryHold, Hold) that ended because the lock
+// was lost while held: its PostgreSQL connection failed, and the server ended the session
+// and the lock with it.
+var ErrLockLost = errors.New("the lock was lost: its database connection failed")
+
+// How a PostgreSQL lock's connection is checked while the lock is held: a round trip every
+// lockCheckEvery, failed if it takes longer than lockCheckTimeout. A lock is learnt lost
+// within about their sum.
+const (
+	lockCheckEvery   = 2 * time.Second
+	lockCheckTimeout = 5 * time.Second
+)
 
 // memLocks are the locks of in-memory SQLite databases: nothing else can open those, so a
 // process-local table is enough. Keys are scope + "\x00" + key.
@@ -76,28 +93,40 @@ func sqliteLockBase(dsn string) (path, memScope string) {
 // On PostgreSQL the lock is a session advisory lock (pg_try_advisory_lock on the 64-bit
 // FNV-1a hash of "labplane:"+key) held on a connection set aside for it until unlock: if the
 // process dies or the connection breaks, the server ends the session and the lock with it.
-// unlock always releases the lock; if it returns an error the connection had failed, and
-// the lock may have been lost before unlock was called. A connection pooler in transaction
-// mode (PgBouncer) between labplane and PostgreSQL would break these session locks.
+// The connection is checked every lockCheckEvery while the lock is held; when a check fails
+// the connection is closed (so the lock is surely gone, not merely unknown) and the lock is
+// lost: TryHold tells its holder. unlock always releases the lock; if it returns an error
+// the connection had failed, and the lock may have been lost before unlock was called. A
+// connection pooler in transaction mode (PgBouncer) between labplane and PostgreSQL would
+// break these session locks.
 //
 // On SQLite the lock is an flock(LOCK_EX|LOCK_NB) on "<database file>.<key>.lock" beside the
 // database (left there after unlock), released by the kernel if the process dies; for an
-// in-memory database it is a process-local lock.
+// in-memory database it is a process-local lock. Neither can be lost while held.
 func (s *Store) TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error) {
+	_, unlock, ok, err = s.TryHold(ctx, key)
+	return unlock, ok, err
+}
+
+// TryHold is TryLock that also returns held: a context that is done once the lock is
+// released or lost. context.Cause(held) is ErrLockLost (wrapped) when the lock was lost: the
+// holder must stop what the lock protects, as another holder may have it now.
+func (s *Store) TryHold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, ok bool, err error) {
 	defer markUnavailable(&err)
 	if !lockKeyPattern.MatchString(key) {
-		return nil, false, fmt.Errorf("try lock %q: a key is 1 to 100 letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", key)
+		return nil, nil, false, fmt.Errorf("try lock %q: a key is 1 to 100 letters, digits, '.', '_', ':' or '-', starting with a letter or a digit", key)
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, false, fmt.Errorf("try lock %q: %w", key, err)
+		return nil, nil, false, fmt.Errorf("try lock %q: %w", key, err)
 	}
 	if s.locksClosed() {
-		return nil, false, fmt.Errorf("try lock %q: the store is closed", key)
+		return nil, nil, false, fmt.Errorf("try lock %q: the store is closed", key)
 	}
+	held, end := context.WithCancelCause(context.Background())
 	var release func(context.Context, bool) error
 	switch {
 	case s.driver == Postgres:
-		release, ok, err = s.tryAdvisoryLock(ctx, key)
+		release, ok, err = s.tryAdvisoryLock(ctx, key, end)
 	case s.locks.memScope != "":
 		release, ok = tryMemLock(s.locks.memScope + "\x00" + key)
 	default:
@@ -106,25 +135,27 @@ func (s *Store) TryLock(ctx context.Context, key string) (unlock func(context.Co
 			release = func(context.Context, bool) error { return unlock() }
 		}
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("try lock %q: %w", key, err)
+	if err != nil || !ok {
+		end(nil)
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("try lock %q: %w", key, err)
+		}
+		return nil, nil, false, nil
 	}
-	if !ok {
-		return nil, false, nil
-	}
-	h := &heldLock{release: release}
+	h := &heldLock{release: release, end: end}
 	s.locks.mu.Lock()
 	if s.locks.closed {
 		s.locks.mu.Unlock()
 		_ = release(context.Background(), false)
-		return nil, false, fmt.Errorf("try lock %q: the store is closed", key)
+		end(nil)
+		return nil, nil, false, fmt.Errorf("try lock %q: the store is closed", key)
 	}
 	if s.locks.held == nil {
 		s.locks.held = map[*heldLock]struct{}{}
 	}
 	s.locks.held[h] = struct{}{}
 	s.locks.mu.Unlock()
-	return func(ctx context.Context) error { return s.unlock(ctx, h, true) }, true, nil
+	return held, func(ctx context.Context) error { return s.unlock(ctx, h, true) }, true, nil
 }
 
 func (s *Store) locksClosed() bool {
@@ -139,6 +170,7 @@ func (s *Store) unlock(ctx context.Context, h *heldLock, graceful bool) error {
 		delete(s.locks.held, h)
 		s.locks.mu.Unlock()
 		h.err = h.release(ctx, graceful)
+		h.end(nil) // a lost lock's context already ended with its cause
 	})
 	return h.err
 }
@@ -165,9 +197,10 @@ func advisoryKey(key string) int64 {
 }
 
 // tryAdvisoryLock takes a PostgreSQL session advisory lock on a connection of its own, kept
-// out of the pool until the lock is released.
-func (s *Store) tryAdvisoryLock(ctx context.Context, key string) (func(context.Context, bool) error, bool, error) {
-	conn, err := s.db.Conn(ctx)
+// out of the pool until the lock is released, and watches the connection while it is held:
+// lost is called if it fails.
+func (s *Store) tryAdvisoryLock(ctx context.Context, key string, lost context.CancelCauseFunc) (func(context.Context, bool) error, bool, error) {
+	conn, err := s.lockDB.Conn(ctx)
 	if err != nil {
 		return nil, false, err
 	}
@@ -181,7 +214,22 @@ func (s *Store) tryAdvisoryLock(ctx context.Context, key string) (func(context.C
 	if !got {
 		return nil, false, conn.Close()
 	}
+	watching, stopWatch := context.WithCancel(context.Background())
+	watched := make(chan struct{})
+	var werr error // the check that failed, if one did; read after watched is closed
+	go func() {
+		defer close(watched)
+		if werr = watchLockConn(watching, conn); werr != nil {
+			lost(fmt.Errorf("%w: %w", ErrLockLost, werr)) // the holder learns it now, not at its unlock
+		}
+	}()
 	release := func(ctx context.Context, graceful bool) error {
+		stopWatch()
+		<-watched
+		if werr != nil {
+			// the watch closed the connection: the lock went with it
+			return fmt.Errorf("unlock %q: %w: %w", key, ErrLockLost, werr)
+		}
 		if !graceful {
 			discardConn(conn)
 			return nil
@@ -198,6 +246,33 @@ func (s *Store) tryAdvisoryLock(ctx context.Context, key string) (func(context.C
 		return fmt.Errorf("unlock %q: the lock's session no longer held it", key)
 	}
 	return release, true, nil
+}
+
+// watchLockConn checks a lock's connection until ctx ends (nil) or a check fails: then it
+// closes the connection, ending the session and any lock it still held, and returns why.
+func watchLockConn(ctx context.Context, conn *sql.Conn) error {
+	t := time.NewTicker(lockCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, lockCheckTimeout)
+		var one int
+		err := conn.QueryRowContext(cctx, `SELECT 1`).Scan(&one)
+		cancel()
+		if ctx.Err() != nil {
+			// stopped mid-check: the release decides (an interrupted query may have broken
+			// the connection, which the release then finds out)
+			return nil
+		}
+		if err != nil {
+			discardConn(conn)
+			return err
+		}
+	}
 }
 
 // discardConn closes conn's connection to the server instead of returning it to the pool.

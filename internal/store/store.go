@@ -54,7 +54,11 @@ const liveIndex = "labs_live_learner_course"
 
 // Store is the registry. It is safe for concurrent use.
 type Store struct {
-	db     *sql.DB
+	db *sql.DB
+	// lockDB, on PostgreSQL, is the pool of the connections that hold TryLock's advisory
+	// locks, apart from db: a lock keeps its connection for as long as it is held (a cloud's
+	// slots for a whole stack action), and must not starve the queries of their bounded pool.
+	lockDB *sql.DB
 	driver string
 	locks  lockState
 	stmts  stmtCache
@@ -143,6 +147,16 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		return nil, fail("migrate", err)
 	}
 	st := &Store{db: db, driver: driver}
+	if driver == Postgres {
+		// unbounded: every lock held has one (PostgreSQL's max_connections is the bound);
+		// few idle, as locks come and go
+		if st.lockDB, err = sql.Open(sqlDriver, connDSN); err != nil {
+			db.Close()
+			return nil, fail("open", err)
+		}
+		st.lockDB.SetMaxIdleConns(2)
+		st.lockDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
 	if driver == SQLite {
 		st.locks.path, st.locks.memScope = sqliteLockBase(dsn)
 		if st.stmts, err = prepareHot(ctx, db); err != nil {
@@ -157,6 +171,9 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 func (s *Store) Close() error {
 	s.releaseAllLocks()
 	s.stmts.close()
+	if s.lockDB != nil {
+		_ = s.lockDB.Close()
+	}
 	return s.db.Close()
 }
 

@@ -1032,16 +1032,20 @@ func TestTryLock(t *testing.T) {
 }
 
 // testAdvisoryLockDiesWithSession kills the server session of a lock's holder, as when its
-// process dies or its connection breaks: the lock goes with it.
+// connection breaks: the lock goes with it, the holder learns it has lost it (its held
+// context ends with ErrLockLost), and another holder then takes it.
 func testAdvisoryLockDiesWithSession(t *testing.T, e *env, other *store.Store) {
 	ctx := t.Context()
 	holder := e.open(t)
-	unlock, ok, err := holder.TryLock(ctx, "killed")
+	held, unlock, ok, err := holder.TryHold(ctx, "killed")
 	if err != nil || !ok {
-		t.Fatalf("TryLock = %v, %v", ok, err)
+		t.Fatalf("TryHold = %v, %v", ok, err)
 	}
 	if _, ok, err := other.TryLock(ctx, "killed"); ok || err != nil {
 		t.Fatalf("TryLock while held = %v, %v; want false", ok, err)
+	}
+	if held.Err() != nil {
+		t.Fatalf("held context done while the lock is held: %v", context.Cause(held))
 	}
 	admin, err := sql.Open("pgx", e.dsn)
 	if err != nil {
@@ -1058,20 +1062,22 @@ func testAdvisoryLockDiesWithSession(t *testing.T, e *env, other *store.Store) {
 	if killed != 1 {
 		t.Fatalf("terminated %d sessions holding advisory locks, want 1", killed)
 	}
-	var otherUnlock func(context.Context) error
-	if !eventually(func() bool {
-		u, ok, err := other.TryLock(ctx, "killed")
-		if err != nil {
-			t.Fatal(err)
-		}
-		otherUnlock = u
-		return ok
-	}) {
-		t.Fatal("the lock of a killed session was never released")
+	select {
+	case <-held.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the holder was never told that its lock's session died")
+	}
+	if cause := context.Cause(held); !errors.Is(cause, store.ErrLockLost) {
+		t.Fatalf("held context's cause = %v, want ErrLockLost", cause)
+	}
+	// Learnt from its own connection, so the lock is surely free now.
+	otherUnlock, ok, err := other.TryLock(ctx, "killed")
+	if err != nil || !ok {
+		t.Fatalf("another holder after the loss: TryLock = %v, %v; want the lock", ok, err)
 	}
 	defer otherUnlock(ctx)
-	if err := unlock(ctx); err == nil {
-		t.Error("unlock after the session died: want an error saying so")
+	if err := unlock(ctx); !errors.Is(err, store.ErrLockLost) {
+		t.Errorf("unlock after the session died = %v, want an error saying the lock was lost", err)
 	}
 	if _, ok, err := holder.TryLock(ctx, "killed"); ok || err != nil {
 		t.Errorf("the old holder took it back: %v, %v", ok, err)
@@ -1080,6 +1086,115 @@ func testAdvisoryLockDiesWithSession(t *testing.T, e *env, other *store.Store) {
 	if err := holder.Ping(ctx); err != nil {
 		t.Error(err)
 	}
+}
+
+// A held context ends when its lock is released, with no loss reported.
+func TestHoldEndsAtUnlock(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		held, unlock, err := e.s.Hold(ctx, "held")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held.Err() != nil {
+			t.Fatal("held context done before the unlock")
+		}
+		if err := unlock(ctx); err != nil {
+			t.Fatal(err)
+		}
+		<-held.Done()
+		if cause := context.Cause(held); errors.Is(cause, store.ErrLockLost) {
+			t.Errorf("cause after a plain unlock = %v, want no loss", cause)
+		}
+	})
+}
+
+// Lock waits while another process holds the lock, gives up with its context, and gets the
+// lock once the holder lets go.
+func TestLockWaits(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		a, b := e.s, e.open(t)
+		unlockA, err := a.Lock(ctx, "reaper")
+		if err != nil {
+			t.Fatal(err)
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if _, err := b.Lock(short, "reaper"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Lock while held, until a deadline = %v; want the deadline", err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			unlock, err := b.Lock(ctx, "reaper")
+			if err == nil {
+				err = unlock(ctx)
+			}
+			got <- err
+		}()
+		if err := unlockA(ctx); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("Lock after the holder let go: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Lock never got the lock its holder let go")
+		}
+	})
+}
+
+// A cloud's slots are shared by every process on the database: Take hands out at most that
+// many at once, waits for one to be released, and names them slot.<cloud>.<i>.
+func TestTakeSlots(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		a, b := store.Waiter{Locks: e.s}, store.Waiter{Locks: e.open(t)}
+		first, err := a.Take(ctx, "east", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		second, err := b.Take(ctx, "east", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, key := range []string{"slot.east.0", "slot.east.1"} {
+			if _, ok, err := e.s.TryLock(ctx, key); ok || err != nil {
+				t.Errorf("TryLock(%q) while both slots are taken = %v, %v; want held", key, ok, err)
+			}
+		}
+		if release, err := b.Take(ctx, "west", 2); err != nil {
+			t.Errorf("another cloud's slot: %v", err)
+		} else {
+			release()
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if _, err := a.Take(short, "east", 2); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a third slot of two = %v; want to wait until the deadline", err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			release, err := b.Take(ctx, "east", 2)
+			if err == nil {
+				release()
+			}
+			got <- err
+		}()
+		first()
+		select {
+		case err := <-got:
+			if err != nil {
+				t.Fatalf("Take after a slot was released: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Take never got the slot that was released")
+		}
+		second()
+		second() // a second release does nothing
+	})
 }
 
 // Goroutines on two stores race for one lock: never two holders at once.

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Waiting for a lock polls TryLock: from lockPollMin, doubling up to lockPollMax between
+// tries. Neither PostgreSQL's advisory locks (a blocking pg_advisory_lock would hold a
+// connection and ignore the context) nor flock(2) waits in a way a context can cancel.
+const (
+	lockPollMin = 20 * time.Millisecond
+	lockPollMax = time.Second
+)
+
+// slotReleaseTimeout bounds the release of a cloud's slot (Waiter.Take).
+const slotReleaseTimeout = 30 * time.Second
+
+// Lock takes the lock named key as TryLock does, waiting while another holder has it and
+// ctx allows; when ctx ends first the error wraps ctx.Err().
+func (s *Store) Lock(ctx context.Context, key string) (unlock func(context.Context) error, err error) {
+	return Waiter{Locks: s}.Lock(ctx, key)
+}
+
+// Hold is Lock with TryHold's held context, done once the lock is released or lost.
+func (s *Store) Hold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, err error) {
+	type got struct {
+		held   context.Context
+		unlock func(context.Context) error
+	}
+	g, err := poll(ctx, lockName(key), func() (got, bool, error) {
+		held, unlock, ok, err := s.TryHold(ctx, key)
+		return got{held, unlock}, ok, err
+	})
+	return g.held, g.unlock, err
+}
+
+// TryLocker is what a Waiter waits on: a Store, or a wrapper of one (the simulation's,
+// which takes its turn before each try).
+type TryLocker interface {
+	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
+}
+
+// Waiter waits for the locks of Locks: one lock (Lock), or any one of a cloud's slots (Take).
+type Waiter struct {
+	Locks TryLocker
+}
+
+// Lock takes the lock named key, waiting while another holder has it and ctx allows.
+func (w Waiter) Lock(ctx context.Context, key string) (unlock func(context.Context) error, err error) {
+	return poll(ctx, lockName(key), func() (func(context.Context) error, bool, error) {
+		return w.Locks.TryLock(ctx, key)
+	})
+}
+
+// Take takes one of a cloud's max slots, waiting while every one is held and ctx allows:
+// the bound on the operations in flight on the cloud, shared by every process using the
+// database. Slot i is the lock "slot.<cloud>.<i>". release lets the slot go (and a slot
+// whose holder dies is let go with it, as every TryLock lock is).
+func (w Waiter) Take(ctx context.Context, cloud string, slots int) (release func(), err error) {
+	unlock, err := poll(ctx, "for a slot of cloud "+cloud, func() (func(context.Context) error, bool, error) {
+		for i := range max(slots, 1) {
+			unlock, ok, err := w.Locks.TryLock(ctx, "slot."+cloud+"."+strconv.Itoa(i))
+			if err != nil || ok {
+				return unlock, ok, err
+			}
+		}
+		return nil, false, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		// a failed unlock on PostgreSQL closes the lock's connection, which releases it too
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slotReleaseTimeout)
+		defer cancel()
+		_ = unlock(rctx)
+	}, nil
+}
+
+func lockName(key string) string { return "for lock " + strconv.Quote(key) }
+
+// poll calls try until it succeeds or fails, sleeping between tries from lockPollMin,
+// doubling up to lockPollMax, until ctx ends.
+func poll[T any](ctx context.Context, what string, try func() (T, bool, error)) (T, error) {
+	wait := lockPollMin
+	for {
+		v, ok, err := try()
+		if err != nil || ok {
+			return v, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			var zero T
+			return zero, fmt.Errorf("wait %s: %w", what, ctx.Err())
+		case <-t.C:
+		}
+		wait = min(2*wait, lockPollMax)
+	}
+}
