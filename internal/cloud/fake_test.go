@@ -29,10 +29,16 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func openFake(t *testing.T, f *heattest.Server, maxInFlight int) *cloud.Heat {
 	t.Helper()
+	return openFakeWith(t, f, cloud.Options{MaxInFlight: maxInFlight})
+}
+
+// openFakeWith opens the fake cloud with o's MaxInFlight and RequestTimeout.
+func openFakeWith(t *testing.T, f *heattest.Server, o cloud.Options) *cloud.Heat {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
-		MaxInFlight: maxInFlight, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
+		MaxInFlight: o.MaxInFlight, RequestTimeout: o.RequestTimeout, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -103,42 +109,13 @@ func TestFakeMaxInFlightBoundsActions(t *testing.T) {
 	}
 }
 
-// Reads hold a slot for the call: concurrent Gets beyond the bound wait.
-func TestFakeMaxInFlightBoundsReads(t *testing.T) {
-	t.Parallel()
-	f := heattest.New(t)
-	s := f.Add("r1", "CREATE_COMPLETE")
-	h := openFake(t, f, 2)
-	f.Lock()
-	f.ReqDelay = 50 * time.Millisecond
-	f.Unlock()
-	ctx := testCtx(t, 30*time.Second)
-	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Go(func() {
-			var err error
-			if i%2 == 0 {
-				_, err = h.Get(ctx, s.Name, s.ID)
-			} else {
-				_, err = h.List(ctx)
-			}
-			if err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	wg.Wait()
-	if _, maxReq := f.Stats(); maxReq != 2 {
-		t.Errorf("max concurrent requests = %d, want 2", maxReq)
-	}
-}
-
 // Waiting for a slot respects the context.
 func TestFakeSlotWaitRespectsContext(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	f.ActionDur = 2 * time.Second
 	s := f.Add("busy", "CREATE_COMPLETE")
+	other := f.Add("other", "CREATE_COMPLETE")
 	h := openFake(t, f, 1)
 	ctx := testCtx(t, 30*time.Second)
 	done := make(chan struct{})
@@ -152,12 +129,15 @@ func TestFakeSlotWaitRespectsContext(t *testing.T) {
 	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err := h.Get(short, s.Name, s.ID)
+	_, err := h.Suspend(short, other.Name, other.ID)
 	if !errors.Is(err, cloud.ErrTransient) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want transient + deadline exceeded", err)
 	}
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("gave up after %v", d)
+	}
+	if got := f.StackStatus(other.Name); got != "CREATE_COMPLETE" {
+		t.Errorf("the suspend that found no slot reached the cloud: %s", got)
 	}
 	<-done
 }
@@ -655,8 +635,9 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	}
 }
 
-// A cloud busy with its bound of operations is still ready: Check takes no slot.
-func TestFakeCheckTakesNoSlot(t *testing.T) {
+// A cloud busy with its bound of operations is still observable and ready: Get, List and
+// Check take no slot, so they answer at once while the only slot is held by a suspend.
+func TestFakeReadsTakeNoSlot(t *testing.T) {
 	t.Parallel()
 	f := heattest.New(t)
 	f.ActionDur = 2 * time.Second
@@ -667,10 +648,105 @@ func TestFakeCheckTakesNoSlot(t *testing.T) {
 	for h.InFlight() == 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
-	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-	defer cancel()
-	if err := h.Check(cctx); err != nil {
-		t.Fatalf("Check while the only slot is busy: %v", err)
+	reads := map[string]func(context.Context) error{
+		"check": h.Check,
+		"get": func(ctx context.Context) error {
+			_, err := h.Get(ctx, s.Name, s.ID)
+			return err
+		},
+		"list": func(ctx context.Context) error {
+			_, err := h.List(ctx)
+			return err
+		},
+	}
+	for name, read := range reads {
+		rctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := read(rctx)
+		cancel()
+		if err != nil {
+			t.Errorf("%s while the only slot is busy: %v", name, err)
+		}
+	}
+	if h.InFlight() != 1 {
+		t.Errorf("slots in use = %d after the reads, want the suspend's 1", h.InFlight())
+	}
+}
+
+// A response that stops midway (headers and half a body, then nothing, the connection kept
+// open) fails as ErrTransient once the request's timeout is up, whatever the caller's
+// context allows: Get and List, and an action whose polls hang after its request went
+// through (the wait rides out transient errors for its grace, then reports one).
+func TestFakeHangingBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	f := heattest.New(t)
+	f.ActionDur = 5 * time.Second
+	s := f.Add("slow", "CREATE_COMPLETE")
+	var hang atomic.Bool
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !hang.Load() {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"stacks": [{"id": "`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // until the client gives up
+		return true
+	}
+	f.Unlock()
+	h := openFakeWith(t, f, cloud.Options{MaxInFlight: 1, RequestTimeout: timeout})
+	cloud.SetGraces(h, 3*time.Second, time.Second)
+	ctx := testCtx(t, time.Minute)
+
+	hang.Store(true)
+	reads := map[string]func(context.Context) error{
+		"get": func(ctx context.Context) error {
+			_, err := h.Get(ctx, s.Name, s.ID)
+			return err
+		},
+		"list": func(ctx context.Context) error {
+			_, err := h.List(ctx)
+			return err
+		},
+	}
+	for name, read := range reads {
+		start := time.Now()
+		err := read(ctx)
+		took := time.Since(start)
+		if !errors.Is(err, cloud.ErrTransient) {
+			t.Errorf("%s: err = %v, want transient", name, err)
+		}
+		if took < timeout || took > 10*timeout {
+			t.Errorf("%s: failed after %v, want about the request timeout %v", name, took, timeout)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the caller's context ended: the timeouts above were not the requests'")
+	}
+
+	// the suspend's first read answers; once its request is sent, every read hangs
+	hang.Store(false)
+	f.Lock()
+	hook := f.Hook
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
+			hang.Store(true)
+		}
+		return hook(w, r)
+	}
+	f.Unlock()
+	start := time.Now()
+	_, err := h.Suspend(ctx, s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrTransient) || ctx.Err() != nil {
+		t.Fatalf("suspend with hanging polls: err = %v (ctx %v), want transient before the context ends", err, ctx.Err())
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("suspend gave up after %v: want the transient grace (1s) and a request timeout or two", took)
+	}
+	if h.InFlight() != 0 {
+		t.Errorf("the suspend kept its slot: %d in use", h.InFlight())
 	}
 }
 
