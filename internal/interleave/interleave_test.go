@@ -23,7 +23,6 @@ var (
 var unfixed = map[interleave.Kind]string{
 	interleave.SuspendedInUse: "#2: the learner back during a suspend's hook or its wait for a slot",
 	interleave.DeletedRunsOn:  "#3: DELETE /v1/labs/{id} during a launch; the stack runs until a reconcile",
-	interleave.PassStuck:      "#4, #6: cloud calls without a deadline, reads waiting behind actions",
 	interleave.HooksTwice:     "#5: cron's reap --once beside serve: two passes act on one lab",
 	interleave.OverCapacity:   "#7: capacity kept per process",
 	interleave.OverInFlight:   "#7: max_in_flight kept per process",
