@@ -158,11 +158,19 @@ func (p *processCloud) Name() string { return p.c.name }
 // slot first; a read does not.
 func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx context.Context, lost bool) error) error {
 	if op != "get" && op != "list" {
+		noSlot := func() error {
+			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no free slot", Err: ctx.Err()}
+		}
+		if ctx.Err() != nil {
+			// a select with a free slot and a done context picks either at random: decide
+			// here, so that the seed alone does
+			return noSlot()
+		}
 		select {
 		case p.slots <- struct{}{}:
 			defer func() { <-p.slots }()
 		case <-ctx.Done():
-			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no free slot", Err: ctx.Err()}
+			return noSlot()
 		}
 	}
 	w := p.w
