@@ -21,6 +21,7 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/scheduler"
 	"github.com/labplane/labplane/internal/store"
 )
 
@@ -280,6 +281,55 @@ func TestReadiness(t *testing.T) {
 	checks, _ := res.body["checks"].(map[string]any)
 	if res.code != http.StatusServiceUnavailable || checks["cloud a"] != "connection refused" || checks["store"] != "ok" {
 		t.Fatalf("readyz with a cloud down: %d %s", res.code, res.raw)
+	}
+}
+
+// A job run stuck past its bound makes the replica unready: /readyz answers 503 naming the
+// job and how long it has run, and nothing of what any run failed with.
+func TestReadinessNamesAStuckJob(t *testing.T) {
+	r := newRig(t)
+	const secret = "postgres://labplane:Sup3r-s3cret@db/labplane"
+	failed, release := make(chan struct{}), make(chan struct{})
+	sched, err := scheduler.New(scheduler.Options{Logger: slog.New(slog.DiscardHandler), Grace: 20 * time.Millisecond,
+		Jobs: []scheduler.Job{
+			{Name: "reconcile", Every: time.Hour, Run: func(context.Context) error {
+				defer close(failed)
+				return errors.New("dial " + secret + ": connection refused")
+			}},
+			{Name: "reap", Every: time.Hour, Timeout: 20 * time.Millisecond, Run: func(context.Context) error {
+				<-release // ignores its context
+				return nil
+			}},
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sched.Start()
+	t.Cleanup(func() {
+		close(release)
+		_ = sched.Shutdown(context.Background())
+	})
+	r.api.Ready = append(r.api.Ready, api.Check{Name: "scheduler", Check: sched.Check})
+	<-failed
+
+	deadline := time.Now().Add(10 * time.Second)
+	var res response
+	for res = r.call("GET", "/readyz", "", ""); res.code == http.StatusOK; res = r.call("GET", "/readyz", "", "") {
+		if time.Now().After(deadline) {
+			t.Fatalf("readyz still ready 10s after the reap run passed its bound: %s", res.raw)
+		}
+		time.Sleep(10 * time.Millisecond) // the run must age past its bound: wall time is the point
+	}
+	checks, _ := res.body["checks"].(map[string]any)
+	msg, _ := checks["scheduler"].(string)
+	if res.code != http.StatusServiceUnavailable || res.body["ready"] != false || checks["store"] != "ok" {
+		t.Fatalf("readyz with a stuck job: %d %s", res.code, res.raw)
+	}
+	if !strings.Contains(msg, "job reap has run for ") || !strings.Contains(msg, "past its bound of 20ms") {
+		t.Errorf("the scheduler's check = %q, want the stuck job, how long it has run and its bound", msg)
+	}
+	if strings.Contains(res.raw, "Sup3r-s3cret") || strings.Contains(msg, "reconcile") {
+		t.Errorf("readyz tells of a run's failure: %s", res.raw)
 	}
 }
 

@@ -65,7 +65,7 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, obser
 	out := make([]labCloud, len(cfg.Clouds))
 	var wg sync.WaitGroup
 	for i, cc := range cfg.Clouds {
-		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, Logger: log}
+		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, RequestTimeout: cc.RequestTimeout.D(), Logger: log}
 		if observe != nil {
 			opts.Observe = func(op string, took time.Duration, err error) { observe(cc.Name, op, took, err) }
 		}
@@ -113,7 +113,7 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 		clouds[i] = c
 	}
 	return &reaper.Reaper{Site: e.cfg.Site, Registry: e.store, Clouds: clouds, Applier: e.manager(), Rules: e.cfg.Rules(),
-		Now: e.now, Log: e.log, Actor: actorName}
+		Now: e.now, Log: e.log, Actor: actorName, PassTimeout: e.cfg.Scheduler.PassTimeout.D()}
 }
 
 // reconnecting stands in for a cloud labplane could not connect to: calls fail with the

@@ -78,17 +78,22 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 		}
 	}
 	sc := e.cfg.Scheduler
+	// A run is a pass, bounded as the reaper bounds it; one that goes on past it (and the
+	// grace to record what it cut short) ignores its deadline: /readyz and the metrics say so.
+	bound := sc.PassTimeout.D()
 	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
 		Jobs: []scheduler.Job{
 			// one lock for the four: two of them never act on the same lab at once
-			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Run: job(reaper.SuspendIdle)},
-			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Run: job(reaper.All)},
-			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Run: job(reaper.Reconcile)},
-			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Run: job(reaper.LaunchTimeouts)},
+			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(reaper.SuspendIdle)},
+			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(reaper.All)},
+			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(reaper.Reconcile)},
+			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(reaper.LaunchTimeouts)},
 		}})
 	if err != nil {
 		return err
 	}
+	server.Ready = append(server.Ready, api.Check{Name: "scheduler", Check: sched.Check})
+	m.JobsBy(sched.States)
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -1,7 +1,8 @@
 // Package cloud is labplane's access to one OpenStack cloud's Heat (orchestration) API, with
 // gophercloud v2: create, read, list, suspend, resume and delete stacks, each action waiting for
 // its terminal status. The bound on the actions in flight on a cloud is kept by the caller,
-// across processes (lifecycle.Manager.Slots).
+// across processes (lifecycle.Manager.Slots); reads never wait behind them. Every HTTP
+// request has a timeout of its own.
 //
 // Heat facts this package relies on (observed on Heat 19 / Zed, see the tests):
 //   - Stack URLs are always /stacks/{name}/{id}: /stacks/{name} answers 302, and Go's HTTP client
@@ -51,7 +52,9 @@ type Options struct {
 	ConfigFile string
 	// PollInterval is the status polling period while waiting (default 1s).
 	PollInterval time.Duration
-	// RequestTimeout bounds each HTTP request (default 60s); the context bounds everything.
+	// RequestTimeout bounds each HTTP request, Keystone's included, from the dial to the last
+	// byte of the body (default DefaultRequestTimeout): a request that stops answering midway
+	// fails as ErrTransient instead of holding its caller. The context bounds everything.
 	RequestTimeout time.Duration
 	// Logger receives key/value logs (never credentials). Default: slog.Default().
 	Logger *slog.Logger
@@ -59,6 +62,11 @@ type Options struct {
 	// with the time it took: the cloud's latency, for metrics and benchmarks.
 	Observe func(op string, took time.Duration, err error)
 }
+
+// DefaultRequestTimeout is Options.RequestTimeout's default: far above the seconds Heat takes
+// to answer a request, and short enough that a hung connection costs a reaper pass a minute,
+// not the rest of its run.
+const DefaultRequestTimeout = 60 * time.Second
 
 // Heat is one cloud's orchestration API. It is safe for concurrent use.
 type Heat struct {
@@ -86,7 +94,7 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 		o.PollInterval = time.Second
 	}
 	if o.RequestTimeout <= 0 {
-		o.RequestTimeout = 60 * time.Second
+		o.RequestTimeout = DefaultRequestTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -113,7 +121,9 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 	transport.TLSClientConfig = tlsConf
 	pc.HTTPClient = http.Client{
 		Transport: transport,
-		Timeout:   o.RequestTimeout,
+		// per request, and it covers the body: reading a response that stops midway fails
+		// with a timeout (ErrTransient) once it is up
+		Timeout: o.RequestTimeout,
 		// /stacks/{name} answers 302: following it turns a POST or DELETE into a GET. Never
 		// follow a redirect except for reads (we always use /stacks/{name}/{id} anyway).
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
@@ -254,6 +264,7 @@ func (h *Heat) Check(ctx context.Context) error {
 // Get reads a stack with its outputs (outputs Heat cannot resolve, as during a create, are left
 // out). A stack that never existed is ErrNotFound; a deleted one may still answer, with status
 // DELETE_COMPLETE. With an empty id the stack is looked up by name. RequestID is the GET's.
+// It takes no in-flight slot (see Options.MaxInFlight).
 func (h *Heat) Get(ctx context.Context, name, id string) (labs.Stack, error) {
 	st, _, err := h.get(ctx, name, id)
 	return st, h.wrap("get", name, err)
@@ -288,7 +299,8 @@ var listPage = 100
 // List returns the top-level stacks carrying every one of tags (a server-side AND filter; none:
 // all stacks), reading every page. Listed stacks have no outputs (Get has them); RequestID is
 // that of the page's request. No status or name filter is ever combined with the tags
-// (Heat answers 500): filter by status on the result.
+// (Heat answers 500): filter by status on the result. It takes no in-flight slot (see
+// Options.MaxInFlight); each page's request has its own timeout, the whole list only ctx.
 func (h *Heat) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
 	for _, t := range tags {
 		if t == "" || strings.Contains(t, ",") {

@@ -28,10 +28,16 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 
 func openFake(t *testing.T, f *heattest.Server) *cloud.Heat {
 	t.Helper()
+	return openFakeWith(t, f, cloud.Options{})
+}
+
+// openFakeWith opens the fake cloud with o's RequestTimeout.
+func openFakeWith(t *testing.T, f *heattest.Server, o cloud.Options) *cloud.Heat {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
-		PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
+		RequestTimeout: o.RequestTimeout, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
@@ -535,6 +541,81 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	}
 	if d := time.Since(start); d < time.Second || d > 4*time.Second {
 		t.Errorf("gave up after %v (grace 1s)", d)
+	}
+}
+
+// A response that stops midway (headers and half a body, then nothing, the connection kept
+// open) fails as ErrTransient once the request's timeout is up, whatever the caller's
+// context allows: Get and List, and an action whose polls hang after its request went
+// through (the wait rides out transient errors for its grace, then reports one).
+func TestFakeHangingBodyTimesOut(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	f := heattest.New(t)
+	f.ActionDur = 5 * time.Second
+	s := f.Add("slow", "CREATE_COMPLETE")
+	var hang atomic.Bool
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !hang.Load() {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, `{"stacks": [{"id": "`)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // until the client gives up
+		return true
+	}
+	f.Unlock()
+	h := openFakeWith(t, f, cloud.Options{RequestTimeout: timeout})
+	cloud.SetGraces(h, 3*time.Second, time.Second)
+	ctx := testCtx(t, time.Minute)
+
+	hang.Store(true)
+	reads := map[string]func(context.Context) error{
+		"get": func(ctx context.Context) error {
+			_, err := h.Get(ctx, s.Name, s.ID)
+			return err
+		},
+		"list": func(ctx context.Context) error {
+			_, err := h.List(ctx)
+			return err
+		},
+	}
+	for name, read := range reads {
+		start := time.Now()
+		err := read(ctx)
+		took := time.Since(start)
+		if !errors.Is(err, cloud.ErrTransient) {
+			t.Errorf("%s: err = %v, want transient", name, err)
+		}
+		if took < timeout || took > 10*timeout {
+			t.Errorf("%s: failed after %v, want about the request timeout %v", name, took, timeout)
+		}
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the caller's context ended: the timeouts above were not the requests'")
+	}
+
+	// the suspend's first read answers; once its request is sent, every read hangs
+	hang.Store(false)
+	f.Lock()
+	hook := f.Hook
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/actions") {
+			hang.Store(true)
+		}
+		return hook(w, r)
+	}
+	f.Unlock()
+	start := time.Now()
+	_, err := h.Suspend(ctx, s.Name, s.ID)
+	if !errors.Is(err, cloud.ErrTransient) || ctx.Err() != nil {
+		t.Fatalf("suspend with hanging polls: err = %v (ctx %v), want transient before the context ends", err, ctx.Err())
+	}
+	if took := time.Since(start); took > 4*time.Second {
+		t.Errorf("suspend gave up after %v: want the transient grace (1s) and a request timeout or two", took)
 	}
 }
 

@@ -60,6 +60,9 @@ type Cloud struct {
 	Cloud string `yaml:"cloud" json:"cloud"`
 	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight on it.
 	MaxInFlight int `yaml:"max_in_flight" json:"max_in_flight"`
+	// RequestTimeout bounds each HTTP request to the cloud (Keystone and Heat), its response
+	// body included: a connection that stops answering fails the call, transient, after it.
+	RequestTimeout Duration `yaml:"request_timeout" json:"-"`
 	// Capacity is how many live labs (suspended ones count) it may hold; 0 or absent = no limit.
 	Capacity int `yaml:"capacity" json:"capacity,omitempty"`
 	// Drain keeps its labs but places no new ones on it.
@@ -116,6 +119,10 @@ type Scheduler struct {
 	ReapEvery           Duration `yaml:"reap_every" json:"-"`
 	ReconcileEvery      Duration `yaml:"reconcile_every" json:"-"`
 	LaunchTimeoutsEvery Duration `yaml:"launch_timeouts_every" json:"-"`
+	// PassTimeout bounds a reaper pass (each job's run, and `reap --once`): when it is up the
+	// actions still going are cancelled, recorded, and left to the next pass, so a pass stuck
+	// on a cloud cannot hold the reaper's lock, and with it every suspend, for long.
+	PassTimeout Duration `yaml:"pass_timeout" json:"-"`
 }
 
 // Duration is a Go duration string (90s, 2m, 336h) as written in the file. It is parsed in
@@ -343,6 +350,7 @@ func (c *Config) validateServe(v *validator) {
 	withDefault(v, "scheduler.reap_every", &c.Scheduler.ReapEvery, DefaultReapEvery)
 	withDefault(v, "scheduler.reconcile_every", &c.Scheduler.ReconcileEvery, DefaultReconcileEvery)
 	withDefault(v, "scheduler.launch_timeouts_every", &c.Scheduler.LaunchTimeoutsEvery, DefaultLaunchTimeoutsEvery)
+	withDefault(v, "scheduler.pass_timeout", &c.Scheduler.PassTimeout, DefaultPassTimeout)
 }
 
 func (c *Config) validateStore(v *validator) {
@@ -399,6 +407,7 @@ func (c *Config) validateClouds(v *validator) {
 		case cl.MaxInFlight < 0:
 			v.add(f+".max_in_flight", "must be at least 1 (got %d)", cl.MaxInFlight)
 		}
+		withDefault(v, f+".request_timeout", &cl.RequestTimeout, DefaultRequestTimeout)
 		if cl.Capacity < 0 {
 			v.add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
 		}

@@ -58,6 +58,9 @@ func TestMinimalConfigGetsTheDefaults(t *testing.T) {
 	if c.Site != config.DefaultSite || c.Serve.Listen != config.DefaultListen || c.Scheduler.SuspendEvery.D() != config.DefaultSuspendEvery {
 		t.Errorf("serve defaults: %q %q %s", c.Site, c.Serve.Listen, c.Scheduler.SuspendEvery.D())
 	}
+	if c.Clouds[0].RequestTimeout.D() != config.DefaultRequestTimeout || c.Scheduler.PassTimeout.D() != config.DefaultPassTimeout {
+		t.Errorf("timeouts: request %s, pass %s", c.Clouds[0].RequestTimeout.D(), c.Scheduler.PassTimeout.D())
+	}
 }
 
 func TestPerCourseOverridesMergeFieldByField(t *testing.T) {
@@ -106,6 +109,8 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"dsn variable unset", minimal + "store:\n  driver: postgres\n  dsn: ${LABPLANE_TEST_UNSET_DSN}\n", []string{"store.dsn: refers to environment variable LABPLANE_TEST_UNSET_DSN"}},
 		{"listen without a port", minimal + "serve:\n  listen: localhost\n", []string{`serve.listen: "localhost" is not host:port`}},
 		{"zero interval", minimal + "scheduler:\n  suspend_every: 0s\n", []string{`scheduler.suspend_every: "0s" must be more than zero`}},
+		{"zero pass timeout", minimal + "scheduler:\n  pass_timeout: 0s\n", []string{`scheduler.pass_timeout: "0s" must be more than zero`}},
+		{"bad request timeout", "clouds:\n  - {name: a, cloud: x, request_timeout: 1 minute}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[0].request_timeout: "1 minute" is not a duration`}},
 		{"bad site", minimal + "site: My Site\n", []string{`site: "My Site" must be lower-case`}},
 		{"yaml syntax", "clouds: [\n", []string{"labplane.yaml", "line"}},
 		{"several problems at once", "clouds:\n  - {name: A, cloud: ''}\ntemplates: {}\n", []string{"clouds[0].name", "clouds[0].cloud", "templates: at least one"}},

@@ -12,7 +12,10 @@ const (
 	DefaultStoreDriver = "sqlite"
 	DefaultSQLiteFile  = "labplane.db"
 	DefaultMaxInFlight = 4
-	DefaultHookTimeout = 30 * time.Second
+	// DefaultRequestTimeout: Heat answers anything in seconds; a request still going after a
+	// minute is a connection that stopped answering.
+	DefaultRequestTimeout = time.Minute
+	DefaultHookTimeout    = 30 * time.Second
 
 	// DefaultSuspendedCostFactor: a cloud bills nothing for a suspended lab (the case for
 	// suspending labs assumes it).
@@ -28,6 +31,10 @@ const (
 	DefaultReapEvery           = 5 * time.Minute
 	DefaultReconcileEvery      = 10 * time.Minute
 	DefaultLaunchTimeoutsEvery = time.Minute
+	// DefaultPassTimeout bounds a reaper pass: far more than a pass takes (a class of 50
+	// leaving is suspended in half a minute on the local Heat with max_in_flight 10), and
+	// short enough that a pass stuck on a cloud holds up the suspends for minutes, not hours.
+	DefaultPassTimeout = 10 * time.Minute
 )
 
 // DefaultRules apply where labplane.yaml says nothing.

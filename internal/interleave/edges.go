@@ -138,7 +138,8 @@ type simCloud struct {
 // processCloud is a cloud as one process sees it: each call takes its turn, meets the
 // faults the seed draws, and is checked against the invariants when it reaches the cloud.
 // It bounds nothing, as cloud.Heat does not: the Manager holds one of the cloud's slots in
-// the store around each action.
+// the store around each action. A call whose request gets no answer fails, transient, after
+// Heat's per-request timeout, as cloud.Heat's does.
 type processCloud struct {
 	c   *simCloud
 	w   *world
@@ -149,7 +150,8 @@ func (p *processCloud) Name() string { return p.c.name }
 
 // call runs one call of op on a stack (name is empty for a list). do makes the call; with
 // lost, its answer will be lost: it must only start the operation (do's context is already
-// done, so the fake cloud returns as soon as the operation is under way).
+// done, so the fake cloud returns as soon as the operation is under way). An action takes a
+// slot first; a read does not.
 func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx context.Context, lost bool) error) error {
 	w := p.w
 	w.turns.wait(p.who+actorOf(ctx), "cloud "+p.c.name+" "+op+" "+name)
@@ -161,10 +163,11 @@ func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx co
 		return p.fail(op, name, "simulated 500 before the call took effect")
 	case faultHang:
 		w.turns.note("fault: %s %s on %s hangs", op, name, p.c.name)
-		if err := clock.Sleep(ctx, hangFor); err != nil {
+		if err := clock.Sleep(ctx, cloud.DefaultRequestTimeout); err != nil {
 			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no answer", Err: err}
 		}
-		return p.fail(op, name, "simulated: no answer for "+hangFor.String())
+		return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "timed out",
+			Err: context.DeadlineExceeded}
 	case faultLost:
 		started, cancel := context.WithCancel(ctx)
 		cancel()
@@ -257,11 +260,8 @@ const (
 	faultNone   fault = iota
 	faultBefore       // a 500: the call did nothing
 	faultLost         // the call took effect, its answer was lost
-	faultHang         // no answer for hangFor (or until the caller's context ends)
+	faultHang         // no answer: the request times out (or the caller's context ends first)
 )
-
-// hangFor is how long a hanging call goes unanswered: what was seen of a Heat list call.
-const hangFor = 11 * time.Minute
 
 // hookEnv reads a variable of a hook's environment.
 func hookEnv(env []string, name string) string {

@@ -22,7 +22,6 @@ var (
 // its seeds still find each unfixed one. A fix takes its line out: from then on any seed
 // that breaks the invariant fails.
 var unfixed = map[interleave.Kind]string{
-	interleave.PassStuck: "#4, #6: cloud calls without a deadline, reads waiting behind actions",
 	// #7's per-process capacity is fixed (the placement lock); what still breaks it (seed 34):
 	// a failed launch fails over to a cloud chosen at Start without checking its room again
 	interleave.OverCapacity: "failover to a cloud that filled up since the launch was placed",

@@ -266,6 +266,9 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
 	if err != nil && !errors.Is(err, cloud.ErrFailed) && !timedOut {
 		if kept, ok := m.handOver(ctx, c, lab, st, actor, err); ok {
+			if ctx.Err() != nil {
+				return kept, true, fmt.Errorf("launch of lab %s stopped, its stack left to the reaper: %w", lab.ID, ctx.Err())
+			}
 			return kept, true, nil
 		}
 	}

@@ -587,7 +587,9 @@ func TestFailedActionUsesCourseRules(t *testing.T) {
 	}
 }
 
-func TestTransientFailureCountsAndKeepsStatus(t *testing.T) {
+// A cloud that cannot be reached fails the action without using up max_attempts (an outage
+// is not the stack's failure): the lab keeps its status and backs off.
+func TestTransientFailureBacksOffWithoutCounting(t *testing.T) {
 	r := newRig(t, "a")
 	lab := r.launch("ann", "os101")
 	r.clock.Add(10 * time.Minute)
@@ -596,9 +598,10 @@ func TestTransientFailureCountsAndKeepsStatus(t *testing.T) {
 		t.Fatalf("want a transient error, got %v", err)
 	}
 	got := r.lab(lab.ID)
-	if got.Status != labs.Active || got.StackStatus != "CREATE_COMPLETE" || got.Attempts != 1 ||
-		!strings.Contains(got.LastError, "connection refused") {
-		t.Fatalf("after a transient failure: %s %s attempts %d %q", got.Status, got.StackStatus, got.Attempts, got.LastError)
+	if got.Status != labs.Active || got.StackStatus != "CREATE_COMPLETE" || got.Attempts != 0 ||
+		!got.NextAttemptAt.After(r.clock.Now()) || !got.ClaimedAt.IsZero() || !strings.Contains(got.LastError, "connection refused") {
+		t.Fatalf("after a transient failure: %s %s attempts %d next %s claimed %s %q", got.Status, got.StackStatus,
+			got.Attempts, got.NextAttemptAt, got.ClaimedAt, got.LastError)
 	}
 }
 
@@ -625,24 +628,30 @@ func TestLaunchPastLaunchTimeoutFailsOver(t *testing.T) {
 	}
 }
 
-func TestCancelledLaunchDoesNotFailOver(t *testing.T) {
+// A launch stopped while its stack is being created (serve shutting down) neither fails over
+// nor deletes the stack: it hands the stack to the reaper, which follows it by its id.
+func TestCancelledLaunchHandsItsStackOver(t *testing.T) {
 	r := newRig(t, "a", "b")
 	slow := fakecloud.New("a", 4, 500*time.Millisecond)
 	r.clouds["a"], r.mgr.Targets[0].Cloud = slow, slow
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	lab, err := r.mgr.Launch(ctx, lifecycle.LaunchRequest{Learner: "ann", Course: "os101"})
-	if err == nil {
-		t.Fatal("want an error")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want the launch's context's", err)
 	}
 	if n := r.clouds["b"].Calls("create"); n != 0 {
 		t.Errorf("a stopped launch went on to b (%d creates)", n)
 	}
-	if left := slow.Stacks(); len(left) != 0 {
-		t.Errorf("the stopped create was left on a: %+v", left)
+	left := slow.Stacks()
+	if len(left) != 1 {
+		t.Fatalf("stacks on a: %+v; want the one being created, kept", left)
 	}
-	if got := r.lab(lab.ID); got.Status != labs.Deleted {
-		t.Errorf("lab %s", got.Status)
+	if got := r.lab(lab.ID); got.Status != labs.Launching || got.Cloud != "a" || got.StackID != left[0].ID {
+		t.Errorf("lab %s on %s, stack %q; want launching on a with stack %s", got.Status, got.Cloud, got.StackID, left[0].ID)
+	}
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "launch-handed-over"}) {
+		t.Errorf("events %v", acts)
 	}
 }
 
@@ -821,7 +830,7 @@ func TestALaunchTheReaperRecordedIsNotUndone(t *testing.T) {
 	if n := r.clouds["b"].Calls("create"); n != 0 {
 		t.Errorf("the launch failed over to b (%d creates)", n)
 	}
-	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "suspend", "launched"}) {
+	if acts := actions(r.events(lab.ID)); !slices.Equal(acts, []string{"launch", "stack-accepted", "suspend", "launch-handed-over"}) {
 		t.Errorf("events %v", acts)
 	}
 }

@@ -1,6 +1,6 @@
 // Package metrics is labplane's Prometheus instrumentation: cloud operation latency, reaper
-// actions, scheduler job runs, HTTP requests, and the labs by cloud and status counted at
-// scrape time. Everything is registered on the Metrics' own registry (with the Go and process
+// actions, scheduler job runs (and the runs in progress, stuck ones told apart), HTTP
+// requests, and the labs by cloud and status counted at scrape time. Everything is registered on the Metrics' own registry (with the Go and process
 // collectors), never on the global one, so tests and several instances do not collide.
 package metrics
 
@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/labplane/labplane/internal/reaper"
+	"github.com/labplane/labplane/internal/scheduler"
 )
 
 // Results, the values of the result labels.
@@ -51,6 +52,7 @@ type Metrics struct {
 	labsDesc *prometheus.Desc
 	mu       sync.RWMutex
 	count    func(ctx context.Context) (map[[2]string]int, error)
+	jobs     func() []scheduler.JobState
 }
 
 // New returns Metrics on a registry of their own, with the Go and process collectors.
@@ -88,6 +90,13 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs,
+		&jobsCollector{m: m,
+			running: prometheus.NewDesc("labplane_scheduler_job_running_seconds",
+				"How long the job's run in progress on this replica has gone on; 0 when none is.",
+				[]string{"job"}, nil),
+			stuck: prometheus.NewDesc("labplane_scheduler_job_stuck",
+				"1 when the job's run on this replica has gone on past its timeout and the grace to return: it ignores its deadline and holds its lock (the reaper's: every suspend waits).",
+				[]string{"job"}, nil)},
 	)
 	return m
 }
@@ -166,6 +175,45 @@ func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.count
+}
+
+// JobsBy sets where labplane_scheduler_job_running_seconds{job} and
+// labplane_scheduler_job_stuck{job} come from: states is called on every scrape (a
+// scheduler's States). A later call replaces it.
+func (m *Metrics) JobsBy(states func() []scheduler.JobState) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.jobs = states
+}
+
+func (m *Metrics) jobStates() []scheduler.JobState {
+	m.mu.RLock()
+	states := m.jobs
+	m.mu.RUnlock()
+	if states == nil {
+		return nil
+	}
+	return states()
+}
+
+// jobsCollector reads the scheduler's jobs at scrape time: a run in progress has no end to
+// observe yet, and a stuck one may never have one.
+type jobsCollector struct {
+	m              *Metrics
+	running, stuck *prometheus.Desc
+}
+
+func (c *jobsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.running; ch <- c.stuck }
+
+func (c *jobsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.m.jobStates() {
+		stuck := 0.0
+		if st.Stuck {
+			stuck = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, st.Running.Seconds(), st.Job)
+		ch <- prometheus.MustNewConstMetric(c.stuck, prometheus.GaugeValue, stuck, st.Job)
+	}
 }
 
 func result(err error) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/reaper"
+	"github.com/labplane/labplane/internal/scheduler"
 )
 
 // scrape GETs the handler and returns the body and its parsed families.
@@ -229,6 +230,41 @@ func TestLabsGaugeIsCountedAtEachScrapeWithItsContext(t *testing.T) {
 	}
 }
 
+// The jobs' runs in progress are read from the scheduler at each scrape: how long each has
+// run, and whether it is stuck; a job with no run shows 0 for both.
+func TestJobRunsInProgressAreReadAtEachScrape(t *testing.T) {
+	m := New()
+	h := m.Handler()
+	if body, _ := scrape(t, h, context.Background()); strings.Contains(body, "labplane_scheduler_job_stuck") {
+		t.Error("job gauges before JobsBy")
+	}
+	states := []scheduler.JobState{
+		{Job: "suspend-idle", Timeout: 10 * time.Minute},
+		{Job: "reap", Running: 11 * time.Minute, Timeout: 10 * time.Minute, Stuck: true},
+	}
+	m.JobsBy(func() []scheduler.JobState { return states })
+	_, mfs := scrape(t, h, context.Background())
+	for _, tc := range []struct {
+		job            string
+		running, stuck float64
+	}{{"suspend-idle", 0, 0}, {"reap", 660, 1}} {
+		job := map[string]string{"job": tc.job}
+		if g := series(t, mfs, "labplane_scheduler_job_running_seconds", job).GetGauge(); g.GetValue() != tc.running {
+			t.Errorf("%s running %g s, want %g", tc.job, g.GetValue(), tc.running)
+		}
+		if g := series(t, mfs, "labplane_scheduler_job_stuck", job).GetGauge(); g.GetValue() != tc.stuck {
+			t.Errorf("%s stuck %g, want %g", tc.job, g.GetValue(), tc.stuck)
+		}
+	}
+
+	// the stuck run returned: the next scrape says so
+	states = []scheduler.JobState{{Job: "suspend-idle"}, {Job: "reap"}}
+	_, mfs = scrape(t, h, context.Background())
+	if g := series(t, mfs, "labplane_scheduler_job_stuck", map[string]string{"job": "reap"}).GetGauge(); g.GetValue() != 0 {
+		t.Errorf("reap still stuck after its run returned: %g", g.GetValue())
+	}
+}
+
 func TestLabsCountErrorIsAGatheringError(t *testing.T) {
 	m := New()
 	m.LabsBy(func(context.Context) (map[[2]string]int, error) { return nil, errors.New("database is locked") })
@@ -264,6 +300,7 @@ func TestMetricNamesPassLint(t *testing.T) {
 	m.LabsBy(func(context.Context) (map[[2]string]int, error) {
 		return map[[2]string]int{{"east", "running"}: 1}, nil
 	})
+	m.JobsBy(func() []scheduler.JobState { return []scheduler.JobState{{Job: "reap", Running: time.Second}} })
 	problems, err := testutil.GatherAndLint(m.reg)
 	if err != nil {
 		t.Fatal(err)

@@ -2,10 +2,13 @@
 // (the registry and each cloud's labplane-tagged stacks), decides (policy.Decide), acts
 // (through the lifecycle Manager, which re-reads each stack before acting; each cloud bounds
 // its own operations in flight) and records. A pass is idempotent: killed half-way, the next
-// pass sees the cloud's truth and finishes the job. One cloud down does not stop the others.
+// pass sees the cloud's truth and finishes the job. One cloud down, or slow, does not stop
+// the others, and a pass always ends: each cloud's list has a deadline of its own, and the
+// whole pass one too.
 package reaper
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -53,6 +56,35 @@ type Reaper struct {
 	Log      *slog.Logger
 	// Actor names the reaper in the audit trail ("reaper", "scheduler@host").
 	Actor string
+	// ListTimeout bounds each cloud's list while observing (default DefaultListTimeout): a
+	// cloud that has not answered by then is reported in Plan.CloudErrors, and the others
+	// are observed and acted on.
+	ListTimeout time.Duration
+	// PassTimeout bounds a pass: Run and RunOnly from the plan to the last outcome, and Plan
+	// and Execute each when called alone (default DefaultPassTimeout). When it is up, the
+	// actions still going are cancelled (a lifecycle action records its outcome even then,
+	// and a cancelled one counts as no failed attempt) and the pass ends: the next pass
+	// finishes the job. A pass that could run on holds the scheduler's lock, and with it
+	// every suspend on every cloud.
+	PassTimeout time.Duration
+}
+
+// The defaults of ListTimeout and PassTimeout.
+const (
+	// DefaultListTimeout: a list is a few requests of at most a minute each
+	// (cloud.DefaultRequestTimeout); a cloud that takes longer is as good as down this pass.
+	DefaultListTimeout = 2 * time.Minute
+	// DefaultPassTimeout: config.DefaultPassTimeout, for a Reaper built without a
+	// configuration.
+	DefaultPassTimeout = 10 * time.Minute
+)
+
+// errPassTimeout is the cause of a pass's context ending at PassTimeout.
+var errPassTimeout = errors.New("reaper: the pass ran out of time")
+
+// bound gives ctx the pass's deadline (an earlier one that ctx has stays).
+func (r *Reaper) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, cmp.Or(r.PassTimeout, DefaultPassTimeout), errPassTimeout)
 }
 
 // Plan is what a pass will do: the actions that change something, the holds that explain
@@ -98,6 +130,8 @@ func (r Result) Failed() bool {
 
 // Plan observes the registry and every cloud and decides. It writes nothing.
 func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	obs, err := r.observe(ctx)
 	if err != nil {
 		return Plan{}, err
@@ -120,6 +154,8 @@ func (r *Reaper) Run(ctx context.Context) (Result, error) { return r.RunOnly(ctx
 // RunOnly plans and executes the actions keep selects: the scheduler runs parts of a pass
 // (suspending idle labs, reconciling, timing out launches) on intervals of their own.
 func (r *Reaper) RunOnly(ctx context.Context, keep func(policy.Action) bool) (Result, error) {
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	p, err := r.Plan(ctx)
 	if err != nil {
 		return Result{}, err
@@ -158,6 +194,8 @@ func LaunchTimeouts(a policy.Action) bool {
 // paces them, so a class leaving at once is suspended as fast as the clouds allow. Each
 // action re-reads its lab and stack first and is skipped if they no longer call for it.
 func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
 	start := time.Now()
 	if err := r.recordOrphans(ctx, p); err != nil {
 		return Result{}, err
@@ -185,6 +223,10 @@ func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
+	if errors.Is(context.Cause(ctx), errPassTimeout) {
+		r.Log.Warn("reaper pass ran out of time: the actions it cut short are for the next pass",
+			"pass_timeout", cmp.Or(r.PassTimeout, DefaultPassTimeout), "actions", len(p.Actions))
+	}
 	return res, nil
 }
 
@@ -299,13 +341,16 @@ type listing struct {
 	err    error
 }
 
-// listAll lists this site's stacks on every cloud at once.
+// listAll lists this site's stacks on every cloud at once, each within ListTimeout.
 func (r *Reaper) listAll(ctx context.Context) map[string]listing {
+	timeout := cmp.Or(r.ListTimeout, DefaultListTimeout)
 	out := make(map[string]listing, len(r.Clouds))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, c := range r.Clouds {
 		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
 			stacks, err := c.List(ctx, labs.TagManaged, labs.SiteTag(r.Site))
 			mu.Lock()
 			out[c.Name()] = listing{stacks, err}

@@ -347,3 +347,71 @@ func TestBoundIsOnWorkInFlight(t *testing.T) {
 		t.Errorf("max in flight seen %d, want exactly the bound 5", got)
 	}
 }
+
+// silentList is a cloud whose list never answers: it returns only when its context ends.
+type silentList struct {
+	reaper.Cloud
+	ended chan error // the list's context's error, once it gave up
+}
+
+func (s silentList) List(ctx context.Context, _ ...string) ([]labs.Stack, error) {
+	<-ctx.Done()
+	s.ended <- ctx.Err()
+	return nil, ctx.Err()
+}
+
+// A cloud whose list does not answer costs a pass its list's deadline: it is reported, and
+// the other cloud's labs are handled in the same pass.
+func TestSlowCloudListIsReportedOthersHandled(t *testing.T) {
+	a, b := fakecloud.New("a", 2, time.Millisecond), fakecloud.New("b", 2, time.Millisecond)
+	r := newRig(t, a, b)
+	onA := r.launch("ann")
+	r.mgr.Targets[0].Drain = true // place the next lab on b
+	onB := r.launch("bob")
+	r.clock.Add(5 * time.Minute)
+	slow := silentList{Cloud: a, ended: make(chan error, 1)}
+	r.reaper.Clouds[0] = slow
+	r.reaper.ListTimeout = 100 * time.Millisecond
+	res := r.pass()
+	if err := <-slow.ended; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the slow list ended with %v, want its deadline", err)
+	}
+	if !res.Failed() || res.Plan.CloudErrors["a"] == "" {
+		t.Fatalf("cloud a's silence must be reported: %+v", res.Plan.CloudErrors)
+	}
+	if r.lab(onB.ID).Status != labs.Suspended || r.lab(onA.ID).Status != labs.Active {
+		t.Fatalf("b's lab must be suspended, a's left alone: %s %s", r.lab(onB.ID).Status, r.lab(onA.ID).Status)
+	}
+}
+
+// A pass whose actions do not finish ends at PassTimeout anyway, with the actions it cut
+// short failed, recorded, and not counted as failed attempts: the next pass takes them up.
+func TestPassEndsAtItsTimeout(t *testing.T) {
+	c := fakecloud.NewWith(fakecloud.Options{Name: "a", MaxInFlight: 1,
+		Latencies: map[string]time.Duration{"create": time.Millisecond, "suspend": time.Hour}})
+	r := newRig(t, c)
+	var ids []string
+	for _, l := range []string{"a1", "a2", "a3"} {
+		ids = append(ids, r.launch(l).ID)
+	}
+	r.clock.Add(5 * time.Minute)
+	r.reaper.PassTimeout = 200 * time.Millisecond
+	start := time.Now()
+	res := r.pass() // with a context that never ends
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the pass took %v, its timeout is 200ms", took)
+	}
+	if len(res.Outcomes) != len(ids) {
+		t.Fatalf("want %d suspends planned, got %+v", len(ids), res.Outcomes)
+	}
+	for _, o := range res.Outcomes {
+		if o.Done || o.Error == "" {
+			t.Errorf("lab %s: done %v, error %q: want cut short", o.Action.Lab.ID, o.Done, o.Error)
+		}
+	}
+	for _, id := range ids {
+		if got := r.lab(id); got.Attempts != 0 || got.LastError == "" {
+			t.Errorf("lab %s: %d attempts, last error %q: want the cut recorded, not counted", id, got.Attempts, got.LastError)
+		}
+	}
+}

@@ -15,9 +15,14 @@
 //     replicas compete for the same ticks instead of each running the job once per
 //     interval at its own phase. Each job also runs once right after Start, so a fresh
 //     replica does not wait a whole interval.
+//   - Each run is bounded: its context ends at the job's Timeout. A run still going past its
+//     Timeout and the grace a run gets to return once its context has ended ignores its
+//     context; it holds its lock, and so the jobs sharing it, until it returns. It is
+//     reported as stuck (States, Check: /readyz and the metrics) rather than left to show
+//     only as one skipped tick after another.
 //   - Shutdown stops scheduling and waits for the runs in progress (and the release of
 //     their locks); their context is cancelled only if Shutdown's context expires first,
-//     and then Shutdown still waits, within a bound, for the cancelled runs to return.
+//     and then Shutdown still waits, within the grace, for the cancelled runs to return.
 package scheduler
 
 import (
@@ -29,6 +34,7 @@ import (
 	"regexp"
 	"runtime/debug"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,8 +52,10 @@ type Job struct {
 	Lock string
 	// Every is the interval between runs.
 	Every time.Duration
-	// Run does the work. ctx is cancelled when Shutdown gives up waiting, and when the job's
-	// lock is lost during the run (context.Cause says which).
+	// Timeout bounds each run: its context ends after it (default DefaultTimeout).
+	Timeout time.Duration
+	// Run does the work. ctx ends at Timeout, when Shutdown gives up waiting, and when the
+	// job's lock is lost during the run (context.Cause says which).
 	Run func(ctx context.Context) error
 }
 
@@ -74,7 +82,20 @@ type Options struct {
 	Logger *slog.Logger
 	// Replica names this process in logs.
 	Replica string
+	// Grace is how long a run whose context has ended (at its Timeout, or cancelled by
+	// Shutdown) may take to return (default DefaultGrace). A run still going after its
+	// Timeout and the Grace is stuck; Shutdown stops waiting for a cancelled run after it.
+	Grace time.Duration
 }
+
+// Defaults of Job.Timeout and Options.Grace.
+const (
+	// DefaultTimeout bounds a run of a job that sets no Timeout (the reaper's jobs set the
+	// reaper's pass timeout).
+	DefaultTimeout = 10 * time.Minute
+	// DefaultGrace: a cancelled reaper action records its outcome in at most 30 s.
+	DefaultGrace = 40 * time.Second
+)
 
 // namePattern is what a job name may be: it is the lock key (the store puts it in a file
 // name on SQLite) and a metric label.
@@ -83,9 +104,6 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$`)
 const (
 	// unlockTimeout bounds the release of a job's lock after its run.
 	unlockTimeout = 30 * time.Second
-	// cancelledRunWait bounds how long Shutdown waits, once it has cancelled the runs, for
-	// them to return (a cancelled reaper action records its outcome, in at most 30 s).
-	cancelledRunWait = 40 * time.Second
 	// gocronStopTimeout is how long gocron's own shutdown waits for runs. gocron polls in a
 	// busy loop while it waits, so it is kept short; Shutdown waits for runs itself.
 	gocronStopTimeout = 50 * time.Millisecond
@@ -104,6 +122,9 @@ type Scheduler struct {
 	jobs    []gocron.Job
 	log     *slog.Logger
 	observe Observer
+	grace   time.Duration
+	order   []string                 // the jobs' names, as given
+	timeout map[string]time.Duration // each job's Timeout
 
 	// runCtx is every run's context; cancelRun is called when Shutdown gives up waiting
 	// (or after it is done waiting).
@@ -116,7 +137,8 @@ type Scheduler struct {
 	started bool
 	closed  bool
 	busy    map[string]int
-	idle    chan struct{} // closed once closed is set and busy is empty
+	idle    chan struct{}        // closed once closed is set and busy is empty
+	running map[string]time.Time // the runs in progress: when each started, by job
 	// held is, per job running under its lock, the lock's held context (Locker.TryHold).
 	held map[string]context.Context
 }
@@ -138,6 +160,8 @@ func New(o Options) (*Scheduler, error) {
 			return nil, fmt.Errorf("scheduler: job %q: Run is nil", j.Name)
 		case j.Lock != "" && !namePattern.MatchString(j.Lock):
 			return nil, fmt.Errorf("scheduler: job %q: lock key %q: 1 to 100 letters, digits, '.', '_', ':' or '-'", j.Name, j.Lock)
+		case j.Timeout < 0:
+			return nil, fmt.Errorf("scheduler: job %q: the timeout %s is negative", j.Name, j.Timeout)
 		}
 		seen[j.Name] = true
 	}
@@ -149,7 +173,12 @@ func New(o Options) (*Scheduler, error) {
 	if o.Replica != "" {
 		log = log.With("replica", o.Replica)
 	}
-	s := &Scheduler{log: log, observe: o.Observe, busy: map[string]int{}, idle: make(chan struct{}), held: map[string]context.Context{}}
+	s := &Scheduler{log: log, observe: o.Observe, grace: cmp.Or(o.Grace, DefaultGrace), timeout: map[string]time.Duration{},
+		busy: map[string]int{}, idle: make(chan struct{}), running: map[string]time.Time{}, held: map[string]context.Context{}}
+	for _, j := range o.Jobs {
+		s.order = append(s.order, j.Name)
+		s.timeout[j.Name] = cmp.Or(j.Timeout, DefaultTimeout)
+	}
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 
 	opts := []gocron.SchedulerOption{
@@ -218,7 +247,7 @@ func (s *Scheduler) Start() {
 
 // Shutdown stops scheduling and waits for the runs in progress to finish and release their
 // locks. If ctx expires first, it cancels the runs' context, waits for them to return (at
-// most cancelledRunWait: a cancelled run still records its outcome) and returns ctx's error.
+// most the grace: a cancelled run still records its outcome) and returns ctx's error.
 func (s *Scheduler) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
@@ -251,8 +280,8 @@ func (s *Scheduler) Shutdown(ctx context.Context) error {
 		// the process from exiting.
 		select {
 		case <-s.idle:
-		case <-time.After(cancelledRunWait):
-			s.log.Error("scheduler shutdown: cancelled runs did not return", "jobs", s.busyJobs(), "waited", cancelledRunWait)
+		case <-time.After(s.grace):
+			s.log.Error("scheduler shutdown: cancelled runs did not return", "jobs", s.busyJobs(), "waited", s.grace)
 		}
 		return ctx.Err()
 	}
@@ -301,8 +330,14 @@ func (s *Scheduler) task(j Job) func() error {
 		}
 		defer s.leave(j.Name)
 		start := time.Now()
+		s.mu.Lock()
+		s.running[j.Name] = start
+		s.mu.Unlock()
 		err := s.run(j)
 		took := time.Since(start)
+		s.mu.Lock()
+		delete(s.running, j.Name)
+		s.mu.Unlock()
 		if err != nil {
 			s.log.Warn("job failed", "job", j.Name, "took", took, "err", err)
 		} else {
@@ -322,7 +357,9 @@ func (s *Scheduler) run(j Job) (err error) {
 			err = fmt.Errorf("job %s panicked: %v", j.Name, p)
 		}
 	}()
-	ctx, cancel := context.WithCancelCause(s.runCtx)
+	bounded, cancelBound := context.WithTimeout(s.runCtx, s.timeout[j.Name])
+	defer cancelBound()
+	ctx, cancel := context.WithCancelCause(bounded)
 	defer cancel(nil)
 	if held := s.heldBy(j.Name); held != nil {
 		// a lost lock stops the run: another replica may be running the job now
@@ -351,6 +388,52 @@ func (s *Scheduler) setHeld(job string, held context.Context) {
 		return
 	}
 	s.held[job] = held
+}
+
+// JobState is what a job is doing on this replica.
+type JobState struct {
+	Job string
+	// Running is how long its run in progress has gone on; 0: no run in progress.
+	Running time.Duration
+	// Timeout is the job's bound on a run.
+	Timeout time.Duration
+	// Stuck: the run has gone on past its Timeout and the grace: it ignores its context, and
+	// it holds its lock (the reaper's: every suspend, on every cloud) until it returns.
+	Stuck bool
+}
+
+// States returns every job's state now, in the order the jobs were given.
+func (s *Scheduler) States() []JobState {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]JobState, len(s.order))
+	for i, name := range s.order {
+		st := JobState{Job: name, Timeout: s.timeout[name]}
+		if since, ok := s.running[name]; ok {
+			st.Running = now.Sub(since)
+			st.Stuck = st.Running > st.Timeout+s.grace
+		}
+		out[i] = st
+	}
+	return out
+}
+
+// Check is a readiness check: an error naming every stuck run, how long it has gone on and
+// its bound; nil when there is none. It tells nothing of what the run is doing (its error,
+// if it ever returns, is logged).
+func (s *Scheduler) Check(context.Context) error {
+	var stuck []string
+	for _, st := range s.States() {
+		if st.Stuck {
+			stuck = append(stuck, fmt.Sprintf("job %s has run for %s, past its bound of %s", st.Job,
+				st.Running.Round(time.Millisecond), st.Timeout))
+		}
+	}
+	if len(stuck) == 0 {
+		return nil
+	}
+	return fmt.Errorf("stuck: %s", strings.Join(stuck, "; "))
 }
 
 // lockError is gocron's AfterLockError listener: the run was skipped on this replica.

@@ -437,6 +437,74 @@ func TestShutdownCancelsRunsWhenItsContextExpires(t *testing.T) {
 	}
 }
 
+// A run's context ends at its job's Timeout.
+func TestARunEndsAtItsTimeout(t *testing.T) {
+	log, _ := testLogger(t)
+	ended := make(chan error, 1)
+	begun := time.Now()
+	s := start(t, Options{Logger: log, Jobs: []Job{{
+		Name: "bounded", Every: time.Hour, Timeout: 50 * time.Millisecond,
+		Run: func(ctx context.Context) error {
+			<-ctx.Done()
+			ended <- ctx.Err()
+			return ctx.Err()
+		},
+	}}})
+	select {
+	case err := <-ended:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("the run's context ended with %v, want its deadline", err)
+		}
+		if took := time.Since(begun); took < 50*time.Millisecond {
+			t.Errorf("the run's context ended after %v, before its timeout", took)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run's context did not end at its timeout")
+	}
+	waitFor(t, "the run to end", func() bool { return s.States()[0].Running == 0 })
+	if err := s.Check(context.Background()); err != nil {
+		t.Errorf("Check after a run that minded its timeout: %v", err)
+	}
+}
+
+// A run that ignores its context goes on past its Timeout: once past the grace too, States
+// and Check say it is stuck, for how long, and that it holds its lock; once it returns,
+// they say so too.
+func TestARunIgnoringItsTimeoutIsReportedStuck(t *testing.T) {
+	log, _ := testLogger(t)
+	locker := newMemLocker()
+	started, release := make(chan struct{}), make(chan struct{})
+	s := start(t, Options{Logger: log, Locker: locker, Grace: 50 * time.Millisecond, Jobs: []Job{
+		{Name: "idle-job", Lock: "reaper", Every: time.Hour, Timeout: time.Hour,
+			Run: func(context.Context) error { return nil }},
+		{Name: "stubborn", Lock: "reaper", Every: time.Hour, Timeout: 50 * time.Millisecond,
+			Run: func(context.Context) error {
+				close(started)
+				<-release // the context is not looked at: a Heat read with no deadline
+				return nil
+			}},
+	}})
+	t.Cleanup(func() { close(release) }) // before start's Shutdown
+	recv(t, "the stubborn run", started)
+	waitFor(t, "the run to be stuck", func() bool { return s.States()[1].Stuck })
+
+	states := s.States()
+	if states[0].Stuck || states[0].Job != "idle-job" {
+		t.Errorf("the other job: %+v", states[0])
+	}
+	if st := states[1]; st.Job != "stubborn" || st.Running <= 100*time.Millisecond || st.Timeout != 50*time.Millisecond {
+		t.Errorf("the stuck job: %+v; want running past its timeout and the grace (100ms)", st)
+	}
+	if !locker.isHeld("reaper") {
+		t.Error("the stuck run's lock is not held")
+	}
+	err := s.Check(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "job stubborn has run for ") ||
+		!strings.Contains(err.Error(), "past its bound of 50ms") || strings.Contains(err.Error(), "idle-job") {
+		t.Errorf("Check = %v; want the stuck job named, with how long it has run and its bound", err)
+	}
+}
+
 type observation struct {
 	job  string
 	took time.Duration
@@ -500,6 +568,7 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		{"zero interval", []Job{{Name: "reap", Run: run}}, `job "reap": the interval 0s must be more than zero`},
 		{"negative interval", []Job{{Name: "reap", Every: -time.Second, Run: run}}, `the interval -1s must be more than zero`},
 		{"no Run", []Job{{Name: "reap", Every: time.Second}}, `job "reap": Run is nil`},
+		{"negative timeout", []Job{{Name: "reap", Every: time.Second, Timeout: -time.Second, Run: run}}, `job "reap": the timeout -1s is negative`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := New(Options{Jobs: tc.jobs})
