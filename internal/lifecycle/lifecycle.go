@@ -83,12 +83,12 @@ type Manager struct {
 	// every process sharing the registry.
 	Slots Slots
 
-	// placing queues this process's placements before the Placement lock, which is polled:
+	// placingTurn queues this process's placements before the Placement lock, which is polled:
 	// a placement waiting here is handed the turn at once when the one before ends, and only
 	// one goroutine per process polls the lock. It is a channel of one place, not a mutex,
 	// so that a launch waiting for it gives up with its context.
 	placingOnce sync.Once
-	placing     chan struct{}
+	placingTurn chan struct{}
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
@@ -162,15 +162,12 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 	var failures []error
 	for i, c := range p.clouds {
 		if i > 0 {
-			var err error
-			if lab, err = m.updateIf(ctx, lab.ID, labs.Event{Actor: p.actor, Action: "failover", Cloud: c.Name(),
-				Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) error {
-				if l.Status != labs.Launching {
-					return fmt.Errorf("%w: lab %s is %s", errStopped, l.ID, l.Status)
-				}
-				l.Cloud, l.StackID, l.StackStatus = c.Name(), "", ""
-				return nil
-			}); err != nil {
+			err := m.failover(ctx, &lab, c, p.actor)
+			if errors.Is(err, ErrNoRoom) {
+				failures = append(failures, err)
+				continue
+			}
+			if err != nil {
 				return lab, err
 			}
 		}
@@ -197,23 +194,67 @@ func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
 	return lab, fmt.Errorf("launch lab %s: %w", lab.ID, why)
 }
 
+// failover moves a launching lab to the next cloud, if it still has room: placed like a new
+// lab, as the room seen at Start may have been taken since.
+func (m *Manager) failover(ctx context.Context, lab *labs.Lab, c Cloud, actor string) error {
+	return m.placing(ctx, func() error {
+		counts, err := m.Registry.CountLive(ctx)
+		if err != nil {
+			return err
+		}
+		for _, t := range m.Targets {
+			if t.Cloud.Name() == c.Name() && t.Capacity > 0 && counts[c.Name()] >= t.Capacity {
+				return fmt.Errorf("%w: %s (full: %d of %d)", ErrNoRoom, c.Name(), counts[c.Name()], t.Capacity)
+			}
+		}
+		*lab, err = m.updateIf(ctx, lab.ID, labs.Event{Actor: actor, Action: "failover", Cloud: c.Name(),
+			Detail: "launch failed on " + lab.Cloud}, func(l *labs.Lab) error {
+			if l.Status != labs.Launching {
+				return fmt.Errorf("%w: lab %s is %s", errStopped, l.ID, l.Status)
+			}
+			l.Cloud, l.StackID, l.StackStatus = c.Name(), "", ""
+			return nil
+		})
+		return err
+	})
+}
+
 // errStopped: the lab was deleted during its launch, which stopped.
 var errStopped = errors.New("the lab was deleted during its launch")
 
 // place picks the clouds for a new lab and records it, as one step for every process.
 func (m *Manager) place(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
-	m.placingOnce.Do(func() { m.placing = make(chan struct{}, 1) })
+	var lab labs.Lab
+	var targets []Cloud
+	err := m.placing(ctx, func() error {
+		var err error
+		lab, targets, err = m.recordNew(ctx, req)
+		return err
+	})
+	return lab, targets, err
+}
+
+// placing runs fn as the one placement under way in every process: choosing a cloud by the
+// live labs each holds, then recording the choice. Waiters of this process queue on a
+// channel (one polls the store's lock, not all), which gives up with ctx.
+func (m *Manager) placing(ctx context.Context, fn func() error) error {
+	m.placingOnce.Do(func() { m.placingTurn = make(chan struct{}, 1) })
 	select {
-	case m.placing <- struct{}{}:
-		defer func() { <-m.placing }()
+	case m.placingTurn <- struct{}{}:
+		defer func() { <-m.placingTurn }()
 	case <-ctx.Done():
-		return labs.Lab{}, nil, fmt.Errorf("place lab: %w", ctx.Err())
+		return fmt.Errorf("place lab: %w", ctx.Err())
 	}
 	unlock, err := m.lockPlacement(ctx)
 	if err != nil {
-		return labs.Lab{}, nil, err
+		return err
 	}
 	defer unlock()
+	return fn()
+}
+
+// recordNew chooses the clouds for a new lab and records it; the placement is the caller's.
+func (m *Manager) recordNew(ctx context.Context, req LaunchRequest) (labs.Lab, []Cloud, error) {
 	targets, err := m.placement(ctx, req.Cloud)
 	if err != nil {
 		return labs.Lab{}, nil, err
