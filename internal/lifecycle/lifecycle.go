@@ -305,8 +305,11 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		return m.stopLaunch(ctx, c, fresh, st, actor)
 	}
 	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	var unknown error // the cloud could not be asked about a stack whose id is unknown
 	if err != nil && !errors.Is(err, cloud.ErrFailed) && !timedOut {
-		if kept, ok := m.handOver(ctx, c, lab, st, actor, err); ok {
+		var kept labs.Lab
+		var ok bool
+		if kept, ok, unknown = m.handOver(ctx, c, lab, st, actor, err); ok {
 			if ctx.Err() != nil {
 				return kept, true, fmt.Errorf("launch of lab %s stopped, its stack left to the reaper: %w", lab.ID, ctx.Err())
 			}
@@ -329,11 +332,17 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	}
 	ev := labs.Event{Actor: actor, Action: "launch-attempt-failed", Cloud: c.Name(), StackID: st.ID, Error: err.Error(), RequestID: requestID(err)}
 	st.Name = lab.StackName
-	switch deleted, derr := m.deleteCreated(ctx, c, st, rules); {
-	case derr != nil:
-		ev.Detail = "cleanup failed (the reaper deletes it as a zombie): " + derr.Error()
-	case deleted:
-		ev.Detail = "stack deleted"
+	if unknown != nil {
+		// not looked up again and deleted: it may be found just after, complete, and not
+		// failed; if the create took effect, the stack is a zombie once the lab moves on
+		ev.Detail = "whether the create took effect is unknown (the reaper deletes a stack left as a zombie): " + unknown.Error()
+	} else {
+		switch deleted, derr := m.deleteCreated(ctx, c, st, rules); {
+		case derr != nil:
+			ev.Detail = "cleanup failed (the reaper deletes it as a zombie): " + derr.Error()
+		case deleted:
+			ev.Detail = "stack deleted"
+		}
 	}
 	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
 		if l.Status == labs.Launching {
@@ -351,6 +360,13 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 // finishes a delete claimed on the lab, which had no stack to delete or deleted this one.
 func (m *Manager) stopLaunch(ctx context.Context, c Cloud, lab labs.Lab, st labs.Stack, actor string) (labs.Lab, bool, error) {
 	ev := labs.Event{Actor: actor, Action: "launch-stopped", Cloud: c.Name(), StackID: st.ID, Detail: "the lab was deleted during its launch"}
+	if lab.Status == labs.Deleting && st.ID != "" && lab.StackID == st.ID {
+		// the delete has the stack's id: it deletes the stack (or the reaper does, if its
+		// process stopped); a second delete beside it would only interrupt the first
+		ev.LabID, ev.At, ev.From, ev.To = lab.ID, m.Now(), lab.Status, lab.Status
+		ev.Detail += ": its delete deletes the stack"
+		return lab, false, errors.Join(fmt.Errorf("%w: lab %s", errStopped, lab.ID), m.Registry.AddEvent(context.WithoutCancel(ctx), ev))
+	}
 	st.Name = lab.StackName
 	switch deleted, derr := m.deleteCreated(ctx, c, st, m.Rules.For(lab.Course)); {
 	case derr != nil:
@@ -420,17 +436,17 @@ func (m *Manager) reread(ctx context.Context, id string) (labs.Lab, error) {
 // may still be building it: the stack is recorded (found by its name when its id was never
 // learnt) and left to the reaper, which syncs it when complete (or saw it, and acted on it,
 // already) and deletes it at launch_timeout. ok is false when the cloud shows the stack
-// failed or does not have it, or cannot be asked about a stack whose id is unknown: then
-// the next cloud is tried.
-func (m *Manager) handOver(ctx context.Context, c Cloud, lab labs.Lab, st labs.Stack, actor string, why error) (labs.Lab, bool) {
+// failed or does not have it, or cannot be asked about a stack whose id is unknown (the
+// error is returned as unknown): then the next cloud is tried.
+func (m *Manager) handOver(ctx context.Context, c Cloud, lab labs.Lab, st labs.Stack, actor string, why error) (_ labs.Lab, ok bool, unknown error) {
 	gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
 	defer cancel()
 	cur, err := c.Get(gctx, lab.StackName, st.ID)
 	switch {
 	case errors.Is(err, cloud.ErrNotFound) || (err == nil && (cur.Gone() || strings.HasSuffix(cur.Status, "_FAILED"))):
-		return lab, false
+		return lab, false, nil
 	case err != nil && st.ID == "":
-		return lab, false
+		return lab, false, err
 	case err != nil:
 		cur = labs.Stack{ID: st.ID} // the cloud cannot be asked now: the reaper follows it by its id
 	}
@@ -449,9 +465,9 @@ func (m *Manager) handOver(ctx context.Context, c Cloud, lab labs.Lab, st labs.S
 		})
 	if err != nil {
 		m.Log.Warn("record a launch handed over to the reaper", "lab", lab.ID, "stack", cur.ID, "err", err)
-		return lab, true // the stack carries the lab's name: the reaper finds it
+		return lab, true, nil // the stack carries the lab's name: the reaper finds it
 	}
-	return kept, true
+	return kept, true, nil
 }
 
 // placement returns the clouds a new lab may go to, in order.
