@@ -27,8 +27,9 @@ const (
 	// passWithin: a reaper pass ends within this; a pass that does not holds the lock that
 	// every suspend waits for.
 	passWithin = 10 * time.Minute
-	// checkEvery spaces the checks that read the whole registry.
-	checkEvery = 10 * time.Second
+	// checkEvery spaces the checks that read the whole registry: fine enough for bounds of
+	// minutes.
+	checkEvery = 30 * time.Second
 )
 
 // truth is what really happened, as the simulation saw it: what the LMS was told, and what

@@ -146,16 +146,17 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	if a, ok := holdClaimed(a, lab, now, r, inUse); ok {
 		return a, true
 	}
+	if lab.Status == labs.Deleting {
+		inUse = false // a delete asked for, or decided, already: finished whoever is back
+	}
 
 	// What the stack's state calls for, before the guards.
 	var want Kind
 	var why string
 	switch {
 	case lab.Status == labs.Deleting && action != "DELETE":
-		// a delete that failed, or was abandoned (holdClaimed holds a live claim): finished,
-		// as it was decided, or asked for, already
+		// a delete that failed, or was abandoned (holdClaimed holds a live claim): finished
 		want, why = Delete, "a delete was claimed and did not finish"
-		inUse = false
 	case lab.Status == labs.NeedsOperator && state != "COMPLETE":
 		a.Kind, a.Reason = Hold, "needs an operator: "+orDefault(lab.LastError, st.StatusReason)
 		return a, true

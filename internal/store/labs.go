@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,8 +24,12 @@ const liveCond = `status <> 'deleted'`
 const (
 	insertLabSQL = `INSERT INTO labs (` + labColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	getLabSQL    = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
-	findLiveSQL  = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
+	getLabSQL   = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
+	findLiveSQL = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
+	// the reaper's listing (every live lab) and an unfiltered one, and the placement's count
+	listLiveSQL  = `SELECT ` + labColumns + ` FROM labs WHERE ` + liveCond + ` ORDER BY created_at, id`
+	listAllSQL   = `SELECT ` + labColumns + ` FROM labs ORDER BY created_at, id`
+	countLiveSQL = `SELECT cloud, COUNT(*) FROM labs WHERE ` + liveCond + ` GROUP BY cloud`
 	updateLabSQL = `UPDATE labs SET
 		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
 		stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
@@ -154,6 +159,15 @@ func (s *Store) FindLive(ctx context.Context, learner, course string) (_ labs.La
 // ListLabs returns the labs f selects, ordered by creation time, then id.
 func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
+	if f.Cloud == "" && f.Course == "" && f.Learner == "" {
+		// the listings of every pass and check: statements prepared once
+		switch {
+		case len(f.Statuses) == 0:
+			return s.listLabs(ctx, listAllSQL)
+		case slices.Equal(f.Statuses, labs.LiveStatuses()):
+			return s.listLabs(ctx, listLiveSQL)
+		}
+	}
 	var (
 		where []string
 		args  []any
@@ -177,6 +191,10 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY created_at, id`
+	return s.listLabs(ctx, query, args...)
+}
+
+func (s *Store) listLabs(ctx context.Context, query string, args ...any) ([]labs.Lab, error) {
 	out, err := s.queryLabs(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list labs: %w", err)
@@ -186,7 +204,7 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 
 // queryLabs runs a query of labColumns (with ? placeholders) and scans its rows.
 func (s *Store) queryLabs(ctx context.Context, query string, args ...any) ([]labs.Lab, error) {
-	rows, err := s.db.QueryContext(ctx, s.q(query), args...)
+	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +324,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.
 // included) per cloud.
 func (s *Store) CountLive(ctx context.Context) (_ map[string]int, err error) {
 	defer markUnavailable(&err)
-	rows, err := s.db.QueryContext(ctx, `SELECT cloud, COUNT(*) FROM labs WHERE `+liveCond+` GROUP BY cloud`)
+	rows, err := s.query(ctx, countLiveSQL)
 	if err != nil {
 		return nil, fmt.Errorf("count live labs: %w", err)
 	}
