@@ -150,7 +150,15 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	if r.op != OpResume {
 		// sent only now, holding the slot: a learner back while the hooks ran or the
 		// action waited for the cloud cancels it
-		if lab, err = m.send(sctx, r); err != nil {
+		for {
+			lab, err = m.send(sctx, r)
+			// the registry down (send retried for recordTimeout): the claim can be neither
+			// sent unrecorded nor released; it is tried again until its time is up
+			if !errors.Is(err, labs.ErrUnavailable) || sctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			release()
 			return lab, err
 		}

@@ -173,8 +173,11 @@ func (r *Reaper) RunOnly(ctx context.Context, keep func(policy.Action) bool) (Re
 // All keeps every action: a full pass.
 func All(policy.Action) bool { return true }
 
-// SuspendIdle keeps suspends (and the registry syncs that come with observing).
-func SuspendIdle(a policy.Action) bool { return a.Kind == policy.Suspend || a.Kind == policy.Sync }
+// SuspendIdle keeps suspends, the deletes asked for (or decided) whose claim did not finish,
+// and the registry syncs that come with observing: what brings labs to rest.
+func SuspendIdle(a policy.Action) bool {
+	return a.Kind == policy.Suspend || a.Kind == policy.Sync || (a.Kind == policy.Delete && a.Lab.Status == labs.Deleting)
+}
 
 // Reconcile keeps what brings the registry and the clouds together: zombies, orphans, labs
 // whose stack is gone.
