@@ -9,25 +9,30 @@ import (
 	"testing"
 
 	"github.com/labplane/labplane/internal/interleave"
+	"github.com/labplane/labplane/internal/pgtest"
 )
 
 var (
-	seed  = flag.Uint64("seed", 0, "TestSeeds: replay this one seed")
-	kind  = flag.String("kind", "", "with -seed: show the steps before this kind of violation")
-	seeds = flag.Int("seeds", 1000, "TestSeeds: how many seeds to run (from 1)")
-	hunt  = flag.Int("hunt", 0, "TestHunt: how many seeds to search")
-	steps = flag.Int("steps", 0, "with -seed: how many of the steps before a violation to show (default the config's)")
+	seed    = flag.Uint64("seed", 0, "TestSeeds: replay this one seed")
+	kind    = flag.String("kind", "", "with -seed: show the steps before this kind of violation")
+	seeds   = flag.Int("seeds", 1000, "TestSeeds: how many seeds to run (from 1)")
+	hunt    = flag.Int("hunt", 0, "TestHunt: how many seeds to search")
+	pgSeeds = flag.Int("pgseeds", 20, "TestPostgres: how many seeds to run on PostgreSQL (from 1)")
+	steps   = flag.Int("steps", 0, "with -seed: how many of the steps before a violation to show (default the config's)")
 )
 
 // TestMain lets the heap grow to five times the live data before a collection (GOGC 400,
 // unless GOGC is set): a seed allocates much and keeps little, and with the default the
 // collector took a third of the run's CPU.
+// It also starts the PostgreSQL server of TestPostgres (none with -short).
 func TestMain(m *testing.M) {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
-	os.Exit(m.Run())
+	pgtest.Main(m, &pgServer)
 }
+
+var pgServer *pgtest.Server
 
 // unfixed are the invariants labplane still breaks (issue 13), with what breaks them.
 // TestSeeds logs their violations without failing, fails on every other, and checks that
@@ -94,6 +99,30 @@ func TestSeeds(t *testing.T) {
 		default:
 			t.Logf("unfixed %s: none of %d seeds broke it (the full run checks it)", k, n)
 		}
+	}
+}
+
+// TestPostgres runs seeds with the registry on PostgreSQL, its locks advisory locks, each in
+// a database of its own: the same invariants, the other store. Seeds on PostgreSQL are not
+// replayable step for step (the server's own timing is not the simulation's), only re-run.
+func TestPostgres(t *testing.T) {
+	for s := uint64(1); s <= uint64(*pgSeeds); s++ {
+		t.Run(fmt.Sprint(s), func(t *testing.T) {
+			t.Parallel()
+			c := interleave.DefaultConfig(s)
+			c.Postgres = pgServer.Database(t)
+			res := interleave.Run(t, c)
+			if res.Steps < 500 {
+				t.Errorf("only %d steps: the workload did not run", res.Steps)
+			}
+			for _, v := range res.Violations {
+				if _, known := unfixed[v.Kind]; !known {
+					t.Errorf("%s\n%s", res, res.Explain(v.Kind))
+					return
+				}
+			}
+			t.Logf("%d steps, digest %x", res.Steps, res.Digest)
+		})
 	}
 }
 

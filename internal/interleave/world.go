@@ -54,6 +54,9 @@ type Config struct {
 	Faults bool
 	// Trace is how many of the last steps a failure shows.
 	Trace int
+	// Postgres, if set, is the DSN of an empty PostgreSQL database the registry is kept in
+	// (its locks then PostgreSQL's advisory locks); otherwise SQLite in memory.
+	Postgres string
 }
 
 // DefaultConfig is a seed's simulation: two replicas, a cron reaper, six learners, half an
@@ -150,6 +153,7 @@ func Run(t *testing.T, c Config) Result {
 // world is everything a simulation holds.
 type world struct {
 	cfg    Config
+	driver string // store.SQLite or store.Postgres
 	dsn    string
 	turns  *turns
 	start  time.Time
@@ -177,9 +181,12 @@ func newWorld(c Config, path string) *world {
 	// one SQLite database in memory, shared by every simulated process's Store (and their
 	// locks, process-local for it: the processes are goroutines of this one): twice as fast
 	// as a file, whose locks and writes were most of a seed's system calls
-	w := &world{cfg: c, dsn: "file:" + path + "?mode=memory&cache=shared", turns: newTurns(c.Seed, c.Trace), start: time.Now(),
+	w := &world{cfg: c, driver: store.SQLite, dsn: "file:" + path + "?mode=memory&cache=shared", turns: newTurns(c.Seed, c.Trace), start: time.Now(),
 		log: slog.New(slog.DiscardHandler), procs: map[string]*process{}, gens: map[string]int{},
 		passes: map[string]time.Time{}, truth: newTruth(), kinds: map[Kind]int{}}
+	if c.Postgres != "" {
+		w.driver, w.dsn = store.Postgres, c.Postgres
+	}
 	for i, name := range []string{"east", "west"} {
 		// each cloud its own speed: the seed draws it
 		lat := func(lo, hi time.Duration) time.Duration { return w.turns.between(lo, hi) }
@@ -195,7 +202,7 @@ func newWorld(c Config, path string) *world {
 func (w *world) run(t *testing.T) Result {
 	ctx := context.Background()
 	var err error
-	if w.checker, err = store.Open(ctx, store.SQLite, w.dsn); err != nil {
+	if w.checker, err = store.Open(ctx, w.driver, w.dsn); err != nil {
 		t.Fatalf("open the registry: %v", err)
 	}
 	defer w.checker.Close()
@@ -258,7 +265,7 @@ type process struct {
 
 // open opens a process's registry and builds its lifecycle, reaper and API on it.
 func (w *world) open(name, actor string) *process {
-	st, err := store.Open(context.Background(), store.SQLite, w.dsn)
+	st, err := store.Open(context.Background(), w.driver, w.dsn)
 	if err != nil {
 		panic(fmt.Sprintf("open the registry for %s: %v", name, err))
 	}
