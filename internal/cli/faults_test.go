@@ -79,11 +79,23 @@ func startDaemon(t *testing.T, s *site, addr string) *daemon {
 	if res.code != 0 {
 		t.Fatalf("token create: %s", res)
 	}
+	return runDaemon(t, s, addr, strings.TrimSpace(res.out))
+}
+
+// replica runs another `labplane serve` of the site d serves (the same registry) on addr,
+// for the same LMS (d's token), until stop (or the test's end).
+func (d *daemon) replica(s *site, addr string) *daemon {
+	d.t.Helper()
+	return runDaemon(d.t, s, addr, d.token)
+}
+
+func runDaemon(t *testing.T, s *site, addr, token string) *daemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{t: t, base: "http://" + addr, token: strings.TrimSpace(res.out), logs: &syncBuffer{},
+	d := &daemon{t: t, base: "http://" + addr, token: token, logs: &syncBuffer{},
 		cancel: cancel, exited: make(chan int, 1), client: &http.Client{Timeout: 20 * time.Second}}
 	go func() {
-		d.exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve"},
+		d.exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve", "--listen", addr},
 			cli.IO{In: strings.NewReader(""), Out: d.logs, Err: d.logs})
 	}()
 	t.Cleanup(func() {
