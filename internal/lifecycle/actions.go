@@ -271,7 +271,7 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 	})
 	if errors.Is(uerr, errChanged) {
 		ev.LabID, ev.At, ev.From, ev.To = lab.ID, now, lab.Status, lab.Status
-		ev.Detail += " (the lab was taken over by another action meanwhile: its status is that action's)"
+		ev.Detail += " (the lab's status was recorded by another actor meanwhile: a delete that took the lab over, or a pass that saw the outcome first)"
 		uerr = m.Registry.AddEvent(context.WithoutCancel(ctx), ev)
 	}
 	if err == nil && uerr == nil && r.op == OpResume {
