@@ -45,7 +45,16 @@ var unfixed = map[interleave.Kind]string{
 	interleave.OverInFlight: "a killed process's slots free while the cloud still works on its operations",
 }
 
-// TestSeeds runs seeds 1 to -seeds (or the one -seed) and fails on every invariant broken
+// regressions are seeds past the default count that once broke an invariant labplane holds
+// now, run with every TestSeeds: a change to the simulation moves what a seed does, so each
+// fix is also pinned by a test of its own (internal/lifecycle, internal/cli), but these still
+// drove the code into the corners they found.
+var regressions = []uint64{
+	1123, // a lab whose delete failed (DELETE_FAILED) waited on its learner leaving
+	1366, // a reset during a registry outage: its claim waited stuck_after to be sent
+}
+
+// TestSeeds runs seeds 1 to -seeds and the regressions (or the one -seed) and fails on every invariant broken
 // but the unfixed ones; with the full count of seeds, it checks that each unfixed one is
 // still found.
 func TestSeeds(t *testing.T) {
@@ -70,8 +79,17 @@ func TestSeeds(t *testing.T) {
 	}
 	var mu sync.Mutex
 	found := map[interleave.Kind]uint64{}
+	run := make([]uint64, 0, n+len(regressions))
+	for s := uint64(1); s <= uint64(n); s++ {
+		run = append(run, s)
+	}
+	for _, s := range regressions {
+		if s > uint64(n) {
+			run = append(run, s)
+		}
+	}
 	t.Run("seeds", func(t *testing.T) {
-		for s := uint64(1); s <= uint64(n); s++ {
+		for _, s := range run {
 			t.Run(fmt.Sprint(s), func(t *testing.T) {
 				t.Parallel()
 				res := interleave.Run(t, interleave.DefaultConfig(s))

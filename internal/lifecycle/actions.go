@@ -241,7 +241,9 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 		case r.op == OpSuspend:
 			l.Status = policy.Implied(l.StackStatus) // nothing learnt: as last seen, decided again
 		}
-		// a delete that failed stays Deleting: the reaper finishes it
+		if r.op == OpDelete && err != nil {
+			l.Status = labs.Deleting // not Failed (DELETE_FAILED): a delete asked for is finished, whoever is back
+		}
 		switch {
 		case err == nil:
 			l.Attempts, l.NextAttemptAt, l.LastError = 0, time.Time{}, ""
