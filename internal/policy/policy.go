@@ -99,6 +99,10 @@ func DecideStray(s Stray, now time.Time, r Rules) Action {
 		a.Kind, a.Reason = Hold, "not tagged "+labs.TagManaged+": never touched"
 	case s.Lab != nil && s.Lab.Status != labs.Deleted && s.Lab.Claims(s.Stack):
 		a.Kind, a.Reason = Hold, "lab "+s.Lab.ID+" claims it: it was recorded after this pass read the registry (a launch under way)"
+	case s.Lab != nil && s.Lab.Status != labs.Deleted && s.Lab.StackID == s.Stack.ID:
+		// Heat's stack ids are unique: this is the lab's own stack, listed through a second
+		// configured cloud (two clouds.yaml entries reaching one project, an admin's among them)
+		a.Kind, a.Reason = Hold, fmt.Sprintf("the stack of lab %s on %s, seen through cloud %s too: do two configured clouds reach one project?", s.Lab.ID, s.Lab.Cloud, s.Stack.Cloud)
 	case s.Lab != nil && s.Lab.Status == labs.Deleted:
 		a.Kind, a.Reason = DeleteZombie, "zombie: the registry says lab "+s.Lab.ID+" is deleted, the cloud still has its stack"
 	case s.Lab != nil:

@@ -126,7 +126,10 @@ func TestDecideLab(t *testing.T) {
 func TestDecideStray(t *testing.T) {
 	deleted := lab(labs.Deleted, "DELETE_COMPLETE")
 	other := lab(labs.Active, "CREATE_COMPLETE")
-	other.Cloud = "b"
+	other.Cloud, other.StackID = "b", "s2"
+	// the lab's own stack, listed through a second cloud that reaches the same project
+	twice := lab(labs.Active, "CREATE_COMPLETE")
+	twice.Cloud = "b"
 	untagged := *stack("CREATE_COMPLETE")
 	untagged.Tags = nil
 	// a launch recorded after the pass read the registry: no stack id yet (issue 13 #1)
@@ -140,6 +143,7 @@ func TestDecideStray(t *testing.T) {
 	}{
 		{"zombie of a deleted lab", policy.Stray{Stack: *stack("CREATE_COMPLETE"), Lab: &deleted, FirstSeen: t0}, policy.DeleteZombie, "is deleted"},
 		{"zombie left by a failover", policy.Stray{Stack: *stack("CREATE_FAILED"), Lab: &other, FirstSeen: t0}, policy.DeleteZombie, "owns stack lab-l1 on b"},
+		{"the lab's stack seen through another cloud", policy.Stray{Stack: *stack("CREATE_COMPLETE"), Lab: &twice, FirstSeen: t0}, policy.Hold, "two configured clouds"},
 		{"a launch recorded after the registry was read", policy.Stray{Stack: *stack("CREATE_IN_PROGRESS"), Lab: &launching, FirstSeen: t0}, policy.Hold, "launch under way"},
 		{"orphan within grace", policy.Stray{Stack: *stack("CREATE_COMPLETE"), FirstSeen: t0.Add(-59 * time.Minute)}, policy.Hold, "deleted after orphan_grace"},
 		{"orphan past grace", policy.Stray{Stack: *stack("CREATE_COMPLETE"), FirstSeen: t0.Add(-time.Hour)}, policy.DeleteOrphan, "orphan"},
