@@ -112,14 +112,11 @@ func (m *Manager) claim(ctx context.Context, r Request) (Request, error) {
 
 // checkInUse refuses a suspend or delete of a lab in use, unless force.
 func (m *Manager) checkInUse(lab labs.Lab, op Op, rules policy.Rules, force bool, now time.Time) error {
-	if force {
+	if force || !rules.InUse(lab, now) {
 		return nil
 	}
-	if since := now.Sub(lab.LastUsed()); since < rules.IdleSuspendAfter {
-		return fmt.Errorf("%w: lab %s was active %s ago (idle_suspend_after %s); use --force to %s it anyway",
-			ErrInUse, lab.ID, since.Round(time.Second), rules.IdleSuspendAfter, op)
-	}
-	return nil
+	return fmt.Errorf("%w: lab %s was active %s ago (idle_suspend_after %s); use --force to %s it anyway",
+		ErrInUse, lab.ID, now.Sub(lab.LastUsed()).Round(time.Second), rules.IdleSuspendAfter, op)
 }
 
 // Carry carries out a claimed request: the hooks before, the wait for the cloud, the send
@@ -199,7 +196,7 @@ func (m *Manager) send(ctx context.Context, r Request) (labs.Lab, error) {
 		switch {
 		case !l.ClaimedAt.Equal(r.Lab.ClaimedAt) || l.Status != r.Lab.Status:
 			return fmt.Errorf("%w: the %s of lab %s was cancelled or taken over (now %s)", ErrBusy, r.op, l.ID, l.Status)
-		case r.op == OpSuspend && !r.force && now.Sub(l.LastUsed()) < rules.IdleSuspendAfter:
+		case r.op == OpSuspend && !r.force && rules.InUse(*l, now):
 			return errBack
 		}
 		l.SentAt = now

@@ -144,7 +144,7 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	}
 	idle := now.Sub(active)
 	used := lab.LastUsed()
-	inUse := now.Sub(used) < r.IdleSuspendAfter
+	inUse := r.InUse(lab, now)
 	expired := r.DeleteAfter > 0 && now.Sub(lab.CreatedAt) >= r.DeleteAfter
 
 	if a, ok := holdClaimed(a, lab, now, r, inUse); ok {

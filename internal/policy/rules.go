@@ -1,6 +1,10 @@
 package policy
 
-import "time"
+import (
+	"time"
+
+	"github.com/labplane/labplane/internal/labs"
+)
 
 // Rules are the policy knobs for one course. A zero DeleteAfter means never delete by age.
 type Rules struct {
@@ -21,6 +25,12 @@ type Rules struct {
 	MaxAttempts int `json:"max_attempts"`
 	// RetryBackoff: the wait after the first failed action; it doubles with each failure.
 	RetryBackoff time.Duration `json:"retry_backoff"`
+}
+
+// InUse reports whether the learner is in the lab at now: a heartbeat or a resume within
+// IdleSuspendAfter. A lab in use is never suspended or deleted unless someone asked for it.
+func (r Rules) InUse(l labs.Lab, now time.Time) bool {
+	return now.Sub(l.LastUsed()) < r.IdleSuspendAfter
 }
 
 // Set is the rules for every course: Default, and per-course overrides already merged.
