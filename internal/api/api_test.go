@@ -56,7 +56,7 @@ func newRig(t *testing.T) *rig {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	rules := policy.Rules{IdleSuspendAfter: time.Minute, LaunchTimeout: time.Minute, StuckAfter: time.Minute,
 		OrphanGrace: time.Hour, MaxAttempts: 3, RetryBackoff: time.Minute}
-	mgr := &lifecycle.Manager{Site: "test", Registry: st, Placement: st, Targets: []lifecycle.Target{{Cloud: c}}, Rules: policy.Set{Default: rules},
+	mgr := &lifecycle.Manager{Site: "test", Registry: st, Locks: st, Targets: []lifecycle.Target{{Cloud: c}}, Rules: policy.Set{Default: rules},
 		DefaultTemplate: "lab", Now: time.Now, Log: log,
 		Template: func(name string) (string, error) {
 			if name == "lab" {

@@ -112,7 +112,7 @@ func heartbeatRig(b *testing.B, driver, dsn string, n int) (*store.Store, *http.
 		}
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mgr := &lifecycle.Manager{Site: "bench", Registry: st, Placement: st, Targets: []lifecycle.Target{{Cloud: fakecloud.New("a", 4, 0)}},
+	mgr := &lifecycle.Manager{Site: "bench", Registry: st, Locks: st, Targets: []lifecycle.Target{{Cloud: fakecloud.New("a", 4, 0)}},
 		Rules: policy.Set{Default: policy.Rules{IdleSuspendAfter: time.Minute}}, Now: time.Now, Log: log}
 	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log}
 	srv, addr := listen(b, a.Handler())

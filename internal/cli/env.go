@@ -94,7 +94,7 @@ func (e *env) manager() *lifecycle.Manager {
 	return &lifecycle.Manager{
 		Site:            e.cfg.Site,
 		Registry:        e.store,
-		Placement:       e.store,
+		Locks:           e.store,
 		Slots:           store.Waiter{Locks: e.store},
 		Targets:         targets,
 		Template:        e.cfg.TemplatePath,

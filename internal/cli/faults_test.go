@@ -602,8 +602,8 @@ serve: {listen: %s, shutdown_grace: 5s, token_cache: 1s}
 				trail = append(trail, ev.Action)
 			}
 		}
-		want := []string{"launch", "launched", "suspend"}
-		if id == eve && slices.Equal(trail, []string{"launch", "suspend", "launched"}) {
+		want := []string{"launch", "launched", "suspend-claimed", "suspend-sent", "suspend"}
+		if id == eve && slices.Equal(trail, []string{"launch", "suspend-claimed", "suspend-sent", "suspend", "launched"}) {
 			// the scheduler saw eve's stack, and suspended it, before its launch's retry got
 			// through: fine, as long as the late record did not undo the suspend
 			want = trail

@@ -10,8 +10,11 @@
 //     action once the cloud reports it complete (labplane waits for it), so a suspend ends the
 //     running time when the stack is suspended, and a launch starts it when it was asked for.
 //   - Billed hours are running hours: every status but suspended and deleted, launching,
-//     resuming, deleting and failed included (a failed or stuck stack may well be running),
-//     plus suspended hours times the cloud's suspended_cost_factor.
+//     resuming and failed included (a failed or stuck stack may well be running), plus
+//     suspended hours times the cloud's suspended_cost_factor. A suspend or delete claimed or
+//     under way (suspending, deleting) leaves the stack as it was, running or suspended, until
+//     its outcome: a class deleted at once, waiting for the cloud's slots, is not billed as
+//     running meanwhile.
 //   - An event timed before the one recorded before it (the clocks of two labplane processes
 //     disagree) is taken as happening at the earlier one's time: time never runs backwards
 //     within a lab, and the report says so in its notes.
@@ -301,6 +304,7 @@ func lifeOf(h History, until time.Time) ([]span, []string) {
 		life    []span
 		notes   []string
 		cur     labs.Status // before the first event: not there yet
+		billed  state       // what the stack bills as now
 		t       = lab.CreatedAt
 		started bool
 	)
@@ -331,17 +335,23 @@ func lifeOf(h History, until time.Time) ([]span, []string) {
 		case !started && ev.From != "":
 			note("the audit trail starts with %s from %s at %s: taken as %s since its creation at %s",
 				ev.Action, ev.From, stamp(at), stateOf(ev.From), stamp(lab.CreatedAt))
-			add(at, stateOf(ev.From))
+			billed = stateOf(ev.From)
+			add(at, billed)
 		case started && ev.From != "" && ev.From != cur:
-			st := max(stateOf(cur), stateOf(ev.From))
-			note("events are missing between %s (%s) and %s at %s (from %s): taken as %s", stamp(t), cur, ev.Action, stamp(at), ev.From, st)
-			add(at, st)
+			billed = max(billed, stateOf(ev.From))
+			note("events are missing between %s (%s) and %s at %s (from %s): taken as %s", stamp(t), cur, ev.Action, stamp(at), ev.From, billed)
+			add(at, billed)
 		default:
-			add(at, stateOf(cur))
+			add(at, billed)
 		}
 		cur, t, started = ev.To, at, true
+		if (cur != labs.Suspending && cur != labs.Deleting) || billed == absent {
+			// a suspend or delete claimed, or under way, leaves the stack as it was (running,
+			// or suspended) until its outcome: the cloud bills what the stack is
+			billed = stateOf(cur)
+		}
 	}
-	end, st := until, stateOf(cur)
+	end, st := until, billed
 	switch {
 	case !started && lab.Status == labs.Deleted:
 		note("no audit trail: taken as running from its creation at %s to its deletion at %s", stamp(lab.CreatedAt), stamp(lab.DeletedAt))

@@ -282,7 +282,7 @@ func (w *world) open(name, actor string) *process {
 	set := policy.Set{Default: rules}
 	// the bounds as the CLI wires them, on the store, each try taking its turn
 	locks := store.Waiter{Locks: p.reg}
-	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Placement: locks, Slots: locks, Targets: targets,
+	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Locks: locks, Self: strings.ReplaceAll(name, "#", "-"), Slots: locks, Targets: targets,
 		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: set,
 		Hooks: lifecycle.Hooks{BeforeSuspend: "before_suspend", AfterResume: "after_resume", BeforeDelete: "before_delete",
 			Timeout: hookTimeout, Run: w.hook(name)},

@@ -82,11 +82,13 @@ type Lab struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	DeletedAt time.Time `json:"deleted_at"`
 	// ClaimedAt is when labplane took the suspend or delete now under way (Status Suspending
-	// or Deleting), before its hooks ran; SentAt when that action's request went to the
-	// cloud. Both are zero once the outcome is recorded. Until a suspend is sent, a learner's
-	// return cancels it; a claim older than stuck_after was abandoned (its process stopped)
-	// and may be taken over. See Claimed.
+	// or Deleting), before its hooks ran, and ClaimedBy the process that took it (its name
+	// is a registry lock the process holds while it lives); SentAt is when that action's
+	// request went to the cloud. All three are cleared once the outcome is recorded. Until a
+	// suspend is sent, a learner's return cancels it; a claim whose process died, or older
+	// than stuck_after, may be taken over. See Claimed.
 	ClaimedAt time.Time `json:"claimed_at"`
+	ClaimedBy string    `json:"claimed_by,omitempty"`
 	SentAt    time.Time `json:"sent_at"`
 	// Version increases on every update; the store refuses an update made from a stale copy.
 	Version int64 `json:"version"`
@@ -104,6 +106,9 @@ func (l Lab) Claims(st Stack) bool {
 func (l Lab) Claimed(now time.Time, lease time.Duration) bool {
 	return !l.ClaimedAt.IsZero() && now.Sub(l.ClaimedAt) < lease
 }
+
+// Unclaim clears the lab's claim: its action is seen through, cancelled or taken over.
+func (l *Lab) Unclaim() { l.ClaimedAt, l.ClaimedBy, l.SentAt = time.Time{}, "", time.Time{} }
 
 // LastUsed is the later of the last heartbeat and the last resume: when a learner last
 // showed they were there.

@@ -86,14 +86,26 @@ func (m *Manager) claim(ctx context.Context, r Request) (Request, error) {
 	case OpDelete:
 		to = labs.Deleting
 	}
+	me, err := m.self(ctx)
+	if err != nil {
+		return r, err
+	}
 	lab, err := m.updateIf(ctx, r.Lab.ID, labs.Event{Actor: r.actor, Action: string(r.op) + "-claimed", Detail: r.reason}, func(l *labs.Lab) error {
 		switch {
 		case l.Status == labs.Deleted:
 			return fmt.Errorf("%w: lab %s is already deleted", ErrInvalid, l.ID)
-		case l.Claimed(now, rules.StuckAfter) && !(r.op == OpDelete && l.Status == labs.Suspending):
-			return fmt.Errorf("%w: lab %s is %s since %s", ErrBusy, l.ID, l.Status, l.ClaimedAt.Format(time.RFC3339))
 		case l.Cloud != r.Lab.Cloud || (l.StackID != "" && r.Lab.StackID != "" && l.StackID != r.Lab.StackID):
 			return fmt.Errorf("%w: lab %s moved to another stack", ErrBusy, l.ID)
+		case l.Claimed(now, rules.StuckAfter) && !(r.op == OpDelete && l.Status == labs.Suspending):
+			// a delete takes over a suspend under way; any other claim is left to a live
+			// claimant, and taken over from a dead one
+			alive, err := ClaimAlive(ctx, m.Locks, *l)
+			if err != nil {
+				return err
+			}
+			if alive {
+				return fmt.Errorf("%w: lab %s is %s since %s (%s)", ErrBusy, l.ID, l.Status, l.ClaimedAt.Format(time.RFC3339), l.ClaimedBy)
+			}
 		}
 		if err := m.checkInUse(*l, r.op, rules, r.force, now); err != nil {
 			return err
@@ -103,7 +115,7 @@ func (m *Manager) claim(ctx context.Context, r Request) (Request, error) {
 			// lab's name (Apply found it): act on that stack, not on nothing
 			l.StackID = r.Lab.StackID
 		}
-		l.Status, l.ClaimedAt, l.SentAt = to, now, time.Time{}
+		l.Status, l.ClaimedAt, l.ClaimedBy, l.SentAt = to, now, me, time.Time{}
 		return nil
 	})
 	r.Lab = lab
@@ -208,7 +220,8 @@ func (m *Manager) send(ctx context.Context, r Request) (labs.Lab, error) {
 			if !l.ClaimedAt.Equal(r.Lab.ClaimedAt) || l.Status != labs.Suspending {
 				return errChanged // cancelled or taken over already
 			}
-			l.Status, l.ClaimedAt, l.SentAt = policy.Implied(l.StackStatus), time.Time{}, time.Time{}
+			l.Status = policy.Implied(l.StackStatus)
+			l.Unclaim()
 			return nil
 		})
 		if uerr != nil && !errors.Is(uerr, errChanged) {
@@ -231,7 +244,7 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 		if !l.ClaimedAt.Equal(lab.ClaimedAt) {
 			return errChanged
 		}
-		l.ClaimedAt, l.SentAt = time.Time{}, time.Time{}
+		l.Unclaim()
 		switch {
 		case st.Status != "":
 			observe(l, st, now)

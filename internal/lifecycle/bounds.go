@@ -9,9 +9,10 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 )
 
-// Locker takes a lock shared by every process using the registry (the store's), waiting
-// while another holder has it and ctx allows.
-type Locker interface {
+// Locks are the registry's locks (the store's), shared by every process using it: TryLock
+// takes one if it is free, Lock waits for it while ctx allows. A lock ends with its holder.
+type Locks interface {
+	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
 	Lock(ctx context.Context, key string) (unlock func(context.Context) error, err error)
 }
 
@@ -21,7 +22,7 @@ type Slots interface {
 	Take(ctx context.Context, cloud string, max int) (release func(), err error)
 }
 
-// placementLock is the Placement lock's key: one placement at a time, in all processes, so
+// placementLock is the placement lock's key: one placement at a time, in all processes, so
 // that two of them never both see the last free room on a cloud.
 const placementLock = "placement"
 
@@ -30,7 +31,7 @@ const unlockTimeout = 30 * time.Second
 
 // lockPlacement takes the placement lock.
 func (m *Manager) lockPlacement(ctx context.Context) (unlock func(), err error) {
-	u, err := m.Placement.Lock(ctx, placementLock)
+	u, err := m.Locks.Lock(ctx, placementLock)
 	if err != nil {
 		return nil, fmt.Errorf("place lab: %w", err)
 	}
@@ -74,4 +75,52 @@ func (m *Manager) deleteStack(ctx context.Context, c Cloud, name, id string) (la
 	}
 	defer release()
 	return c.Delete(ctx, name, id)
+}
+
+// self returns the lock key this process's claims name (ClaimedBy), taking the lock the first
+// time: held for as long as the process lives (its Store, in the simulation), it tells every
+// other process that the claims naming it are alive.
+func (m *Manager) self(ctx context.Context) (string, error) {
+	m.selfOnce.Do(func() { m.selfTurn = make(chan struct{}, 1) })
+	select {
+	case m.selfTurn <- struct{}{}:
+		defer func() { <-m.selfTurn }()
+	case <-ctx.Done():
+		return "", fmt.Errorf("take this process's lock: %w", ctx.Err())
+	}
+	if m.selfHeld != "" {
+		return m.selfHeld, nil
+	}
+	name := m.Self
+	if name == "" {
+		name = newID()
+	}
+	key := "proc." + name
+	_, ok, err := m.Locks.TryLock(ctx, key)
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("take this process's lock %q: %w", key, err)
+	case !ok:
+		return "", fmt.Errorf("%w: this process's lock %q is held by another (two processes named %q?)", ErrBusy, key, name)
+	}
+	m.selfHeld = key
+	return key, nil
+}
+
+// ClaimAlive reports whether the process a lab's claim names is alive: whether its lock is
+// held (by it: a process that died has let it go). A lab with no claim has none alive.
+func ClaimAlive(ctx context.Context, locks interface {
+	TryLock(ctx context.Context, key string) (func(context.Context) error, bool, error)
+}, lab labs.Lab) (bool, error) {
+	if lab.ClaimedBy == "" {
+		return false, nil
+	}
+	unlock, ok, err := locks.TryLock(ctx, lab.ClaimedBy)
+	if err != nil {
+		return false, err
+	}
+	if ok {
+		_ = unlock(context.WithoutCancel(ctx)) // free: its process is gone
+	}
+	return !ok, nil
 }

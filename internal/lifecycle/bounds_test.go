@@ -30,7 +30,7 @@ func replicas(t *testing.T, n int, targets []lifecycle.Target) []*lifecycle.Mana
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		out = append(out, &lifecycle.Manager{Site: "test", Registry: st, Placement: st, Slots: store.Waiter{Locks: st},
+		out = append(out, &lifecycle.Manager{Site: "test", Registry: st, Locks: st, Slots: store.Waiter{Locks: st},
 			Targets: targets, Template: func(string) (string, error) { return templateFile, nil }, DefaultTemplate: "lab",
 			Rules: policy.Set{Default: testRules}, Now: time.Now, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 			NewID: func() string { return fmt.Sprintf("p%d-%d", i, time.Now().UnixNano()) }})

@@ -12,6 +12,7 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // Issue 13's #2, pinned: a learner who comes back while a suspend's before_suspend hook runs
@@ -74,36 +75,58 @@ func (c beforeSuspend) Suspend(ctx context.Context, name, id string) (labs.Stack
 	return c.Cloud.Suspend(ctx, name, id)
 }
 
-// A claimed lab is left alone by every other actor, and its claim is taken over once it is
-// older than stuck_after (its process stopped): a delete is finished, a suspend decided again.
-func TestAClaimIsExclusiveUntilAbandoned(t *testing.T) {
-	r := newRig(t, "a")
-	lab := r.launch("ann", "os101")
-	r.clock.Add(10 * time.Minute)
-	if _, err := r.mgr.Claim(context.Background(), lifecycle.OpDelete, lab.ID, "api:lms", true); err != nil {
+// A claimed lab is left alone by every other actor while its claimant lives, and is taken
+// over at once when the claimant's process dies (its lock goes with it): a delete asked for
+// is finished by the next pass, whoever came back.
+func TestAClaimIsExclusiveWhileItsProcessLives(t *testing.T) {
+	ms := replicas(t, 2, []lifecycle.Target{{Cloud: fakecloud.New("a", 0, time.Millisecond)}})
+	dying, other := ms[0], ms[1]
+	ctx := context.Background()
+	lab, err := other.Launch(ctx, lifecycle.LaunchRequest{Learner: "ann", Course: "os101"})
+	if err != nil {
 		t.Fatal(err)
 	}
-	// the claimant stops here (killed): nothing was sent
-	if _, err := r.do(lifecycle.OpSuspend, lab.ID, true); !errors.Is(err, lifecycle.ErrBusy) {
-		t.Errorf("suspend of a lab claimed for a delete: %v; want ErrBusy", err)
+	if _, err := dying.Claim(ctx, lifecycle.OpDelete, lab.ID, "api:lms", true); err != nil {
+		t.Fatal(err)
 	}
-	st := r.clouds["a"].Stacks()[0]
-	obs := policy.Observed{Lab: r.lab(lab.ID), Stack: &st}
-	if a, _ := policy.DecideLab(obs, r.clock.Now(), testRules); a.Kind != policy.Hold {
-		t.Errorf("while claimed the policy says %s (%s); want hold", a.Kind, a.Reason)
+	// the claimant stops here: nothing was sent
+	if _, err := other.Do(ctx, lifecycle.OpSuspend, lab.ID, "op", true); !errors.Is(err, lifecycle.ErrBusy) {
+		t.Errorf("suspend of a lab claimed for a delete by a live process: %v; want ErrBusy", err)
 	}
-	r.clock.Add(testRules.StuckAfter)
-	r.heartbeat(lab.ID) // the learner is there: a delete asked for is finished anyway
-	obs.Lab = r.lab(lab.ID)
-	a, _ := policy.DecideLab(obs, r.clock.Now(), testRules)
+	st := other.Targets[0].Cloud.(*fakecloud.Cloud).Stacks()[0]
+	decide := func() policy.Action {
+		t.Helper()
+		l, err := other.Registry.GetLab(ctx, lab.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		alive, err := lifecycle.ClaimAlive(ctx, other.Locks, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, _ := policy.DecideLab(policy.Observed{Lab: l, Stack: &st, ClaimAlive: alive}, time.Now(), testRules)
+		return a
+	}
+	if a := decide(); a.Kind != policy.Hold {
+		t.Errorf("while the claimant lives the policy says %s (%s); want hold", a.Kind, a.Reason)
+	}
+	if _, err := other.Heartbeat(ctx, lab.ID); err != nil { // the learner is there: a delete asked for is finished anyway
+		t.Fatal(err)
+	}
+	dying.Registry.(*store.Store).Close() // the claimant's process dies
+	a := decide()
 	if a.Kind != policy.Delete {
-		t.Fatalf("abandoned delete claim: the policy says %s (%s); want delete", a.Kind, a.Reason)
+		t.Fatalf("the claimant dead: the policy says %s (%s); want delete", a.Kind, a.Reason)
 	}
-	if done, err := r.mgr.Apply(context.Background(), a, "reaper"); err != nil || !done {
+	if done, err := other.Apply(ctx, a, "reaper"); err != nil || !done {
 		t.Fatalf("Apply = %v, %v", done, err)
 	}
-	if got := r.lab(lab.ID); got.Status != labs.Deleted || len(r.clouds["a"].Stacks()) != 0 {
-		t.Errorf("lab %s, stacks %+v; want deleted, none", got.Status, r.clouds["a"].Stacks())
+	got, err := other.Registry.GetLab(ctx, lab.ID)
+	if err != nil || got.Status != labs.Deleted || got.ClaimedBy != "" {
+		t.Errorf("lab %+v, %v; want deleted, no claim", got, err)
+	}
+	if left := other.Targets[0].Cloud.(*fakecloud.Cloud).Stacks(); len(left) != 0 {
+		t.Errorf("stacks left: %+v", left)
 	}
 }
 

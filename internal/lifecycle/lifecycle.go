@@ -75,20 +75,29 @@ type Manager struct {
 	NewID func() string
 	Log   *slog.Logger
 
-	// Placement is the lock (the store's) that makes choosing a cloud and recording the new
-	// lab one step across every process sharing the registry, so that launches in flight at
-	// once do not all see the same free room. Required to launch.
-	Placement Locker
+	// Locks are the registry's locks, shared by every process using it: the placement lock
+	// makes choosing a cloud and recording the new lab one step (launches at once do not all
+	// see the same free room), and this process's own lock (Self) tells others that its
+	// claims are alive. Required.
+	Locks Locks
+	// Self names this process in the claims it takes, and its lock; empty: a random name.
+	Self string
 	// Slots, if set, bound each cloud's actions in flight to its Target.MaxInFlight across
 	// every process sharing the registry.
 	Slots Slots
 
-	// placingTurn queues this process's placements before the Placement lock, which is polled:
+	// placingTurn queues this process's placements before the placement lock, which is polled:
 	// a placement waiting here is handed the turn at once when the one before ends, and only
 	// one goroutine per process polls the lock. It is a channel of one place, not a mutex,
 	// so that a launch waiting for it gives up with its context.
 	placingOnce sync.Once
 	placingTurn chan struct{}
+
+	// selfTurn guards selfHeld, Self's lock key once taken: a channel of one place, as
+	// placingTurn, so that a goroutine waiting for it blocks on a channel, not a mutex
+	selfOnce sync.Once
+	selfTurn chan struct{}
+	selfHeld string
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
@@ -376,7 +385,8 @@ func (m *Manager) stopLaunch(ctx context.Context, c Cloud, lab labs.Lab, st labs
 	}
 	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
 		if l.Status == labs.Deleting && ev.Error == "" && (l.StackID == "" || l.StackID == st.ID) {
-			l.Status, l.DeletedAt, l.ClaimedAt, l.SentAt = labs.Deleted, m.Now(), time.Time{}, time.Time{}
+			l.Status, l.DeletedAt = labs.Deleted, m.Now()
+			l.Unclaim()
 		}
 	})
 	return lab, false, errors.Join(fmt.Errorf("%w: lab %s", errStopped, lab.ID), uerr)
@@ -562,8 +572,12 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 	if err != nil {
 		return false, err
 	}
+	alive, err := ClaimAlive(ctx, m.Locks, lab)
+	if err != nil {
+		return false, err
+	}
 	now := m.Now()
-	fresh, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: stack}, now, m.Rules.For(lab.Course))
+	fresh, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: stack, ClaimAlive: alive}, now, m.Rules.For(lab.Course))
 	if !ok || fresh.Kind != a.Kind || fresh.To != a.To {
 		m.Log.Info("decision changed on re-read", "lab", lab.ID, "planned", a.Kind, "now", fresh.Kind)
 		return false, nil
@@ -590,7 +604,7 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 				l.DeletedAt = now
 			}
 			if l.Status != labs.Suspending && l.Status != labs.Deleting {
-				l.ClaimedAt, l.SentAt = time.Time{}, time.Time{} // a claim seen through, or cancelled
+				l.Unclaim() // a claim seen through, or cancelled
 			}
 			return nil
 		})

@@ -60,10 +60,10 @@ func newRig(t *testing.T, names ...string) *rig {
 		targets = append(targets, lifecycle.Target{Cloud: c})
 	}
 	r.mgr = &lifecycle.Manager{
-		Site:      "test",
-		Registry:  st,
-		Placement: st,
-		Targets:   targets,
+		Site:     "test",
+		Registry: st,
+		Locks:    st,
+		Targets:  targets,
 		Template: func(name string) (string, error) {
 			if name == "lab" {
 				return templateFile, nil

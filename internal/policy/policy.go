@@ -62,6 +62,8 @@ func (a Action) Cloud() string {
 type Observed struct {
 	Lab   labs.Lab
 	Stack *labs.Stack
+	// ClaimAlive: the process named by the lab's claim (labs.Lab.ClaimedBy) is alive.
+	ClaimAlive bool
 }
 
 // Stray is a labplane-tagged stack the registry does not claim. Lab is its row when there is
@@ -147,7 +149,7 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	inUse := r.InUse(lab, now)
 	expired := r.DeleteAfter > 0 && now.Sub(lab.CreatedAt) >= r.DeleteAfter
 
-	if a, ok := holdClaimed(a, lab, now, r, inUse); ok {
+	if a, ok := holdClaimed(a, lab, o.ClaimAlive, now, r, inUse); ok {
 		return a, true
 	}
 	if lab.Status == labs.Deleting {
@@ -217,11 +219,11 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 // holdClaimed handles a suspend or a delete labplane claimed on the lab (labs.Lab.ClaimedAt)
 // whose request the stack does not show yet: its claimant is running its hooks, waiting for a
 // cloud slot, or sending it, and nobody else acts meanwhile; a learner back before a suspend
-// is sent cancels it. ok is false when there is no such claim, or it is older than
-// stuck_after: abandoned (its process stopped), and DecideLab decides the lab again.
-func holdClaimed(a Action, lab labs.Lab, now time.Time, r Rules, inUse bool) (Action, bool) {
+// is sent cancels it. ok is false when there is no such claim, or its process is dead (alive
+// is false), or it is older than stuck_after: then DecideLab decides the lab again.
+func holdClaimed(a Action, lab labs.Lab, alive bool, now time.Time, r Rules, inUse bool) (Action, bool) {
 	action, _ := a.Stack.Phase()
-	claimed := lab.Claimed(now, r.StuckAfter)
+	claimed := alive && lab.Claimed(now, r.StuckAfter)
 	since := round(now.Sub(lab.ClaimedAt))
 	switch {
 	case lab.Status == labs.Suspending && action != "SUSPEND" && inUse && lab.SentAt.IsZero():

@@ -90,7 +90,7 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		rcs = append(rcs, h)
 	}
 	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml"}
-	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Placement: st, Slots: store.Waiter{Locks: st}, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
+	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Locks: st, Slots: store.Waiter{Locks: st}, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
 		Template: func(name string) (string, error) {
 			if f, ok := templates[name]; ok {
 				return filepath.Abs(filepath.Join("../../examples/templates", f))

@@ -35,6 +35,8 @@ type Registry interface {
 	Orphans(ctx context.Context) (map[labs.StackKey]time.Time, error)
 	SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error)
 	ForgetOrphan(ctx context.Context, cloud, stackID string) error
+	// TryLock tells whether a claim's process is alive (lifecycle.ClaimAlive).
+	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
 }
 
 // Applier carries out one decision after re-reading the lab and its stack.
@@ -301,6 +303,9 @@ func (r *Reaper) observe(ctx context.Context) (observation, error) {
 			i, found = bc.byName[lab.StackName]
 		}
 		o := policy.Observed{Lab: lab}
+		if o.ClaimAlive, err = lifecycle.ClaimAlive(ctx, r.Registry, lab); err != nil {
+			return observation{}, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
+		}
 		if found {
 			bc.claimed[i] = true
 			st := bc.stacks[i]

@@ -54,7 +54,7 @@ func newRig(t testing.TB, clouds ...*fakecloud.Cloud) *rig {
 		rc[i] = c
 	}
 	rules := policy.Set{Default: testRules}
-	mgr := &lifecycle.Manager{Site: "test", Registry: st, Placement: st, Targets: targets, Rules: rules, Now: clk.Now, Log: log,
+	mgr := &lifecycle.Manager{Site: "test", Registry: st, Locks: st, Targets: targets, Rules: rules, Now: clk.Now, Log: log,
 		Template: func(string) (string, error) { return "/lab.yaml", nil }, DefaultTemplate: "lab"}
 	return &rig{t: t, store: st, clouds: clouds, clock: clk, mgr: mgr,
 		reaper: &reaper.Reaper{Site: "test", Registry: st, Clouds: rc, Applier: mgr, Rules: rules, Now: clk.Now, Log: log, Actor: "reaper"}}

@@ -321,7 +321,7 @@ func (r *run) open(ctx context.Context, path string) (*store.Store, error) {
 		return nil, fmt.Errorf("open the registry of %s: %w", r.course, err)
 	}
 	r.reg = newRegistry(st, r.course)
-	r.mgr = &lifecycle.Manager{Site: "sim", Registry: r.reg, Placement: st, Targets: []lifecycle.Target{{Cloud: r.cloud}},
+	r.mgr = &lifecycle.Manager{Site: "sim", Registry: r.reg, Locks: st, Targets: []lifecycle.Target{{Cloud: r.cloud}},
 		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab",
 		Rules: r.pol.Rules, Now: r.v.Now, Log: r.log}
 	r.rp = &reaper.Reaper{Site: "sim", Registry: r.reg, Clouds: []reaper.Cloud{r.cloud}, Applier: counted{r},

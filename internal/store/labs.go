@@ -15,7 +15,7 @@ import (
 
 const labColumns = `id, learner, course, template, cloud, stack_name, stack_id, status, stack_status,
 	stack_status_since, created_at, last_heartbeat, last_resumed_at, attempts, next_attempt_at,
-	last_error, outputs, updated_at, deleted_at, claimed_at, sent_at, version`
+	last_error, outputs, updated_at, deleted_at, claimed_at, claimed_by, sent_at, version`
 
 // liveCond selects live labs: every status but deleted.
 const liveCond = `status <> 'deleted'`
@@ -23,7 +23,7 @@ const liveCond = `status <> 'deleted'`
 // The statements of the hot paths, prepared once on SQLite (see hotStatements).
 const (
 	insertLabSQL = `INSERT INTO labs (` + labColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	getLabSQL   = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
 	findLiveSQL = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
 	// the reaper's listing (every live lab) and an unfiltered one, and the placement's count
@@ -34,7 +34,7 @@ const (
 		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
 		stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
 		next_attempt_at = ?, last_error = ?, outputs = ?, updated_at = ?, deleted_at = ?,
-		claimed_at = ?, sent_at = ?, version = version + 1
+		claimed_at = ?, claimed_by = ?, sent_at = ?, version = version + 1
 		WHERE id = ? AND version = ?`
 
 	// A heartbeat within the open span (the last one less than the gap before it), most of
@@ -103,7 +103,7 @@ func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 			string(lab.Status), lab.StackStatus, s.timeArg(lab.StackStatusSince), s.timeArg(lab.CreatedAt),
 			s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt), lab.Attempts,
 			s.timeArg(lab.NextAttemptAt), lab.LastError, outputs, s.timeArg(lab.UpdatedAt),
-			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), s.timeArg(lab.SentAt), lab.Version)
+			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), lab.Version)
 		if err != nil {
 			if unique, live := uniqueViolation(err); unique {
 				if live {
@@ -246,7 +246,7 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 			lab.Template, lab.Cloud, lab.StackName, lab.StackID, string(lab.Status), lab.StackStatus,
 			s.timeArg(lab.StackStatusSince), s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt),
 			lab.Attempts, s.timeArg(lab.NextAttemptAt), lab.LastError, outputs, s.timeArg(ev.At),
-			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), s.timeArg(lab.SentAt), lab.ID, lab.Version)
+			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), lab.ID, lab.Version)
 		if err != nil {
 			if unique, live := uniqueViolation(err); unique && live {
 				return fmt.Errorf("learner %q, course %q: %w", lab.Learner, lab.Course, labs.ErrExists)
@@ -433,7 +433,7 @@ func scanLab(row interface{ Scan(...any) error }) (labs.Lab, error) {
 		&status, &l.StackStatus, timeDest{&l.StackStatusSince}, timeDest{&l.CreatedAt},
 		timeDest{&l.LastHeartbeat}, timeDest{&l.LastResumedAt}, &l.Attempts, timeDest{&l.NextAttemptAt},
 		&l.LastError, &outputs, timeDest{&l.UpdatedAt}, timeDest{&l.DeletedAt}, timeDest{&l.ClaimedAt},
-		timeDest{&l.SentAt}, &l.Version)
+		&l.ClaimedBy, timeDest{&l.SentAt}, &l.Version)
 	if err != nil {
 		return labs.Lab{}, err
 	}

@@ -55,6 +55,11 @@ func (w Waiter) Lock(ctx context.Context, key string) (unlock func(context.Conte
 	})
 }
 
+// TryLock is Locks' TryLock: a Waiter serves every lock its Locks serve.
+func (w Waiter) TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error) {
+	return w.Locks.TryLock(ctx, key)
+}
+
 // Take takes one of a cloud's max slots, waiting while every one is held and ctx allows:
 // the bound on the operations in flight on the cloud, shared by every process using the
 // database. Slot i is the lock "slot.<cloud>.<i>". release lets the slot go (and a slot

@@ -1,10 +1,13 @@
 -- Times are TEXT in UTC (see 00001_init.sql).
 -- +goose Up
 -- An action labplane has claimed on a lab and not yet seen through (see labs.Lab.ClaimedAt):
--- when it was claimed, before its hooks ran, and when its request went to the cloud.
+-- when it was claimed, before its hooks ran, by which process (whose registry lock says whether
+-- it is alive), and when its request went to the cloud.
 ALTER TABLE labs ADD COLUMN claimed_at TEXT;
+ALTER TABLE labs ADD COLUMN claimed_by TEXT NOT NULL DEFAULT '';
 ALTER TABLE labs ADD COLUMN sent_at TEXT;
 
 -- +goose Down
 ALTER TABLE labs DROP COLUMN sent_at;
+ALTER TABLE labs DROP COLUMN claimed_by;
 ALTER TABLE labs DROP COLUMN claimed_at;
