@@ -406,16 +406,7 @@ func TestFaultStoreStoppedAndStarted(t *testing.T) {
 		t.Skip("starts a PostgreSQL server: not with -short")
 	}
 	t.Setenv(pgtest.EnvDSN, "") // a server of this test's own: it is stopped and started
-	ctx := t.Context()          // pgtest may install PostgreSQL (behind other installs): the test's deadline only
-	pg, err := pgtest.Start(ctx, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pg.Stop(); err != nil {
-			t.Errorf("stop PostgreSQL: %v", err)
-		}
-	})
+	pg := pgtest.StartFor(t)
 	dsn := pg.Database(t)
 	ctl := newPGControl(t, pg.DSN())
 

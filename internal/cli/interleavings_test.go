@@ -220,18 +220,19 @@ func countEvents(evs []labs.Event, action string) int {
 	return n
 }
 
-// #2: the learner comes back while a suspend's before_suspend hook runs. The scheduler claims
-// the idle lab's suspend and starts the hook; the LMS sends a heartbeat (and keeps sending
-// them); the hook ends: the suspend is cancelled before it is sent, the lab is active, and
-// Heat never suspended the stack.
-func TestInterleavingLearnerBackDuringSuspendHook(t *testing.T) {
+// serveLabWithBlockingHook starts serve on the local Heat with a blockingHook as its
+// before_suspend hook, a short idle_suspend_after and a scheduler that comes by every second,
+// and launches a lab through the API: it returns once the lab is active (and goes idle: the
+// test sends no heartbeat). The hook is released before serve stops, the lab deleted after.
+func serveLabWithBlockingHook(t *testing.T, name string) (*site, *store.Store, *daemon, *blockingHook, string) {
+	t.Helper()
 	if lease == nil {
 		t.Skip("needs the local cloud (not with -short)")
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	hook := newBlockingHook(t)
 	addr := freePort(t)
-	site := fmt.Sprintf("pin-back-%d", time.Now().UnixNano()%1e6)
+	site := fmt.Sprintf("%s-%d", name, time.Now().UnixNano()%1e6)
 	s := newInterleavingSite(t, fmt.Sprintf(`site: %s
 store: {dsn: labplane.db}
 clouds: [{name: local-a, cloud: local-a}]
@@ -250,6 +251,15 @@ serve: {listen: %s, shutdown_grace: 5s}
 	id := d.launch("ann", site)
 	ids = append(ids, id)
 	d.waitFor("the lab to be active", time.Minute, func() bool { return d.status(id) == "active" })
+	return s, st, d, hook, id
+}
+
+// #2: the learner comes back while a suspend's before_suspend hook runs. The scheduler claims
+// the idle lab's suspend and starts the hook; the LMS sends a heartbeat (and keeps sending
+// them); the hook ends: the suspend is cancelled before it is sent, the lab is active, and
+// Heat never suspended the stack.
+func TestInterleavingLearnerBackDuringSuspendHook(t *testing.T) {
+	_, st, d, hook, id := serveLabWithBlockingHook(t, "pin-back")
 	// no heartbeat: the lab goes idle, and the scheduler claims its suspend
 	d.waitFor("the scheduler to claim the idle lab's suspend and start its hook", time.Minute, func() bool { return hook.runs() > 0 })
 	if got := d.status(id); got != "suspending" {
@@ -387,31 +397,7 @@ serve: {listen: %s, shutdown_grace: 5s}
 // runs once serve's pass is over, finds the lab suspended and does nothing to it. The hook
 // ran once, Heat suspended the stack once.
 func TestInterleavingCronReapBesideServe(t *testing.T) {
-	if lease == nil {
-		t.Skip("needs the local cloud (not with -short)")
-	}
-	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
-	hook := newBlockingHook(t)
-	addr := freePort(t)
-	site := fmt.Sprintf("pin-cron-%d", time.Now().UnixNano()%1e6)
-	s := newInterleavingSite(t, fmt.Sprintf(`site: %s
-store: {dsn: labplane.db}
-clouds: [{name: local-a, cloud: local-a}]
-templates: {lab: lab.yaml}
-policy: {idle_suspend_after: 5s}
-hooks: {before_suspend: %q, timeout: 5m}
-scheduler: {suspend_every: 1s, launch_timeouts_every: 5s, reconcile_every: 5s, reap_every: 10s}
-serve: {listen: %s, shutdown_grace: 5s}
-`, site, hook.command, addr))
-	st := s.open()
-	var ids []string
-	t.Cleanup(func() { cleanupReplicaLabs(t, st, s.config, ids) })
-	d := startDaemon(t, s, addr)
-	t.Cleanup(hook.release)
-
-	id := d.launch("ann", site)
-	ids = append(ids, id)
-	d.waitFor("the lab to be active", time.Minute, func() bool { return d.status(id) == "active" })
+	s, st, d, hook, id := serveLabWithBlockingHook(t, "pin-cron")
 	d.waitFor("serve's pass to claim the idle lab's suspend and start its hook", time.Minute, func() bool { return hook.runs() > 0 })
 
 	// serve's pass holds the reaper's lock while its hook runs: cron's reap cannot plan
@@ -474,15 +460,7 @@ func TestInterleavingCapacityAcrossReplicas(t *testing.T) {
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	second := secondProject(t)
-	pg, err := pgtest.Start(t.Context(), "") // may install PostgreSQL: the test's deadline only
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pg.Stop(); err != nil {
-			t.Errorf("stop PostgreSQL: %v", err)
-		}
-	})
+	pg := pgtest.StartFor(t)
 	dsn := pg.Database(t)
 	addr1, addr2 := freePort(t), freePort(t)
 	site := fmt.Sprintf("pin-capacity-%d", time.Now().UnixNano()%1e6)

@@ -60,15 +60,7 @@ func TestReplicasTakeOverWhenTheJobRunnerDies(t *testing.T) {
 	ctx := context.Background()
 
 	// PostgreSQL, stopped last (cleanups run in reverse order), pass or fail.
-	pg, err := pgtest.Start(t.Context(), "") // may install PostgreSQL: the test's deadline only
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := pg.Stop(); err != nil {
-			t.Errorf("stop PostgreSQL: %v", err)
-		}
-	})
+	pg := pgtest.StartFor(t)
 	_, dsn, err := pg.CreateDatabase(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -110,6 +110,22 @@ func Start(ctx context.Context, dir string) (*Server, error) {
 	return s, nil
 }
 
+// StartFor starts a server of tb's own as Start does, under the test's deadline only (it may
+// install PostgreSQL), and stops it when the test ends, pass or fail.
+func StartFor(tb testing.TB) *Server {
+	tb.Helper()
+	s, err := Start(tb.Context(), "")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			tb.Errorf("stop PostgreSQL: %v", err)
+		}
+	})
+	return s
+}
+
 // DSN returns the DSN of the server's admin database.
 func (s *Server) DSN() string { return s.dsn }
 
