@@ -166,7 +166,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		if err != nil {
 			return err
 		}
-		if lab.Status == labs.Suspended || resumable(lab) {
+		if lab.Resumable() {
 			s.background("resume", lab.ID, func(ctx context.Context) error {
 				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)
 				return err
@@ -183,13 +183,6 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 	})
 	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
 	return writeJSON(w, http.StatusAccepted, view(p.Lab))
-}
-
-// resumable reports whether a lab the learner is back for was left by a failed suspend or
-// resume: resuming it is the way back to a running lab (Heat resumes the resources that
-// were suspended), and nothing else would bring it back while the learner is there.
-func resumable(lab labs.Lab) bool {
-	return lab.Status == labs.Failed && (lab.StackStatus == "SUSPEND_FAILED" || lab.StackStatus == "RESUME_FAILED")
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {

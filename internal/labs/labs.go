@@ -107,6 +107,14 @@ func (l Lab) Claimed(now time.Time, lease time.Duration) bool {
 	return !l.ClaimedAt.IsZero() && now.Sub(l.ClaimedAt) < lease
 }
 
+// Resumable reports whether a learner back for the lab gets it resumed: it is suspended, or
+// was left by a failed suspend or resume (resuming it is the way back to a running lab: Heat
+// resumes the resources that were suspended, and nothing else would bring it back while the
+// learner is there).
+func (l Lab) Resumable() bool {
+	return l.Status == Suspended || (l.Status == Failed && (l.StackStatus == "SUSPEND_FAILED" || l.StackStatus == "RESUME_FAILED"))
+}
+
 // Unclaim clears the lab's claim: its action is seen through, cancelled or taken over.
 func (l *Lab) Unclaim() { l.ClaimedAt, l.ClaimedBy, l.SentAt = time.Time{}, "", time.Time{} }
 
