@@ -310,24 +310,12 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		})
 		release()
 	}
-	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && (fresh.Status == labs.Deleting || fresh.Status == labs.Deleted) {
-		return m.stopLaunch(ctx, c, fresh, st, actor)
-	}
-	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
-	var unknown error // the cloud could not be asked about a stack whose id is unknown
-	if err != nil && !errors.Is(err, cloud.ErrFailed) && !timedOut {
-		var kept labs.Lab
-		var ok bool
-		if kept, ok, unknown = m.handOver(ctx, c, lab, st, actor, err); ok {
-			if ctx.Err() != nil {
-				return kept, true, fmt.Errorf("launch of lab %s stopped, its stack left to the reaper: %w", lab.ID, ctx.Err())
-			}
-			return kept, true, nil
-		}
-	}
 	if err == nil {
-		lab, err = m.update(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,
-			RequestID: st.RequestID}, func(l *labs.Lab) {
+		kept, err := m.updateIf(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,
+			RequestID: st.RequestID}, func(l *labs.Lab) error {
+			if l.Status == labs.Deleting || l.Status == labs.Deleted {
+				return errStopped // deleted while its stack was created
+			}
 			// the reaper may have seen the stack, and acted on it, before this is recorded
 			// (the registry was down for a while): what it wrote is newer than st
 			if l.Status == labs.Launching {
@@ -336,8 +324,27 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 			if len(st.Outputs) > 0 {
 				l.Outputs = st.Outputs
 			}
+			return nil
 		})
-		return lab, err == nil, err
+		if errors.Is(err, errStopped) {
+			return m.stopLaunch(ctx, c, kept, st, actor)
+		}
+		return kept, err == nil, err
+	}
+	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && (fresh.Status == labs.Deleting || fresh.Status == labs.Deleted) {
+		return m.stopLaunch(ctx, c, fresh, st, actor)
+	}
+	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
+	var unknown error // the cloud could not be asked about a stack whose id is unknown
+	if !errors.Is(err, cloud.ErrFailed) && !timedOut {
+		var kept labs.Lab
+		var ok bool
+		if kept, ok, unknown = m.handOver(ctx, c, lab, st, actor, err); ok {
+			if ctx.Err() != nil {
+				return kept, true, fmt.Errorf("launch of lab %s stopped, its stack left to the reaper: %w", lab.ID, ctx.Err())
+			}
+			return kept, true, nil
+		}
 	}
 	ev := labs.Event{Actor: actor, Action: "launch-attempt-failed", Cloud: c.Name(), StackID: st.ID, Error: err.Error(), RequestID: requestID(err)}
 	st.Name = lab.StackName
