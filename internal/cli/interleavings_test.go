@@ -33,25 +33,16 @@ import (
 
 // slowCreateTemplate is faultTemplate whose create takes half a minute on Heat: long enough
 // to act on the lab while its stack is CREATE_IN_PROGRESS.
-const slowCreateTemplate = `heat_template_version: 2018-08-31
-parameters:
-  lab_id: {type: string}
-  course: {type: string}
-  learner: {type: string}
-resources:
-  gateway:
-    type: OS::Heat::TestResource
-    properties:
-      action_wait_secs: {create: 30}
-outputs:
-  guacamole_host:
-    value: {get_attr: [gateway, output]}
-`
+var slowCreateTemplate = strings.Replace(faultTemplate, "    type: OS::Heat::TestResource\n",
+	"    type: OS::Heat::TestResource\n    properties:\n      action_wait_secs: {create: 30}\n", 1)
 
 // newInterleavingSite is a site whose lab.yaml is the quick faultTemplate, with slow.yaml
 // beside it (slowCreateTemplate).
 func newInterleavingSite(t *testing.T, config string) *site {
 	t.Helper()
+	if slowCreateTemplate == faultTemplate {
+		t.Fatal("slowCreateTemplate: faultTemplate no longer has the resource it slows down")
+	}
 	s := newSite(t, config)
 	for file, text := range map[string]string{"lab.yaml": faultTemplate, "slow.yaml": slowCreateTemplate} {
 		if err := os.WriteFile(filepath.Join(s.dir, file), []byte(text), 0o644); err != nil {
