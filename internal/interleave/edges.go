@@ -108,16 +108,43 @@ func (r *registry) ForgetOrphan(ctx context.Context, cloud, stackID string) erro
 	return r.Store.ForgetOrphan(ctx, cloud, stackID)
 }
 
+func (r *registry) StartOperation(ctx context.Context, op labs.Operation) error {
+	if err := r.enter(ctx, "start "+op.Op+" "+op.StackName); err != nil {
+		return err
+	}
+	return r.Store.StartOperation(ctx, op)
+}
+
+func (r *registry) EndOperation(ctx context.Context, op labs.Operation) error {
+	if err := r.enter(ctx, "end "+op.Op+" "+op.StackName); err != nil {
+		return err
+	}
+	return r.Store.EndOperation(ctx, op)
+}
+
+func (r *registry) Operation(ctx context.Context, cloud string, slot int) (labs.Operation, bool, error) {
+	if err := r.enter(ctx, fmt.Sprintf("operation %s.%d", cloud, slot)); err != nil {
+		return labs.Operation{}, false, err
+	}
+	return r.Store.Operation(ctx, cloud, slot)
+}
+
 // TryLock takes its turn, and so does the unlock it returns.
 func (r *registry) TryLock(ctx context.Context, key string) (func(context.Context) error, bool, error) {
+	_, unlock, ok, err := r.TryHold(ctx, key)
+	return unlock, ok, err
+}
+
+// TryHold takes its turn, and so does the unlock it returns.
+func (r *registry) TryHold(ctx context.Context, key string) (context.Context, func(context.Context) error, bool, error) {
 	if err := r.enter(ctx, "try-lock "+key); err != nil {
-		return nil, false, err
+		return nil, nil, false, err
 	}
-	unlock, ok, err := r.Store.TryLock(ctx, key)
+	held, unlock, ok, err := r.Store.TryHold(ctx, key)
 	if !ok || err != nil {
-		return unlock, ok, err
+		return held, unlock, ok, err
 	}
-	return func(ctx context.Context) error {
+	return held, func(ctx context.Context) error {
 		r.w.turns.wait(r.who+actorOf(ctx), "registry unlock "+key)
 		return unlock(ctx)
 	}, true, nil

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing/synctest"
 	"time"
@@ -27,6 +29,8 @@ type turns struct {
 	dead   map[string]bool
 	steps  int
 	parks  int         // goroutines parked so far: the last tie-break, arrival order
+	// pasts hashes, per goroutine (by its runtime id, only ever a key), every turn it took
+	pasts map[uint64]uint64
 	digest hash.Hash64 // of every step taken
 	trace  []string
 	keep   int // trace lines kept (the last ones)
@@ -35,12 +39,13 @@ type turns struct {
 // parked is a goroutine waiting for its turn.
 type parked struct {
 	who, what string
+	past      uint64 // its goroutine's turns so far (turns.pasts)
 	seq       int
 	turn      chan struct{}
 }
 
 func newTurns(seed uint64, keep int) *turns {
-	return &turns{rng: rand.New(rand.NewPCG(seed, 0x1ab91a7e)), ready: make(chan struct{}, 1), dead: map[string]bool{}, keep: keep, digest: fnv.New64a()}
+	return &turns{rng: rand.New(rand.NewPCG(seed, 0x1ab91a7e)), ready: make(chan struct{}, 1), dead: map[string]bool{}, pasts: map[uint64]uint64{}, keep: keep, digest: fnv.New64a()}
 }
 
 // wait parks the calling goroutine, which belongs to who (a process: "r1#2", "cron", "lms")
@@ -56,6 +61,11 @@ func (t *turns) wait(who, what string) {
 	}
 	t.parks++
 	p.seq = t.parks
+	g := goroutineID()
+	p.past = t.pasts[g]
+	h := fnv.New64a()
+	fmt.Fprintf(h, "%d %s %s", p.past, who, what)
+	t.pasts[g] = h.Sum64()
 	t.parked = append(t.parked, p)
 	t.mu.Unlock()
 	select {
@@ -127,9 +137,11 @@ func (t *turns) step() bool {
 		t.mu.Unlock()
 		return false
 	}
-	// the order goroutines parked in is the Go scheduler's: sort by who and what first
+	// the order goroutines parked in is the Go scheduler's: sort by who and what first, then
+	// by what each did before (two goroutines of one actor woken at the same instant to do
+	// the same, for two labs, arrive in either order)
 	slices.SortFunc(t.parked, func(a, b *parked) int {
-		return cmp.Or(cmp.Compare(a.who, b.who), cmp.Compare(a.what, b.what), cmp.Compare(a.seq, b.seq))
+		return cmp.Or(cmp.Compare(a.who, b.who), cmp.Compare(a.what, b.what), cmp.Compare(a.past, b.past), cmp.Compare(a.seq, b.seq))
 	})
 	i := t.rng.IntN(len(t.parked))
 	p := t.parked[i]
@@ -164,4 +176,17 @@ func (t *turns) lastTrace() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.trace[max(0, len(t.trace)-t.keep):])
+}
+
+// goroutineID is the calling goroutine's runtime id, from the header of its stack trace
+// ("goroutine 42 [running]:"): a key to tell goroutines apart, never an order.
+func goroutineID() uint64 {
+	var buf [32]byte
+	n := runtime.Stack(buf[:], false)
+	f := strings.Fields(string(buf[:n]))
+	if len(f) < 2 {
+		return 0
+	}
+	id, _ := strconv.ParseUint(f[1], 10, 64)
+	return id
 }

@@ -258,6 +258,19 @@ func (s Stack) Phase() (action, state string) {
 // Gone reports whether the stack no longer exists (DELETE_COMPLETE).
 func (s Stack) Gone() bool { return s.Status == "DELETE_COMPLETE" }
 
+// An Operation is a create, suspend, resume or delete sent to a cloud in one of its slots
+// (max_in_flight), recorded before it is sent and cleared once it is known to be over. One
+// whose sender stopped first (it died, or its wait timed out) keeps its slot taken until the
+// cloud is seen done with the stack: the cloud goes on with it either way.
+type Operation struct {
+	Cloud string
+	Slot  int
+	Op    string
+	// StackName names the stack; StackID is "" for a create sent before the cloud named it.
+	StackName, StackID string
+	SentAt             time.Time
+}
+
 // Errors callers branch on.
 var (
 	// ErrNotFound: no such lab.

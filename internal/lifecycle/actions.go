@@ -152,7 +152,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 		m.runHook(sctx, "before_delete", m.Hooks.BeforeDelete, lab, r.actor)
 	}
 	c := r.cloud
-	release, err := m.slot(sctx, c, string(r.op), lab.StackName)
+	held, err := m.slot(sctx, c, string(r.op), lab.StackName, lab.StackID)
 	if err != nil {
 		return m.outcome(ctx, r, lab, labs.Stack{}, err) // not sent: the claim ends
 	}
@@ -168,7 +168,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 			}
 		}
 		if err != nil {
-			release()
+			held.end(ctx, nil) // not sent: over
 			return lab, err
 		}
 	}
@@ -185,7 +185,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	case r.op == OpDelete:
 		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
 	}
-	release() // the record needs no slot
+	held.end(ctx, err) // the record needs no slot
 	if r.op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
 		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
 	}

@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,15 +12,18 @@ import (
 
 // Locks are the registry's locks (the store's), shared by every process using it: TryLock
 // takes one if it is free, Lock waits for it while ctx allows. A lock ends with its holder.
+// TryHold is TryLock with a context that is done once the lock is released or lost (on
+// PostgreSQL, when its connection drops).
 type Locks interface {
 	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
+	TryHold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, ok bool, err error)
 	Lock(ctx context.Context, key string) (unlock func(context.Context) error, err error)
 }
 
 // Slots bound the actions in flight on each cloud across every process using the registry
-// (the store's Waiter): Take waits while all max of the cloud's slots are taken.
+// (the store's Waiter): Take waits while none of the cloud's max slots is free and vacant.
 type Slots interface {
-	Take(ctx context.Context, cloud string, max int) (release func(), err error)
+	Take(ctx context.Context, cloud string, max int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error)
 }
 
 // placementLock is the placement lock's key: one placement at a time, in all processes, so
@@ -45,10 +49,11 @@ func (m *Manager) lockPlacement(ctx context.Context) (unlock func(), err error) 
 	}, nil
 }
 
-// slot takes one of c's slots for an action (op) on a stack, waiting while all are taken:
-// Target.MaxInFlight bounds the cloud's actions across every process. Without Slots, or for
-// a cloud with no MaxInFlight, it takes nothing.
-func (m *Manager) slot(ctx context.Context, c Cloud, op, stack string) (release func(), err error) {
+// slot takes one of c's slots for an operation (op) on a stack, waiting while all are taken,
+// and records the operation in it before the caller sends it: Target.MaxInFlight bounds the
+// cloud's operations across every process, those its sender stopped waiting for included.
+// Without Slots, or for a cloud with no MaxInFlight, it takes nothing.
+func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*heldSlot, error) {
 	limit := 0
 	for _, t := range m.Targets {
 		if t.Cloud.Name() == c.Name() {
@@ -56,30 +61,106 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack string) (release 
 		}
 	}
 	if m.Slots == nil || limit <= 0 {
-		return func() {}, nil
+		return &heldSlot{}, nil
 	}
-	release, err = m.Slots.Take(ctx, c.Name(), limit)
-	if err != nil {
+	busy := func(err error) error {
 		// not the stack's failure: the cloud was busy (or the registry failed) until ctx ended
-		return nil, &cloud.Error{Cloud: c.Name(), Op: op, Stack: stack, Kind: cloud.ErrTransient,
+		return &cloud.Error{Cloud: c.Name(), Op: op, Stack: stack, Kind: cloud.ErrTransient,
 			Message: "no free slot for work on this cloud", Err: err}
 	}
-	return release, nil
+	i, release, err := m.Slots.Take(ctx, c.Name(), limit, func(ctx context.Context, i int) (bool, error) {
+		return m.vacant(ctx, c, i)
+	})
+	if err != nil {
+		return nil, busy(err)
+	}
+	h := &heldSlot{m: m, release: release, op: labs.Operation{Cloud: c.Name(), Slot: i, Op: op, StackName: stack, StackID: id, SentAt: m.Now()}}
+	if err := m.Registry.StartOperation(ctx, h.op); err != nil {
+		release()
+		return nil, busy(err)
+	}
+	return h, nil
+}
+
+// vacant reports whether slot i of c is free of an operation the cloud may still be at work
+// on: one recorded there whose sender stopped before seeing it end (it died, or its wait
+// timed out), and whose stack the cloud still shows in progress. A cloud that cannot be
+// asked leaves the slot taken.
+func (m *Manager) vacant(ctx context.Context, c Cloud, i int) (bool, error) {
+	op, ok, err := m.Registry.Operation(ctx, c.Name(), i)
+	if err != nil || !ok {
+		return err == nil, err
+	}
+	st, err := c.Get(ctx, op.StackName, op.StackID)
+	switch {
+	case errors.Is(err, cloud.ErrNotFound):
+		return true, nil
+	case err != nil:
+		m.Log.Warn("a slot's last operation could not be checked: the slot stays taken", "cloud", c.Name(), "slot", i,
+			"op", op.Op, "stack", op.StackName, "err", err)
+		return false, nil
+	}
+	_, state := st.Phase()
+	return state != "IN_PROGRESS", nil
+}
+
+// A heldSlot is a cloud slot taken for an operation, which is recorded in it.
+type heldSlot struct {
+	m       *Manager
+	release func()
+	op      labs.Operation
+}
+
+// end lets the slot go once the operation returned err. The record is cleared only if the
+// operation is known to be over; otherwise (a timeout, a lost answer, a stop) the cloud may
+// still be at work on it, and the slot stays taken until it is seen done (vacant).
+func (h *heldSlot) end(ctx context.Context, err error) {
+	if h.release == nil {
+		return
+	}
+	if over(err) {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
+		if eerr := h.m.Registry.EndOperation(ectx, h.op); eerr != nil {
+			// left recorded: the slot's next taker asks the cloud, which is done with it
+			h.m.Log.Warn("clear a finished operation from its slot", "cloud", h.op.Cloud, "slot", h.op.Slot, "err", eerr)
+		}
+		cancel()
+	}
+	h.release()
+	h.release = nil
+}
+
+// over reports whether an operation that returned err is known to be over on the cloud: it
+// completed, or the cloud failed or refused it. After a timeout, a transient failure or a
+// stop, the cloud may still be at work on it.
+func over(err error) bool {
+	var ce *cloud.Error
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, cloud.ErrTransient), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
+	return errors.As(err, &ce)
 }
 
 // deleteStack deletes a stack, holding one of its cloud's slots.
 func (m *Manager) deleteStack(ctx context.Context, c Cloud, name, id string) (labs.Stack, error) {
-	release, err := m.slot(ctx, c, "delete", name)
+	held, err := m.slot(ctx, c, "delete", name, id)
 	if err != nil {
 		return labs.Stack{}, err
 	}
-	defer release()
-	return c.Delete(ctx, name, id)
+	st, err := c.Delete(ctx, name, id)
+	held.end(ctx, err)
+	return st, err
 }
 
 // self returns the lock key this process's claims name (ClaimedBy), taking the lock the first
 // time: held for as long as the process lives (its Store, in the simulation), it tells every
-// other process that the claims naming it are alive.
+// other process that the claims naming it are alive. A lock lost while the process lives (on
+// PostgreSQL, its connection dropped) has made its claims look dead to the others, which may
+// have taken them over: the claims from then on name a new lock, so that none is taken
+// under a lock that no longer vouches for it.
 func (m *Manager) self(ctx context.Context) (string, error) {
 	m.selfOnce.Do(func() { m.selfTurn = make(chan struct{}, 1) })
 	select {
@@ -88,22 +169,27 @@ func (m *Manager) self(ctx context.Context) (string, error) {
 	case <-ctx.Done():
 		return "", fmt.Errorf("take this process's lock: %w", ctx.Err())
 	}
-	if m.selfHeld != "" {
+	if m.selfHeld != "" && m.selfLost.Err() == nil {
 		return m.selfHeld, nil
 	}
 	name := m.Self
 	if name == "" {
 		name = newID()
 	}
+	if m.selfHeld != "" {
+		m.Log.Warn("this process's lock was lost: its claims under way may be taken over; new ones name a new lock",
+			"lock", m.selfHeld, "cause", context.Cause(m.selfLost))
+		name += "-" + newID()
+	}
 	key := "proc." + name
-	_, ok, err := m.Locks.TryLock(ctx, key)
+	held, _, ok, err := m.Locks.TryHold(ctx, key)
 	switch {
 	case err != nil:
 		return "", fmt.Errorf("take this process's lock %q: %w", key, err)
 	case !ok:
 		return "", fmt.Errorf("%w: this process's lock %q is held by another (two processes named %q?)", ErrBusy, key, name)
 	}
-	m.selfHeld = key
+	m.selfHeld, m.selfLost = key, held
 	return key, nil
 }
 

@@ -97,3 +97,60 @@ func TestMaxInFlightAcrossProcesses(t *testing.T) {
 		t.Errorf("actions in flight at once: up to %d, want the bound 2", got)
 	}
 }
+
+// An operation whose sender stops waiting (its process killed, its wait timed out) goes on
+// on the cloud, and keeps its slot until the cloud is done with it: the other replica's
+// suspends meanwhile use the one slot left of two, never three at once.
+func TestMaxInFlightCountsAnAbandonedOperation(t *testing.T) {
+	c := fakecloud.NewWith(fakecloud.Options{Name: "a", Latency: 20 * time.Millisecond,
+		Latencies: map[string]time.Duration{"suspend": time.Second}})
+	ms := replicas(t, 2, []lifecycle.Target{{Cloud: c, MaxInFlight: 2}})
+	launched := launchAll(t, ms, 3)
+
+	stopped, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := ms[0].Do(stopped, lifecycle.OpSuspend, launched[0].ID, "test", true)
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); stackStatus(c, launched[0].StackName) != "SUSPEND_IN_PROGRESS"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the first suspend never reached the cloud")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err == nil {
+		t.Fatal("a suspend whose context ended while the cloud worked on it returned no error")
+	}
+	if stackStatus(c, launched[0].StackName) != "SUSPEND_IN_PROGRESS" {
+		t.Fatal("the cloud is no longer at work on the abandoned suspend: the test proves nothing")
+	}
+
+	var wg sync.WaitGroup
+	for _, l := range launched[1:] {
+		wg.Go(func() {
+			if _, err := ms[1].Do(t.Context(), lifecycle.OpSuspend, l.ID, "test", true); err != nil {
+				t.Errorf("suspend %s: %v", l.ID, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := c.MaxInFlightSeen(); got != 2 {
+		t.Errorf("operations in flight at once: up to %d, want the bound 2", got)
+	}
+	for _, l := range launched[1:] {
+		if got := stackStatus(c, l.StackName); got != "SUSPEND_COMPLETE" {
+			t.Errorf("stack %s is %s, want SUSPEND_COMPLETE", l.StackName, got)
+		}
+	}
+}
+
+func stackStatus(c *fakecloud.Cloud, name string) string {
+	for _, st := range c.Stacks() {
+		if st.Name == name {
+			return st.Status
+		}
+	}
+	return ""
+}

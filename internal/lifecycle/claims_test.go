@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -178,4 +179,76 @@ func (c onAccepted) Create(ctx context.Context, r cloud.CreateRequest) (labs.Sta
 		close(c.accepted)
 	}
 	return c.Cloud.Create(ctx, r)
+}
+
+// A process whose lock is lost while it lives (on PostgreSQL, its connection dropped) has its
+// claims look dead to the others, which may take them over: its claims from then on name a
+// new lock, held, so that none is taken under a lock that no longer vouches for it.
+func TestALostProcessLockIsTakenAgainUnderANewName(t *testing.T) {
+	ms := replicas(t, 2, []lifecycle.Target{{Cloud: fakecloud.New("a", 0, time.Millisecond)}})
+	m, other := ms[0], ms[1]
+	locks := &losingLocks{Store: m.Registry.(*store.Store)}
+	m.Locks, m.Self = locks, "r1"
+	ctx := context.Background()
+	a, err := other.Launch(ctx, lifecycle.LaunchRequest{Learner: "ann", Course: "os101"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := other.Launch(ctx, lifecycle.LaunchRequest{Learner: "bob", Course: "os101"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alive := func(l labs.Lab) bool {
+		t.Helper()
+		ok, err := lifecycle.ClaimAlive(ctx, other.Locks, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok
+	}
+	before, err := m.Claim(ctx, lifecycle.OpDelete, a.ID, "op", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Lab.ClaimedBy != "proc.r1" || !alive(before.Lab) {
+		t.Fatalf("claimed by %q, alive %v; want proc.r1, alive", before.Lab.ClaimedBy, alive(before.Lab))
+	}
+	locks.lose()
+	if alive(before.Lab) {
+		t.Fatal("the lock lost, its claim still looks alive: the test proves nothing")
+	}
+	after, err := m.Claim(ctx, lifecycle.OpDelete, b.ID, "op", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(after.Lab.ClaimedBy, "proc.r1-") || !alive(after.Lab) {
+		t.Errorf("after the loss, claimed by %q, alive %v; want a new lock proc.r1-..., alive", after.Lab.ClaimedBy, alive(after.Lab))
+	}
+}
+
+// losingLocks are a store's locks whose holds the test can lose, as PostgreSQL's are when
+// their connection drops: lose releases every lock held and ends its held context.
+type losingLocks struct {
+	*store.Store
+	holds []func()
+}
+
+func (l *losingLocks) TryHold(ctx context.Context, key string) (context.Context, func(context.Context) error, bool, error) {
+	held, unlock, ok, err := l.Store.TryHold(ctx, key)
+	if !ok || err != nil {
+		return held, unlock, ok, err
+	}
+	held, cancel := context.WithCancelCause(held)
+	l.holds = append(l.holds, func() {
+		_ = unlock(context.Background())
+		cancel(store.ErrLockLost)
+	})
+	return held, unlock, true, nil
+}
+
+func (l *losingLocks) lose() {
+	for _, h := range l.holds {
+		h()
+	}
+	l.holds = nil
 }

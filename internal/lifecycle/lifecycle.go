@@ -31,6 +31,10 @@ type Registry interface {
 	Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error)
 	AddEvent(ctx context.Context, ev labs.Event) error
 	CountLive(ctx context.Context) (map[string]int, error)
+	// the operation in flight in each of a cloud's slots (see labs.Operation)
+	StartOperation(ctx context.Context, op labs.Operation) error
+	EndOperation(ctx context.Context, op labs.Operation) error
+	Operation(ctx context.Context, cloud string, slot int) (labs.Operation, bool, error)
 }
 
 // Cloud is what the Manager needs of a cloud: stack operations that wait until Heat is done.
@@ -93,11 +97,13 @@ type Manager struct {
 	placingOnce sync.Once
 	placingTurn chan struct{}
 
-	// selfTurn guards selfHeld, Self's lock key once taken: a channel of one place, as
-	// placingTurn, so that a goroutine waiting for it blocks on a channel, not a mutex
+	// selfTurn guards selfHeld, Self's lock key once taken, and selfLost, done if the lock is
+	// lost: a channel of one place, as placingTurn, so that a goroutine waiting for it blocks
+	// on a channel, not a mutex
 	selfOnce sync.Once
 	selfTurn chan struct{}
 	selfHeld string
+	selfLost context.Context
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
@@ -297,7 +303,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	wctx, cancel := context.WithTimeout(ctx, rules.LaunchTimeout)
 	defer cancel()
 	var st labs.Stack
-	release, err := m.slot(wctx, c, "create", lab.StackName)
+	held, err := m.slot(wctx, c, "create", lab.StackName, "")
 	if err == nil {
 		st, err = c.Create(wctx, cloud.CreateRequest{
 			Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
@@ -308,7 +314,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 				}
 			},
 		})
-		release()
+		held.end(ctx, err)
 	}
 	if err == nil {
 		kept, err := m.updateIf(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,

@@ -1152,11 +1152,11 @@ func TestTakeSlots(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
 		a, b := store.Waiter{Locks: e.s}, store.Waiter{Locks: e.open(t)}
-		first, err := a.Take(ctx, "east", 2)
+		_, first, err := a.Take(ctx, "east", 2, allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
-		second, err := b.Take(ctx, "east", 2)
+		_, second, err := b.Take(ctx, "east", 2, allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1165,19 +1165,19 @@ func TestTakeSlots(t *testing.T) {
 				t.Errorf("TryLock(%q) while both slots are taken = %v, %v; want held", key, ok, err)
 			}
 		}
-		if release, err := b.Take(ctx, "west", 2); err != nil {
+		if _, release, err := b.Take(ctx, "west", 2, allVacant); err != nil {
 			t.Errorf("another cloud's slot: %v", err)
 		} else {
 			release()
 		}
 		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		if _, err := a.Take(short, "east", 2); !errors.Is(err, context.DeadlineExceeded) {
+		if _, _, err := a.Take(short, "east", 2, allVacant); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("a third slot of two = %v; want to wait until the deadline", err)
 		}
 		got := make(chan error, 1)
 		go func() {
-			release, err := b.Take(ctx, "east", 2)
+			_, release, err := b.Take(ctx, "east", 2, allVacant)
 			if err == nil {
 				release()
 			}
@@ -1194,6 +1194,62 @@ func TestTakeSlots(t *testing.T) {
 		}
 		second()
 		second() // a second release does nothing
+	})
+}
+
+func allVacant(context.Context, int) (bool, error) { return true, nil }
+
+// A slot whose last operation the cloud may still be at work on is not taken, although its
+// lock is free: Take takes the next, and waits while none is vacant. The operation recorded
+// in a slot is read back as written, replaced by the slot's next holder, and cleared only by
+// the operation that wrote it.
+func TestSlotsLeftWithAnOperation(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		sent := time.Date(2026, 12, 5, 10, 0, 0, 123456000, time.UTC)
+		left := labs.Operation{Cloud: "east", Slot: 0, Op: "suspend", StackName: "lab-a", StackID: "id-a", SentAt: sent}
+		if err := e.s.StartOperation(ctx, left); err != nil {
+			t.Fatal(err)
+		}
+		got, ok, err := e.s.Operation(ctx, "east", 0)
+		if err != nil || !ok || got != left {
+			t.Fatalf("Operation(east, 0) = %+v, %v, %v; want %+v", got, ok, err, left)
+		}
+		if _, ok, err := e.s.Operation(ctx, "east", 1); ok || err != nil {
+			t.Fatalf("Operation(east, 1) = %v, %v; want none", ok, err)
+		}
+		w := store.Waiter{Locks: e.s}
+		stillAtWork := func(ctx context.Context, i int) (bool, error) {
+			_, ok, err := e.s.Operation(ctx, "east", i)
+			return !ok, err
+		}
+		slot, release, err := w.Take(ctx, "east", 2, stillAtWork)
+		if err != nil || slot != 1 {
+			t.Fatalf("Take beside a slot left with an operation = slot %d, %v; want slot 1", slot, err)
+		}
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if _, _, err := w.Take(short, "east", 2, stillAtWork); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Take with slot 0 left and slot 1 taken = %v; want to wait until the deadline", err)
+		}
+		release()
+
+		next := labs.Operation{Cloud: "east", Slot: 0, Op: "create", StackName: "lab-b", SentAt: sent.Add(time.Minute)}
+		if err := e.s.StartOperation(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.s.EndOperation(ctx, left); err != nil {
+			t.Fatal(err)
+		}
+		if got, ok, err := e.s.Operation(ctx, "east", 0); err != nil || !ok || got != next {
+			t.Fatalf("after the old operation's end, Operation(east, 0) = %+v, %v, %v; want the next one %+v", got, ok, err, next)
+		}
+		if err := e.s.EndOperation(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := e.s.Operation(ctx, "east", 0); ok || err != nil {
+			t.Fatalf("after its end, Operation(east, 0) = %v, %v; want none", ok, err)
+		}
 	})
 }
 
@@ -1300,9 +1356,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

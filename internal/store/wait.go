@@ -41,6 +41,7 @@ func (s *Store) Hold(ctx context.Context, key string) (held context.Context, unl
 // which takes its turn before each try).
 type TryLocker interface {
 	TryLock(ctx context.Context, key string) (unlock func(context.Context) error, ok bool, err error)
+	TryHold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, ok bool, err error)
 }
 
 // Waiter waits for the locks of Locks: one lock (Lock), or any one of a cloud's slots (Take).
@@ -60,28 +61,50 @@ func (w Waiter) TryLock(ctx context.Context, key string) (unlock func(context.Co
 	return w.Locks.TryLock(ctx, key)
 }
 
+// TryHold is Locks' TryHold.
+func (w Waiter) TryHold(ctx context.Context, key string) (held context.Context, unlock func(context.Context) error, ok bool, err error) {
+	return w.Locks.TryHold(ctx, key)
+}
+
 // Take takes one of a cloud's max slots, waiting while every one is held and ctx allows:
 // the bound on the operations in flight on the cloud, shared by every process using the
-// database. Slot i is the lock "slot.<cloud>.<i>". release lets the slot go (and a slot
-// whose holder dies is let go with it, as every TryLock lock is).
-func (w Waiter) Take(ctx context.Context, cloud string, slots int) (release func(), err error) {
-	unlock, err := poll(ctx, "for a slot of cloud "+cloud, func() (func(context.Context) error, bool, error) {
+// database. Slot i is the lock "slot.<cloud>.<i>"; a slot whose holder dies is let go with
+// it, as every TryLock lock is. A slot is only taken if vacant(i), asked while its lock is
+// held, says so: the cloud may still be at work on what its last holder sent (vacant reads
+// the operation recorded there). release lets the slot go.
+func (w Waiter) Take(ctx context.Context, cloud string, slots int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error) {
+	type taken struct {
+		slot   int
+		unlock func(context.Context) error
+	}
+	t, err := poll(ctx, "for a slot of cloud "+cloud, func() (taken, bool, error) {
 		for i := range max(slots, 1) {
 			unlock, ok, err := w.Locks.TryLock(ctx, "slot."+cloud+"."+strconv.Itoa(i))
-			if err != nil || ok {
-				return unlock, ok, err
+			if err != nil {
+				return taken{}, false, err
+			}
+			if !ok {
+				continue
+			}
+			free, err := vacant(ctx, i)
+			if err == nil && free {
+				return taken{i, unlock}, true, nil
+			}
+			_ = unlock(context.WithoutCancel(ctx))
+			if err != nil {
+				return taken{}, false, err
 			}
 		}
-		return nil, false, nil
+		return taken{}, false, nil
 	})
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	return func() {
+	return t.slot, func() {
 		// a failed unlock on PostgreSQL closes the lock's connection, which releases it too
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slotReleaseTimeout)
 		defer cancel()
-		_ = unlock(rctx)
+		_ = t.unlock(rctx)
 	}, nil
 }
 
