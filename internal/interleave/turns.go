@@ -28,9 +28,9 @@ type turns struct {
 	ready  chan struct{} // a goroutine parked (buffered: the driver may not be listening)
 	dead   map[string]bool
 	steps  int
-	parks  int         // goroutines parked so far: the last tie-break, arrival order
+	parks  int // goroutines parked so far: the last tie-break, arrival order
 	// pasts hashes, per goroutine (by its runtime id, only ever a key), every turn it took
-	pasts map[uint64]uint64
+	pasts  map[uint64]uint64
 	digest hash.Hash64 // of every step taken
 	trace  []string
 	keep   int // trace lines kept (the last ones)
