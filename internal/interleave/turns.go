@@ -8,11 +8,11 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing/synctest"
 	"time"
+
+	"github.com/petermattis/goid"
 )
 
 // turns lets one simulated goroutine run at a time. Every goroutine of the simulation calls
@@ -29,7 +29,7 @@ type turns struct {
 	dead   map[string]bool
 	steps  int
 	parks  int // goroutines parked so far: the last tie-break, arrival order
-	// pasts hashes, per goroutine (by its runtime id, only ever a key), every turn it took
+	// pasts hashes, per goroutine (by its runtime id, goid's: only ever a key), every turn it took
 	pasts  map[uint64]uint64
 	digest hash.Hash64 // of every step taken
 	trace  []string
@@ -61,7 +61,7 @@ func (t *turns) wait(who, what string) {
 	}
 	t.parks++
 	p.seq = t.parks
-	g := goroutineID()
+	g := uint64(goid.Get())
 	p.past = t.pasts[g]
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%d %s %s", p.past, who, what)
@@ -176,17 +176,4 @@ func (t *turns) lastTrace() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Clone(t.trace[max(0, len(t.trace)-t.keep):])
-}
-
-// goroutineID is the calling goroutine's runtime id, from the header of its stack trace
-// ("goroutine 42 [running]:"): a key to tell goroutines apart, never an order.
-func goroutineID() uint64 {
-	var buf [32]byte
-	n := runtime.Stack(buf[:], false)
-	f := strings.Fields(string(buf[:n]))
-	if len(f) < 2 {
-		return 0
-	}
-	id, _ := strconv.ParseUint(f[1], 10, 64)
-	return id
 }

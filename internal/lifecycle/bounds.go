@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
@@ -86,7 +87,14 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*hel
 // on: one recorded there whose sender stopped before seeing it end (it died, or its wait
 // timed out), and whose stack the cloud still shows in progress. A cloud that cannot be
 // asked leaves the slot taken.
+// A slot found left with an operation still at work is not asked about again, by this
+// process, for leftRecheck: a class waiting for slots would otherwise ask the cloud about it at
+// every try.
 func (m *Manager) vacant(ctx context.Context, c Cloud, i int) (bool, error) {
+	key := c.Name() + "/" + strconv.Itoa(i)
+	if until, ok := m.leftSlots.Load(key); ok && time.Now().Before(until.(time.Time)) {
+		return false, nil
+	}
 	op, ok, err := m.Registry.Operation(ctx, c.Name(), i)
 	if err != nil || !ok {
 		return err == nil, err
@@ -98,11 +106,18 @@ func (m *Manager) vacant(ctx context.Context, c Cloud, i int) (bool, error) {
 	case err != nil:
 		m.Log.Warn("a slot's last operation could not be checked: the slot stays taken", "cloud", c.Name(), "slot", i,
 			"op", op.Op, "stack", op.StackName, "err", err)
-		return false, nil
+	default:
+		if _, state := st.Phase(); state != "IN_PROGRESS" {
+			return true, nil
+		}
 	}
-	_, state := st.Phase()
-	return state != "IN_PROGRESS", nil
+	m.leftSlots.Store(key, time.Now().Add(leftRecheck))
+	return false, nil
 }
+
+// leftRecheck is how long a process leaves a slot it found taken by an operation still at
+// work before it asks the cloud again (vacant).
+const leftRecheck = 5 * time.Second
 
 // A heldSlot is a cloud slot taken for an operation, which is recorded in it.
 type heldSlot struct {

@@ -104,6 +104,10 @@ type Manager struct {
 	selfTurn chan struct{}
 	selfHeld string
 	selfLost context.Context
+
+	// leftSlots are the cloud slots found left with an operation still at work ("cloud/slot"
+	// -> when to ask the cloud again: time.Time; see vacant)
+	leftSlots sync.Map
 }
 
 // Errors that mean the request was wrong (callers exit 2), beside labs.ErrNotFound and labs.ErrExists.
