@@ -14,7 +14,7 @@
 #     in its own network namespace), the inventory rendered from an environment spec, the
 #     playbooks run over SSH with live progress, the recap per host, the run's record; then a
 #     second deploy that changes nothing, and the hosts are taken down.
-# The local cloud is left running for you to explore (`bin/labplane localcloud down` stops it;
+# The local cloud is left running for you to explore (`bin/labplane dev cloud down` stops it;
 # `--purge` also forgets every stack the demo made).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,10 +29,10 @@ step "what this machine needs: labplane doctor installs the Debian packages (the
 $lp doctor --install localcloud testhosts
 
 step "start the local cloud"
-$lp localcloud up --name local-a
+$lp dev cloud up --name local-a
 
 work=$(mktemp -d /tmp/labplane-demo.XXXXXX)
-eval "$($lp localcloud env --name local-a)"   # exports OS_CLIENT_CONFIG_FILE
+eval "$($lp dev cloud env --name local-a)"   # exports OS_CLIENT_CONFIG_FILE
 cat >"$work/labplane.yaml" <<EOF
 site: demo-$(date +%s)       # this run's own: stacks of earlier runs are not its to touch
 store:
@@ -139,8 +139,8 @@ step "deploy the platform: make three SSH test hosts and an environment for them
 export LABPLANE_INVENTORIES=$work/inventories LABPLANE_STATE_DIR=$work/state
 export LABPLANE_TESTHOSTS_SECRET_KEY="demo-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"   # read by the inventory, never written
 hostsdir=/var/lib/labplane-demo-hosts/$(basename "$work")   # not under /tmp: the hosts do not see the machine's /tmp
-$lp testhosts up --dir "$hostsdir" --env local
-trap '$lp testhosts down --dir "$hostsdir" >/dev/null' EXIT
+$lp dev hosts up --dir "$hostsdir" --env local
+trap '$lp dev hosts down --dir "$hostsdir" >/dev/null' EXIT
 cat "$work/inventories/local/environment.yml"
 
 step "labplane deploy local: the inventory, then ansible-playbook over SSH (a line per task and host)"
@@ -158,7 +158,7 @@ curl -sS "http://$lms/heartbeat"; echo
 curl -sS "http://$cms:18010/heartbeat"; echo
 
 step "take the test hosts down"
-$lp testhosts down --dir "$hostsdir" && rm -rf "$hostsdir"
+$lp dev hosts down --dir "$hostsdir" && rm -rf "$hostsdir"
 trap - EXIT
 echo
 echo "Explore: export LABPLANE_CONFIG=$work/labplane.yaml OS_CLIENT_CONFIG_FILE=$OS_CLIENT_CONFIG_FILE; $lp --help"

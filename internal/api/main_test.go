@@ -3,7 +3,7 @@ package api_test
 import (
 	"testing"
 
-	"github.com/labplane/labplane/internal/pgtest"
+	"github.com/labplane/labplane/internal/dev/pgtest"
 )
 
 // pg is a PostgreSQL server for the tests and benchmarks on PostgreSQL, started once.

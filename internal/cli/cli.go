@@ -119,15 +119,14 @@ func NewApp(stdio IO) *cli.App {
 			simCommand(stdio),
 			serveCommand(stdio),
 			tokenCommand(stdio),
-			localCloudCommand(stdio),
 			inventoryCommand(stdio),
 			deployCommand(stdio),
 			runsCommand(stdio),
-			testHostsCommand(stdio),
 			provisionCommand(stdio),
 			releaseCommand(stdio),
 			promoteCommand(stdio),
 			doctorCommand(stdio),
+			devCommand(stdio),
 		},
 	}
 	setOnUsageError(app.Commands)

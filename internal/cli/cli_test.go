@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/store"
 )
 
@@ -282,7 +282,7 @@ func TestBadUsageExits2(t *testing.T) {
 		{"launch an unknown template", []string{"labs", "launch", "--learner", "bob", "--course", "os101", "--template", "nope"}, `"nope"`},
 		{"launch for a learner who has a lab", []string{"labs", "launch", "--learner", "ann", "--course", "os101"}, "lab1"},
 		{"launch on an unknown cloud", []string{"labs", "launch", "--learner", "bob", "--course", "os101", "--cloud", "beta"}, `"beta"`},
-		{"localcloud unknown name", []string{"localcloud", "env", "--name", "local-z"}, "--name"},
+		{"localcloud unknown name", []string{"dev", "cloud", "env", "--name", "local-z"}, "--name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -603,7 +603,7 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"--help"}, []string{"--config", "--log-level", "labs", "reap", "config", "localcloud"}},
+		{[]string{"--help"}, []string{"--config", "--log-level", "labs", "reap", "config", "dev"}},
 		{[]string{"reap", "--help"}, []string{"--once", "--dry-run", "--yes", "--output"}},
 		{[]string{"labs", "launch", "--help"}, []string{"--learner", "--course", "--template", "--cloud", "--output"}},
 		{[]string{"labs", "--help"}, []string{"launch", "list", "show", "heartbeat", "suspend", "resume", "delete"}},

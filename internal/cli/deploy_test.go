@@ -12,8 +12,8 @@ import (
 
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/runs"
-	"github.com/labplane/labplane/internal/testhosts/testhoststest"
 )
 
 const registryOnly = "store:\n  dsn: labplane.db\n"
@@ -101,7 +101,7 @@ func TestDeployCommand(t *testing.T) {
 	}
 }
 
-// labplane testhosts up writes an environment that loads, for hosts that answer SSH; down
+// labplane dev hosts up writes an environment that loads, for hosts that answer SSH; down
 // removes them.
 func TestTestHostsCommand(t *testing.T) {
 	if testing.Short() {
@@ -109,7 +109,7 @@ func TestTestHostsCommand(t *testing.T) {
 	}
 	s := newSite(t, registryOnly)
 	inv := filepath.Join(s.dir, "inventories")
-	if r := runCLI("", false, "--inventories", inv, "testhosts", "up", "--dir", t.TempDir()); r.code != cli.ExitBadInput ||
+	if r := runCLI("", false, "--inventories", inv, "dev", "hosts", "up", "--dir", t.TempDir()); r.code != cli.ExitBadInput ||
 		!strings.Contains(r.err, "do not see the machine's /tmp") {
 		t.Errorf("testhosts up under /tmp: %s", r)
 	}
@@ -118,11 +118,11 @@ func TestTestHostsCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	r := runCLI("", false, "--inventories", inv, "testhosts", "up", "--dir", dir, "--env", "demo", "--release", "a.1", "--release", "a.2", "-o", "json")
+	r := runCLI("", false, "--inventories", inv, "dev", "hosts", "up", "--dir", dir, "--env", "demo", "--release", "a.1", "--release", "a.2", "-o", "json")
 	if r.code != cli.ExitOK {
 		t.Fatalf("testhosts up: %s", r)
 	}
-	t.Cleanup(func() { runCLI("", false, "testhosts", "down", "--dir", dir) })
+	t.Cleanup(func() { runCLI("", false, "dev", "hosts", "down", "--dir", dir) })
 	env, err := config.LoadEnvironment(inv, "demo")
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +141,7 @@ func TestTestHostsCommand(t *testing.T) {
 	} else {
 		conn.Close()
 	}
-	if r := runCLI("", false, "testhosts", "down", "--dir", dir); r.code != cli.ExitOK {
+	if r := runCLI("", false, "dev", "hosts", "down", "--dir", dir); r.code != cli.ExitOK {
 		t.Fatalf("testhosts down: %s", r)
 	}
 	if conn, err := net.DialTimeout("tcp", net.JoinHostPort(addr, "22"), 2*time.Second); err == nil {

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/labplane/labplane/internal/apt"
-	"github.com/labplane/labplane/internal/localcloud"
-	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 )
 
 // doctorReport is `labplane doctor --output json`.
@@ -109,7 +109,7 @@ func TestDoctorCloudEntryMissing(t *testing.T) {
 		t.Fatalf("want exit 1, got %s", res)
 	}
 	for _, want := range []string{"labs: configured", "serve: configured", "MISSING  cloud alpha",
-		`fix: add an entry "nowhere" to clouds.yaml`, "clouds[0].cloud in " + s.config, "labplane localcloud up",
+		`fix: add an entry "nowhere" to clouds.yaml`, "clouds[0].cloud in " + s.config, "labplane dev cloud up",
 		"MISSING something a configured job needs: labs, serve"} {
 		if !strings.Contains(res.out, want) {
 			t.Errorf("stdout lacks %q", want)

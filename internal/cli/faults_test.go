@@ -26,9 +26,9 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to find the test server's data directory
 
 	"github.com/labplane/labplane/internal/cli"
-	"github.com/labplane/labplane/internal/cloud/heattest"
+	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/pgtest"
 	"github.com/labplane/labplane/internal/store"
 )
 

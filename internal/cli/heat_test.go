@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/localcloud"
 )
 
 // lease holds the local cloud local-a for TestCommandsAgainstRealHeat (nil with -short).

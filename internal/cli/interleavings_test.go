@@ -1,6 +1,6 @@
 package cli_test
 
-// The worst interleavings the simulation (internal/interleave) found, pinned against the real
+// The worst interleavings the simulation (internal/dev/interleave) found, pinned against the real
 // local Heat, through `labplane serve`'s API as the LMS uses it and the CLI as cron and an
 // operator do (issue 13). Each checks the cloud's own state as well as labplane's.
 
@@ -26,8 +26,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/pgtest"
 	"github.com/labplane/labplane/internal/store"
 )
 

@@ -23,8 +23,8 @@ import (
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/pgtest"
 	"github.com/labplane/labplane/internal/store"
 )
 

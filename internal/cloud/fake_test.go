@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
-	"github.com/labplane/labplane/internal/cloud/heattest"
+	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/labs"
 )
 

@@ -16,7 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/cloud"
-	"github.com/labplane/labplane/internal/cloud/heattest"
+	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/labs"
 )
 

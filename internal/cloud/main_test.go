@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
-	"github.com/labplane/labplane/internal/localcloud"
-	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 )
 
 // The integration tests run against the real Keystone + Heat of the local cloud "local-a",

@@ -16,11 +16,11 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/testhoststest"
 )
 
 var hosts *testhosts.Set

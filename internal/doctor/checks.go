@@ -14,10 +14,10 @@ import (
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
-	"github.com/labplane/labplane/internal/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/store"
 	"github.com/labplane/labplane/internal/terraformbin"
-	"github.com/labplane/labplane/internal/testhosts"
 )
 
 // How long a probe that reaches over the network, or runs a program, may take.
@@ -52,8 +52,8 @@ func (c *checker) job(ctx context.Context, j Job) []Check {
 	case Provision:
 		return c.provision(ctx)
 	case LocalCloud:
-		return slices.Concat(c.root("labplane localcloud up"), c.packages(ctx, LocalCloud, localcloud.Packages,
-			"labplane localcloud up, which installs them"))
+		return slices.Concat(c.root("labplane dev cloud up"), c.packages(ctx, LocalCloud, localcloud.Packages,
+			"labplane dev cloud up, which installs them"))
 	case TestHosts:
 		return c.testHosts(ctx)
 	}
@@ -136,7 +136,7 @@ func (c *checker) clouds(ctx context.Context) []Check {
 
 // cloudFix is the fix for a cloud that could not be opened, by the kind of error.
 func cloudFix(err error, entry, field string) string {
-	local := "labplane localcloud up --name NAME, then eval \"$(labplane localcloud env --name NAME)\""
+	local := "labplane dev cloud up --name NAME, then eval \"$(labplane dev cloud env --name NAME)\""
 	if slices.Contains(localcloud.Names(), entry) {
 		local = strings.ReplaceAll(local, "NAME", entry)
 	}
@@ -257,7 +257,7 @@ func (c *checker) environments(j Job, least int) []Check {
 	if len(names) > 0 {
 		detail += " (" + strings.Join(names, ", ") + ")"
 	}
-	fix := fmt.Sprintf("write %s/ENV/%s (the README's environment spec), pass --inventories DIR, or make local test hosts: labplane testhosts up",
+	fix := fmt.Sprintf("write %s/ENV/%s (the README's environment spec), pass --inventories DIR, or make local test hosts: labplane dev hosts up",
 		c.s.Inventories, config.EnvironmentFile)
 	if j == Promote {
 		fix = fmt.Sprintf("promote needs a source and a target: write another %s/ENV/%s", c.s.Inventories, config.EnvironmentFile)
@@ -351,9 +351,9 @@ func (c *checker) packages(ctx context.Context, j Job, pkgs []string, also strin
 	return []Check{have(name, "installed: "+strings.Join(pkgs, " "))}
 }
 
-// testHosts: what `labplane testhosts up` needs.
+// testHosts: what `labplane dev hosts up` needs.
 func (c *checker) testHosts(ctx context.Context) []Check {
-	out := c.root("labplane testhosts up")
+	out := c.root("labplane dev hosts up")
 	nctx, cancel := context.WithTimeout(ctx, programTimeout)
 	defer cancel()
 	if err := c.p.Namespaces(nctx); err != nil {
@@ -362,7 +362,7 @@ func (c *checker) testHosts(ctx context.Context) []Check {
 	} else {
 		out = append(out, have("network namespaces", "ip netns and unshare --net work"))
 	}
-	guard := Check{Name: "guard route", Fix: "nothing: labplane testhosts up adds it before anything else (now: ip route replace unreachable " + testhosts.GuardNetwork + ")"}
+	guard := Check{Name: "guard route", Fix: "nothing: labplane dev hosts up adds it before anything else (now: ip route replace unreachable " + testhosts.GuardNetwork + ")"}
 	switch present, err := c.p.GuardRoute(nctx); {
 	case err != nil:
 		guard.Detail = err.Error()
@@ -372,5 +372,5 @@ func (c *checker) testHosts(ctx context.Context) []Check {
 		guard.Detail = "no route unreachable " + testhosts.GuardNetwork + " yet"
 	}
 	out = append(out, guard)
-	return append(out, c.packages(ctx, TestHosts, testhosts.Packages(), "labplane testhosts up, which installs them")...)
+	return append(out, c.packages(ctx, TestHosts, testhosts.Packages(), "labplane dev hosts up, which installs them")...)
 }

@@ -29,8 +29,8 @@ const (
 	Deploy     Job = "deploy"     // labplane deploy
 	Promote    Job = "promote"    // labplane promote
 	Provision  Job = "provision"  // labplane provision
-	LocalCloud Job = "localcloud" // labplane localcloud (a developer tool)
-	TestHosts  Job = "testhosts"  // labplane testhosts (a developer tool)
+	LocalCloud Job = "localcloud" // labplane dev cloud (a developer tool)
+	TestHosts  Job = "testhosts"  // labplane dev hosts (a developer tool)
 )
 
 // Jobs returns every job, in the order they are reported.

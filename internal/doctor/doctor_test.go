@@ -17,10 +17,10 @@ import (
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/doctor"
-	"github.com/labplane/labplane/internal/localcloud"
 	"github.com/labplane/labplane/internal/terraformbin"
-	"github.com/labplane/labplane/internal/testhosts"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -312,11 +312,11 @@ func TestRun(t *testing.T) {
 			fakes:   &fakes{entries: map[string]error{"tf-entry": errors.New(`clouds.yaml entry "tf-entry": cloud tf-entry does not exist in clouds.yaml`)}},
 			lacking: []doctor.Job{doctor.Provision}, check: "provision/cloud tf-entry (cloudy)", fix: "correct provision.cloud in"},
 		{name: "local cloud named, a package missing", named: []doctor.Job{doctor.LocalCloud}, fakes: &fakes{missing: []string{"heat-engine"}},
-			lacking: []doctor.Job{doctor.LocalCloud}, check: "localcloud/Debian packages", fix: "or labplane localcloud up"},
+			lacking: []doctor.Job{doctor.LocalCloud}, check: "localcloud/Debian packages", fix: "or labplane dev cloud up"},
 		{name: "test hosts named, not root", named: []doctor.Job{doctor.TestHosts}, fakes: &fakes{notRoot: true},
 			lacking: []doctor.Job{doctor.TestHosts}, check: "testhosts/root", fix: "as root"},
 		{name: "test hosts named, no guard route yet", named: []doctor.Job{doctor.TestHosts}, fakes: &fakes{noGuard: true},
-			ok: true, check: "testhosts/guard route", fix: "labplane testhosts up adds it"},
+			ok: true, check: "testhosts/guard route", fix: "labplane dev hosts up adds it"},
 		{name: "test hosts named, everything there", named: []doctor.Job{doctor.TestHosts}, fakes: &fakes{},
 			ok: true, check: "testhosts/network namespaces", checkOK: true},
 	}
@@ -461,7 +461,7 @@ func TestWriteText(t *testing.T) {
 			{Name: "terraform", Required: true, Detail: "no terraform on PATH\nand no labplane build", Fix: "labplane provision ENV plan"},
 		}},
 		{Job: doctor.TestHosts, Reason: "a developer tool", Checks: []doctor.Check{
-			{Name: "guard route", Detail: "no route unreachable 10.251.0.0/16 yet", Fix: "nothing: labplane testhosts up adds it"},
+			{Name: "guard route", Detail: "no route unreachable 10.251.0.0/16 yet", Fix: "nothing: labplane dev hosts up adds it"},
 		}},
 	})
 	var got bytes.Buffer

@@ -17,10 +17,10 @@ import (
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
-	"github.com/labplane/labplane/internal/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/store"
 	"github.com/labplane/labplane/internal/terraformbin"
-	"github.com/labplane/labplane/internal/testhosts"
 )
 
 // Load reads the setup: labplane.yaml at configFile when there is one (its store validated as

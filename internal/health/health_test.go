@@ -8,7 +8,7 @@ import (
 	"github.com/labplane/labplane/internal/health"
 )
 
-// The handshake against the real stand-in guacd is in internal/testhosts/standins; the deploy
+// The handshake against the real stand-in guacd is in internal/dev/testhosts/standins; the deploy
 // tests check /heartbeat and the handshake on real test hosts.
 
 func TestInstructionEncoding(t *testing.T) {

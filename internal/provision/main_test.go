@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/labplane/labplane/internal/localcloud"
-	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 )
 
 // lease holds the local cloud local-a for the tests in heat_test.go (nil with -short). The

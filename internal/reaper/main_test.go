@@ -4,8 +4,8 @@ import (
 	"os"
 	"testing"
 
-	"github.com/labplane/labplane/internal/localcloud"
-	"github.com/labplane/labplane/internal/localcloud/localcloudtest"
+	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 )
 
 // The tests in heat_test.go run the reaper against two real local clouds (Keystone + Heat on

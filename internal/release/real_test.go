@@ -15,11 +15,11 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
-	"github.com/labplane/labplane/internal/testhosts/standins"
-	"github.com/labplane/labplane/internal/testhosts/testhoststest"
 )
 
 // labplane runs the command line against one registry, the project's playbooks and the

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/pgtest"
 	"github.com/labplane/labplane/internal/store"
 )
 

@@ -5,7 +5,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labplane/labplane/internal/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud"
 )
 
 func localCloudCommand(stdio IO) *cli.Command {
@@ -24,7 +24,7 @@ func localCloudCommand(stdio IO) *cli.Command {
 		return nil
 	}
 	return &cli.Command{
-		Name:  "localcloud",
+		Name:  "cloud",
 		Usage: "a real Keystone + Heat on 127.0.0.1 for the demo and the tests (Debian packages, installed when missing)",
 		Description: "Starts OpenStack Keystone and Heat (with RabbitMQ and a private PostgreSQL) from Debian's packages,\n" +
 			"bound to 127.0.0.1 only, and writes a clouds.yaml for them. It has no Nova or Neutron: lab\n" +
@@ -62,7 +62,7 @@ func localCloudCommand(stdio IO) *cli.Command {
 			{
 				Name:      "env",
 				Usage:     "print the shell line that points OpenStack clients (and labplane) at the local cloud's clouds.yaml",
-				UsageText: "eval \"$(labplane localcloud env)\"",
+				UsageText: "eval \"$(labplane dev cloud env)\"",
 				Flags:     []cli.Flag{&cli.StringFlag{Name: "name", Value: "local-a", Usage: fmt.Sprintf("which local cloud (%v)", localcloud.Names())}},
 				Action: func(c *cli.Context) error {
 					in, err := localcloud.Named(c.String("name"))

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/labplane/labplane/internal/config"
-	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 )
 
 // EnvironmentSpec lays the platform's services out on the set's hosts: one per service by

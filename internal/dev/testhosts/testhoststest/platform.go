@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/health"
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/standins"
 )
 
 // Platform is an environment (by default "test") on a set of test hosts (by default lms1,

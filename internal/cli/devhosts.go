@@ -10,8 +10,8 @@ import (
 
 	"github.com/labplane/labplane/internal/atomicfile"
 	"github.com/labplane/labplane/internal/config"
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/standins"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 )
 
 // TestHostsSecretEnv is the variable the test hosts' environment reads its secret key from.
@@ -21,20 +21,20 @@ func testHostsCommand(stdio IO) *cli.Command {
 	dirFlag := &cli.StringFlag{Name: "dir", Value: "/var/lib/labplane-testhosts",
 		Usage: "the hosts' directory (not under /tmp: the hosts do not see the machine's /tmp)"}
 	return &cli.Command{
-		Name:  "testhosts",
+		Name:  "hosts",
 		Usage: "SSH test hosts on this machine to deploy the platform to (the demo and the tests)",
-		Description: "`testhosts up` makes three hosts (lms1, cms1, guacd1), each with its own network namespace on\n" +
+		Description: "`labplane dev hosts up` makes three hosts (lms1, cms1, guacd1), each with its own network namespace on\n" +
 			"10.251.N.0/24, root filesystem, hostname and sshd, as root; builds stand-ins for what cannot be\n" +
 			"downloaded here (an edx-platform release artifact: a small Django project with real migrations\n" +
 			"and a /heartbeat view; a guacd Debian package whose daemon answers the Guacamole handshake, in an\n" +
 			"apt repository); and writes inventories/ENV/environment.yml for them. `labplane deploy ENV`\n" +
 			"then deploys to them. The route `unreachable 10.251.0.0/16` is added first and stays, so test\n" +
-			"traffic never leaves the machine. `testhosts down` stops every process they run.",
+			"traffic never leaves the machine. `labplane dev hosts down` stops every process they run.",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "up",
 				Usage:     "make the hosts, build the stand-ins, write the environment",
-				UsageText: "labplane testhosts up [--dir DIR] [--env local] [--release R]...",
+				UsageText: "labplane dev hosts up [--dir DIR] [--env local] [--release R]...",
 				Flags: []cli.Flag{
 					dirFlag,
 					&cli.StringFlag{Name: "env", Value: "local", Usage: "the environment to write under the inventories directory"},
@@ -103,7 +103,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 					if err := table(stdio.Out, "HOST\tADDRESS", rows); err != nil {
 						return err
 					}
-					fmt.Fprintf(stdio.Out, "environment %s: %s\nset %s to any secret, then: labplane deploy %s --yes\nstop them with: labplane testhosts down --dir %s\n",
+					fmt.Fprintf(stdio.Out, "environment %s: %s\nset %s to any secret, then: labplane deploy %s --yes\nstop them with: labplane dev hosts down --dir %s\n",
 						name, filepath.Join(envDir, config.EnvironmentFile), TestHostsSecretEnv, name, dir)
 					return nil
 				},
@@ -111,7 +111,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 			{
 				Name:      "down",
 				Usage:     "stop the hosts and remove them",
-				UsageText: "labplane testhosts down [--dir DIR]",
+				UsageText: "labplane dev hosts down [--dir DIR]",
 				Flags:     []cli.Flag{dirFlag},
 				Action: func(c *cli.Context) error {
 					dir, err := filepath.Abs(c.String("dir"))

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/labplane/labplane/internal/interleave"
-	"github.com/labplane/labplane/internal/pgtest"
+	"github.com/labplane/labplane/internal/dev/interleave"
+	"github.com/labplane/labplane/internal/dev/pgtest"
 )
 
 var (

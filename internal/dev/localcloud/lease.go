@@ -148,7 +148,7 @@ func (l *Lease) writeClouds() error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(append([]byte("# labplane localcloud lease: the entries of every leased instance\n"), out...)); err != nil {
+	if _, err := f.Write(append([]byte("# labplane dev cloud lease: the entries of every leased instance\n"), out...)); err != nil {
 		_ = f.Close()
 		_ = os.Remove(f.Name())
 		return err

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/apt"
-	"github.com/labplane/labplane/internal/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud"
 )
 
 // Main is TestMain's body: it sets *lease (nil with -short, when the tests that need a cloud

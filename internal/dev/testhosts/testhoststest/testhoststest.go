@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts"
 )
 
 // Main is TestMain's body: unless -short, it installs the packages, brings up a set with o and

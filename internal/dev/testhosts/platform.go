@@ -63,7 +63,7 @@ func (s *Set) EnvironmentSpec(sp Spec) ([]byte, error) {
 		}
 		fmt.Fprintf(&hosts, "  %s: [%s]\n", svc, strings.Join(entries, ", "))
 	}
-	spec := fmt.Sprintf(`# A platform on test hosts (labplane testhosts up).
+	spec := fmt.Sprintf(`# A platform on test hosts (labplane dev hosts up).
 release: %q
 artifact: %q
 hosts:

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 )
 
 // sshRun runs a command on a host as root, with the set's key, checking the host's key.

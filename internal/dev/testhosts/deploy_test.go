@@ -14,11 +14,11 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/inventory"
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/standins"
-	"github.com/labplane/labplane/internal/testhosts/testhoststest"
 )
 
 // The project's playbooks and roles, deployed with plain ansible-playbook over SSH to three

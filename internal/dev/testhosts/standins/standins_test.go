@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/health"
-	"github.com/labplane/labplane/internal/testhosts"
-	"github.com/labplane/labplane/internal/testhosts/standins"
 )
 
 // needPackages installs what the stand-ins are built and run with (dpkg-dev, python3-django,
