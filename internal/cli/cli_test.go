@@ -5,11 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	ucli "github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
@@ -622,6 +626,37 @@ func TestHelp(t *testing.T) {
 			}
 		})
 	}
+}
+
+// urfave/cli takes a flag usage's first `quoted` word for the value's placeholder in --help
+// ("--once labplane serve" came of one): every backtick pair in a flag's usage must be a
+// placeholder (FILE, FILE.svg), not quoted prose.
+func TestFlagPlaceholders(t *testing.T) {
+	placeholder := regexp.MustCompile("^[A-Z][A-Za-z0-9_.]*$")
+	var walk func(path string, cmds []*ucli.Command)
+	check := func(path string, flags []ucli.Flag) {
+		for _, f := range flags {
+			u, ok := f.(interface{ GetUsage() string })
+			if !ok {
+				continue
+			}
+			parts := strings.Split(u.GetUsage(), "`")
+			for i := 1; i < len(parts); i += 2 {
+				if !placeholder.MatchString(parts[i]) {
+					t.Errorf("%s --%s: usage quotes %q, which --help would show as the value's name", path, f.Names()[0], parts[i])
+				}
+			}
+		}
+	}
+	walk = func(path string, cmds []*ucli.Command) {
+		for _, c := range cmds {
+			check(path+" "+c.Name, c.Flags)
+			walk(path+" "+c.Name, c.Subcommands)
+		}
+	}
+	app := cli.NewApp(cli.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
+	check("labplane", app.Flags)
+	walk("labplane", app.Commands)
 }
 
 func TestFlagsAfterTheLabID(t *testing.T) {

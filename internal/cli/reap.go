@@ -33,7 +33,7 @@ func reapCommand(stdio IO) *cli.Command {
 			"reapers never act on the same lab: it waits up to --wait for it, then exits 1. If the lock is lost\n" +
 			"during the pass (PostgreSQL: its connection failed), the pass stops. --dry-run takes no lock.",
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit (required; `labplane serve` runs passes on a schedule)"},
+			&cli.BoolFlag{Name: "once", Usage: "run one pass and exit (required; labplane serve runs passes on a schedule)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and change nothing"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask before deleting stacks (needed when stdin is not a terminal)"},
 			&cli.DurationFlag{Name: "wait", Value: 10 * time.Minute, Usage: "how long to wait for the reaper's lock while another reaper holds it"},
