@@ -25,6 +25,7 @@ import (
 	"github.com/apenella/go-ansible/v2/pkg/playbook"
 
 	"github.com/labplane/labplane/internal/outputtail"
+	"github.com/labplane/labplane/internal/runs"
 )
 
 // Playbook is one ansible-playbook run.
@@ -117,37 +118,10 @@ const (
 	Skipped     Kind = "skipped"
 )
 
-// HostRecap is a host's line in the play recap.
-type HostRecap struct {
-	OK          int `json:"ok"`
-	Changed     int `json:"changed"`
-	Failed      int `json:"failed"`
-	Unreachable int `json:"unreachable"`
-	Skipped     int `json:"skipped"`
-	Rescued     int `json:"rescued"`
-	Ignored     int `json:"ignored"`
-}
-
-// Failure is a host that failed or could not be reached, with the task and Ansible's message.
-type Failure struct {
-	Host        string `json:"host"`
-	Task        string `json:"task"`
-	Msg         string `json:"msg"`
-	Unreachable bool   `json:"unreachable,omitempty"`
-}
-
-func (f Failure) String() string {
-	what := "failed"
-	if f.Unreachable {
-		what = "unreachable"
-	}
-	return fmt.Sprintf("%s %s at task %q: %s", f.Host, what, f.Task, f.Msg)
-}
-
 // Result is how a run ended.
 type Result struct {
-	Recap    map[string]HostRecap `json:"recap"`
-	Failures []Failure            `json:"failures,omitempty"`
+	Recap    map[string]runs.HostRecap `json:"recap"`
+	Failures []runs.Failure            `json:"failures,omitempty"`
 	// ExitCode is ansible-playbook's (0 ok, 2 a host failed, 4 unreachable, 99 interrupted...).
 	ExitCode  int  `json:"exit_code"`
 	Cancelled bool `json:"cancelled,omitempty"`
@@ -203,7 +177,7 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 	for k, v := range p.Environment() {
 		env[k] = v
 	}
-	st := &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]HostRecap{}}}
+	st := &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]runs.HostRecap{}}}
 	proc := &interruptible{grace: p.Grace, exited: make(chan struct{})}
 	exe := execute.NewDefaultExecute(
 		execute.WithCmd(p.command()),
@@ -281,7 +255,7 @@ type stream struct {
 	res    Result            // written by the stdout reader only, read after both finish
 	play   string
 	// last is each host's last failure: the one that stopped it, if the recap counts one.
-	last map[string]Failure
+	last map[string]runs.Failure
 }
 
 // finish completes the result once Ansible has exited: the failures are the hosts the
@@ -443,9 +417,9 @@ func (s *stream) handle(raw json.RawMessage) {
 		case kind == Failed || kind == Unreachable:
 			e.Msg = r.message()
 			if s.last == nil {
-				s.last = map[string]Failure{}
+				s.last = map[string]runs.Failure{}
 			}
-			s.last[h] = Failure{Host: h, Task: task, Msg: e.Msg, Unreachable: kind == Unreachable}
+			s.last[h] = runs.Failure{Host: h, Task: task, Msg: e.Msg, Unreachable: kind == Unreachable}
 		}
 		s.emit(e)
 	}
@@ -463,7 +437,7 @@ func (s *stream) recap(stats map[string]json.RawMessage) {
 			OK, Changed, Failures, Unreachable, Skipped, Rescued, Ignored int
 		}
 		if json.Unmarshal(raw, &st) == nil {
-			s.res.Recap[h] = HostRecap{OK: st.OK, Changed: st.Changed, Failed: st.Failures, Unreachable: st.Unreachable,
+			s.res.Recap[h] = runs.HostRecap{OK: st.OK, Changed: st.Changed, Failed: st.Failures, Unreachable: st.Unreachable,
 				Skipped: st.Skipped, Rescued: st.Rescued, Ignored: st.Ignored}
 		}
 	}

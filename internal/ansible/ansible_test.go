@@ -17,6 +17,7 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/apt"
+	"github.com/labplane/labplane/internal/runs"
 )
 
 // These tests run the real ansible-playbook on a local-connection inventory; the runs over
@@ -100,7 +101,7 @@ func TestRunStreamsEventsAndRecap(t *testing.T) {
 	}
 	// the ignored failure is no failure; b's failure names its task and message; the no_log
 	// task's output is not shown
-	want := []ansible.Failure{
+	want := []runs.Failure{
 		{Host: "b", Task: "Fail on purpose", Msg: "boom on b"},
 		{Host: "hidden", Task: "Hide a secret", Msg: "(output hidden: the task has no_log)"},
 	}

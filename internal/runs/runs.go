@@ -5,9 +5,8 @@ package runs
 
 import (
 	"errors"
+	"fmt"
 	"time"
-
-	"github.com/labplane/labplane/internal/ansible"
 )
 
 // Kind is what a run does.
@@ -72,12 +71,33 @@ type Options struct {
 	Tags  string `json:"tags,omitempty"`
 }
 
-// HostRecap is a host's line in Ansible's play recap, and Failure a host that failed or could
-// not be reached, with the task and Ansible's message: a run records them as Ansible reports them.
-type (
-	HostRecap = ansible.HostRecap
-	Failure   = ansible.Failure
-)
+// HostRecap is a host's line in the play recap.
+type HostRecap struct {
+	OK          int `json:"ok"`
+	Changed     int `json:"changed"`
+	Failed      int `json:"failed"`
+	Unreachable int `json:"unreachable"`
+	Skipped     int `json:"skipped"`
+	Rescued     int `json:"rescued"`
+	Ignored     int `json:"ignored"`
+}
+
+// Failure is a host that failed or could not be reached, with the task and Ansible's message.
+type Failure struct {
+	Host        string `json:"host"`
+	Task        string `json:"task"`
+	Msg         string `json:"msg"`
+	Unreachable bool   `json:"unreachable,omitempty"`
+}
+
+func (f Failure) String() string {
+	what := "failed"
+	if f.Unreachable {
+		what = "unreachable"
+	}
+	return fmt.Sprintf("%s %s at task %q: %s", f.Host, what, f.Task, f.Msg)
+}
+
 
 // Filter selects runs in a listing; zero fields match everything.
 type Filter struct {
