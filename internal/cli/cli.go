@@ -20,6 +20,7 @@ import (
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -47,7 +48,7 @@ func ExitCode(err error) int {
 	var cfgErr *config.Error
 	var bad badInput
 	var badDeploy *deploy.BadInputError
-	var locked *release.LockedError
+	var locked *platform.LockedError
 	switch {
 	case err == nil:
 		return ExitOK

@@ -15,6 +15,7 @@ import (
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -65,7 +66,7 @@ func inventoryCommand(stdio IO) *cli.Command {
 }
 
 // environmentHosts loads an environment and its hosts: the spec's, or Terraform's outputs.
-func environmentHosts(c *cli.Context, name string) (*config.Environment, map[string][]config.Host, error) {
+func environmentHosts(c *cli.Context, name string) (*config.Environment, map[string][]platform.Host, error) {
 	p := projectOf(c)
 	env, err := p.environment(name)
 	if err != nil {
@@ -329,7 +330,7 @@ func (r *registry) Close() { _ = r.store.Close() }
 
 // provisionedHosts reads the hosts Terraform made from the environment's state (no terraform
 // run, no network).
-func provisionedHosts(c *cli.Context, p project, env *config.Environment) (map[string][]config.Host, error) {
+func provisionedHosts(c *cli.Context, p project, env *config.Environment) (map[string][]platform.Host, error) {
 	dir, err := p.state("provision", env.Name)
 	if err != nil {
 		return nil, err

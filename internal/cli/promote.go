@@ -19,6 +19,7 @@ import (
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -59,10 +60,10 @@ func promoteCommand(stdio IO) *cli.Command {
 
 // promoteResult is promote's JSON answer.
 type promoteResult struct {
-	Verdict   release.Verdict    `json:"gate"`
-	Batches   []release.Batch    `json:"batches"`
-	Promotion *release.Promotion `json:"promotion,omitempty"`
-	Error     string             `json:"error,omitempty"`
+	Verdict   release.Verdict     `json:"gate"`
+	Batches   []platform.Batch    `json:"batches"`
+	Promotion *platform.Promotion `json:"promotion,omitempty"`
+	Error     string              `json:"error,omitempty"`
 }
 
 func promote(c *cli.Context, stdio IO) error {
@@ -92,7 +93,7 @@ func promote(c *cli.Context, stdio IO) error {
 	if serial == "" {
 		serial = env.Rollout.Serial
 	}
-	targets := release.Targets(env, hosts)
+	targets := release.Targets(hosts, env.Ports())
 	batches, err := release.Plan(targets, serial)
 	if err != nil {
 		return usageError("--serial: %w", err)
@@ -141,15 +142,15 @@ func promote(c *cli.Context, stdio IO) error {
 		return err
 	}
 	checker := healthChecker{}
-	var checks []release.Check
-	srcTargets := release.Targets(srcEnv, srcHosts)
+	var checks []platform.Check
+	srcTargets := release.Targets(srcHosts, srcEnv.Ports())
 	for _, t := range srcTargets {
 		checks = append(checks, checker.Check(c.Context, t))
 	}
 	verdict := release.Gate(release.GateInput{Source: from, Hosts: release.HostNames(srcTargets), Release: c.String("release"),
 		Runs: srcRuns, Health: checks, Now: time.Now(), Soak: c.Duration("soak")})
 
-	var p release.Promotion
+	var p platform.Promotion
 	switch {
 	case c.Bool("resume") && unfinished == nil:
 		return usageError("--resume: no interrupted promotion to %s", to)
@@ -169,7 +170,7 @@ func promote(c *cli.Context, stdio IO) error {
 			return usageError("%s's hosts do not all run one release (%s): deploy it whole first",
 				to, describeStates(release.HostStates(targetRuns), release.HostNames(targets)))
 		}
-		p = release.Promotion{ID: id.String(), From: from, To: to, Release: verdict.Release, Previous: previous, Actor: actor(),
+		p = platform.Promotion{ID: id.String(), From: from, To: to, Release: verdict.Release, Previous: previous, Actor: actor(),
 			StartedAt: time.Now(), Serial: serial, MaxFailPercentage: c.Int("max-fail-percentage"), Batches: batches, FailedBatch: -1}
 	}
 	result := promoteResult{Verdict: verdict, Batches: batches}
@@ -240,13 +241,13 @@ func promote(c *cli.Context, stdio IO) error {
 // unfinishedPromotion is the newest promotion to env if it was interrupted (or its process
 // died: it is still running, but nobody holds the environment) and no whole deploy of env
 // was made since.
-func unfinishedPromotion(ctx context.Context, reg *registry, env string, envRuns []runs.Run) (*release.Promotion, error) {
+func unfinishedPromotion(ctx context.Context, reg *registry, env string, envRuns []runs.Run) (*platform.Promotion, error) {
 	ps, err := reg.store.ListPromotions(ctx, env)
 	if err != nil || len(ps) == 0 {
 		return nil, err
 	}
 	p := ps[0]
-	if p.Status != release.Interrupted && p.Status != release.Running {
+	if p.Status != platform.Interrupted && p.Status != platform.Promoting {
 		return nil, nil
 	}
 	for _, r := range envRuns {
@@ -269,7 +270,7 @@ func describeStates(states map[string]release.HostState, hosts []string) string 
 	return strings.Join(parts, ", ")
 }
 
-func printVerdict(stdio IO, v release.Verdict, batches []release.Batch) {
+func printVerdict(stdio IO, v release.Verdict, batches []platform.Batch) {
 	verdict := "passes"
 	if !v.Pass {
 		verdict = "REFUSES"
@@ -306,7 +307,7 @@ func (p *promoteDeployer) Deploy(ctx context.Context, s release.Step) (runs.Run,
 
 // Backup runs the roles' backup tasks (--tags backup: the lms role's database dump) on every
 // host of the target, with the release it runs.
-func (p *promoteDeployer) Backup(ctx context.Context, pr release.Promotion) (string, error) {
+func (p *promoteDeployer) Backup(ctx context.Context, pr platform.Promotion) (string, error) {
 	rel := pr.Previous
 	if rel == "" {
 		rel = pr.Release
@@ -322,7 +323,7 @@ func (p *promoteDeployer) Backup(ctx context.Context, pr release.Promotion) (str
 // hookBackup runs the operator's backup command.
 type hookBackup struct{ command string }
 
-func (h hookBackup) Backup(ctx context.Context, p release.Promotion) (string, error) {
+func (h hookBackup) Backup(ctx context.Context, p platform.Promotion) (string, error) {
 	cmd := exec.CommandContext(ctx, "sh", "-c", h.command)
 	cmd.Env = append(os.Environ(), "LABPLANE_PROMOTION="+p.ID, "LABPLANE_FROM="+p.From, "LABPLANE_TO="+p.To,
 		"LABPLANE_RELEASE="+p.Release, "LABPLANE_PREVIOUS="+p.Previous)
@@ -336,11 +337,11 @@ func (h hookBackup) Backup(ctx context.Context, p release.Promotion) (string, er
 // healthChecker checks services the way their clients use them (internal/health).
 type healthChecker struct{}
 
-func (healthChecker) Check(ctx context.Context, t release.Target) release.Check {
+func (healthChecker) Check(ctx context.Context, t platform.Target) platform.Check {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	addr := net.JoinHostPort(t.Address, strconv.Itoa(t.Port))
-	c := release.Check{Target: t}
+	c := platform.Check{Target: t}
 	var err error
 	if t.Service == "guacd" {
 		_, err = health.Handshake(ctx, addr, "vnc")

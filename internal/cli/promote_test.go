@@ -15,6 +15,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/health"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -144,8 +145,8 @@ func TestPromoteGateAndLock(t *testing.T) {
 	// the gate passes after the soak time, and the plan has a batch per host (serial 1)
 	r = run("promote", "--from", "staging", "--to", "production", "--serial", "1", "--dry-run", "--output", "json")
 	var res struct {
-		Gate    release.Verdict `json:"gate"`
-		Batches []release.Batch `json:"batches"`
+		Gate    release.Verdict  `json:"gate"`
+		Batches []platform.Batch `json:"batches"`
 	}
 	if err := json.Unmarshal([]byte(r.out), &res); r.code != cli.ExitOK || err != nil || !res.Gate.Pass || res.Gate.Release != "r2" ||
 		len(res.Batches) != 4 || res.Batches[1].Limit() != "lms2" {
@@ -170,7 +171,7 @@ func TestPromoteGateAndLock(t *testing.T) {
 	staging = "r2"
 
 	// one deploy or promotion per environment: the second is told who holds it
-	holder := release.Lock{Environment: "production", Kind: "promote", Holder: "0194-other", Actor: "ci:pipeline-7",
+	holder := platform.Lock{Environment: "production", Kind: "promote", Holder: "0194-other", Actor: "ci:pipeline-7",
 		PID: 4242, Host: "runner-3", Since: now}
 	unlock, err := s.open().LockEnvironment(t.Context(), holder)
 	if err != nil {
@@ -229,9 +230,9 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	interrupted := release.Promotion{ID: "0194-interrupted", From: "staging", To: "production", Release: "r2", Previous: "r1",
-		Actor: "ci", StartedAt: now.Add(-time.Hour), Status: release.Interrupted, Phase: release.PhaseBackup, Serial: "100%",
-		Batches: []release.Batch{{Hosts: []string{"lms1"}}, {Hosts: []string{"cms1"}}, {Hosts: []string{"guacd1"}}}, FailedBatch: -1}
+	interrupted := platform.Promotion{ID: "0194-interrupted", From: "staging", To: "production", Release: "r2", Previous: "r1",
+		Actor: "ci", StartedAt: now.Add(-time.Hour), Status: platform.Interrupted, Phase: platform.PhaseBackup, Serial: "100%",
+		Batches: []platform.Batch{{Hosts: []string{"lms1"}}, {Hosts: []string{"cms1"}}, {Hosts: []string{"guacd1"}}}, FailedBatch: -1}
 	if err := st.SavePromotion(t.Context(), interrupted); err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 			t.Fatalf("the resumed promotion ended: %s", r)
 		case <-tick.C:
 			p, err := st.GetPromotion(t.Context(), interrupted.ID)
-			running = err == nil && p.Status == release.Running
+			running = err == nil && p.Status == platform.Promoting
 		}
 	}
 	if r := s.run(args...); r.code != cli.ExitBadInput || !strings.Contains(r.err, "environment production is busy: promote 0194-interrupted by ") {
@@ -269,7 +270,7 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 	if r.code != cli.ExitFailed || !strings.Contains(r.err, "backup failed, nothing was deployed") {
 		t.Errorf("the resumed promotion whose backup fails: %s", r)
 	}
-	if p, err := st.GetPromotion(t.Context(), interrupted.ID); err != nil || p.Status != release.Failed || len(p.Runs) != 1 || p.Runs[0] != "hook" {
+	if p, err := st.GetPromotion(t.Context(), interrupted.ID); err != nil || p.Status != platform.PromotionFailed || len(p.Runs) != 1 || p.Runs[0] != "hook" {
 		t.Errorf("recorded %+v %v", p, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
@@ -193,8 +194,8 @@ func (p provisioner) output() error {
 	}
 	if p.out == "json" {
 		return writeJSON(p.stdio.Out, struct {
-			Environment string                   `json:"environment"`
-			Hosts       map[string][]config.Host `json:"hosts"`
+			Environment string                     `json:"environment"`
+			Hosts       map[string][]platform.Host `json:"hosts"`
 		}{p.env.Name, hosts})
 	}
 	return printHosts(p.stdio.Out, hosts)
@@ -233,9 +234,9 @@ func printSummary(w io.Writer, s provision.Summary) error {
 }
 
 // printHosts prints validated hosts (only the known services), in deploy order.
-func printHosts(w io.Writer, hosts map[string][]config.Host) error {
+func printHosts(w io.Writer, hosts map[string][]platform.Host) error {
 	var rows [][]string
-	for _, svc := range config.Services {
+	for _, svc := range platform.Services {
 		for _, h := range hosts[svc] {
 			rows = append(rows, []string{svc, h.Name, h.Address})
 		}

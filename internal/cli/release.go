@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -52,7 +53,7 @@ func releaseCommand(stdio IO) *cli.Command {
 					if err != nil {
 						return err
 					}
-					shown := releaseShown{Release: name, Environments: []release.Summary{}, Runs: []runs.Run{}, Promotions: []release.Promotion{}}
+					shown := releaseShown{Release: name, Environments: []release.Summary{}, Runs: []runs.Run{}, Promotions: []platform.Promotion{}}
 					for _, s := range release.Summarize(all) {
 						if s.Release == name {
 							shown.Environments = append(shown.Environments, s)
@@ -99,10 +100,10 @@ func releaseCommand(stdio IO) *cli.Command {
 
 // releaseShown is `release show`'s answer.
 type releaseShown struct {
-	Release      string              `json:"release"`
-	Environments []release.Summary   `json:"environments"`
-	Runs         []runs.Run          `json:"runs"`
-	Promotions   []release.Promotion `json:"promotions"`
+	Release      string               `json:"release"`
+	Environments []release.Summary    `json:"environments"`
+	Runs         []runs.Run           `json:"runs"`
+	Promotions   []platform.Promotion `json:"promotions"`
 }
 
 func summaryTable(stdio IO, sums []release.Summary) error {
@@ -115,7 +116,7 @@ func summaryTable(stdio IO, sums []release.Summary) error {
 	return table(stdio.Out, "RELEASE\tENV\tRUNNING ON\tFIRST DEPLOYED\tLAST DEPLOYED\tLAST STATUS\tRUNS", rows)
 }
 
-func promotionTable(stdio IO, ps []release.Promotion) error {
+func promotionTable(stdio IO, ps []platform.Promotion) error {
 	rows := make([][]string, len(ps))
 	for i, p := range ps {
 		rows[i] = []string{p.ID, p.Release, p.From + " -> " + p.To, string(p.Status), fmt.Sprintf("%d/%d", p.Done, len(p.Batches)),
@@ -124,11 +125,11 @@ func promotionTable(stdio IO, ps []release.Promotion) error {
 	return table(stdio.Out, "PROMOTION\tRELEASE\tFROM -> TO\tSTATUS\tBATCHES\tPREVIOUS\tSTARTED\tBY", rows)
 }
 
-// lockEnvironment takes env for one deploy or promotion (refused with a *release.LockedError
+// lockEnvironment takes env for one deploy or promotion (refused with a *platform.LockedError
 // naming the holder when another has it) and returns what releases it.
 func lockEnvironment(ctx context.Context, reg *registry, env, kind, holder string) (func(), error) {
 	host, _ := os.Hostname()
-	unlock, err := reg.store.LockEnvironment(ctx, release.Lock{Environment: env, Kind: kind, Holder: holder, Actor: actor(),
+	unlock, err := reg.store.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: actor(),
 		PID: os.Getpid(), Host: host, Since: time.Now()})
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/labplane/labplane/internal/platform"
 	"io"
 	"io/fs"
 	"net"
@@ -16,9 +17,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 )
-
-// Services are the platform's services, in deploy order. Each is a group in the inventory.
-var Services = []string{"lms", "cms", "guacd"}
 
 // Environment is a loaded and validated inventories/<env>/environment.yml: where the platform
 // runs (hosts per service, or a Terraform module whose outputs list them), which release, its
@@ -37,18 +35,12 @@ type Environment struct {
 	Artifact string `yaml:"artifact" json:"artifact"`
 	// Hosts lists the hosts of each service; Provision takes them from Terraform instead.
 	// Exactly one of the two is given.
-	Hosts     map[string][]Host `yaml:"hosts" json:"hosts,omitempty"`
-	Provision *Provision        `yaml:"provision" json:"provision,omitempty"`
-	SSH       SSH               `yaml:"ssh" json:"ssh"`
-	Settings  Settings          `yaml:"settings" json:"settings"`
-	Secrets   Secrets           `yaml:"secrets" json:"-"`
-	Rollout   Rollout           `yaml:"rollout" json:"rollout"`
-}
-
-// Host is one machine of a service.
-type Host struct {
-	Name    string `yaml:"name" json:"name"`
-	Address string `yaml:"address" json:"address"`
+	Hosts     map[string][]platform.Host `yaml:"hosts" json:"hosts,omitempty"`
+	Provision *Provision                 `yaml:"provision" json:"provision,omitempty"`
+	SSH       SSH                        `yaml:"ssh" json:"ssh"`
+	Settings  Settings                   `yaml:"settings" json:"settings"`
+	Secrets   Secrets                    `yaml:"secrets" json:"-"`
+	Rollout   Rollout                    `yaml:"rollout" json:"rollout"`
 }
 
 // Provision names the Terraform configuration that creates the environment's hosts. Its
@@ -238,7 +230,7 @@ var hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // ValidateHosts checks hosts per service, from the spec or from Terraform's outputs; field
 // names where they came from in errors.
-func (e *Environment) ValidateHosts(field string, hosts map[string][]Host) error {
+func (e *Environment) ValidateHosts(field string, hosts map[string][]platform.Host) error {
 	v := validator{file: e.File}
 	e.validateHosts(&v, field, hosts)
 	if len(v.problems) > 0 {
@@ -247,14 +239,14 @@ func (e *Environment) ValidateHosts(field string, hosts map[string][]Host) error
 	return nil
 }
 
-func (e *Environment) validateHosts(v *validator, field string, hosts map[string][]Host) {
+func (e *Environment) validateHosts(v *validator, field string, hosts map[string][]platform.Host) {
 	for svc := range hosts {
 		if !isService(svc) {
-			v.add(field+"."+svc, "unknown service (use %s)", strings.Join(Services, ", "))
+			v.add(field+"."+svc, "unknown service (use %s)", strings.Join(platform.Services, ", "))
 		}
 	}
 	address := map[string]string{} // host name -> address: one host may serve several services
-	for _, svc := range Services {
+	for _, svc := range platform.Services {
 		f := field + "." + svc
 		if len(hosts[svc]) == 0 {
 			v.add(f, "at least one host is required")
@@ -278,7 +270,7 @@ func (e *Environment) validateHosts(v *validator, field string, hosts map[string
 }
 
 func isService(s string) bool {
-	for _, svc := range Services {
+	for _, svc := range platform.Services {
 		if s == svc {
 			return true
 		}
@@ -456,6 +448,11 @@ func (e *Environment) Path(p string) string {
 		return p
 	}
 	return filepath.Join(e.Dir, p)
+}
+
+// Ports are where each service of the platform answers on its hosts, by service.
+func (e *Environment) Ports() map[string]int {
+	return map[string]int{"lms": e.Settings.LMSPort, "cms": e.Settings.CMSPort, "guacd": e.Settings.GuacdPort}
 }
 
 // ArtifactFor is the artifact of a release: a URL, or an absolute path.

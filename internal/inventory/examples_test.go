@@ -16,6 +16,7 @@ import (
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // TestMain installs Ansible for ansible-inventory (unless -short: the check is then skipped).
@@ -39,7 +40,7 @@ func TestExampleEnvironments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	provisioned := map[string][]config.Host{
+	provisioned := map[string][]platform.Host{
 		"lms":   {{Name: "production-lms-1", Address: "10.20.0.11"}, {Name: "production-lms-2", Address: "10.20.0.12"}},
 		"cms":   {{Name: "production-cms-1", Address: "10.20.0.13"}},
 		"guacd": {{Name: "production-guacd-1", Address: "10.20.0.14"}, {Name: "production-guacd-2", Address: "10.20.0.15"}},
@@ -85,7 +86,7 @@ func TestExampleEnvironments(t *testing.T) {
 
 // checkWithAnsible runs ansible-inventory --list on an inventory and checks its groups and
 // hosts.
-func checkWithAnsible(t *testing.T, inv []byte, hosts map[string][]config.Host) {
+func checkWithAnsible(t *testing.T, inv []byte, hosts map[string][]platform.Host) {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "hosts.yml")
 	if err := os.WriteFile(file, inv, 0o600); err != nil {

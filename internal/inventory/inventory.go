@@ -13,6 +13,7 @@ import (
 
 	"github.com/labplane/labplane/internal/atomicfile"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // File is the rendered inventory's name inside the environment's directory.
@@ -58,7 +59,7 @@ func (v vars) MarshalYAML() (any, error) {
 
 // Render returns the inventory of env with the given hosts per service (the spec's own, or
 // Terraform's outputs). It reads nothing and writes nothing; secrets appear only as lookups.
-func Render(env *config.Environment, hosts map[string][]config.Host) ([]byte, error) {
+func Render(env *config.Environment, hosts map[string][]platform.Host) ([]byte, error) {
 	if err := env.ValidateHosts("hosts", hosts); err != nil {
 		return nil, err
 	}
@@ -73,23 +74,23 @@ func Render(env *config.Environment, hosts map[string][]config.Host) ([]byte, er
 	}
 
 	s := env.Settings
-	var platform vars
-	platform.set("openedx_environment", env.Name)
-	platform.set("openedx_release", env.Release)
-	platform.set("openedx_artifact", env.ArtifactFor(env.Release))
-	platform.set("openedx_database_engine", s.Database.Engine)
-	platform.set("openedx_database_name", s.Database.Name)
+	var openedx vars
+	openedx.set("openedx_environment", env.Name)
+	openedx.set("openedx_release", env.Release)
+	openedx.set("openedx_artifact", env.ArtifactFor(env.Release))
+	openedx.set("openedx_database_engine", s.Database.Engine)
+	openedx.set("openedx_database_name", s.Database.Name)
 	if s.Database.Engine != "sqlite3" {
-		platform.set("openedx_database_host", s.Database.Host)
+		openedx.set("openedx_database_host", s.Database.Host)
 		if s.Database.Port != 0 {
-			platform.set("openedx_database_port", s.Database.Port)
+			openedx.set("openedx_database_port", s.Database.Port)
 		}
-		platform.set("openedx_database_user", s.Database.User)
+		openedx.set("openedx_database_user", s.Database.User)
 	}
 	if r := env.Secrets.DatabasePassword; r.Set() {
-		platform.set("openedx_database_password", secretLookup(r))
+		openedx.set("openedx_database_password", secretLookup(r))
 	}
-	platform.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
+	openedx.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
 
 	services := map[string]vars{}
 	lms := vars{}
@@ -106,7 +107,7 @@ func Render(env *config.Environment, hosts map[string][]config.Host) ([]byte, er
 	services["guacd"] = guacd
 
 	children := map[string]group{}
-	for _, svc := range config.Services {
+	for _, svc := range platform.Services {
 		g := group{Hosts: map[string]vars{}, Vars: services[svc]}
 		for _, h := range hosts[svc] {
 			var hv vars
@@ -116,7 +117,7 @@ func Render(env *config.Environment, hosts map[string][]config.Host) ([]byte, er
 		children[svc] = g
 	}
 	inv := inventory{All: group{Vars: all, Children: map[string]group{
-		ParentGroup: {Vars: platform, Children: children},
+		ParentGroup: {Vars: openedx, Children: children},
 	}}}
 	var buf bytes.Buffer
 	buf.WriteString(header)
@@ -149,7 +150,7 @@ func sshArgs(env *config.Environment) string {
 
 // Write renders the inventory into the environment's directory atomically (a temporary file
 // renamed over the old one) and returns its path.
-func Write(env *config.Environment, hosts map[string][]config.Host) (string, error) {
+func Write(env *config.Environment, hosts map[string][]platform.Host) (string, error) {
 	out, err := Render(env, hosts)
 	if err != nil {
 		return "", err

@@ -12,6 +12,7 @@ import (
 
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -111,7 +112,7 @@ func TestRenderRefusesBadHosts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts := map[string][]config.Host{"lms": {{Name: "lms-1", Address: "10.0.0.11"}}, "cms": {{Name: "cms-1", Address: "not an address"}}}
+	hosts := map[string][]platform.Host{"lms": {{Name: "lms-1", Address: "10.0.0.11"}}, "cms": {{Name: "cms-1", Address: "not an address"}}}
 	_, err = inventory.Render(env, hosts)
 	for _, want := range []string{"hosts.guacd: at least one host is required", `hosts.cms[0].address: "not an address"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -143,7 +144,7 @@ func TestWriteAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	first, _ := os.ReadFile(path)
-	if _, err := inventory.Write(env, map[string][]config.Host{}); err == nil {
+	if _, err := inventory.Write(env, map[string][]platform.Host{}); err == nil {
 		t.Fatal("Write with no hosts succeeded")
 	}
 	if now, _ := os.ReadFile(path); !bytes.Equal(now, first) {

@@ -20,6 +20,7 @@ import (
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
 )
 
@@ -189,7 +190,7 @@ func TestHeatProvision(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("apply: %.1fs", time.Since(start).Seconds())
-	want := map[string][]config.Host{
+	want := map[string][]platform.Host{
 		"lms":   {{Name: prefix + "-lms-1", Address: "10.20.0.10"}, {Name: prefix + "-lms-2", Address: "10.20.0.11"}},
 		"cms":   {{Name: prefix + "-cms-1", Address: "10.20.0.40"}},
 		"guacd": {{Name: prefix + "-guacd-1", Address: "10.20.0.70"}},

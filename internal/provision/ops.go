@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/atomicfile"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // Summary is a saved plan: what applying it changes.
@@ -44,8 +44,8 @@ type Result struct {
 	Applied []Change `json:"applied"`
 	Counts
 	// Hosts are the module's hosts output after an apply (none after a destroy).
-	Hosts   map[string][]config.Host `json:"hosts,omitempty"`
-	Seconds float64                  `json:"seconds"`
+	Hosts   map[string][]platform.Host `json:"hosts,omitempty"`
+	Seconds float64                    `json:"seconds"`
 }
 
 // planMeta is kept beside a saved plan: its summary, and the fingerprint of what it was made
@@ -347,7 +347,7 @@ func hashTree(h io.Writer, dir string) error {
 }
 
 // Output runs terraform output and returns the hosts output.
-func (w *Workspace) Output(ctx context.Context) (map[string][]config.Host, error) {
+func (w *Workspace) Output(ctx context.Context) (map[string][]platform.Host, error) {
 	tf, err := w.terraform(nil)
 	if err != nil {
 		return nil, err
@@ -366,7 +366,7 @@ func (w *Workspace) Output(ctx context.Context) (map[string][]config.Host, error
 // Hosts returns the hosts per service from the state's hosts output, without running
 // Terraform or reaching the cloud: ErrNotProvisioned when nothing was applied (or all was
 // destroyed). The hosts are validated like a spec's hosts: section.
-func (w *Workspace) Hosts(ctx context.Context) (map[string][]config.Host, error) {
+func (w *Workspace) Hosts(ctx context.Context) (map[string][]platform.Host, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -398,8 +398,8 @@ func (w *Workspace) notProvisioned(op string) error {
 }
 
 // decodeHosts reads the hosts output ({lms = [{name, address}], ...}) and validates it.
-func (w *Workspace) decodeHosts(raw json.RawMessage) (map[string][]config.Host, error) {
-	var hosts map[string][]config.Host
+func (w *Workspace) decodeHosts(raw json.RawMessage) (map[string][]platform.Host, error) {
+	var hosts map[string][]platform.Host
 	if err := json.Unmarshal(raw, &hosts); err != nil {
 		return nil, &Error{Environment: w.env.Name, Op: "hosts", Kind: ErrBadInput,
 			Err: fmt.Errorf("the module %s's %q output is not {lms = [{name, address}], cms = [...], guacd = [...]}: %w",

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/terraform-exec/tfexec"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
 )
 
@@ -250,7 +251,7 @@ func TestHostsFromState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string][]config.Host{
+	want := map[string][]platform.Host{
 		"lms":   {{Name: "a-lms-1", Address: "10.0.0.10"}, {Name: "a-lms-2", Address: "10.0.0.11"}},
 		"cms":   {{Name: "a-cms-1", Address: "10.0.0.40"}},
 		"guacd": {{Name: "a-guacd-1", Address: "10.0.0.70"}},

@@ -5,34 +5,9 @@ import (
 	"sort"
 	"time"
 
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
 )
-
-// Check is a health check of one service on one host: what its /heartbeat reported (lms, cms)
-// or whether it answered the handshake (guacd).
-type Check struct {
-	Target
-	// Release is the release /heartbeat reported (lms, cms).
-	Release string `json:"release,omitempty"`
-	// Error says why the check failed; empty when the service answered.
-	Error string `json:"error,omitempty"`
-}
-
-// Healthy reports whether the check passed and, for lms and cms, reported release.
-func (c Check) Healthy(release string) bool {
-	return c.Error == "" && (c.Service == "guacd" || c.Release == release)
-}
-
-// Problem says what is wrong with the check, for release ("" when it is healthy).
-func (c Check) Problem(release string) string {
-	switch {
-	case c.Error != "":
-		return fmt.Sprintf("%s on %s: %s", c.Service, c.Host, c.Error)
-	case !c.Healthy(release):
-		return fmt.Sprintf("%s on %s reports release %q, not %s", c.Service, c.Host, c.Release, release)
-	}
-	return ""
-}
 
 // GateInput is what the gate judges.
 type GateInput struct {
@@ -44,7 +19,7 @@ type GateInput struct {
 	// Runs are the source's runs (any order).
 	Runs []runs.Run
 	// Health are the source's health checks, made now.
-	Health []Check
+	Health []platform.Check
 	Now    time.Time
 	// Soak is how long the release must have run on the source.
 	Soak time.Duration
@@ -59,9 +34,9 @@ type Verdict struct {
 	Since time.Time `json:"since"`
 	Soak  string    `json:"soak"`
 	// Reasons say why the gate refused (empty when it passed).
-	Reasons []string    `json:"reasons"`
-	Hosts   []HostState `json:"hosts"`
-	Health  []Check     `json:"health"`
+	Reasons []string         `json:"reasons"`
+	Hosts   []HostState      `json:"hosts"`
+	Health  []platform.Check `json:"health"`
 }
 
 // Gate lets a release through when it is what every host of the source runs, the last

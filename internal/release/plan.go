@@ -5,32 +5,23 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 )
 
-// Target is one service on one host, as a health check reaches it.
-type Target struct {
-	Host    string `json:"host"`
-	Service string `json:"service"`
-	Address string `json:"address"`
-	Port    int    `json:"port"`
-}
-
-// Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), with
-// the ports of its settings.
-func Targets(env *config.Environment, hosts map[string][]config.Host) []Target {
-	port := map[string]int{"lms": env.Settings.LMSPort, "cms": env.Settings.CMSPort, "guacd": env.Settings.GuacdPort}
-	var out []Target
-	for _, svc := range config.Services {
+// Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), each
+// at its service's port (config.Environment.Ports).
+func Targets(hosts map[string][]platform.Host, port map[string]int) []platform.Target {
+	var out []platform.Target
+	for _, svc := range platform.Services {
 		for _, h := range hosts[svc] {
-			out = append(out, Target{Host: h.Name, Service: svc, Address: h.Address, Port: port[svc]})
+			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: h.Address, Port: port[svc]})
 		}
 	}
 	return out
 }
 
 // HostNames are the distinct hosts of targets, in order.
-func HostNames(targets []Target) []string {
+func HostNames(targets []platform.Target) []string {
 	var names []string
 	seen := map[string]bool{}
 	for _, t := range targets {
@@ -41,15 +32,6 @@ func HostNames(targets []Target) []string {
 	}
 	return names
 }
-
-// Batch is hosts deployed together, and the services on them to check afterwards.
-type Batch struct {
-	Hosts   []string `json:"hosts"`
-	Targets []Target `json:"targets"`
-}
-
-// Limit is the batch as Ansible's --limit pattern.
-func (b Batch) Limit() string { return strings.Join(b.Hosts, ",") }
 
 // BatchSize is how many of n hosts serial ("2" or "50%") takes at once: at least 1, at most n.
 func BatchSize(serial string, n int) (int, error) {
@@ -67,14 +49,14 @@ func BatchSize(serial string, n int) (int, error) {
 // Plan splits targets into batches: service by service (lms, cms, guacd, as the plays go),
 // serial of each service's hosts at a time. A host serving several services is deployed
 // (for all of them) in the first batch it falls in.
-func Plan(targets []Target, serial string) ([]Batch, error) {
-	byHost := map[string][]Target{}
+func Plan(targets []platform.Target, serial string) ([]platform.Batch, error) {
+	byHost := map[string][]platform.Target{}
 	for _, t := range targets {
 		byHost[t.Host] = append(byHost[t.Host], t)
 	}
 	planned := map[string]bool{}
-	var batches []Batch
-	for _, svc := range config.Services {
+	var batches []platform.Batch
+	for _, svc := range platform.Services {
 		var hosts []string
 		for _, t := range targets {
 			if t.Service == svc {
@@ -89,7 +71,7 @@ func Plan(targets []Target, serial string) ([]Batch, error) {
 			return nil, err
 		}
 		for start := 0; start < len(hosts); start += size {
-			var b Batch
+			var b platform.Batch
 			for _, h := range hosts[start:min(start+size, len(hosts))] {
 				if !planned[h] {
 					planned[h] = true

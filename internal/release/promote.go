@@ -9,77 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
 )
-
-// Status is where a promotion is.
-type Status string
-
-// Promotion statuses. Running is the only one that changes on its own; Interrupted is resumed
-// by `labplane promote --resume`.
-const (
-	Running     Status = "running"
-	Promoted    Status = "promoted"
-	RolledBack  Status = "rolled_back"
-	Failed      Status = "failed"
-	Interrupted Status = "interrupted"
-)
-
-// Phase is the step a promotion is at.
-type Phase string
-
-// Promotion phases, in order; Rollback only after a failed batch.
-const (
-	PhaseBackup   Phase = "backup"
-	PhaseRolling  Phase = "rolling"
-	PhaseRollback Phase = "rollback"
-	PhaseDone     Phase = "done"
-)
-
-// Promotion is one promotion of a release from an environment to the next, as recorded: its
-// plan, how far it went, and the runs it made.
-type Promotion struct {
-	ID      string `json:"id"`
-	From    string `json:"from"`
-	To      string `json:"to"`
-	Release string `json:"release"`
-	// Previous is the release the target ran before: what a failed batch is rolled back to.
-	Previous  string    `json:"previous"`
-	Actor     string    `json:"actor"`
-	StartedAt time.Time `json:"started_at"`
-	// FinishedAt is zero while it runs (and when it was interrupted).
-	FinishedAt        time.Time `json:"finished_at"`
-	Status            Status    `json:"status"`
-	Phase             Phase     `json:"phase"`
-	Serial            string    `json:"serial"`
-	MaxFailPercentage int       `json:"max_fail_percentage"`
-	Batches           []Batch   `json:"batches"`
-	// Done is how many batches were deployed and found healthy.
-	Done int `json:"done"`
-	// FailedBatch is the index of the batch that failed (-1: none).
-	FailedBatch int `json:"failed_batch"`
-	// Runs are the runs the promotion made: the backup, each batch's, the rollback.
-	Runs []string `json:"runs"`
-	// Health are the last health checks made (of the last batch, or of the rollback).
-	Health []Check `json:"health,omitempty"`
-	Error  string  `json:"error,omitempty"`
-}
-
-// ChangedHosts are the hosts the promotion may have changed: those of the batches done, and
-// of the failed one.
-func (p Promotion) ChangedHosts() []string {
-	n := p.Done
-	if p.FailedBatch >= 0 {
-		n = p.FailedBatch + 1
-	} else if p.Phase == PhaseRolling && n < len(p.Batches) {
-		n++ // the batch it was deploying when it stopped
-	}
-	var hosts []string
-	for _, b := range p.Batches[:min(n, len(p.Batches))] {
-		hosts = append(hosts, b.Hosts...)
-	}
-	return hosts
-}
 
 // Errors of a promotion. A run that failed wraps one of them.
 var (
@@ -110,18 +42,18 @@ type Deployer interface {
 
 // Checker checks one service on one host once.
 type Checker interface {
-	Check(ctx context.Context, t Target) Check
+	Check(ctx context.Context, t platform.Target) platform.Check
 }
 
 // Recorder keeps the promotion's record (created or replaced whole).
 type Recorder interface {
-	SavePromotion(ctx context.Context, p Promotion) error
+	SavePromotion(ctx context.Context, p platform.Promotion) error
 }
 
 // Backuper makes the backup before the first batch and says what it did (a run's id, a
 // hook's name).
 type Backuper interface {
-	Backup(ctx context.Context, p Promotion) (string, error)
+	Backup(ctx context.Context, p platform.Promotion) (string, error)
 }
 
 // Clock tells the time and waits.
@@ -148,15 +80,15 @@ type Promoter struct {
 // end, recording it after each step. It returns nil when the release was promoted, and an
 // error wrapping ErrRolledBack, ErrRollbackFailed or ErrInterrupted otherwise (or the
 // recorder's error).
-func (pr *Promoter) Run(ctx context.Context, p *Promotion) error {
-	p.Status = Running
+func (pr *Promoter) Run(ctx context.Context, p *platform.Promotion) error {
+	p.Status = platform.Promoting
 	if p.Phase == "" {
-		p.Phase = PhaseBackup
+		p.Phase = platform.PhaseBackup
 	}
 	if err := pr.save(ctx, p); err != nil {
 		return err
 	}
-	if p.Phase == PhaseBackup {
+	if p.Phase == platform.PhaseBackup {
 		if pr.Backup != nil {
 			what, err := pr.Backup.Backup(ctx, *p)
 			if what != "" {
@@ -166,19 +98,19 @@ func (pr *Promoter) Run(ctx context.Context, p *Promotion) error {
 				if ctx.Err() != nil {
 					return pr.interrupted(ctx, p)
 				}
-				p.Status, p.Error, p.FinishedAt = Failed, "backup: "+err.Error(), pr.Clock.Now()
+				p.Status, p.Error, p.FinishedAt = platform.PromotionFailed, "backup: "+err.Error(), pr.Clock.Now()
 				if serr := pr.save(ctx, p); serr != nil {
 					return serr
 				}
 				return fmt.Errorf("promote %s to %s: backup failed, nothing was deployed: %w", p.Release, p.To, err)
 			}
 		}
-		p.Phase = PhaseRolling
+		p.Phase = platform.PhaseRolling
 		if err := pr.save(ctx, p); err != nil {
 			return err
 		}
 	}
-	for p.Phase == PhaseRolling && p.Done < len(p.Batches) {
+	for p.Phase == platform.PhaseRolling && p.Done < len(p.Batches) {
 		i := p.Done
 		b := p.Batches[i]
 		pr.Log.Info("promotion batch started", "promotion", p.ID, "batch", i+1, "of", len(p.Batches), "hosts", b.Limit())
@@ -211,7 +143,7 @@ func (pr *Promoter) Run(ctx context.Context, p *Promotion) error {
 			}
 		}
 		if len(failed) > 0 && len(failed)*100 > p.MaxFailPercentage*len(b.Hosts) {
-			p.FailedBatch, p.Phase = i, PhaseRollback
+			p.FailedBatch, p.Phase = i, platform.PhaseRollback
 			p.Error = fmt.Sprintf("batch %d of %d (%s) failed on %s: %s", i+1, len(p.Batches), b.Limit(),
 				strings.Join(failed, ", "), strings.Join(problems, "; "))
 			pr.Log.Warn("promotion batch failed", "promotion", p.ID, "batch", i+1, "failed", strings.Join(failed, ","))
@@ -229,18 +161,18 @@ func (pr *Promoter) Run(ctx context.Context, p *Promotion) error {
 			return err
 		}
 	}
-	if p.Phase == PhaseRollback {
+	if p.Phase == platform.PhaseRollback {
 		return pr.rollback(ctx, p)
 	}
-	p.Phase, p.Status, p.FinishedAt = PhaseDone, Promoted, pr.Clock.Now()
+	p.Phase, p.Status, p.FinishedAt = platform.PhaseDone, platform.Promoted, pr.Clock.Now()
 	return pr.save(ctx, p)
 }
 
 // rollback deploys the previous release to the hosts changed, and checks they serve it.
-func (pr *Promoter) rollback(ctx context.Context, p *Promotion) error {
+func (pr *Promoter) rollback(ctx context.Context, p *platform.Promotion) error {
 	cause := p.Error
 	fail := func(msg string) error {
-		p.Status, p.FinishedAt = Failed, pr.Clock.Now()
+		p.Status, p.FinishedAt = platform.PromotionFailed, pr.Clock.Now()
 		p.Error = cause + "; rollback: " + msg
 		if err := pr.save(ctx, p); err != nil {
 			return err
@@ -262,7 +194,7 @@ func (pr *Promoter) rollback(ctx context.Context, p *Promotion) error {
 	if err != nil {
 		return fail(err.Error())
 	}
-	var targets []Target
+	var targets []platform.Target
 	for _, b := range p.Batches {
 		for _, t := range b.Targets {
 			if slices.Contains(hosts, t.Host) {
@@ -283,7 +215,7 @@ func (pr *Promoter) rollback(ctx context.Context, p *Promotion) error {
 	if len(problems) > 0 {
 		return fail(strings.Join(problems, "; "))
 	}
-	p.Phase, p.Status, p.FinishedAt = PhaseDone, RolledBack, pr.Clock.Now()
+	p.Phase, p.Status, p.FinishedAt = platform.PhaseDone, platform.RolledBack, pr.Clock.Now()
 	if err := pr.save(ctx, p); err != nil {
 		return err
 	}
@@ -291,10 +223,10 @@ func (pr *Promoter) rollback(ctx context.Context, p *Promotion) error {
 }
 
 // waitHealthy checks targets until every one is healthy for release, or timeout passes.
-func (pr *Promoter) waitHealthy(ctx context.Context, targets []Target, release string, timeout time.Duration) []Check {
+func (pr *Promoter) waitHealthy(ctx context.Context, targets []platform.Target, release string, timeout time.Duration) []platform.Check {
 	deadline := pr.Clock.Now().Add(timeout)
 	for {
-		checks := make([]Check, len(targets))
+		checks := make([]platform.Check, len(targets))
 		healthy := true
 		for i, t := range targets {
 			checks[i] = pr.Checker.Check(ctx, t)
@@ -310,8 +242,8 @@ func (pr *Promoter) waitHealthy(ctx context.Context, targets []Target, release s
 }
 
 // interrupted records that the promotion stopped where it was, to be resumed.
-func (pr *Promoter) interrupted(ctx context.Context, p *Promotion) error {
-	p.Status = Interrupted
+func (pr *Promoter) interrupted(ctx context.Context, p *platform.Promotion) error {
+	p.Status = platform.Interrupted
 	if err := pr.save(ctx, p); err != nil {
 		return err
 	}
@@ -320,7 +252,7 @@ func (pr *Promoter) interrupted(ctx context.Context, p *Promotion) error {
 }
 
 // save records p, even when ctx was cancelled (the record must say where it stopped).
-func (pr *Promoter) save(ctx context.Context, p *Promotion) error {
+func (pr *Promoter) save(ctx context.Context, p *platform.Promotion) error {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	if err := pr.Recorder.SavePromotion(rctx, *p); err != nil {
@@ -331,7 +263,7 @@ func (pr *Promoter) save(ctx context.Context, p *Promotion) error {
 
 // failedHosts are the hosts of b the deploy failed on: those its run names, or all of the
 // batch's when the run failed without naming any.
-func failedHosts(b Batch, run runs.Run, err error) []string {
+func failedHosts(b platform.Batch, run runs.Run, err error) []string {
 	if err == nil {
 		return nil
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -91,10 +92,10 @@ func (l *labplane) start(ctx context.Context, args ...string) (wait func() resul
 
 // promoteResult is promote --output json's answer.
 type promoteResult struct {
-	Gate      release.Verdict    `json:"gate"`
-	Batches   []release.Batch    `json:"batches"`
-	Promotion *release.Promotion `json:"promotion"`
-	Error     string             `json:"error"`
+	Gate      release.Verdict     `json:"gate"`
+	Batches   []platform.Batch    `json:"batches"`
+	Promotion *platform.Promotion `json:"promotion"`
+	Error     string              `json:"error"`
 }
 
 func decodePromote(t *testing.T, r result) promoteResult {
@@ -107,14 +108,14 @@ func decodePromote(t *testing.T, r result) promoteResult {
 }
 
 // promotion is the newest promotion to env.
-func (l *labplane) promotion(t *testing.T, env string) (release.Promotion, bool) {
+func (l *labplane) promotion(t *testing.T, env string) (platform.Promotion, bool) {
 	t.Helper()
 	ps, err := l.st.ListPromotions(t.Context(), env)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(ps) == 0 {
-		return release.Promotion{}, false
+		return platform.Promotion{}, false
 	}
 	return ps[0], true
 }
@@ -138,9 +139,9 @@ func waitFor(t *testing.T, what string, ended <-chan struct{}, cond func() bool)
 }
 
 // waitPromotion waits until the newest promotion to env satisfies cond (see waitFor).
-func (l *labplane) waitPromotion(t *testing.T, env string, ended <-chan struct{}, what string, cond func(release.Promotion) bool) release.Promotion {
+func (l *labplane) waitPromotion(t *testing.T, env string, ended <-chan struct{}, what string, cond func(platform.Promotion) bool) platform.Promotion {
 	t.Helper()
-	var p release.Promotion
+	var p platform.Promotion
 	waitFor(t, what, ended, func() bool {
 		var ok bool
 		p, ok = l.promotion(t, env)
@@ -298,7 +299,7 @@ func TestPromoteOverSSH(t *testing.T) {
 		for _, b := range p.Batches {
 			limits = append(limits, b.Limit())
 		}
-		if p.Status != release.Promoted || p.Release != "r2" || p.Previous != "r1" || p.Serial != "100%" || p.Done != 3 ||
+		if p.Status != platform.Promoted || p.Release != "r2" || p.Previous != "r1" || p.Serial != "100%" || p.Done != 3 ||
 			p.FailedBatch != -1 || !slices.Equal(limits, []string{"lms1,lms2", "cms1", "guacd1"}) {
 			t.Errorf("promotion %+v (batches %v)", p, limits)
 		}
@@ -324,7 +325,7 @@ func TestPromoteOverSSH(t *testing.T) {
 		}
 	})
 
-	var interrupted release.Promotion
+	var interrupted platform.Promotion
 	step("two at once, then Ctrl-C during batch 2: recorded, resumable, nothing else starts", func(t *testing.T) {
 		if r := lp.run(ctx, "deploy", "staging", "--release", "r3", "--yes"); r.code != cli.ExitOK {
 			t.Fatalf("deploy r3 to staging (broken on lms2 only: healthy there): %s", r)
@@ -338,7 +339,7 @@ func TestPromoteOverSSH(t *testing.T) {
 		defer func() { interrupt(); wait() }()
 		go func() { wait(); close(ended) }()
 		first := lp.waitPromotion(t, "production", ended, "the promotion of r3 recorded",
-			func(p release.Promotion) bool { return p.Release == "r3" })
+			func(p platform.Promotion) bool { return p.Release == "r3" })
 
 		r := lp.run(ctx, append(promote, "--soak", "1s")...)
 		if r.code != cli.ExitBadInput || !strings.Contains(r.err, "environment production is busy: promote "+first.ID+" by ") {
@@ -351,7 +352,7 @@ func TestPromoteOverSSH(t *testing.T) {
 
 		// Ctrl-C in the middle: batch 1 (lms1) done, and batch 2's Ansible run has changed
 		// something on lms2
-		lp.waitPromotion(t, "production", ended, "batch 1 done", func(p release.Promotion) bool { return p.Done == 1 })
+		lp.waitPromotion(t, "production", ended, "batch 1 done", func(p platform.Promotion) bool { return p.Done == 1 })
 		waitFor(t, "a change on lms2 in batch 2", ended, func() bool {
 			for _, run := range lp.runsOf(t, "production") {
 				if run.Release == "r3" && run.Options.Limit == "lms2" && run.Status == runs.Running {
@@ -367,7 +368,7 @@ func TestPromoteOverSSH(t *testing.T) {
 			t.Errorf("the interrupted promotion: %s", r)
 		}
 		p, _ := lp.promotion(t, "production")
-		if p.ID != first.ID || p.Status != release.Interrupted || p.Phase != release.PhaseRolling || p.Done != 1 ||
+		if p.ID != first.ID || p.Status != platform.Interrupted || p.Phase != platform.PhaseRolling || p.Done != 1 ||
 			!p.FinishedAt.IsZero() || !slices.Equal(p.ChangedHosts(), []string{"lms1", "lms2"}) {
 			t.Errorf("recorded %+v", p)
 		}
@@ -404,7 +405,7 @@ func TestPromoteOverSSH(t *testing.T) {
 		defer func() { interrupt(); wait() }()
 		go func() { wait(); close(ended) }()
 		lp.waitPromotion(t, "production", ended, "the resumed promotion running",
-			func(p release.Promotion) bool { return p.Status == release.Running })
+			func(p platform.Promotion) bool { return p.Status == platform.Promoting })
 		r := lp.run(ctx, append(promote, "--soak", "1s", "--resume")...)
 		if r.code != cli.ExitBadInput || !strings.Contains(r.err, "environment production is busy: promote "+interrupted.ID+" by ") {
 			t.Errorf("a second promotion while %s is resumed: %s", interrupted.ID, r)
@@ -416,7 +417,7 @@ func TestPromoteOverSSH(t *testing.T) {
 			t.Fatalf("the resumed promotion of r3: %s", r)
 		}
 		p := *res.Promotion
-		if p.ID != interrupted.ID || p.Status != release.RolledBack || p.Done != 1 || p.FailedBatch != 1 ||
+		if p.ID != interrupted.ID || p.Status != platform.RolledBack || p.Done != 1 || p.FailedBatch != 1 ||
 			!strings.Contains(p.Error, "batch 2 of 4 (lms2) failed on lms2") ||
 			!strings.Contains(p.Error, "lms2 failed at task") || !strings.Contains(p.Error, `Check the service's heartbeat"`) {
 			t.Errorf("promotion %+v", p)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -39,11 +40,11 @@ func run(id, rel string, start int, st runs.Status, hosts []string, failed ...st
 
 var srcHosts = []string{"lms1", "cms1", "guacd1"}
 
-func healthy(rel string) []release.Check {
-	return []release.Check{
-		{Target: release.Target{Host: "lms1", Service: "lms"}, Release: rel},
-		{Target: release.Target{Host: "cms1", Service: "cms"}, Release: rel},
-		{Target: release.Target{Host: "guacd1", Service: "guacd"}},
+func healthy(rel string) []platform.Check {
+	return []platform.Check{
+		{Target: platform.Target{Host: "lms1", Service: "lms"}, Release: rel},
+		{Target: platform.Target{Host: "cms1", Service: "cms"}, Release: rel},
+		{Target: platform.Target{Host: "guacd1", Service: "guacd"}},
 	}
 }
 
@@ -80,7 +81,7 @@ func TestGate(t *testing.T) {
 		name    string
 		release string
 		runs    []runs.Run
-		health  []release.Check
+		health  []platform.Check
 		now     time.Time
 		reasons []string // each a part of one reason; none: passes
 	}{
@@ -89,9 +90,9 @@ func TestGate(t *testing.T) {
 		{name: "too fresh", runs: good, health: healthy("r2"), now: at(30), reasons: []string{"has run on staging for 19m0s, less than the soak time 1h0m0s"}},
 		{name: "another release asked", release: "r3", runs: good, health: healthy("r2"), now: at(71),
 			reasons: []string{"staging runs r2, not r3", "run 2, release r2", "lms on lms1 reports release \"r2\", not r3"}},
-		{name: "unhealthy", runs: good, now: at(71), health: []release.Check{
-			{Target: release.Target{Host: "lms1", Service: "lms"}, Error: "503 Service Unavailable"},
-			{Target: release.Target{Host: "guacd1", Service: "guacd"}, Error: "connection refused"}},
+		{name: "unhealthy", runs: good, now: at(71), health: []platform.Check{
+			{Target: platform.Target{Host: "lms1", Service: "lms"}, Error: "503 Service Unavailable"},
+			{Target: platform.Target{Host: "guacd1", Service: "guacd"}, Error: "connection refused"}},
 			reasons: []string{"unhealthy: lms on lms1: 503", "unhealthy: guacd on guacd1: connection refused"}},
 		{name: "no health checks", runs: good, now: at(71), reasons: []string{"no health check"}},
 		{name: "last deploy failed", runs: append(slices.Clone(good), run("3", "r3", 20, runs.Failed, []string{"lms1"}, "lms1")),
@@ -122,18 +123,18 @@ func TestGate(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	env := &config.Environment{Settings: config.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
-	hs := func(names ...string) []config.Host {
-		var out []config.Host
+	hs := func(names ...string) []platform.Host {
+		var out []platform.Host
 		for _, n := range names {
-			out = append(out, config.Host{Name: n, Address: "10.0.0." + n[len(n)-1:]})
+			out = append(out, platform.Host{Name: n, Address: "10.0.0." + n[len(n)-1:]})
 		}
 		return out
 	}
-	hosts := map[string][]config.Host{"lms": hs("lms1", "lms2", "lms3", "lms4"), "cms": hs("cms1", "cms2"), "guacd": hs("guacd1")}
-	shared := map[string][]config.Host{"lms": hs("app1", "app2"), "cms": hs("app1", "app2"), "guacd": hs("guacd1")}
+	hosts := map[string][]platform.Host{"lms": hs("lms1", "lms2", "lms3", "lms4"), "cms": hs("cms1", "cms2"), "guacd": hs("guacd1")}
+	shared := map[string][]platform.Host{"lms": hs("app1", "app2"), "cms": hs("app1", "app2"), "guacd": hs("guacd1")}
 	tests := []struct {
 		name, serial string
-		hosts        map[string][]config.Host
+		hosts        map[string][]platform.Host
 		want         []string
 	}{
 		{"one at a time", "1", hosts, []string{"lms1", "lms2", "lms3", "lms4", "cms1", "cms2", "guacd1"}},
@@ -146,7 +147,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bs, err := release.Plan(release.Targets(env, tt.hosts), tt.serial)
+			bs, err := release.Plan(release.Targets(tt.hosts, env.Ports()), tt.serial)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -159,12 +160,12 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
-	bs, _ := release.Plan(release.Targets(env, shared), "1")
+	bs, _ := release.Plan(release.Targets(shared, env.Ports()), "1")
 	if len(bs[0].Targets) != 2 || bs[0].Targets[1].Service != "cms" || bs[0].Targets[1].Port != 18010 {
 		t.Errorf("a shared host's batch checks both services: %+v", bs[0].Targets)
 	}
 	for _, bad := range []string{"0", "-1", "101%", "x", ""} {
-		if _, err := release.Plan(release.Targets(env, hosts), bad); err == nil {
+		if _, err := release.Plan(release.Targets(hosts, env.Ports()), bad); err == nil {
 			t.Errorf("Plan(%q): no error", bad)
 		}
 	}
@@ -177,7 +178,7 @@ type fakePlatform struct {
 	broken   string
 	brokenOn []string
 	deploys  []release.Step
-	saved    []release.Promotion
+	saved    []platform.Promotion
 	// cancelAt cancels the context when the nth deploy starts (1-based; 0: never).
 	cancelAt int
 	cancel   context.CancelFunc
@@ -207,8 +208,8 @@ func (f *fakePlatform) Deploy(ctx context.Context, s release.Step) (runs.Run, er
 	return r, nil
 }
 
-func (f *fakePlatform) Check(_ context.Context, t release.Target) release.Check {
-	c := release.Check{Target: t}
+func (f *fakePlatform) Check(_ context.Context, t platform.Target) platform.Check {
+	c := platform.Check{Target: t}
 	rel := f.hosts[t.Host]
 	switch {
 	case rel == f.broken && slices.Contains(f.brokenOn, t.Host):
@@ -219,25 +220,25 @@ func (f *fakePlatform) Check(_ context.Context, t release.Target) release.Check 
 	return c
 }
 
-func (f *fakePlatform) SavePromotion(_ context.Context, p release.Promotion) error {
+func (f *fakePlatform) SavePromotion(_ context.Context, p platform.Promotion) error {
 	f.saved = append(f.saved, p)
 	return nil
 }
 
-func (f *fakePlatform) Backup(_ context.Context, p release.Promotion) (string, error) {
+func (f *fakePlatform) Backup(_ context.Context, p platform.Promotion) (string, error) {
 	f.deploys = append(f.deploys, release.Step{Kind: runs.Backup, Release: p.Previous, Tags: "backup"})
 	return "backup-run", nil
 }
 
-func newPromotion(serial string) (*release.Promotion, *fakePlatform) {
+func newPromotion(serial string) (*platform.Promotion, *fakePlatform) {
 	env := &config.Environment{Settings: config.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
-	hosts := map[string][]config.Host{"lms": {{Name: "lms1"}, {Name: "lms2"}}, "cms": {{Name: "cms1"}}, "guacd": {{Name: "guacd1"}}}
-	bs, err := release.Plan(release.Targets(env, hosts), serial)
+	hosts := map[string][]platform.Host{"lms": {{Name: "lms1"}, {Name: "lms2"}}, "cms": {{Name: "cms1"}}, "guacd": {{Name: "guacd1"}}}
+	bs, err := release.Plan(release.Targets(hosts, env.Ports()), serial)
 	if err != nil {
 		panic(err)
 	}
 	f := &fakePlatform{hosts: map[string]string{"lms1": "r1", "lms2": "r1", "cms1": "r1", "guacd1": "r1"}}
-	return &release.Promotion{ID: "p1", From: "staging", To: "production", Release: "r2", Previous: "r1",
+	return &platform.Promotion{ID: "p1", From: "staging", To: "production", Release: "r2", Previous: "r1",
 		StartedAt: t0, Serial: serial, Batches: bs, FailedBatch: -1}, f
 }
 
@@ -261,23 +262,23 @@ func TestPromote(t *testing.T) {
 		maxFail    int
 		brokenOn   []string
 		wantErr    error
-		wantStatus release.Status
+		wantStatus platform.PromotionStatus
 		wantSteps  []string
 		wantHosts  map[string]string
 	}{
-		{name: "promoted", serial: "1", wantStatus: release.Promoted,
+		{name: "promoted", serial: "1", wantStatus: platform.Promoted,
 			wantSteps: []string{"backup r1 ", "promote r2 lms1", "promote r2 lms2", "promote r2 cms1", "promote r2 guacd1"},
 			wantHosts: map[string]string{"lms1": "r2", "lms2": "r2", "cms1": "r2", "guacd1": "r2"}},
 		{name: "the second batch fails and both are rolled back", serial: "1", brokenOn: []string{"lms2"},
-			wantErr: release.ErrRolledBack, wantStatus: release.RolledBack,
+			wantErr: release.ErrRolledBack, wantStatus: platform.RolledBack,
 			wantSteps: []string{"backup r1 ", "promote r2 lms1", "promote r2 lms2", "rollback r1 lms1,lms2"},
 			wantHosts: map[string]string{"lms1": "r1", "lms2": "r1", "cms1": "r1", "guacd1": "r1"}},
 		{name: "a failure within max_fail_percentage goes on", serial: "100%", maxFail: 50, brokenOn: []string{"lms2"},
-			wantStatus: release.Promoted,
+			wantStatus: platform.Promoted,
 			wantSteps:  []string{"backup r1 ", "promote r2 lms1,lms2", "promote r2 cms1", "promote r2 guacd1"},
 			wantHosts:  map[string]string{"lms1": "r2", "lms2": "r2", "cms1": "r2", "guacd1": "r2"}},
 		{name: "beyond max_fail_percentage it rolls back", serial: "100%", maxFail: 49, brokenOn: []string{"lms2"},
-			wantErr: release.ErrRolledBack, wantStatus: release.RolledBack,
+			wantErr: release.ErrRolledBack, wantStatus: platform.RolledBack,
 			wantSteps: []string{"backup r1 ", "promote r2 lms1,lms2", "rollback r1 lms1,lms2"},
 			wantHosts: map[string]string{"lms1": "r1", "lms2": "r1", "cms1": "r1", "guacd1": "r1"}},
 	}
@@ -347,7 +348,7 @@ func TestPromoteInterruptedAndResumed(t *testing.T) {
 		t.Fatalf("Run: %v, want ErrInterrupted", err)
 	}
 	rec := f.saved[len(f.saved)-1]
-	if rec.Status != release.Interrupted || rec.Done != 1 || rec.Phase != release.PhaseRolling ||
+	if rec.Status != platform.Interrupted || rec.Done != 1 || rec.Phase != platform.PhaseRolling ||
 		!slices.Equal(rec.ChangedHosts(), []string{"lms1", "lms2"}) {
 		t.Fatalf("recorded %+v", rec)
 	}
@@ -358,7 +359,7 @@ func TestPromoteInterruptedAndResumed(t *testing.T) {
 	if got, want := kinds(f.deploys), []string{"promote r2 lms2", "promote r2 cms1", "promote r2 guacd1"}; !slices.Equal(got, want) {
 		t.Errorf("resumed steps %q, want %q (no second backup)", got, want)
 	}
-	if rec.Status != release.Promoted || rec.Done != 4 {
+	if rec.Status != platform.Promoted || rec.Done != 4 {
 		t.Errorf("resumed to %+v", rec)
 	}
 }

@@ -98,7 +98,6 @@ func (f Failure) String() string {
 	return fmt.Sprintf("%s %s at task %q: %s", f.Host, what, f.Task, f.Msg)
 }
 
-
 // Filter selects runs in a listing; zero fields match everything.
 type Filter struct {
 	Environment string

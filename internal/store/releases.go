@@ -8,14 +8,14 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/labplane/labplane/internal/release"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // ErrNoPromotion: no promotion has that id.
 var ErrNoPromotion = errors.New("no such promotion")
 
 // SavePromotion records a promotion: inserted the first time, replaced whole afterwards.
-func (s *Store) SavePromotion(ctx context.Context, p release.Promotion) (err error) {
+func (s *Store) SavePromotion(ctx context.Context, p platform.Promotion) (err error) {
 	defer markUnavailable(&err)
 	if p.ID == "" || p.From == "" || p.To == "" || p.Release == "" || p.StartedAt.IsZero() {
 		return fmt.Errorf("save promotion %q: id, from, to, release and start time are required", p.ID)
@@ -35,26 +35,26 @@ func (s *Store) SavePromotion(ctx context.Context, p release.Promotion) (err err
 }
 
 // GetPromotion returns a promotion by its id, or by a prefix of it that only one has.
-func (s *Store) GetPromotion(ctx context.Context, id string) (_ release.Promotion, err error) {
+func (s *Store) GetPromotion(ctx context.Context, id string) (_ platform.Promotion, err error) {
 	defer markUnavailable(&err)
 	if id == "" || strings.ContainsAny(id, "%_") {
-		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
+		return platform.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
 	}
 	found, err := s.promotions(ctx, `WHERE id LIKE ? ORDER BY id LIMIT 2`, id+"%")
 	if err != nil {
-		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, err)
+		return platform.Promotion{}, fmt.Errorf("promotion %q: %w", id, err)
 	}
 	switch {
 	case len(found) == 0:
-		return release.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
+		return platform.Promotion{}, fmt.Errorf("promotion %q: %w", id, ErrNoPromotion)
 	case len(found) > 1 && found[0].ID != id:
-		return release.Promotion{}, fmt.Errorf("promotion %q: several start with it; give more of the id: %w", id, ErrNoPromotion)
+		return platform.Promotion{}, fmt.Errorf("promotion %q: several start with it; give more of the id: %w", id, ErrNoPromotion)
 	}
 	return found[0], nil
 }
 
 // ListPromotions returns the promotions to target (all when empty), newest first.
-func (s *Store) ListPromotions(ctx context.Context, target string) (_ []release.Promotion, err error) {
+func (s *Store) ListPromotions(ctx context.Context, target string) (_ []platform.Promotion, err error) {
 	defer markUnavailable(&err)
 	q, args := `ORDER BY started_at DESC, id DESC`, []any{}
 	if target != "" {
@@ -67,19 +67,19 @@ func (s *Store) ListPromotions(ctx context.Context, target string) (_ []release.
 	return out, nil
 }
 
-func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]release.Promotion, error) {
+func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]platform.Promotion, error) {
 	rows, err := s.db.QueryContext(ctx, s.q(`SELECT detail FROM promotions `+where), args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []release.Promotion
+	var out []platform.Promotion
 	for rows.Next() {
 		var detail string
 		if err := rows.Scan(&detail); err != nil {
 			return nil, err
 		}
-		var p release.Promotion
+		var p platform.Promotion
 		if err := json.Unmarshal([]byte(detail), &p); err != nil {
 			return nil, err
 		}
@@ -91,8 +91,8 @@ func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]re
 // LockEnvironment takes the environment for one deploy or promotion, without waiting. The
 // exclusion is TryLock("env:ENV"), which ends with the process that holds it (a crash leaves
 // nothing to clean up); the env_locks row names the holder for whoever is refused, who gets a
-// *release.LockedError. unlock releases both.
-func (s *Store) LockEnvironment(ctx context.Context, l release.Lock) (unlock func(context.Context) error, err error) {
+// *platform.LockedError. unlock releases both.
+func (s *Store) LockEnvironment(ctx context.Context, l platform.Lock) (unlock func(context.Context) error, err error) {
 	defer markUnavailable(&err)
 	tryUnlock, ok, err := s.TryLock(ctx, "env:"+l.Environment)
 	if err != nil {
@@ -103,7 +103,7 @@ func (s *Store) LockEnvironment(ctx context.Context, l release.Lock) (unlock fun
 		if err != nil {
 			return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
 		}
-		return nil, &release.LockedError{Environment: l.Environment, Held: held}
+		return nil, &platform.LockedError{Environment: l.Environment, Held: held}
 	}
 	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO env_locks (environment, kind, holder, actor, pid, host, since)
 		VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -122,12 +122,12 @@ func (s *Store) LockEnvironment(ctx context.Context, l release.Lock) (unlock fun
 }
 
 // environmentLock is the recorded holder of an environment (zero if none recorded).
-func (s *Store) environmentLock(ctx context.Context, env string) (release.Lock, error) {
-	l := release.Lock{Environment: env}
+func (s *Store) environmentLock(ctx context.Context, env string) (platform.Lock, error) {
+	l := platform.Lock{Environment: env}
 	err := s.db.QueryRowContext(ctx, s.q(`SELECT kind, holder, actor, pid, host, since FROM env_locks WHERE environment = ?`), env).
 		Scan(&l.Kind, &l.Holder, &l.Actor, &l.PID, &l.Host, timeDest{&l.Since})
 	if errors.Is(err, sql.ErrNoRows) {
-		return release.Lock{Environment: env}, nil
+		return platform.Lock{Environment: env}, nil
 	}
 	return l, err
 }

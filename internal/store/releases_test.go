@@ -8,24 +8,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/release"
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/store"
 )
 
 func TestPromotions(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
-		p := release.Promotion{ID: "0194-promo-one", From: "staging", To: "production", Release: "r2", Previous: "r1",
-			Actor: "ci", StartedAt: at(0), Status: release.Running, Phase: release.PhaseBackup, Serial: "1", FailedBatch: -1,
-			Batches: []release.Batch{{Hosts: []string{"lms1"}, Targets: []release.Target{{Host: "lms1", Service: "lms", Address: "10.0.0.1", Port: 80}}}}}
+		p := platform.Promotion{ID: "0194-promo-one", From: "staging", To: "production", Release: "r2", Previous: "r1",
+			Actor: "ci", StartedAt: at(0), Status: platform.Promoting, Phase: platform.PhaseBackup, Serial: "1", FailedBatch: -1,
+			Batches: []platform.Batch{{Hosts: []string{"lms1"}, Targets: []platform.Target{{Host: "lms1", Service: "lms", Address: "10.0.0.1", Port: 80}}}}}
 		if err := e.s.SavePromotion(ctx, p); err != nil {
 			t.Fatal(err)
 		}
-		p.Phase, p.Done, p.Status, p.FinishedAt, p.Runs = release.PhaseDone, 1, release.Promoted, at(60), []string{"run-1"}
+		p.Phase, p.Done, p.Status, p.FinishedAt, p.Runs = platform.PhaseDone, 1, platform.Promoted, at(60), []string{"run-1"}
 		if err := e.s.SavePromotion(ctx, p); err != nil { // replaced whole
 			t.Fatal(err)
 		}
-		if err := e.s.SavePromotion(ctx, release.Promotion{ID: "0194-promo-two", From: "staging", To: "demo", Release: "r2", StartedAt: at(10)}); err != nil {
+		if err := e.s.SavePromotion(ctx, platform.Promotion{ID: "0194-promo-two", From: "staging", To: "demo", Release: "r2", StartedAt: at(10)}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := e.s.GetPromotion(ctx, "0194-promo-o")
@@ -47,10 +47,10 @@ func TestPromotions(t *testing.T) {
 			t.Errorf("ListPromotions(all) = %v, %v", all, err)
 		}
 		prod, err := e.s.ListPromotions(ctx, "production")
-		if err != nil || len(prod) != 1 || prod[0].Status != release.Promoted {
+		if err != nil || len(prod) != 1 || prod[0].Status != platform.Promoted {
 			t.Errorf("ListPromotions(production) = %v, %v", prod, err)
 		}
-		if err := e.s.SavePromotion(ctx, release.Promotion{ID: "x"}); err == nil {
+		if err := e.s.SavePromotion(ctx, platform.Promotion{ID: "x"}); err == nil {
 			t.Error("SavePromotion of an incomplete promotion succeeded")
 		}
 	})
@@ -59,15 +59,15 @@ func TestPromotions(t *testing.T) {
 func TestLockEnvironment(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
-		holder := release.Lock{Environment: "production", Kind: "promote", Holder: "0194-p", Actor: "ci", PID: 42, Host: "runner-1", Since: at(5)}
+		holder := platform.Lock{Environment: "production", Kind: "promote", Holder: "0194-p", Actor: "ci", PID: 42, Host: "runner-1", Since: at(5)}
 		unlock, err := e.s.LockEnvironment(ctx, holder)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// another process is refused, and told who holds it
 		other := e.open(t)
-		_, err = other.LockEnvironment(ctx, release.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
-		var locked *release.LockedError
+		_, err = other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
+		var locked *platform.LockedError
 		if !errors.As(err, &locked) || locked.Held.Holder != "0194-p" || locked.Held.PID != 42 || !locked.Held.Since.Equal(norm(at(5))) {
 			t.Fatalf("second lock: %v (%+v), want a LockedError naming the holder", err, locked)
 		}
@@ -77,7 +77,7 @@ func TestLockEnvironment(t *testing.T) {
 			}
 		}
 		// another environment is free
-		u2, err := other.LockEnvironment(ctx, release.Lock{Environment: "staging", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
+		u2, err := other.LockEnvironment(ctx, platform.Lock{Environment: "staging", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
 		if err != nil {
 			t.Fatalf("lock of another environment: %v", err)
 		}
@@ -87,7 +87,7 @@ func TestLockEnvironment(t *testing.T) {
 		if err := unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		u3, err := other.LockEnvironment(ctx, release.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(7)})
+		u3, err := other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(7)})
 		if err != nil {
 			t.Fatalf("lock after unlock: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // EnvironmentSpec lays the platform's services out on the set's hosts: one per service by
@@ -58,7 +59,7 @@ func TestEnvironmentSpec(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%v\n%s", err, spec)
 			}
-			for _, svc := range config.Services {
+			for _, svc := range platform.Services {
 				var got []string
 				for _, h := range env.Hosts[svc] {
 					got = append(got, h.Address)

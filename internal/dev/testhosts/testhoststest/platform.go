@@ -15,6 +15,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/health"
+	"github.com/labplane/labplane/internal/platform"
 )
 
 // Platform is an environment (by default "test") on a set of test hosts (by default lms1,
@@ -130,7 +131,7 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 func layoutNames(layout map[string][]string) []string {
 	var names []string
 	seen := map[string]bool{}
-	for _, svc := range config.Services {
+	for _, svc := range platform.Services {
 		for _, n := range layout[svc] {
 			if !seen[n] {
 				seen[n] = true
