@@ -3,10 +3,8 @@ package api
 import (
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/labplane/labplane/internal/cloud"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 )
@@ -52,16 +50,10 @@ var errorKinds = []struct {
 // no known kind are logged and answered 500 without detail.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	status, code, msg := http.StatusInternalServerError, "internal", "internal error"
-	var cfgErr *config.Error
-	if errors.As(err, &cfgErr) {
-		// a template the configuration does not have: say so without the server's file path
-		status, code, msg = http.StatusUnprocessableEntity, "invalid", problems(cfgErr)
-	} else {
-		for _, k := range errorKinds {
-			if errors.Is(err, k.err) {
-				status, code, msg = k.status, k.code, err.Error()
-				break
-			}
+	for _, k := range errorKinds {
+		if errors.Is(err, k.err) {
+			status, code, msg = k.status, k.code, err.Error()
+			break
 		}
 	}
 	switch {
@@ -77,12 +69,4 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		msg = errUnauthorized.Error() // nothing else: not even whether the token existed
 	}
 	_ = writeJSON(w, status, map[string]any{"error": map[string]string{"code": code, "message": msg}})
-}
-
-func problems(e *config.Error) string {
-	msgs := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		msgs[i] = p.Msg
-	}
-	return strings.Join(msgs, "; ")
 }

@@ -155,8 +155,7 @@ func (c *Config) Rules() policy.Set { return c.rules }
 func (c *Config) TemplatePath(name string) (string, error) {
 	p, ok := c.Templates[name]
 	if !ok {
-		return "", &Error{File: c.Path, Problems: []Problem{{Field: "templates", Msg: fmt.Sprintf(
-			"no template named %q (have: %s)", name, strings.Join(c.TemplateNames(), ", "))}}}
+		return "", fmt.Errorf("no template named %q among the configuration's templates (have: %s)", name, strings.Join(c.TemplateNames(), ", "))
 	}
 	return c.resolve(p), nil
 }

@@ -21,7 +21,7 @@
 //   - Where events are missing (an event's "from" is not the status the one before it left, or
 //     the trail starts in the middle of a lab's life), the stretch in between is counted as
 //     running if either side says so: the report errs towards cost, and notes it.
-//   - Used hours are the spans of the learner's heartbeats (see store.ActivityGap).
+//   - Used hours are the spans of the learner's heartbeats (see labs.ActivityGap).
 package cost
 
 import (

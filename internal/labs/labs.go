@@ -271,6 +271,13 @@ type Operation struct {
 	SentAt             time.Time
 }
 
+// ActivityGap is how far apart two heartbeats may be and still belong to one span of the
+// learner's activity. An LMS sends one about every minute while the lab's page is open; a
+// browser may slow a background tab's timers to once a minute, and the network may lose one
+// or two: a silence shorter than this is the learner still there, a longer one ends the span
+// (the learner left).
+const ActivityGap = 5 * time.Minute
+
 // Errors callers branch on.
 var (
 	// ErrNotFound: no such lab.

@@ -161,7 +161,7 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 	}
 	file, err := m.Template(req.Template)
 	if err != nil {
-		return Pending{}, err
+		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if existing, err := m.Registry.FindLive(ctx, req.Learner, req.Course); err == nil {
 		return Pending{Lab: existing}, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)

@@ -10,7 +10,7 @@
 // the lab (launch-or-get: a new lab is launched; a returning learner's counts as a heartbeat,
 // and a suspended one is resumed), waits until it runs, then works, the LMS sending
 // heartbeats until the learner leaves. Those heartbeats are written when the lab is ready,
-// each stamped with the time the LMS sends it (one every store.ActivityGap, the last when the
+// each stamped with the time the LMS sends it (one every labs.ActivityGap, the last when the
 // learner leaves): the registry keeps the latest heartbeat, so every pass of the policy during
 // the session sees the lab in use, as with an LMS beating every minute, and after the session
 // it sees the last one; the activity spans come out the same. Waking up for each heartbeat
@@ -69,7 +69,7 @@ const (
 	lmsGiveUp = 2 * time.Hour
 	// beatEvery spaces the heartbeats the simulation writes: the activity gap, so a session
 	// is one span.
-	beatEvery = store.ActivityGap
+	beatEvery = labs.ActivityGap
 )
 
 // Policy is a way of keeping labs affordable that the simulation compares.

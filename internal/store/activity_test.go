@@ -34,7 +34,7 @@ func mustActivity(t *testing.T, s *store.Store, since, until time.Time) []labs.A
 // silence closes it (into the activity table) and opens another. Activity returns the closed
 // spans and the open one.
 func TestHeartbeatActivity(t *testing.T) {
-	gap := int(store.ActivityGap / time.Second)
+	gap := int(labs.ActivityGap / time.Second)
 	cases := []struct {
 		name  string
 		beats []int // seconds after base

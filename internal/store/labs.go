@@ -268,20 +268,13 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 	return stored, nil
 }
 
-// ActivityGap is how far apart two heartbeats may be and still belong to one span of the
-// learner's activity. An LMS sends one about every minute while the lab's page is open; a
-// browser may slow a background tab's timers to once a minute, and the network may lose one
-// or two: a silence shorter than this is the learner still there, a longer one ends the span
-// (the learner left).
-const ActivityGap = 5 * time.Minute
-
 // Heartbeat records that the lab is in use at at: LastHeartbeat becomes the later of the
 // stored one and at, and the version is bumped (so an actor holding an older copy gets
 // labs.ErrStale and re-reads). No event is written. A deleted lab is not touched:
 // labs.ErrDeleted. It returns the stored lab.
 //
 // It also keeps the learner's activity: the lab's open span runs from its first heartbeat to
-// its last; a heartbeat more than ActivityGap after the last one moves that span into the
+// its last; a heartbeat more than labs.ActivityGap after the last one moves that span into the
 // activity table and opens a new one. Heartbeats are the hottest path: one that extends the
 // open span (most) is one UPDATE; one that opens a span is one more statement on PostgreSQL
 // (the row is locked first, so two heartbeats at once never close the same span twice), one
@@ -291,7 +284,7 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.
 	if at.IsZero() {
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
-	t, gapStart := s.timeArg(at), s.timeArg(at.Add(-ActivityGap))
+	t, gapStart := s.timeArg(at), s.timeArg(at.Add(-labs.ActivityGap))
 	// most heartbeats extend the open span: one plain UPDATE
 	stored, err := scanLab(s.queryRow(ctx, s.db, beatInSpanSQL, t, t, id, gapStart))
 	switch {
