@@ -13,10 +13,8 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/config"
-	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/inventory"
-	"github.com/labplane/labplane/internal/platform"
-	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/rollout"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -39,7 +37,7 @@ func inventoryCommand(stdio IO) *cli.Command {
 				if err != nil {
 					return err
 				}
-				env, hosts, err := environmentHosts(c, name)
+				env, hosts, err := platformOf(c).Environment(c.Context, name)
 				if err != nil {
 					return err
 				}
@@ -65,21 +63,31 @@ func inventoryCommand(stdio IO) *cli.Command {
 	}
 }
 
-// environmentHosts loads an environment and its hosts: the spec's, or Terraform's outputs.
-func environmentHosts(c *cli.Context, name string) (*config.Environment, map[string][]platform.Host, error) {
+// platformOf is the project's platform, without its registry (rendering an inventory needs
+// none).
+func platformOf(c *cli.Context) *rollout.Platform {
 	p := projectOf(c)
-	env, err := p.environment(name)
+	return &rollout.Platform{Project: p.dir, Inventories: p.inventories, StateDir: p.stateDir, Actor: actor()}
+}
+
+// openPlatform is the project's platform with the registry of the configuration open; close
+// closes it.
+func openPlatform(c *cli.Context, stdio IO) (pl *rollout.Platform, close func(), err error) {
+	reg, err := openRegistry(c, stdio)
 	if err != nil {
 		return nil, nil, err
 	}
-	if env.Provision == nil {
-		return env, env.Hosts, nil
+	pl = platformOf(c)
+	pl.Registry, pl.Log = reg.store, reg.log
+	return pl, reg.Close, nil
+}
+
+// progressTo prints Ansible's progress: on stdout, or on stderr when stdout carries JSON.
+func progressTo(stdio IO, out string) *progressPrinter {
+	if out == "json" {
+		return &progressPrinter{w: stdio.Err}
 	}
-	hosts, err := provisionedHosts(c, p, env)
-	if err != nil {
-		return nil, nil, err
-	}
-	return env, hosts, nil
+	return &progressPrinter{w: stdio.Out}
 }
 
 func deployCommand(stdio IO) *cli.Command {
@@ -108,52 +116,17 @@ func deployCommand(stdio IO) *cli.Command {
 			if err != nil {
 				return err
 			}
-			env, hosts, err := environmentHosts(c, name)
+			pl, closeRegistry, err := openPlatform(c, stdio)
 			if err != nil {
 				return err
 			}
-			opts := runs.Options{Check: c.Bool("check"), Diff: c.Bool("diff"), Limit: c.String("limit"), Tags: c.String("tags")}
-			release := c.String("release")
-			if release == "" {
-				release = env.Release
-			}
-			if !opts.Check {
-				n := 0
-				for _, hs := range hosts {
-					n += len(hs)
-				}
-				if err := confirm(stdio, c.Bool("yes"), fmt.Sprintf("Deploy release %s to %s (%d hosts)?", release, env.Name, n)); err != nil {
-					return err
-				}
-			}
-			inv, err := inventory.Write(env, hosts)
-			if err != nil {
-				return err
-			}
-			reg, err := openRegistry(c, stdio)
-			if err != nil {
-				return err
-			}
-			defer reg.Close()
-			if !opts.Check {
-				unlock, err := lockEnvironment(c.Context, reg, env.Name, "deploy", "")
-				if err != nil {
-					return err
-				}
-				defer unlock()
-			}
-			logDir, err := projectOf(c).state("runs")
-			if err != nil {
-				return err
-			}
-			// progress: text on stdout, or on stderr when stdout carries the JSON record
-			progress := &progressPrinter{w: stdio.Out}
-			if out == "json" {
-				progress.w = stdio.Err
-			}
-			d := deploy.Deployer{Registry: reg.store, Project: projectOf(c).dir, LogDir: logDir, Now: time.Now, Log: reg.log}
-			run, err := d.Deploy(c.Context, deploy.Request{Env: env, Inventory: inv, Release: c.String("release"),
-				Kind: runs.Deploy, Options: opts, Actor: actor(), Progress: progress.event})
+			defer closeRegistry()
+			run, err := pl.Deploy(c.Context, rollout.DeployRequest{Env: name, Release: c.String("release"),
+				Options: runs.Options{Check: c.Bool("check"), Diff: c.Bool("diff"), Limit: c.String("limit"), Tags: c.String("tags")},
+				Confirm: func(release string, hosts int) error {
+					return confirm(stdio, c.Bool("yes"), fmt.Sprintf("Deploy release %s to %s (%d hosts)?", release, name, hosts))
+				},
+				Progress: progressTo(stdio, out).event})
 			if run.ID == "" { // nothing ran
 				return err
 			}
@@ -327,18 +300,3 @@ func openRegistry(c *cli.Context, stdio IO) (*registry, error) {
 }
 
 func (r *registry) Close() { _ = r.store.Close() }
-
-// provisionedHosts reads the hosts Terraform made from the environment's state (no terraform
-// run, no network).
-func provisionedHosts(c *cli.Context, p project, env *config.Environment) (map[string][]platform.Host, error) {
-	dir, err := p.state("provision", env.Name)
-	if err != nil {
-		return nil, err
-	}
-	ws, err := provision.Open(env, dir, provision.Options{})
-	if err != nil {
-		return nil, provisionError(env, err)
-	}
-	hosts, err := ws.Hosts(c.Context)
-	return hosts, provisionError(env, err)
-}

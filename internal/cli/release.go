@@ -1,9 +1,7 @@
 package cli
 
 import (
-	"context"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -123,22 +121,4 @@ func promotionTable(stdio IO, ps []platform.Promotion) error {
 			orDash(p.Previous), p.StartedAt.Local().Format("2006-01-02 15:04:05"), p.Actor}
 	}
 	return table(stdio.Out, "PROMOTION\tRELEASE\tFROM -> TO\tSTATUS\tBATCHES\tPREVIOUS\tSTARTED\tBY", rows)
-}
-
-// lockEnvironment takes env for one deploy or promotion (refused with a *platform.LockedError
-// naming the holder when another has it) and returns what releases it.
-func lockEnvironment(ctx context.Context, reg *registry, env, kind, holder string) (func(), error) {
-	host, _ := os.Hostname()
-	unlock, err := reg.store.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: actor(),
-		PID: os.Getpid(), Host: host, Since: time.Now()})
-	if err != nil {
-		return nil, err
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := unlock(ctx); err != nil {
-			reg.log.Warn("unlock environment", "environment", env, "err", err)
-		}
-	}, nil
 }

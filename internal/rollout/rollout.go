@@ -1,0 +1,179 @@
+// Package rollout holds the use cases of the platform's deploy side: deploy an environment,
+// promote a release from one environment to the next (or resume a promotion), with the
+// adapters they hand to release's rolling loop (the deployer, the backups, the health
+// checker). The command line gathers the request and prints the outcome; the rules are in
+// release (the gate, the batches, the rollback) and the types in platform.
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/inventory"
+	"github.com/labplane/labplane/internal/platform"
+	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/runs"
+)
+
+// ErrInvalid: the request is wrong (the spec, a flag, the state of the target); nothing was
+// changed.
+var ErrInvalid = errors.New("invalid request")
+
+// Registry is what the use cases keep in the registry: runs, promotions, the environments'
+// locks (the store).
+type Registry interface {
+	deploy.Registry
+	ListRuns(ctx context.Context, f runs.Filter) ([]runs.Run, error)
+	ListPromotions(ctx context.Context, target string) ([]platform.Promotion, error)
+	SavePromotion(ctx context.Context, p platform.Promotion) error
+	LockEnvironment(ctx context.Context, l platform.Lock) (unlock func(context.Context) error, err error)
+}
+
+// Platform is one project's platform: its environments (Inventories/ENV/environment.yml), its
+// playbooks and roles (Project), labplane's state (StateDir: Terraform's, the runs' logs), and
+// the registry.
+type Platform struct {
+	Project, Inventories, StateDir string
+	Registry                       Registry
+	// Actor is who acts, for the records ("cli:ann").
+	Actor string
+	Log   *slog.Logger
+	// Checker checks a service on a host (nil: Health, the way clients use them).
+	Checker interface {
+		Check(ctx context.Context, t platform.Target) platform.Check
+	}
+}
+
+// Environment loads an environment's spec and its hosts: the spec's own, or those Terraform
+// made (read from its state: no terraform run, no network).
+func (pl *Platform) Environment(ctx context.Context, name string) (*config.Environment, map[string][]platform.Host, error) {
+	env, err := config.LoadEnvironment(pl.Inventories, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if env.Provision == nil {
+		return env, env.Hosts, nil
+	}
+	dir, err := pl.state("provision", env.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err := provision.Open(env, dir, provision.Options{})
+	if err != nil {
+		return nil, nil, provisionError(env, err)
+	}
+	hosts, err := ws.Hosts(ctx)
+	if err != nil {
+		return nil, nil, provisionError(env, err)
+	}
+	return env, hosts, nil
+}
+
+// provisionError makes the user's problems ErrInvalid, with what to do next.
+func provisionError(env *config.Environment, err error) error {
+	switch {
+	case errors.Is(err, provision.ErrNoPlan), errors.Is(err, provision.ErrStalePlan):
+		return fmt.Errorf("%w: %w\nrun: labplane provision %s plan", ErrInvalid, err, env.Name)
+	case errors.Is(err, provision.ErrNotProvisioned):
+		return fmt.Errorf("%w: %w\nrun: labplane provision %s plan, then apply", ErrInvalid, err, env.Name)
+	case errors.Is(err, provision.ErrBadInput):
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return err
+}
+
+// state returns a directory under the state directory, created 0700.
+func (pl *Platform) state(parts ...string) (string, error) {
+	dir := filepath.Join(append([]string{pl.StateDir}, parts...)...)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("state directory: %w", err)
+	}
+	return dir, nil
+}
+
+// lock takes the environment's lock (one deploy or promotion at a time); holder names the
+// promotion, if any.
+func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (unlock func(), err error) {
+	host, _ := os.Hostname()
+	u, err := pl.Registry.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: pl.Actor,
+		PID: os.Getpid(), Host: host, Since: time.Now()})
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := u(ctx); err != nil {
+			pl.Log.Warn("unlock environment", "environment", env, "err", err)
+		}
+	}, nil
+}
+
+// deployer renders env's inventory for hosts and returns the deployer of its runs.
+func (pl *Platform) deployer(env *config.Environment, hosts map[string][]platform.Host) (deploy.Deployer, string, error) {
+	inv, err := inventory.Write(env, hosts)
+	if err != nil {
+		return deploy.Deployer{}, "", err
+	}
+	logDir, err := pl.state("runs")
+	if err != nil {
+		return deploy.Deployer{}, "", err
+	}
+	return deploy.Deployer{Registry: pl.Registry, Project: pl.Project, LogDir: logDir, Now: time.Now, Log: pl.Log}, inv, nil
+}
+
+// DeployRequest is one deploy of an environment.
+type DeployRequest struct {
+	Env string
+	// Release overrides the spec's; empty: the spec's.
+	Release string
+	Options runs.Options
+	// Confirm is asked before anything changes (not for a check run), with the release and
+	// the number of hosts; an error stops the deploy.
+	Confirm func(release string, hosts int) error
+	// Progress sees every event while Ansible runs (may be nil).
+	Progress func(ansible.Event)
+}
+
+// Deploy deploys an environment under its lock (none for a check run, which changes
+// nothing) and returns the recorded run (its ID empty when nothing ran).
+func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, error) {
+	env, hosts, err := pl.Environment(ctx, req.Env)
+	if err != nil {
+		return runs.Run{}, err
+	}
+	rel := req.Release
+	if rel == "" {
+		rel = env.Release
+	}
+	if !req.Options.Check && req.Confirm != nil {
+		n := 0
+		for _, hs := range hosts {
+			n += len(hs)
+		}
+		if err := req.Confirm(rel, n); err != nil {
+			return runs.Run{}, err
+		}
+	}
+	d, inv, err := pl.deployer(env, hosts)
+	if err != nil {
+		return runs.Run{}, err
+	}
+	if !req.Options.Check {
+		unlock, err := pl.lock(ctx, env.Name, "deploy", "")
+		if err != nil {
+			return runs.Run{}, err
+		}
+		defer unlock()
+	}
+	return d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: req.Release, Kind: runs.Deploy,
+		Options: req.Options, Actor: pl.Actor, Progress: req.Progress})
+}
