@@ -21,7 +21,6 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/platform"
-	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/rollout"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -55,7 +54,7 @@ func ExitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &cfgErr), errors.As(err, &bad), errors.As(err, &badDeploy), errors.Is(err, runs.ErrNotFound),
 		errors.Is(err, labs.ErrNotFound), errors.Is(err, labs.ErrExists),
-		errors.As(err, &locked), errors.Is(err, release.ErrRefused), errors.Is(err, store.ErrNoPromotion),
+		errors.As(err, &locked), errors.Is(err, rollout.ErrRefused), errors.Is(err, store.ErrNoPromotion),
 		errors.Is(err, lifecycle.ErrInUse), errors.Is(err, lifecycle.ErrUnknownCloud), errors.Is(err, lifecycle.ErrInvalid),
 		errors.Is(err, rollout.ErrInvalid):
 		return ExitBadInput

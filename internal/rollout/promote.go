@@ -54,7 +54,7 @@ type PromoteResult struct {
 
 // Promote judges the release with the gate and promotes it to the target batch by batch
 // (release.Promoter), under the target's lock: a new promotion, or the target's interrupted
-// one with Resume. A refused gate is release.ErrRefused; a dry run stops after the verdict.
+// one with Resume. A refused gate is ErrRefused; a dry run stops after the verdict.
 func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteResult, error) {
 	if req.From == req.To {
 		return PromoteResult{}, fmt.Errorf("%w: --from and --to are both %s", ErrInvalid, req.From)
@@ -149,7 +149,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	}
 	result := PromoteResult{Verdict: verdict, Batches: batches}
 	if !verdict.Pass {
-		return result, fmt.Errorf("%w: %s to %s: %s", release.ErrRefused, verdict.Release, req.To, strings.Join(verdict.Reasons, "; "))
+		return result, fmt.Errorf("%w: %s to %s: %s", ErrRefused, verdict.Release, req.To, strings.Join(verdict.Reasons, "; "))
 	}
 	if req.DryRun {
 		return result, nil
@@ -168,7 +168,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 		return result, err
 	}
 	dep := &promoteDeployer{d: d, env: env, inventory: inv, actor: pl.Actor, progress: req.Progress}
-	pr := release.Promoter{Deployer: dep, Checker: checker, Recorder: pl.Registry, Clock: clock.Wall{},
+	pr := Promoter{Deployer: dep, Checker: checker, Recorder: pl.Registry, Clock: clock.Wall{},
 		HealthTimeout: req.HealthTimeout, HealthInterval: 2 * time.Second, Log: pl.Log}
 	switch {
 	case req.BackupHook != "":
@@ -242,7 +242,7 @@ type promoteDeployer struct {
 	progress  func(ansible.Event)
 }
 
-func (p *promoteDeployer) Deploy(ctx context.Context, s release.Step) (runs.Run, error) {
+func (p *promoteDeployer) Deploy(ctx context.Context, s Step) (runs.Run, error) {
 	env := *p.env
 	env.Rollout.Serial = "100%"
 	return p.d.Deploy(ctx, deploy.Request{Env: &env, Inventory: p.inventory, Release: s.Release, Kind: s.Kind,
@@ -260,7 +260,7 @@ func (p *promoteDeployer) Backup(ctx context.Context, pr platform.Promotion) (st
 	for _, b := range pr.Batches {
 		hosts = append(hosts, b.Hosts...)
 	}
-	run, err := p.Deploy(ctx, release.Step{Release: rel, Kind: runs.Backup, Hosts: hosts, Tags: "backup"})
+	run, err := p.Deploy(ctx, Step{Release: rel, Kind: runs.Backup, Hosts: hosts, Tags: "backup"})
 	return run.ID, err
 }
 

@@ -1,4 +1,4 @@
-package release
+package rollout
 
 import (
 	"context"
