@@ -2,10 +2,7 @@ package inventory_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,18 +15,6 @@ import (
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 )
-
-// TestMain installs Ansible for ansible-inventory (unless -short: the check is then skipped).
-func TestMain(m *testing.M) {
-	flag.Parse()
-	if !testing.Short() {
-		if err := apt.Ensure(context.Background(), os.Stderr, ansible.Packages...); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-	}
-	os.Exit(m.Run())
-}
 
 // The example environments in the project's inventories/ render as their golden files
 // (testdata/examples, the project's path written as PROJECT), and Ansible reads what they
@@ -90,6 +75,9 @@ func checkWithAnsible(t *testing.T, inv []byte, hosts map[string][]platform.Host
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "hosts.yml")
 	if err := os.WriteFile(file, inv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := apt.Ensure(t.Context(), os.Stderr, ansible.Packages...); err != nil {
 		t.Fatal(err)
 	}
 	bin, err := ansible.LookPath("ansible-inventory")
