@@ -12,6 +12,7 @@ import (
 	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/reaper"
@@ -65,7 +66,7 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, obser
 	out := make([]labCloud, len(cfg.Clouds))
 	var wg sync.WaitGroup
 	for i, cc := range cfg.Clouds {
-		opts := cloud.Options{Name: cc.Name, Cloud: cc.Cloud, RequestTimeout: cc.RequestTimeout.D(), Logger: log}
+		opts := heat.Options{Name: cc.Name, Cloud: cc.Cloud, RequestTimeout: cc.RequestTimeout.D(), Logger: log}
 		if observe != nil {
 			opts.Observe = func(op string, took time.Duration, err error) { observe(cc.Name, op, took, err) }
 		}
@@ -76,8 +77,8 @@ func openClouds(ctx context.Context, cfg *config.Config, log *slog.Logger, obser
 }
 
 // connect opens a cloud, or returns a stand-in that reports why and reconnects.
-func connect(ctx context.Context, opts cloud.Options, log *slog.Logger) labCloud {
-	h, err := cloud.Open(ctx, opts)
+func connect(ctx context.Context, opts heat.Options, log *slog.Logger) labCloud {
+	h, err := heat.Open(ctx, opts)
 	if err == nil {
 		return h
 	}
@@ -121,11 +122,11 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 // tries to connect again (a daemon outlives a cloud's outage); once connected it passes
 // every call through.
 type reconnecting struct {
-	opts cloud.Options
+	opts heat.Options
 	log  *slog.Logger
 
 	mu  sync.Mutex
-	h   *cloud.Heat
+	h   *heat.Heat
 	err error
 	at  time.Time
 }
@@ -133,12 +134,12 @@ type reconnecting struct {
 const retryEvery = 30 * time.Second
 
 // cloud returns the connected cloud, or the reason there is none.
-func (u *reconnecting) cloud(ctx context.Context) (*cloud.Heat, error) {
+func (u *reconnecting) cloud(ctx context.Context) (*heat.Heat, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.h == nil && time.Since(u.at) >= retryEvery {
 		u.at = time.Now()
-		if u.h, u.err = cloud.Open(ctx, u.opts); u.err == nil {
+		if u.h, u.err = heat.Open(ctx, u.opts); u.err == nil {
 			u.log.Info("cloud available again", "cloud", u.opts.Name)
 		}
 	}
@@ -172,22 +173,22 @@ func (u *reconnecting) Create(ctx context.Context, r cloud.CreateRequest) (labs.
 }
 
 func (u *reconnecting) Get(ctx context.Context, name, id string) (labs.Stack, error) {
-	return u.stackOp(ctx, name, id, (*cloud.Heat).Get)
+	return u.stackOp(ctx, name, id, (*heat.Heat).Get)
 }
 
 func (u *reconnecting) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
-	return u.stackOp(ctx, name, id, (*cloud.Heat).Suspend)
+	return u.stackOp(ctx, name, id, (*heat.Heat).Suspend)
 }
 
 func (u *reconnecting) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
-	return u.stackOp(ctx, name, id, (*cloud.Heat).Resume)
+	return u.stackOp(ctx, name, id, (*heat.Heat).Resume)
 }
 
 func (u *reconnecting) Delete(ctx context.Context, name, id string) (labs.Stack, error) {
-	return u.stackOp(ctx, name, id, (*cloud.Heat).Delete)
+	return u.stackOp(ctx, name, id, (*heat.Heat).Delete)
 }
 
-func (u *reconnecting) stackOp(ctx context.Context, name, id string, op func(*cloud.Heat, context.Context, string, string) (labs.Stack, error)) (labs.Stack, error) {
+func (u *reconnecting) stackOp(ctx context.Context, name, id string, op func(*heat.Heat, context.Context, string, string) (labs.Stack, error)) (labs.Stack, error) {
 	h, err := u.cloud(ctx)
 	if err != nil {
 		return labs.Stack{}, err

@@ -27,6 +27,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/pgtest"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -87,9 +88,9 @@ func (h *blockingHook) release() {
 
 // heatProject reads a clouds.yaml entry's project on the local Heat directly, as labplane's
 // Heat client and as gophercloud's orchestration client (for Heat's own events).
-func heatProject(t *testing.T, entry string) (*cloud.Heat, *gophercloud.ServiceClient) {
+func heatProject(t *testing.T, entry string) (*heat.Heat, *gophercloud.ServiceClient) {
 	t.Helper()
-	h, err := cloud.Open(t.Context(), cloud.Options{Name: entry, Cloud: entry, ConfigFile: os.Getenv("OS_CLIENT_CONFIG_FILE")})
+	h, err := heat.Open(t.Context(), heat.Options{Name: entry, Cloud: entry, ConfigFile: os.Getenv("OS_CLIENT_CONFIG_FILE")})
 	if err != nil {
 		t.Fatalf("open %s: %v", entry, err)
 	}
@@ -175,7 +176,7 @@ func secondProject(t *testing.T) string {
 }
 
 // liveStacks lists the site's stacks Heat has not deleted, by lab id (from their tags).
-func liveStacks(t *testing.T, h *cloud.Heat, site string) map[string][]labs.Stack {
+func liveStacks(t *testing.T, h *heat.Heat, site string) map[string][]labs.Stack {
 	t.Helper()
 	list, err := h.List(t.Context(), labs.SiteTag(site))
 	if err != nil {
@@ -360,7 +361,7 @@ serve: {listen: %s, shutdown_grace: 5s}
 		if gone, err := a.Get(t.Context(), created.Name, created.ID); !(err == nil && gone.Gone()) && !errors.Is(err, cloud.ErrNotFound) {
 			t.Errorf("Heat: the launch's stack %s (%s) after the delete: %v %q, want DELETE_COMPLETE or gone", created.Name, created.ID, err, gone.Status)
 		}
-		for name, h := range map[string]*cloud.Heat{"local-a": a, "second": b} {
+		for name, h := range map[string]*heat.Heat{"local-a": a, "second": b} {
 			if left := liveStacks(t, h, site)[id]; len(left) != 0 {
 				t.Errorf("Heat: %s still has stacks of the deleted lab: %+v", name, left)
 			}

@@ -22,8 +22,8 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stackevents"
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
-	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/pgtest"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -254,7 +254,7 @@ scheduler: {suspend_every: %s, reap_every: 3s, reconcile_every: 5s, launch_timeo
 		allDone.Sub(killed).Seconds(), replicaTakeoverBound)
 
 	// In Heat too: every stack is suspended, and Heat's own events show one suspend each.
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", ConfigFile: clouds})
+	h, err := heat.Open(ctx, heat.Options{Name: "local-a", Cloud: "local-a", ConfigFile: clouds})
 	if err != nil {
 		c.fatalf("open local-a: %v", err)
 	}

@@ -216,9 +216,9 @@ type Probes struct {
 	// Callback checks that the Ansible of the ansible-playbook at path has labplane's stdout
 	// callback (ansible.CheckCallback).
 	Callback func(ctx context.Context, playbook string) error
-	// Cloud authenticates as a labs cloud and asks its Heat for a stack (cloud.Open and Check).
+	// Cloud authenticates as a labs cloud and asks its Heat for a stack (heat.Open and Check).
 	Cloud func(ctx context.Context, c config.Cloud) error
-	// CloudEntry reads a clouds.yaml entry without connecting (cloud.Entry).
+	// CloudEntry reads a clouds.yaml entry without connecting (heat.Entry).
 	CloudEntry func(entry string) error
 	// Registry opens the configuration's registry and pings it.
 	Registry func(ctx context.Context, cfg *config.Config) error

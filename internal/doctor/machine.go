@@ -15,10 +15,10 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/apt"
-	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/store"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
@@ -68,13 +68,13 @@ func MachineProbes(log *slog.Logger) Probes {
 		Callback: ansible.CheckCallback,
 		Cloud: func(ctx context.Context, c config.Cloud) error {
 			// as serve opens a cloud, and /readyz checks it
-			h, err := cloud.Open(ctx, cloud.Options{Name: c.Name, Cloud: c.Cloud, RequestTimeout: cloudTimeout, Logger: log})
+			h, err := heat.Open(ctx, heat.Options{Name: c.Name, Cloud: c.Cloud, RequestTimeout: cloudTimeout, Logger: log})
 			if err != nil {
 				return err
 			}
 			return h.Check(ctx)
 		},
-		CloudEntry: func(entry string) error { return cloud.Entry(cloud.Options{Name: entry}) },
+		CloudEntry: func(entry string) error { return heat.Entry(heat.Options{Name: entry}) },
 		Registry: func(ctx context.Context, cfg *config.Config) error {
 			st, err := store.Open(ctx, cfg.Store.Driver, cfg.DSN())
 			if err != nil {

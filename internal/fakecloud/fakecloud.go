@@ -1,7 +1,7 @@
-// Package fakecloud is an in-process cloud with the same interface as cloud.Heat, for fault
+// Package fakecloud is an in-process cloud with the same interface as heat.Heat, for fault
 // injection and speed in tests, benchmarks and simulations (beside the tests against the real
 // Heat). Each operation takes a configurable latency and holds one of MaxInFlight slots, like
-// cloud.Heat; the latencies pass in real time, or on a simulation's virtual clock. The cloud
+// heat.Heat; the latencies pass in real time, or on a simulation's virtual clock. The cloud
 // meters what it would bill: the time each stack spends anywhere but suspended.
 package fakecloud
 
@@ -95,7 +95,7 @@ type meter struct {
 }
 
 // Observe sets a function told of every finished operation and the time it held its slot,
-// as cloud.Options.Observe is for the real cloud.
+// as heat.Options.Observe is for the real cloud.
 func (c *Cloud) Observe(fn func(op string, took time.Duration, err error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

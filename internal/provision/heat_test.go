@@ -17,8 +17,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
@@ -44,11 +44,11 @@ func heatEnv(t *testing.T) (*config.Environment, string) {
 	return env, prefix
 }
 
-// heat is the local cloud's orchestration API, to see what Terraform did.
-func heat(t *testing.T) *cloud.Heat {
+// localHeat is the local cloud's orchestration API, to see what Terraform did.
+func localHeat(t *testing.T) *heat.Heat {
 	t.Helper()
 	var discard strings.Builder
-	h, err := cloud.Open(context.Background(), cloud.Options{Name: "local-a", ConfigFile: lease.CloudsYAML(), Logger: testLogger(t, &discard)})
+	h, err := heat.Open(context.Background(), heat.Options{Name: "local-a", ConfigFile: lease.CloudsYAML(), Logger: testLogger(t, &discard)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func heat(t *testing.T) *cloud.Heat {
 }
 
 // stacks lists the stacks tagged with the test's prefix.
-func stacks(t *testing.T, h *cloud.Heat, prefix string) []string {
+func stacks(t *testing.T, h *heat.Heat, prefix string) []string {
 	t.Helper()
 	list, err := h.List(context.Background(), testTag, prefix)
 	if err != nil {
@@ -71,7 +71,7 @@ func stacks(t *testing.T, h *cloud.Heat, prefix string) []string {
 
 // deleteStacks removes the test's stacks Terraform does not know of (cleanup after a
 // cancelled create: the provider records a stack only once it is complete).
-func deleteStacks(t *testing.T, h *cloud.Heat, prefix string) {
+func deleteStacks(t *testing.T, h *heat.Heat, prefix string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -158,7 +158,7 @@ func (s *syncBuffer) String() string {
 func TestHeatProvision(t *testing.T) {
 	env, prefix := heatEnv(t)
 	tc := toolchain(t)
-	h := heat(t)
+	h := localHeat(t)
 	ctx := context.Background()
 	var logs strings.Builder
 	progress := &syncBuffer{}
@@ -473,7 +473,7 @@ func copyModule(t *testing.T, env *config.Environment) string {
 func TestCancelledApply(t *testing.T) {
 	env, prefix := heatEnv(t)
 	tc := toolchain(t)
-	h := heat(t)
+	h := localHeat(t)
 	env.Provision.Variables["create_wait_secs"] = 60
 	progress := &syncBuffer{}
 	ws := open(t, env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Progress: progress})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
@@ -43,7 +44,7 @@ type heatRig struct {
 	t      testing.TB
 	course string // unique per test: every lab stack of the test carries course=<course>
 	store  *store.Store
-	heat   map[string]*cloud.Heat
+	heat   map[string]*heat.Heat
 	clock  *offsetClock
 	mgr    *lifecycle.Manager
 	reaper *reaper.Reaper
@@ -73,14 +74,14 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	r := &heatRig{t: t, course: fmt.Sprintf("e2e-%s-%d", strings.ToLower(t.Name()[8:14]), time.Now().UnixNano()%1e6),
-		store: st, heat: map[string]*cloud.Heat{}, clock: &offsetClock{}}
+		store: st, heat: map[string]*heat.Heat{}, clock: &offsetClock{}}
 	var lts []lifecycle.Target
 	var rcs []reaper.Cloud
 	for _, tg := range targets {
 		if tg.maxInFlight == 0 {
 			tg.maxInFlight = 6
 		}
-		h, err := cloud.Open(ctx, cloud.Options{Name: tg.name, PollInterval: 250 * time.Millisecond, Logger: log,
+		h, err := heat.Open(ctx, heat.Options{Name: tg.name, PollInterval: 250 * time.Millisecond, Logger: log,
 			Observe: tg.observe})
 		if err != nil {
 			t.Fatal(err)

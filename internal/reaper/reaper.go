@@ -74,7 +74,7 @@ type Reaper struct {
 // The defaults of ListTimeout and PassTimeout.
 const (
 	// DefaultListTimeout: a list is a few requests of at most a minute each
-	// (cloud.DefaultRequestTimeout); a cloud that takes longer is as good as down this pass.
+	// (heat.DefaultRequestTimeout); a cloud that takes longer is as good as down this pass.
 	DefaultListTimeout = 2 * time.Minute
 	// DefaultPassTimeout: config.DefaultPassTimeout, for a Reaper built without a
 	// configuration.

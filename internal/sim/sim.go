@@ -47,7 +47,7 @@ import (
 // Heat, one action at a time, as labplane waits for them (polling its status every second):
 // the medians of five rounds of
 //
-//	go test ./internal/cloud -run '^$' -bench Latencies -benchtime 1x
+//	go test ./internal/heat -run '^$' -bench Latencies -benchtime 1x
 //
 // on the project's 2-core machine (ranges: create 3.55-6.95 s, suspend 3.20-3.24 s, resume
 // 3.21-3.25 s, delete 6.30-7.35 s). Under load Heat takes longer (see the reaper's

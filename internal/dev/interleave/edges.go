@@ -9,6 +9,7 @@ import (
 	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/fakecloud"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -164,9 +165,9 @@ type simCloud struct {
 
 // processCloud is a cloud as one process sees it: each call takes its turn, meets the
 // faults the seed draws, and is checked against the invariants when it reaches the cloud.
-// It bounds nothing, as cloud.Heat does not: the Manager holds one of the cloud's slots in
+// It bounds nothing, as heat.Heat does not: the Manager holds one of the cloud's slots in
 // the store around each action. A call whose request gets no answer fails, transient, after
-// Heat's per-request timeout, as cloud.Heat's does.
+// Heat's per-request timeout, as heat.Heat's does.
 type processCloud struct {
 	c   *simCloud
 	w   *world
@@ -190,7 +191,7 @@ func (p *processCloud) call(ctx context.Context, op, name string, do func(ctx co
 		return p.fail(op, name, "simulated 500 before the call took effect")
 	case faultHang:
 		w.turns.note("fault: %s %s on %s hangs", op, name, p.c.name)
-		if err := clock.Sleep(ctx, cloud.DefaultRequestTimeout); err != nil {
+		if err := clock.Sleep(ctx, heat.DefaultRequestTimeout); err != nil {
 			return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "no answer", Err: err}
 		}
 		return &cloud.Error{Cloud: p.c.name, Op: op, Stack: name, Kind: cloud.ErrTransient, Message: "timed out",

@@ -1,4 +1,4 @@
-package cloud_test
+package heat_test
 
 // Integration tests against the real Heat of the local cloud local-a (see main_test.go).
 
@@ -17,6 +17,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 )
 
@@ -27,13 +28,13 @@ func stackName(prefix string) string {
 	return fmt.Sprintf("it-%s-%d-%d", prefix, os.Getpid()%100000, nameSeq.Add(1))
 }
 
-func openReal(t *testing.T) *cloud.Heat {
+func openReal(t *testing.T) *heat.Heat {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test (needs the local cloud); -short skips it")
 	}
 	ctx := testCtx(t, time.Minute)
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a",
+	h, err := heat.Open(ctx, heat.Options{Name: "local-a", Cloud: "local-a",
 		PollInterval: 250 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open local-a: %v", err)
@@ -42,7 +43,7 @@ func openReal(t *testing.T) *cloud.Heat {
 }
 
 // deleteLater deletes the stack at the end of the test if it still exists.
-func deleteLater(t *testing.T, h *cloud.Heat, st *labs.Stack) {
+func deleteLater(t *testing.T, h *heat.Heat, st *labs.Stack) {
 	t.Cleanup(func() {
 		if st.ID == "" || st.Gone() {
 			return
@@ -385,7 +386,7 @@ func TestHeatWrongPassword(t *testing.T) {
 	if err := os.WriteFile(p, out, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "wrong", ConfigFile: p, Logger: quietLogger()})
+	_, err = heat.Open(ctx, heat.Options{Name: "local-a", Cloud: "wrong", ConfigFile: p, Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrAuth) {
 		t.Fatalf("err = %v, want auth", err)
 	}
@@ -398,7 +399,7 @@ func TestHeatClosedPort(t *testing.T) {
 	t.Parallel()
 	ctx := testCtx(t, time.Minute)
 	p := heattest.WriteCloudsYAML(t, "closed", "http://127.0.0.1:"+closedPort(t)+"/v3", "x")
-	_, err := cloud.Open(ctx, cloud.Options{Name: "closed", ConfigFile: p, Logger: quietLogger()})
+	_, err := heat.Open(ctx, heat.Options{Name: "closed", ConfigFile: p, Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrTransient) {
 		t.Fatalf("err = %v, want transient", err)
 	}

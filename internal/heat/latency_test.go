@@ -1,4 +1,4 @@
-package cloud_test
+package heat_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 )
 
@@ -16,7 +17,7 @@ import (
 // the latencies internal/sim gives its fake cloud. It prints the median and the range of five
 // rounds of create, suspend, resume and delete.
 //
-//	go test ./internal/cloud -run '^$' -bench Latencies -benchtime 1x
+//	go test ./internal/heat -run '^$' -bench Latencies -benchtime 1x
 func BenchmarkLatencies(b *testing.B) {
 	if testing.Short() {
 		b.Skip("needs the local cloud (not with -short)")
@@ -24,7 +25,7 @@ func BenchmarkLatencies(b *testing.B) {
 	const rounds = 5
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Cloud: "local-a", Logger: quietLogger()})
+	h, err := heat.Open(ctx, heat.Options{Name: "local-a", Cloud: "local-a", Logger: quietLogger()})
 	if err != nil {
 		b.Fatalf("open local-a: %v", err)
 	}

@@ -1,4 +1,4 @@
-package cloud_test
+package heat_test
 
 // Tests against heattest.Server (in-process, no local cloud needed): the in-flight bound, error
 // mapping, fault injection, and the wait logic's corner cases that the real Heat shows only by
@@ -21,27 +21,28 @@ import (
 
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 )
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func openFake(t *testing.T, f *heattest.Server) *cloud.Heat {
+func openFake(t *testing.T, f *heattest.Server) *heat.Heat {
 	t.Helper()
-	return openFakeWith(t, f, cloud.Options{})
+	return openFakeWith(t, f, heat.Options{})
 }
 
 // openFakeWith opens the fake cloud with o's RequestTimeout.
-func openFakeWith(t *testing.T, f *heattest.Server, o cloud.Options) *cloud.Heat {
+func openFakeWith(t *testing.T, f *heattest.Server, o heat.Options) *heat.Heat {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
+	h, err := heat.Open(ctx, heat.Options{Name: "fake", ConfigFile: f.CloudsYAML("fake-password"),
 		RequestTimeout: o.RequestTimeout, PollInterval: 20 * time.Millisecond, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	cloud.SetGraces(h, 3*time.Second, 2*time.Second)
+	heat.SetGraces(h, 3*time.Second, 2*time.Second)
 	return h
 }
 
@@ -168,19 +169,19 @@ func TestFakeOpenErrors(t *testing.T) {
 	f := heattest.New(t)
 	ctx := testCtx(t, 10*time.Second)
 	const pw = "Wr0ng-pa55word-xyzzy"
-	_, err := cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
+	_, err := heat.Open(ctx, heat.Options{Name: "fake", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrAuth) {
 		t.Fatalf("wrong password: err = %v, want auth", err)
 	}
 	assertNoSecret(t, err, pw)
 
-	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", Cloud: "nope", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
+	_, err = heat.Open(ctx, heat.Options{Name: "fake", Cloud: "nope", ConfigFile: f.CloudsYAML(pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrInvalid) || !strings.Contains(err.Error(), "nope") {
 		t.Errorf("missing entry: err = %v, want invalid", err)
 	}
 	assertNoSecret(t, err, pw)
 
-	_, err = cloud.Open(ctx, cloud.Options{Name: "fake", ConfigFile: heattest.WriteCloudsYAML(t, "fake", "http://127.0.0.1:"+closedPort(t)+"/v3", pw), Logger: quietLogger()})
+	_, err = heat.Open(ctx, heat.Options{Name: "fake", ConfigFile: heattest.WriteCloudsYAML(t, "fake", "http://127.0.0.1:"+closedPort(t)+"/v3", pw), Logger: quietLogger()})
 	if !errors.Is(err, cloud.ErrTransient) {
 		t.Errorf("closed port: err = %v, want transient", err)
 	}
@@ -396,7 +397,7 @@ func TestFakeListPagesAndTags(t *testing.T) {
 		f.Add(fmt.Sprintf("p%02d", i), "CREATE_COMPLETE", tags...)
 	}
 	h := openFake(t, f)
-	restore := cloud.SetListPage(7)
+	restore := heat.SetListPage(7)
 	t.Cleanup(restore)
 	all, err := h.List(testCtx(t, 10*time.Second))
 	if err != nil || len(all) != 25 {
@@ -501,7 +502,7 @@ func TestFakeWaitRidesOutTransientErrors(t *testing.T) {
 	f.ActionDur = 600 * time.Millisecond
 	s := f.Add("flaky", "CREATE_COMPLETE")
 	h := openFake(t, f)
-	cloud.SetGraces(h, 3*time.Second, time.Second)
+	heat.SetGraces(h, 3*time.Second, time.Second)
 	var failUntil atomic.Int64
 	f.Lock()
 	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
@@ -568,8 +569,8 @@ func TestFakeHangingBodyTimesOut(t *testing.T) {
 		return true
 	}
 	f.Unlock()
-	h := openFakeWith(t, f, cloud.Options{RequestTimeout: timeout})
-	cloud.SetGraces(h, 3*time.Second, time.Second)
+	h := openFakeWith(t, f, heat.Options{RequestTimeout: timeout})
+	heat.SetGraces(h, 3*time.Second, time.Second)
 	ctx := testCtx(t, time.Minute)
 
 	hang.Store(true)
@@ -631,18 +632,18 @@ func TestEntry(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		opts cloud.Options
+		opts heat.Options
 		want string // in the error; "" = no error
 	}{
-		{"entry present", cloud.Options{Name: "here", ConfigFile: file}, ""},
-		{"entry named apart from the cloud", cloud.Options{Name: "alpha", Cloud: "here", ConfigFile: file}, ""},
-		{"entry missing", cloud.Options{Name: "alpha", Cloud: "nowhere", ConfigFile: file}, `clouds.yaml entry "nowhere"`},
-		{"entry without auth", cloud.Options{Name: "bare", ConfigFile: noAuth}, `clouds.yaml entry "bare"`},
-		{"no name", cloud.Options{ConfigFile: file}, "Name is empty"},
+		{"entry present", heat.Options{Name: "here", ConfigFile: file}, ""},
+		{"entry named apart from the cloud", heat.Options{Name: "alpha", Cloud: "here", ConfigFile: file}, ""},
+		{"entry missing", heat.Options{Name: "alpha", Cloud: "nowhere", ConfigFile: file}, `clouds.yaml entry "nowhere"`},
+		{"entry without auth", heat.Options{Name: "bare", ConfigFile: noAuth}, `clouds.yaml entry "bare"`},
+		{"no name", heat.Options{ConfigFile: file}, "Name is empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := cloud.Entry(tc.opts)
+			err := heat.Entry(tc.opts)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatalf("want no error, got %v", err)

@@ -1,10 +1,10 @@
-package cloud
+package heat
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"github.com/labplane/labplane/internal/cloud"
 	"io"
 	"net"
 	"net/http"
@@ -14,83 +14,6 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 )
-
-// Error kinds: test them with errors.Is(err, cloud.ErrConflict) and so on.
-var (
-	// ErrNotFound: the stack does not exist (HTTP 404).
-	ErrNotFound = errors.New("not found")
-	// ErrConflict: the stack is busy (HTTP 409, an action is in progress), or changed under us.
-	ErrConflict = errors.New("conflict")
-	// ErrTransient: try again later (HTTP 5xx or 429, connection refused or reset, timeouts).
-	ErrTransient = errors.New("transient")
-	// ErrAuth: the credentials were refused (HTTP 401/403, Keystone authentication failures).
-	ErrAuth = errors.New("auth")
-	// ErrInvalid: the request is wrong and retrying will not help (other 4xx: a bad template, a
-	// bad cloud configuration).
-	ErrInvalid = errors.New("invalid")
-	// ErrFailed: the stack ended in *_FAILED; the message is its stack_status_reason.
-	ErrFailed = errors.New("failed")
-)
-
-// Error is every error this package returns from a cloud operation.
-type Error struct {
-	Cloud string // labplane's name for the cloud
-	Op    string // open, check, create, get, list, suspend, resume, delete
-	Stack string // stack name, if any
-	// Kind is one of ErrNotFound, ErrConflict, ErrTransient, ErrAuth, ErrInvalid, ErrFailed.
-	Kind error
-	// HTTPStatus is the status of the failed request, 0 if none (transport error, *_FAILED).
-	HTTPStatus int
-	// RequestID is the cloud's X-Openstack-Request-Id of the failed request, if it answered.
-	RequestID string
-	// Message is the cloud's own message (Heat's error.message, or the stack_status_reason),
-	// truncated; never a request body, a token or a password.
-	Message string
-	// Err is the underlying error, if any.
-	Err error
-}
-
-// Error reads like
-// "cloud local-a: suspend lab-x: conflict (HTTP 409, request req-…): Stack lab-x already has an action (SUSPEND) in progress.".
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString("cloud ")
-	b.WriteString(e.Cloud)
-	b.WriteString(": ")
-	b.WriteString(e.Op)
-	if e.Stack != "" {
-		b.WriteString(" ")
-		b.WriteString(e.Stack)
-	}
-	b.WriteString(": ")
-	kind := "error"
-	if e.Kind != nil {
-		kind = e.Kind.Error()
-	}
-	b.WriteString(kind)
-	var paren []string
-	if e.HTTPStatus != 0 {
-		paren = append(paren, fmt.Sprintf("HTTP %d", e.HTTPStatus))
-	}
-	if e.RequestID != "" {
-		paren = append(paren, "request "+e.RequestID)
-	}
-	if len(paren) > 0 {
-		b.WriteString(" (" + strings.Join(paren, ", ") + ")")
-	}
-	if e.Message != "" {
-		b.WriteString(": ")
-		b.WriteString(e.Message)
-	}
-	return b.String()
-}
-
-// Is makes errors.Is(err, ErrConflict) (and the other kinds) true for an Error of that kind.
-func (e *Error) Is(target error) bool { return e.Kind != nil && target == e.Kind }
-
-// Unwrap returns the underlying error (context.DeadlineExceeded for a wait that timed out, for
-// example).
-func (e *Error) Unwrap() error { return e.Err }
 
 const maxMessage = 300
 
@@ -145,20 +68,20 @@ func errorMessage(body []byte) string {
 func kindForStatus(status int) error {
 	switch {
 	case status == http.StatusNotFound:
-		return ErrNotFound
+		return cloud.ErrNotFound
 	case status == http.StatusConflict:
-		return ErrConflict
+		return cloud.ErrConflict
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		return ErrAuth
+		return cloud.ErrAuth
 	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
-		return ErrTransient
+		return cloud.ErrTransient
 	default:
-		return ErrInvalid
+		return cloud.ErrInvalid
 	}
 }
 
-// wrap turns any error from gophercloud, net/http or a context into an *Error.
-// It returns a nil error (not a nil *Error) for a nil err.
+// wrap turns any error from gophercloud, net/http or a context into an *cloud.Error.
+// It returns a nil error (not a nil *cloud.Error) for a nil err.
 func (h *Heat) wrap(op, stack string, err error) error {
 	if err == nil {
 		return nil
@@ -166,25 +89,25 @@ func (h *Heat) wrap(op, stack string, err error) error {
 	return classify(h.name, op, stack, err)
 }
 
-func classify(cloudName, op, stack string, err error) *Error {
+func classify(cloudName, op, stack string, err error) *cloud.Error {
 	if err == nil {
 		return nil
 	}
-	var ce *Error
+	var ce *cloud.Error
 	if errors.As(err, &ce) {
 		return ce
 	}
-	e := &Error{Cloud: cloudName, Op: op, Stack: stack, Err: err}
+	e := &cloud.Error{Cloud: cloudName, Op: op, Stack: stack, Err: err}
 
 	// Keystone refused to (re)authenticate: ErrUnableToReauthenticate does not unwrap.
 	var reauth *gophercloud.ErrUnableToReauthenticate
 	if errors.As(err, &reauth) {
 		inner := classify(cloudName, op, stack, reauth.ErrReauth)
-		if errors.Is(inner.Kind, ErrTransient) {
+		if errors.Is(inner.Kind, cloud.ErrTransient) {
 			inner.Err = err
 			return inner
 		}
-		inner.Kind, inner.Err = ErrAuth, err
+		inner.Kind, inner.Err = cloud.ErrAuth, err
 		return inner
 	}
 	if code, ok := responseCode(err); ok {
@@ -199,20 +122,20 @@ func classify(cloudName, op, stack string, err error) *Error {
 	}
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		e.Kind, e.Message = ErrTransient, "timed out"
+		e.Kind, e.Message = cloud.ErrTransient, "timed out"
 	case errors.Is(err, context.Canceled):
-		e.Kind, e.Message = ErrTransient, "canceled"
+		e.Kind, e.Message = cloud.ErrTransient, "canceled"
 	case isTransportError(err):
-		e.Kind, e.Message = ErrTransient, transportMessage(err)
+		e.Kind, e.Message = cloud.ErrTransient, transportMessage(err)
 	default:
 		var (
 			sn gophercloud.ErrServiceNotFound
 			en gophercloud.ErrEndpointNotFound
 		)
 		if errors.As(err, &sn) || errors.As(err, &en) {
-			e.Kind, e.Message = ErrInvalid, "no orchestration endpoint in the service catalog (region, interface?)"
+			e.Kind, e.Message = cloud.ErrInvalid, "no orchestration endpoint in the service catalog (region, interface?)"
 		} else {
-			e.Kind, e.Message = ErrInvalid, truncate(err.Error())
+			e.Kind, e.Message = cloud.ErrInvalid, truncate(err.Error())
 		}
 	}
 	return e

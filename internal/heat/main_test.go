@@ -1,4 +1,4 @@
-package cloud_test
+package heat_test
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
+	"github.com/labplane/labplane/internal/heat"
 )
 
 // The integration tests run against the real Keystone + Heat of the local cloud "local-a",
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 // cleanup deletes what the tests left behind (on a failure), so that a developer's cloud does
 // not fill up.
 func cleanup(ctx context.Context) {
-	h, err := cloud.Open(ctx, cloud.Options{Name: "local-a", Logger: quietLogger()})
+	h, err := heat.Open(ctx, heat.Options{Name: "local-a", Logger: quietLogger()})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cloud tests: cleanup: %v\n", err)
 		return

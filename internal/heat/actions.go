@@ -1,4 +1,4 @@
-package cloud
+package heat
 
 import (
 	"context"
@@ -16,41 +16,23 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
 	"gopkg.in/yaml.v3"
 
+	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/labs"
 )
 
-// CreateRequest describes a stack to create.
-type CreateRequest struct {
-	// Name is the stack name (Heat: a letter, then letters, digits, '_', '-', '.').
-	Name string
-	// TemplateFile is the path of a Heat template (YAML). Nested template files it references
-	// (type: foo.yaml, get_file), relative to its directory, are sent along in `files`.
-	TemplateFile string
-	// Params are candidate parameters: only those the template declares under `parameters` are
-	// sent (Heat rejects undeclared ones).
-	Params map[string]string
-	Tags   []string
-	// Timeout is Heat's timeout_mins (rounded up to whole minutes) and the bound of the wait.
-	// Zero: Heat's default, and the wait is bounded by ctx only.
-	Timeout time.Duration
-	// Accepted, if set, is called once Heat has accepted the create, with the stack's id,
-	// before the wait for its completion.
-	Accepted func(labs.Stack)
-}
-
 // Create creates the stack and waits for CREATE_COMPLETE (the stack is returned with its
-// outputs) or CREATE_FAILED (the stack is returned with an ErrFailed error). RequestID is the
+// outputs) or CREATE_FAILED (the stack is returned with an cloud.ErrFailed error). RequestID is the
 // POST's. Once Heat has
 // answered with an id, the stack (ID set) is returned even if the wait fails or times out, so
 // the caller can clean up.
-func (h *Heat) Create(ctx context.Context, r CreateRequest) (labs.Stack, error) {
+func (h *Heat) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, error) {
 	const op = "create"
 	if r.Name == "" {
-		return labs.Stack{}, &Error{Cloud: h.name, Op: op, Kind: ErrInvalid, Message: "stack name is empty"}
+		return labs.Stack{}, &cloud.Error{Cloud: h.name, Op: op, Kind: cloud.ErrInvalid, Message: "stack name is empty"}
 	}
 	body, sent, err := createBody(r)
 	if err != nil {
-		return labs.Stack{}, &Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: ErrInvalid, Message: truncate(err.Error()), Err: err}
+		return labs.Stack{}, &cloud.Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: cloud.ErrInvalid, Message: truncate(err.Error()), Err: err}
 	}
 	start := time.Now()
 
@@ -66,7 +48,7 @@ func (h *Heat) Create(ctx context.Context, r CreateRequest) (labs.Stack, error) 
 	rid := requestID(hdr)
 	st := labs.Stack{Cloud: h.name, ID: resp.Stack.ID, Name: r.Name, Status: "CREATE_IN_PROGRESS", Tags: r.Tags}
 	if st.ID == "" {
-		return st, &Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: ErrTransient, RequestID: rid,
+		return st, &cloud.Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: cloud.ErrTransient, RequestID: rid,
 			Message: "Heat accepted the create but returned no stack id"}
 	}
 	h.log.Info("stack create requested", "stack", r.Name, "id", st.ID, "request_id", rid, "params", sent, "tags", r.Tags)
@@ -88,7 +70,7 @@ func (h *Heat) Create(ctx context.Context, r CreateRequest) (labs.Stack, error) 
 
 // createBody builds the POST /stacks body: the template with its nested files, the declared
 // parameters, tags and timeout. sent lists the parameter names sent.
-func createBody(r CreateRequest) (map[string]any, []string, error) {
+func createBody(r cloud.CreateRequest) (map[string]any, []string, error) {
 	if r.TemplateFile == "" {
 		return nil, nil, errors.New("no template file")
 	}
@@ -144,15 +126,15 @@ func createBody(r CreateRequest) (map[string]any, []string, error) {
 }
 
 // Suspend suspends the stack and waits for SUSPEND_COMPLETE (nil error) or SUSPEND_FAILED
-// (ErrFailed). Suspending a suspended stack is a no-op that completes at once. A stack with an
-// action in progress is ErrConflict (Heat's 409, or found so before sending: Heat would accept a
+// (cloud.ErrFailed). Suspending a suspended stack is a no-op that completes at once. A stack with an
+// action in progress is cloud.ErrConflict (Heat's 409, or found so before sending: Heat would accept a
 // suspend during a CREATE_IN_PROGRESS and wreck the stack). The returned stack's RequestID is
 // the action request's (for the audit trail). An empty id is looked up by name first.
 func (h *Heat) Suspend(ctx context.Context, name, id string) (labs.Stack, error) {
 	return h.action(ctx, "suspend", "SUSPEND", name, id)
 }
 
-// Resume resumes the stack and waits for RESUME_COMPLETE (nil error) or RESUME_FAILED (ErrFailed).
+// Resume resumes the stack and waits for RESUME_COMPLETE (nil error) or RESUME_FAILED (cloud.ErrFailed).
 func (h *Heat) Resume(ctx context.Context, name, id string) (labs.Stack, error) {
 	return h.action(ctx, "resume", "RESUME", name, id)
 }
@@ -165,13 +147,13 @@ func (h *Heat) action(ctx context.Context, op, action, name, id string) (labs.St
 		return labs.Stack{}, h.wrap(op, name, err)
 	}
 	if pre.Status == "DELETE_COMPLETE" {
-		return pre, &Error{Cloud: h.name, Op: op, Stack: name, Kind: ErrNotFound, Message: "the stack is deleted"}
+		return pre, &cloud.Error{Cloud: h.name, Op: op, Stack: name, Kind: cloud.ErrNotFound, Message: "the stack is deleted"}
 	}
 	name, id = pre.Name, pre.ID
 	if busy, state := pre.Phase(); state == "IN_PROGRESS" {
 		// Heat answers 409 to an action during SUSPEND/RESUME_IN_PROGRESS, but accepts one during
 		// a (convergence) CREATE or DELETE and the stack then ends in SUSPEND_FAILED: never send one
-		return pre, &Error{Cloud: h.name, Op: op, Stack: name, Kind: ErrConflict, RequestID: pre.RequestID,
+		return pre, &cloud.Error{Cloud: h.name, Op: op, Stack: name, Kind: cloud.ErrConflict, RequestID: pre.RequestID,
 			Message: fmt.Sprintf("Stack %s already has an action (%s) in progress (not sent)", name, busy)}
 	}
 	spec := waitSpec{op: op, action: action, name: name, id: id, pre: pre}
@@ -192,7 +174,7 @@ func (h *Heat) action(ctx context.Context, op, action, name, id string) (labs.St
 
 // Delete deletes the stack and waits until it is gone: absent from the stack list (?id=) or
 // 404, which is the truth (a GET by id can show a stale SUSPEND_FAILED on a deleted stack); or
-// DELETE_FAILED (ErrFailed). Deleting a stack that is already gone is a success. Deleting a
+// DELETE_FAILED (cloud.ErrFailed). Deleting a stack that is already gone is a success. Deleting a
 // stack with an action in progress is allowed (Heat cancels a create or a suspend). The returned
 // stack has status DELETE_COMPLETE when gone; its RequestID is the DELETE's (or, if none was
 // needed, the GET's that found it gone).
@@ -215,7 +197,7 @@ func (h *Heat) Delete(ctx context.Context, name, id string) (labs.Stack, error) 
 	}
 	pre, _, err := h.get(ctx, name, id)
 	if err != nil {
-		if errors.Is(h.wrap(op, name, err), ErrNotFound) {
+		if errors.Is(h.wrap(op, name, err), cloud.ErrNotFound) {
 			return gone(labs.Stack{RequestID: requestIDOf(err)}), nil
 		}
 		return labs.Stack{}, h.wrap(op, name, err)
@@ -230,7 +212,7 @@ func (h *Heat) Delete(ctx context.Context, name, id string) (labs.Stack, error) 
 		hdr, err := h.request(ctx, http.MethodDelete, h.stackURL(name, id), nil, nil, 204)
 		spec.requestID = requestID(hdr)
 		if err != nil {
-			if errors.Is(h.wrap(op, name, err), ErrNotFound) {
+			if errors.Is(h.wrap(op, name, err), cloud.ErrNotFound) {
 				pre.RequestID = spec.requestID
 				return gone(pre), nil
 			}
@@ -322,7 +304,7 @@ func (h *Heat) latestStackEvent(ctx context.Context, name, id string) (eventJSON
 // from the caller giving up).
 func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (labs.Stack, error) {
 	fail := func(kind error, msg string, err error) error {
-		return &Error{Cloud: h.name, Op: w.op, Stack: w.name, Kind: kind, RequestID: w.requestID, Message: truncate(msg), Err: err}
+		return &cloud.Error{Cloud: h.name, Op: w.op, Stack: w.name, Kind: kind, RequestID: w.requestID, Message: truncate(msg), Err: err}
 	}
 	start := time.Now()
 	seenInProgress := false
@@ -337,7 +319,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 				}
 				msg := fmt.Sprintf("gave up after %s waiting for %s_COMPLETE (last status %s)",
 					time.Since(start).Round(time.Second), w.action, orDash(last.Status))
-				return last, fail(ErrTransient, msg, err)
+				return last, fail(cloud.ErrTransient, msg, err)
 			case <-time.After(h.poll):
 			}
 		}
@@ -349,13 +331,13 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 		}
 		st, _, err := h.get(wctx, w.name, w.id)
 		if err != nil {
-			e := h.wrap(w.op, w.name, err).(*Error)
+			e := h.wrap(w.op, w.name, err).(*cloud.Error)
 			switch {
-			case errors.Is(e, ErrNotFound) && w.action == "DELETE":
+			case errors.Is(e, cloud.ErrNotFound) && w.action == "DELETE":
 				return last, nil
 			case wctx.Err() != nil:
 				continue // reported at the top of the loop
-			case errors.Is(e, ErrTransient):
+			case errors.Is(e, cloud.ErrTransient):
 				if transientSince.IsZero() {
 					transientSince = time.Now()
 				}
@@ -413,13 +395,13 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 				continue
 			}
 			if state == "FAILED" {
-				return st, fail(ErrFailed, firstNonEmpty(st.StatusReason, st.Status), nil)
+				return st, fail(cloud.ErrFailed, firstNonEmpty(st.StatusReason, st.Status), nil)
 			}
 			return st, nil
 		case st.Status == w.pre.Status && w.pre.Status != "":
 			// the request has not shown yet (the action is asynchronous)
 			if time.Since(start) > h.staleGrace {
-				return st, fail(ErrTransient, fmt.Sprintf("the cloud accepted the %s but the stack stayed %s for %s",
+				return st, fail(cloud.ErrTransient, fmt.Sprintf("the cloud accepted the %s but the stack stayed %s for %s",
 					w.op, st.Status, h.staleGrace), nil)
 			}
 		default:
@@ -427,7 +409,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 				// e.g. SUSPEND_FAILED written by a cancelled suspend: the list is the truth
 				continue
 			}
-			return st, fail(ErrConflict, fmt.Sprintf("the stack went to %s while waiting for %s (another action?)",
+			return st, fail(cloud.ErrConflict, fmt.Sprintf("the stack went to %s while waiting for %s (another action?)",
 				st.Status, w.action), nil)
 		}
 	}
