@@ -189,15 +189,6 @@ func (p project) environment(name string) (*config.Environment, error) {
 	return config.LoadEnvironment(p.inventories, name)
 }
 
-// state returns a directory under the state directory, created 0700.
-func (p project) state(parts ...string) (string, error) {
-	dir := filepath.Join(append([]string{p.stateDir}, parts...)...)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("state directory: %w", err)
-	}
-	return dir, nil
-}
-
 // actor names the person or program acting, for the audit trail.
 func actor() string {
 	if u, err := user.Current(); err == nil {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -74,20 +75,18 @@ func promote(c *cli.Context, stdio IO) error {
 			return nil
 		}}
 	result, err := pl.Promote(c.Context, req)
-	switch {
-	case result.Promotion == nil && result.Verdict.Source == "":
-		return err // nothing decided: bad input, the target busy, the registry
-	case result.Promotion == nil && (req.DryRun || !result.Verdict.Pass):
-		if out == "json" {
-			if werr := writeJSON(stdio.Out, result); werr != nil {
-				return werr
+	if result.Promotion == nil {
+		// the gate's verdict is printed when it is the answer: a dry run, or a refusal
+		if errors.Is(err, rollout.ErrRefused) || (req.DryRun && err == nil) {
+			if out == "json" {
+				if werr := writeJSON(stdio.Out, result); werr != nil {
+					return werr
+				}
+			} else {
+				printVerdict(stdio, result.Verdict, result.Batches)
 			}
-		} else {
-			printVerdict(stdio, result.Verdict, result.Batches)
 		}
 		return err
-	case result.Promotion == nil:
-		return err // not confirmed, the target runs it already
 	}
 	p := result.Promotion
 	if out == "json" {

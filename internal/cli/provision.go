@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/rollout"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
 
@@ -68,7 +68,7 @@ func provisionCommand(stdio IO) *cli.Command {
 			case "destroy":
 				err = p.destroy()
 			}
-			return provisionError(env, err)
+			return rollout.ProvisionError(env, err)
 		},
 	}
 }
@@ -99,26 +99,7 @@ func openWorkspace(c *cli.Context, stdio IO, env *config.Environment) (*provisio
 		return nil, err
 	}
 	log.Debug("terraform", "path", tc.Terraform, "version", tc.Version, "built", tc.Built, "cli_config", tc.CLIConfig)
-	dir, err := projectOf(c).state("provision", env.Name)
-	if err != nil {
-		return nil, err
-	}
-	return provision.Open(env, dir, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Logger: log, Progress: stdio.Err})
-}
-
-// provisionError makes the user's problems exit 2, with what to do next.
-func provisionError(env *config.Environment, err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, provision.ErrNoPlan), errors.Is(err, provision.ErrStalePlan):
-		return badInput{fmt.Errorf("%w\nrun: labplane provision %s plan", err, env.Name)}
-	case errors.Is(err, provision.ErrNotProvisioned):
-		return badInput{fmt.Errorf("%w\nrun: labplane provision %s plan, then apply", err, env.Name)}
-	case errors.Is(err, provision.ErrBadInput):
-		return badInput{err}
-	}
-	return err
+	return platformOf(c).Workspace(env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Logger: log, Progress: stdio.Err})
 }
 
 // provisioner runs one provision action and prints its outcome.

@@ -86,10 +86,9 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*hel
 // vacant reports whether slot i of c is free of an operation the cloud may still be at work
 // on: one recorded there whose sender stopped before seeing it end (it died, or its wait
 // timed out), and whose stack the cloud still shows in progress. A cloud that cannot be
-// asked leaves the slot taken.
-// A slot found left with an operation still at work is not asked about again, by this
-// process, for leftRecheck: a class waiting for slots would otherwise ask the cloud about it at
-// every try.
+// asked leaves the slot taken. A slot found taken so is not asked about again, by this
+// process, for leftRecheck: a class waiting for slots would otherwise ask the cloud at every
+// try.
 func (m *Manager) vacant(ctx context.Context, c Cloud, i int) (bool, error) {
 	key := c.Name() + "/" + strconv.Itoa(i)
 	if until, ok := m.leftSlots.Load(key); ok && time.Now().Before(until.(time.Time)) {

@@ -57,13 +57,13 @@ type PromoteResult struct {
 // one with Resume. A refused gate is ErrRefused; a dry run stops after the verdict.
 func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteResult, error) {
 	if req.From == req.To {
-		return PromoteResult{}, fmt.Errorf("%w: --from and --to are both %s", ErrInvalid, req.From)
+		return PromoteResult{}, invalid("--from and --to are both %s", req.From)
 	}
 	if req.Backup != "tags" && req.Backup != "none" {
-		return PromoteResult{}, fmt.Errorf("%w: --backup %q: use tags or none", ErrInvalid, req.Backup)
+		return PromoteResult{}, invalid("--backup %q: use tags or none", req.Backup)
 	}
 	if p := req.MaxFailPercentage; p < 0 || p > 100 {
-		return PromoteResult{}, fmt.Errorf("%w: --max-fail-percentage %d: use 0 to 100", ErrInvalid, p)
+		return PromoteResult{}, invalid("--max-fail-percentage %d: use 0 to 100", p)
 	}
 	srcEnv, srcHosts, err := pl.Environment(ctx, req.From)
 	if err != nil {
@@ -80,7 +80,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	targets := release.Targets(hosts, env.Ports())
 	batches, err := release.Plan(targets, serial)
 	if err != nil {
-		return PromoteResult{}, fmt.Errorf("%w: --serial: %w", ErrInvalid, err)
+		return PromoteResult{}, invalid("--serial: %w", err)
 	}
 	id, err := uuid.NewV7()
 	if err != nil {
@@ -127,22 +127,22 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	var p platform.Promotion
 	switch {
 	case req.Resume && unfinished == nil:
-		return PromoteResult{}, fmt.Errorf("%w: --resume: no interrupted promotion to %s", ErrInvalid, req.To)
+		return PromoteResult{}, invalid("--resume: no interrupted promotion to %s", req.To)
 	case req.Resume && (unfinished.From != req.From || unfinished.Release != verdict.Release):
-		return PromoteResult{}, fmt.Errorf("%w: --resume: the interrupted promotion to %s is %s's %s (promotion %s), not %s's %s",
-			ErrInvalid, req.To, unfinished.From, unfinished.Release, unfinished.ID, req.From, verdict.Release)
+		return PromoteResult{}, invalid("--resume: the interrupted promotion to %s is %s's %s (promotion %s), not %s's %s",
+			req.To, unfinished.From, unfinished.Release, unfinished.ID, req.From, verdict.Release)
 	case req.Resume:
 		p = *unfinished
 		batches = p.Batches
 	case unfinished != nil:
-		return PromoteResult{}, fmt.Errorf("%w: promotion %s of %s to %s was %s at %s (batches done: %d of %d; hosts it may have changed: %s): "+
-			"carry it on with --resume, or deploy %s whole first", ErrInvalid, unfinished.ID, unfinished.Release, req.To, unfinished.Status,
+		return PromoteResult{}, invalid("promotion %s of %s to %s was %s at %s (batches done: %d of %d; hosts it may have changed: %s): "+
+			"carry it on with --resume, or deploy %s whole first", unfinished.ID, unfinished.Release, req.To, unfinished.Status,
 			unfinished.Phase, unfinished.Done, len(unfinished.Batches), orDash(strings.Join(unfinished.ChangedHosts(), ",")), req.To)
 	default:
 		previous, _, uniform := release.Deployed(release.HostStates(targetRuns), release.HostNames(targets))
 		if !uniform && len(targetRuns) > 0 {
-			return PromoteResult{}, fmt.Errorf("%w: %s's hosts do not all run one release (%s): deploy it whole first",
-				ErrInvalid, req.To, describeStates(release.HostStates(targetRuns), release.HostNames(targets)))
+			return PromoteResult{}, invalid("%s's hosts do not all run one release (%s): deploy it whole first",
+				req.To, describeStates(release.HostStates(targetRuns), release.HostNames(targets)))
 		}
 		p = platform.Promotion{ID: id.String(), From: req.From, To: req.To, Release: verdict.Release, Previous: previous, Actor: pl.Actor,
 			StartedAt: time.Now(), Serial: serial, MaxFailPercentage: req.MaxFailPercentage, Batches: batches, FailedBatch: -1}
@@ -155,7 +155,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 		return result, nil
 	}
 	if verdict.Release == p.Previous && !req.Resume {
-		return result, fmt.Errorf("%w: %s runs %s already", ErrInvalid, req.To, verdict.Release)
+		return result, invalid("%s runs %s already", req.To, verdict.Release)
 	}
 	if req.Confirm != nil {
 		if err := req.Confirm(result); err != nil {
@@ -184,9 +184,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	return result, err
 }
 
-func (pl *Platform) checker() interface {
-	Check(ctx context.Context, t platform.Target) platform.Check
-} {
+func (pl *Platform) checker() Checker {
 	if pl.Checker != nil {
 		return pl.Checker
 	}

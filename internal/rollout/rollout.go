@@ -24,8 +24,18 @@ import (
 )
 
 // ErrInvalid: the request is wrong (the spec, a flag, the state of the target); nothing was
-// changed.
+// changed. errors.Is tells such an error; it reads as its own message alone.
 var ErrInvalid = errors.New("invalid request")
+
+// invalidError is a problem with the request: it is ErrInvalid, and says only what is wrong.
+type invalidError struct{ err error }
+
+func (e invalidError) Error() string        { return e.err.Error() }
+func (e invalidError) Unwrap() error        { return e.err }
+func (e invalidError) Is(target error) bool { return target == ErrInvalid }
+
+// invalid makes an ErrInvalid error of a message (%w wraps as fmt.Errorf does).
+func invalid(format string, args ...any) error { return invalidError{fmt.Errorf(format, args...)} }
 
 // Registry is what the use cases keep in the registry: runs, promotions, the environments'
 // locks (the store).
@@ -47,9 +57,7 @@ type Platform struct {
 	Actor string
 	Log   *slog.Logger
 	// Checker checks a service on a host (nil: Health, the way clients use them).
-	Checker interface {
-		Check(ctx context.Context, t platform.Target) platform.Check
-	}
+	Checker Checker
 }
 
 // Environment loads an environment's spec and its hosts: the spec's own, or those Terraform
@@ -62,30 +70,35 @@ func (pl *Platform) Environment(ctx context.Context, name string) (*config.Envir
 	if env.Provision == nil {
 		return env, env.Hosts, nil
 	}
-	dir, err := pl.state("provision", env.Name)
+	ws, err := pl.Workspace(env, provision.Options{})
 	if err != nil {
-		return nil, nil, err
-	}
-	ws, err := provision.Open(env, dir, provision.Options{})
-	if err != nil {
-		return nil, nil, provisionError(env, err)
+		return nil, nil, ProvisionError(env, err)
 	}
 	hosts, err := ws.Hosts(ctx)
 	if err != nil {
-		return nil, nil, provisionError(env, err)
+		return nil, nil, ProvisionError(env, err)
 	}
 	return env, hosts, nil
 }
 
-// provisionError makes the user's problems ErrInvalid, with what to do next.
-func provisionError(env *config.Environment, err error) error {
+// Workspace opens env's Terraform workspace, under the state directory.
+func (pl *Platform) Workspace(env *config.Environment, o provision.Options) (*provision.Workspace, error) {
+	dir, err := pl.state("provision", env.Name)
+	if err != nil {
+		return nil, err
+	}
+	return provision.Open(env, dir, o)
+}
+
+// ProvisionError makes the user's problems of a provision ErrInvalid, with what to do next.
+func ProvisionError(env *config.Environment, err error) error {
 	switch {
 	case errors.Is(err, provision.ErrNoPlan), errors.Is(err, provision.ErrStalePlan):
-		return fmt.Errorf("%w: %w\nrun: labplane provision %s plan", ErrInvalid, err, env.Name)
+		return invalid("%w\nrun: labplane provision %s plan", err, env.Name)
 	case errors.Is(err, provision.ErrNotProvisioned):
-		return fmt.Errorf("%w: %w\nrun: labplane provision %s plan, then apply", ErrInvalid, err, env.Name)
+		return invalid("%w\nrun: labplane provision %s plan, then apply", err, env.Name)
 	case errors.Is(err, provision.ErrBadInput):
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return invalidError{err}
 	}
 	return err
 }
