@@ -16,13 +16,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/rollout"
 	"github.com/labplane/labplane/internal/runs"
+	"github.com/labplane/labplane/internal/specfile"
 	"github.com/labplane/labplane/internal/store"
 )
 
@@ -45,7 +46,7 @@ func usageError(format string, args ...any) error {
 
 // ExitCode maps an error to labplane's exit code.
 func ExitCode(err error) int {
-	var cfgErr *config.Error
+	var cfgErr *specfile.Error
 	var bad badInput
 	var badDeploy *deploy.BadInputError
 	var locked *platform.LockedError
@@ -185,8 +186,8 @@ func projectOf(c *cli.Context) project {
 }
 
 // environment loads inventories/<name>/environment.yml.
-func (p project) environment(name string) (*config.Environment, error) {
-	return config.LoadEnvironment(p.inventories, name)
+func (p project) environment(name string) (*envspec.Environment, error) {
+	return envspec.Load(p.inventories, name)
 }
 
 // actor names the person or program acting, for the audit trail.

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cli"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/runs"
 )
 
@@ -123,7 +123,7 @@ func TestTestHostsCommand(t *testing.T) {
 		t.Fatalf("testhosts up: %s", r)
 	}
 	t.Cleanup(func() { runCLI("", false, "dev", "hosts", "down", "--dir", dir) })
-	env, err := config.LoadEnvironment(inv, "demo")
+	env, err := envspec.Load(inv, "demo")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,9 +9,9 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/atomicfile"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
+	"github.com/labplane/labplane/internal/envspec"
 )
 
 // TestHostsSecretEnv is the variable the test hosts' environment reads its secret key from.
@@ -83,7 +83,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 						err = os.MkdirAll(envDir, 0o755)
 					}
 					if err == nil {
-						err = atomicfile.Write(filepath.Join(envDir, config.EnvironmentFile), spec, 0o644)
+						err = atomicfile.Write(filepath.Join(envDir, envspec.File), spec, 0o644)
 					}
 					if err != nil {
 						_ = set.Down(c.Context)
@@ -93,7 +93,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 						return err
 					}
 					if out == "json" {
-						return writeJSON(stdio.Out, map[string]any{"environment": name, "spec": filepath.Join(envDir, config.EnvironmentFile),
+						return writeJSON(stdio.Out, map[string]any{"environment": name, "spec": filepath.Join(envDir, envspec.File),
 							"hosts": set.Hosts, "dir": dir})
 					}
 					rows := make([][]string, len(set.Hosts))
@@ -104,7 +104,7 @@ func testHostsCommand(stdio IO) *cli.Command {
 						return err
 					}
 					fmt.Fprintf(stdio.Out, "environment %s: %s\nset %s to any secret, then: labplane deploy %s --yes\nstop them with: labplane dev hosts down --dir %s\n",
-						name, filepath.Join(envDir, config.EnvironmentFile), TestHostsSecretEnv, name, dir)
+						name, filepath.Join(envDir, envspec.File), TestHostsSecretEnv, name, dir)
 					return nil
 				},
 			},

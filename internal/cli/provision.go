@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
 	"github.com/labplane/labplane/internal/rollout"
@@ -89,7 +89,7 @@ func provisionArgs(c *cli.Context) (env, action string, err error) {
 
 // openWorkspace finds or builds Terraform and the provider, and opens env's workspace under
 // the state directory.
-func openWorkspace(c *cli.Context, stdio IO, env *config.Environment) (*provision.Workspace, error) {
+func openWorkspace(c *cli.Context, stdio IO, env *envspec.Environment) (*provision.Workspace, error) {
 	log, err := logger(c, stdio.Err)
 	if err != nil {
 		return nil, err
@@ -108,7 +108,7 @@ type provisioner struct {
 	stdio IO
 	out   string
 	ws    *provision.Workspace
-	env   *config.Environment
+	env   *envspec.Environment
 }
 
 func (p provisioner) plan() error {

@@ -4,10 +4,8 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -20,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/specfile"
 )
 
 // Config is a loaded and validated labplane.yaml.
@@ -208,30 +207,6 @@ func (c *Config) resolve(p string) string {
 	return filepath.Join(filepath.Dir(c.Path), p)
 }
 
-// Problem is one thing wrong with one field.
-type Problem struct {
-	Field string
-	Msg   string
-}
-
-// Error lists every problem found in a configuration file. Callers exit 2 on it.
-type Error struct {
-	File     string
-	Problems []Problem
-}
-
-func (e *Error) Error() string {
-	lines := make([]string, len(e.Problems))
-	for i, p := range e.Problems {
-		if p.Field == "" {
-			lines[i] = fmt.Sprintf("%s: %s", e.File, p.Msg)
-		} else {
-			lines[i] = fmt.Sprintf("%s: %s: %s", e.File, p.Field, p.Msg)
-		}
-	}
-	return strings.Join(lines, "\n")
-}
-
 // Load reads, applies defaults to and validates a configuration file.
 func Load(path string) (*Config, error) {
 	return load(path, (*Config).validate)
@@ -241,9 +216,9 @@ func load(path string, validate func(*Config, *validator)) (*Config, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, &Error{File: path, Problems: []Problem{{Msg: "no such file (pass --config PATH or set LABPLANE_CONFIG; examples/labplane.yaml is a start)"}}}
+			return nil, specfile.Fail(path, "no such file (pass --config PATH or set LABPLANE_CONFIG; examples/labplane.yaml is a start)")
 		}
-		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
+		return nil, specfile.Fail(path, "%s", specfile.DescribeFileError(err))
 	}
 	return parse(path, raw, validate)
 }
@@ -269,49 +244,22 @@ func Parse(path string, raw []byte) (*Config, error) {
 func parse(path string, raw []byte, validate func(*Config, *validator)) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, &Error{File: path, Problems: []Problem{{Msg: err.Error()}}}
+		return nil, specfile.Fail(path, "%s", err)
 	}
 	c := &Config{}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
-		return nil, &Error{File: path, Problems: yamlProblems(err)}
+	if err := specfile.Decode(path, raw, c); err != nil {
+		return nil, err
 	}
 	c.Path = abs
-	v := validator{file: path}
+	v := validator{File: path}
 	validate(c, &v)
-	if len(v.problems) > 0 {
-		return nil, &Error{File: path, Problems: v.problems}
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
 
-var unknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type \S+$`)
-
-func yamlProblems(err error) []Problem {
-	var te *yaml.TypeError
-	if !errors.As(err, &te) {
-		return []Problem{{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}}
-	}
-	ps := make([]Problem, 0, len(te.Errors))
-	for _, e := range te.Errors {
-		if m := unknownField.FindStringSubmatch(e); m != nil {
-			ps = append(ps, Problem{Msg: fmt.Sprintf("line %s: unknown field %q", m[1], m[2])})
-			continue
-		}
-		ps = append(ps, Problem{Msg: e})
-	}
-	return ps
-}
-
-type validator struct {
-	file     string
-	problems []Problem
-}
-
-func (v *validator) add(field, format string, args ...any) {
-	v.problems = append(v.problems, Problem{Field: field, Msg: fmt.Sprintf(format, args...)})
-}
+type validator = specfile.Validator
 
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
@@ -320,7 +268,7 @@ func (c *Config) validate(v *validator) {
 	case c.Site == "":
 		c.Site = DefaultSite
 	case !namePattern.MatchString(c.Site):
-		v.add("site", "%q must be lower-case letters, digits and dashes", c.Site)
+		v.Add("site", "%q must be lower-case letters, digits and dashes", c.Site)
 	}
 	c.validateStore(v)
 	c.validateClouds(v)
@@ -341,7 +289,7 @@ func (c *Config) validateServe(v *validator) {
 	if c.Serve.Listen == "" {
 		c.Serve.Listen = DefaultListen
 	} else if _, port, err := net.SplitHostPort(c.Serve.Listen); err != nil || port == "" {
-		v.add("serve.listen", "%q is not host:port (such as 127.0.0.1:8080)", c.Serve.Listen)
+		v.Add("serve.listen", "%q is not host:port (such as 127.0.0.1:8080)", c.Serve.Listen)
 	}
 	withDefault(v, "serve.shutdown_grace", &c.Serve.ShutdownGrace, DefaultShutdownGrace)
 	withDefault(v, "serve.token_cache", &c.Serve.TokenCache, DefaultTokenCache)
@@ -358,12 +306,12 @@ func (c *Config) validateStore(v *validator) {
 		c.Store.Driver = DefaultStoreDriver
 	case "sqlite", "postgres":
 	default:
-		v.add("store.driver", "unknown driver %q (use sqlite or postgres)", c.Store.Driver)
+		v.Add("store.driver", "unknown driver %q (use sqlite or postgres)", c.Store.Driver)
 		return
 	}
 	if c.Store.DSN == "" {
 		if c.Store.Driver == "postgres" {
-			v.add("store.dsn", "required for postgres (a URL such as postgres://labplane@db:5432/labplane; ${VAR} reads the environment)")
+			v.Add("store.dsn", "required for postgres (a URL such as postgres://labplane@db:5432/labplane; ${VAR} reads the environment)")
 			return
 		}
 		c.Store.DSN = DefaultSQLiteFile
@@ -376,13 +324,13 @@ func (c *Config) validateStore(v *validator) {
 		return ""
 	})
 	for _, k := range missing {
-		v.add("store.dsn", "refers to environment variable %s, which is not set", k)
+		v.Add("store.dsn", "refers to environment variable %s, which is not set", k)
 	}
 }
 
 func (c *Config) validateClouds(v *validator) {
 	if len(c.Clouds) == 0 {
-		v.add("clouds", "at least one cloud is required")
+		v.Add("clouds", "at least one cloud is required")
 	}
 	seen := map[string]bool{}
 	for i := range c.Clouds {
@@ -390,71 +338,61 @@ func (c *Config) validateClouds(v *validator) {
 		f := fmt.Sprintf("clouds[%d]", i)
 		switch {
 		case cl.Name == "":
-			v.add(f+".name", "required")
+			v.Add(f+".name", "required")
 		case !namePattern.MatchString(cl.Name):
-			v.add(f+".name", "%q must be lower-case letters, digits and dashes", cl.Name)
+			v.Add(f+".name", "%q must be lower-case letters, digits and dashes", cl.Name)
 		case seen[cl.Name]:
-			v.add(f+".name", "%q is used by another cloud", cl.Name)
+			v.Add(f+".name", "%q is used by another cloud", cl.Name)
 		}
 		seen[cl.Name] = true
 		if cl.Cloud == "" {
-			v.add(f+".cloud", "required: the name of an entry in clouds.yaml")
+			v.Add(f+".cloud", "required: the name of an entry in clouds.yaml")
 		}
 		switch {
 		case cl.MaxInFlight == 0:
 			cl.MaxInFlight = DefaultMaxInFlight
 		case cl.MaxInFlight < 0:
-			v.add(f+".max_in_flight", "must be at least 1 (got %d)", cl.MaxInFlight)
+			v.Add(f+".max_in_flight", "must be at least 1 (got %d)", cl.MaxInFlight)
 		}
 		withDefault(v, f+".request_timeout", &cl.RequestTimeout, DefaultRequestTimeout)
 		if cl.Capacity < 0 {
-			v.add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
+			v.Add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
 		}
 		switch factor := cl.SuspendedCostFactor; {
 		case factor == nil:
 			cl.SuspendedCostFactor = new(DefaultSuspendedCostFactor)
 		case !(*factor >= 0 && *factor <= 1): // NaN too
-			v.add(f+".suspended_cost_factor", "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got %g", *factor)
+			v.Add(f+".suspended_cost_factor", "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got %g", *factor)
 		}
 	}
 }
 
 func (c *Config) validateTemplates(v *validator) {
 	if len(c.Templates) == 0 {
-		v.add("templates", "at least one lab template is required (name: path of a Heat template)")
+		v.Add("templates", "at least one lab template is required (name: path of a Heat template)")
 		return
 	}
 	for _, name := range c.TemplateNames() {
 		f := "templates." + name
 		p := c.Templates[name]
 		if p == "" {
-			v.add(f, "the path of a Heat template file is required")
+			v.Add(f, "the path of a Heat template file is required")
 			continue
 		}
 		if st, err := os.Stat(c.resolve(p)); err != nil {
-			v.add(f, "template file %s: %s", p, describeFileError(err))
+			v.Add(f, "template file %s: %s", p, specfile.DescribeFileError(err))
 		} else if st.IsDir() {
-			v.add(f, "template file %s is a directory", p)
+			v.Add(f, "template file %s is a directory", p)
 		}
 	}
 	switch {
 	case c.DefaultTemplate == "" && len(c.Templates) == 1:
 		c.DefaultTemplate = c.TemplateNames()[0]
 	case c.DefaultTemplate == "":
-		v.add("default_template", "required when there is more than one template (one of: %s)", strings.Join(c.TemplateNames(), ", "))
+		v.Add("default_template", "required when there is more than one template (one of: %s)", strings.Join(c.TemplateNames(), ", "))
 	case c.Templates[c.DefaultTemplate] == "":
-		v.add("default_template", "%q is not one of the templates (%s)", c.DefaultTemplate, strings.Join(c.TemplateNames(), ", "))
+		v.Add("default_template", "%q is not one of the templates (%s)", c.DefaultTemplate, strings.Join(c.TemplateNames(), ", "))
 	}
-}
-
-func describeFileError(err error) string {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return "no such file"
-	case errors.Is(err, fs.ErrPermission):
-		return "permission denied"
-	}
-	return err.Error()
 }
 
 func (c *Config) validatePolicy(v *validator) {
@@ -475,7 +413,7 @@ func (rf RulesFile) resolve(v *validator, at string, base policy.Rules) policy.R
 	}
 	set("idle_suspend_after", rf.IdleSuspendAfter, &r.IdleSuspendAfter, false)
 	if isZero(rf.DeleteAfter.raw) {
-		v.add(at+".delete_after", "0 is ambiguous: leave delete_after out to never delete by age, or give a duration such as 336h")
+		v.Add(at+".delete_after", "0 is ambiguous: leave delete_after out to never delete by age, or give a duration such as 336h")
 	} else {
 		set("delete_after", rf.DeleteAfter, &r.DeleteAfter, false)
 	}
@@ -485,7 +423,7 @@ func (rf RulesFile) resolve(v *validator, at string, base policy.Rules) policy.R
 	set("retry_backoff", rf.RetryBackoff, &r.RetryBackoff, false)
 	if rf.MaxAttempts != nil {
 		if *rf.MaxAttempts < 1 {
-			v.add(at+".max_attempts", "must be at least 1 (got %d)", *rf.MaxAttempts)
+			v.Add(at+".max_attempts", "must be at least 1 (got %d)", *rf.MaxAttempts)
 		} else {
 			r.MaxAttempts = *rf.MaxAttempts
 		}
@@ -507,13 +445,13 @@ func parseDuration(v *validator, field string, d Duration, zeroOK bool) Duration
 	parsed, err := time.ParseDuration(d.raw)
 	switch {
 	case err != nil:
-		v.add(field, "%q is not a duration: write a number with a unit, such as 90s, 2m or 336h", d.raw)
+		v.Add(field, "%q is not a duration: write a number with a unit, such as 90s, 2m or 336h", d.raw)
 		return Duration{}
 	case parsed < 0:
-		v.add(field, "%q must not be negative", d.raw)
+		v.Add(field, "%q must not be negative", d.raw)
 		return Duration{}
 	case parsed == 0 && !zeroOK:
-		v.add(field, "%q must be more than zero", d.raw)
+		v.Add(field, "%q must be more than zero", d.raw)
 		return Duration{}
 	}
 	d.d = parsed

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/specfile"
 )
 
 // write puts a config and a template file in a temp dir and returns the config's path.
@@ -119,9 +120,9 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := write(t, tc.body)
 			_, err := config.Load(p)
-			var cerr *config.Error
+			var cerr *specfile.Error
 			if !errors.As(err, &cerr) {
-				t.Fatalf("want a *config.Error, got %v", err)
+				t.Fatalf("want a *specfile.Error, got %v", err)
 			}
 			msg := err.Error()
 			if !strings.HasPrefix(msg, p+":") {
@@ -168,7 +169,7 @@ func TestSuspendedCostFactor(t *testing.T) {
 		name    string
 		factor  string
 		want    float64 // cloud a's factor when valid
-		problem string  // the config.Problem expected on clouds[0].suspended_cost_factor, if any
+		problem string  // the specfile.Problem expected on clouds[0].suspended_cost_factor, if any
 	}{
 		{"absent: the default", "", config.DefaultSuspendedCostFactor, ""},
 		{"zero", ", suspended_cost_factor: 0", 0, ""},
@@ -182,11 +183,11 @@ func TestSuspendedCostFactor(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := config.Load(write(t, cloud(tc.factor)))
 			if tc.problem != "" {
-				var cerr *config.Error
+				var cerr *specfile.Error
 				if !errors.As(err, &cerr) {
-					t.Fatalf("want a *config.Error, got %v", err)
+					t.Fatalf("want a *specfile.Error, got %v", err)
 				}
-				want := []config.Problem{{Field: "clouds[0].suspended_cost_factor", Msg: tc.problem}}
+				want := []specfile.Problem{{Field: "clouds[0].suspended_cost_factor", Msg: tc.problem}}
 				if !reflect.DeepEqual(cerr.Problems, want) {
 					t.Errorf("problems = %+v, want %+v", cerr.Problems, want)
 				}

@@ -46,15 +46,3 @@ var DefaultRules = policy.Rules{
 	MaxAttempts:      3,
 	RetryBackoff:     time.Minute,
 }
-
-// Environment defaults (inventories/<env>/environment.yml).
-const (
-	DefaultSSHUser        = "root"
-	DefaultSSHPort        = 22
-	DefaultLMSPort        = 80
-	DefaultCMSPort        = 18010
-	DefaultGuacdPort      = 4822
-	DefaultDatabaseEngine = "sqlite3"
-	DefaultDatabaseName   = "edxapp"
-	DefaultSerial         = "100%"
-)

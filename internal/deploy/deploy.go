@@ -20,7 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/labplane/labplane/internal/ansible"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/runs"
 )
 
@@ -50,7 +50,7 @@ type Deployer struct {
 
 // Request is one deploy.
 type Request struct {
-	Env *config.Environment
+	Env *envspec.Environment
 	// Inventory is the rendered inventory file.
 	Inventory string
 	// Release overrides the spec's release (a rollback, a promotion); empty = the spec's.
@@ -198,7 +198,7 @@ type secretValues [][]byte
 // minSecretLen: shorter values would hide innocent text, and are no secrets anyway.
 const minSecretLen = 6
 
-func readSecrets(env *config.Environment) (secretValues, error) {
+func readSecrets(env *envspec.Environment) (secretValues, error) {
 	var vals secretValues
 	var missing []string
 	for _, s := range env.SecretRefs() {

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/envspec"
 )
 
 // The ansible-playbook command a deploy makes, without running it.
@@ -35,7 +35,7 @@ rollout: {serial: "1"}
 			t.Fatal(err)
 		}
 	}
-	env, err := config.LoadEnvironment(inv, "prod")
+	env, err := envspec.Load(inv, "prod")
 	if err != nil {
 		t.Fatal(err)
 	}

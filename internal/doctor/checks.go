@@ -13,9 +13,9 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/cloud"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/store"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
@@ -258,9 +258,9 @@ func (c *checker) environments(j Job, least int) []Check {
 		detail += " (" + strings.Join(names, ", ") + ")"
 	}
 	fix := fmt.Sprintf("write %s/ENV/%s (the README's environment spec), pass --inventories DIR, or make local test hosts: labplane dev hosts up",
-		c.s.Inventories, config.EnvironmentFile)
+		c.s.Inventories, envspec.File)
 	if j == Promote {
-		fix = fmt.Sprintf("promote needs a source and a target: write another %s/ENV/%s", c.s.Inventories, config.EnvironmentFile)
+		fix = fmt.Sprintf("promote needs a source and a target: write another %s/ENV/%s", c.s.Inventories, envspec.File)
 	}
 	return []Check{lack("environments", detail, fix)}
 }
@@ -296,7 +296,7 @@ func (c *checker) provision(ctx context.Context) []Check {
 	}
 	if len(envs) == 0 {
 		return append(out, lack("environments", "no environment in "+c.s.Inventories+" has a provision: section",
-			"add a provision: section (module, cloud, variables) to an environment's "+config.EnvironmentFile))
+			"add a provision: section (module, cloud, variables) to an environment's "+envspec.File))
 	}
 	for _, e := range envs {
 		name := fmt.Sprintf("cloud %s (%s)", e.Provision.Cloud, e.Name)

@@ -16,6 +16,7 @@ import (
 	"sync"
 
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
 
@@ -142,7 +143,7 @@ type Setup struct {
 	Project     string
 	Inventories string
 	// Environments are the specs under Inventories, by name.
-	Environments []*config.Environment
+	Environments []*envspec.Environment
 	// Named are the jobs named on the command line: only they are checked, and they are
 	// required. None: every job is checked.
 	Named []Job
@@ -167,7 +168,7 @@ func (s Setup) Configured(j Job) (bool, string) {
 		return true, fmt.Sprintf("%s has %s", s.ConfigFile, plural(len(s.Config.Clouds), "cloud"))
 	case Deploy:
 		if len(s.Environments) == 0 {
-			return false, "no " + s.Inventories + "/*/" + config.EnvironmentFile
+			return false, "no " + s.Inventories + "/*/" + envspec.File
 		}
 		return true, "environments: " + strings.Join(s.environmentNames(), ", ")
 	case Promote:
@@ -197,8 +198,8 @@ func (s Setup) environmentNames() []string {
 }
 
 // provisioned are the environments whose hosts Terraform makes.
-func (s Setup) provisioned() []*config.Environment {
-	var out []*config.Environment
+func (s Setup) provisioned() []*envspec.Environment {
+	var out []*envspec.Environment
 	for _, e := range s.Environments {
 		if e.Provision != nil {
 			out = append(out, e)

@@ -20,6 +20,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/doctor"
+	"github.com/labplane/labplane/internal/specfile"
 	"github.com/labplane/labplane/internal/terraformbin"
 )
 
@@ -246,7 +247,7 @@ func TestLoadBadConfiguration(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSite(t, tc.config, nil)
 			_, err := doctor.Load(s.config, s.dir, s.inventories, tc.named)
-			var cfgErr *config.Error
+			var cfgErr *specfile.Error
 			switch {
 			case tc.field == "" && err != nil:
 				t.Errorf("want no error, got %v", err)

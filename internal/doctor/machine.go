@@ -18,6 +18,7 @@ import (
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/store"
 	"github.com/labplane/labplane/internal/terraformbin"
@@ -26,7 +27,7 @@ import (
 // Load reads the setup: labplane.yaml at configFile when there is one (its store validated as
 // deploy validates it; in full, as the labs commands and serve do, when it has clouds or
 // templates or labs or serve is named), and every inventories/*/environment.yml. A file that is
-// there but wrong is a *config.Error naming the file and the field (exit 2).
+// there but wrong is a *specfile.Error naming the file and the field (exit 2).
 func Load(configFile, project, inventories string, named []Job) (Setup, error) {
 	s := Setup{ConfigFile: configFile, Project: project, Inventories: inventories, Named: named}
 	if _, err := os.Stat(configFile); err == nil || !errors.Is(err, fs.ErrNotExist) {
@@ -47,10 +48,10 @@ func Load(configFile, project, inventories string, named []Job) (Setup, error) {
 		return Setup{}, fmt.Errorf("environments: %w", err)
 	}
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(inventories, e.Name(), config.EnvironmentFile)); err != nil {
+		if _, err := os.Stat(filepath.Join(inventories, e.Name(), envspec.File)); err != nil {
 			continue
 		}
-		env, err := config.LoadEnvironment(inventories, e.Name())
+		env, err := envspec.Load(inventories, e.Name())
 		if err != nil {
 			return Setup{}, err
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/apt"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 )
@@ -32,7 +32,7 @@ func TestExampleEnvironments(t *testing.T) {
 	}
 	for _, name := range []string{"staging", "production"} {
 		t.Run(name, func(t *testing.T) {
-			env, err := config.LoadEnvironment(filepath.Join(project, "inventories"), name)
+			env, err := envspec.Load(filepath.Join(project, "inventories"), name)
 			if err != nil {
 				t.Fatal(err)
 			}

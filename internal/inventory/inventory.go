@@ -12,7 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/atomicfile"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 )
 
@@ -59,7 +59,7 @@ func (v vars) MarshalYAML() (any, error) {
 
 // Render returns the inventory of env with the given hosts per service (the spec's own, or
 // Terraform's outputs). It reads nothing and writes nothing; secrets appear only as lookups.
-func Render(env *config.Environment, hosts map[string][]platform.Host) ([]byte, error) {
+func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte, error) {
 	if err := env.ValidateHosts("hosts", hosts); err != nil {
 		return nil, err
 	}
@@ -130,14 +130,14 @@ func Render(env *config.Environment, hosts map[string][]platform.Host) ([]byte, 
 }
 
 // secretLookup is the Jinja expression that reads a secret when Ansible runs.
-func secretLookup(r config.SecretRef) string {
+func secretLookup(r envspec.SecretRef) string {
 	if r.Vault != "" {
 		return "{{ " + r.Vault + " }}"
 	}
 	return "{{ lookup('ansible.builtin.env', '" + r.Env + "') }}"
 }
 
-func sshArgs(env *config.Environment) string {
+func sshArgs(env *envspec.Environment) string {
 	var args []string
 	if env.SSH.KnownHostsFile != "" {
 		args = append(args, "-o UserKnownHostsFile="+env.Path(env.SSH.KnownHostsFile))
@@ -150,7 +150,7 @@ func sshArgs(env *config.Environment) string {
 
 // Write renders the inventory into the environment's directory atomically (a temporary file
 // renamed over the old one) and returns its path.
-func Write(env *config.Environment, hosts map[string][]platform.Host) (string, error) {
+func Write(env *envspec.Environment, hosts map[string][]platform.Host) (string, error) {
 	out, err := Render(env, hosts)
 	if err != nil {
 		return "", err

@@ -10,7 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 )
@@ -26,7 +26,7 @@ func TestRenderGolden(t *testing.T) {
 	}
 	for _, name := range []string{"staging", "vaulted"} {
 		t.Run(name, func(t *testing.T) {
-			env, err := config.LoadEnvironment(inv, name)
+			env, err := envspec.Load(inv, name)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -60,7 +60,7 @@ func TestRenderGolden(t *testing.T) {
 func TestRenderStructure(t *testing.T) {
 	t.Setenv("STAGING_SECRET_KEY", "s3cr3t-value")
 	inv, _ := filepath.Abs("testdata/inventories")
-	env, err := config.LoadEnvironment(inv, "staging")
+	env, err := envspec.Load(inv, "staging")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestRenderStructure(t *testing.T) {
 
 func TestRenderRefusesBadHosts(t *testing.T) {
 	inv, _ := filepath.Abs("testdata/inventories")
-	env, err := config.LoadEnvironment(inv, "staging")
+	env, err := envspec.Load(inv, "staging")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestWriteAtomically(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env, err := config.LoadEnvironment(filepath.Dir(dir), "vaulted")
+	env, err := envspec.Load(filepath.Dir(dir), "vaulted")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
@@ -31,7 +31,7 @@ const testTag = "labplane-provision-test"
 
 // heatEnv is the local environment (the heat example) with a name of its own, so that runs
 // and tests never share a stack; tags find its stacks.
-func heatEnv(t *testing.T) (*config.Environment, string) {
+func heatEnv(t *testing.T) (*envspec.Environment, string) {
 	t.Helper()
 	if lease == nil {
 		t.Skip("needs the local cloud (not with -short)")
@@ -456,7 +456,7 @@ func assertNoStateFile(t *testing.T, ws *provision.Workspace) {
 }
 
 // copyModule copies env's module to a temporary directory and returns its absolute path.
-func copyModule(t *testing.T, env *config.Environment) string {
+func copyModule(t *testing.T, env *envspec.Environment) string {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.CopyFS(dir, os.DirFS(env.Path(env.Provision.Module))); err != nil {

@@ -30,7 +30,7 @@ import (
 	"github.com/hashicorp/terraform-exec/tfexec"
 
 	"github.com/labplane/labplane/internal/atomicfile"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 )
 
 // Files in a workspace.
@@ -63,14 +63,14 @@ type Options struct {
 
 // Workspace is one environment's Terraform working directory.
 type Workspace struct {
-	env *config.Environment
+	env *envspec.Environment
 	dir string
 	o   Options
 	log *slog.Logger
 }
 
 // Open returns the workspace of env in dir (created 0700 if missing). It runs nothing.
-func Open(env *config.Environment, dir string, o Options) (*Workspace, error) {
+func Open(env *envspec.Environment, dir string, o Options) (*Workspace, error) {
 	if env.Provision == nil {
 		return nil, &Error{Environment: env.Name, Op: "open", Kind: ErrBadInput,
 			Err: fmt.Errorf("%s has no provision: section (its hosts are listed under hosts:)", env.File)}

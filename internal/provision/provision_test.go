@@ -13,25 +13,26 @@ import (
 
 	"github.com/hashicorp/terraform-exec/tfexec"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/specfile"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // loadEnv loads a spec from testdata/inventories (local: the heat example; openstack: the
 // network and compute modules).
-func loadEnv(t *testing.T, name string) *config.Environment {
+func loadEnv(t *testing.T, name string) *envspec.Environment {
 	t.Helper()
-	env, err := config.LoadEnvironment(filepath.Join("testdata", "inventories"), name)
+	env, err := envspec.Load(filepath.Join("testdata", "inventories"), name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return env
 }
 
-func open(t *testing.T, env *config.Environment, o provision.Options) *provision.Workspace {
+func open(t *testing.T, env *envspec.Environment, o provision.Options) *provision.Workspace {
 	t.Helper()
 	ws, err := provision.Open(env, t.TempDir(), o)
 	if err != nil {
@@ -260,7 +261,7 @@ func TestHostsFromState(t *testing.T) {
 		t.Errorf("got %v", hosts)
 	}
 	state(`{"hosts": {"value": {"lms": [{"name": "a-lms-1", "address": ""}], "cms": [], "guacd": []}}}`)
-	var cfgErr *config.Error
+	var cfgErr *specfile.Error
 	if _, err := ws.Hosts(ctx); !errors.As(err, &cfgErr) || !strings.Contains(err.Error(), "terraform output hosts.lms[0].address") {
 		t.Errorf("invalid hosts: %v", err)
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), each
-// at its service's port (config.Environment.Ports).
+// at its service's port (envspec.Environment.Ports).
 func Targets(hosts map[string][]platform.Host, port map[string]int) []platform.Target {
 	var out []platform.Target
 	for _, svc := range platform.Services {

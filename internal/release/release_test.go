@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
@@ -116,7 +116,7 @@ func TestGate(t *testing.T) {
 }
 
 func TestPlan(t *testing.T) {
-	env := &config.Environment{Settings: config.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
+	env := &envspec.Environment{Settings: envspec.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
 	hs := func(names ...string) []platform.Host {
 		var out []platform.Host
 		for _, n := range names {

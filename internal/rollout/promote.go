@@ -14,8 +14,8 @@ import (
 
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/clock"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
@@ -234,7 +234,7 @@ func orDash(s string) string {
 // batch is the --limit, and the plays take it whole (serial 100%).
 type promoteDeployer struct {
 	d         deploy.Deployer
-	env       *config.Environment
+	env       *envspec.Environment
 	inventory string
 	actor     string
 	progress  func(ansible.Event)

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/clock"
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/rollout"
@@ -82,7 +82,7 @@ func (f *fakePlatform) Backup(_ context.Context, p platform.Promotion) (string, 
 }
 
 func newPromotion(serial string) (*platform.Promotion, *fakePlatform) {
-	env := &config.Environment{Settings: config.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
+	env := &envspec.Environment{Settings: envspec.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
 	hosts := map[string][]platform.Host{"lms": {{Name: "lms1"}, {Name: "lms2"}}, "cms": {{Name: "cms1"}}, "guacd": {{Name: "guacd1"}}}
 	bs, err := release.Plan(release.Targets(hosts, env.Ports()), serial)
 	if err != nil {

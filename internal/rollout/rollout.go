@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/ansible"
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
@@ -62,8 +62,8 @@ type Platform struct {
 
 // Environment loads an environment's spec and its hosts: the spec's own, or those Terraform
 // made (read from its state: no terraform run, no network).
-func (pl *Platform) Environment(ctx context.Context, name string) (*config.Environment, map[string][]platform.Host, error) {
-	env, err := config.LoadEnvironment(pl.Inventories, name)
+func (pl *Platform) Environment(ctx context.Context, name string) (*envspec.Environment, map[string][]platform.Host, error) {
+	env, err := envspec.Load(pl.Inventories, name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -82,7 +82,7 @@ func (pl *Platform) Environment(ctx context.Context, name string) (*config.Envir
 }
 
 // Workspace opens env's Terraform workspace, under the state directory.
-func (pl *Platform) Workspace(env *config.Environment, o provision.Options) (*provision.Workspace, error) {
+func (pl *Platform) Workspace(env *envspec.Environment, o provision.Options) (*provision.Workspace, error) {
 	dir, err := pl.state("provision", env.Name)
 	if err != nil {
 		return nil, err
@@ -91,7 +91,7 @@ func (pl *Platform) Workspace(env *config.Environment, o provision.Options) (*pr
 }
 
 // ProvisionError makes the user's problems of a provision ErrInvalid, with what to do next.
-func ProvisionError(env *config.Environment, err error) error {
+func ProvisionError(env *envspec.Environment, err error) error {
 	switch {
 	case errors.Is(err, provision.ErrNoPlan), errors.Is(err, provision.ErrStalePlan):
 		return invalid("%w\nrun: labplane provision %s plan", err, env.Name)
@@ -131,7 +131,7 @@ func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (unlock 
 }
 
 // deployer renders env's inventory for hosts and returns the deployer of its runs.
-func (pl *Platform) deployer(env *config.Environment, hosts map[string][]platform.Host) (deploy.Deployer, string, error) {
+func (pl *Platform) deployer(env *envspec.Environment, hosts map[string][]platform.Host) (deploy.Deployer, string, error) {
 	inv, err := inventory.Write(env, hosts)
 	if err != nil {
 		return deploy.Deployer{}, "", err

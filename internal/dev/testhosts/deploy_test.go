@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/inventory"
 )
@@ -44,7 +44,7 @@ func TestDeploy(t *testing.T) {
 		p.AssertServing(ctx, t, "r1")
 		d.assertNoSecret(t, out)
 		lms, _ := p.Set.Host("lms1")
-		st, err := health.Heartbeat(ctx, "http://"+net.JoinHostPort(lms.Address, strconv.Itoa(config.DefaultLMSPort))+"/heartbeat")
+		st, err := health.Heartbeat(ctx, "http://"+net.JoinHostPort(lms.Address, strconv.Itoa(envspec.DefaultLMSPort))+"/heartbeat")
 		if err != nil || st.SiteName != "lms.test" || st.Status != "ok" || st.Database.Status != "ok" || st.Database.Engine != "sqlite" {
 			t.Errorf("lms1 heartbeat: %+v %v", st, err)
 		}

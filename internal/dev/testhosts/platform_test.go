@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/platform"
 )
 
@@ -55,7 +55,7 @@ func TestEnvironmentSpec(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			env, err := config.ParseEnvironment(filepath.Join(t.TempDir(), "test", config.EnvironmentFile), spec)
+			env, err := envspec.Parse(filepath.Join(t.TempDir(), "test", envspec.File), spec)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, spec)
 			}

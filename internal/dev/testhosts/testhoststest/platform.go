@@ -11,9 +11,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
+	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/platform"
 )
@@ -169,15 +169,15 @@ func (p *Platform) WriteSpec(t testing.TB, release, extra string) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, config.EnvironmentFile), spec, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, envspec.File), spec, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
 // Environment loads the platform's spec.
-func (p *Platform) Environment(t testing.TB) *config.Environment {
+func (p *Platform) Environment(t testing.TB) *envspec.Environment {
 	t.Helper()
-	env, err := config.LoadEnvironment(p.Inventories, p.Env)
+	env, err := envspec.Load(p.Inventories, p.Env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,9 +196,9 @@ type Heartbeat struct {
 func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
 	var out []Heartbeat
 	for _, svc := range []string{"lms", "cms"} {
-		port := config.DefaultLMSPort
+		port := envspec.DefaultLMSPort
 		if svc == "cms" {
-			port = config.DefaultCMSPort
+			port = envspec.DefaultCMSPort
 		}
 		for _, name := range p.Hosts[svc] {
 			hb := Heartbeat{Host: name, Service: svc}
@@ -225,7 +225,7 @@ func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release stri
 	}
 	for _, name := range p.Hosts["guacd"] {
 		g, _ := p.Set.Host(name)
-		if _, err := health.Handshake(ctx, net.JoinHostPort(g.Address, strconv.Itoa(config.DefaultGuacdPort)), "vnc"); err != nil {
+		if _, err := health.Handshake(ctx, net.JoinHostPort(g.Address, strconv.Itoa(envspec.DefaultGuacdPort)), "vnc"); err != nil {
 			t.Errorf("%s guacd handshake: %v", name, err)
 		}
 	}

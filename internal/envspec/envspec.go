@@ -1,11 +1,11 @@
-package config
+// Package envspec loads an environment's spec, inventories/<env>/environment.yml: the
+// platform's hosts (or the Terraform module that makes them), its release, settings and
+// references to its secrets. labplane.yaml, the labs' configuration, is config's.
+package envspec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"github.com/labplane/labplane/internal/platform"
-	"io"
 	"io/fs"
 	"net"
 	"os"
@@ -14,6 +14,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/labplane/labplane/internal/platform"
+	"github.com/labplane/labplane/internal/specfile"
 
 	"gopkg.in/yaml.v3"
 )
@@ -142,27 +145,26 @@ type Rollout struct {
 	Serial string `yaml:"serial" json:"serial"`
 }
 
-// EnvironmentFile is the spec's name inside an environment's directory.
-const EnvironmentFile = "environment.yml"
+// File is the spec's name inside an environment's directory.
+const File = "environment.yml"
 
 var envNamePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
 // LoadEnvironment reads, applies defaults to and validates inventories/<name>/environment.yml.
-func LoadEnvironment(inventories, name string) (*Environment, error) {
-	file := filepath.Join(inventories, name, EnvironmentFile)
+func Load(inventories, name string) (*Environment, error) {
+	file := filepath.Join(inventories, name, File)
 	if !envNamePattern.MatchString(name) {
-		return nil, &Error{File: file, Problems: []Problem{{Msg: fmt.Sprintf(
-			"%q is not an environment name (lower-case letters, digits, - and _)", name)}}}
+		return nil, specfile.Fail(file, "%q is not an environment name (lower-case letters, digits, - and _)", name)
 	}
 	raw, err := os.ReadFile(file)
 	if err != nil {
-		msg := describeFileError(err)
+		msg := specfile.DescribeFileError(err)
 		if errors.Is(err, fs.ErrNotExist) {
 			msg = fmt.Sprintf("no such file: no environment %q (have: %s)", name, strings.Join(listEnvironments(inventories), ", "))
 		}
-		return nil, &Error{File: file, Problems: []Problem{{Msg: msg}}}
+		return nil, specfile.Fail(file, "%s", msg)
 	}
-	return ParseEnvironment(file, raw)
+	return Parse(file, raw)
 }
 
 // listEnvironments names the environments under inventories, for errors.
@@ -170,7 +172,7 @@ func listEnvironments(inventories string) []string {
 	var names []string
 	entries, _ := os.ReadDir(inventories)
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join(inventories, e.Name(), EnvironmentFile)); err == nil {
+		if _, err := os.Stat(filepath.Join(inventories, e.Name(), File)); err == nil {
 			names = append(names, e.Name())
 		}
 	}
@@ -182,39 +184,37 @@ func listEnvironments(inventories string) []string {
 
 // ParseEnvironment decodes and validates a spec held in memory; file names it in errors, and
 // its directory names the environment and anchors relative paths.
-func ParseEnvironment(file string, raw []byte) (*Environment, error) {
+func Parse(file string, raw []byte) (*Environment, error) {
 	abs, err := filepath.Abs(file)
 	if err != nil {
-		return nil, &Error{File: file, Problems: []Problem{{Msg: err.Error()}}}
+		return nil, specfile.Fail(file, "%s", err)
 	}
 	e := &Environment{}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(e); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &Error{File: file, Problems: yamlProblems(err)}
+	if err := specfile.Decode(file, raw, e); err != nil {
+		return nil, err
 	}
 	e.File, e.Dir = abs, filepath.Dir(abs)
 	e.Name = filepath.Base(e.Dir)
-	v := validator{file: file}
+	v := validator{File: file}
 	e.validate(&v)
-	if len(v.problems) > 0 {
-		return nil, &Error{File: file, Problems: v.problems}
+	if err := v.Err(); err != nil {
+		return nil, err
 	}
 	return e, nil
 }
 
 func (e *Environment) validate(v *validator) {
 	if e.Release == "" {
-		v.add("release", "required: the edx-platform release to deploy")
+		v.Add("release", "required: the edx-platform release to deploy")
 	} else if strings.ContainsAny(e.Release, "/ \t\n{}") {
-		v.add("release", "%q must not contain slashes, spaces or braces (it names a directory on the hosts)", e.Release)
+		v.Add("release", "%q must not contain slashes, spaces or braces (it names a directory on the hosts)", e.Release)
 	}
 	if e.Artifact == "" {
-		v.add("artifact", "required: the release artifact's URL or path ({release} is replaced by the release)")
+		v.Add("artifact", "required: the release artifact's URL or path ({release} is replaced by the release)")
 	}
 	switch {
 	case e.Provision != nil && len(e.Hosts) > 0:
-		v.add("hosts", "give either hosts or provision, not both")
+		v.Add("hosts", "give either hosts or provision, not both")
 	case e.Provision != nil:
 		e.validateProvision(v)
 	default:
@@ -231,38 +231,35 @@ var hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 // ValidateHosts checks hosts per service, from the spec or from Terraform's outputs; field
 // names where they came from in errors.
 func (e *Environment) ValidateHosts(field string, hosts map[string][]platform.Host) error {
-	v := validator{file: e.File}
+	v := validator{File: e.File}
 	e.validateHosts(&v, field, hosts)
-	if len(v.problems) > 0 {
-		return &Error{File: e.File, Problems: v.problems}
-	}
-	return nil
+	return v.Err()
 }
 
 func (e *Environment) validateHosts(v *validator, field string, hosts map[string][]platform.Host) {
 	for svc := range hosts {
 		if !isService(svc) {
-			v.add(field+"."+svc, "unknown service (use %s)", strings.Join(platform.Services, ", "))
+			v.Add(field+"."+svc, "unknown service (use %s)", strings.Join(platform.Services, ", "))
 		}
 	}
 	address := map[string]string{} // host name -> address: one host may serve several services
 	for _, svc := range platform.Services {
 		f := field + "." + svc
 		if len(hosts[svc]) == 0 {
-			v.add(f, "at least one host is required")
+			v.Add(f, "at least one host is required")
 		}
 		for i, h := range hosts[svc] {
 			hf := fmt.Sprintf("%s[%d]", f, i)
 			if !hostNamePattern.MatchString(h.Name) {
-				v.add(hf+".name", "%q must be letters, digits, dots, dashes and underscores", h.Name)
+				v.Add(hf+".name", "%q must be letters, digits, dots, dashes and underscores", h.Name)
 			}
 			if h.Address == "" {
-				v.add(hf+".address", "required: an IP address or a DNS name")
+				v.Add(hf+".address", "required: an IP address or a DNS name")
 			} else if net.ParseIP(h.Address) == nil && !hostNamePattern.MatchString(h.Address) {
-				v.add(hf+".address", "%q is neither an IP address nor a DNS name", h.Address)
+				v.Add(hf+".address", "%q is neither an IP address nor a DNS name", h.Address)
 			}
 			if a, seen := address[h.Name]; seen && a != h.Address {
-				v.add(hf+".address", "%s is also listed with address %s", h.Name, a)
+				v.Add(hf+".address", "%s is also listed with address %s", h.Name, a)
 			}
 			address[h.Name] = h.Address
 		}
@@ -281,14 +278,14 @@ func isService(s string) bool {
 func (e *Environment) validateProvision(v *validator) {
 	p := e.Provision
 	if p.Module == "" {
-		v.add("provision.module", "required: the Terraform module's directory, relative to %s", e.Dir)
+		v.Add("provision.module", "required: the Terraform module's directory, relative to %s", e.Dir)
 	} else if st, err := os.Stat(e.Path(p.Module)); err != nil {
-		v.add("provision.module", "%s: %s", p.Module, describeFileError(err))
+		v.Add("provision.module", "%s: %s", p.Module, specfile.DescribeFileError(err))
 	} else if !st.IsDir() {
-		v.add("provision.module", "%s is not a directory", p.Module)
+		v.Add("provision.module", "%s is not a directory", p.Module)
 	}
 	if p.Cloud == "" {
-		v.add("provision.cloud", "required: the clouds.yaml entry Terraform authenticates with")
+		v.Add("provision.cloud", "required: the clouds.yaml entry Terraform authenticates with")
 	}
 	names := make([]string, 0, len(p.Variables))
 	for k := range p.Variables {
@@ -297,7 +294,7 @@ func (e *Environment) validateProvision(v *validator) {
 	sort.Strings(names)
 	for _, k := range names {
 		if looksSecret(k) {
-			v.add("provision.variables."+k, "looks like a secret: pass credentials through clouds.yaml or OS_* variables, never in the spec")
+			v.Add("provision.variables."+k, "looks like a secret: pass credentials through clouds.yaml or OS_* variables, never in the spec")
 		}
 	}
 }
@@ -317,13 +314,13 @@ func (e *Environment) validateSSH(v *validator) {
 	if e.SSH.User == "" {
 		e.SSH.User = DefaultSSHUser
 	}
-	v.port("ssh.port", &e.SSH.Port, DefaultSSHPort)
+	port(v, "ssh.port", &e.SSH.Port, DefaultSSHPort)
 	for field, p := range map[string]string{"ssh.private_key_file": e.SSH.PrivateKeyFile, "ssh.known_hosts_file": e.SSH.KnownHostsFile} {
 		if p == "" {
 			continue
 		}
 		if _, err := os.Stat(e.Path(p)); err != nil && !(field == "ssh.known_hosts_file" && errors.Is(err, fs.ErrNotExist)) {
-			v.add(field, "%s: %s", p, describeFileError(err))
+			v.Add(field, "%s: %s", p, specfile.DescribeFileError(err))
 		}
 	}
 }
@@ -331,21 +328,21 @@ func (e *Environment) validateSSH(v *validator) {
 func (e *Environment) validateSettings(v *validator) {
 	s := &e.Settings
 	if s.LMSSiteName == "" {
-		v.add("settings.lms_site_name", "required: the LMS's public name, such as lms.example.com")
+		v.Add("settings.lms_site_name", "required: the LMS's public name, such as lms.example.com")
 	}
 	if s.CMSSiteName == "" {
-		v.add("settings.cms_site_name", "required: the CMS's public name, such as studio.example.com")
+		v.Add("settings.cms_site_name", "required: the CMS's public name, such as studio.example.com")
 	}
-	v.port("settings.lms_port", &s.LMSPort, DefaultLMSPort)
-	v.port("settings.cms_port", &s.CMSPort, DefaultCMSPort)
-	v.port("settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
+	port(v, "settings.lms_port", &s.LMSPort, DefaultLMSPort)
+	port(v, "settings.cms_port", &s.CMSPort, DefaultCMSPort)
+	port(v, "settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
 	if s.LMSPort == s.CMSPort {
-		v.add("settings.cms_port", "%d is also lms_port: a host serving both needs two ports", s.CMSPort)
+		v.Add("settings.cms_port", "%d is also lms_port: a host serving both needs two ports", s.CMSPort)
 	}
 	if s.GuacdAptRepository == "" {
-		v.add("settings.guacd_apt_repository", `required: the apt source guacd is installed from, such as "deb https://apt.example.com/guacd bookworm main"`)
+		v.Add("settings.guacd_apt_repository", `required: the apt source guacd is installed from, such as "deb https://apt.example.com/guacd bookworm main"`)
 	} else if !strings.HasPrefix(s.GuacdAptRepository, "deb ") {
-		v.add("settings.guacd_apt_repository", "%q is not an apt source line (it starts with \"deb \")", s.GuacdAptRepository)
+		v.Add("settings.guacd_apt_repository", "%q is not an apt source line (it starts with \"deb \")", s.GuacdAptRepository)
 	}
 	d := &s.Database
 	switch d.Engine {
@@ -353,24 +350,24 @@ func (e *Environment) validateSettings(v *validator) {
 		d.Engine = DefaultDatabaseEngine
 	case "sqlite3", "mysql", "postgresql":
 	default:
-		v.add("settings.database.engine", "unknown engine %q (use sqlite3, mysql or postgresql)", d.Engine)
+		v.Add("settings.database.engine", "unknown engine %q (use sqlite3, mysql or postgresql)", d.Engine)
 	}
 	if d.Name == "" {
 		d.Name = DefaultDatabaseName
 	}
 	if d.Engine != "sqlite3" && d.Host == "" {
-		v.add("settings.database.host", "required for %s", d.Engine)
+		v.Add("settings.database.host", "required for %s", d.Engine)
 	}
-	v.port("settings.database.port", &d.Port, 0) // 0: the engine's default
+	port(v, "settings.database.port", &d.Port, 0) // 0: the engine's default
 }
 
 // port checks a port field; an absent one (0) becomes def.
-func (v *validator) port(field string, p *int, def int) {
+func port(v *validator, field string, p *int, def int) {
 	switch {
 	case *p == 0:
 		*p = def
 	case *p < 1 || *p > 65535:
-		v.add(field, "%d is not a port", *p)
+		v.Add(field, "%d is not a port", *p)
 	}
 }
 
@@ -398,29 +395,29 @@ func (e *Environment) validateSecrets(v *validator) {
 	for _, r := range e.SecretRefs() {
 		switch {
 		case r.Ref.inline:
-			v.add(r.Field, "line %d: a secret's value must not be written here: use {env: NAME} or {vault: VARIABLE}", r.Ref.line)
+			v.Add(r.Field, "line %d: a secret's value must not be written here: use {env: NAME} or {vault: VARIABLE}", r.Ref.line)
 		case !r.Ref.Set() && r.Required:
-			v.add(r.Field, "required: {env: NAME} (read from labplane's environment) or {vault: VARIABLE} (from vault_file)")
+			v.Add(r.Field, "required: {env: NAME} (read from labplane's environment) or {vault: VARIABLE} (from vault_file)")
 		case r.Ref.Env != "" && r.Ref.Vault != "":
-			v.add(r.Field, "give env or vault, not both")
+			v.Add(r.Field, "give env or vault, not both")
 		case r.Ref.Env != "" && !envVarPattern.MatchString(r.Ref.Env):
-			v.add(r.Field+".env", "%q is not an environment variable name", r.Ref.Env)
+			v.Add(r.Field+".env", "%q is not an environment variable name", r.Ref.Env)
 		case r.Ref.Vault != "":
 			usesVault = true
 			if !envVarPattern.MatchString(r.Ref.Vault) {
-				v.add(r.Field+".vault", "%q is not a variable name", r.Ref.Vault)
+				v.Add(r.Field+".vault", "%q is not a variable name", r.Ref.Vault)
 			}
 		}
 	}
 	if usesVault && s.VaultFile == "" {
-		v.add("secrets.vault_file", "required: a {vault: ...} reference needs the ansible-vault file it is in")
+		v.Add("secrets.vault_file", "required: a {vault: ...} reference needs the ansible-vault file it is in")
 	}
 	for field, p := range map[string]string{"secrets.vault_file": s.VaultFile, "secrets.vault_password_file": s.VaultPasswordFile} {
 		if p == "" {
 			continue
 		}
 		if _, err := os.Stat(e.Path(p)); err != nil {
-			v.add(field, "%s: %s", p, describeFileError(err))
+			v.Add(field, "%s: %s", p, specfile.DescribeFileError(err))
 		}
 	}
 }
@@ -430,7 +427,7 @@ func (e *Environment) validateRollout(v *validator) {
 	if r.Serial == "" {
 		r.Serial = DefaultSerial
 	} else if n, pct := strings.CutSuffix(r.Serial, "%"); !validCount(n, pct) {
-		v.add("rollout.serial", "%q is neither a count of hosts (such as 2) nor a percentage (such as 50%%)", r.Serial)
+		v.Add("rollout.serial", "%q is neither a count of hosts (such as 2) nor a percentage (such as 50%%)", r.Serial)
 	}
 }
 
@@ -463,3 +460,17 @@ func (e *Environment) ArtifactFor(release string) string {
 	}
 	return e.Path(a)
 }
+
+type validator = specfile.Validator
+
+// Defaults of an environment's spec.
+const (
+	DefaultSSHUser        = "root"
+	DefaultSSHPort        = 22
+	DefaultLMSPort        = 80
+	DefaultCMSPort        = 18010
+	DefaultGuacdPort      = 4822
+	DefaultDatabaseEngine = "sqlite3"
+	DefaultDatabaseName   = "edxapp"
+	DefaultSerial         = "100%"
+)

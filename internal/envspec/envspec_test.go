@@ -1,4 +1,4 @@
-package config_test
+package envspec_test
 
 import (
 	"errors"
@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/envspec"
+	"github.com/labplane/labplane/internal/specfile"
 )
 
 const goodEnvironment = `
@@ -33,7 +34,7 @@ func writeEnv(t *testing.T, name, spec string) string {
 	if err := os.MkdirAll(filepath.Join(inv, name), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(inv, name, config.EnvironmentFile), []byte(spec), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(inv, name, envspec.File), []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return inv
@@ -41,7 +42,7 @@ func writeEnv(t *testing.T, name, spec string) string {
 
 func TestLoadEnvironmentDefaults(t *testing.T) {
 	inv := writeEnv(t, "staging", goodEnvironment)
-	env, err := config.LoadEnvironment(inv, "staging")
+	env, err := envspec.Load(inv, "staging")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func TestLoadEnvironmentDefaults(t *testing.T) {
 		t.Errorf("name %q dir %q", env.Name, env.Dir)
 	}
 	s := env.Settings
-	if env.SSH.User != config.DefaultSSHUser || env.SSH.Port != 22 || s.LMSPort != 80 || s.CMSPort != 18010 || s.GuacdPort != 4822 ||
+	if env.SSH.User != envspec.DefaultSSHUser || env.SSH.Port != 22 || s.LMSPort != 80 || s.CMSPort != 18010 || s.GuacdPort != 4822 ||
 		s.Database.Engine != "sqlite3" || s.Database.Name != "edxapp" || env.Rollout.Serial != "100%" {
 		t.Errorf("defaults not applied: %+v %+v %+v", env.SSH, s, env.Rollout)
 	}
@@ -111,10 +112,10 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			inv := writeEnv(t, "staging", c.edit(goodEnvironment))
-			_, err := config.LoadEnvironment(inv, "staging")
-			var cfgErr *config.Error
+			_, err := envspec.Load(inv, "staging")
+			var cfgErr *specfile.Error
 			if !errors.As(err, &cfgErr) {
-				t.Fatalf("err = %v, want a *config.Error", err)
+				t.Fatalf("err = %v, want a *specfile.Error", err)
 			}
 			msg := err.Error()
 			file := filepath.Join(inv, "staging", "environment.yml")
@@ -135,11 +136,11 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 
 func TestLoadEnvironmentUnknown(t *testing.T) {
 	inv := writeEnv(t, "staging", goodEnvironment)
-	_, err := config.LoadEnvironment(inv, "prod")
+	_, err := envspec.Load(inv, "prod")
 	if err == nil || !strings.Contains(err.Error(), `no environment "prod" (have: staging)`) {
 		t.Errorf("err = %v", err)
 	}
-	if _, err := config.LoadEnvironment(inv, "../etc"); err == nil || !strings.Contains(err.Error(), "is not an environment name") {
+	if _, err := envspec.Load(inv, "../etc"); err == nil || !strings.Contains(err.Error(), "is not an environment name") {
 		t.Errorf("err = %v", err)
 	}
 }
