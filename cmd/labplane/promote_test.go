@@ -1,4 +1,4 @@
-package release_test
+package main_test
 
 import (
 	"bytes"
@@ -215,6 +215,9 @@ func assertReleases(t *testing.T, p *testhoststest.Platform, release string) {
 	}
 }
 
+// Promotion end to end, through the command line an operator (or CI) uses, exit codes and
+// messages included; rollout's and release's own tests hold the rules one by one.
+//
 // Promotion with the real thing: two environments on test hosts (staging: lms1, cms1,
 // guacd1; production: lms1, lms2, cms1, guacd1, each on its own network), deployed and
 // promoted through the command line with real Ansible over SSH. Each step builds on the last:
