@@ -23,6 +23,12 @@ func Sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// Clock tells the time and waits: Wall, or a Virtual clock in a simulation.
+type Clock interface {
+	Now() time.Time
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
 // Wall is the machine's clock, for what asks for Now and Sleep.
 type Wall struct{}
 

@@ -24,7 +24,7 @@ type Cloud struct {
 	name      string
 	latency   time.Duration
 	latencies map[string]time.Duration
-	time      timeline
+	time      clock.Clock // the time operations take place in: real, or virtual
 	slots     slots
 
 	mu      sync.Mutex
@@ -53,12 +53,6 @@ type Options struct {
 	// Clock, if set, is the simulated time the cloud lives in: the latencies pass on it and
 	// callers wait on it for a slot (a simulation's goroutines). Default: real time.
 	Clock *clock.Virtual
-}
-
-// timeline is the time operations take place in: real, or a virtual clock.
-type timeline interface {
-	Now() time.Time
-	Sleep(ctx context.Context, d time.Duration) error
 }
 
 // slots bound the operations in flight.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -56,12 +57,6 @@ type Backuper interface {
 	Backup(ctx context.Context, p platform.Promotion) (string, error)
 }
 
-// Clock tells the time and waits.
-type Clock interface {
-	Now() time.Time
-	Sleep(ctx context.Context, d time.Duration) error
-}
-
 // Promoter rolls a promotion out, batch by batch.
 type Promoter struct {
 	Deployer Deployer
@@ -69,7 +64,7 @@ type Promoter struct {
 	Recorder Recorder
 	// Backup runs before the first batch; nil makes none.
 	Backup Backuper
-	Clock  Clock
+	Clock  clock.Clock
 	// HealthTimeout is how long a batch has to become healthy; HealthInterval is the time
 	// between two checks of it.
 	HealthTimeout, HealthInterval time.Duration
