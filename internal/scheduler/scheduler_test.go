@@ -201,18 +201,23 @@ func TestFirstRunComesRightAfterStart(t *testing.T) {
 	start(t, Options{Logger: log, Jobs: []Job{{
 		Name:  "hourly",
 		Every: time.Hour,
-		Run: func(context.Context) error {
-			select {
-			case ran <- struct{}{}:
-			default:
-			}
-			return nil
-		},
+		Run:   signal(ran),
 	}}})
 	select {
 	case <-ran:
 	case <-time.After(5 * time.Second):
 		t.Fatal("an hourly job did not run after Start")
+	}
+}
+
+// signal is a job that tells ran it ran (without waiting for anyone to listen).
+func signal(ran chan<- struct{}) func(context.Context) error {
+	return func(context.Context) error {
+		select {
+		case ran <- struct{}{}:
+		default:
+		}
+		return nil
 	}
 }
 
@@ -286,13 +291,7 @@ func TestShutdownMidRunReleasesTheLockForAnotherReplica(t *testing.T) {
 	start(t, Options{Logger: log2, Locker: locker, Replica: "b", Jobs: []Job{{
 		Name:  "reap",
 		Every: 20 * time.Millisecond,
-		Run: func(context.Context) error {
-			select {
-			case ran <- struct{}{}:
-			default:
-			}
-			return nil
-		},
+		Run:   signal(ran),
 	}}})
 	select {
 	case <-ran:
