@@ -222,7 +222,10 @@ func (i *interruptible) Command(name string, arg ...string) goexec.Cmder {
 func (i *interruptible) CommandContext(ctx context.Context, name string, arg ...string) goexec.Cmder {
 	cmd := osexec.CommandContext(ctx, name, arg...)
 	i.cmd = cmd
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: if labplane dies (SIGKILL, a crash), ansible-playbook gets Ctrl-C instead of
+	// going on deploying, orphaned, while the environment's lock is already free. SIGINT, not
+	// SIGTERM: on SIGTERM Ansible's workers and their commands go on (seen with 2.14).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
 	cmd.Cancel = func() error {
 		group := -cmd.Process.Pid
 		go func() {

@@ -1,6 +1,7 @@
 package ansible_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,3 +227,64 @@ func TestCheckCallback(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// A labplane killed while Ansible runs takes Ansible with it: nothing goes on deploying with
+// the environment's lock already free. The test runs itself again as the labplane that is
+// killed (SIGKILL: no chance to clean up).
+func TestAnsibleDiesWithLabplane(t *testing.T) {
+	if os.Getenv("LABPLANE_TEST_ORPHAN") == "1" {
+		p := local(map[string]any{"wait_seconds": 131.75})
+		_, _ = ansible.Run(context.Background(), p, func(e ansible.Event) {
+			if e.Kind == ansible.TaskStart && e.Task == "Wait a while" {
+				fmt.Println("waiting")
+			}
+		}, nil)
+		return
+	}
+	requireAnsible(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestAnsibleDiesWithLabplane$")
+	cmd.Env = append(os.Environ(), "LABPLANE_TEST_ORPHAN=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()         //nolint:errcheck // killed
+	defer cmd.Process.Kill() //nolint:errcheck // gone already is fine
+	waiting := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if sc.Text() == "waiting" {
+				close(waiting)
+			}
+		}
+	}()
+	select {
+	case <-waiting:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the long task never started")
+	}
+	// the task's command has started once pgrep sees it
+	left := func() string {
+		out, _ := exec.Command("pgrep", "-f", "ansible-playbook.*testdata/local.yml|sleep 131.75").Output()
+		return string(bytes.TrimSpace(out))
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(left(), "\n") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("before the kill: %q", left())
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for left() != "" && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+	}
+	if l := left(); l != "" {
+		t.Errorf("processes left running 15 s after labplane was killed: %s", l)
+	}
+}

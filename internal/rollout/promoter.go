@@ -143,7 +143,9 @@ func (pr *Promoter) Run(ctx context.Context, p *platform.Promotion) error {
 				strings.Join(failed, ", "), strings.Join(problems, "; "))
 			pr.Log.Warn("promotion batch failed", "promotion", p.ID, "batch", i+1, "failed", strings.Join(failed, ","))
 			if err := pr.save(ctx, p); err != nil {
-				return err
+				// the hosts are broken: roll them back even when the registry cannot say so
+				pr.Log.Error("rolling back without a record of the failed batch", "promotion", p.ID, "err", err)
+				return errors.Join(err, pr.rollback(ctx, p))
 			}
 			break
 		}
@@ -246,15 +248,29 @@ func (pr *Promoter) interrupted(ctx context.Context, p *platform.Promotion) erro
 		ErrInterrupted, p.Phase, p.Done, len(p.Batches), p.From, p.To, p.Release)
 }
 
-// save records p, even when ctx was cancelled (the record must say where it stopped).
+// save records p, even when ctx was cancelled (the record must say where it stopped). A
+// registry that fails (a blip: a connection dropped, a database restarting) is tried again
+// for up to saveBudget; after that the promotion does not go on to its next step.
 func (pr *Promoter) save(ctx context.Context, p *platform.Promotion) error {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), saveBudget)
 	defer cancel()
-	if err := pr.Recorder.SavePromotion(rctx, *p); err != nil {
-		return fmt.Errorf("record promotion %s: %w", p.ID, err)
+	deadline := pr.Clock.Now().Add(saveBudget)
+	wait := 250 * time.Millisecond
+	for {
+		err := pr.Recorder.SavePromotion(rctx, *p)
+		if err == nil {
+			return nil
+		}
+		if pr.Clock.Now().Add(wait).After(deadline) || pr.Clock.Sleep(rctx, wait) != nil {
+			return fmt.Errorf("record promotion %s (tried for %s): %w", p.ID, saveBudget, err)
+		}
+		pr.Log.Warn("record promotion: tried again", "promotion", p.ID, "after", wait, "err", err)
+		wait = min(2*wait, 4*time.Second)
 	}
-	return nil
 }
+
+// saveBudget is how long a promotion's record is tried before the promotion stops.
+const saveBudget = 30 * time.Second
 
 // failedHosts are the hosts of b the deploy failed on: those its run names, or all of the
 // batch's when the run failed without naming any.

@@ -33,6 +33,8 @@ type fakePlatform struct {
 	// cancelAt cancels the context when the nth deploy starts (1-based; 0: never).
 	cancelAt int
 	cancel   context.CancelFunc
+	// saveFails, if set, says whether the registry refuses a record of p (a blip, or down).
+	saveFails func(p platform.Promotion) bool
 }
 
 func (f *fakePlatform) Deploy(ctx context.Context, s rollout.Step) (runs.Run, error) {
@@ -72,6 +74,9 @@ func (f *fakePlatform) Check(_ context.Context, t platform.Target) platform.Chec
 }
 
 func (f *fakePlatform) SavePromotion(_ context.Context, p platform.Promotion) error {
+	if f.saveFails != nil && f.saveFails(p) {
+		return errors.New("connection reset by peer")
+	}
 	f.saved = append(f.saved, p)
 	return nil
 }
@@ -155,6 +160,21 @@ func TestPromote(t *testing.T) {
 	}
 }
 
+// runOn runs the promotion on the virtual clock vc, moving it on whenever the promoter waits.
+func runOn(t *testing.T, vc *clock.Virtual, pr *rollout.Promoter, p *platform.Promotion) error {
+	t.Helper()
+	var err error
+	vc.Go(func() { err = pr.Run(t.Context(), p) })
+	for {
+		vc.Wait()
+		next, ok := vc.Next()
+		if !ok {
+			return err
+		}
+		vc.AdvanceTo(next)
+	}
+}
+
 // A batch that never becomes healthy is given HealthTimeout, checked every HealthInterval.
 func TestPromoteHealthTimeout(t *testing.T) {
 	p, f := newPromotion("1")
@@ -163,16 +183,7 @@ func TestPromoteHealthTimeout(t *testing.T) {
 	pr.Deployer = healthyDeploys{f} // the deploy succeeds; only the health check fails
 	vc := clock.NewVirtual(t0)
 	pr.Clock = vc
-	var err error
-	vc.Go(func() { err = pr.Run(t.Context(), p) })
-	for {
-		vc.Wait()
-		next, ok := vc.Next()
-		if !ok {
-			break
-		}
-		vc.AdvanceTo(next)
-	}
+	err := runOn(t, vc, pr, p)
 	if !errors.Is(err, rollout.ErrRolledBack) || !strings.Contains(p.Error, "lms on lms1: 503") {
 		t.Fatalf("Run: %v (%s)", err, p.Error)
 	}
@@ -213,4 +224,60 @@ func TestPromoteInterruptedAndResumed(t *testing.T) {
 	if rec.Status != platform.Promoted || rec.Done != 4 {
 		t.Errorf("resumed to %+v", rec)
 	}
+}
+
+// A registry that fails on the record made before an action: a blip is tried again and the
+// promotion goes on; a registry down when a batch fails does not keep the broken hosts from
+// being rolled back.
+func TestPromoteRegistryFailures(t *testing.T) {
+	run := func(t *testing.T, f *fakePlatform, p *platform.Promotion) error {
+		pr := promoter(f)
+		vc := clock.NewVirtual(t0)
+		pr.Clock = vc
+		return runOn(t, vc, pr, p)
+	}
+	t.Run("a blip before a batch is tried again", func(t *testing.T) {
+		p, f := newPromotion("1")
+		fails := 2
+		f.saveFails = func(p platform.Promotion) bool {
+			if p.Done == 1 && fails > 0 {
+				fails--
+				return true
+			}
+			return false
+		}
+		if err := run(t, f, p); err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if p.Status != platform.Promoted || fails != 0 || len(f.deploys) != 5 {
+			t.Errorf("status %s, refusals left %d, steps %q", p.Status, fails, kinds(f.deploys))
+		}
+	})
+	t.Run("down when a batch fails: rolled back all the same", func(t *testing.T) {
+		p, f := newPromotion("1")
+		f.broken, f.brokenOn = "r2", []string{"lms2"}
+		f.saveFails = func(p platform.Promotion) bool { return p.Phase == platform.PhaseRollback }
+		err := run(t, f, p)
+		if err == nil || !strings.Contains(err.Error(), "connection reset by peer") {
+			t.Errorf("Run: %v, want the registry's error", err)
+		}
+		want := []string{"backup r1 ", "promote r2 lms1", "promote r2 lms2", "rollback r1 lms1,lms2"}
+		if got := kinds(f.deploys); !slices.Equal(got, want) {
+			t.Errorf("steps %q\nwant %q", got, want)
+		}
+		if f.hosts["lms1"] != "r1" || f.hosts["lms2"] != "r1" {
+			t.Errorf("hosts run %v after the rollback", f.hosts)
+		}
+	})
+	t.Run("down for good before a batch: the batch is not deployed", func(t *testing.T) {
+		p, f := newPromotion("1")
+		f.saveFails = func(p platform.Promotion) bool { return p.Done == 2 }
+		err := run(t, f, p)
+		if err == nil || !strings.Contains(err.Error(), "tried for 30s") {
+			t.Errorf("Run: %v", err)
+		}
+		if got := kinds(f.deploys); len(got) != 3 {
+			t.Errorf("steps %q: want the backup and two batches, nothing after the record failed", got)
+		}
+	})
 }

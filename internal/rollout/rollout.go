@@ -121,13 +121,40 @@ func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (unlock 
 	if err != nil {
 		return nil, err
 	}
-	return func() {
+	unlock = func() {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if err := u(ctx); err != nil {
 			pl.Log.Warn("unlock environment", "environment", env, "err", err)
 		}
-	}, nil
+	}
+	if err := pl.closeAbandonedRuns(ctx, env); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
+
+// closeAbandonedRuns records as failed the runs of env still "running" when its lock is free:
+// their labplane ended without recording the end (killed, the machine lost), and Ansible died
+// with it. A check run takes no lock and changes nothing: it is left as it is.
+func (pl *Platform) closeAbandonedRuns(ctx context.Context, env string) error {
+	running, err := pl.Registry.ListRuns(ctx, runs.Filter{Environment: env, Status: runs.Running})
+	if err != nil {
+		return fmt.Errorf("the runs of %s left running: %w", env, err)
+	}
+	for _, r := range running {
+		if r.Options.Check {
+			continue
+		}
+		r.Status, r.FinishedAt = runs.Failed, time.Now()
+		r.Error = "abandoned: the labplane that ran it ended before the run did (its hosts may be part-way); found when " + env + "'s lock was next taken"
+		if err := pl.Registry.FinishRun(ctx, r); err != nil && !errors.Is(err, runs.ErrFinished) {
+			return fmt.Errorf("close run %s, left running: %w", r.ID, err)
+		}
+		pl.Log.Warn("closed a run left running by a labplane that ended", "run", r.ID, "environment", env, "started", r.StartedAt)
+	}
+	return nil
 }
 
 // deployer renders env's inventory for hosts and returns the deployer of its runs.
@@ -176,16 +203,17 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 			return runs.Run{}, err
 		}
 	}
-	d, inv, err := pl.deployer(env, hosts)
-	if err != nil {
-		return runs.Run{}, err
-	}
 	if !req.Options.Check {
+		// before the inventory is rewritten: a deploy or promotion under way reads it
 		unlock, err := pl.lock(ctx, env.Name, "deploy", "")
 		if err != nil {
 			return runs.Run{}, err
 		}
 		defer unlock()
+	}
+	d, inv, err := pl.deployer(env, hosts)
+	if err != nil {
+		return runs.Run{}, err
 	}
 	return d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: req.Release, Kind: runs.Deploy,
 		Options: req.Options, Actor: pl.Actor, Progress: req.Progress})

@@ -102,6 +102,8 @@ func (f Failure) String() string {
 type Filter struct {
 	Environment string
 	Kind        Kind
+	// Status, if set, keeps only the runs with it.
+	Status Status
 	// Limit keeps the newest Limit runs (0: all).
 	Limit int
 }
