@@ -94,12 +94,14 @@ func deployCommand(stdio IO) *cli.Command {
 	return &cli.Command{
 		Name:      "deploy",
 		Usage:     "roll the platform (lms, cms, guacd) out to an environment's hosts with Ansible",
-		UsageText: "labplane deploy ENV [--check] [--diff] [--limit HOSTS] [--tags TAGS] [--release R] [--yes] [--output text|json]",
+		UsageText: "labplane deploy ENV [--check] [--diff] [--limit HOSTS] [--tags TAGS] [--release R] [--allow-downgrade] [--yes] [--output text|json]",
 		Description: "Renders the environment's inventory and runs playbooks/site.yml over SSH: a line per task and host\n" +
 			"while it runs, then each host's recap. The run is recorded in the registry (who, when, release,\n" +
 			"recap per host, duration, the full log's path): `labplane runs list|show`. At a terminal it asks\n" +
 			"first; elsewhere (CI) it needs --yes (not with --check, which changes nothing). Ctrl-C stops\n" +
-			"Ansible cleanly and records the run as cancelled.\n" +
+			"Ansible cleanly and records the run as cancelled. A release the environment ran before the one its\n" +
+			"hosts run now (after a promotion, the spec may still name the older one) is refused without\n" +
+			"--allow-downgrade.\n" +
 			"Exit 0 deployed; 1 a host failed or was unreachable (named, with the task and Ansible's\n" +
 			"message), or the run was interrupted; 2 bad input (the spec, a missing secret variable).",
 		Flags: []cli.Flag{
@@ -108,6 +110,7 @@ func deployCommand(stdio IO) *cli.Command {
 			&cli.StringFlag{Name: "limit", Usage: "only these hosts or groups (Ansible's --limit pattern)"},
 			&cli.StringFlag{Name: "tags", Usage: "only tasks with these tags (comma-separated)"},
 			&cli.StringFlag{Name: "release", Usage: "deploy this release instead of the spec's (its artifact from the spec's pattern)"},
+			&cli.BoolFlag{Name: "allow-downgrade", Usage: "deploy a release the environment ran before the one its hosts run now (refused otherwise)"},
 			&cli.BoolFlag{Name: "yes", Aliases: []string{"y"}, Usage: "do not ask for confirmation (needed when stdin is not a terminal)"},
 			outputFlag,
 		},
@@ -121,7 +124,7 @@ func deployCommand(stdio IO) *cli.Command {
 				return err
 			}
 			defer closeRegistry()
-			run, err := pl.Deploy(c.Context, rollout.DeployRequest{Env: name, Release: c.String("release"),
+			run, err := pl.Deploy(c.Context, rollout.DeployRequest{Env: name, Release: c.String("release"), AllowDowngrade: c.Bool("allow-downgrade"),
 				Options: runs.Options{Check: c.Bool("check"), Diff: c.Bool("diff"), Limit: c.String("limit"), Tags: c.String("tags")},
 				Confirm: func(release string, hosts int) error {
 					return confirm(stdio, c.Bool("yes"), fmt.Sprintf("Deploy release %s to %s (%d hosts)?", release, name, hosts))

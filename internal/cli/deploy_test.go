@@ -42,6 +42,12 @@ func TestDeployCommand(t *testing.T) {
 	if r := s.deployCLI(p, "deploy", "nowhere", "--yes"); r.code != cli.ExitBadInput || !strings.Contains(r.err, `no environment "nowhere" (have: test)`) {
 		t.Errorf("deploy of an unknown environment: %s", r)
 	}
+	for _, rel := range []string{"{{ lookup('pipe','id') }}", "../x"} {
+		if r := s.deployCLI(p, "deploy", testhoststest.Env, "--release", rel, "--yes"); r.code != cli.ExitBadInput ||
+			!strings.Contains(r.err, "--release: ") || !strings.Contains(r.err, "is not a release name") {
+			t.Errorf("deploy --release %q: %s", rel, r)
+		}
+	}
 
 	r := s.deployCLI(p, "deploy", testhoststest.Env, "--yes")
 	if r.code != cli.ExitOK {

@@ -142,6 +142,18 @@ func TestPromoteGateAndLock(t *testing.T) {
 		t.Errorf("release show of a release never deployed: %s", r)
 	}
 
+	// a secret of the target missing: refused before the gate, nothing started
+	t.Setenv("LABPLANE_PROMOTE_TEST_SECRET", "")
+	r = run("promote", "--from", "staging", "--to", "production", "--yes")
+	if r.code != cli.ExitBadInput || !strings.Contains(r.err, "secrets.secret_key: environment variable LABPLANE_PROMOTE_TEST_SECRET is not set") ||
+		strings.Contains(r.out, "GATE") || strings.Contains(r.err, "rollback") {
+		t.Errorf("promote with the target's secret missing: %s", r)
+	}
+	if ps, err := st.ListPromotions(t.Context(), "production"); err != nil || len(ps) != 0 {
+		t.Errorf("promotions recorded after a refusal: %v %v", ps, err)
+	}
+	t.Setenv("LABPLANE_PROMOTE_TEST_SECRET", "secret-value-123")
+
 	// the gate passes after the soak time, and the plan has a batch per host (serial 1)
 	r = run("promote", "--from", "staging", "--to", "production", "--serial", "1", "--dry-run", "--output", "json")
 	var res struct {
@@ -173,7 +185,7 @@ func TestPromoteGateAndLock(t *testing.T) {
 	// one deploy or promotion per environment: the second is told who holds it
 	holder := platform.Lock{Environment: "production", Kind: "promote", Holder: "0194-other", Actor: "ci:pipeline-7",
 		PID: 4242, Host: "runner-3", Since: now}
-	unlock, err := s.open().LockEnvironment(t.Context(), holder)
+	_, unlock, err := s.open().LockEnvironment(t.Context(), holder)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,6 +204,17 @@ func TestPromoteGateAndLock(t *testing.T) {
 	// a dry run takes no lock, and the lock is free again
 	if r := run("promote", "--from", "staging", "--to", "production", "--dry-run"); r.code != cli.ExitOK {
 		t.Errorf("dry run after unlock: %s", r)
+	}
+
+	// once production runs r2 (a promotion), its spec's r1 is a downgrade: refused before Ansible
+	record("run-p2", "production", "r2", time.Hour, runs.Succeeded, "lms1", "lms2", "cms1", "guacd1")
+	r = run("deploy", "production", "--yes")
+	if r.code != cli.ExitBadInput || !strings.Contains(r.err, "production runs r2 on lms1, a release production got after r1") ||
+		!strings.Contains(r.err, "set release: r2 in ") || !strings.Contains(r.err, "--allow-downgrade") {
+		t.Errorf("deploy production (spec r1) while it runs r2: %s", r)
+	}
+	if rs, err := st.ListRuns(t.Context(), runs.Filter{Environment: "production"}); err != nil || len(rs) != 2 {
+		t.Errorf("production's runs after a refused deploy: %d, %v", len(rs), err)
 	}
 }
 

@@ -198,6 +198,15 @@ type secretValues [][]byte
 // minSecretLen: shorter values would hide innocent text, and are no secrets anyway.
 const minSecretLen = 6
 
+// CheckSecrets tells, before anything is asked or run, whether every secret env references
+// from labplane's environment is set: a *BadInputError naming each one missing.
+func CheckSecrets(env *envspec.Environment) error {
+	if _, err := readSecrets(env); err != nil {
+		return &BadInputError{err}
+	}
+	return nil
+}
+
 func readSecrets(env *envspec.Environment) (secretValues, error) {
 	var vals secretValues
 	var missing []string

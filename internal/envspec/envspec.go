@@ -206,8 +206,8 @@ func Parse(file string, raw []byte) (*Environment, error) {
 func (e *Environment) validate(v *validator) {
 	if e.Release == "" {
 		v.Add("release", "required: the edx-platform release to deploy")
-	} else if strings.ContainsAny(e.Release, "/ \t\n{}") {
-		v.Add("release", "%q must not contain slashes, spaces or braces (it names a directory on the hosts)", e.Release)
+	} else if err := CheckRelease(e.Release); err != nil {
+		v.Add("release", "%s", err)
 	}
 	if e.Artifact == "" {
 		v.Add("artifact", "required: the release artifact's URL or path ({release} is replaced by the release)")
@@ -224,6 +224,18 @@ func (e *Environment) validate(v *validator) {
 	e.validateSettings(v)
 	e.validateSecrets(v)
 	e.validateRollout(v)
+}
+
+var releasePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// CheckRelease checks a release's name, from a spec or a flag: it names a directory on the
+// hosts and is handed to Ansible, so it is a plain name (letters, digits, . _ + -, not
+// starting with a dot or a dash; no slashes, spaces or braces).
+func CheckRelease(r string) error {
+	if !releasePattern.MatchString(r) {
+		return fmt.Errorf("%q is not a release name: use letters, digits, '.', '_', '+' and '-', starting with a letter or digit, at most 128 (it names a directory on the hosts)", r)
+	}
+	return nil
 }
 
 var hostNamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)

@@ -74,7 +74,12 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 		{"no release", func(s string) string { return strings.Replace(s, "release: olive.1\n", "", 1) },
 			[]string{"release: required"}},
 		{"release with a slash", func(s string) string { return strings.Replace(s, "olive.1", "olive/1", 1) },
-			[]string{`release: "olive/1" must not contain slashes`}},
+			[]string{`release: "olive/1" is not a release name`}},
+		{"release that Ansible would template", func(s string) string {
+			return strings.Replace(s, "olive.1", `"{{ lookup('pipe','id') }}"`, 1)
+		}, []string{`is not a release name`}},
+		{"release that leaves the releases directory", func(s string) string { return strings.Replace(s, "olive.1", `".."`, 1) },
+			[]string{`release: ".." is not a release name`}},
 		{"a secret written inline", func(s string) string {
 			return strings.Replace(s, "secret_key: {env: STAGING_SECRET_KEY}", "secret_key: hunter2-very-secret", 1)
 		}, []string{"secrets.secret_key: line", "must not be written here"}},

@@ -55,6 +55,32 @@ func HostStates(rs []runs.Run) map[string]HostState {
 	return out
 }
 
+// Downgrade tells whether deploying rel would take one of hosts back to a release the
+// environment ran before the one the host runs now (by the environment's runs, in any order):
+// the first such host and what it runs. A release the environment never ran is no downgrade.
+func Downgrade(rs []runs.Run, hosts []string, rel string) (host, running string, ok bool) {
+	first := map[string]time.Time{} // when the environment first ran each release
+	for _, r := range rs {
+		if counts(r) && len(r.Recap) > 0 {
+			if t, seen := first[r.Release]; !seen || r.StartedAt.Before(t) {
+				first[r.Release] = r.StartedAt
+			}
+		}
+	}
+	since, seen := first[rel]
+	if !seen {
+		return "", "", false
+	}
+	states := HostStates(rs)
+	for _, h := range hosts {
+		cur := states[h].Release
+		if cur != "" && cur != rel && since.Before(first[cur]) {
+			return h, cur, true
+		}
+	}
+	return "", "", false
+}
+
 // Deployed is the release every one of hosts runs, and since when all of them do; ok is false
 // when a host runs another release, failed its last run, or was never deployed to.
 func Deployed(states map[string]HostState, hosts []string) (release string, since time.Time, ok bool) {

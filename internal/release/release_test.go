@@ -69,6 +69,38 @@ func TestHostStates(t *testing.T) {
 	}
 }
 
+func TestDowngrade(t *testing.T) {
+	both := []string{"lms1", "lms2"}
+	promoted := []runs.Run{run("a", "r1", 0, runs.Succeeded, both), run("b", "r2", 10, runs.Succeeded, both)}
+	rolledBack := append(slices.Clone(promoted), run("c", "r3", 20, runs.Failed, []string{"lms1"}, "lms1"),
+		run("d", "r2", 30, runs.Succeeded, []string{"lms1"}))
+	backup := run("e", "r1", 40, runs.Succeeded, both)
+	backup.Options.Tags = "backup"
+	tests := []struct {
+		name    string
+		rs      []runs.Run
+		rel     string
+		host    string
+		running string
+	}{
+		{name: "the release it ran before the promoted one", rs: promoted, rel: "r1", host: "lms1", running: "r2"},
+		{name: "the release it runs", rs: promoted, rel: "r2"},
+		{name: "a release never run there", rs: promoted, rel: "r0"},
+		{name: "after a rollback, the rolled-back release again", rs: rolledBack, rel: "r3"},
+		{name: "after a rollback, the one before", rs: rolledBack, rel: "r1", host: "lms1", running: "r2"},
+		{name: "a backup run of the old release deploys nothing", rs: append(slices.Clone(promoted), backup), rel: "r1", host: "lms1", running: "r2"},
+		{name: "nothing run yet", rel: "r1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			host, running, ok := release.Downgrade(tt.rs, both, tt.rel)
+			if host != tt.host || running != tt.running || ok != (tt.host != "") {
+				t.Errorf("Downgrade to %s = %q, %q, %v; want %q, %q", tt.rel, host, running, ok, tt.host, tt.running)
+			}
+		})
+	}
+}
+
 func TestGate(t *testing.T) {
 	good := []runs.Run{run("1", "r1", 0, runs.Succeeded, srcHosts), run("2", "r2", 10, runs.Succeeded, srcHosts)}
 	tests := []struct {

@@ -1,12 +1,16 @@
 package rollout
 
 import (
+	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -31,7 +35,7 @@ func TestLockClosesRunsLeftRunning(t *testing.T) {
 		}
 	}
 	pl := &Platform{Registry: st, Actor: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	unlock, err := pl.lock(ctx, "production", "deploy", "")
+	_, unlock, err := pl.lock(ctx, "production", "deploy", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,5 +49,50 @@ func TestLockClosesRunsLeftRunning(t *testing.T) {
 		if r.Status != status || (status == runs.Failed && (r.FinishedAt.IsZero() || r.Error == "")) {
 			t.Errorf("run %s: %s at %v (%q), want %s", id, r.Status, r.FinishedAt, r.Error, status)
 		}
+	}
+}
+
+// losingRegistry is the store, with an environment lock the test can make lost.
+type losingRegistry struct {
+	*store.Store
+	lose context.CancelCauseFunc
+}
+
+func (r *losingRegistry) LockEnvironment(ctx context.Context, l platform.Lock) (context.Context, func(context.Context) error, error) {
+	held, unlock, err := r.Store.LockEnvironment(ctx, l)
+	if err != nil {
+		return nil, nil, err
+	}
+	lost, lose := context.WithCancelCause(held)
+	r.lose = lose
+	return lost, unlock, nil
+}
+
+// Work under an environment's lock stops when the lock is lost, and says why.
+func TestLockLostStopsTheWork(t *testing.T) {
+	st, err := store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "labplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	reg := &losingRegistry{Store: st}
+	pl := &Platform{Registry: reg, Actor: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	locked, unlock, err := pl.lock(t.Context(), "production", "promote", "p1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	if locked.Err() != nil {
+		t.Fatal("the work's context is done while the lock is held")
+	}
+	reg.lose(errors.New("connection reset"))
+	select {
+	case <-locked.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the work goes on after the lock was lost")
+	}
+	err = lockLost(locked, ErrInterrupted)
+	if !errors.Is(err, ErrInterrupted) || !errors.Is(err, ErrLockLost) || !strings.Contains(err.Error(), "connection reset") {
+		t.Errorf("error %v: want the interruption, the lost lock and why", err)
 	}
 }

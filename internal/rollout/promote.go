@@ -73,6 +73,10 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	if err != nil {
 		return PromoteResult{}, err
 	}
+	// before the gate: a promotion that cannot deploy must not start (nor be rolled back)
+	if err := deploy.CheckSecrets(env); err != nil {
+		return PromoteResult{}, err
+	}
 	serial := req.Serial
 	if serial == "" {
 		serial = env.Rollout.Serial
@@ -95,11 +99,12 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 				holder = ps[0].ID
 			}
 		}
-		unlock, err := pl.lock(ctx, req.To, "promote", holder)
+		locked, unlock, err := pl.lock(ctx, req.To, "promote", holder)
 		if err != nil {
 			return PromoteResult{}, err
 		}
 		defer unlock()
+		ctx = locked
 	}
 
 	// what the target runs, and a promotion of it left unfinished
@@ -176,7 +181,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	case req.Backup == "tags":
 		pr.Backup = dep
 	}
-	err = pr.Run(ctx, &p)
+	err = lockLost(ctx, pr.Run(ctx, &p))
 	result.Promotion = &p
 	if err != nil {
 		result.Error = err.Error()

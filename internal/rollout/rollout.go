@@ -20,6 +20,7 @@ import (
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
 )
 
@@ -44,7 +45,7 @@ type Registry interface {
 	ListRuns(ctx context.Context, f runs.Filter) ([]runs.Run, error)
 	ListPromotions(ctx context.Context, target string) ([]platform.Promotion, error)
 	SavePromotion(ctx context.Context, p platform.Promotion) error
-	LockEnvironment(ctx context.Context, l platform.Lock) (unlock func(context.Context) error, err error)
+	LockEnvironment(ctx context.Context, l platform.Lock) (held context.Context, unlock func(context.Context) error, err error)
 }
 
 // Platform is one project's platform: its environments (Inventories/ENV/environment.yml), its
@@ -113,26 +114,46 @@ func (pl *Platform) state(parts ...string) (string, error) {
 }
 
 // lock takes the environment's lock (one deploy or promotion at a time); holder names the
-// promotion, if any.
-func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (unlock func(), err error) {
+// promotion, if any. The work goes on under locked, a ctx that is cancelled if the lock is
+// lost (the registry's connection dropped: another labplane may take the environment), its
+// cause saying so; unlock ends it and releases the lock.
+func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (locked context.Context, unlock func(), err error) {
 	host, _ := os.Hostname()
-	u, err := pl.Registry.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: pl.Actor,
+	held, u, err := pl.Registry.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: pl.Actor,
 		PID: os.Getpid(), Host: host, Since: time.Now()})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	locked, lose := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(held, func() {
+		lose(fmt.Errorf("%w: the lock of %s was lost (%w); stopped, as another labplane may take %s now",
+			ErrLockLost, env, context.Cause(held), env))
+	})
 	unlock = func() {
+		stop()
+		lose(nil)
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if err := u(ctx); err != nil {
 			pl.Log.Warn("unlock environment", "environment", env, "err", err)
 		}
 	}
-	if err := pl.closeAbandonedRuns(ctx, env); err != nil {
+	if err := pl.closeAbandonedRuns(locked, env); err != nil {
 		unlock()
-		return nil, err
+		return nil, nil, err
 	}
-	return unlock, nil
+	return locked, unlock, nil
+}
+
+// ErrLockLost: the environment's lock was lost while a deploy or promotion ran under it.
+var ErrLockLost = errors.New("environment lock lost")
+
+// lockLost adds to err why the work stopped, when it stopped because the lock was lost.
+func lockLost(locked context.Context, err error) error {
+	if err != nil && errors.Is(context.Cause(locked), ErrLockLost) {
+		return fmt.Errorf("%w (%w)", err, context.Cause(locked))
+	}
+	return err
 }
 
 // closeAbandonedRuns records as failed the runs of env still "running" when its lock is free:
@@ -170,12 +191,31 @@ func (pl *Platform) deployer(env *envspec.Environment, hosts map[string][]platfo
 	return deploy.Deployer{Registry: pl.Registry, Project: pl.Project, LogDir: logDir, Now: time.Now, Log: pl.Log}, inv, nil
 }
 
+// refuseDowngrade refuses to deploy rel where a host runs a release the environment got after
+// rel (by a promotion, or a deploy with --release).
+func (pl *Platform) refuseDowngrade(ctx context.Context, env *envspec.Environment, hosts map[string][]platform.Host, rel string) error {
+	rs, err := pl.Registry.ListRuns(ctx, runs.Filter{Environment: env.Name})
+	if err != nil {
+		return err
+	}
+	host, running, ok := release.Downgrade(rs, release.HostNames(release.Targets(hosts, env.Ports())), rel)
+	if !ok {
+		return nil
+	}
+	return invalid("%s runs %s on %s, a release %s got after %s: deploying %s would take it back "+
+		"(set release: %s in %s after a promotion; pass --allow-downgrade to go back on purpose)",
+		env.Name, running, host, env.Name, rel, rel, running, env.File)
+}
+
 // DeployRequest is one deploy of an environment.
 type DeployRequest struct {
 	Env string
 	// Release overrides the spec's; empty: the spec's.
 	Release string
 	Options runs.Options
+	// AllowDowngrade deploys a release the environment ran before the one its hosts run
+	// (refused otherwise: after a promotion, the spec may still name the release before it).
+	AllowDowngrade bool
 	// Confirm is asked before anything changes (not for a check run), with the release and
 	// the number of hosts; an error stops the deploy.
 	Confirm func(release string, hosts int) error
@@ -193,6 +233,8 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 	rel := req.Release
 	if rel == "" {
 		rel = env.Release
+	} else if err := envspec.CheckRelease(rel); err != nil {
+		return runs.Run{}, invalid("--release: %w", err)
 	}
 	if !req.Options.Check && req.Confirm != nil {
 		n := 0
@@ -205,16 +247,23 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 	}
 	if !req.Options.Check {
 		// before the inventory is rewritten: a deploy or promotion under way reads it
-		unlock, err := pl.lock(ctx, env.Name, "deploy", "")
+		locked, unlock, err := pl.lock(ctx, env.Name, "deploy", "")
 		if err != nil {
 			return runs.Run{}, err
 		}
 		defer unlock()
+		ctx = locked
+		if !req.AllowDowngrade {
+			if err := pl.refuseDowngrade(ctx, env, hosts, rel); err != nil {
+				return runs.Run{}, err
+			}
+		}
 	}
 	d, inv, err := pl.deployer(env, hosts)
 	if err != nil {
 		return runs.Run{}, err
 	}
-	return d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: req.Release, Kind: runs.Deploy,
+	run, err := d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: req.Release, Kind: runs.Deploy,
 		Options: req.Options, Actor: pl.Actor, Progress: req.Progress})
+	return run, lockLost(ctx, err)
 }

@@ -89,21 +89,22 @@ func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]pl
 }
 
 // LockEnvironment takes the environment for one deploy or promotion, without waiting. The
-// exclusion is TryLock("env:ENV"), which ends with the process that holds it (a crash leaves
+// exclusion is TryHold("env:ENV"), which ends with the process that holds it (a crash leaves
 // nothing to clean up); the env_locks row names the holder for whoever is refused, who gets a
-// *platform.LockedError. unlock releases both.
-func (s *Store) LockEnvironment(ctx context.Context, l platform.Lock) (unlock func(context.Context) error, err error) {
+// *platform.LockedError. held is done once the lock is released or lost (PostgreSQL's
+// connection dropped: context.Cause says ErrLockLost); unlock releases both.
+func (s *Store) LockEnvironment(ctx context.Context, l platform.Lock) (held context.Context, unlock func(context.Context) error, err error) {
 	defer markUnavailable(&err)
-	tryUnlock, ok, err := s.TryLock(ctx, "env:"+l.Environment)
+	held, tryUnlock, ok, err := s.TryHold(ctx, "env:"+l.Environment)
 	if err != nil {
-		return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+		return nil, nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
 	}
 	if !ok {
-		held, err := s.environmentLock(ctx, l.Environment)
+		holder, err := s.environmentLock(ctx, l.Environment)
 		if err != nil {
-			return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+			return nil, nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
 		}
-		return nil, &platform.LockedError{Environment: l.Environment, Held: held}
+		return nil, nil, &platform.LockedError{Environment: l.Environment, Held: holder}
 	}
 	_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO env_locks (environment, kind, holder, actor, pid, host, since)
 		VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -112,9 +113,9 @@ func (s *Store) LockEnvironment(ctx context.Context, l platform.Lock) (unlock fu
 		l.Environment, l.Kind, l.Holder, l.Actor, l.PID, l.Host, s.timeArg(l.Since))
 	if err != nil {
 		_ = tryUnlock(ctx)
-		return nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
+		return nil, nil, fmt.Errorf("lock environment %s: %w", l.Environment, err)
 	}
-	return func(ctx context.Context) error {
+	return held, func(ctx context.Context) error {
 		_, derr := s.db.ExecContext(ctx, s.q(`DELETE FROM env_locks WHERE environment = ? AND pid = ? AND host = ?`),
 			l.Environment, l.PID, l.Host)
 		return errors.Join(derr, tryUnlock(ctx))

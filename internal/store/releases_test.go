@@ -60,13 +60,13 @@ func TestLockEnvironment(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
 		holder := platform.Lock{Environment: "production", Kind: "promote", Holder: "0194-p", Actor: "ci", PID: 42, Host: "runner-1", Since: at(5)}
-		unlock, err := e.s.LockEnvironment(ctx, holder)
+		_, unlock, err := e.s.LockEnvironment(ctx, holder)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// another process is refused, and told who holds it
 		other := e.open(t)
-		_, err = other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
+		_, _, err = other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
 		var locked *platform.LockedError
 		if !errors.As(err, &locked) || locked.Held.Holder != "0194-p" || locked.Held.PID != 42 || !locked.Held.Since.Equal(norm(at(5))) {
 			t.Fatalf("second lock: %v (%+v), want a LockedError naming the holder", err, locked)
@@ -77,7 +77,7 @@ func TestLockEnvironment(t *testing.T) {
 			}
 		}
 		// another environment is free
-		u2, err := other.LockEnvironment(ctx, platform.Lock{Environment: "staging", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
+		_, u2, err := other.LockEnvironment(ctx, platform.Lock{Environment: "staging", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(6)})
 		if err != nil {
 			t.Fatalf("lock of another environment: %v", err)
 		}
@@ -87,7 +87,7 @@ func TestLockEnvironment(t *testing.T) {
 		if err := unlock(ctx); err != nil {
 			t.Fatal(err)
 		}
-		u3, err := other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(7)})
+		_, u3, err := other.LockEnvironment(ctx, platform.Lock{Environment: "production", Kind: "deploy", Actor: "ann", PID: 7, Host: "laptop", Since: at(7)})
 		if err != nil {
 			t.Fatalf("lock after unlock: %v", err)
 		}
@@ -100,7 +100,7 @@ func TestLockEnvironment(t *testing.T) {
 		// PostgreSQL ends the dead session's advisory locks when it notices the connection is gone
 		var u4 func(context.Context) error
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if u4, err = e.s.LockEnvironment(ctx, holder); err == nil || !errors.As(err, &locked) || time.Now().After(deadline) {
+			if _, u4, err = e.s.LockEnvironment(ctx, holder); err == nil || !errors.As(err, &locked) || time.Now().After(deadline) {
 				break
 			}
 		}
