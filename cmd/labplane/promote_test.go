@@ -224,7 +224,8 @@ func assertReleases(t *testing.T, p *testhoststest.Platform, release string) {
 //
 //   - r1 on production, r2 on staging; the gate refuses r2 while it is too fresh;
 //   - r2 promoted to production in 3 batches (lms1+lms2, cms1, guacd1: the target's
-//     rollout.serial, 100%), after the backup: every host reports r2;
+//     rollout.serial, 100%), after the backup: every host reports r2; a routine deploy of
+//     production, whose spec still says r1, is refused as a downgrade;
 //   - r3 (broken on lms2 only: its /heartbeat answers 503 there) on staging, where it is healthy;
 //     its promotion is started, a second promotion at once is refused naming it, and it is
 //     interrupted (the context cancelled, as Ctrl-C does) while Ansible deploys batch 2 of 4
@@ -325,6 +326,18 @@ func TestPromoteOverSSH(t *testing.T) {
 		backups, _ := filepath.Glob(filepath.Join(production.Set.UpperDir("lms2"), "edx/var/backups/edxapp-lms-r1-*.sqlite3"))
 		if len(backups) != 1 {
 			t.Errorf("lms2's backups of r1's database: %v", backups)
+		}
+	})
+
+	step("a routine deploy of production after the promotion does not take r1 back", func(t *testing.T) {
+		// production's spec still says r1: the registry knows its hosts got r2 after it
+		r := lp.run(ctx, "deploy", "production", "--yes")
+		if r.code != cli.ExitBadInput || !strings.Contains(r.err, "production runs r2 on lms1, a release production got after r1") ||
+			!strings.Contains(r.err, "--allow-downgrade") {
+			t.Errorf("deploy production (spec r1) after r2 was promoted: %s", r)
+		}
+		if n := len(lp.runsOf(t, "production")); n != 5 {
+			t.Errorf("production has %d runs after a refused deploy, want 5", n)
 		}
 	})
 
