@@ -339,12 +339,8 @@ func (e *Environment) validateSSH(v *validator) {
 
 func (e *Environment) validateSettings(v *validator) {
 	s := &e.Settings
-	if s.LMSSiteName == "" {
-		v.Add("settings.lms_site_name", "required: the LMS's public name, such as lms.example.com")
-	}
-	if s.CMSSiteName == "" {
-		v.Add("settings.cms_site_name", "required: the CMS's public name, such as studio.example.com")
-	}
+	siteName(v, "settings.lms_site_name", s.LMSSiteName, "the LMS's public name, such as lms.example.com")
+	siteName(v, "settings.cms_site_name", s.CMSSiteName, "the CMS's public name, such as studio.example.com")
 	port(v, "settings.lms_port", &s.LMSPort, DefaultLMSPort)
 	port(v, "settings.cms_port", &s.CMSPort, DefaultCMSPort)
 	port(v, "settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
@@ -371,6 +367,19 @@ func (e *Environment) validateSettings(v *validator) {
 		v.Add("settings.database.host", "required for %s", d.Engine)
 	}
 	port(v, "settings.database.port", &d.Port, 0) // 0: the engine's default
+}
+
+// siteNamePattern is a DNS name: it goes into nginx's server_name and Django's ALLOWED_HOSTS.
+var siteNamePattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
+
+// siteName checks a public host name field.
+func siteName(v *validator, field, name, what string) {
+	switch {
+	case name == "":
+		v.Add(field, "required: %s", what)
+	case len(name) > 253 || !siteNamePattern.MatchString(name):
+		v.Add(field, "%q is not a host name (letters, digits, '-' and dots; it goes into nginx's server_name)", name)
+	}
 }
 
 // port checks a port field; an absent one (0) becomes def.

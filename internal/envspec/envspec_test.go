@@ -78,6 +78,9 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 		{"release that Ansible would template", func(s string) string {
 			return strings.Replace(s, "olive.1", `"{{ lookup('pipe','id') }}"`, 1)
 		}, []string{`is not a release name`}},
+		{"site name that nginx would read as directives", func(s string) string {
+			return strings.Replace(s, "lms_site_name: lms.example.com", `lms_site_name: "x; return 302 http://evil"`, 1)
+		}, []string{`settings.lms_site_name: "x; return 302 http://evil" is not a host name`}},
 		{"release that leaves the releases directory", func(s string) string { return strings.Replace(s, "olive.1", `".."`, 1) },
 			[]string{`release: ".." is not a release name`}},
 		{"a secret written inline", func(s string) string {
