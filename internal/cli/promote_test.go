@@ -297,3 +297,55 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 		t.Errorf("recorded %+v %v", p, err)
 	}
 }
+
+// A promotion interrupted while it rolled back is carried on with --resume whatever the source
+// runs meanwhile: going back needs no gate. (The rollback's deploy then fails here, as there
+// is no host at the target's addresses: what counts is that it is attempted, not refused.)
+func TestPromoteResumesARollbackWhateverTheSource(t *testing.T) {
+	t.Setenv("LABPLANE_PROMOTE_TEST_SECRET", "secret-value-123")
+	s := newSite(t, registryOnly)
+	inv := filepath.Join(s.dir, "inventories")
+	rel := "r3" // staging has moved on since the promotion of r2
+	lms, cms, guacd := servePlatform(t, &rel)
+	writeEnv(t, inv, "staging", "r3", lms, cms, guacd, `  lms: [{name: s-lms1, address: 127.0.0.1}]
+  cms: [{name: s-cms1, address: 127.0.0.1}]
+  guacd: [{name: s-guacd1, address: 127.0.0.1}]`)
+	writeEnv(t, inv, "production", "r1", lms, cms, guacd, `  lms: [{name: lms1, address: 127.0.0.2}]
+  cms: [{name: cms1, address: 127.0.0.4}]
+  guacd: [{name: guacd1, address: 127.0.0.5}]`)
+	st := s.open()
+	now := time.Now()
+	for _, r := range []runs.Run{
+		{ID: "run-p1", Environment: "production", Release: "r1", StartedAt: now.Add(-48 * time.Hour)},
+		{ID: "run-s3", Environment: "staging", Release: "r3", StartedAt: now.Add(-2 * time.Hour)},
+	} {
+		r.Kind, r.Actor = runs.Deploy, "ci"
+		if err := st.CreateRun(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+		r.Status, r.FinishedAt, r.Recap = runs.Succeeded, r.StartedAt.Add(time.Minute), map[string]runs.HostRecap{}
+		if err := st.FinishRun(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	interrupted := platform.Promotion{ID: "0194-rolling-back", From: "staging", To: "production", Release: "r2", Previous: "r1",
+		Actor: "ci", StartedAt: now.Add(-time.Hour), Status: platform.Interrupted, Phase: platform.PhaseRollback, Serial: "100%",
+		Batches: []platform.Batch{{Hosts: []string{"lms1"}}, {Hosts: []string{"cms1"}}, {Hosts: []string{"guacd1"}}},
+		Done: 1, FailedBatch: 1, Error: "batch 2 of 3 (cms1) failed on cms1: 503"}
+	if err := st.SavePromotion(t.Context(), interrupted); err != nil {
+		t.Fatal(err)
+	}
+	r := s.run("--project", moduleRoot(t), "--inventories", inv, "--state-dir", s.dir+"/state",
+		"promote", "--from", "staging", "--to", "production", "--yes", "--resume")
+	if r.code == cli.ExitBadInput || strings.Contains(r.err, "not staging's r3") {
+		t.Fatalf("the resumed rollback was refused: %s", r)
+	}
+	p, err := st.GetPromotion(t.Context(), interrupted.ID)
+	if err != nil || p.Status != platform.PromotionFailed || !strings.Contains(p.Error, "rollback: ") || len(p.Runs) != 1 {
+		t.Fatalf("recorded %+v %v\n%s", p, err, r)
+	}
+	if run, err := st.GetRun(t.Context(), p.Runs[0]); err != nil || run.Kind != runs.Rollback || run.Release != "r1" ||
+		run.Options.Limit != "lms1,cms1" {
+		t.Errorf("the rollback's run %+v %v", run, err)
+	}
+}

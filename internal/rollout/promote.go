@@ -133,6 +133,11 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	switch {
 	case req.Resume && unfinished == nil:
 		return PromoteResult{}, invalid("--resume: no interrupted promotion to %s", req.To)
+	case req.Resume && unfinished.From == req.From && unfinished.Phase == platform.PhaseRollback:
+		// going back to what the target ran before: whatever the source runs now, no gate
+		p = *unfinished
+		batches = p.Batches
+		verdict = release.Verdict{Source: req.From, Release: p.Release, Pass: true, Soak: verdict.Soak, Hosts: verdict.Hosts, Health: verdict.Health}
 	case req.Resume && (unfinished.From != req.From || unfinished.Release != verdict.Release):
 		return PromoteResult{}, invalid("--resume: the interrupted promotion to %s is %s's %s (promotion %s), not %s's %s",
 			req.To, unfinished.From, unfinished.Release, unfinished.ID, req.From, verdict.Release)
