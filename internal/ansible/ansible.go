@@ -14,6 +14,7 @@ import (
 	osexec "os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,6 +103,9 @@ type Event struct {
 	// Msg is Ansible's message for a failed or unreachable host. (The callback does not say
 	// whether a failure is ignored by the play: the recap does.)
 	Msg string
+	// Result is the host's result as Ansible reported it (ok and changed events: what a task
+	// registered, such as a stat).
+	Result json.RawMessage
 }
 
 // Kind is what an event reports.
@@ -178,11 +182,11 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 		env[k] = v
 	}
 	st := &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]runs.HostRecap{}}}
-	proc := &interruptible{grace: p.Grace, exited: make(chan struct{})}
+	// the directory and environment are set by interruptible: go-ansible sets them only on
+	// an *exec.Cmd, and interruptible's command is guarded
+	proc := &interruptible{grace: p.Grace, exited: make(chan struct{}), dir: p.Dir, env: env.Environ()}
 	exe := execute.NewDefaultExecute(
 		execute.WithCmd(p.command()),
-		execute.WithCmdRunDir(p.Dir),
-		execute.WithEnvVars(env),
 		execute.WithExecutable(proc),
 		execute.WithWrite(stdoutSink{}),
 		execute.WithWriteError(stderrSink{}),
@@ -211,6 +215,8 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 // to the end before it waits for the process, so a task left running would hold it).
 type interruptible struct {
 	grace  time.Duration
+	dir    string
+	env    []string      // added to labplane's environment
 	cmd    *osexec.Cmd   // the one started, to read its exit status
 	exited chan struct{} // closed by Run when the command is done
 }
@@ -222,10 +228,9 @@ func (i *interruptible) Command(name string, arg ...string) goexec.Cmder {
 func (i *interruptible) CommandContext(ctx context.Context, name string, arg ...string) goexec.Cmder {
 	cmd := osexec.CommandContext(ctx, name, arg...)
 	i.cmd = cmd
-	// Pdeathsig: if labplane dies (SIGKILL, a crash), ansible-playbook gets Ctrl-C instead of
-	// going on deploying, orphaned, while the environment's lock is already free. SIGINT, not
-	// SIGTERM: on SIGTERM Ansible's workers and their commands go on (seen with 2.14).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGINT}
+	// stdin stays /dev/null: Ansible must not wait for an answer from labplane's terminal
+	cmd.Dir, cmd.Env = i.dir, append(os.Environ(), i.env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		group := -cmd.Process.Pid
 		go func() {
@@ -237,7 +242,56 @@ func (i *interruptible) CommandContext(ctx context.Context, name string, arg ...
 		}()
 		return syscall.Kill(group, syscall.SIGINT)
 	}
-	return cmd
+	return &guarded{Cmd: cmd, grace: i.grace}
+}
+
+// guarded is ansible-playbook with a watchdog: if labplane dies (SIGKILL, a crash) while
+// Ansible runs, nothing may go on deploying, orphaned, while the environment's lock is
+// already free. The watchdog, a shell, waits on a pipe from labplane: when labplane ends the
+// run it says "done"; when labplane dies the pipe closes, and the watchdog sends Ansible's
+// process group Ctrl-C, then SIGKILL after the grace. (The kernel's parent-death signal is
+// not enough: it reaches ansible-playbook only, and Ansible's workers and their commands go
+// on after SIGTERM, and after a SIGINT that comes while Ansible starts: both seen with 2.14.)
+type guarded struct {
+	*osexec.Cmd
+	grace    time.Duration
+	watchdog *osexec.Cmd
+	done     io.WriteCloser
+}
+
+// watchdogScript: $1 is the process group, $2 the grace in tenths of a second.
+const watchdogScript = `read -r line; [ "$line" = done ] && exit 0
+kill -INT -"$1" 2>/dev/null
+i=0; while kill -0 -"$1" 2>/dev/null && [ "$i" -lt "$2" ]; do sleep 0.1; i=$((i+1)); done
+kill -KILL -"$1" 2>/dev/null; exit 0`
+
+func (g *guarded) Start() error {
+	if err := g.Cmd.Start(); err != nil {
+		return err
+	}
+	w := osexec.Command("/bin/sh", "-c", watchdogScript, "watchdog", strconv.Itoa(g.Cmd.Process.Pid), strconv.Itoa(int(g.grace/(100*time.Millisecond))))
+	w.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	done, err := w.StdinPipe()
+	if err == nil {
+		err = w.Start()
+	}
+	if err != nil { // no run without its guard
+		syscall.Kill(-g.Cmd.Process.Pid, syscall.SIGKILL) //nolint:errcheck // gone already is fine
+		g.Cmd.Wait()                                      //nolint:errcheck // killed
+		return fmt.Errorf("start ansible-playbook's watchdog: %w", err)
+	}
+	g.watchdog, g.done = w, done
+	return nil
+}
+
+func (g *guarded) Wait() error {
+	err := g.Cmd.Wait()
+	if g.watchdog != nil {
+		fmt.Fprintln(g.done, "done") //nolint:errcheck // a watchdog gone has nothing to do
+		g.done.Close()
+		g.watchdog.Wait() //nolint:errcheck // its status says nothing about the run
+	}
+	return err
 }
 
 // stdoutSink and stderrSink tell stream.Print which of Ansible's outputs it reads.
@@ -335,7 +389,7 @@ type jsonlEvent struct {
 	Timestamp time.Time                  `json:"_timestamp"`
 	Play      *struct{ Name string }     `json:"play"`
 	Task      *struct{ Name string }     `json:"task"`
-	Hosts     map[string]hostResult      `json:"hosts"`
+	Hosts     map[string]json.RawMessage `json:"hosts"`
 	Stats     map[string]json.RawMessage `json:"stats"`
 }
 
@@ -412,8 +466,12 @@ func (s *stream) handle(raw json.RawMessage) {
 	}
 	sort.Strings(hosts)
 	for _, h := range hosts {
-		r := ev.Hosts[h]
+		var r hostResult
+		_ = json.Unmarshal(ev.Hosts[h], &r) // a result of another shape: no message, no change
 		e := Event{Kind: kind, At: ev.Timestamp, Play: s.play, Task: task, Host: h}
+		if kind == OK {
+			e.Result = ev.Hosts[h]
+		}
 		switch {
 		case kind == OK && r.Changed:
 			e.Kind = Changed

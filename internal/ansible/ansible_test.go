@@ -230,10 +230,13 @@ var errAny = errors.New("any error")
 
 // A labplane killed while Ansible runs takes Ansible with it: nothing goes on deploying with
 // the environment's lock already free. The test runs itself again as the labplane that is
-// killed (SIGKILL: no chance to clean up).
+// killed (SIGKILL: no chance to clean up), once while Ansible starts and once while a task's
+// command runs; then nothing of that run may be left.
 func TestAnsibleDiesWithLabplane(t *testing.T) {
-	if os.Getenv("LABPLANE_TEST_ORPHAN") == "1" {
-		p := local(map[string]any{"wait_seconds": 131.75})
+	if wait := os.Getenv("LABPLANE_TEST_ORPHAN_WAIT"); wait != "" {
+		fmt.Println("starting")
+		p := local(map[string]any{"wait_seconds": wait})
+		p.Grace = 3 * time.Second
 		_, _ = ansible.Run(context.Background(), p, func(e ansible.Event) {
 			if e.Kind == ansible.TaskStart && e.Task == "Wait a while" {
 				fmt.Println("waiting")
@@ -242,49 +245,59 @@ func TestAnsibleDiesWithLabplane(t *testing.T) {
 		return
 	}
 	requireAnsible(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestAnsibleDiesWithLabplane$")
-	cmd.Env = append(os.Environ(), "LABPLANE_TEST_ORPHAN=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()         //nolint:errcheck // killed
-	defer cmd.Process.Kill() //nolint:errcheck // gone already is fine
-	waiting := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if sc.Text() == "waiting" {
-				close(waiting)
+	for i, killAt := range []string{"starting", "waiting"} {
+		t.Run("killed while "+killAt, func(t *testing.T) {
+			// a wait no other run uses, to find this run's processes by
+			wait := fmt.Sprintf("%d.%d%d", 300+i, os.Getpid(), i)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestAnsibleDiesWithLabplane$")
+			cmd.Env = append(os.Environ(), "LABPLANE_TEST_ORPHAN_WAIT="+wait)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	select {
-	case <-waiting:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the long task never started")
-	}
-	// the task's command has started once pgrep sees it
-	left := func() string {
-		out, _ := exec.Command("pgrep", "-f", "ansible-playbook.*testdata/local.yml|sleep 131.75").Output()
-		return string(bytes.TrimSpace(out))
-	}
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(left(), "\n") && time.Now().Before(deadline); {
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Logf("before the kill: %q", left())
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	deadline := time.Now().Add(15 * time.Second)
-	for left() != "" && time.Now().Before(deadline) {
-		time.Sleep(200 * time.Millisecond)
-	}
-	if l := left(); l != "" {
-		t.Errorf("processes left running 15 s after labplane was killed: %s", l)
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()         //nolint:errcheck // killed
+			defer cmd.Process.Kill() //nolint:errcheck // gone already is fine
+			said := make(chan string, 2)
+			go func() {
+				sc := bufio.NewScanner(out)
+				for sc.Scan() {
+					said <- sc.Text()
+				}
+			}()
+			left := func() string {
+				out, _ := exec.Command("pgrep", "-f", "wait_seconds\":\""+wait+"|sleep "+wait).Output()
+				return string(bytes.TrimSpace(out))
+			}
+			timeout := time.After(90 * time.Second)
+			for ready := false; !ready; {
+				select {
+				case s := <-said:
+					ready = s == killAt
+				case <-timeout:
+					t.Fatalf("the run never said %q", killAt)
+				}
+			}
+			if killAt == "waiting" { // and the task's command runs
+				for deadline := time.Now().Add(30 * time.Second); !strings.Contains(left(), "\n") && time.Now().Before(deadline); {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			t.Logf("killed with these running: %q", left())
+			if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			deadline := time.Now().Add(15 * time.Second)
+			for left() != "" && time.Now().Before(deadline) {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if l := left(); l != "" {
+				t.Errorf("processes left running 15 s after labplane was killed: %s", l)
+				exec.Command("pkill", "-KILL", "-f", "wait_seconds\":\""+wait+"|sleep "+wait).Run() //nolint:errcheck
+			}
+		})
 	}
 }

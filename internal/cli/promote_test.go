@@ -18,6 +18,7 @@ import (
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // servePlatform serves a platform's health endpoints on loopback: lms and cms /heartbeat
@@ -218,16 +219,16 @@ func TestPromoteGateAndLock(t *testing.T) {
 	}
 }
 
-// A resumed promotion holds the target in its own name: a promotion started meanwhile is told
-// which one runs (not a new id no record has). The resumed one is held in its backup hook
-// (the promotion was interrupted before its backup), which then fails: nothing is deployed.
-func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
+// resumeSite is a site with a one-host staging running stagingRelease (healthy) and a
+// one-host production running r1 (by the records): for the promotions resumed.
+func resumeSite(t *testing.T, stagingRelease string) (*site, *store.Store, []string) {
+	t.Helper()
 	t.Setenv("LABPLANE_PROMOTE_TEST_SECRET", "secret-value-123")
 	s := newSite(t, registryOnly)
 	inv := filepath.Join(s.dir, "inventories")
-	rel := "r2"
+	rel := stagingRelease
 	lms, cms, guacd := servePlatform(t, &rel)
-	writeEnv(t, inv, "staging", "r2", lms, cms, guacd, `  lms: [{name: s-lms1, address: 127.0.0.1}]
+	writeEnv(t, inv, "staging", stagingRelease, lms, cms, guacd, `  lms: [{name: s-lms1, address: 127.0.0.1}]
   cms: [{name: s-cms1, address: 127.0.0.1}]
   guacd: [{name: s-guacd1, address: 127.0.0.1}]`)
 	writeEnv(t, inv, "production", "r1", lms, cms, guacd, `  lms: [{name: lms1, address: 127.0.0.2}]
@@ -237,7 +238,7 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 	now := time.Now()
 	for _, r := range []runs.Run{
 		{ID: "run-p1", Environment: "production", Release: "r1", StartedAt: now.Add(-48 * time.Hour)},
-		{ID: "run-s2", Environment: "staging", Release: "r2", StartedAt: now.Add(-2 * time.Hour)},
+		{ID: "run-s", Environment: "staging", Release: stagingRelease, StartedAt: now.Add(-2 * time.Hour)},
 	} {
 		r.Kind, r.Actor = runs.Deploy, "ci"
 		if err := st.CreateRun(t.Context(), r); err != nil {
@@ -253,6 +254,16 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return s, st, []string{"--project", moduleRoot(t), "--inventories", inv, "--state-dir", s.dir + "/state",
+		"promote", "--from", "staging", "--to", "production", "--yes", "--resume"}
+}
+
+// A resumed promotion holds the target in its own name: a promotion started meanwhile is told
+// which one runs (not a new id no record has). The resumed one is held in its backup hook
+// (the promotion was interrupted before its backup), which then fails: nothing is deployed.
+func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
+	s, st, args := resumeSite(t, "r2")
+	now := time.Now()
 	interrupted := platform.Promotion{ID: "0194-interrupted", From: "staging", To: "production", Release: "r2", Previous: "r1",
 		Actor: "ci", StartedAt: now.Add(-time.Hour), Status: platform.Interrupted, Phase: platform.PhaseBackup, Serial: "100%",
 		Batches: []platform.Batch{{Hosts: []string{"lms1"}}, {Hosts: []string{"cms1"}}, {Hosts: []string{"guacd1"}}}, FailedBatch: -1}
@@ -263,8 +274,6 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"--project", moduleRoot(t), "--inventories", inv, "--state-dir", s.dir + "/state",
-		"promote", "--from", "staging", "--to", "production", "--yes", "--resume"}
 	done := make(chan result, 1)
 	go func() { done <- s.run(append(args, "--backup-hook", `read line < "`+fifo+`"; exit 3`)...) }()
 
@@ -302,41 +311,16 @@ func TestPromoteResumeHoldsTheTargetInItsName(t *testing.T) {
 // runs meanwhile: going back needs no gate. (The rollback's deploy then fails here, as there
 // is no host at the target's addresses: what counts is that it is attempted, not refused.)
 func TestPromoteResumesARollbackWhateverTheSource(t *testing.T) {
-	t.Setenv("LABPLANE_PROMOTE_TEST_SECRET", "secret-value-123")
-	s := newSite(t, registryOnly)
-	inv := filepath.Join(s.dir, "inventories")
-	rel := "r3" // staging has moved on since the promotion of r2
-	lms, cms, guacd := servePlatform(t, &rel)
-	writeEnv(t, inv, "staging", "r3", lms, cms, guacd, `  lms: [{name: s-lms1, address: 127.0.0.1}]
-  cms: [{name: s-cms1, address: 127.0.0.1}]
-  guacd: [{name: s-guacd1, address: 127.0.0.1}]`)
-	writeEnv(t, inv, "production", "r1", lms, cms, guacd, `  lms: [{name: lms1, address: 127.0.0.2}]
-  cms: [{name: cms1, address: 127.0.0.4}]
-  guacd: [{name: guacd1, address: 127.0.0.5}]`)
-	st := s.open()
+	s, st, args := resumeSite(t, "r3") // staging has moved on since the promotion of r2
 	now := time.Now()
-	for _, r := range []runs.Run{
-		{ID: "run-p1", Environment: "production", Release: "r1", StartedAt: now.Add(-48 * time.Hour)},
-		{ID: "run-s3", Environment: "staging", Release: "r3", StartedAt: now.Add(-2 * time.Hour)},
-	} {
-		r.Kind, r.Actor = runs.Deploy, "ci"
-		if err := st.CreateRun(t.Context(), r); err != nil {
-			t.Fatal(err)
-		}
-		r.Status, r.FinishedAt, r.Recap = runs.Succeeded, r.StartedAt.Add(time.Minute), map[string]runs.HostRecap{}
-		if err := st.FinishRun(t.Context(), r); err != nil {
-			t.Fatal(err)
-		}
-	}
 	interrupted := platform.Promotion{ID: "0194-rolling-back", From: "staging", To: "production", Release: "r2", Previous: "r1",
 		Actor: "ci", StartedAt: now.Add(-time.Hour), Status: platform.Interrupted, Phase: platform.PhaseRollback, Serial: "100%",
 		Batches: []platform.Batch{{Hosts: []string{"lms1"}}, {Hosts: []string{"cms1"}}, {Hosts: []string{"guacd1"}}},
-		Done: 1, FailedBatch: 1, Error: "batch 2 of 3 (cms1) failed on cms1: 503"}
+		Done:    1, FailedBatch: 1, Error: "batch 2 of 3 (cms1) failed on cms1: 503"}
 	if err := st.SavePromotion(t.Context(), interrupted); err != nil {
 		t.Fatal(err)
 	}
-	r := s.run("--project", moduleRoot(t), "--inventories", inv, "--state-dir", s.dir+"/state",
-		"promote", "--from", "staging", "--to", "production", "--yes", "--resume")
+	r := s.run(args...)
 	if r.code == cli.ExitBadInput || strings.Contains(r.err, "not staging's r3") {
 		t.Fatalf("the resumed rollback was refused: %s", r)
 	}

@@ -36,6 +36,7 @@ func provisionProject(t *testing.T, specs map[string]string) string {
 const (
 	specHead = `release: open-release-redwood.3
 artifact: https://artifacts.example.com/edx-platform-{release}.tar.gz
+artifact_checksum: sha256:https://artifacts.example.com/edx-platform-{release}.tar.gz.sha256
 `
 	specTail = `settings:
   lms_site_name: lms.example.com

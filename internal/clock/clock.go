@@ -38,6 +38,16 @@ func (Wall) Now() time.Time { return time.Now() }
 // Sleep is the package's Sleep.
 func (Wall) Sleep(ctx context.Context, d time.Duration) error { return Sleep(ctx, d) }
 
+// Shifted is the machine's clock moved by By: another machine's clock (the registry's), read
+// once and followed with the machine's own.
+type Shifted struct{ By time.Duration }
+
+// Now is the machine's time moved by By.
+func (s Shifted) Now() time.Time { return time.Now().Add(s.By) }
+
+// Sleep is the package's Sleep.
+func (Shifted) Sleep(ctx context.Context, d time.Duration) error { return Sleep(ctx, d) }
+
 // Manual is a clock that stands still until Add moves it. Safe for concurrent use.
 type Manual struct {
 	mu sync.Mutex

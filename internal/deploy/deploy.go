@@ -7,9 +7,13 @@ package deploy
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"log/slog"
 	"os"
@@ -88,6 +92,7 @@ func (d *Deployer) Playbook(req Request) ansible.Playbook {
 	if release != env.Release {
 		extra["openedx_release"] = release
 		extra["openedx_artifact"] = env.ArtifactFor(release)
+		extra["openedx_artifact_checksum"] = env.ChecksumFor(release)
 	}
 	p := ansible.Playbook{
 		Binary:    d.Ansible,
@@ -119,6 +124,9 @@ func (d *Deployer) Playbook(req Request) ansible.Playbook {
 func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 	secrets, err := readSecrets(req.Env)
 	if err != nil {
+		return runs.Run{}, &BadInputError{err}
+	}
+	if err := checkArtifact(req.Env, req.release()); err != nil {
 		return runs.Run{}, &BadInputError{err}
 	}
 	if _, err := ansible.LookPath(d.Ansible); err != nil {
@@ -155,6 +163,13 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 	d.Log.Info("deploy started", "run", run.ID, "environment", run.Environment, "release", run.Release, "log", run.LogPath)
 
 	res, runErr := d.runner()(ctx, p, req.Progress, secrets.writer(logFile))
+	if runErr == nil && res.Err() != nil && !req.Options.Check && req.Options.Tags == "" {
+		for host, release := range d.readBack(ctx, p, res.Hosts(), secrets.writer(logFile)) {
+			rc := res.Recap[host]
+			rc.Release = release
+			res.Recap[host] = rc
+		}
+	}
 	run.FinishedAt = d.Now()
 	run.Recap = res.Recap
 	for _, f := range res.Failures {
@@ -183,6 +198,75 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 	}
 	return run, nil
 }
+
+// checkArtifact checks an artifact on this machine against the spec's checksum before
+// anything runs (the hosts check what they download themselves, with get_url).
+func checkArtifact(env *envspec.Environment, release string) error {
+	artifact, checksum := env.ArtifactFor(release), env.ChecksumFor(release)
+	algo, want, ok := strings.Cut(checksum, ":")
+	if !ok || strings.HasPrefix(artifact, "http://") || strings.HasPrefix(artifact, "https://") {
+		return nil
+	}
+	if filepath.IsAbs(want) { // a checksum file: sha256sum's format, or the digest alone
+		raw, err := os.ReadFile(want)
+		if err != nil {
+			return fmt.Errorf("%s: artifact_checksum: %w", env.File, err)
+		}
+		want, _, _ = strings.Cut(strings.TrimSpace(string(raw)), " ")
+	}
+	hashes := map[string]func() hash.Hash{"sha256": sha256.New, "sha384": sha512.New384, "sha512": sha512.New}
+	h := hashes[algo]()
+	f, err := os.Open(artifact)
+	if err != nil {
+		return fmt.Errorf("%s: artifact: %w", env.File, err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("%s: artifact: %w", env.File, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, want) {
+		return fmt.Errorf("%s: artifact %s: its %s is %s, not %s as artifact_checksum says: nothing was deployed", env.File, artifact, algo, got, want)
+	}
+	return nil
+}
+
+// readBack asks hosts, after a run that did not succeed, what they run (playbooks/running.yml):
+// the release each lms and cms host's current link points to. A host that cannot be read is
+// left out. It runs even when ctx was cancelled: the record must say what runs.
+func (d *Deployer) readBack(ctx context.Context, p ansible.Playbook, hosts []string, log io.Writer) map[string]string {
+	if len(hosts) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readBackTimeout)
+	defer cancel()
+	p.Playbooks = []string{filepath.Join(d.Project, "playbooks", "running.yml")}
+	p.Check, p.Diff, p.Tags, p.Limit, p.ExtraVars = false, false, "", strings.Join(hosts, ","), nil
+	found := map[string]string{}
+	res, err := d.runner()(ctx, p, func(e ansible.Event) {
+		var r struct {
+			Stat struct {
+				IsLink bool   `json:"islnk"`
+				Target string `json:"lnk_target"`
+			} `json:"stat"`
+		}
+		if e.Kind == ansible.OK && strings.HasSuffix(e.Task, readBackTask) && json.Unmarshal(e.Result, &r) == nil && r.Stat.IsLink {
+			found[e.Host] = filepath.Base(r.Stat.Target)
+		}
+	}, log)
+	if err == nil {
+		err = res.Err()
+	}
+	if err != nil {
+		d.Log.Warn("read back what the hosts run", "hosts", strings.Join(hosts, ","), "found", len(found), "err", err)
+	}
+	return found
+}
+
+// readBackTask is the task of playbooks/running.yml whose stat says what a host runs.
+const readBackTask = "Read the release the host runs"
+
+// readBackTimeout bounds the read-back (a few seconds on reachable hosts).
+const readBackTimeout = 2 * time.Minute
 
 func (d *Deployer) runner() Runner {
 	if d.Run != nil {

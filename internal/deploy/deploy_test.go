@@ -214,6 +214,10 @@ func TestDeployOverSSH(t *testing.T) {
 		if r := run.Recap["lms1"]; r.Failed+r.Unreachable != 0 {
 			t.Errorf("lms1 recap %+v: the other hosts are deployed", r)
 		}
+		// the run failed: what each host runs was read back (cms1 cannot be reached)
+		if lms1, cms1 := run.Recap["lms1"].Release, run.Recap["cms1"].Release; lms1 != "r1" || cms1 != "" {
+			t.Errorf("read back: lms1 runs %q, cms1 %q; want r1 and nothing", lms1, cms1)
+		}
 		f.assertRecorded(t, run)
 	})
 }

@@ -1,6 +1,9 @@
 package deploy_test
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,14 +15,10 @@ import (
 
 // The ansible-playbook command a deploy makes, without running it.
 func TestPlaybook(t *testing.T) {
-	inv := filepath.Join(t.TempDir(), "inventories")
-	dir := filepath.Join(inv, "prod")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, body := range map[string]string{
+	dir, env := writeEnvironment(t, map[string]string{
 		"environment.yml": `release: r7
 artifact: https://a.example/edx-platform-{release}.tar.gz
+artifact_checksum: sha256:https://a.example/edx-platform-{release}.tar.gz.sha256
 hosts:
   lms: [{name: l, address: 10.0.0.1}]
   cms: [{name: c, address: 10.0.0.2}]
@@ -30,15 +29,7 @@ rollout: {serial: "1"}
 `,
 		"vault.yml": "$ANSIBLE_VAULT;1.1;AES256\n",
 		"pass":      "not-a-real-password\n",
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	env, err := envspec.Load(inv, "prod")
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	d := deploy.Deployer{Project: "/srv/labplane"}
 	for _, c := range []struct {
 		release string
@@ -49,7 +40,8 @@ rollout: {serial: "1"}
 			"--vault-password-file=" + filepath.Join(dir, "pass"), "--inventory=/inv/hosts.yml", "/srv/labplane/playbooks/site.yml"},
 			[]string{"openedx_release", "not-a-real-password"}},
 		// another release (a rollback, a promotion): its version and artifact override the inventory's
-		{"r6", []string{`"openedx_release":"r6"`, `"openedx_artifact":"https://a.example/edx-platform-r6.tar.gz"`}, nil},
+		{"r6", []string{`"openedx_release":"r6"`, `"openedx_artifact":"https://a.example/edx-platform-r6.tar.gz"`,
+			`"openedx_artifact_checksum":"sha256:https://a.example/edx-platform-r6.tar.gz.sha256"`}, nil},
 	} {
 		p := d.Playbook(deploy.Request{Env: env, Inventory: "/inv/hosts.yml", Release: c.release})
 		args, err := p.Command()
@@ -71,4 +63,61 @@ rollout: {serial: "1"}
 			t.Errorf("dir %q env %v", p.Dir, p.Env)
 		}
 	}
+}
+
+// An artifact on this machine is checked against the spec's checksum before anything runs.
+func TestLocalArtifactChecksum(t *testing.T) {
+	artifact := []byte("not really a tarball")
+	sum := sha256.Sum256(artifact)
+	_, env := writeEnvironment(t, map[string]string{
+		"edx-platform-r7.tar.gz":        string(artifact),
+		"edx-platform-r8.tar.gz":        "tampered",
+		"edx-platform-r7.tar.gz.sha256": hex.EncodeToString(sum[:]) + "  edx-platform-r7.tar.gz\n",
+		"edx-platform-r8.tar.gz.sha256": hex.EncodeToString(sum[:]) + "  edx-platform-r8.tar.gz\n",
+		"environment.yml": `release: r7
+artifact: edx-platform-{release}.tar.gz
+artifact_checksum: sha256:edx-platform-{release}.tar.gz.sha256
+hosts:
+  lms: [{name: l, address: 10.0.0.1}]
+  cms: [{name: c, address: 10.0.0.2}]
+  guacd: [{name: g, address: 10.0.0.3}]
+settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./"}
+secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_password_file: pass}
+`,
+		"vault.yml": "$ANSIBLE_VAULT;1.1;AES256\n",
+		"pass":      "not-a-real-password\n",
+	})
+	// no registry: a deploy refused before anything is recorded must not reach it
+	d := deploy.Deployer{Project: "/srv/labplane", Ansible: "/nonexistent/ansible-playbook"}
+	_, err := d.Deploy(t.Context(), deploy.Request{Env: env, Inventory: "/inv/hosts.yml", Release: "r8"})
+	var bad *deploy.BadInputError
+	if !errors.As(err, &bad) || !strings.Contains(err.Error(), "its sha256 is ") || !strings.Contains(err.Error(), "nothing was deployed") {
+		t.Errorf("deploy of a tampered artifact: %v", err)
+	}
+	// the right one passes the check, and stops at the next (no ansible-playbook there)
+	_, err = d.Deploy(t.Context(), deploy.Request{Env: env, Inventory: "/inv/hosts.yml"})
+	if err == nil || strings.Contains(err.Error(), "sha256") {
+		t.Errorf("deploy of the artifact its checksum names: %v", err)
+	}
+}
+
+// writeEnvironment writes the files of an environment "prod" (environment.yml among them) and
+// loads its spec.
+func writeEnvironment(t *testing.T, files map[string]string) (dir string, env *envspec.Environment) {
+	t.Helper()
+	inv := filepath.Join(t.TempDir(), "inventories")
+	dir = filepath.Join(inv, "prod")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env, err := envspec.Load(inv, "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, env
 }

@@ -42,6 +42,7 @@ const registryConfig = "store:\n  dsn: labplane.db\n"
 
 const environment = `release: olive.1
 artifact: https://artifacts.example.com/edx-platform-{release}.tar.gz
+artifact_checksum: sha256:https://artifacts.example.com/edx-platform-{release}.tar.gz.sha256
 %s
 settings:
   lms_site_name: lms.example.com

@@ -36,6 +36,10 @@ type Environment struct {
 	// Artifact is the release artifact: an http(s) URL the hosts download, or a path on the
 	// machine running labplane. "{release}" in it is replaced by the release.
 	Artifact string `yaml:"artifact" json:"artifact"`
+	// ArtifactChecksum is how the artifact is checked before it is unpacked:
+	// "sha256:<hex>" (one release), or "sha256:<URL or path of a checksum file>" with
+	// "{release}" replaced. Required for an http(s) artifact, which the hosts download.
+	ArtifactChecksum string `yaml:"artifact_checksum" json:"artifact_checksum,omitempty"`
 	// Hosts lists the hosts of each service; Provision takes them from Terraform instead.
 	// Exactly one of the two is given.
 	Hosts     map[string][]platform.Host `yaml:"hosts" json:"hosts,omitempty"`
@@ -212,6 +216,7 @@ func (e *Environment) validate(v *validator) {
 	if e.Artifact == "" {
 		v.Add("artifact", "required: the release artifact's URL or path ({release} is replaced by the release)")
 	}
+	e.validateChecksum(v)
 	switch {
 	case e.Provision != nil && len(e.Hosts) > 0:
 		v.Add("hosts", "give either hosts or provision, not both")
@@ -475,11 +480,48 @@ func (e *Environment) Ports() map[string]int {
 
 // ArtifactFor is the artifact of a release: a URL, or an absolute path.
 func (e *Environment) ArtifactFor(release string) string {
-	a := strings.ReplaceAll(e.Artifact, "{release}", release)
-	if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
-		return a
+	return e.urlOrPath(strings.ReplaceAll(e.Artifact, "{release}", release))
+}
+
+// ChecksumFor is the artifact checksum of a release, as Ansible's get_url takes it
+// ("sha256:<hex>" or "sha256:<URL or absolute path of a checksum file>"), or "".
+func (e *Environment) ChecksumFor(release string) string {
+	algo, value, ok := strings.Cut(strings.ReplaceAll(e.ArtifactChecksum, "{release}", release), ":")
+	if !ok || hexDigest.MatchString(value) {
+		return strings.ReplaceAll(e.ArtifactChecksum, "{release}", release)
 	}
-	return e.Path(a)
+	return algo + ":" + e.urlOrPath(value)
+}
+
+func (e *Environment) urlOrPath(s string) string {
+	if isURL(s) {
+		return s
+	}
+	return e.Path(s)
+}
+
+func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+
+var (
+	checksumPattern = regexp.MustCompile(`^(sha256|sha384|sha512):(.+)$`)
+	hexDigest       = regexp.MustCompile(`^[0-9a-fA-F]{64,128}$`)
+)
+
+func (e *Environment) validateChecksum(v *validator) {
+	c := e.ArtifactChecksum
+	m := checksumPattern.FindStringSubmatch(c)
+	switch {
+	case c == "" && isURL(e.Artifact):
+		v.Add("artifact_checksum", "required for an artifact the hosts download: sha256:<URL of the release's checksum file, with {release}>, such as %s.sha256",
+			e.Artifact)
+	case c == "":
+	case m == nil:
+		v.Add("artifact_checksum", "%q is not sha256:, sha384: or sha512: followed by a digest or the URL or path of a checksum file", c)
+	case !isURL(e.Artifact) && isURL(m[2]):
+		v.Add("artifact_checksum", "the artifact is a file on this machine: give its digest, or the path of a checksum file, not a URL")
+	case hexDigest.MatchString(m[2]) && strings.Contains(e.Artifact, "{release}"):
+		v.Add("artifact_checksum", "one digest cannot check every release's artifact: give the URL or path of each release's checksum file, with {release}")
+	}
 }
 
 type validator = specfile.Validator

@@ -14,6 +14,7 @@ import (
 const goodEnvironment = `
 release: olive.1
 artifact: https://artifacts.example.com/edx-platform-{release}.tar.gz
+artifact_checksum: sha256:https://artifacts.example.com/edx-platform-{release}.tar.gz.sha256
 hosts:
   lms: [{name: lms-1, address: 10.0.0.11}, {name: lms-2, address: 10.0.0.12}]
   cms: [{name: cms-1, address: 10.0.0.13}]
@@ -81,6 +82,15 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 		{"site name that nginx would read as directives", func(s string) string {
 			return strings.Replace(s, "lms_site_name: lms.example.com", `lms_site_name: "x; return 302 http://evil"`, 1)
 		}, []string{`settings.lms_site_name: "x; return 302 http://evil" is not a host name`}},
+		{"downloaded artifact without a checksum", func(s string) string {
+			return strings.Replace(s, "artifact_checksum: sha256:https://artifacts.example.com/edx-platform-{release}.tar.gz.sha256\n", "", 1)
+		}, []string{`artifact_checksum: required for an artifact the hosts download`}},
+		{"checksum of another kind", func(s string) string {
+			return strings.Replace(s, "artifact_checksum: sha256:", "artifact_checksum: md5:", 1)
+		}, []string{`artifact_checksum: "md5:https://`, `is not sha256:, sha384: or sha512:`}},
+		{"one digest for every release", func(s string) string {
+			return strings.Replace(s, "sha256:https://artifacts.example.com/edx-platform-{release}.tar.gz.sha256", "sha256:"+strings.Repeat("ab", 32), 1)
+		}, []string{`artifact_checksum: one digest cannot check every release's artifact`}},
 		{"release that leaves the releases directory", func(s string) string { return strings.Replace(s, "olive.1", `".."`, 1) },
 			[]string{`release: ".." is not a release name`}},
 		{"a secret written inline", func(s string) string {

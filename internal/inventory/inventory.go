@@ -78,6 +78,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 	openedx.set("openedx_environment", env.Name)
 	openedx.set("openedx_release", env.Release)
 	openedx.set("openedx_artifact", env.ArtifactFor(env.Release))
+	if c := env.ChecksumFor(env.Release); c != "" {
+		openedx.set("openedx_artifact_checksum", c)
+	}
 	openedx.set("openedx_database_engine", s.Database.Engine)
 	openedx.set("openedx_database_name", s.Database.Name)
 	if s.Database.Engine != "sqlite3" {

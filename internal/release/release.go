@@ -46,7 +46,14 @@ func HostStates(rs []runs.Run) map[string]HostState {
 			prev, seen := out[host]
 			st := HostState{Host: host, Release: r.Release, Since: r.FinishedAt, Run: r.ID,
 				Failed: rc.Failed > 0 || rc.Unreachable > 0}
-			if seen && !prev.Failed && !st.Failed && prev.Release == r.Release {
+			switch {
+			case r.Status == runs.Succeeded:
+			case rc.Release != "": // Ansible may have stopped the host part-way: it runs what was read back
+				st.Release = rc.Release
+			default: // nothing read back: uncertain
+				st.Failed = true
+			}
+			if seen && !prev.Failed && !st.Failed && prev.Release == st.Release {
 				st.Since = prev.Since
 			}
 			out[host] = st

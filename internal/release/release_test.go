@@ -69,6 +69,25 @@ func TestHostStates(t *testing.T) {
 	}
 }
 
+// A run that did not succeed: each host runs what was read back after it, whatever its recap
+// says (Ansible stops every host of the play when one fails); a host not read back is
+// uncertain.
+func TestHostStatesReadBack(t *testing.T) {
+	hosts := []string{"lms1", "lms2", "guacd1"}
+	failed := run("2", "r2", 10, runs.Failed, hosts, "lms2")
+	failed.Recap["lms1"] = runs.HostRecap{OK: 12, Release: "r1"} // stopped before the switch
+	failed.Recap["lms2"] = runs.HostRecap{OK: 14, Failed: 1, Release: "r2"}
+	got := release.HostStates([]runs.Run{run("1", "r1", 0, runs.Succeeded, hosts), failed})
+	want := map[string]release.HostState{
+		"lms1":   {Host: "lms1", Release: "r1", Since: at(1), Run: "2"},
+		"lms2":   {Host: "lms2", Release: "r2", Since: at(11), Run: "2", Failed: true},
+		"guacd1": {Host: "guacd1", Release: "r2", Since: at(11), Run: "2", Failed: true},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("HostStates = %+v\nwant %+v", got, want)
+	}
+}
+
 func TestDowngrade(t *testing.T) {
 	both := []string{"lms1", "lms2"}
 	promoted := []runs.Run{run("a", "r1", 0, runs.Succeeded, both), run("b", "r2", 10, runs.Succeeded, both)}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -35,7 +36,7 @@ func TestLockClosesRunsLeftRunning(t *testing.T) {
 		}
 	}
 	pl := &Platform{Registry: st, Actor: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	_, unlock, err := pl.lock(ctx, "production", "deploy", "")
+	_, unlock, err := pl.lock(ctx, clock.Wall{}, "production", "deploy", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +78,7 @@ func TestLockLostStopsTheWork(t *testing.T) {
 	defer st.Close()
 	reg := &losingRegistry{Store: st}
 	pl := &Platform{Registry: reg, Actor: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	locked, unlock, err := pl.lock(t.Context(), "production", "promote", "p1")
+	locked, unlock, err := pl.lock(t.Context(), clock.Wall{}, "production", "promote", "p1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +95,47 @@ func TestLockLostStopsTheWork(t *testing.T) {
 	err = lockLost(locked, ErrInterrupted)
 	if !errors.Is(err, ErrInterrupted) || !errors.Is(err, ErrLockLost) || !strings.Contains(err.Error(), "connection reset") {
 		t.Errorf("error %v: want the interruption, the lost lock and why", err)
+	}
+}
+
+// skewedRegistry is a registry whose clock is ahead of this machine's.
+type skewedRegistry struct {
+	*store.Store
+	skew time.Duration
+}
+
+func (r skewedRegistry) Now(context.Context) (time.Time, error) { return time.Now().Add(r.skew), nil }
+
+// What labplane records takes the registry's clock, not the machine's: runs and soak times
+// order alike whichever machine records them.
+func TestRecordsTakeTheRegistrysClock(t *testing.T) {
+	ctx := t.Context()
+	st, err := store.Open(ctx, store.SQLite, filepath.Join(t.TempDir(), "labplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.CreateRun(ctx, runs.Run{ID: "dead", Kind: runs.Deploy, Environment: "production", Release: "r2", StartedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	pl := &Platform{Registry: skewedRegistry{st, time.Hour}, Actor: "test", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	clk, err := pl.registryClock(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := clk.Now().Sub(time.Now()); d < time.Hour-time.Second || d > time.Hour+time.Second {
+		t.Errorf("the registry's clock is %v ahead, want 1h", d)
+	}
+	_, unlock, err := pl.lock(ctx, clk, "production", "deploy", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	r, err := st.GetRun(ctx, "dead")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := r.FinishedAt.Sub(time.Now()); d < time.Hour-5*time.Second {
+		t.Errorf("the abandoned run was closed at %v, %v from the machine's clock: want the registry's, 1h ahead", r.FinishedAt, d)
 	}
 }

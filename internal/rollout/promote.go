@@ -13,7 +13,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/labplane/labplane/internal/ansible"
-	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
@@ -73,6 +72,10 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	if err != nil {
 		return PromoteResult{}, err
 	}
+	clk, err := pl.registryClock(ctx)
+	if err != nil {
+		return PromoteResult{}, err
+	}
 	// before the gate: a promotion that cannot deploy must not start (nor be rolled back)
 	if err := deploy.CheckSecrets(env); err != nil {
 		return PromoteResult{}, err
@@ -99,7 +102,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 				holder = ps[0].ID
 			}
 		}
-		locked, unlock, err := pl.lock(ctx, req.To, "promote", holder)
+		locked, unlock, err := pl.lock(ctx, clk, req.To, "promote", holder)
 		if err != nil {
 			return PromoteResult{}, err
 		}
@@ -127,7 +130,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 		checks = append(checks, checker.Check(ctx, t))
 	}
 	verdict := release.Gate(release.GateInput{Source: req.From, Hosts: release.HostNames(srcTargets), Release: req.Release,
-		Runs: srcRuns, Health: checks, Now: time.Now(), Soak: req.Soak})
+		Runs: srcRuns, Health: checks, Now: clk.Now(), Soak: req.Soak})
 
 	var p platform.Promotion
 	switch {
@@ -155,7 +158,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 				req.To, describeStates(release.HostStates(targetRuns), release.HostNames(targets)))
 		}
 		p = platform.Promotion{ID: id.String(), From: req.From, To: req.To, Release: verdict.Release, Previous: previous, Actor: pl.Actor,
-			StartedAt: time.Now(), Serial: serial, MaxFailPercentage: req.MaxFailPercentage, Batches: batches, FailedBatch: -1}
+			StartedAt: clk.Now(), Serial: serial, MaxFailPercentage: req.MaxFailPercentage, Batches: batches, FailedBatch: -1}
 	}
 	result := PromoteResult{Verdict: verdict, Batches: batches}
 	if !verdict.Pass {
@@ -173,12 +176,12 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 		}
 	}
 
-	d, inv, err := pl.deployer(env, hosts)
+	d, inv, err := pl.deployer(env, hosts, clk)
 	if err != nil {
 		return result, err
 	}
 	dep := &promoteDeployer{d: d, env: env, inventory: inv, actor: pl.Actor, progress: req.Progress}
-	pr := Promoter{Deployer: dep, Checker: checker, Recorder: pl.Registry, Clock: clock.Wall{},
+	pr := Promoter{Deployer: dep, Checker: checker, Recorder: pl.Registry, Clock: clk,
 		HealthTimeout: req.HealthTimeout, HealthInterval: 2 * time.Second, Log: pl.Log}
 	switch {
 	case req.BackupHook != "":

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/inventory"
@@ -46,6 +47,8 @@ type Registry interface {
 	ListPromotions(ctx context.Context, target string) ([]platform.Promotion, error)
 	SavePromotion(ctx context.Context, p platform.Promotion) error
 	LockEnvironment(ctx context.Context, l platform.Lock) (held context.Context, unlock func(context.Context) error, err error)
+	// Now is the registry's clock.
+	Now(ctx context.Context) (time.Time, error)
 }
 
 // Platform is one project's platform: its environments (Inventories/ENV/environment.yml), its
@@ -117,10 +120,10 @@ func (pl *Platform) state(parts ...string) (string, error) {
 // promotion, if any. The work goes on under locked, a ctx that is cancelled if the lock is
 // lost (the registry's connection dropped: another labplane may take the environment), its
 // cause saying so; unlock ends it and releases the lock.
-func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (locked context.Context, unlock func(), err error) {
+func (pl *Platform) lock(ctx context.Context, clk clock.Clock, env, kind, holder string) (locked context.Context, unlock func(), err error) {
 	host, _ := os.Hostname()
 	held, u, err := pl.Registry.LockEnvironment(ctx, platform.Lock{Environment: env, Kind: kind, Holder: holder, Actor: pl.Actor,
-		PID: os.Getpid(), Host: host, Since: time.Now()})
+		PID: os.Getpid(), Host: host, Since: clk.Now()})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -138,11 +141,22 @@ func (pl *Platform) lock(ctx context.Context, env, kind, holder string) (locked 
 			pl.Log.Warn("unlock environment", "environment", env, "err", err)
 		}
 	}
-	if err := pl.closeAbandonedRuns(locked, env); err != nil {
+	if err := pl.closeAbandonedRuns(locked, clk, env); err != nil {
 		unlock()
 		return nil, nil, err
 	}
 	return locked, unlock, nil
+}
+
+// registryClock is the registry's clock (see store.Now), read once and followed with the
+// machine's: what every labplane records, on any machine, orders and soaks alike.
+func (pl *Platform) registryClock(ctx context.Context) (clock.Clock, error) {
+	before := time.Now()
+	now, err := pl.Registry.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return clock.Shifted{By: now.Sub(before.Add(time.Since(before) / 2))}, nil
 }
 
 // ErrLockLost: the environment's lock was lost while a deploy or promotion ran under it.
@@ -159,7 +173,7 @@ func lockLost(locked context.Context, err error) error {
 // closeAbandonedRuns records as failed the runs of env still "running" when its lock is free:
 // their labplane ended without recording the end (killed, the machine lost), and Ansible died
 // with it. A check run takes no lock and changes nothing: it is left as it is.
-func (pl *Platform) closeAbandonedRuns(ctx context.Context, env string) error {
+func (pl *Platform) closeAbandonedRuns(ctx context.Context, clk clock.Clock, env string) error {
 	running, err := pl.Registry.ListRuns(ctx, runs.Filter{Environment: env, Status: runs.Running})
 	if err != nil {
 		return fmt.Errorf("the runs of %s left running: %w", env, err)
@@ -168,7 +182,7 @@ func (pl *Platform) closeAbandonedRuns(ctx context.Context, env string) error {
 		if r.Options.Check {
 			continue
 		}
-		r.Status, r.FinishedAt = runs.Failed, time.Now()
+		r.Status, r.FinishedAt = runs.Failed, clk.Now()
 		r.Error = "abandoned: the labplane that ran it ended before the run did (its hosts may be part-way); found when " + env + "'s lock was next taken"
 		if err := pl.Registry.FinishRun(ctx, r); err != nil && !errors.Is(err, runs.ErrFinished) {
 			return fmt.Errorf("close run %s, left running: %w", r.ID, err)
@@ -179,7 +193,7 @@ func (pl *Platform) closeAbandonedRuns(ctx context.Context, env string) error {
 }
 
 // deployer renders env's inventory for hosts and returns the deployer of its runs.
-func (pl *Platform) deployer(env *envspec.Environment, hosts map[string][]platform.Host) (deploy.Deployer, string, error) {
+func (pl *Platform) deployer(env *envspec.Environment, hosts map[string][]platform.Host, clk clock.Clock) (deploy.Deployer, string, error) {
 	inv, err := inventory.Write(env, hosts)
 	if err != nil {
 		return deploy.Deployer{}, "", err
@@ -188,7 +202,7 @@ func (pl *Platform) deployer(env *envspec.Environment, hosts map[string][]platfo
 	if err != nil {
 		return deploy.Deployer{}, "", err
 	}
-	return deploy.Deployer{Registry: pl.Registry, Project: pl.Project, LogDir: logDir, Now: time.Now, Log: pl.Log}, inv, nil
+	return deploy.Deployer{Registry: pl.Registry, Project: pl.Project, LogDir: logDir, Now: clk.Now, Log: pl.Log}, inv, nil
 }
 
 // refuseDowngrade refuses to deploy rel where a host runs a release the environment got after
@@ -230,6 +244,10 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 	if err != nil {
 		return runs.Run{}, err
 	}
+	clk, err := pl.registryClock(ctx)
+	if err != nil {
+		return runs.Run{}, err
+	}
 	rel := req.Release
 	if rel == "" {
 		rel = env.Release
@@ -247,7 +265,7 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 	}
 	if !req.Options.Check {
 		// before the inventory is rewritten: a deploy or promotion under way reads it
-		locked, unlock, err := pl.lock(ctx, env.Name, "deploy", "")
+		locked, unlock, err := pl.lock(ctx, clk, env.Name, "deploy", "")
 		if err != nil {
 			return runs.Run{}, err
 		}
@@ -259,7 +277,7 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 			}
 		}
 	}
-	d, inv, err := pl.deployer(env, hosts)
+	d, inv, err := pl.deployer(env, hosts, clk)
 	if err != nil {
 		return runs.Run{}, err
 	}

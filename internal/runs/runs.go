@@ -80,6 +80,10 @@ type HostRecap struct {
 	Skipped     int `json:"skipped"`
 	Rescued     int `json:"rescued"`
 	Ignored     int `json:"ignored"`
+	// Release is what the host was found running after a run that did not succeed (the
+	// release its current link points to, read back: a host Ansible stopped part-way may run
+	// either); empty when not read (a run that succeeded, a guacd host, a host not reached).
+	Release string `json:"release,omitempty"`
 }
 
 // Failure is a host that failed or could not be reached, with the task and Ansible's message.

@@ -112,3 +112,17 @@ func TestLockEnvironment(t *testing.T) {
 		}
 	})
 }
+
+// The registry's clock is a real clock: the database's, close to the machine's here.
+func TestNow(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		before := time.Now()
+		now, err := e.s.Now(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.Location() != time.UTC || now.Before(before.Add(-time.Second)) || now.After(time.Now().Add(time.Second)) {
+			t.Errorf("Now = %v, the machine says %v", now, before)
+		}
+	})
+}

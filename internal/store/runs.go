@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/labplane/labplane/internal/runs"
 )
@@ -154,4 +155,19 @@ func scanRuns(rows *sql.Rows) ([]runs.Run, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// Now is the registry's clock: PostgreSQL's, which every replica and CI runner shares; the
+// machine's for SQLite (a local file: the processes using it share the machine's clock).
+// Run and promotion times come from it, so runs order and soak the same whoever records them.
+func (s *Store) Now(ctx context.Context) (_ time.Time, err error) {
+	defer markUnavailable(&err)
+	if s.driver != Postgres {
+		return time.Now().UTC(), nil
+	}
+	var t time.Time
+	if err := s.db.QueryRowContext(ctx, `SELECT clock_timestamp()`).Scan(&t); err != nil {
+		return time.Time{}, fmt.Errorf("the registry's clock: %w", err)
+	}
+	return t.UTC(), nil
 }
