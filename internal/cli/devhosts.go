@@ -75,9 +75,10 @@ func testHostsCommand(stdio IO) *cli.Command {
 						return err
 					}
 					spec, err := set.EnvironmentSpec(testhosts.Spec{Release: releases[0],
-						Artifact:      filepath.Join(www, standins.ArtifactName("{release}")),
-						AptRepository: "deb [trusted=yes] file:" + filepath.Join(www, "repo") + " ./",
-						SecretEnv:     TestHostsSecretEnv})
+						Artifact:         filepath.Join(www, standins.ArtifactName("{release}")),
+						ArtifactChecksum: standins.ArtifactChecksum(www),
+						AptRepository:    "deb [trusted=yes] file:" + filepath.Join(www, "repo") + " ./",
+						SecretEnv:        TestHostsSecretEnv})
 					envDir := filepath.Join(projectOf(c).inventories, name)
 					if err == nil {
 						err = os.MkdirAll(envDir, 0o755)

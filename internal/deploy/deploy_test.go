@@ -44,7 +44,12 @@ func newFixture(t testing.TB, releases ...string) *fixture {
 	if hosts == nil {
 		t.Skip("needs test hosts: not with -short")
 	}
-	f := &fixture{p: testhoststest.NewPlatform(t, hosts, releases...)}
+	return fixtureOn(t, testhoststest.NewPlatform(t, hosts, releases...))
+}
+
+// fixtureOn is the fixture of platform p: a Deployer recording into a fresh registry.
+func fixtureOn(t testing.TB, p *testhoststest.Platform) *fixture {
+	f := &fixture{p: p}
 	var err error
 	f.st, err = store.Open(t.Context(), store.SQLite, filepath.Join(t.TempDir(), "labplane.db"))
 	if err != nil {

@@ -23,6 +23,9 @@ type Spec struct {
 	Release string
 	// Artifact is the artifact's URL or path; "{release}" is replaced by the release.
 	Artifact string
+	// ArtifactChecksum is the spec's artifact_checksum ("sha256:<URL of the release's checksum
+	// file, with {release}>"; required for a URL artifact); empty: none written.
+	ArtifactChecksum string
 	// AptRepository is the source line of the guacd repository.
 	AptRepository string
 	// SecretEnv names the environment variable the secret key is read from.
@@ -78,6 +81,9 @@ settings:
 secrets:
   secret_key: {env: %s}
 `, sp.Release, sp.Artifact, hosts.String(), s.KeyFile, s.KnownHostsFile, sp.AptRepository, sp.SecretEnv)
+	if sp.ArtifactChecksum != "" {
+		spec += fmt.Sprintf("artifact_checksum: %q\n", sp.ArtifactChecksum)
+	}
 	if sp.Extra != "" {
 		spec += strings.TrimRight(sp.Extra, "\n") + "\n"
 	}

@@ -44,7 +44,8 @@ func TestEnvironmentSpec(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec, err := set.EnvironmentSpec(testhosts.Spec{Release: "r1", Artifact: "http://10.251.9.254:80/edx-platform-{release}.tar.gz",
-				AptRepository: "deb [trusted=yes] http://10.251.9.254:80/repo ./", SecretEnv: "TEST_SECRET", Hosts: tc.hosts,
+				ArtifactChecksum: "sha256:http://10.251.9.254:80/edx-platform-{release}.tar.gz.sha256",
+				AptRepository:    "deb [trusted=yes] http://10.251.9.254:80/repo ./", SecretEnv: "TEST_SECRET", Hosts: tc.hosts,
 				Extra: "rollout: {serial: \"50%\"}"})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
@@ -68,7 +69,8 @@ func TestEnvironmentSpec(t *testing.T) {
 					t.Errorf("%s hosts %v, want %v\n%s", svc, got, tc.want[svc], spec)
 				}
 			}
-			if env.Release != "r1" || env.Rollout.Serial != "50%" || env.Secrets.SecretKey.Env != "TEST_SECRET" || env.SSH.PrivateKeyFile != set.KeyFile {
+			if env.Release != "r1" || env.Rollout.Serial != "50%" || env.Secrets.SecretKey.Env != "TEST_SECRET" || env.SSH.PrivateKeyFile != set.KeyFile ||
+				env.ChecksumFor("r2") != "sha256:http://10.251.9.254:80/edx-platform-r2.tar.gz.sha256" {
 				t.Errorf("environment %+v", env)
 			}
 		})

@@ -9,7 +9,9 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -38,7 +40,8 @@ var mtime = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // ArtifactName is the file name of a release's artifact, as edx-platform's are named.
 func ArtifactName(release string) string { return "edx-platform-" + release + ".tar.gz" }
 
-// Artifact builds the release artifact of release in dir and returns its path: a gzipped tar
+// Artifact builds the release artifact of release in dir, with its checksum file beside it
+// (<artifact>.sha256), and returns its path: a gzipped tar
 // of edx-platform-<release>/ holding a Django 3.2 project (Debian's python3-django) with
 // Open edX's entry points:
 //
@@ -60,6 +63,10 @@ type ArtifactOptions struct {
 	// release that fails on some hosts only does. "*" breaks it on every host. It deploys,
 	// migrates and runs everywhere.
 	UnhealthyOn []string
+	// MigrateFailsOn are the hostnames on which the release's migrations fail: there
+	// `manage.py lms|cms migrate` exits 1 having migrated nothing, as a migration that cannot be
+	// applied on some hosts does. "*" fails them on every host. Every other command works.
+	MigrateFailsOn []string
 }
 
 var unhealthyOnName = regexp.MustCompile(`^(\*|[a-zA-Z0-9][a-zA-Z0-9.-]{0,62})$`)
@@ -71,16 +78,25 @@ func ArtifactWith(dir, release string, o ArtifactOptions) (string, error) {
 		return "", fmt.Errorf("standins: %q is not a release name", release)
 	}
 	releasePy := "# Written when the artifact was built.\nRELEASE = " + strconv.Quote(release) + "\n"
-	if len(o.UnhealthyOn) > 0 {
-		quoted := make([]string, len(o.UnhealthyOn))
-		for i, h := range o.UnhealthyOn {
+	for _, v := range []struct {
+		name, what string
+		hosts      []string
+	}{
+		{"UNHEALTHY_ON", "/heartbeat fails", o.UnhealthyOn},
+		{"MIGRATE_FAILS_ON", "migrations fail", o.MigrateFailsOn},
+	} {
+		if len(v.hosts) == 0 {
+			continue
+		}
+		quoted := make([]string, len(v.hosts))
+		for i, h := range v.hosts {
 			if !unhealthyOnName.MatchString(h) {
 				return "", fmt.Errorf("standins: %q is not a hostname (nor *)", h)
 			}
 			quoted[i] = strconv.Quote(h)
 		}
-		releasePy += "# The hostnames on which this release's /heartbeat fails (\"*\": every host).\n" +
-			"UNHEALTHY_ON = (" + strings.Join(quoted, ", ") + ",)\n"
+		releasePy += "# The hostnames on which this release's " + v.what + " (\"*\": every host).\n" +
+			v.name + " = (" + strings.Join(quoted, ", ") + ",)\n"
 	}
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
@@ -132,10 +148,20 @@ func ArtifactWith(dir, release string, o ArtifactOptions) (string, error) {
 		return "", fmt.Errorf("standins: artifact %s: %w", release, err)
 	}
 	out := filepath.Join(dir, ArtifactName(release))
+	sum := sha256.Sum256(buf.Bytes())
 	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
 		return "", fmt.Errorf("standins: %w", err)
 	}
+	if err := os.WriteFile(out+".sha256", []byte(hex.EncodeToString(sum[:])+"  "+ArtifactName(release)+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("standins: %w", err)
+	}
 	return out, nil
+}
+
+// ArtifactChecksum is the spec's artifact_checksum for the artifacts at base (a URL or a
+// directory): the checksum file Artifact writes beside each, as sha256sum writes it.
+func ArtifactChecksum(base string) string {
+	return "sha256:" + base + "/" + ArtifactName("{release}") + ".sha256"
 }
 
 // GuacdRepository builds a guacd Debian package (version GuacdVersion, architecture all) in

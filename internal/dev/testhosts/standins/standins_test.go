@@ -258,3 +258,57 @@ func TestArtifactUnhealthyOn(t *testing.T) {
 		t.Errorf("heartbeat of a release broken here: %+v, %v", st, err)
 	}
 }
+
+// A release whose migrations fail on some hosts: there `manage.py migrate` exits 1 and applies
+// nothing; elsewhere, and for every other command, it works.
+func TestArtifactMigrateFailsOn(t *testing.T) {
+	needPackages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := standins.ArtifactWith(t.TempDir(), "rm", standins.ArtifactOptions{MigrateFailsOn: []string{"a b"}}); err == nil {
+		t.Errorf("MigrateFailsOn %q: no error", "a b")
+	}
+	hostname, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		on   []string
+		fail bool
+	}{{[]string{"elsewhere"}, false}, {[]string{"elsewhere", hostname}, true}, {[]string{"*"}, true}} {
+		path, err := standins.ArtifactWith(t.TempDir(), "rm", standins.ArtifactOptions{MigrateFailsOn: c.on})
+		if err != nil {
+			t.Fatal(err)
+		}
+		work := t.TempDir()
+		if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
+			t.Fatalf("tar: %v: %s", err, b)
+		}
+		db := filepath.Join(work, "db.sqlite3")
+		cfg := filepath.Join(work, "lms.yml")
+		if err := os.WriteFile(cfg, []byte("SECRET_KEY: not-a-secret-in-a-test\n"+
+			"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: "+db+"}}\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		manage := func(args ...string) (string, error) {
+			cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py", "lms"}, args...)...)
+			cmd.Dir, cmd.Env = filepath.Join(work, "edx-platform-rm"), append(os.Environ(), "LMS_CFG="+cfg)
+			b, err := cmd.CombinedOutput()
+			return string(b), err
+		}
+		if out, err := manage("check"); err != nil {
+			t.Errorf("MigrateFailsOn %v: check: %v: %s", c.on, err, out)
+		}
+		out, err := manage("migrate", "--noinput")
+		switch {
+		case c.fail && (err == nil || !strings.Contains(out, "this release's migrations fail on "+hostname)):
+			t.Errorf("MigrateFailsOn %v: migrate here: %v: %s", c.on, err, out)
+		case c.fail:
+			if _, err := os.Stat(db); err == nil {
+				t.Errorf("MigrateFailsOn %v: the failed migrate made the database", c.on)
+			}
+		case err != nil || !strings.Contains(out, "Applying heartbeat.0001_initial... OK"):
+			t.Errorf("MigrateFailsOn %v: migrate: %v: %s", c.on, err, out)
+		}
+	}
+}

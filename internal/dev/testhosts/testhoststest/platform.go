@@ -143,7 +143,7 @@ func layoutNames(layout map[string][]string) []string {
 }
 
 // AddArtifact builds the stand-in artifact of release, changed by o (a release broken on
-// some hosts), where the platform serves its artifacts.
+// some hosts), with its checksum file, where the platform serves its artifacts.
 func (p *Platform) AddArtifact(t testing.TB, release string, o standins.ArtifactOptions) {
 	t.Helper()
 	if _, err := standins.ArtifactWith(p.www, release, o); err != nil {
@@ -161,7 +161,8 @@ func (p *Platform) ArtifactURL(release string) string {
 func (p *Platform) WriteSpec(t testing.TB, release, extra string) {
 	t.Helper()
 	spec, err := p.Set.EnvironmentSpec(testhosts.Spec{Release: release, Artifact: p.Base + "/" + standins.ArtifactName("{release}"),
-		AptRepository: "deb [trusted=yes] " + p.Base + "/repo ./", SecretEnv: p.SecretEnv, Hosts: p.Hosts, Extra: extra})
+		ArtifactChecksum: standins.ArtifactChecksum(p.Base),
+		AptRepository:    "deb [trusted=yes] " + p.Base + "/repo ./", SecretEnv: p.SecretEnv, Hosts: p.Hosts, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}

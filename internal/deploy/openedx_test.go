@@ -1,0 +1,337 @@
+package deploy_test
+
+// The openedx role (used by roles/lms and roles/cms) over real SSH to test hosts of their own,
+// through the Deployer: what a failed run leaves behind (restarts still due, the releases a
+// rollback needs) and where migrations run.
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/deploy"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/envspec"
+	"github.com/labplane/labplane/internal/release"
+	"github.com/labplane/labplane/internal/runs"
+)
+
+// lmsOnly deploys the LMS play only: the tests below are about the openedx role, and the cms
+// and guacd hosts the spec needs are left alone.
+var lmsOnly = runs.Options{Limit: "lms"}
+
+// newRoleFixture brings up a set of test hosts of its own (names; taken down when the test
+// ends) with the platform laid out as layout, and a Deployer recording into a fresh registry.
+func newRoleFixture(t *testing.T, names []string, layout map[string][]string, extra string, releases ...string) *fixture {
+	t.Helper()
+	if hosts == nil {
+		t.Skip("needs test hosts: not with -short")
+	}
+	set := testhoststest.New(t, testhosts.Options{Names: names})
+	return fixtureOn(t, testhoststest.NewPlatformWith(t, testhoststest.PlatformOptions{Set: set, Hosts: layout,
+		Releases: releases, Extra: extra}))
+}
+
+// deployVars is deploy with variables the spec cannot set passed with --extra-vars to the
+// deploy's playbook (site.yml; not to the read-back after a failed run), as an operator running
+// it by hand would (-e openedx_keep_releases=1).
+func (f *fixture) deployVars(ctx context.Context, t *testing.T, release string, opts runs.Options, vars map[string]any) (runs.Run, []ansible.Event, error) {
+	t.Helper()
+	f.d.Run = func(ctx context.Context, p ansible.Playbook, on func(ansible.Event), log io.Writer) (ansible.Result, error) {
+		if slices.ContainsFunc(p.Playbooks, func(pb string) bool { return filepath.Base(pb) == "site.yml" }) {
+			extra := map[string]any{}
+			maps.Copy(extra, p.ExtraVars)
+			maps.Copy(extra, vars)
+			p.ExtraVars = extra
+		}
+		return ansible.Run(ctx, p, on, log)
+	}
+	defer func() { f.d.Run = nil }()
+	return f.deploy(ctx, t, release, opts)
+}
+
+// mustSucceed fails the test now unless the deploy succeeded.
+func mustSucceed(t *testing.T, what string, run runs.Run, err error) runs.Run {
+	t.Helper()
+	if err != nil || run.Status != runs.Succeeded {
+		t.Fatalf("%s: %s, %v (failures %+v)", what, run.Status, err, run.Failures)
+	}
+	return run
+}
+
+// editSpec replaces old by new in the platform's environment.yml, as an operator edits it.
+func editSpec(t *testing.T, p *testhoststest.Platform, old, new string) {
+	t.Helper()
+	path := filepath.Join(p.Inventories, p.Env, envspec.File)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%s has no %q:\n%s", path, old, b)
+	}
+	if err := os.WriteFile(path, []byte(strings.Replace(string(b), old, new, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// assertLMS checks what every lms host's running service answers on /heartbeat: the release,
+// the site name it read from its config file when it started, and a usable database.
+func assertLMS(ctx context.Context, t *testing.T, p *testhoststest.Platform, release, siteName, engine string) {
+	t.Helper()
+	for _, hb := range p.Heartbeats(ctx) {
+		if hb.Service != "lms" {
+			continue
+		}
+		switch st := hb.Status; {
+		case hb.Err != nil:
+			t.Errorf("%s lms /heartbeat: %v", hb.Host, hb.Err)
+		case st.Release != release || st.SiteName != siteName || st.Database.Status != "ok" || st.Database.Engine != engine:
+			t.Errorf("%s lms /heartbeat: release %q site_name %q database %+v; want release %q site_name %q database ok on %s",
+				hb.Host, st.Release, st.SiteName, st.Database, release, siteName, engine)
+		}
+	}
+}
+
+// ranOn lists the hosts a task reported a result for (ok, changed or failed: not skipped), in
+// the order reported.
+func ranOn(events []ansible.Event, task string) []string {
+	var out []string
+	for _, e := range events {
+		if strings.HasSuffix(e.Task, task) && e.Host != "" &&
+			(e.Kind == ansible.OK || e.Kind == ansible.Changed || e.Kind == ansible.Failed) {
+			out = append(out, e.Host)
+		}
+	}
+	return out
+}
+
+// sshRun runs a shell command on a test host as root.
+func sshRun(ctx context.Context, s *testhosts.Set, name, command string) (string, error) {
+	h, ok := s.Host(name)
+	if !ok {
+		return "", errors.New("no host " + name)
+	}
+	cmd := exec.CommandContext(ctx, "ssh", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+h.Address, command)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// A configuration change must restart the service even when the run that made it failed
+// before its handlers ran. Two lms hosts in one batch; release r2's migrations fail on lms2.
+// The run deploying r2 with a new site name rewrites the config file on both hosts (and
+// notifies the restart), then lms2 fails the migrations: max_fail_percentage 0 stops the play
+// on both hosts before the handlers are flushed. The operator rolls back to r1, keeping the
+// new site name: the config files already hold it, the release link never moved, so that run
+// has nothing left to change, and yet both services must now run with the new name.
+func TestRestartDueAfterFailedRun(t *testing.T) {
+	f := newRoleFixture(t, []string{"lms1", "lms2", "cms1", "guacd1"},
+		map[string][]string{"lms": {"lms1", "lms2"}, "cms": {"cms1"}, "guacd": {"guacd1"}}, "", "r1")
+	f.p.AddArtifact(t, "r2", standins.ArtifactOptions{MigrateFailsOn: []string{"lms2"}})
+	ctx := t.Context()
+
+	run, _, err := f.deploy(ctx, t, "", lmsOnly)
+	mustSucceed(t, "deploy r1", run, err)
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite")
+
+	editSpec(t, f.p, "lms_site_name: lms.test\n", "lms_site_name: learn.test\n")
+	run, _, err = f.deploy(ctx, t, "r2", lmsOnly)
+	if !errors.Is(err, deploy.ErrFailed) || len(run.Failures) != 1 || run.Failures[0].Host != "lms2" ||
+		!strings.Contains(run.Failures[0].Task, "migrations") {
+		t.Fatalf("deploy r2: %v, failures %+v: want lms2 failing the migrations", err, run.Failures)
+	}
+	for _, h := range []string{"lms1", "lms2"} {
+		// the run did change what the service runs with (the premise of this test)
+		cfg, err := os.ReadFile(filepath.Join(f.p.Set.UpperDir(h), "edx/etc/lms.yml"))
+		if err != nil || !strings.Contains(string(cfg), "SITE_NAME: learn.test\n") {
+			t.Fatalf("%s: the failed run did not rewrite the config file (%v)", h, err)
+		}
+	}
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite") // the play stopped: nothing restarted yet
+	// lms1's recap shows no failure, but Ansible stopped it before the switch: the record says
+	// what it runs, read back, not the run's release (issue 20, defect 3)
+	if r := run.Recap["lms1"]; r.Failed != 0 || r.Release != "r1" || run.Recap["lms2"].Release != "r1" {
+		t.Errorf("recap %+v: want lms1 without failures and both read back running r1", run.Recap)
+	}
+	all, err := f.st.ListRuns(ctx, runs.Filter{Environment: f.p.Env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := release.HostStates(all)["lms1"]; st.Release != "r1" || st.Failed {
+		t.Errorf("lms1's recorded state %+v after the failed r2 run: want r1, not failed", st)
+	}
+
+	run, _, err = f.deploy(ctx, t, "r1", lmsOnly)
+	mustSucceed(t, "roll back to r1 with the new site name", run, err)
+	assertLMS(ctx, t, f.p, "r1", "learn.test", "sqlite")
+
+	t.Run("again: nothing changes", func(t *testing.T) {
+		run, _, err := f.deploy(ctx, t, "r1", lmsOnly)
+		mustSucceed(t, "deploy r1 again", run, err)
+		for _, h := range []string{"lms1", "lms2"} {
+			if r := run.Recap[h]; r.OK == 0 || r.Changed != 0 {
+				t.Errorf("%s recap %+v, want changed=0", h, r)
+			}
+		}
+	})
+
+	t.Run("check mode changes nothing", func(t *testing.T) {
+		editSpec(t, f.p, "lms_site_name: learn.test\n", "lms_site_name: study.test\n")
+		run, _, err := f.deploy(ctx, t, "r2", runs.Options{Limit: "lms", Check: true})
+		mustSucceed(t, "check r2", run, err)
+		assertLMS(ctx, t, f.p, "r1", "learn.test", "sqlite")
+		editSpec(t, f.p, "lms_site_name: study.test\n", "lms_site_name: learn.test\n")
+		run, _, err = f.deploy(ctx, t, "r1", lmsOnly)
+		mustSucceed(t, "deploy r1 after the check", run, err)
+		for _, h := range []string{"lms1", "lms2"} {
+			if r := run.Recap[h]; r.Changed != 0 {
+				t.Errorf("%s recap %+v after a check: want changed=0 (the check left something due)", h, r)
+			}
+		}
+	})
+}
+
+// Migrations run once per batch on a database the hosts share, and on every host with sqlite3
+// (each host's own file). Three lms hosts deployed two at a time: batches [lms1 lms2] [lms3].
+func TestMigrationsOncePerBatch(t *testing.T) {
+	f := newRoleFixture(t, []string{"lms1", "lms2", "lms3", "cms1", "guacd1", "db1"},
+		map[string][]string{"lms": {"lms1", "lms2", "lms3"}, "cms": {"cms1"}, "guacd": {"guacd1"}},
+		"rollout: {serial: \"2\"}\n", "r1")
+	ctx := t.Context()
+	const migrate = "Run the database migrations"
+
+	run, events, err := f.deploy(ctx, t, "", lmsOnly)
+	mustSucceed(t, "deploy r1 on sqlite3", run, err)
+	if got := ranOn(events, migrate); !slices.Equal(got, []string{"lms1", "lms2", "lms3"}) {
+		t.Errorf("sqlite3: migrations ran on %v, want every host's own database: [lms1 lms2 lms3]", got)
+	}
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite")
+
+	// PostgreSQL on db1, the database every lms host now shares; its log names the client of
+	// each DDL statement.
+	db, _ := f.p.Set.Host("db1")
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	password := hex.EncodeToString(b)
+	t.Setenv("LABPLANE_TEST_DATABASE_PASSWORD", password)
+	startPostgres(ctx, t, f.p.Set, "db1", password)
+	editSpec(t, f.p, "settings:\n", "settings:\n  database: {engine: postgresql, host: "+db.Address+", name: edxapp, user: edxapp}\n")
+	editSpec(t, f.p, "secrets:\n", "secrets:\n  database_password: {env: LABPLANE_TEST_DATABASE_PASSWORD}\n")
+
+	run, events, err = f.deploy(ctx, t, "", lmsOnly)
+	mustSucceed(t, "deploy r1 on postgresql", run, err)
+	if got := ranOn(events, migrate); !slices.Equal(got, []string{"lms1", "lms3"}) {
+		t.Errorf("postgresql: migrations ran on %v, want once per batch, on its first host: [lms1 lms3]", got)
+	}
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "postgresql")
+	log, err := sshRun(ctx, f.p.Set, "db1", "cat /srv/pgdata/server.log")
+	if err != nil {
+		t.Fatalf("the server's log: %v: %s", err, log)
+	}
+	clients := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^client=(\S+) LOG:  statement: CREATE TABLE`).FindAllStringSubmatch(log, -1) {
+		clients[m[1]] = true
+	}
+	lms1, _ := f.p.Set.Host("lms1")
+	if len(clients) != 1 || !clients[lms1.Address] {
+		t.Errorf("tables created by %v, want by lms1 (%s) alone:\n%s", slices.Sorted(maps.Keys(clients)), lms1.Address, log)
+	}
+}
+
+// startPostgres runs a PostgreSQL server on a test host (the machine's packages are the
+// host's), listening on the host's address, with a database edxapp owned by a role edxapp
+// whose password is password. It logs every DDL statement with its client's address. The
+// server is stopped when the test ends (and with the host in any case).
+func startPostgres(ctx context.Context, t *testing.T, s *testhosts.Set, name, password string) {
+	t.Helper()
+	h, _ := s.Host(name)
+	script := `set -e
+bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+install -d -o postgres -g postgres -m 0700 /srv/pgdata
+runuser -u postgres -- "$bin/initdb" -D /srv/pgdata --auth-local=peer --auth-host=scram-sha-256 >/dev/null
+cat >>/srv/pgdata/postgresql.conf <<EOF
+listen_addresses = '` + h.Address + `'
+unix_socket_directories = '/tmp'
+log_statement = 'ddl'
+log_line_prefix = 'client=%h '
+EOF
+echo 'host all all ` + s.Network + ` scram-sha-256' >>/srv/pgdata/pg_hba.conf
+runuser -u postgres -- "$bin/pg_ctl" -D /srv/pgdata -l /srv/pgdata/server.log -w start >/dev/null
+runuser -u postgres -- psql -h /tmp -q -v ON_ERROR_STOP=1 \
+  -c "CREATE ROLE edxapp LOGIN PASSWORD '` + password + `'" -c "CREATE DATABASE edxapp OWNER edxapp"
+`
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := sshRun(ctx, s, name, `bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+if [ -f /srv/pgdata/postmaster.pid ]; then runuser -u postgres -- "$bin/pg_ctl" -D /srv/pgdata -m fast -w stop; fi`); err != nil {
+			t.Errorf("stop PostgreSQL on %s: %v: %s", name, err, out)
+		}
+	})
+	t0 := time.Now()
+	if out, err := sshRun(ctx, s, name, script); err != nil {
+		t.Fatalf("start PostgreSQL on %s: %v: %s", name, err, out)
+	}
+	t.Logf("PostgreSQL on %s (%s) in %.1fs", name, h.Address, time.Since(t0).Seconds())
+}
+
+// A release that fails its health check must leave the releases a rollback needs: with one
+// release kept, r1 stays while r2 (unhealthy on lms1) fails, and the rollback to r1 downloads
+// nothing. Once a release passes its health check, the old ones go.
+func TestPruneAfterHealthCheck(t *testing.T) {
+	f := newRoleFixture(t, []string{"lms1", "cms1", "guacd1"}, nil, "", "r1", "r3")
+	f.p.AddArtifact(t, "r2", standins.ArtifactOptions{UnhealthyOn: []string{"lms1"}})
+	ctx := t.Context()
+	keepOne := map[string]any{"openedx_keep_releases": 1}
+
+	run, _, err := f.deployVars(ctx, t, "", lmsOnly, keepOne)
+	mustSucceed(t, "deploy r1", run, err)
+	assertReleases(t, f.p.Set, "lms1", "r1")
+
+	run, _, err = f.deployVars(ctx, t, "r2", lmsOnly, keepOne)
+	if !errors.Is(err, deploy.ErrFailed) || len(run.Failures) != 1 || run.Failures[0].Host != "lms1" ||
+		!strings.Contains(run.Failures[0].Task, "heartbeat") {
+		t.Fatalf("deploy r2: %v, failures %+v: want lms1 failing the heartbeat", err, run.Failures)
+	}
+	assertReleases(t, f.p.Set, "lms1", "r1 r2")
+
+	// r1's artifact cannot be had any more: the rollback must find its directory
+	gone := map[string]any{"openedx_keep_releases": 1, "openedx_artifact": f.p.Base + "/gone.tar.gz"}
+	run, _, err = f.deployVars(ctx, t, "r1", lmsOnly, gone)
+	mustSucceed(t, "roll back to r1", run, err)
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite")
+
+	run, _, err = f.deployVars(ctx, t, "r3", lmsOnly, keepOne)
+	mustSucceed(t, "deploy r3", run, err)
+	assertLMS(ctx, t, f.p, "r3", "lms.test", "sqlite")
+	assertReleases(t, f.p.Set, "lms1", "r3")
+}
+
+// assertReleases checks the release directories on a host (space-separated, sorted).
+func assertReleases(t *testing.T, s *testhosts.Set, host, want string) {
+	t.Helper()
+	got, _ := filepath.Glob(filepath.Join(s.UpperDir(host), "edx/app/edxapp/releases/*"))
+	for i := range got {
+		got[i] = filepath.Base(got[i])
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("releases on %s: %v, want %s", host, got, want)
+	}
+}
