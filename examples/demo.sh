@@ -151,11 +151,11 @@ step "deploy again: every host reports changed=0"
 $lp deploy local --yes | tail -8
 $lp runs list
 
-step "the platform answers: /heartbeat on lms1 and cms1"
+step "the platform answers: edx-platform's /heartbeat and the release served, on lms1 and cms1"
 lms=$(awk '/lms:/ {print}' "$work/inventories/local/environment.yml" | grep -oE '10\.251\.[0-9]+\.[0-9]+')
 cms=$(awk '/cms:/ {print}' "$work/inventories/local/environment.yml" | grep -oE '10\.251\.[0-9]+\.[0-9]+')
-curl -sS "http://$lms/heartbeat"; echo
-curl -sS "http://$cms:18010/heartbeat"; echo
+curl -sS "http://$lms/heartbeat"; echo; curl -sS "http://$lms/labplane/release"
+curl -sS "http://$cms:18010/heartbeat"; echo; curl -sS "http://$cms:18010/labplane/release"
 
 step "take the test hosts down"
 $lp dev hosts down --dir "$hostsdir" && rm -rf "$hostsdir"

@@ -401,9 +401,7 @@ func TestPromoteOverSSH(t *testing.T) {
 			t.Logf("batch 2's run, cancelled after %.1fs: recap %+v", run.FinishedAt.Sub(run.StartedAt).Seconds(), run.Recap)
 		}
 		for _, hb := range production.Heartbeats(ctx) {
-			if hb.Status != nil {
-				t.Logf("after the interruption, %s %s reports %s (%v)", hb.Host, hb.Service, hb.Status.Release, hb.Err)
-			}
+			t.Logf("after the interruption, %s %s runs %q (%v)", hb.Host, hb.Service, hb.Status.Release, hb.Err)
 		}
 
 		// the environment is free again, but a new promotion is refused: resume it first

@@ -32,11 +32,21 @@ func servePlatform(t *testing.T, rel *string) (lms, cms, guacd int) {
 		return n
 	}
 	for i, svc := range []string{"lms", "cms"} {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-			if *rel == "" {
+		// as edx-platform's heartbeat and the openedx role's release file answer
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !strings.HasPrefix(r.Host, map[string]string{"lms": "lms.", "cms": "studio."}[svc]) { // the site names of writeEnv
+				http.Error(w, "unknown site "+r.Host, http.StatusBadRequest)
+				return
+			}
+			if r.URL.Path == "/labplane/release" {
+				fmt.Fprintln(w, *rel)
+				return
+			}
+			ok := *rel != ""
+			if !ok {
 				w.WriteHeader(http.StatusServiceUnavailable)
 			}
-			json.NewEncoder(w).Encode(map[string]string{"release": *rel, "service": svc, "status": "ok"})
+			json.NewEncoder(w).Encode(map[string]health.HeartbeatCheck{"sql": {Status: ok, Message: "OK"}, "modulestore": {Status: true, Message: "OK"}})
 		}))
 		t.Cleanup(srv.Close)
 		if i == 0 {

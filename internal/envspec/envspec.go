@@ -473,9 +473,11 @@ func (e *Environment) Path(p string) string {
 	return filepath.Join(e.Dir, p)
 }
 
-// Ports are where each service of the platform answers on its hosts, by service.
-func (e *Environment) Ports() map[string]int {
-	return map[string]int{"lms": e.Settings.LMSPort, "cms": e.Settings.CMSPort, "guacd": e.Settings.GuacdPort}
+// Endpoints are where each service of the platform answers on its hosts, by service.
+func (e *Environment) Endpoints() map[string]platform.Endpoint {
+	s := e.Settings
+	return map[string]platform.Endpoint{"lms": {Port: s.LMSPort, SiteName: s.LMSSiteName},
+		"cms": {Port: s.CMSPort, SiteName: s.CMSSiteName}, "guacd": {Port: s.GuacdPort}}
 }
 
 // ArtifactFor is the artifact of a release: a URL, or an absolute path.

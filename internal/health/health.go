@@ -1,6 +1,7 @@
 // Package health checks the platform's services the way their clients use them: an LMS or CMS
-// answers GET /heartbeat with its release, and guacd answers the Guacamole protocol's select
-// handshake with its args. The deploy's plays check the same from the hosts; labplane checks
+// answers edx-platform's GET /heartbeat with every check passing (and /labplane/release with
+// the release the host runs), and guacd answers the Guacamole protocol's select handshake with
+// its args. The deploy's plays check the same from the hosts; labplane checks
 // from where it runs (the promotion gate).
 package health
 
@@ -8,11 +9,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -98,42 +99,86 @@ func ReadInstruction(r *bufio.Reader) ([]string, error) {
 	}
 }
 
-// HeartbeatStatus is what /heartbeat answers.
-type HeartbeatStatus struct {
-	Release  string `json:"release"`
-	Service  string `json:"service"`
-	SiteName string `json:"site_name"`
-	Status   string `json:"status"`
-	Database struct {
-		Status string `json:"status"`
-		Engine string `json:"engine"`
-		Error  string `json:"error"`
-	} `json:"database"`
+// ServiceStatus is what an LMS or CMS answers.
+type ServiceStatus struct {
+	// Checks are edx-platform's heartbeat checks (the database, the modulestore, the cache...),
+	// as /heartbeat answers them: each with its status and message.
+	Checks map[string]HeartbeatCheck `json:"checks"`
+	// Release is the release the host runs: /labplane/release, the file the openedx role
+	// writes when it switches the host's current release (edx-platform's heartbeat says none).
+	Release string `json:"release"`
 }
 
-// Heartbeat gets url (http://host:port/heartbeat) and decodes the answer; a status other
-// than 200 is an error (with the decoded answer, if any).
-func Heartbeat(ctx context.Context, url string) (*HeartbeatStatus, error) {
+// HeartbeatCheck is one of edx-platform's heartbeat checks.
+type HeartbeatCheck struct {
+	Status  bool   `json:"status"`
+	Message string `json:"message"`
+}
+
+// client checks services the way their clients reach them: straight (no proxy from the
+// environment), and without following redirects (a redirect is an answer to report, such as
+// one to a login page).
+var client = &http.Client{
+	Transport:     &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext, ResponseHeaderTimeout: 10 * time.Second},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// Service checks an LMS or CMS at base (http://host:port or https://...), asking for it by
+// siteName (the Host header; the address when empty): edx-platform's /heartbeat must answer
+// 200 with every check passing, and /labplane/release the release. An error says what
+// failed; the status has what was read.
+func Service(ctx context.Context, base, siteName string) (ServiceStatus, error) {
+	var st ServiceStatus
+	code, body, err := get(ctx, base+"/heartbeat", siteName)
+	if err != nil {
+		return st, err
+	}
+	jerr := json.Unmarshal(body, &st.Checks)
+	var failed []string
+	for name, c := range st.Checks {
+		if !c.Status {
+			failed = append(failed, name+": "+c.Message)
+		}
+	}
+	sort.Strings(failed)
+	switch {
+	case code != http.StatusOK && len(failed) > 0:
+		return st, fmt.Errorf("%s/heartbeat: %d: %s", base, code, strings.Join(failed, "; "))
+	case code != http.StatusOK:
+		return st, fmt.Errorf("%s/heartbeat: %d: %s", base, code, strings.TrimSpace(string(body)))
+	case jerr != nil || st.Checks == nil:
+		return st, fmt.Errorf("%s/heartbeat: not edx-platform's answer (a JSON object of checks): %q", base, body)
+	case len(failed) > 0: // edx-platform answers 503 then; say it whatever the code
+		return st, fmt.Errorf("%s/heartbeat: %s", base, strings.Join(failed, "; "))
+	}
+	code, body, err = get(ctx, base+"/labplane/release", siteName)
+	if err != nil {
+		return st, err
+	}
+	if code != http.StatusOK {
+		return st, fmt.Errorf("%s/labplane/release: %d: %s", base, code, strings.TrimSpace(string(body)))
+	}
+	st.Release = strings.TrimSpace(string(body))
+	return st, nil
+}
+
+// get fetches url as host, returning the status code and the start of the body.
+func get(ctx context.Context, url, host string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := client.Do(req)
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", url, err)
+		return 0, nil, fmt.Errorf("%s: %w", url, err)
 	}
-	var st HeartbeatStatus
-	jerr := json.Unmarshal(body, &st)
-	if resp.StatusCode != http.StatusOK {
-		return &st, fmt.Errorf("%s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
-	}
-	if jerr != nil {
-		return nil, fmt.Errorf("%s: %w", url, errors.Join(jerr, errors.New(string(body))))
-	}
-	return &st, nil
+	return resp.StatusCode, body, nil
 }

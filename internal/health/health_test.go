@@ -2,6 +2,9 @@ package health_test
 
 import (
 	"bufio"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -34,5 +37,62 @@ func TestInstructionEncoding(t *testing.T) {
 		if got, err := health.ReadInstruction(bufio.NewReader(strings.NewReader(bad))); err == nil {
 			t.Errorf("read %q = %q, want an error", bad, got)
 		}
+	}
+}
+
+// An LMS or CMS as edx-platform answers: its heartbeat's checks, and the release file the
+// openedx role serves. Asked for by its site name, straight (no proxy), redirects not followed.
+func TestService(t *testing.T) {
+	t.Setenv("HTTP_PROXY", "http://10.251.255.1:3128") // unreachable: must not be used
+	var heartbeat struct {
+		code int
+		body string
+	}
+	release := "olive.1"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Host != "lms.example.com" {
+			http.Error(w, "unknown site "+r.Host, http.StatusNotFound)
+			return
+		}
+		switch r.URL.Path {
+		case "/heartbeat":
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(heartbeat.code)
+			io.WriteString(w, heartbeat.body)
+		case "/labplane/release":
+			io.WriteString(w, release+"\n")
+		case "/login":
+			io.WriteString(w, "a login page")
+		default:
+			http.Redirect(w, r, "/login", http.StatusFound)
+		}
+	}))
+	defer srv.Close()
+	for _, tc := range []struct {
+		name, body, wantErr string
+		code                int
+	}{
+		{name: "healthy", code: 200, body: `{"sql": {"status": true, "message": "OK"}, "modulestore": {"status": true, "message": "OK"}}`},
+		{name: "a check fails", code: 503, body: `{"sql": {"status": false, "message": "connection refused"}, "modulestore": {"status": true, "message": "OK"}}`,
+			wantErr: "/heartbeat: 503: sql: connection refused"},
+		{name: "not edx-platform's answer", code: 200, body: `{"release": "olive.1"}`, wantErr: "not edx-platform's answer"},
+		{name: "an error page", code: 500, body: "Internal Server Error", wantErr: "/heartbeat: 500: Internal Server Error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			heartbeat.code, heartbeat.body = tc.code, tc.body
+			st, err := health.Service(t.Context(), srv.URL, "lms.example.com")
+			switch {
+			case tc.wantErr == "" && (err != nil || st.Release != release || !st.Checks["sql"].Status):
+				t.Errorf("Service = %+v, %v", st, err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Errorf("Service: %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+	if _, err := health.Service(t.Context(), srv.URL, "other.example.com"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("asked for another site: %v", err)
+	}
+	if _, err := health.Service(t.Context(), srv.URL+"/moved", "lms.example.com"); err == nil || !strings.Contains(err.Error(), "302") {
+		t.Errorf("a redirect: %v, want it reported, not followed", err)
 	}
 }

@@ -27,6 +27,15 @@ type Target struct {
 	Service string `json:"service"`
 	Address string `json:"address"`
 	Port    int    `json:"port"`
+	// SiteName is the name clients ask the service for (the Host header); none for guacd.
+	SiteName string `json:"site_name,omitempty"`
+}
+
+// Endpoint is where a service answers on each of its hosts: its port, and the name its
+// clients ask for (none for guacd).
+type Endpoint struct {
+	Port     int
+	SiteName string
 }
 
 // Batch is hosts deployed together, and the services on them to check afterwards.

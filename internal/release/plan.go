@@ -9,12 +9,13 @@ import (
 )
 
 // Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), each
-// at its service's port (envspec.Environment.Ports).
-func Targets(hosts map[string][]platform.Host, port map[string]int) []platform.Target {
+// at its service's endpoint (envspec.Environment.Endpoints).
+func Targets(hosts map[string][]platform.Host, endpoints map[string]platform.Endpoint) []platform.Target {
 	var out []platform.Target
 	for _, svc := range platform.Services {
+		e := endpoints[svc]
 		for _, h := range hosts[svc] {
-			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: h.Address, Port: port[svc]})
+			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: h.Address, Port: e.Port, SiteName: e.SiteName})
 		}
 	}
 	return out

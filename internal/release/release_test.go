@@ -192,7 +192,7 @@ func TestPlan(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			bs, err := release.Plan(release.Targets(tt.hosts, env.Ports()), tt.serial)
+			bs, err := release.Plan(release.Targets(tt.hosts, env.Endpoints()), tt.serial)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -205,12 +205,12 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
-	bs, _ := release.Plan(release.Targets(shared, env.Ports()), "1")
+	bs, _ := release.Plan(release.Targets(shared, env.Endpoints()), "1")
 	if len(bs[0].Targets) != 2 || bs[0].Targets[1].Service != "cms" || bs[0].Targets[1].Port != 18010 {
 		t.Errorf("a shared host's batch checks both services: %+v", bs[0].Targets)
 	}
 	for _, bad := range []string{"0", "-1", "101%", "x", ""} {
-		if _, err := release.Plan(release.Targets(hosts, env.Ports()), bad); err == nil {
+		if _, err := release.Plan(release.Targets(hosts, env.Endpoints()), bad); err == nil {
 			t.Errorf("Plan(%q): no error", bad)
 		}
 	}

@@ -84,7 +84,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	if serial == "" {
 		serial = env.Rollout.Serial
 	}
-	targets := release.Targets(hosts, env.Ports())
+	targets := release.Targets(hosts, env.Endpoints())
 	batches, err := release.Plan(targets, serial)
 	if err != nil {
 		return PromoteResult{}, invalid("--serial: %w", err)
@@ -125,7 +125,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	}
 	checker := pl.checker()
 	var checks []platform.Check
-	srcTargets := release.Targets(srcHosts, srcEnv.Ports())
+	srcTargets := release.Targets(srcHosts, srcEnv.Endpoints())
 	for _, t := range srcTargets {
 		checks = append(checks, checker.Check(ctx, t))
 	}
@@ -303,11 +303,9 @@ func (Health) Check(ctx context.Context, t platform.Target) platform.Check {
 	if t.Service == "guacd" {
 		_, err = health.Handshake(ctx, addr, "vnc")
 	} else {
-		var st *health.HeartbeatStatus
-		st, err = health.Heartbeat(ctx, "http://"+addr+"/heartbeat")
-		if st != nil {
-			c.Release = st.Release
-		}
+		var st health.ServiceStatus
+		st, err = health.Service(ctx, "http://"+addr, t.SiteName)
+		c.Release = st.Release
 	}
 	if err != nil {
 		c.Error = err.Error()

@@ -89,7 +89,7 @@ func (f *fakePlatform) Backup(_ context.Context, p platform.Promotion) (string, 
 func newPromotion(serial string) (*platform.Promotion, *fakePlatform) {
 	env := &envspec.Environment{Settings: envspec.Settings{LMSPort: 80, CMSPort: 18010, GuacdPort: 4822}}
 	hosts := map[string][]platform.Host{"lms": {{Name: "lms1"}, {Name: "lms2"}}, "cms": {{Name: "cms1"}}, "guacd": {{Name: "guacd1"}}}
-	bs, err := release.Plan(release.Targets(hosts, env.Ports()), serial)
+	bs, err := release.Plan(release.Targets(hosts, env.Endpoints()), serial)
 	if err != nil {
 		panic(err)
 	}

@@ -212,7 +212,7 @@ func (pl *Platform) refuseDowngrade(ctx context.Context, env *envspec.Environmen
 	if err != nil {
 		return err
 	}
-	host, running, ok := release.Downgrade(rs, release.HostNames(release.Targets(hosts, env.Ports())), rel)
+	host, running, ok := release.Downgrade(rs, release.HostNames(release.Targets(hosts, env.Endpoints())), rel)
 	if !ok {
 		return nil
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,10 +44,17 @@ func TestDeploy(t *testing.T) {
 		}
 		p.AssertServing(ctx, t, "r1")
 		d.assertNoSecret(t, out)
+		// edx-platform's heartbeat, asked for by the site name; the static files collected
 		lms, _ := p.Set.Host("lms1")
-		st, err := health.Heartbeat(ctx, "http://"+net.JoinHostPort(lms.Address, strconv.Itoa(envspec.DefaultLMSPort))+"/heartbeat")
-		if err != nil || st.SiteName != "lms.test" || st.Status != "ok" || st.Database.Status != "ok" || st.Database.Engine != "sqlite" {
-			t.Errorf("lms1 heartbeat: %+v %v", st, err)
+		base := "http://" + net.JoinHostPort(lms.Address, strconv.Itoa(envspec.DefaultLMSPort))
+		st, err := health.Service(ctx, base, "lms.test")
+		if err != nil || st.Release != "r1" || !st.Checks["sql"].Status || !st.Checks["modulestore"].Status {
+			t.Errorf("lms1: %+v %v", st, err)
+		}
+		if resp, err := http.Get(base + "/static/openedx/standin.css"); err != nil || resp.StatusCode != http.StatusOK {
+			t.Errorf("lms1 /static/openedx/standin.css: %v %v", resp, err)
+		} else {
+			resp.Body.Close()
 		}
 		// guacd listens on the host's private address only
 		g, _ := p.Set.Host("guacd1")

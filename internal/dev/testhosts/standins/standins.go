@@ -41,16 +41,19 @@ var mtime = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 func ArtifactName(release string) string { return "edx-platform-" + release + ".tar.gz" }
 
 // Artifact builds the release artifact of release in dir, with its checksum file beside it
-// (<artifact>.sha256), and returns its path: a gzipped tar
-// of edx-platform-<release>/ holding a Django 3.2 project (Debian's python3-django) with
-// Open edX's entry points:
+// (<artifact>.sha256), and returns its path: a gzipped tar of edx-platform-<release>/ holding a
+// Django 3.2 project (Debian's python3-django) laid out as edx-platform is, read from its source:
 //
-//   - manage.py lms|cms COMMAND (migrate runs the project's real migrations);
-//   - lms.wsgi:application and cms.wsgi:application for gunicorn;
-//   - settings read from the YAML file named by LMS_CFG or CMS_CFG (SECRET_KEY and DATABASES
-//     required; ALLOWED_HOSTS, SITE_NAME, PLATFORM_NAME, TIME_ZONE, LOGGING optional);
-//   - GET /heartbeat answers {"release", "service", "site_name", "database": {...}, "status"},
-//     200 when the database is reachable and migrated, 503 otherwise. The release is baked in.
+//   - manage.py: DJANGO_SETTINGS_MODULE=lms.envs.production manage.py COMMAND, or the legacy
+//     manage.py lms|cms [--settings=S] COMMAND; without settings named it falls back to the
+//     development settings (lms.envs.devstack), which the stand-in refuses to run;
+//   - lms.envs.production and cms.envs.production read the YAML file named by LMS_CFG or
+//     CMS_CFG (required), with SERVICE_VARIANT naming the service (required); SECRET_KEY and
+//     DATABASES required in the file, STATIC_ROOT, MEDIA_ROOT, ALLOWED_HOSTS... optional;
+//   - lms.wsgi:application and cms.wsgi:application for gunicorn (same settings rules);
+//   - collectstatic collects a static file (openedx/standin.css);
+//   - GET /heartbeat answers as edx-platform's does: {"sql": {"status", "message"},
+//     "modulestore": {...}}, 200 when every check passes, 503 otherwise, and no release.
 func Artifact(dir, release string) (string, error) {
 	return ArtifactWith(dir, release, ArtifactOptions{})
 }
@@ -59,9 +62,9 @@ func Artifact(dir, release string) (string, error) {
 // does to a rollout.
 type ArtifactOptions struct {
 	// UnhealthyOn are the hostnames on which the release is broken: there its /heartbeat
-	// answers 503 with status "error" (and the release), whatever the database says, as a
-	// release that fails on some hosts only does. "*" breaks it on every host. It deploys,
-	// migrates and runs everywhere.
+	// answers 503, its "modulestore" check failing, whatever the database says, as a release
+	// that fails on some hosts only does. "*" breaks it on every host. It deploys, migrates and
+	// runs everywhere.
 	UnhealthyOn []string
 	// MigrateFailsOn are the hostnames on which the release's migrations fail: there
 	// `manage.py lms|cms migrate` exits 1 having migrated nothing, as a migration that cannot be

@@ -3,10 +3,13 @@ package standins_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -37,6 +40,26 @@ func freePort(t *testing.T) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// heartbeat gets the stand-in's /heartbeat from gunicorn: the status code, and the checks as
+// edx-platform answers them.
+func heartbeat(t *testing.T, ctx context.Context, addr string) (int, map[string]health.HeartbeatCheck) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/heartbeat", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var checks map[string]health.HeartbeatCheck
+	if err := json.NewDecoder(resp.Body).Decode(&checks); err != nil {
+		t.Fatalf("/heartbeat: %d, not edx-platform's answer: %v", resp.StatusCode, err)
+	}
+	return resp.StatusCode, checks
 }
 
 // start runs a server process until the test ends and waits for addr to accept connections.
@@ -177,44 +200,66 @@ func TestArtifact(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	manage := func(args ...string) (string, error) {
+	production := []string{"LMS_CFG=" + cfg, "DJANGO_SETTINGS_MODULE=lms.envs.production", "SERVICE_VARIANT=lms"}
+	manage := func(env []string, args ...string) (string, error) {
 		cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py"}, args...)...)
-		cmd.Dir, cmd.Env = app, append(os.Environ(), "LMS_CFG="+cfg, "CMS_CFG="+cfg)
+		cmd.Dir, cmd.Env = app, append(os.Environ(), env...)
 		b, err := cmd.CombinedOutput()
 		return string(b), err
 	}
 	write("DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n")
-	if out, err := manage("lms", "check"); err == nil || !strings.Contains(out, "missing SECRET_KEY") {
+	if out, err := manage(production, "check"); err == nil || !strings.Contains(out, "missing SECRET_KEY") {
 		t.Errorf("settings without SECRET_KEY: %v: %s", err, out)
 	}
-	write("SECRET_KEY: not-a-secret-in-a-test\nSITE_NAME: lms.test\nALLOWED_HOSTS: [127.0.0.1]\n" +
+	static := filepath.Join(work, "static")
+	write("SECRET_KEY: not-a-secret-in-a-test\nSITE_NAME: lms.test\nALLOWED_HOSTS: [127.0.0.1]\nSTATIC_ROOT: " + static + "\n" +
 		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n")
+	// as edx-platform: settings not named are the development ones, refused on a host; the
+	// production ones need SERVICE_VARIANT and the service's config file
+	for _, c := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{[]string{"LMS_CFG=" + cfg}, []string{"lms", "check"}, "lms.envs.devstack: development settings on a deployed host"},
+		{[]string{"LMS_CFG=" + cfg, "DJANGO_SETTINGS_MODULE=lms.envs.production"}, []string{"check"}, "SERVICE_VARIANT is None, want 'lms'"},
+		{[]string{"DJANGO_SETTINGS_MODULE=lms.envs.production", "SERVICE_VARIANT=lms"}, []string{"check"}, "LMS_CFG is not set"},
+	} {
+		if out, err := manage(c.env, c.args...); err == nil || !strings.Contains(out, c.want) {
+			t.Errorf("manage.py %v with %v: %v, want %q:\n%s", c.args, c.env, err, c.want, out)
+		}
+	}
+	if out, err := manage([]string{"LMS_CFG=" + cfg}, "lms", "--settings=production", "check"); err != nil {
+		t.Errorf("the legacy form, manage.py lms --settings=production: %v: %s", err, out)
+	}
+	if out, err := manage(production, "collectstatic", "--noinput"); err != nil || !strings.Contains(out, "static file") {
+		t.Errorf("collectstatic: %v: %s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(static, "openedx/standin.css")); err != nil {
+		t.Errorf("collectstatic did not collect the release's static file: %v", err)
+	}
 
 	port := freePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	start(t, addr, []string{"LMS_CFG=" + cfg}, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "lms.wsgi:application")
-	url := "http://" + addr + "/heartbeat"
-	if st, err := health.Heartbeat(ctx, url); err == nil || st == nil || st.Database.Status != "error" {
-		t.Errorf("heartbeat before migrate: %+v %v", st, err)
+	start(t, addr, production, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "lms.wsgi:application")
+	if code, checks := heartbeat(t, ctx, addr); code != 503 || checks["sql"].Status || !strings.Contains(checks["sql"].Message, "migrations not applied") {
+		t.Errorf("heartbeat before migrate: %d %+v", code, checks)
 	}
-	if out, err := manage("lms", "migrate", "--noinput"); err != nil || !strings.Contains(out, "Applying heartbeat.0001_initial... OK") {
+	if out, err := manage([]string{"LMS_CFG=" + cfg}, "lms", "--settings=production", "migrate", "--noinput"); err != nil ||
+		!strings.Contains(out, "Applying heartbeat.0001_initial... OK") {
 		t.Fatalf("migrate: %v: %s", err, out)
 	}
-	if out, err := manage("cms", "migrate", "--noinput"); err != nil || !strings.Contains(out, "No migrations to apply.") {
-		t.Errorf("second migrate (as cms): %v: %s", err, out)
+	if out, err := manage(production, "migrate", "--noinput"); err != nil || !strings.Contains(out, "No migrations to apply.") {
+		t.Errorf("second migrate: %v: %s", err, out)
 	}
-	st, err := health.Heartbeat(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Release != "r1" || st.Service != "lms" || st.SiteName != "lms.test" || st.Status != "ok" ||
-		st.Database.Status != "ok" || st.Database.Engine != "sqlite" {
-		t.Errorf("heartbeat: %+v", st)
+	code, checks := heartbeat(t, ctx, addr)
+	if code != 200 || !reflect.DeepEqual(checks, map[string]health.HeartbeatCheck{"sql": {Status: true, Message: "OK"}, "modulestore": {Status: true, Message: "OK"}}) {
+		t.Errorf("heartbeat: %d %+v", code, checks)
 	}
 }
 
 // A release built broken on some hosts: it unpacks, migrates and runs, but its /heartbeat
-// answers 503 on the hosts named (here, this machine), with the release.
+// answers 503 on the hosts named (here, this machine), its modulestore check failing.
 func TestArtifactUnhealthyOn(t *testing.T) {
 	needPackages(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -246,16 +291,17 @@ func TestArtifactUnhealthyOn(t *testing.T) {
 		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: "+filepath.Join(work, "db.sqlite3")+"}}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "manage.py", "cms", "migrate", "--noinput")
-	cmd.Dir, cmd.Env = app, append(os.Environ(), "CMS_CFG="+cfg)
+	production := []string{"CMS_CFG=" + cfg, "DJANGO_SETTINGS_MODULE=cms.envs.production", "SERVICE_VARIANT=cms"}
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "manage.py", "migrate", "--noinput")
+	cmd.Dir, cmd.Env = app, append(os.Environ(), production...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v: %s", err, out)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	start(t, addr, []string{"CMS_CFG=" + cfg}, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "cms.wsgi:application")
-	st, err := health.Heartbeat(ctx, "http://"+addr+"/heartbeat")
-	if err == nil || st == nil || st.Release != "rb" || st.Service != "cms" || st.Status != "error" || st.Database.Status != "ok" {
-		t.Errorf("heartbeat of a release broken here: %+v, %v", st, err)
+	start(t, addr, production, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "cms.wsgi:application")
+	code, checks := heartbeat(t, ctx, addr)
+	if code != 503 || !checks["sql"].Status || checks["modulestore"].Status || checks["modulestore"].Message != "release rb is broken on "+hostname {
+		t.Errorf("heartbeat of a release broken here: %d %+v", code, checks)
 	}
 }
 
@@ -291,7 +337,7 @@ func TestArtifactMigrateFailsOn(t *testing.T) {
 			t.Fatal(err)
 		}
 		manage := func(args ...string) (string, error) {
-			cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py", "lms"}, args...)...)
+			cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py", "lms", "--settings=production"}, args...)...)
 			cmd.Dir, cmd.Env = filepath.Join(work, "edx-platform-rm"), append(os.Environ(), "LMS_CFG="+cfg)
 			b, err := cmd.CombinedOutput()
 			return string(b), err

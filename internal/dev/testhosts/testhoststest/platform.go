@@ -185,43 +185,45 @@ func (p *Platform) Environment(t testing.TB) *envspec.Environment {
 	return env
 }
 
-// Heartbeat is what one service's /heartbeat on one host answered (from the machine).
+// Heartbeat is what one service on one host answered (from the machine): edx-platform's
+// /heartbeat and the release (health.Service).
 type Heartbeat struct {
 	Host, Service string
-	Status        *health.HeartbeatStatus
+	Status        health.ServiceStatus
 	Err           error
 }
 
-// Heartbeats asks every lms and cms host of the platform for its /heartbeat, service by
-// service, host by host.
+// Heartbeats asks every lms and cms host of the platform for its /heartbeat and release, as
+// its clients ask (by site name), service by service, host by host.
 func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
+	env, err := envspec.Load(p.Inventories, p.Env)
+	if err != nil {
+		return []Heartbeat{{Err: err}}
+	}
 	var out []Heartbeat
 	for _, svc := range []string{"lms", "cms"} {
-		port := envspec.DefaultLMSPort
-		if svc == "cms" {
-			port = envspec.DefaultCMSPort
-		}
+		ep := env.Endpoints()[svc]
 		for _, name := range p.Hosts[svc] {
 			hb := Heartbeat{Host: name, Service: svc}
 			h, _ := p.Set.Host(name)
-			hb.Status, hb.Err = health.Heartbeat(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(port))+"/heartbeat")
+			hb.Status, hb.Err = health.Service(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(ep.Port)), ep.SiteName)
 			out = append(out, hb)
 		}
 	}
 	return out
 }
 
-// AssertServing checks that every lms and cms host answers /heartbeat with release and
+// AssertServing checks that every lms and cms host passes its heartbeat and runs release, and
 // every guacd host answers the handshake, from the machine.
 func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release string) {
 	t.Helper()
 	for _, hb := range p.Heartbeats(ctx) {
 		if hb.Err != nil {
-			t.Errorf("%s %s /heartbeat: %v", hb.Host, hb.Service, hb.Err)
+			t.Errorf("%s %s: %v", hb.Host, hb.Service, hb.Err)
 			continue
 		}
-		if hb.Status.Release != release || hb.Status.Service != hb.Service {
-			t.Errorf("%s /heartbeat = release %q service %q, want %q %q", hb.Host, hb.Status.Release, hb.Status.Service, release, hb.Service)
+		if hb.Status.Release != release {
+			t.Errorf("%s %s runs %q, want %q", hb.Host, hb.Service, hb.Status.Release, release)
 		}
 	}
 	for _, name := range p.Hosts["guacd"] {

@@ -1,9 +1,14 @@
 #!/usr/bin/python3
-"""Open edX style manage.py: ./manage.py lms|cms COMMAND [ARGS].
+"""edx-platform's manage.py, as a stand-in built by labplane's tests (internal/dev/testhosts/standins).
 
-A stand-in for edx-platform, built by labplane's tests (internal/testhosts/standins): the
-service's settings read the YAML file named by LMS_CFG or CMS_CFG, as Open edX's do.
+    DJANGO_SETTINGS_MODULE=lms.envs.production ./manage.py COMMAND [ARGS]    (the standard way)
+    ./manage.py lms|cms [--settings=production] COMMAND [ARGS]                (the legacy way)
+
+As edx-platform's: the legacy way without --settings takes DJANGO_SETTINGS_MODULE if it is set,
+and the development settings (lms.envs.devstack) otherwise, which refuse to run on a deployed
+host; SERVICE_VARIANT defaults to the service named.
 """
+import argparse
 import os
 import socket
 import sys
@@ -18,16 +23,25 @@ def migrate_broken_here():
 
 
 def main():
-    if len(sys.argv) < 2 or sys.argv[1] not in ("lms", "cms"):
-        sys.exit("usage: manage.py lms|cms COMMAND [ARGS]")
-    service = sys.argv.pop(1)
-    if len(sys.argv) > 1 and sys.argv[1] == "migrate" and migrate_broken_here():
+    args = sys.argv[1:]
+    if args[:1] in (["lms"], ["cms"]):
+        service = args.pop(0)
+        parser = argparse.ArgumentParser(add_help=False)
+        parser.add_argument("--settings")
+        known, args = parser.parse_known_args(args)
+        if known.settings:
+            os.environ["DJANGO_SETTINGS_MODULE"] = "%s.envs.%s" % (service, known.settings)
+        else:
+            os.environ.setdefault("DJANGO_SETTINGS_MODULE", "%s.envs.devstack" % service)
+        os.environ.setdefault("SERVICE_VARIANT", service)
+    elif "DJANGO_SETTINGS_MODULE" not in os.environ:
+        sys.exit("usage: DJANGO_SETTINGS_MODULE=lms.envs.production manage.py COMMAND, or manage.py lms|cms [--settings=S] COMMAND")
+    if args[:1] == ["migrate"] and migrate_broken_here():
         # as a migration that cannot be applied on this host: nothing migrated, exit status 1
-        sys.exit("manage.py %s migrate: this release's migrations fail on %s" % (service, socket.gethostname()))
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", service + ".envs.production")
+        sys.exit("manage.py migrate: this release's migrations fail on %s" % socket.gethostname())
     from django.core.management import execute_from_command_line
 
-    execute_from_command_line(sys.argv)
+    execute_from_command_line([sys.argv[0]] + args)
 
 
 if __name__ == "__main__":

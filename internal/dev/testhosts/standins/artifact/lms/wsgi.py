@@ -1,7 +1,8 @@
-"""WSGI entry point of the LMS: gunicorn serves lms.wsgi:application."""
+"""WSGI entry point of the LMS: gunicorn serves lms.wsgi:application. As edx-platform's, it runs
+the settings DJANGO_SETTINGS_MODULE names (the development ones when none is named)."""
 import os
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lms.envs.production")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "lms.envs.devstack")
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 

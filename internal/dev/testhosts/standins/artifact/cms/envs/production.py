@@ -1,4 +1,4 @@
-"""The CMS's settings: read from the file named by CMS_CFG (default /edx/etc/cms.yml)."""
+"""The CMS's production settings, as edx-platform's: read from the YAML file named by CMS_CFG."""
 from openedx.settings import load
 
 globals().update(load("cms"))

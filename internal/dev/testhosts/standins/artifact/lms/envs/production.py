@@ -1,4 +1,4 @@
-"""The LMS's settings: read from the file named by LMS_CFG (default /edx/etc/lms.yml)."""
+"""The LMS's production settings, as edx-platform's: read from the YAML file named by LMS_CFG."""
 from openedx.settings import load
 
 globals().update(load("lms"))
