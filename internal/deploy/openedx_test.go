@@ -112,8 +112,8 @@ func assertLMS(ctx context.Context, t *testing.T, p *testhoststest.Platform, rel
 	}
 }
 
-// ranOn lists the hosts a task reported a result for (ok, changed or failed: not skipped), in
-// the order reported.
+// ranOn lists the hosts a task reported a result for (ok, changed or failed: not skipped),
+// sorted (the hosts of a batch report in any order).
 func ranOn(events []ansible.Event, task string) []string {
 	var out []string
 	for _, e := range events {
@@ -122,6 +122,7 @@ func ranOn(events []ansible.Event, task string) []string {
 			out = append(out, e.Host)
 		}
 	}
+	slices.Sort(out)
 	return out
 }
 
