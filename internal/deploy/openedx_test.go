@@ -309,14 +309,14 @@ func TestPruneAfterHealthCheck(t *testing.T) {
 
 	run, _, err := f.deployVars(ctx, t, "", lmsOnly, keepOne)
 	mustSucceed(t, "deploy r1", run, err)
-	assertReleases(t, f.p.Set, "lms1", "r1")
+	testhoststest.AssertReleases(t, f.p.Set, "lms1", "r1")
 
 	run, _, err = f.deployVars(ctx, t, "r2", lmsOnly, keepOne)
 	if !errors.Is(err, deploy.ErrFailed) || len(run.Failures) != 1 || run.Failures[0].Host != "lms1" ||
 		!strings.Contains(run.Failures[0].Task, "heartbeat") {
 		t.Fatalf("deploy r2: %v, failures %+v: want lms1 failing the heartbeat", err, run.Failures)
 	}
-	assertReleases(t, f.p.Set, "lms1", "r1 r2")
+	testhoststest.AssertReleases(t, f.p.Set, "lms1", "r1 r2")
 
 	// r1's artifact cannot be had any more: the rollback must find its directory
 	gone := map[string]any{"openedx_keep_releases": 1, "openedx_artifact": f.p.Base + "/gone.tar.gz"}
@@ -327,17 +327,5 @@ func TestPruneAfterHealthCheck(t *testing.T) {
 	run, _, err = f.deployVars(ctx, t, "r3", lmsOnly, keepOne)
 	mustSucceed(t, "deploy r3", run, err)
 	assertLMS(ctx, t, f.p, "r3", "lms.test", "sqlite3")
-	assertReleases(t, f.p.Set, "lms1", "r3")
-}
-
-// assertReleases checks the release directories on a host (space-separated, sorted).
-func assertReleases(t *testing.T, s *testhosts.Set, host, want string) {
-	t.Helper()
-	got, _ := filepath.Glob(filepath.Join(s.UpperDir(host), "edx/app/edxapp/releases/*"))
-	for i := range got {
-		got[i] = filepath.Base(got[i])
-	}
-	if strings.Join(got, " ") != want {
-		t.Errorf("releases on %s: %v, want %s", host, got, want)
-	}
+	testhoststest.AssertReleases(t, f.p.Set, "lms1", "r3")
 }

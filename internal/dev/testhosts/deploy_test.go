@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/envspec"
@@ -78,8 +77,8 @@ func TestDeploy(t *testing.T) {
 			t.Errorf("check mode with a new release: %+v", recap)
 		}
 		d.assertNoSecret(t, out)
-		assertReleases(t, p.Set, "lms1", "r1")
-		assertReleases(t, p.Set, "cms1", "r1")
+		testhoststest.AssertReleases(t, p.Set, "lms1", "r1")
+		testhoststest.AssertReleases(t, p.Set, "cms1", "r1")
 		p.AssertServing(ctx, t, "r1")
 	})
 
@@ -107,14 +106,14 @@ func TestDeploy(t *testing.T) {
 			if err != nil || link != "/edx/app/edxapp/releases/r1" {
 				t.Errorf("%s: current -> %q (%v)", h, link, err)
 			}
-			assertReleases(t, p.Set, h, "r1 r2")
+			testhoststest.AssertReleases(t, p.Set, h, "r1 r2")
 		}
 	})
 
 	t.Run("old releases are pruned", func(t *testing.T) {
 		// keeping two: r3 and r2 stay, r1 (unpacked first, no longer deployed) goes
 		d.playbook(ctx, t, "r3", "--limit", "lms", "-e", "openedx_keep_releases=2")
-		assertReleases(t, p.Set, "lms1", "r2 r3")
+		testhoststest.AssertReleases(t, p.Set, "lms1", "r2 r3")
 	})
 
 	t.Run("backup only when asked", func(t *testing.T) {
@@ -219,18 +218,6 @@ func (d *deployer) assertNoSecret(t *testing.T, out string) {
 	t.Helper()
 	if d.p.Secret == "" || strings.Contains(out, d.p.Secret) {
 		t.Errorf("the secret key is in ansible-playbook's output")
-	}
-}
-
-// assertReleases checks the release directories on a host (space-separated, sorted).
-func assertReleases(t *testing.T, s *testhosts.Set, host, want string) {
-	t.Helper()
-	got, _ := filepath.Glob(filepath.Join(s.UpperDir(host), "edx/app/edxapp/releases/*"))
-	for i := range got {
-		got[i] = filepath.Base(got[i])
-	}
-	if strings.Join(got, " ") != want {
-		t.Errorf("releases on %s: %v, want %s", host, got, want)
 	}
 }
 

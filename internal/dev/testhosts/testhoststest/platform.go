@@ -233,3 +233,15 @@ func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release stri
 		}
 	}
 }
+
+// AssertReleases checks the release directories on a host of s (space-separated, sorted).
+func AssertReleases(t testing.TB, s *testhosts.Set, host, want string) {
+	t.Helper()
+	got, _ := filepath.Glob(filepath.Join(s.UpperDir(host), "edx/app/edxapp/releases/*"))
+	for i := range got {
+		got[i] = filepath.Base(got[i])
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("releases on %s: %v, want %s", host, got, want)
+	}
+}
