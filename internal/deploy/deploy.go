@@ -204,7 +204,7 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 func checkArtifact(env *envspec.Environment, release string) error {
 	artifact, checksum := env.ArtifactFor(release), env.ChecksumFor(release)
 	algo, want, ok := strings.Cut(checksum, ":")
-	if !ok || strings.HasPrefix(artifact, "http://") || strings.HasPrefix(artifact, "https://") {
+	if !ok || envspec.IsURL(artifact) {
 		return nil
 	}
 	if filepath.IsAbs(want) { // a checksum file: sha256sum's format, or the digest alone

@@ -488,21 +488,23 @@ func (e *Environment) ArtifactFor(release string) string {
 // ChecksumFor is the artifact checksum of a release, as Ansible's get_url takes it
 // ("sha256:<hex>" or "sha256:<URL or absolute path of a checksum file>"), or "".
 func (e *Environment) ChecksumFor(release string) string {
-	algo, value, ok := strings.Cut(strings.ReplaceAll(e.ArtifactChecksum, "{release}", release), ":")
+	c := strings.ReplaceAll(e.ArtifactChecksum, "{release}", release)
+	algo, value, ok := strings.Cut(c, ":")
 	if !ok || hexDigest.MatchString(value) {
-		return strings.ReplaceAll(e.ArtifactChecksum, "{release}", release)
+		return c
 	}
 	return algo + ":" + e.urlOrPath(value)
 }
 
 func (e *Environment) urlOrPath(s string) string {
-	if isURL(s) {
+	if IsURL(s) {
 		return s
 	}
 	return e.Path(s)
 }
 
-func isURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
+// IsURL tells an artifact (or checksum file) the hosts download from one on this machine.
+func IsURL(s string) bool { return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://") }
 
 var (
 	checksumPattern = regexp.MustCompile(`^(sha256|sha384|sha512):(.+)$`)
@@ -513,13 +515,13 @@ func (e *Environment) validateChecksum(v *validator) {
 	c := e.ArtifactChecksum
 	m := checksumPattern.FindStringSubmatch(c)
 	switch {
-	case c == "" && isURL(e.Artifact):
+	case c == "" && IsURL(e.Artifact):
 		v.Add("artifact_checksum", "required for an artifact the hosts download: sha256:<URL of the release's checksum file, with {release}>, such as %s.sha256",
 			e.Artifact)
 	case c == "":
 	case m == nil:
 		v.Add("artifact_checksum", "%q is not sha256:, sha384: or sha512: followed by a digest or the URL or path of a checksum file", c)
-	case !isURL(e.Artifact) && isURL(m[2]):
+	case !IsURL(e.Artifact) && IsURL(m[2]):
 		v.Add("artifact_checksum", "the artifact is a file on this machine: give its digest, or the path of a checksum file, not a URL")
 	case hexDigest.MatchString(m[2]) && strings.Contains(e.Artifact, "{release}"):
 		v.Add("artifact_checksum", "one digest cannot check every release's artifact: give the URL or path of each release's checksum file, with {release}")
