@@ -19,16 +19,8 @@ func TestPlaybook(t *testing.T) {
 		"environment.yml": `release: r7
 artifact: https://a.example/edx-platform-{release}.tar.gz
 artifact_checksum: sha256:https://a.example/edx-platform-{release}.tar.gz.sha256
-hosts:
-  lms: [{name: l, address: 10.0.0.1}]
-  cms: [{name: c, address: 10.0.0.2}]
-  guacd: [{name: g, address: 10.0.0.3}]
-settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./"}
-secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_password_file: pass}
-rollout: {serial: "1"}
+` + platformSpec + `rollout: {serial: "1"}
 `,
-		"vault.yml": "$ANSIBLE_VAULT;1.1;AES256\n",
-		"pass":      "not-a-real-password\n",
 	})
 	d := deploy.Deployer{Project: "/srv/labplane"}
 	for _, c := range []struct {
@@ -77,15 +69,7 @@ func TestLocalArtifactChecksum(t *testing.T) {
 		"environment.yml": `release: r7
 artifact: edx-platform-{release}.tar.gz
 artifact_checksum: sha256:edx-platform-{release}.tar.gz.sha256
-hosts:
-  lms: [{name: l, address: 10.0.0.1}]
-  cms: [{name: c, address: 10.0.0.2}]
-  guacd: [{name: g, address: 10.0.0.3}]
-settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./"}
-secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_password_file: pass}
-`,
-		"vault.yml": "$ANSIBLE_VAULT;1.1;AES256\n",
-		"pass":      "not-a-real-password\n",
+` + platformSpec + ``,
 	})
 	// no registry: a deploy refused before anything is recorded must not reach it
 	d := deploy.Deployer{Project: "/srv/labplane", Ansible: "/nonexistent/ansible-playbook"}
@@ -101,10 +85,21 @@ secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_pa
 	}
 }
 
-// writeEnvironment writes the files of an environment "prod" (environment.yml among them) and
-// loads its spec.
+// platformSpec is the part of the specs below that they share: the hosts, the settings and a
+// secret from the vault file writeEnvironment writes.
+const platformSpec = `hosts:
+  lms: [{name: l, address: 10.0.0.1}]
+  cms: [{name: c, address: 10.0.0.2}]
+  guacd: [{name: g, address: 10.0.0.3}]
+settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./"}
+secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_password_file: pass}
+`
+
+// writeEnvironment writes the files of an environment "prod" (environment.yml among them), with
+// a vault file and its password file, and loads its spec.
 func writeEnvironment(t *testing.T, files map[string]string) (dir string, env *envspec.Environment) {
 	t.Helper()
+	files["vault.yml"], files["pass"] = "$ANSIBLE_VAULT;1.1;AES256\n", "not-a-real-password\n"
 	inv := filepath.Join(t.TempDir(), "inventories")
 	dir = filepath.Join(inv, "prod")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
