@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/ansible"
+	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
@@ -267,6 +268,11 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 // server is stopped when the test ends (and with the host in any case).
 func startPostgres(ctx context.Context, t *testing.T, s *testhosts.Set, name, password string) {
 	t.Helper()
+	// the test hosts see the machine's packages: the server for db1, the driver for the lms
+	// hosts (installed here whatever ran before, no service started)
+	if err := apt.Ensure(ctx, os.Stderr, "postgresql", "python3-psycopg2"); err != nil {
+		t.Fatal(err)
+	}
 	h, _ := s.Host(name)
 	script := `set -e
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
