@@ -6,9 +6,13 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +22,8 @@ import (
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+	"github.com/labplane/labplane/internal/envspec"
+	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/runs"
 	"github.com/labplane/labplane/internal/store"
@@ -110,10 +116,11 @@ func (f *fixture) assertRecorded(t *testing.T, want runs.Run) {
 	}
 }
 
-// One test, in order, on one set of hosts: a deploy, a second one that changes nothing, a
-// check of another release that changes nothing, an interrupted deploy, and a deploy with a
-// host down (last: a stopped host stays down).
+// One test, in order, on the package's set of hosts: a deploy, a second one that changes
+// nothing, a check of another release that changes nothing, a backup, an interrupted deploy,
+// and a deploy with a host down (last: a stopped host stays down).
 func TestDeployOverSSH(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, "r1", "r2")
 	ctx := t.Context()
 
@@ -140,6 +147,23 @@ func TestDeployOverSSH(t *testing.T) {
 	}
 	f.assertRecorded(t, run)
 	f.p.AssertServing(ctx, t, "r1")
+	// edx-platform's heartbeat, asked for by the site name; the static files collected
+	lms, _ := f.p.Set.Host("lms1")
+	base := "http://" + net.JoinHostPort(lms.Address, strconv.Itoa(envspec.DefaultLMSPort))
+	if st, err := health.Service(ctx, base, "lms.test"); err != nil || st.Release != "r1" || !st.Checks["sql"].Status || !st.Checks["modulestore"].Status {
+		t.Errorf("lms1: %+v %v", st, err)
+	}
+	if resp, err := http.Get(base + "/static/openedx/standin.css"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("lms1 /static/openedx/standin.css: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	// guacd listens on the host's private address only
+	g, _ := f.p.Set.Host("guacd1")
+	conf, err := os.ReadFile(filepath.Join(f.p.Set.UpperDir("guacd1"), "etc/guacamole/guacd.conf"))
+	if err != nil || !strings.Contains(string(conf), "bind_host = "+g.Address+"\n") {
+		t.Errorf("guacd.conf: %v\n%s", err, conf)
+	}
 
 	t.Run("again: nothing changes", func(t *testing.T) {
 		run, _, err := f.deploy(ctx, t, "", runs.Options{})
@@ -154,18 +178,45 @@ func TestDeployOverSSH(t *testing.T) {
 	})
 
 	t.Run("check mode changes nothing", func(t *testing.T) {
-		run, _, err := f.deploy(ctx, t, "r2", runs.Options{Check: true})
+		// a new release in check mode: reported, not made
+		run, _, err := f.deploy(ctx, t, "r2", runs.Options{Check: true, Diff: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !run.Options.Check || run.Release != "r2" {
 			t.Errorf("run %+v", run)
 		}
+		if run.Recap["lms1"].Changed == 0 || run.Recap["cms1"].Changed == 0 || run.Recap["guacd1"].Changed != 0 {
+			t.Errorf("check mode with a new release: %+v", run.Recap)
+		}
+		f.assertRecorded(t, run) // the diffs hold no secret either
+		testhoststest.AssertReleases(t, f.p.Set, "lms1", "r1")
+		testhoststest.AssertReleases(t, f.p.Set, "cms1", "r1")
 		f.p.AssertServing(ctx, t, "r1")
 	})
 
+	t.Run("backup only when asked", func(t *testing.T) {
+		backups := filepath.Join(f.p.Set.UpperDir("lms1"), "edx/var/backups")
+		if _, err := os.Stat(backups); err == nil {
+			t.Fatalf("a deploy made backups: %s", backups)
+		}
+		run, _, err := f.deploy(ctx, t, "", runs.Options{Tags: "backup", Limit: "lms"})
+		if err != nil || run.Recap["lms1"].Changed == 0 {
+			t.Fatalf("backup: %+v, %v", run.Recap, err)
+		}
+		files, _ := filepath.Glob(filepath.Join(backups, "edxapp-lms-r1-*.sqlite3"))
+		if len(files) != 1 {
+			t.Fatalf("backups: %v", files)
+		}
+		out, err := exec.CommandContext(ctx, "sqlite3", files[0], ".tables").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "heartbeat_deployment") {
+			t.Errorf("backup %s: %v: %s", files[0], err, out)
+		}
+	})
+
 	t.Run("a missing secret: nothing runs, nothing is recorded", func(t *testing.T) {
-		t.Setenv(f.p.SecretEnv, "")
+		os.Unsetenv(f.p.SecretEnv) // the platform's own variable: no other test reads it
+		defer os.Setenv(f.p.SecretEnv, f.p.Secret)
 		before, _ := f.st.ListRuns(ctx, runs.Filter{})
 		_, _, err := f.deploy(ctx, t, "", runs.Options{})
 		var bad *deploy.BadInputError
@@ -217,7 +268,10 @@ func TestDeployOverSSH(t *testing.T) {
 			t.Errorf("error %q does not name the host", err)
 		}
 		if r := run.Recap["lms1"]; r.Failed+r.Unreachable != 0 {
-			t.Errorf("lms1 recap %+v: the other hosts are deployed", r)
+			t.Errorf("lms1 recap %+v: the hosts before it are deployed", r)
+		}
+		if _, ran := run.Recap["guacd1"]; ran {
+			t.Errorf("the rollout went on to guacd after cms1 failed (max_fail_percentage 0)")
 		}
 		// the run failed: what each host runs was read back (cms1 cannot be reached)
 		if lms1, cms1 := run.Recap["lms1"].Release, run.Recap["cms1"].Release; lms1 != "r1" || cms1 != "" {

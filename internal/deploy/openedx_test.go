@@ -7,7 +7,6 @@ package deploy_test
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"io"
 	"maps"
@@ -147,6 +146,7 @@ func sshRun(ctx context.Context, s *testhosts.Set, name, command string) (string
 // new site name: the config files already hold it, the release link never moved, so that run
 // has nothing left to change, and yet both services must now run with the new name.
 func TestRestartDueAfterFailedRun(t *testing.T) {
+	t.Parallel()
 	f := newRoleFixture(t, []string{"lms1", "lms2", "cms1", "guacd1"},
 		map[string][]string{"lms": {"lms1", "lms2"}, "cms": {"cms1"}, "guacd": {"guacd1"}}, "", "r1")
 	f.p.AddArtifact(t, "r2", standins.ArtifactOptions{MigrateFailsOn: []string{"lms2"}})
@@ -216,6 +216,7 @@ func TestRestartDueAfterFailedRun(t *testing.T) {
 // Migrations run once per batch on a database the hosts share, and on every host with sqlite3
 // (each host's own file). Three lms hosts deployed two at a time: batches [lms1 lms2] [lms3].
 func TestMigrationsOncePerBatch(t *testing.T) {
+	t.Parallel()
 	f := newRoleFixture(t, []string{"lms1", "lms2", "lms3", "cms1", "guacd1", "db1"},
 		map[string][]string{"lms": {"lms1", "lms2", "lms3"}, "cms": {"cms1"}, "guacd": {"guacd1"}},
 		"rollout: {serial: \"2\"}\n", "r1")
@@ -232,15 +233,11 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	// PostgreSQL on db1, the database every lms host now shares; its log names the client of
 	// each DDL statement.
 	db, _ := f.p.Set.Host("db1")
-	b := make([]byte, 16)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	password := hex.EncodeToString(b)
-	t.Setenv("LABPLANE_TEST_DATABASE_PASSWORD", password)
+	password := rand.Text()
+	passwordEnv := testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_DATABASE_PASSWORD", password)
 	startPostgres(ctx, t, f.p.Set, "db1", password)
 	editSpec(t, f.p, "settings:\n", "settings:\n  database: {engine: postgresql, host: "+db.Address+", name: edxapp, user: edxapp}\n")
-	editSpec(t, f.p, "secrets:\n", "secrets:\n  database_password: {env: LABPLANE_TEST_DATABASE_PASSWORD}\n")
+	editSpec(t, f.p, "secrets:\n", "secrets:\n  database_password: {env: "+passwordEnv+"}\n")
 
 	run, events, err = f.deploy(ctx, t, "", lmsOnly)
 	mustSucceed(t, "deploy r1 on postgresql", run, err)
@@ -306,9 +303,11 @@ if [ -f /srv/pgdata/postmaster.pid ]; then runuser -u postgres -- "$bin/pg_ctl" 
 
 // A release that fails its health check must leave the releases a rollback needs: with one
 // release kept, r1 stays while r2 (unhealthy on lms1) fails, and the rollback to r1 downloads
-// nothing. Once a release passes its health check, the old ones go.
+// nothing. Once a release passes its health check (r3, from a path on the controller), the
+// old ones go.
 func TestPruneAfterHealthCheck(t *testing.T) {
-	f := newRoleFixture(t, []string{"lms1", "cms1", "guacd1"}, nil, "", "r1", "r3")
+	t.Parallel()
+	f := newRoleFixture(t, []string{"lms1", "cms1", "guacd1"}, nil, "", "r1")
 	f.p.AddArtifact(t, "r2", standins.ArtifactOptions{UnhealthyOn: []string{"lms1"}})
 	ctx := t.Context()
 	keepOne := map[string]any{"openedx_keep_releases": 1}
@@ -330,8 +329,12 @@ func TestPruneAfterHealthCheck(t *testing.T) {
 	mustSucceed(t, "roll back to r1", run, err)
 	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite3")
 
-	run, _, err = f.deployVars(ctx, t, "r3", lmsOnly, keepOne)
-	mustSucceed(t, "deploy r3", run, err)
+	r3, err := standins.Artifact(t.TempDir(), "r3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, _, err = f.deployVars(ctx, t, "r3", lmsOnly, map[string]any{"openedx_keep_releases": 1, "openedx_artifact": r3})
+	mustSucceed(t, "deploy r3 from a path on the controller", run, err)
 	assertLMS(ctx, t, f.p, "r3", "lms.test", "sqlite3")
 	testhoststest.AssertReleases(t, f.p.Set, "lms1", "r3")
 }

@@ -1,13 +1,16 @@
 package deploy_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/envspec"
@@ -115,4 +118,20 @@ func writeEnvironment(t *testing.T, files map[string]string) (dir string, env *e
 		t.Fatal(err)
 	}
 	return dir, env
+}
+
+// The playbooks and roles pass ansible-lint's production profile.
+func TestLint(t *testing.T) {
+	if hosts == nil {
+		t.Skip("needs Debian's ansible-lint, installed with the test hosts' packages: not with -short")
+	}
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ansible-lint", "--nocolor", "--profile", "production", "playbooks/", "roles/")
+	cmd.Dir = projectRoot(t)
+	cmd.Env = append(os.Environ(), "NO_COLOR=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ansible-lint: %v\n%s", err, out)
+	}
 }

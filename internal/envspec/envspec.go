@@ -72,6 +72,9 @@ type SSH struct {
 	PrivateKeyFile string `yaml:"private_key_file" json:"private_key_file,omitempty"`
 	// KnownHostsFile pins the hosts' keys; absent, ~/.ssh/known_hosts is used.
 	KnownHostsFile string `yaml:"known_hosts_file" json:"known_hosts_file,omitempty"`
+	// ControlPathDir is where Ansible keeps its SSH master connections' sockets (relative to
+	// the environment's directory, or absolute); absent, Ansible's own ~/.ansible/cp.
+	ControlPathDir string `yaml:"control_path_dir" json:"control_path_dir,omitempty"`
 	// AcceptNewHostKeys trusts a host key seen for the first time (for hosts just created).
 	AcceptNewHostKeys bool `yaml:"accept_new_host_keys" json:"accept_new_host_keys,omitempty"`
 }
@@ -327,11 +330,19 @@ func looksSecret(name string) bool {
 	return false
 }
 
+// maxControlPathDir is the longest ssh.control_path_dir.
+const maxControlPathDir = 78
+
 func (e *Environment) validateSSH(v *validator) {
 	if e.SSH.User == "" {
 		e.SSH.User = DefaultSSHUser
 	}
 	port(v, "ssh.port", &e.SSH.Port, DefaultSSHPort)
+	// ssh binds the socket at <dir>/<10 characters>.<17 characters> while it connects, and a
+	// Unix socket's path has at most 107 bytes
+	if d := e.Path(e.SSH.ControlPathDir); len(d) > maxControlPathDir {
+		v.Add("ssh.control_path_dir", "%s is %d bytes long: at most %d (ssh's sockets there must fit a Unix socket's 107)", d, len(d), maxControlPathDir)
+	}
 	for field, p := range map[string]string{"ssh.private_key_file": e.SSH.PrivateKeyFile, "ssh.known_hosts_file": e.SSH.KnownHostsFile} {
 		if p == "" {
 			continue

@@ -125,6 +125,8 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 			[]string{`rollout.serial: "half" is neither`}},
 		{"a zero serial", func(s string) string { return s + "rollout: {serial: 0%}\n" },
 			[]string{`rollout.serial: "0%" is neither`}},
+		{"SSH sockets too deep", func(s string) string { return s + "ssh: {control_path_dir: /" + strings.Repeat("d", 80) + "}\n" },
+			[]string{"ssh.control_path_dir: /ddd", "is 81 bytes long: at most 78"}},
 		{"not an apt line", func(s string) string { return strings.Replace(s, `"deb https`, `"https`, 1) },
 			[]string{"settings.guacd_apt_repository:", "is not an apt source line"}},
 	} {

@@ -72,6 +72,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 	if args := sshArgs(env); args != "" {
 		all.set("ansible_ssh_common_args", args)
 	}
+	if env.SSH.ControlPathDir != "" {
+		all.set("ansible_control_path_dir", env.Path(env.SSH.ControlPathDir))
+	}
 
 	s := env.Settings
 	var openedx vars

@@ -104,6 +104,9 @@ func TestRenderStructure(t *testing.T) {
 	if got := parsed.All.Vars["ansible_ssh_common_args"]; got != "-o StrictHostKeyChecking=accept-new" {
 		t.Errorf("ansible_ssh_common_args = %v", got)
 	}
+	if got := parsed.All.Vars["ansible_control_path_dir"]; got != filepath.Join(inv, "staging", "cp") {
+		t.Errorf("ansible_control_path_dir = %v, want the spec's relative cp in its directory", got)
+	}
 }
 
 func TestRenderRefusesBadHosts(t *testing.T) {

@@ -74,13 +74,14 @@ hosts:
   user: root
   private_key_file: %s
   known_hosts_file: %s
+  control_path_dir: %s
 settings:
   lms_site_name: lms.test
   cms_site_name: studio.test
   guacd_apt_repository: %q
 secrets:
   secret_key: {env: %s}
-`, sp.Release, sp.Artifact, hosts.String(), s.KeyFile, s.KnownHostsFile, sp.AptRepository, sp.SecretEnv)
+`, sp.Release, sp.Artifact, hosts.String(), s.KeyFile, s.KnownHostsFile, s.ControlPathDir(), sp.AptRepository, sp.SecretEnv)
 	if sp.ArtifactChecksum != "" {
 		spec += fmt.Sprintf("artifact_checksum: %q\n", sp.ArtifactChecksum)
 	}

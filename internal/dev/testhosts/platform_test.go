@@ -16,7 +16,7 @@ import (
 func TestEnvironmentSpec(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	set := &testhosts.Set{KeyFile: filepath.Join(dir, "id_ed25519"), KnownHostsFile: filepath.Join(dir, "known_hosts"), Hosts: []testhosts.Host{
+	set := &testhosts.Set{Dir: dir, KeyFile: filepath.Join(dir, "id_ed25519"), KnownHostsFile: filepath.Join(dir, "known_hosts"), Hosts: []testhosts.Host{
 		{Name: "lms1", Address: "10.251.9.11"}, {Name: "cms1", Address: "10.251.9.12"}, {Name: "guacd1", Address: "10.251.9.13"},
 		{Name: "lms2", Address: "10.251.9.14"}}}
 	for _, f := range []string{set.KeyFile, set.KnownHostsFile} {
@@ -70,6 +70,7 @@ func TestEnvironmentSpec(t *testing.T) {
 				}
 			}
 			if env.Release != "r1" || env.Rollout.Serial != "50%" || env.Secrets.SecretKey.Env != "TEST_SECRET" || env.SSH.PrivateKeyFile != set.KeyFile ||
+				env.SSH.ControlPathDir != set.ControlPathDir() ||
 				env.ChecksumFor("r2") != "sha256:http://10.251.9.254:80/edx-platform-r2.tar.gz.sha256" {
 				t.Errorf("environment %+v", env)
 			}

@@ -297,11 +297,9 @@ func (s *Set) Host(name string) (Host, bool) {
 // Files under the host's /tmp, /run and /root (tmpfs) are not there.
 func (s *Set) UpperDir(name string) string { return filepath.Join(s.state(), name, "upper") }
 
-// AnsibleEnv is the environment to run ansible with against the set: its SSH control sockets
-// in the set's directory (Down closes them, so no ssh master outlives the set).
-func (s *Set) AnsibleEnv() []string {
-	return []string{"ANSIBLE_SSH_CONTROL_PATH_DIR=" + filepath.Join(s.state(), "cp")}
-}
+// ControlPathDir is where Ansible keeps its SSH master connections to the set's hosts (the
+// spec's ssh.control_path_dir): Down closes them, so no ssh master outlives the set.
+func (s *Set) ControlPathDir() string { return filepath.Join(s.state(), "cp") }
 
 // Stop kills one host (its sshd and every process in it): its address then refuses
 // connections, as a host that is down does.

@@ -3,7 +3,6 @@ package testhoststest
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"os"
 	"path/filepath"
@@ -32,8 +31,8 @@ type Platform struct {
 	// Base is the URL the stand-ins are served at (artifacts at the top, the apt repository
 	// under /repo).
 	Base string
-	// SecretEnv names the environment variable the spec's secret_key is read from; Secret is
-	// its value (set in the test's environment by NewPlatform).
+	// SecretEnv names the environment variable the spec's secret_key is read from (a name of
+	// this platform's own); Secret is its value (set in the test's process by NewPlatform).
 	SecretEnv, Secret string
 
 	www string // the directory served at Base
@@ -47,7 +46,7 @@ var PlatformHosts = testhosts.Options{Names: testhosts.PlatformNames}
 
 // NewPlatform brings up the hosts (or uses set, if not nil), builds the stand-in artifacts of
 // releases and the guacd repository, serves them, and writes the environment's spec for
-// releases[0]. It sets the secret's variable with t.Setenv, so the test must not be parallel.
+// releases[0]. Tests with platforms of their own may be parallel.
 func NewPlatform(t testing.TB, set *testhosts.Set, releases ...string) *Platform {
 	t.Helper()
 	return NewPlatformWith(t, PlatformOptions{Set: set, Releases: releases})
@@ -74,11 +73,11 @@ type PlatformOptions struct {
 }
 
 // NewPlatformWith is NewPlatform with options: another environment name, host layout or
-// inventories directory. The secret key's variable is LABPLANE_TEST_SECRET_KEY for the
-// environment "test" and LABPLANE_<ENV>_SECRET_KEY for another, so that platforms of several
-// environments can be used in one test. Like NewPlatform, it sets environment variables with
-// t.Setenv (the test must not be parallel); among them is the set's SSH control directory for
-// Ansible, which a later platform's set replaces: its Down closes every SSH master there.
+// inventories directory. The secret key's variable is LABPLANE_<ENV>_SECRET_KEY_<8 hex
+// digits>, a name of the platform's own, set in the process until the test ends: platforms
+// of several environments may be used in one test, and tests with platforms of their own may
+// run in parallel. Ansible's SSH masters are kept in the set's directory (the spec's
+// ssh.control_path_dir), so the set's Down closes them.
 func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 	t.Helper()
 	if len(o.Releases) == 0 {
@@ -97,11 +96,7 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 	if set == nil {
 		set = New(t, testhosts.Options{Names: layoutNames(o.Hosts)})
 	}
-	p := &Platform{Set: set, Env: o.Env, Hosts: o.Hosts, Inventories: o.Inventories, www: t.TempDir(),
-		SecretEnv: "LABPLANE_TEST_SECRET_KEY"}
-	if o.Env != Env {
-		p.SecretEnv = "LABPLANE_" + strings.ToUpper(strings.NewReplacer("-", "_").Replace(o.Env)) + "_SECRET_KEY"
-	}
+	p := &Platform{Set: set, Env: o.Env, Hosts: o.Hosts, Inventories: o.Inventories, www: t.TempDir()}
 	for _, r := range o.Releases {
 		p.AddArtifact(t, r, standins.ArtifactOptions{})
 	}
@@ -113,16 +108,8 @@ func NewPlatformWith(t testing.TB, o PlatformOptions) *Platform {
 		t.Fatal(err)
 	}
 	p.Base = base
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	p.Secret = "secret-" + hex.EncodeToString(b)
-	t.Setenv(p.SecretEnv, p.Secret)
-	for _, kv := range set.AnsibleEnv() {
-		k, v, _ := strings.Cut(kv, "=")
-		t.Setenv(k, v)
-	}
+	p.Secret = "secret-" + rand.Text()
+	p.SecretEnv = SetUniqueEnv(t, "LABPLANE_"+strings.ToUpper(strings.NewReplacer("-", "_").Replace(o.Env))+"_SECRET_KEY", p.Secret)
 	p.WriteSpec(t, o.Releases[0], o.Extra)
 	return p
 }
@@ -244,4 +231,17 @@ func AssertReleases(t testing.TB, s *testhosts.Set, host, want string) {
 	if strings.Join(got, " ") != want {
 		t.Errorf("releases on %s: %v, want %s", host, got, want)
 	}
+}
+
+// SetUniqueEnv sets an environment variable named prefix_<8 random characters> to value in the
+// process until the test ends, and returns its name. Unlike t.Setenv, it may be called from
+// parallel tests: no other test uses the name.
+func SetUniqueEnv(t testing.TB, prefix, value string) string {
+	t.Helper()
+	name := prefix + "_" + rand.Text()[:8]
+	if err := os.Setenv(name, value); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Unsetenv(name) })
+	return name
 }
