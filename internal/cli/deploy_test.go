@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/runs"
@@ -133,7 +134,8 @@ func TestTestHostsCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if env.Release != "a.1" || len(env.Hosts["guacd"]) != 1 || !strings.HasPrefix(env.Settings.GuacdAptRepository, "deb [trusted=yes] file:"+dir) {
+	if env.Release != "a.1" || len(env.Hosts["guacd"]) != 1 || !strings.HasPrefix(env.Settings.GuacdAptRepository, "deb file:"+dir) ||
+		env.Settings.GuacdVersion != standins.GuacdVersion || !strings.HasPrefix(env.Settings.GuacdAptKey, dir) {
 		t.Errorf("environment %+v", env)
 	}
 	for _, r := range []string{"a.1", "a.2"} {

@@ -77,7 +77,9 @@ func testHostsCommand(stdio IO) *cli.Command {
 					spec, err := set.EnvironmentSpec(testhosts.Spec{Release: releases[0],
 						Artifact:         filepath.Join(www, standins.ArtifactName("{release}")),
 						ArtifactChecksum: standins.ArtifactChecksum(www),
-						AptRepository:    "deb [trusted=yes] file:" + filepath.Join(www, "repo") + " ./",
+						AptRepository:    "deb file:" + filepath.Join(www, "repo") + " ./",
+						AptKey:           filepath.Join(www, "repo", standins.GuacdKeyFile),
+						GuacdVersion:     standins.GuacdVersion,
 						SecretEnv:        TestHostsSecretEnv})
 					envDir := filepath.Join(projectOf(c).inventories, name)
 					if err == nil {

@@ -87,7 +87,9 @@ settings:
   lms_port: %d
   cms_port: %d
   guacd_port: %d
-  guacd_apt_repository: "deb [trusted=yes] http://127.0.0.1/repo ./"
+  guacd_apt_repository: "deb http://127.0.0.1/repo ./"
+  guacd_apt_key: guacd.asc
+  guacd_version: 1.5.5-1
 secrets:
   secret_key: {env: LABPLANE_PROMOTE_TEST_SECRET}
 `, release, hosts, name, name, lms, cms, guacd)
@@ -96,6 +98,9 @@ secrets:
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "environment.yml"), []byte(spec), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "guacd.asc"), []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

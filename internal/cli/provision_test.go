@@ -28,6 +28,9 @@ func provisionProject(t *testing.T, specs map[string]string) string {
 		if err := os.WriteFile(filepath.Join(envDir, "environment.yml"), []byte(spec), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.WriteFile(filepath.Join(envDir, "guacd.asc"), []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }
@@ -42,6 +45,8 @@ artifact_checksum: sha256:https://artifacts.example.com/edx-platform-{release}.t
   lms_site_name: lms.example.com
   cms_site_name: studio.example.com
   guacd_apt_repository: deb https://apt.example.com/guacd bookworm main
+  guacd_apt_key: guacd.asc
+  guacd_version: 1.5.5-1
 secrets:
   secret_key: {env: LABPLANE_SECRET_KEY}
 `

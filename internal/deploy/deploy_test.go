@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -21,6 +22,7 @@ import (
 	"github.com/labplane/labplane/internal/ansible"
 	"github.com/labplane/labplane/internal/deploy"
 	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
@@ -164,6 +166,20 @@ func TestDeployOverSSH(t *testing.T) {
 	if err != nil || !strings.Contains(string(conf), "bind_host = "+g.Address+"\n") {
 		t.Errorf("guacd.conf: %v\n%s", err, conf)
 	}
+	// and answers the LMS hosts (and this machine: the spec's guacd_allowed_sources) only
+	handshake := fmt.Sprintf(`python3 -c 'import socket; s = socket.create_connection(("%s", %d), 5); s.sendall(b"6.select,3.vnc;"); print(s.recv(64).decode())'`,
+		g.Address, envspec.DefaultGuacdPort)
+	if out, err := sshRun(ctx, f.p.Set, "lms1", handshake); err != nil || !strings.HasPrefix(out, "4.args,") {
+		t.Errorf("guacd from lms1: %v: %s", err, out)
+	}
+	if out, err := sshRun(ctx, f.p.Set, "cms1", handshake); err == nil || !strings.Contains(out, "ConnectionRefusedError") {
+		t.Errorf("guacd from cms1: %v: %s; want the connection refused", err, out)
+	}
+	// apt trusts guacd's repository with its own key only
+	list, err := os.ReadFile(filepath.Join(f.p.Set.UpperDir("guacd1"), "etc/apt/sources.list.d/guacd.list"))
+	if err != nil || !strings.Contains(string(list), "deb [signed-by=/usr/share/keyrings/labplane-guacd.asc] "+f.p.Base+"/repo ./\n") {
+		t.Errorf("guacd.list: %v\n%s", err, list)
+	}
 
 	t.Run("again: nothing changes", func(t *testing.T) {
 		run, _, err := f.deploy(ctx, t, "", runs.Options{})
@@ -211,6 +227,17 @@ func TestDeployOverSSH(t *testing.T) {
 		out, err := exec.CommandContext(ctx, "sqlite3", files[0], ".tables").CombinedOutput()
 		if err != nil || !strings.Contains(string(out), "heartbeat_deployment") {
 			t.Errorf("backup %s: %v: %s", files[0], err, out)
+		}
+	})
+
+	t.Run("guacd's version is the spec's", func(t *testing.T) {
+		pinned := "guacd_version: \"" + standins.GuacdVersion + "\"\n"
+		editSpec(t, f.p, pinned, "guacd_version: \"9.9-1\"\n")
+		defer editSpec(t, f.p, "guacd_version: \"9.9-1\"\n", pinned)
+		run, _, err := f.deploy(ctx, t, "", runs.Options{Limit: "guacd"})
+		if !errors.Is(err, deploy.ErrFailed) || len(run.Failures) != 1 || run.Failures[0].Host != "guacd1" ||
+			run.Failures[0].Task != "guacd : Install guacd" || !strings.Contains(run.Failures[0].Msg, "9.9-1") {
+			t.Errorf("deploy of a guacd version the repository lacks: %v, failures %+v", err, run.Failures)
 		}
 	})
 

@@ -31,6 +31,7 @@ import (
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/release"
 	"github.com/labplane/labplane/internal/runs"
+	"gopkg.in/yaml.v3"
 )
 
 // lmsOnly deploys the LMS play only: the tests below are about the openedx role, and the cms
@@ -238,6 +239,16 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	startPostgres(ctx, t, f.p.Set, "db1", password)
 	editSpec(t, f.p, "settings:\n", "settings:\n  database: {engine: postgresql, host: "+db.Address+", name: edxapp, user: edxapp}\n")
 	editSpec(t, f.p, "secrets:\n", "secrets:\n  database_password: {env: "+passwordEnv+"}\n")
+	// and the backing services, with secrets of their own (the stand-in runs none of them: it
+	// refuses settings of the wrong shape, as edx-platform's would fail on them)
+	mongoPassword, smtpPassword := rand.Text(), rand.Text()
+	editSpec(t, f.p, "settings:\n", "settings:\n"+`  mongodb: {hosts: [mongo-1.internal, mongo-2.internal], user: edxapp, replica_set: rs0}
+  redis: {host: redis.internal, db: 2}
+  smtp: {host: smtp.example.com, user: mailer, starttls: true, from: noreply@example.com}
+  search: {url: "https://search.internal:9201"}
+`)
+	editSpec(t, f.p, "secrets:\n", "secrets:\n  mongodb_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_MONGODB_PASSWORD", mongoPassword)+
+		"}\n  smtp_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_SMTP_PASSWORD", smtpPassword)+"}\n")
 
 	run, events, err = f.deploy(ctx, t, "", lmsOnly)
 	mustSucceed(t, "deploy r1 on postgresql", run, err)
@@ -245,6 +256,34 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 		t.Errorf("postgresql: migrations ran on %v, want once per batch, on its first host: [lms1 lms3]", got)
 	}
 	assertLMS(ctx, t, f.p, "r1", "lms.test", "postgresql")
+	var cfg struct {
+		DocStore struct {
+			Host       []string `yaml:"host"`
+			Port       any      `yaml:"port"`
+			Password   string   `yaml:"password"`
+			ReplicaSet string   `yaml:"replicaSet"`
+		} `yaml:"DOC_STORE_CONFIG"`
+		Caches map[string]struct {
+			Location string `yaml:"LOCATION"`
+		} `yaml:"CACHES"`
+		Broker        string           `yaml:"CELERY_BROKER_HOSTNAME"`
+		EmailPassword string           `yaml:"EMAIL_HOST_PASSWORD"`
+		EmailTLS      any              `yaml:"EMAIL_USE_TLS"`
+		Search        []map[string]any `yaml:"ELASTIC_SEARCH_CONFIG"`
+	}
+	raw, err := os.ReadFile(filepath.Join(f.p.Set.UpperDir("lms3"), "edx/etc/lms.yml"))
+	if err == nil {
+		err = yaml.Unmarshal(raw, &cfg)
+	}
+	if err != nil || !slices.Equal(cfg.DocStore.Host, []string{"mongo-1.internal", "mongo-2.internal"}) || cfg.DocStore.Port != 27017 ||
+		cfg.DocStore.Password != mongoPassword || cfg.DocStore.ReplicaSet != "rs0" || cfg.Caches["course_structure_cache"].Location != "redis://redis.internal:6379/2" ||
+		cfg.Broker != "redis.internal:6379" || cfg.EmailPassword != smtpPassword || cfg.EmailTLS != true ||
+		len(cfg.Search) != 1 || cfg.Search[0]["port"] != 9201 || cfg.Search[0]["use_ssl"] != true {
+		t.Errorf("lms3's lms.yml: %v, %+v", err, cfg)
+	}
+	if log, err := os.ReadFile(run.LogPath); err != nil || strings.Contains(string(log), mongoPassword) || strings.Contains(string(log), smtpPassword) {
+		t.Errorf("the run's log holds a backing service's password (%v)", err)
+	}
 	log, err := sshRun(ctx, f.p.Set, "db1", "cat /srv/pgdata/server.log")
 	if err != nil {
 		t.Fatalf("the server's log: %v: %s", err, log)

@@ -94,7 +94,8 @@ const platformSpec = `hosts:
   lms: [{name: l, address: 10.0.0.1}]
   cms: [{name: c, address: 10.0.0.2}]
   guacd: [{name: g, address: 10.0.0.3}]
-settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./"}
+settings: {lms_site_name: l.example, cms_site_name: c.example, guacd_apt_repository: "deb http://r.example ./",
+  guacd_apt_key: guacd.asc, guacd_version: 1.5.5-1}
 secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_password_file: pass}
 `
 
@@ -103,6 +104,7 @@ secrets: {secret_key: {vault: vault_secret_key}, vault_file: vault.yml, vault_pa
 func writeEnvironment(t *testing.T, files map[string]string) (dir string, env *envspec.Environment) {
 	t.Helper()
 	files["vault.yml"], files["pass"] = "$ANSIBLE_VAULT;1.1;AES256\n", "not-a-real-password\n"
+	files["guacd.asc"] = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n"
 	inv := filepath.Join(t.TempDir(), "inventories")
 	dir = filepath.Join(inv, "prod")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -48,6 +48,8 @@ settings:
   lms_site_name: lms.example.com
   cms_site_name: studio.example.com
   guacd_apt_repository: "deb https://apt.example.com/guacd bookworm main"
+  guacd_apt_key: guacd.asc
+  guacd_version: 1.5.5-1
 secrets:
   secret_key: {env: SECRET_KEY}
 `
@@ -83,6 +85,7 @@ func newSite(t *testing.T, config string, envs map[string]string) site {
 	write(filepath.Join(dir, "playbooks", "site.yml"), "---\n")
 	for name, section := range envs {
 		write(filepath.Join(s.inventories, name, "environment.yml"), fmt.Sprintf(environment, section))
+		write(filepath.Join(s.inventories, name, "guacd.asc"), "-----BEGIN PGP PUBLIC KEY BLOCK-----\n")
 	}
 	return s
 }

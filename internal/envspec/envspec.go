@@ -89,8 +89,24 @@ type Settings struct {
 	Database Database `yaml:"database" json:"database"`
 	// GuacdPort is guacd's port on its hosts' private address.
 	GuacdPort int `yaml:"guacd_port" json:"guacd_port"`
-	// GuacdAptRepository is the apt source line of the repository guacd is installed from.
+	// GuacdAptRepository is the apt source line of the repository guacd is installed from,
+	// without options: the role adds signed-by with GuacdAptKey.
 	GuacdAptRepository string `yaml:"guacd_apt_repository" json:"guacd_apt_repository"`
+	// GuacdAptKey is the file (relative to the environment's directory, or absolute) holding
+	// the OpenPGP public key that repository is signed with; apt trusts it for that
+	// repository only.
+	GuacdAptKey string `yaml:"guacd_apt_key" json:"guacd_apt_key"`
+	// GuacdVersion is the guacd package version every guacd host runs (installed, upgraded or
+	// downgraded to it).
+	GuacdVersion string `yaml:"guacd_version" json:"guacd_version"`
+	// GuacdAllowedSources are addresses or networks (CIDR) guacd answers besides the LMS hosts:
+	// the machine labplane's health checks run from, monitoring.
+	GuacdAllowedSources []string `yaml:"guacd_allowed_sources" json:"guacd_allowed_sources,omitempty"`
+	// The backing services (services.go): each optional.
+	MongoDB MongoDB `yaml:"mongodb" json:"mongodb"`
+	Redis   Redis   `yaml:"redis" json:"redis"`
+	SMTP    SMTP    `yaml:"smtp" json:"smtp"`
+	Search  Search  `yaml:"search" json:"search"`
 }
 
 // Database is where lms and cms keep their data. Engine sqlite3 keeps it on each host (for
@@ -108,6 +124,9 @@ type Database struct {
 type Secrets struct {
 	DatabasePassword SecretRef `yaml:"database_password"`
 	SecretKey        SecretRef `yaml:"secret_key"`
+	MongoDBPassword  SecretRef `yaml:"mongodb_password"`
+	RedisPassword    SecretRef `yaml:"redis_password"`
+	SMTPPassword     SecretRef `yaml:"smtp_password"`
 	// VaultFile is an ansible-vault encrypted variables file (relative to the environment's
 	// directory) that {vault: VAR} references read from; its password comes from
 	// VaultPasswordFile or the ANSIBLE_VAULT_PASSWORD_FILE environment variable.
@@ -230,6 +249,7 @@ func (e *Environment) validate(v *validator) {
 	}
 	e.validateSSH(v)
 	e.validateSettings(v)
+	e.validateServices(v)
 	e.validateSecrets(v)
 	e.validateRollout(v)
 }
@@ -273,15 +293,15 @@ func (e *Environment) validateHosts(v *validator, field string, hosts map[string
 			if !hostNamePattern.MatchString(h.Name) {
 				v.Add(hf+".name", "%q must be letters, digits, dots, dashes and underscores", h.Name)
 			}
-			if h.Address == "" {
-				v.Add(hf+".address", "required: an IP address or a DNS name")
-			} else if net.ParseIP(h.Address) == nil && !hostNamePattern.MatchString(h.Address) {
-				v.Add(hf+".address", "%q is neither an IP address nor a DNS name", h.Address)
+			checkAddress(v, hf+".address", h.Address)
+			if h.PrivateAddress != "" {
+				checkAddress(v, hf+".private_address", h.PrivateAddress)
 			}
-			if a, seen := address[h.Name]; seen && a != h.Address {
+			both := h.Address + " (private " + h.Private() + ")"
+			if a, seen := address[h.Name]; seen && a != both {
 				v.Add(hf+".address", "%s is also listed with address %s", h.Name, a)
 			}
-			address[h.Name] = h.Address
+			address[h.Name] = both
 		}
 	}
 }
@@ -367,6 +387,23 @@ func (e *Environment) validateSettings(v *validator) {
 		v.Add("settings.guacd_apt_repository", `required: the apt source guacd is installed from, such as "deb https://apt.example.com/guacd bookworm main"`)
 	} else if !strings.HasPrefix(s.GuacdAptRepository, "deb ") {
 		v.Add("settings.guacd_apt_repository", "%q is not an apt source line (it starts with \"deb \")", s.GuacdAptRepository)
+	} else if strings.HasPrefix(s.GuacdAptRepository, "deb [") {
+		v.Add("settings.guacd_apt_repository", "%q has options: give the line without them (labplane adds signed-by with settings.guacd_apt_key; trusted=yes is never used)", s.GuacdAptRepository)
+	}
+	if s.GuacdAptKey == "" {
+		v.Add("settings.guacd_apt_key", "required: the file holding the OpenPGP public key guacd's repository is signed with")
+	} else if _, err := os.Stat(e.Path(s.GuacdAptKey)); err != nil {
+		v.Add("settings.guacd_apt_key", "%s: %s", s.GuacdAptKey, specfile.DescribeFileError(err))
+	}
+	for i, src := range s.GuacdAllowedSources {
+		if _, _, err := net.ParseCIDR(src); err != nil && net.ParseIP(src) == nil {
+			v.Add(fmt.Sprintf("settings.guacd_allowed_sources[%d]", i), "%q is neither an IP address nor a network (CIDR)", src)
+		}
+	}
+	if s.GuacdVersion == "" {
+		v.Add("settings.guacd_version", "required: the guacd package version every guacd host runs, such as 1.5.5-1 (apt-cache policy guacd lists a repository's)")
+	} else if !debianVersion.MatchString(s.GuacdVersion) {
+		v.Add("settings.guacd_version", "%q is not a Debian package version", s.GuacdVersion)
 	}
 	d := &s.Database
 	switch d.Engine {
@@ -384,6 +421,9 @@ func (e *Environment) validateSettings(v *validator) {
 	}
 	port(v, "settings.database.port", &d.Port, 0) // 0: the engine's default
 }
+
+// debianVersion is a Debian package version: [epoch:]upstream[-revision].
+var debianVersion = regexp.MustCompile(`^([0-9]+:)?[0-9][A-Za-z0-9.+~-]*$`)
 
 // siteNamePattern is a DNS name: it goes into nginx's server_name and Django's ALLOWED_HOSTS.
 var siteNamePattern = regexp.MustCompile(`^(?i)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
@@ -423,6 +463,9 @@ func (e *Environment) SecretRefs() []NamedSecret {
 	return []NamedSecret{
 		{"secrets.database_password", e.Secrets.DatabasePassword, e.Settings.Database.Engine != "sqlite3"},
 		{"secrets.secret_key", e.Secrets.SecretKey, true},
+		{"secrets.mongodb_password", e.Secrets.MongoDBPassword, e.Settings.MongoDB.User != ""},
+		{"secrets.redis_password", e.Secrets.RedisPassword, false},
+		{"secrets.smtp_password", e.Secrets.SMTPPassword, e.Settings.SMTP.User != ""},
 	}
 }
 

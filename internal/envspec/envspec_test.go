@@ -23,6 +23,8 @@ settings:
   lms_site_name: lms.example.com
   cms_site_name: studio.example.com
   guacd_apt_repository: "deb https://apt.example.com/guacd bookworm main"
+  guacd_apt_key: guacd.asc
+  guacd_version: 1.5.5-1
 secrets:
   secret_key: {env: STAGING_SECRET_KEY}
 `
@@ -38,7 +40,42 @@ func writeEnv(t *testing.T, name, spec string) string {
 	if err := os.WriteFile(filepath.Join(inv, name, envspec.File), []byte(spec), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := os.WriteFile(filepath.Join(inv, name, "guacd.asc"), []byte("-----BEGIN PGP PUBLIC KEY BLOCK-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return inv
+}
+
+// withServices is goodEnvironment with every backing service.
+const withServices = `  mongodb: {hosts: [mongo-1.internal, 10.0.0.31], user: edxapp, replica_set: rs0, tls: true}
+  redis: {host: redis.internal}
+  smtp: {host: smtp.example.com, user: mailer, starttls: true, from: noreply@example.com}
+  search: {url: "https://search.internal:9201"}
+`
+
+func TestLoadEnvironmentServices(t *testing.T) {
+	spec := strings.Replace(goodEnvironment, "settings:\n", "settings:\n"+withServices, 1)
+	spec = strings.Replace(spec, "secrets:\n", "secrets:\n  mongodb_password: {env: MONGO_PW}\n  smtp_password: {env: SMTP_PW}\n", 1)
+	env, err := envspec.Load(writeEnv(t, "staging", spec), "staging")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := env.Settings
+	if s.MongoDB.Port != 27017 || s.MongoDB.Name != "edxapp" || s.Redis.Port != 6379 || s.Redis.DB != 0 || s.SMTP.Port != 587 {
+		t.Errorf("defaults not applied: %+v %+v %+v", s.MongoDB, s.Redis, s.SMTP)
+	}
+	if host, port, tls, err := envspec.SearchEndpoint(s.Search.URL); host != "search.internal" || port != 9201 || !tls || err != nil {
+		t.Errorf("SearchEndpoint = %s %d %v %v", host, port, tls, err)
+	}
+	var names []string
+	for _, r := range env.SecretRefs() {
+		if r.Ref.Set() {
+			names = append(names, r.Field+"="+r.Ref.Env)
+		}
+	}
+	if got := strings.Join(names, " "); got != "secrets.secret_key=STAGING_SECRET_KEY secrets.mongodb_password=MONGO_PW secrets.smtp_password=SMTP_PW" {
+		t.Errorf("secret references: %s", got)
+	}
 }
 
 func TestLoadEnvironmentDefaults(t *testing.T) {
@@ -57,6 +94,9 @@ func TestLoadEnvironmentDefaults(t *testing.T) {
 	}
 	if got := env.ArtifactFor("olive.2"); got != "https://artifacts.example.com/edx-platform-olive.2.tar.gz" {
 		t.Errorf("ArtifactFor = %q", got)
+	}
+	if s.MongoDB.Configured() || s.Redis.Configured() || s.SMTP.Configured() || s.Search.URL != "" {
+		t.Errorf("backing services configured by default: %+v", s)
 	}
 	env.Artifact = "artifacts/edx-platform-{release}.tar.gz"
 	if got := env.ArtifactFor("olive.1"); got != filepath.Join(env.Dir, "artifacts/edx-platform-olive.1.tar.gz") {
@@ -127,6 +167,39 @@ func TestLoadEnvironmentErrors(t *testing.T) {
 			[]string{`rollout.serial: "0%" is neither`}},
 		{"SSH sockets too deep", func(s string) string { return s + "ssh: {control_path_dir: /" + strings.Repeat("d", 80) + "}\n" },
 			[]string{"ssh.control_path_dir: /ddd", "is 81 bytes long: at most 78"}},
+		{"apt options in the source line", func(s string) string {
+			return strings.Replace(s, `"deb https`, `"deb [trusted=yes] https`, 1)
+		}, []string{"settings.guacd_apt_repository:", "has options: give the line without them"}},
+		{"no repository key", func(s string) string {
+			return strings.Replace(s, "guacd_apt_key: guacd.asc", "guacd_apt_key: nokey.asc", 1)
+		},
+			[]string{"settings.guacd_apt_key: nokey.asc: "}},
+		{"no guacd version", func(s string) string { return strings.Replace(s, "  guacd_version: 1.5.5-1\n", "", 1) },
+			[]string{"settings.guacd_version: required"}},
+		{"a guacd version apt would read as options", func(s string) string {
+			return strings.Replace(s, "guacd_version: 1.5.5-1", `guacd_version: "1.5 --allow-unauthenticated"`, 1)
+		}, []string{`settings.guacd_version: "1.5 --allow-unauthenticated" is not a Debian package version`}},
+		{"a guacd source that is not an address", func(s string) string {
+			return strings.Replace(s, "  guacd_version: 1.5.5-1\n", "  guacd_version: 1.5.5-1\n  guacd_allowed_sources: [10.0.0.0/8, \"0.0.0.0/0; flush ruleset\"]\n", 1)
+		}, []string{`settings.guacd_allowed_sources[1]: "0.0.0.0/0; flush ruleset" is neither an IP address nor a network`}},
+		{"a bad private address", func(s string) string {
+			return strings.Replace(s, "{name: cms-1, address: 10.0.0.13}", "{name: cms-1, address: 10.0.0.13, private_address: \"a b\"}", 1)
+		}, []string{`hosts.cms[0].private_address: "a b" is neither`}},
+		{"a MongoDB user without a password", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  mongodb: {hosts: [m1], user: edxapp}\n", 1)
+		}, []string{"secrets.mongodb_password: required"}},
+		{"MongoDB without hosts", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  mongodb: {name: edxapp}\n", 1)
+		}, []string{"settings.mongodb.hosts: required"}},
+		{"a Redis database out of range", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  redis: {host: r, db: 16}\n", 1)
+		}, []string{"settings.redis.db: 16 is not a Redis database number"}},
+		{"a sender that is not an address", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  smtp: {host: smtp.example.com, from: \"Platform <noreply@example.com>\"}\n", 1)
+		}, []string{`settings.smtp.from: "Platform <noreply@example.com>" is not a mail address`}},
+		{"a search URL with credentials", func(s string) string {
+			return strings.Replace(s, "settings:\n", "settings:\n  search: {url: \"https://elastic:hunter2@search:9200\"}\n", 1)
+		}, []string{"settings.search.url:", "has credentials: give none"}},
 		{"not an apt line", func(s string) string { return strings.Replace(s, `"deb https`, `"https`, 1) },
 			[]string{"settings.guacd_apt_repository:", "is not an apt source line"}},
 	} {

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -97,6 +98,7 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 		openedx.set("openedx_database_password", secretLookup(r))
 	}
 	openedx.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
+	setServices(&openedx, env)
 
 	services := map[string]vars{}
 	lms := vars{}
@@ -110,6 +112,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 	guacd := vars{}
 	guacd.set("guacd_port", s.GuacdPort)
 	guacd.set("guacd_apt_repository", s.GuacdAptRepository)
+	guacd.set("guacd_apt_key", env.Path(s.GuacdAptKey))
+	guacd.set("guacd_version", s.GuacdVersion)
+	guacd.set("guacd_allowed_clients", guacdClients(hosts["lms"], s.GuacdAllowedSources))
 	services["guacd"] = guacd
 
 	children := map[string]group{}
@@ -118,6 +123,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 		for _, h := range hosts[svc] {
 			var hv vars
 			hv.set("ansible_host", h.Address)
+			if svc == "guacd" {
+				hv.set("guacd_bind_address", h.Private())
+			}
 			g.Hosts[h.Name] = hv
 		}
 		children[svc] = g
@@ -133,6 +141,46 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 		return nil, fmt.Errorf("render inventory of %s: %w", env.Name, err)
 	}
 	return buf.Bytes(), nil
+}
+
+// setServices sets the backing services' variables of the openedx role (each only when the spec
+// has the service), their secrets as lookups.
+func setServices(openedx *vars, env *envspec.Environment) {
+	s, sec := env.Settings, env.Secrets
+	if m := s.MongoDB; m.Configured() {
+		openedx.set("openedx_mongodb", map[string]any{"hosts": m.Hosts, "port": m.Port, "name": m.Name, "user": m.User,
+			"replica_set": m.ReplicaSet, "tls": m.TLS, "auth_source": m.AuthSource})
+		if sec.MongoDBPassword.Set() {
+			openedx.set("openedx_mongodb_password", secretLookup(sec.MongoDBPassword))
+		}
+	}
+	if r := s.Redis; r.Configured() {
+		openedx.set("openedx_redis", map[string]any{"host": r.Host, "port": r.Port, "db": r.DB})
+		if sec.RedisPassword.Set() {
+			openedx.set("openedx_redis_password", secretLookup(sec.RedisPassword))
+		}
+	}
+	if m := s.SMTP; m.Configured() {
+		openedx.set("openedx_smtp", map[string]any{"host": m.Host, "port": m.Port, "user": m.User, "starttls": m.StartTLS, "from": m.From})
+		if sec.SMTPPassword.Set() {
+			openedx.set("openedx_smtp_password", secretLookup(sec.SMTPPassword))
+		}
+	}
+	if s.Search.URL != "" {
+		host, port, tls, _ := envspec.SearchEndpoint(s.Search.URL) // checked when the spec was loaded
+		openedx.set("openedx_search", map[string]any{"host": host, "port": port, "tls": tls})
+	}
+}
+
+// guacdClients are the addresses guacd accepts connections from: the LMS hosts' private ones,
+// and the sources the spec adds.
+func guacdClients(lms []platform.Host, sources []string) []string {
+	out := slices.Clone(sources)
+	for _, h := range lms {
+		out = append(out, h.Private())
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // secretLookup is the Jinja expression that reads a secret when Ansible runs.

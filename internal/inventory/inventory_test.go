@@ -132,7 +132,7 @@ func TestWriteAtomically(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"environment.yml", "secrets.vault.yml"} {
+	for _, f := range []string{"environment.yml", "secrets.vault.yml", "guacd-repository.asc"} {
 		b, _ := os.ReadFile(filepath.Join(filepath.Dir(src), f))
 		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
 			t.Fatal(err)

@@ -17,8 +17,20 @@ var Services = []string{"lms", "cms", "guacd"}
 
 // Host is one machine of a service.
 type Host struct {
-	Name    string `yaml:"name" json:"name"`
+	Name string `yaml:"name" json:"name"`
+	// Address is where Ansible and the health checks reach the host.
 	Address string `yaml:"address" json:"address"`
+	// PrivateAddress is the host's address on the platform's private network, where guacd
+	// listens and where the LMS hosts reach it from; empty when it is Address.
+	PrivateAddress string `yaml:"private_address" json:"private_address,omitempty"`
+}
+
+// Private is the host's address on the platform's private network.
+func (h Host) Private() string {
+	if h.PrivateAddress != "" {
+		return h.PrivateAddress
+	}
+	return h.Address
 }
 
 // Target is one service on one host, as a health check reaches it.

@@ -9,13 +9,18 @@ import (
 )
 
 // Targets are the services of an environment's hosts, in deploy order (lms, cms, guacd), each
-// at its service's endpoint (envspec.Environment.Endpoints).
+// at its service's endpoint (envspec.Environment.Endpoints): lms and cms at the host's address,
+// guacd at its private one (the only one it listens on).
 func Targets(hosts map[string][]platform.Host, endpoints map[string]platform.Endpoint) []platform.Target {
 	var out []platform.Target
 	for _, svc := range platform.Services {
 		e := endpoints[svc]
 		for _, h := range hosts[svc] {
-			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: h.Address, Port: e.Port, SiteName: e.SiteName})
+			addr := h.Address
+			if svc == "guacd" {
+				addr = h.Private()
+			}
+			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: addr, Port: e.Port, SiteName: e.SiteName})
 		}
 	}
 	return out

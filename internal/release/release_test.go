@@ -209,6 +209,13 @@ func TestPlan(t *testing.T) {
 	if len(bs[0].Targets) != 2 || bs[0].Targets[1].Service != "cms" || bs[0].Targets[1].Port != 18010 {
 		t.Errorf("a shared host's batch checks both services: %+v", bs[0].Targets)
 	}
+	private := map[string][]platform.Host{"lms": {{Name: "a", Address: "192.0.2.1", PrivateAddress: "10.0.0.1"}},
+		"cms": {{Name: "a", Address: "192.0.2.1", PrivateAddress: "10.0.0.1"}}, "guacd": {{Name: "g", Address: "192.0.2.9", PrivateAddress: "10.0.0.9"}}}
+	for _, target := range release.Targets(private, env.Endpoints()) {
+		if want := map[string]string{"lms": "192.0.2.1", "cms": "192.0.2.1", "guacd": "10.0.0.9"}[target.Service]; target.Address != want {
+			t.Errorf("%s on %s checked at %s, want %s (guacd listens on the private address only)", target.Service, target.Host, target.Address, want)
+		}
+	}
 	for _, bad := range []string{"0", "-1", "101%", "x", ""} {
 		if _, err := release.Plan(release.Targets(hosts, env.Endpoints()), bad); err == nil {
 			t.Errorf("Plan(%q): no error", bad)

@@ -26,8 +26,9 @@ type Spec struct {
 	// ArtifactChecksum is the spec's artifact_checksum ("sha256:<URL of the release's checksum
 	// file, with {release}>"; required for a URL artifact); empty: none written.
 	ArtifactChecksum string
-	// AptRepository is the source line of the guacd repository.
-	AptRepository string
+	// AptRepository is the source line of the guacd repository (without options), AptKey the
+	// file holding the key it is signed with, and GuacdVersion the version to install.
+	AptRepository, AptKey, GuacdVersion string
 	// SecretEnv names the environment variable the secret key is read from.
 	SecretEnv string
 	// Hosts are the names of the set's hosts each service (lms, cms, guacd) runs on; nil is
@@ -79,9 +80,12 @@ settings:
   lms_site_name: lms.test
   cms_site_name: studio.test
   guacd_apt_repository: %q
+  guacd_apt_key: %s
+  guacd_version: %q
+  guacd_allowed_sources: [%s]
 secrets:
   secret_key: {env: %s}
-`, sp.Release, sp.Artifact, hosts.String(), s.KeyFile, s.KnownHostsFile, s.ControlPathDir(), sp.AptRepository, sp.SecretEnv)
+`, sp.Release, sp.Artifact, hosts.String(), s.KeyFile, s.KnownHostsFile, s.ControlPathDir(), sp.AptRepository, sp.AptKey, sp.GuacdVersion, s.Gateway, sp.SecretEnv)
 	if sp.ArtifactChecksum != "" {
 		spec += fmt.Sprintf("artifact_checksum: %q\n", sp.ArtifactChecksum)
 	}

@@ -45,7 +45,7 @@ func TestEnvironmentSpec(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			spec, err := set.EnvironmentSpec(testhosts.Spec{Release: "r1", Artifact: "http://10.251.9.254:80/edx-platform-{release}.tar.gz",
 				ArtifactChecksum: "sha256:http://10.251.9.254:80/edx-platform-{release}.tar.gz.sha256",
-				AptRepository:    "deb [trusted=yes] http://10.251.9.254:80/repo ./", SecretEnv: "TEST_SECRET", Hosts: tc.hosts,
+				AptRepository:    "deb http://10.251.9.254:80/repo ./", AptKey: set.KeyFile, GuacdVersion: "1.5.5-1", SecretEnv: "TEST_SECRET", Hosts: tc.hosts,
 				Extra: "rollout: {serial: \"50%\"}"})
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {

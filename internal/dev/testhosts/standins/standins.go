@@ -13,15 +13,23 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/ProtonMail/go-crypto/openpgp/clearsign"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 )
 
 //go:embed all:artifact
@@ -167,9 +175,14 @@ func ArtifactChecksum(base string) string {
 	return "sha256:" + base + "/" + ArtifactName("{release}") + ".sha256"
 }
 
+// GuacdKeyFile is the name of the file, in a guacd repository's directory, holding the public
+// key its index is signed with (ASCII-armored OpenPGP): the spec's settings.guacd_apt_key.
+const GuacdKeyFile = "signing-key.asc"
+
 // GuacdRepository builds a guacd Debian package (version GuacdVersion, architecture all) in
-// dir and writes dir's apt index (Packages, Packages.gz), so that dir served at URL is the
-// repository "deb [trusted=yes] URL ./". Its daemon (python3) reads /etc/guacamole/guacd.conf
+// dir and writes dir's apt index (Packages, Packages.gz) and its signed Release (InRelease,
+// signed by a key made for this repository, whose public half is GuacdKeyFile), so that dir
+// served at URL is the repository "deb [signed-by=<the key>] URL ./". Its daemon (python3) reads /etc/guacamole/guacd.conf
 // like the real guacd, answers the Guacamole select handshake with args, and has an LSB init
 // script (/etc/init.d/guacd): no systemd needed. It needs dpkg-deb and dpkg-scanpackages
 // (dpkg-dev).
@@ -240,6 +253,49 @@ func GuacdRepository(ctx context.Context, dir string) error {
 		return fmt.Errorf("standins: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "Packages.gz"), gz.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("standins: %w", err)
+	}
+	return signRepository(dir, map[string][]byte{"Packages": index, "Packages.gz": gz.Bytes()})
+}
+
+// signRepository writes dir's InRelease: a Release file listing the index files' sizes and
+// SHA-256 sums, clearsigned with a new Ed25519 key whose public half goes to GuacdKeyFile, as
+// apt verifies a repository with signed-by.
+func signRepository(dir string, index map[string][]byte) error {
+	release := "Origin: labplane tests\nLabel: guacd stand-in\nDate: " + mtime.Format(time.RFC1123) + "\nSHA256:\n"
+	for _, name := range slices.Sorted(maps.Keys(index)) {
+		release += fmt.Sprintf(" %x %d %s\n", sha256.Sum256(index[name]), len(index[name]), name)
+	}
+	cfg := &packet.Config{Algorithm: packet.PubKeyAlgoEdDSA}
+	key, err := openpgp.NewEntity("labplane tests", "guacd stand-in repository", "tests@labplane.invalid", cfg)
+	if err != nil {
+		return fmt.Errorf("standins: signing key: %w", err)
+	}
+	var signed, public bytes.Buffer
+	w, err := clearsign.Encode(&signed, key.PrivateKey, cfg)
+	if err == nil {
+		_, err = io.WriteString(w, release)
+	}
+	if err == nil {
+		err = w.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("standins: sign the Release file: %w", err)
+	}
+	a, err := armor.Encode(&public, openpgp.PublicKeyType, nil)
+	if err == nil {
+		err = key.Serialize(a)
+	}
+	if err == nil {
+		err = a.Close()
+	}
+	if err != nil {
+		return fmt.Errorf("standins: the public key: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "InRelease"), signed.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("standins: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, GuacdKeyFile), public.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("standins: %w", err)
 	}
 	return nil

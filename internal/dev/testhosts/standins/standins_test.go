@@ -212,8 +212,23 @@ func TestArtifact(t *testing.T) {
 		t.Errorf("settings without SECRET_KEY: %v: %s", err, out)
 	}
 	static := filepath.Join(work, "static")
-	write("SECRET_KEY: not-a-secret-in-a-test\nSITE_NAME: lms.test\nALLOWED_HOSTS: [127.0.0.1]\nSTATIC_ROOT: " + static + "\n" +
-		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n")
+	good := "SECRET_KEY: not-a-secret-in-a-test\nSITE_NAME: lms.test\nALLOWED_HOSTS: [127.0.0.1]\nSTATIC_ROOT: " + static + "\n" +
+		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n"
+	// the backing services' settings as edx-platform reads them: of the wrong shape, refused
+	for setting, want := range map[string]string{
+		"DOC_STORE_CONFIG: {host: [m1], port: '27017', db: edxapp}":                "DOC_STORE_CONFIG['port'] is '27017', not a int",
+		"DOC_STORE_CONFIG: {host: m1, port: 27017, db: edxapp}":                    "DOC_STORE_CONFIG['host'] is 'm1', not a list",
+		"CACHES: {general: {BACKEND: x, LOCATION: y}}":                             "CACHES has no default/BACKEND",
+		"ELASTIC_SEARCH_CONFIG: [{host: s, port: 9200, use_ssl: 'false'}]":         "ELASTIC_SEARCH_CONFIG[0]['use_ssl'] is 'false', not a bool",
+		"EMAIL_PORT: 587\nEMAIL_USE_TLS: true\nDEFAULT_FROM_EMAIL: a@example.com": "",
+	} {
+		write(good + setting + "\n")
+		out, err := manage(production, "check")
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(out, want)) {
+			t.Errorf("settings with %s: %v, want %q:\n%s", setting, err, want, out)
+		}
+	}
+	write(good)
 	// as edx-platform: settings not named are the development ones, refused on a host; the
 	// production ones need SERVICE_VARIANT and the service's config file
 	for _, c := range []struct {
@@ -356,5 +371,39 @@ func TestArtifactMigrateFailsOn(t *testing.T) {
 		case err != nil || !strings.Contains(out, "Applying heartbeat.0001_initial... OK"):
 			t.Errorf("MigrateFailsOn %v: migrate: %v: %s", c.on, err, out)
 		}
+	}
+}
+
+// apt trusts the repository with its key (signed-by), and refuses it with another's: the
+// index is fetched and verified by the machine's own apt-get, in a state of its own.
+func TestGuacdRepositorySigned(t *testing.T) {
+	needPackages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	repo, other := t.TempDir(), t.TempDir()
+	for _, dir := range []string{repo, other} {
+		if err := standins.GuacdRepository(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	update := func(key string) (string, error) {
+		state := t.TempDir()
+		list := filepath.Join(state, "guacd.list")
+		if err := os.WriteFile(list, []byte("deb [signed-by="+key+"] file:"+repo+" ./\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Join(state, "lists", "partial"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.CommandContext(ctx, "apt-get", "update", "-o", "Dir::Etc::sourcelist="+list, "-o", "Dir::Etc::sourceparts=-",
+			"-o", "Dir::State::Lists="+filepath.Join(state, "lists"), "-o", "Dir::Cache="+state, "-o", "APT::Get::List-Cleanup=0",
+			"-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root").CombinedOutput()
+		return string(out), err
+	}
+	if out, err := update(filepath.Join(repo, standins.GuacdKeyFile)); err != nil || strings.Contains(out, "W: ") {
+		t.Errorf("apt-get update with the repository's key: %v\n%s", err, out)
+	}
+	if out, err := update(filepath.Join(other, standins.GuacdKeyFile)); !strings.Contains(out, "NO_PUBKEY") {
+		t.Errorf("apt-get update with another repository's key: %v, want NO_PUBKEY:\n%s", err, out)
 	}
 }

@@ -149,7 +149,8 @@ func (p *Platform) WriteSpec(t testing.TB, release, extra string) {
 	t.Helper()
 	spec, err := p.Set.EnvironmentSpec(testhosts.Spec{Release: release, Artifact: p.Base + "/" + standins.ArtifactName("{release}"),
 		ArtifactChecksum: standins.ArtifactChecksum(p.Base),
-		AptRepository:    "deb [trusted=yes] " + p.Base + "/repo ./", SecretEnv: p.SecretEnv, Hosts: p.Hosts, Extra: extra})
+		AptRepository:    "deb " + p.Base + "/repo ./", AptKey: filepath.Join(p.www, "repo", standins.GuacdKeyFile),
+		GuacdVersion: standins.GuacdVersion, SecretEnv: p.SecretEnv, Hosts: p.Hosts, Extra: extra})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,43 @@ from openedx.release import RELEASE
 REQUIRED = ("SECRET_KEY", "DATABASES")
 ALLOWED = REQUIRED + ("ALLOWED_HOSTS", "SITE_NAME", "PLATFORM_NAME", "TIME_ZONE", "LOGGING",
                       "STATIC_ROOT", "STATIC_URL", "MEDIA_ROOT", "MEDIA_URL",
-                      "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_PROXY_SSL_HEADER")
+                      "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_PROXY_SSL_HEADER",
+                      "DOC_STORE_CONFIG", "CONTENTSTORE", "CACHES",
+                      "CELERY_BROKER_TRANSPORT", "CELERY_BROKER_HOSTNAME", "CELERY_BROKER_VHOST",
+                      "CELERY_BROKER_USER", "CELERY_BROKER_PASSWORD",
+                      "EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "EMAIL_HOST_USER",
+                      "EMAIL_HOST_PASSWORD", "DEFAULT_FROM_EMAIL", "SERVER_EMAIL",
+                      "ELASTIC_SEARCH_CONFIG")
+
+# The backing services' settings, as edx-platform reads them: (key, path inside it, type). The
+# stand-in runs none of these services; it refuses what the real settings would choke on (a
+# port given as a string, a single host where a list is read).
+TYPED = [
+    ("DOC_STORE_CONFIG", ("host",), list), ("DOC_STORE_CONFIG", ("port",), int),
+    ("DOC_STORE_CONFIG", ("db",), str),
+    ("CONTENTSTORE", ("ENGINE",), str), ("CONTENTSTORE", ("DOC_STORE_CONFIG",), dict),
+    ("CACHES", ("default", "BACKEND"), str), ("CACHES", ("default", "LOCATION"), str),
+    ("CELERY_BROKER_HOSTNAME", (), str), ("CELERY_BROKER_VHOST", (), str),
+    ("EMAIL_PORT", (), int), ("EMAIL_USE_TLS", (), bool), ("DEFAULT_FROM_EMAIL", (), str),
+    ("ELASTIC_SEARCH_CONFIG", (0, "host"), str), ("ELASTIC_SEARCH_CONFIG", (0, "port"), int),
+    ("ELASTIC_SEARCH_CONFIG", (0, "use_ssl"), bool),
+]
+
+
+def check_types(config, path, var):
+    """Raise ImproperlyConfigured for a backing service's setting of the wrong shape."""
+    for key, inside, kind in TYPED:
+        if key not in config:
+            continue
+        value = config[key]
+        try:
+            for step in inside:
+                value = value[step]
+        except (KeyError, IndexError, TypeError):
+            raise ImproperlyConfigured("%s (%s): %s has no %s" % (path, var, key, "/".join(map(str, inside))))
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ImproperlyConfigured("%s (%s): %s%s is %r, not a %s" % (
+                path, var, key, "".join("[%r]" % s for s in inside), value, kind.__name__))
 
 
 def load(service):
@@ -36,6 +72,7 @@ def load(service):
     unknown = sorted(set(config) - set(ALLOWED))
     if unknown:
         raise ImproperlyConfigured("%s (%s): unknown settings %s" % (path, var, ", ".join(unknown)))
+    check_types(config, path, var)
     settings = {
         "SERVICE_VARIANT": service,
         "RELEASE": RELEASE,
