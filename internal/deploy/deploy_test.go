@@ -152,7 +152,7 @@ func TestDeployOverSSH(t *testing.T) {
 	// edx-platform's heartbeat, asked for by the site name; the static files collected
 	lms, _ := f.p.Set.Host("lms1")
 	base := "http://" + net.JoinHostPort(lms.Address, strconv.Itoa(envspec.DefaultLMSPort))
-	if st, err := health.Service(ctx, base, "lms.test"); err != nil || st.Release != "r1" || !st.Checks["sql"].Status || !st.Checks["modulestore"].Status {
+	if st, err := health.Service(ctx, base, "lms.test", ""); err != nil || st.Release != "r1" || !st.Checks["sql"].Status || !st.Checks["modulestore"].Status {
 		t.Errorf("lms1: %+v %v", st, err)
 	}
 	if resp, err := http.Get(base + "/static/openedx/standin.css"); err != nil || resp.StatusCode != http.StatusOK {

@@ -7,13 +7,18 @@ package deploy_test
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
 	"maps"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strconv"
@@ -102,7 +107,7 @@ func assertLMS(ctx context.Context, t *testing.T, p *testhoststest.Platform, rel
 	port := p.Environment(t).Endpoints()["lms"].Port
 	for _, name := range p.Hosts["lms"] {
 		h, _ := p.Set.Host(name)
-		st, err := health.Service(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(port)), siteName)
+		st, err := health.Service(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(port)), siteName, "")
 		if err != nil || st.Release != release {
 			t.Errorf("%s lms as %s: %+v, %v; want release %q", name, siteName, st, err, release)
 		}
@@ -242,13 +247,19 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	// and the backing services, with secrets of their own (the stand-in runs none of them: it
 	// refuses settings of the wrong shape, as edx-platform's would fail on them)
 	mongoPassword, smtpPassword := rand.Text(), rand.Text()
+	privateJWK, publicJWKSet := jwkPair(t)
+	if err := os.WriteFile(filepath.Join(f.p.Inventories, f.p.Env, "jwks.json"), []byte(publicJWKSet), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	editSpec(t, f.p, "settings:\n", "settings:\n"+`  mongodb: {hosts: [mongo-1.internal, mongo-2.internal], user: edxapp, replica_set: rs0}
   redis: {host: redis.internal, db: 2}
   smtp: {host: smtp.example.com, user: mailer, starttls: true, from: noreply@example.com}
   search: {url: "https://search.internal:9201"}
+  jwt: {public_signing_jwk_set: jwks.json}
 `)
 	editSpec(t, f.p, "secrets:\n", "secrets:\n  mongodb_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_MONGODB_PASSWORD", mongoPassword)+
-		"}\n  smtp_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_SMTP_PASSWORD", smtpPassword)+"}\n")
+		"}\n  smtp_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_SMTP_PASSWORD", smtpPassword)+
+		"}\n  jwt_private_signing_jwk: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_JWK", privateJWK)+"}\n")
 
 	run, events, err = f.deploy(ctx, t, "", lmsOnly)
 	mustSucceed(t, "deploy r1 on postgresql", run, err)
@@ -270,6 +281,7 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 		EmailPassword string           `yaml:"EMAIL_HOST_PASSWORD"`
 		EmailTLS      any              `yaml:"EMAIL_USE_TLS"`
 		Search        []map[string]any `yaml:"ELASTIC_SEARCH_CONFIG"`
+		JWT           map[string]any   `yaml:"JWT_AUTH"`
 	}
 	raw, err := os.ReadFile(filepath.Join(f.p.Set.UpperDir("lms3"), "edx/etc/lms.yml"))
 	if err == nil {
@@ -278,10 +290,13 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	if err != nil || !slices.Equal(cfg.DocStore.Host, []string{"mongo-1.internal", "mongo-2.internal"}) || cfg.DocStore.Port != 27017 ||
 		cfg.DocStore.Password != mongoPassword || cfg.DocStore.ReplicaSet != "rs0" || cfg.Caches["course_structure_cache"].Location != "redis://redis.internal:6379/2" ||
 		cfg.Broker != "redis.internal:6379" || cfg.EmailPassword != smtpPassword || cfg.EmailTLS != true ||
-		len(cfg.Search) != 1 || cfg.Search[0]["port"] != 9201 || cfg.Search[0]["use_ssl"] != true {
+		len(cfg.Search) != 1 || cfg.Search[0]["port"] != 9201 || cfg.Search[0]["use_ssl"] != true ||
+		cfg.JWT["JWT_ISSUER"] != "https://lms.test/oauth2" || !jsonEqual(cfg.JWT["JWT_PRIVATE_SIGNING_JWK"], privateJWK) ||
+		!jsonEqual(cfg.JWT["JWT_PUBLIC_SIGNING_JWK_SET"], publicJWKSet) {
 		t.Errorf("lms3's lms.yml: %v, %+v", err, cfg)
 	}
-	if log, err := os.ReadFile(run.LogPath); err != nil || strings.Contains(string(log), mongoPassword) || strings.Contains(string(log), smtpPassword) {
+	if log, err := os.ReadFile(run.LogPath); err != nil || strings.Contains(string(log), mongoPassword) || strings.Contains(string(log), smtpPassword) ||
+		strings.Contains(string(log), privateJWK) {
 		t.Errorf("the run's log holds a backing service's password (%v)", err)
 	}
 	log, err := sshRun(ctx, f.p.Set, "db1", "cat /srv/pgdata/server.log")
@@ -376,4 +391,86 @@ func TestPruneAfterHealthCheck(t *testing.T) {
 	mustSucceed(t, "deploy r3 from a path on the controller", run, err)
 	assertLMS(ctx, t, f.p, "r3", "lms.test", "sqlite3")
 	testhoststest.AssertReleases(t, f.p.Set, "lms1", "r3")
+}
+
+// HTTPS: with a certificate, nginx serves the LMS over TLS on 443 with it, the health checks
+// verify it for the site name against the spec's CA, and Django's cookies are secure; behind a
+// load balancer, the hosts serve HTTP and Django trusts the balancer's X-Forwarded-Proto.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	f := newRoleFixture(t, []string{"lms1", "cms1", "guacd1"}, nil, "", "r1")
+	ctx := t.Context()
+	dir := filepath.Join(f.p.Inventories, f.p.Env)
+	files, err := standins.Certificate(dir, "lms.test", "studio.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	editSpec(t, f.p, "settings:\n", "settings:\n  tls: {mode: certificate, cert_file: cert.pem, key_file: key.pem, ca_file: ca.pem}\n")
+	run, events, err := f.deploy(ctx, t, "", lmsOnly)
+	mustSucceed(t, "deploy with a certificate", run, err)
+	for _, e := range events {
+		if strings.Contains(e.Task, "private key") && strings.Contains(string(e.Result), "PRIVATE KEY") {
+			t.Errorf("the private key is in the run's events: %s", e.Task)
+		}
+	}
+	lms, _ := f.p.Set.Host("lms1")
+	base := "https://" + net.JoinHostPort(lms.Address, "443")
+	if st, err := health.Service(ctx, base, "lms.test", files.CA); err != nil || st.Release != "r1" {
+		t.Errorf("lms1 over https, verified against the CA: %+v %v", st, err)
+	}
+	if _, err := health.Service(ctx, base, "lms.test", ""); err == nil || !strings.Contains(err.Error(), "unknown authority") {
+		t.Errorf("lms1 over https with the system's CAs: %v, want the certificate refused", err)
+	}
+	for _, hb := range f.p.Heartbeats(ctx) { // as labplane's gate checks them: https, the spec's CA
+		if hb.Service == "lms" && (hb.Err != nil || hb.Status.Release != "r1") {
+			t.Errorf("%s lms, checked as the gate does: %+v %v", hb.Host, hb.Status, hb.Err)
+		}
+	}
+	assertSettings(t, f.p, "lms1", "SESSION_COOKIE_SECURE: true", "CSRF_COOKIE_SECURE: true")
+
+	editSpec(t, f.p, "tls: {mode: certificate, cert_file: cert.pem, key_file: key.pem, ca_file: ca.pem}", "tls: {mode: load_balancer}")
+	run, _, err = f.deploy(ctx, t, "", lmsOnly)
+	mustSucceed(t, "deploy behind a load balancer", run, err)
+	assertLMS(ctx, t, f.p, "r1", "lms.test", "sqlite3") // plain HTTP on port 80
+	assertSettings(t, f.p, "lms1", "SESSION_COOKIE_SECURE: true", "- HTTP_X_FORWARDED_PROTO\n")
+}
+
+// assertSettings checks that a host's lms.yml holds each line.
+func assertSettings(t *testing.T, p *testhoststest.Platform, host string, lines ...string) {
+	t.Helper()
+	cfg, err := os.ReadFile(filepath.Join(p.Set.UpperDir(host), "edx/etc/lms.yml"))
+	for _, l := range lines {
+		if err != nil || !strings.Contains(string(cfg), l) {
+			t.Errorf("%s lms.yml lacks %q (%v):\n%s", host, l, err, cfg)
+		}
+	}
+}
+
+// jwkPair is a new RSA signing key as edx-platform takes it: the private JWK and the public JWK
+// set, as JSON text.
+func jwkPair(t *testing.T) (private, publicSet string) {
+	t.Helper()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := func(i *big.Int) string { return base64.RawURLEncoding.EncodeToString(i.Bytes()) }
+	public := map[string]string{"kty": "RSA", "kid": "labplane-test", "use": "sig", "alg": "RS512",
+		"n": b64(key.N), "e": b64(big.NewInt(int64(key.E)))}
+	priv := maps.Clone(public)
+	key.Precompute()
+	for k, v := range map[string]*big.Int{"d": key.D, "p": key.Primes[0], "q": key.Primes[1], "dp": key.Precomputed.Dp,
+		"dq": key.Precomputed.Dq, "qi": key.Precomputed.Qinv} {
+		priv[k] = b64(v)
+	}
+	p, _ := json.Marshal(priv)
+	s, _ := json.Marshal(map[string]any{"keys": []map[string]string{public}})
+	return string(p), string(s)
+}
+
+// jsonEqual tells whether got is JSON text holding the same value as want's.
+func jsonEqual(got any, want string) bool {
+	text, ok := got.(string)
+	var a, b any
+	return ok && json.Unmarshal([]byte(text), &a) == nil && json.Unmarshal([]byte(want), &b) == nil && reflect.DeepEqual(a, b)
 }

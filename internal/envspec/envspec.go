@@ -102,11 +102,14 @@ type Settings struct {
 	// GuacdAllowedSources are addresses or networks (CIDR) guacd answers besides the LMS hosts:
 	// the machine labplane's health checks run from, monitoring.
 	GuacdAllowedSources []string `yaml:"guacd_allowed_sources" json:"guacd_allowed_sources,omitempty"`
+	// TLS says how clients reach the LMS and CMS over HTTPS (tls.go).
+	TLS TLS `yaml:"tls" json:"tls"`
 	// The backing services (services.go): each optional.
 	MongoDB MongoDB `yaml:"mongodb" json:"mongodb"`
 	Redis   Redis   `yaml:"redis" json:"redis"`
 	SMTP    SMTP    `yaml:"smtp" json:"smtp"`
 	Search  Search  `yaml:"search" json:"search"`
+	JWT     JWT     `yaml:"jwt" json:"jwt"`
 }
 
 // Database is where lms and cms keep their data. Engine sqlite3 keeps it on each host (for
@@ -127,6 +130,8 @@ type Secrets struct {
 	MongoDBPassword  SecretRef `yaml:"mongodb_password"`
 	RedisPassword    SecretRef `yaml:"redis_password"`
 	SMTPPassword     SecretRef `yaml:"smtp_password"`
+	// JWTPrivateSigningJWK is the JSON of the private JWK the LMS signs tokens with.
+	JWTPrivateSigningJWK SecretRef `yaml:"jwt_private_signing_jwk"`
 	// VaultFile is an ansible-vault encrypted variables file (relative to the environment's
 	// directory) that {vault: VAR} references read from; its password comes from
 	// VaultPasswordFile or the ANSIBLE_VAULT_PASSWORD_FILE environment variable.
@@ -250,6 +255,8 @@ func (e *Environment) validate(v *validator) {
 	e.validateSSH(v)
 	e.validateSettings(v)
 	e.validateServices(v)
+	e.validateJWT(v)
+	e.validateTLS(v)
 	e.validateSecrets(v)
 	e.validateRollout(v)
 }
@@ -377,8 +384,12 @@ func (e *Environment) validateSettings(v *validator) {
 	s := &e.Settings
 	siteName(v, "settings.lms_site_name", s.LMSSiteName, "the LMS's public name, such as lms.example.com")
 	siteName(v, "settings.cms_site_name", s.CMSSiteName, "the CMS's public name, such as studio.example.com")
-	port(v, "settings.lms_port", &s.LMSPort, DefaultLMSPort)
-	port(v, "settings.cms_port", &s.CMSPort, DefaultCMSPort)
+	lmsPort, cmsPort := DefaultLMSPort, DefaultCMSPort
+	if s.TLS.Mode == TLSCertificate {
+		lmsPort, cmsPort = DefaultLMSTLSPort, DefaultCMSTLSPort
+	}
+	port(v, "settings.lms_port", &s.LMSPort, lmsPort)
+	port(v, "settings.cms_port", &s.CMSPort, cmsPort)
 	port(v, "settings.guacd_port", &s.GuacdPort, DefaultGuacdPort)
 	if s.LMSPort == s.CMSPort {
 		v.Add("settings.cms_port", "%d is also lms_port: a host serving both needs two ports", s.CMSPort)
@@ -466,6 +477,7 @@ func (e *Environment) SecretRefs() []NamedSecret {
 		{"secrets.mongodb_password", e.Secrets.MongoDBPassword, e.Settings.MongoDB.User != ""},
 		{"secrets.redis_password", e.Secrets.RedisPassword, false},
 		{"secrets.smtp_password", e.Secrets.SMTPPassword, e.Settings.SMTP.User != ""},
+		{"secrets.jwt_private_signing_jwk", e.Secrets.JWTPrivateSigningJWK, e.Settings.JWT.Configured()},
 	}
 }
 
@@ -530,8 +542,12 @@ func (e *Environment) Path(p string) string {
 // Endpoints are where each service of the platform answers on its hosts, by service.
 func (e *Environment) Endpoints() map[string]platform.Endpoint {
 	s := e.Settings
-	return map[string]platform.Endpoint{"lms": {Port: s.LMSPort, SiteName: s.LMSSiteName},
-		"cms": {Port: s.CMSPort, SiteName: s.CMSSiteName}, "guacd": {Port: s.GuacdPort}}
+	https, ca := s.TLS.Mode == TLSCertificate, ""
+	if s.TLS.CAFile != "" {
+		ca = e.Path(s.TLS.CAFile)
+	}
+	return map[string]platform.Endpoint{"lms": {Port: s.LMSPort, SiteName: s.LMSSiteName, HTTPS: https, CAFile: ca},
+		"cms": {Port: s.CMSPort, SiteName: s.CMSSiteName, HTTPS: https, CAFile: ca}, "guacd": {Port: s.GuacdPort}}
 }
 
 // ArtifactFor is the artifact of a release: a URL, or an absolute path.

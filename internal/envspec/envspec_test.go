@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/specfile"
 )
@@ -51,14 +52,34 @@ const withServices = `  mongodb: {hosts: [mongo-1.internal, 10.0.0.31], user: ed
   redis: {host: redis.internal}
   smtp: {host: smtp.example.com, user: mailer, starttls: true, from: noreply@example.com}
   search: {url: "https://search.internal:9201"}
+  jwt: {public_signing_jwk_set: jwks.json}
 `
 
 func TestLoadEnvironmentServices(t *testing.T) {
 	spec := strings.Replace(goodEnvironment, "settings:\n", "settings:\n"+withServices, 1)
-	spec = strings.Replace(spec, "secrets:\n", "secrets:\n  mongodb_password: {env: MONGO_PW}\n  smtp_password: {env: SMTP_PW}\n", 1)
-	env, err := envspec.Load(writeEnv(t, "staging", spec), "staging")
+	spec = strings.Replace(spec, "secrets:\n", "secrets:\n  mongodb_password: {env: MONGO_PW}\n  smtp_password: {env: SMTP_PW}\n  jwt_private_signing_jwk: {vault: jwk}\n  vault_file: v.yml\n", 1)
+	inv := writeEnv(t, "staging", spec)
+	jwks := filepath.Join(inv, "staging", "jwks.json")
+	if err := os.WriteFile(jwks, []byte(`{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(inv, "staging", "v.yml"), []byte("$ANSIBLE_VAULT;1.1;AES256\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env, err := envspec.Load(inv, "staging")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if set, err := env.PublicJWKSet(); env.Settings.JWT.Issuer != "https://lms.example.com/oauth2" || env.Settings.JWT.Audience != "openedx" ||
+		set != `{"keys":[{"kty":"RSA","kid":"k1","n":"AQAB","e":"AQAB"}]}` || err != nil {
+		t.Errorf("jwt %+v, set %s %v", env.Settings.JWT, set, err)
+	}
+	if err := os.WriteFile(jwks, []byte(`{"keys": [{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB", "d": "hunter2"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := envspec.Load(inv, "staging"); err == nil || !strings.Contains(err.Error(), "settings.jwt.public_signing_jwk_set: jwks.json: key 0 is a private key") ||
+		strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("a private key in the public set: %v", err)
 	}
 	s := env.Settings
 	if s.MongoDB.Port != 27017 || s.MongoDB.Name != "edxapp" || s.Redis.Port != 6379 || s.Redis.DB != 0 || s.SMTP.Port != 587 {
@@ -73,8 +94,60 @@ func TestLoadEnvironmentServices(t *testing.T) {
 			names = append(names, r.Field+"="+r.Ref.Env)
 		}
 	}
-	if got := strings.Join(names, " "); got != "secrets.secret_key=STAGING_SECRET_KEY secrets.mongodb_password=MONGO_PW secrets.smtp_password=SMTP_PW" {
+	if got := strings.Join(names, " "); got != "secrets.secret_key=STAGING_SECRET_KEY secrets.mongodb_password=MONGO_PW secrets.smtp_password=SMTP_PW secrets.jwt_private_signing_jwk=" {
 		t.Errorf("secret references: %s", got)
+	}
+}
+
+func TestLoadEnvironmentTLS(t *testing.T) {
+	inv := writeEnv(t, "staging", goodEnvironment)
+	dir := filepath.Join(inv, "staging")
+	files, err := standins.Certificate(dir, "lms.example.com", "studio.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, err := standins.Certificate(t.TempDir(), "lms.example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	load := func(tls string) (*envspec.Environment, error) {
+		spec := strings.Replace(goodEnvironment, "settings:\n", "settings:\n  tls: "+tls+"\n", 1)
+		if err := os.WriteFile(filepath.Join(dir, envspec.File), []byte(spec), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return envspec.Load(inv, "staging")
+	}
+	env, err := load("{mode: certificate, cert_file: cert.pem, key_file: key.pem, ca_file: ca.pem}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := env.Endpoints()
+	if ep["lms"].Port != 443 || ep["cms"].Port != 18443 || !ep["lms"].HTTPS || ep["cms"].CAFile != files.CA || ep["guacd"].HTTPS {
+		t.Errorf("endpoints %+v", ep)
+	}
+	if env, err := load("{mode: load_balancer}"); err != nil || env.Endpoints()["lms"].HTTPS || env.Settings.LMSPort != 80 {
+		t.Errorf("load balancer mode: %v %+v", err, env)
+	}
+	if err := os.Chmod(wrong.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for tls, want := range map[string]string{
+		"{mode: certificate, cert_file: " + wrong.Cert + ", key_file: key.pem}":           "not a PEM certificate and its matching private key",
+		"{mode: certificate, cert_file: " + wrong.Cert + ", key_file: " + wrong.Key + "}": "is readable by others (mode 0644): chmod 600 it",
+		"{mode: certificate, cert_file: cert.pem}":                                        "settings.tls: mode certificate needs cert_file and key_file",
+		"{mode: load_balancer, cert_file: cert.pem}":                                      "settings.tls.cert_file: only with mode certificate",
+		"{mode: https}": `settings.tls.mode: unknown mode "https"`,
+	} {
+		if _, err := load(tls); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("tls %s: %v, want %q", tls, err, want)
+		}
+	}
+	if err := os.Chmod(wrong.Key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load("{mode: certificate, cert_file: " + wrong.Cert + ", key_file: " + wrong.Key + "}"); err == nil ||
+		!strings.Contains(err.Error(), "is not valid for studio.example.com (it is for lms.example.com)") {
+		t.Errorf("a certificate without the CMS's name: %v", err)
 	}
 }
 

@@ -1,12 +1,17 @@
 package envspec
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/mail"
 	"net/url"
+	"os"
 	"strconv"
+
+	"github.com/labplane/labplane/internal/specfile"
 )
 
 // The backing services lms and cms use besides their database. Each is optional: a spec
@@ -126,5 +131,71 @@ func checkAddress(v *validator, field, a string) {
 		v.Add(field, "required: an IP address or a DNS name")
 	} else if net.ParseIP(a) == nil && !hostNamePattern.MatchString(a) {
 		v.Add(field, "%q is neither an IP address nor a DNS name", a)
+	}
+}
+
+// JWT is how the LMS signs the JSON web tokens the other services and MFEs trust (JWT_AUTH).
+// The private signing key is secrets.jwt_private_signing_jwk; its public half is here.
+type JWT struct {
+	// Issuer is the tokens' iss; default https://<lms_site_name>/oauth2.
+	Issuer string `yaml:"issuer" json:"issuer,omitempty"`
+	// Audience is the tokens' aud; default openedx.
+	Audience string `yaml:"audience" json:"audience,omitempty"`
+	// PublicSigningJWKSet is a file (relative to the environment's directory, or absolute)
+	// holding the public JWK set ({"keys": [...]}) of the signing key.
+	PublicSigningJWKSet string `yaml:"public_signing_jwk_set" json:"public_signing_jwk_set,omitempty"`
+}
+
+// Configured tells whether the spec has JWT settings.
+func (j JWT) Configured() bool { return j != JWT{} }
+
+// PublicJWKSet reads the public JWK set file and returns it compacted.
+func (e *Environment) PublicJWKSet() (string, error) {
+	raw, err := os.ReadFile(e.Path(e.Settings.JWT.PublicSigningJWKSet))
+	if err != nil {
+		return "", fmt.Errorf("%s: %s", e.Settings.JWT.PublicSigningJWKSet, specfile.DescribeFileError(err))
+	}
+	var set struct {
+		Keys []struct {
+			Kty string `json:"kty"`
+			Kid string `json:"kid"`
+			D   string `json:"d"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(raw, &set); err != nil || len(set.Keys) == 0 {
+		return "", fmt.Errorf("%s is not a JWK set (a JSON object whose keys list the public keys)", e.Settings.JWT.PublicSigningJWKSet)
+	}
+	for i, k := range set.Keys {
+		switch {
+		case k.D != "":
+			return "", fmt.Errorf("%s: key %d is a private key: this file is written into the inventory; give the public half here and the private key as secrets.jwt_private_signing_jwk", e.Settings.JWT.PublicSigningJWKSet, i)
+		case k.Kty == "" || k.Kid == "":
+			return "", fmt.Errorf("%s: key %d has no kty or no kid", e.Settings.JWT.PublicSigningJWKSet, i)
+		}
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return "", err
+	}
+	return compact.String(), nil
+}
+
+func (e *Environment) validateJWT(v *validator) {
+	j := &e.Settings.JWT
+	if !j.Configured() {
+		return
+	}
+	if j.Issuer == "" {
+		j.Issuer = "https://" + e.Settings.LMSSiteName + "/oauth2"
+	} else if u, err := url.Parse(j.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		v.Add("settings.jwt.issuer", "%q is not a URL (such as https://lms.example.com/oauth2)", j.Issuer)
+	}
+	if j.Audience == "" {
+		j.Audience = "openedx"
+	}
+	if j.PublicSigningJWKSet == "" {
+		v.Add("settings.jwt.public_signing_jwk_set", "required: the file of the signing key's public JWK set")
+	} else if _, err := e.PublicJWKSet(); err != nil {
+		v.Add("settings.jwt.public_signing_jwk_set", "%v", err)
 	}
 }

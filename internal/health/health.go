@@ -8,11 +8,14 @@ package health
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -123,13 +126,18 @@ var client = &http.Client{
 	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 }
 
-// Service checks an LMS or CMS at base (http://host:port or https://...), asking for it by
-// siteName (the Host header; the address when empty): edx-platform's /heartbeat must answer
-// 200 with every check passing, and /labplane/release the release. An error says what
-// failed; the status has what was read.
-func Service(ctx context.Context, base, siteName string) (ServiceStatus, error) {
+// Service checks an LMS or CMS at base (http://host:port or https://host:port), asking for it
+// by siteName (the Host header, and over https the name its certificate must be valid for; the
+// address when empty), trusting over https the certificates in caFile (the system's when
+// empty): edx-platform's /heartbeat must answer 200 with every check passing, and
+// /labplane/release the release. An error says what failed; the status has what was read.
+func Service(ctx context.Context, base, siteName, caFile string) (ServiceStatus, error) {
 	var st ServiceStatus
-	code, body, err := get(ctx, base+"/heartbeat", siteName)
+	c, err := clientFor(base, siteName, caFile)
+	if err != nil {
+		return st, err
+	}
+	code, body, err := get(ctx, c, base+"/heartbeat", siteName)
 	if err != nil {
 		return st, err
 	}
@@ -151,7 +159,7 @@ func Service(ctx context.Context, base, siteName string) (ServiceStatus, error) 
 	case len(failed) > 0: // edx-platform answers 503 then; say it whatever the code
 		return st, fmt.Errorf("%s/heartbeat: %s", base, strings.Join(failed, "; "))
 	}
-	code, body, err = get(ctx, base+"/labplane/release", siteName)
+	code, body, err = get(ctx, c, base+"/labplane/release", siteName)
 	if err != nil {
 		return st, err
 	}
@@ -162,8 +170,30 @@ func Service(ctx context.Context, base, siteName string) (ServiceStatus, error) 
 	return st, nil
 }
 
-// get fetches url as host, returning the status code and the start of the body.
-func get(ctx context.Context, url, host string) (int, []byte, error) {
+// clientFor is the client that checks base: client itself over http; over https, one that
+// verifies the certificate for siteName against caFile's certificates (or the system's).
+func clientFor(base, siteName, caFile string) (*http.Client, error) {
+	if !strings.HasPrefix(base, "https://") {
+		return client, nil
+	}
+	cfg := &tls.Config{ServerName: siteName, MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("the CA file the checks trust: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("the CA file the checks trust, %s: no PEM certificate in it", caFile)
+		}
+	}
+	t := client.Transport.(*http.Transport).Clone()
+	t.TLSClientConfig = cfg
+	return &http.Client{Transport: t, CheckRedirect: client.CheckRedirect}, nil
+}
+
+// get fetches url as host with c, returning the status code and the start of the body.
+func get(ctx context.Context, c *http.Client, url, host string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, nil, err
@@ -171,7 +201,7 @@ func get(ctx context.Context, url, host string) (int, []byte, error) {
 	if host != "" {
 		req.Host = host
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -2,9 +2,12 @@ package health_test
 
 import (
 	"bufio"
+	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -80,7 +83,7 @@ func TestService(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			heartbeat.code, heartbeat.body = tc.code, tc.body
-			st, err := health.Service(t.Context(), srv.URL, "lms.example.com")
+			st, err := health.Service(t.Context(), srv.URL, "lms.example.com", "")
 			switch {
 			case tc.wantErr == "" && (err != nil || st.Release != release || !st.Checks["sql"].Status):
 				t.Errorf("Service = %+v, %v", st, err)
@@ -89,10 +92,40 @@ func TestService(t *testing.T) {
 			}
 		})
 	}
-	if _, err := health.Service(t.Context(), srv.URL, "other.example.com"); err == nil || !strings.Contains(err.Error(), "404") {
+	if _, err := health.Service(t.Context(), srv.URL, "other.example.com", ""); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("asked for another site: %v", err)
 	}
-	if _, err := health.Service(t.Context(), srv.URL+"/moved", "lms.example.com"); err == nil || !strings.Contains(err.Error(), "302") {
+	if _, err := health.Service(t.Context(), srv.URL+"/moved", "lms.example.com", ""); err == nil || !strings.Contains(err.Error(), "302") {
 		t.Errorf("a redirect: %v, want it reported, not followed", err)
+	}
+}
+
+// Over https, the certificate must be valid for the site name and signed by the CA file's
+// certificates (the system's when none is given).
+func TestServiceOverTLS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/heartbeat" {
+			io.WriteString(w, `{"sql": {"status": true, "message": "OK"}}`)
+			return
+		}
+		io.WriteString(w, "r1\n")
+	}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// httptest's certificate is for example.com
+	if st, err := health.Service(t.Context(), srv.URL, "example.com", ca); err != nil || st.Release != "r1" {
+		t.Errorf("with the CA, as example.com: %+v %v", st, err)
+	}
+	for _, c := range []struct{ name, site, ca, want string }{
+		{"another name", "lms.example.org", ca, "certificate is valid for"},
+		{"the system's CAs", "example.com", "", "certificate signed by unknown authority"},
+		{"a CA file without certificates", "example.com", filepath.Join(filepath.Dir(ca), "none.pem"), "the CA file the checks trust"},
+	} {
+		if _, err := health.Service(t.Context(), srv.URL, c.site, c.ca); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
 	}
 }

@@ -99,6 +99,13 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 	}
 	openedx.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
 	setServices(&openedx, env)
+	if t := s.TLS; t.Mode != "" {
+		openedx.set("openedx_tls_mode", t.Mode)
+		if t.Mode == envspec.TLSCertificate {
+			openedx.set("openedx_tls_cert_file", env.Path(t.CertFile))
+			openedx.set("openedx_tls_key_file", env.Path(t.KeyFile))
+		}
+	}
 
 	services := map[string]vars{}
 	lms := vars{}
@@ -165,6 +172,11 @@ func setServices(openedx *vars, env *envspec.Environment) {
 		if sec.SMTPPassword.Set() {
 			openedx.set("openedx_smtp_password", secretLookup(sec.SMTPPassword))
 		}
+	}
+	if s.JWT.Configured() {
+		public, _ := env.PublicJWKSet() // read and checked when the spec was loaded
+		openedx.set("openedx_jwt", map[string]any{"issuer": s.JWT.Issuer, "audience": s.JWT.Audience, "public_signing_jwk_set": public})
+		openedx.set("openedx_jwt_private_signing_jwk", secretLookup(sec.JWTPrivateSigningJWK))
 	}
 	if s.Search.URL != "" {
 		host, port, tls, _ := envspec.SearchEndpoint(s.Search.URL) // checked when the spec was loaded

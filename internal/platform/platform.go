@@ -8,6 +8,7 @@ package platform
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -41,6 +42,23 @@ type Target struct {
 	Port    int    `json:"port"`
 	// SiteName is the name clients ask the service for (the Host header); none for guacd.
 	SiteName string `json:"site_name,omitempty"`
+	// HTTPS: the service answers over TLS, with a certificate for SiteName that CAFile's
+	// certificates (the system's when empty) verify.
+	HTTPS  bool   `json:"https,omitempty"`
+	CAFile string `json:"ca_file,omitempty"`
+}
+
+// URL is where an LMS or CMS target answers: http(s)://address:port.
+func (t Target) URL() string {
+	scheme := "http"
+	if t.HTTPS {
+		scheme = "https"
+	}
+	host := t.Address
+	if strings.Contains(host, ":") { // an IPv6 address
+		host = "[" + host + "]"
+	}
+	return scheme + "://" + host + ":" + strconv.Itoa(t.Port)
 }
 
 // Endpoint is where a service answers on each of its hosts: its port, and the name its
@@ -48,6 +66,9 @@ type Target struct {
 type Endpoint struct {
 	Port     int
 	SiteName string
+	// HTTPS and CAFile: as Target's.
+	HTTPS  bool
+	CAFile string
 }
 
 // Batch is hosts deployed together, and the services on them to check afterwards.

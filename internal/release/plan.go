@@ -20,7 +20,8 @@ func Targets(hosts map[string][]platform.Host, endpoints map[string]platform.End
 			if svc == "guacd" {
 				addr = h.Private()
 			}
-			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: addr, Port: e.Port, SiteName: e.SiteName})
+			out = append(out, platform.Target{Host: h.Name, Service: svc, Address: addr, Port: e.Port, SiteName: e.SiteName,
+				HTTPS: e.HTTPS, CAFile: e.CAFile})
 		}
 	}
 	return out

@@ -216,6 +216,17 @@ func TestPlan(t *testing.T) {
 			t.Errorf("%s on %s checked at %s, want %s (guacd listens on the private address only)", target.Service, target.Host, target.Address, want)
 		}
 	}
+	for _, c := range []struct {
+		target platform.Target
+		want   string
+	}{
+		{platform.Target{Address: "192.0.2.1", Port: 80}, "http://192.0.2.1:80"},
+		{platform.Target{Address: "2001:db8::1", Port: 443, HTTPS: true}, "https://[2001:db8::1]:443"},
+	} {
+		if got := c.target.URL(); got != c.want {
+			t.Errorf("URL of %+v = %s, want %s", c.target, got, c.want)
+		}
+	}
 	for _, bad := range []string{"0", "-1", "101%", "x", ""} {
 		if _, err := release.Plan(release.Targets(hosts, env.Endpoints()), bad); err == nil {
 			t.Errorf("Plan(%q): no error", bad)

@@ -297,14 +297,13 @@ type Health struct{}
 func (Health) Check(ctx context.Context, t platform.Target) platform.Check {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	addr := net.JoinHostPort(t.Address, strconv.Itoa(t.Port))
 	c := platform.Check{Target: t}
 	var err error
 	if t.Service == "guacd" {
-		_, err = health.Handshake(ctx, addr, "vnc")
+		_, err = health.Handshake(ctx, net.JoinHostPort(t.Address, strconv.Itoa(t.Port)), "vnc")
 	} else {
 		var st health.ServiceStatus
-		st, err = health.Service(ctx, "http://"+addr, t.SiteName)
+		st, err = health.Service(ctx, t.URL(), t.SiteName, t.CAFile)
 		c.Release = st.Release
 	}
 	if err != nil {

@@ -322,7 +322,10 @@ func (s *Scheduler) busyJobs() []string {
 }
 
 // task is what gocron runs for j: the run with the scheduler's context, panics turned into
-// errors, timed, logged and observed.
+// errors, timed, logged and observed. A run of j already going in this process makes it a
+// skip: gocron's singleton mode alone does not hold (v2.21.2 can start two singleton runners
+// for one job when its first run, RunNow, and its first tick arrive together: the executor
+// looks the runner up and stores a new one in two steps, from a goroutine per request).
 func (s *Scheduler) task(j Job) func() error {
 	return func() error {
 		if !s.enter(j.Name) {
@@ -331,8 +334,15 @@ func (s *Scheduler) task(j Job) func() error {
 		defer s.leave(j.Name)
 		start := time.Now()
 		s.mu.Lock()
-		s.running[j.Name] = start
+		_, going := s.running[j.Name]
+		if !going {
+			s.running[j.Name] = start
+		}
 		s.mu.Unlock()
+		if going {
+			s.log.Info("job run skipped: the previous run is still going", "job", j.Name)
+			return nil
+		}
 		err := s.run(j)
 		took := time.Since(start)
 		s.mu.Lock()

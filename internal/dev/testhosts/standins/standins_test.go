@@ -221,6 +221,8 @@ func TestArtifact(t *testing.T) {
 		"CACHES: {general: {BACKEND: x, LOCATION: y}}":                             "CACHES has no default/BACKEND",
 		"ELASTIC_SEARCH_CONFIG: [{host: s, port: 9200, use_ssl: 'false'}]":         "ELASTIC_SEARCH_CONFIG[0]['use_ssl'] is 'false', not a bool",
 		"EMAIL_PORT: 587\nEMAIL_USE_TLS: true\nDEFAULT_FROM_EMAIL: a@example.com": "",
+		"JWT_AUTH: {JWT_ISSUER: i, JWT_PRIVATE_SIGNING_JWK: {kty: RSA}, JWT_PUBLIC_SIGNING_JWK_SET: '{}'}": "JWT_AUTH['JWT_PRIVATE_SIGNING_JWK'] is {'kty': 'RSA'}, not a str",
+		"JWT_AUTH: {JWT_ISSUER: i, JWT_PRIVATE_SIGNING_JWK: '{kty: RSA}', JWT_PUBLIC_SIGNING_JWK_SET: '{}'}": "JWT_AUTH['JWT_PRIVATE_SIGNING_JWK'] is not JSON",
 	} {
 		write(good + setting + "\n")
 		out, err := manage(production, "check")

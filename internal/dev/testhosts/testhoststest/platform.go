@@ -15,6 +15,7 @@ import (
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/platform"
+	"github.com/labplane/labplane/internal/release"
 )
 
 // Platform is an environment (by default "test") on a set of test hosts (by default lms1,
@@ -189,14 +190,13 @@ func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
 		return []Heartbeat{{Err: err}}
 	}
 	var out []Heartbeat
-	for _, svc := range []string{"lms", "cms"} {
-		ep := env.Endpoints()[svc]
-		for _, name := range p.Hosts[svc] {
-			hb := Heartbeat{Host: name, Service: svc}
-			h, _ := p.Set.Host(name)
-			hb.Status, hb.Err = health.Service(ctx, "http://"+net.JoinHostPort(h.Address, strconv.Itoa(ep.Port)), ep.SiteName)
-			out = append(out, hb)
+	for _, t := range release.Targets(env.Hosts, env.Endpoints()) {
+		if t.Service == "guacd" {
+			continue
 		}
+		hb := Heartbeat{Host: t.Host, Service: t.Service}
+		hb.Status, hb.Err = health.Service(ctx, t.URL(), t.SiteName, t.CAFile)
+		out = append(out, hb)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ LMS_CFG or CMS_CFG environment variable (required), SERVICE_VARIANT names the se
 and it must be the one whose settings these are), and the file's top-level keys are Django
 settings.
 """
+import json
 import os
 
 import yaml
@@ -22,7 +23,7 @@ ALLOWED = REQUIRED + ("ALLOWED_HOSTS", "SITE_NAME", "PLATFORM_NAME", "TIME_ZONE"
                       "CELERY_BROKER_USER", "CELERY_BROKER_PASSWORD",
                       "EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_USE_TLS", "EMAIL_HOST_USER",
                       "EMAIL_HOST_PASSWORD", "DEFAULT_FROM_EMAIL", "SERVER_EMAIL",
-                      "ELASTIC_SEARCH_CONFIG")
+                      "ELASTIC_SEARCH_CONFIG", "JWT_AUTH")
 
 # The backing services' settings, as edx-platform reads them: (key, path inside it, type). The
 # stand-in runs none of these services; it refuses what the real settings would choke on (a
@@ -36,6 +37,8 @@ TYPED = [
     ("EMAIL_PORT", (), int), ("EMAIL_USE_TLS", (), bool), ("DEFAULT_FROM_EMAIL", (), str),
     ("ELASTIC_SEARCH_CONFIG", (0, "host"), str), ("ELASTIC_SEARCH_CONFIG", (0, "port"), int),
     ("ELASTIC_SEARCH_CONFIG", (0, "use_ssl"), bool),
+    ("JWT_AUTH", ("JWT_ISSUER",), str), ("JWT_AUTH", ("JWT_PRIVATE_SIGNING_JWK",), str),
+    ("JWT_AUTH", ("JWT_PUBLIC_SIGNING_JWK_SET",), str),
 ]
 
 
@@ -73,6 +76,12 @@ def load(service):
     if unknown:
         raise ImproperlyConfigured("%s (%s): unknown settings %s" % (path, var, ", ".join(unknown)))
     check_types(config, path, var)
+    if "JWT_AUTH" in config:  # edx-platform reads both keys as JSON text
+        for key in ("JWT_PRIVATE_SIGNING_JWK", "JWT_PUBLIC_SIGNING_JWK_SET"):
+            try:
+                json.loads(config["JWT_AUTH"][key])
+            except ValueError:
+                raise ImproperlyConfigured("%s (%s): JWT_AUTH[%r] is not JSON" % (path, var, key))
     settings = {
         "SERVICE_VARIANT": service,
         "RELEASE": RELEASE,
