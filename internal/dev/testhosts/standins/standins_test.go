@@ -216,12 +216,12 @@ func TestArtifact(t *testing.T) {
 		"DATABASES: {default: {ENGINE: django.db.backends.sqlite3, NAME: " + filepath.Join(work, "db.sqlite3") + "}}\n"
 	// the backing services' settings as edx-platform reads them: of the wrong shape, refused
 	for setting, want := range map[string]string{
-		"DOC_STORE_CONFIG: {host: [m1], port: '27017', db: edxapp}":                "DOC_STORE_CONFIG['port'] is '27017', not a int",
-		"DOC_STORE_CONFIG: {host: m1, port: 27017, db: edxapp}":                    "DOC_STORE_CONFIG['host'] is 'm1', not a list",
-		"CACHES: {general: {BACKEND: x, LOCATION: y}}":                             "CACHES has no default/BACKEND",
-		"ELASTIC_SEARCH_CONFIG: [{host: s, port: 9200, use_ssl: 'false'}]":         "ELASTIC_SEARCH_CONFIG[0]['use_ssl'] is 'false', not a bool",
-		"EMAIL_PORT: 587\nEMAIL_USE_TLS: true\nDEFAULT_FROM_EMAIL: a@example.com": "",
-		"JWT_AUTH: {JWT_ISSUER: i, JWT_PRIVATE_SIGNING_JWK: {kty: RSA}, JWT_PUBLIC_SIGNING_JWK_SET: '{}'}": "JWT_AUTH['JWT_PRIVATE_SIGNING_JWK'] is {'kty': 'RSA'}, not a str",
+		"DOC_STORE_CONFIG: {host: [m1], port: '27017', db: edxapp}":                                          "DOC_STORE_CONFIG['port'] is '27017', not a int",
+		"DOC_STORE_CONFIG: {host: m1, port: 27017, db: edxapp}":                                              "DOC_STORE_CONFIG['host'] is 'm1', not a list",
+		"CACHES: {general: {BACKEND: x, LOCATION: y}}":                                                       "CACHES has no default/BACKEND",
+		"ELASTIC_SEARCH_CONFIG: [{host: s, port: 9200, use_ssl: 'false'}]":                                   "ELASTIC_SEARCH_CONFIG[0]['use_ssl'] is 'false', not a bool",
+		"EMAIL_PORT: 587\nEMAIL_USE_TLS: true\nDEFAULT_FROM_EMAIL: a@example.com":                            "",
+		"JWT_AUTH: {JWT_ISSUER: i, JWT_PRIVATE_SIGNING_JWK: {kty: RSA}, JWT_PUBLIC_SIGNING_JWK_SET: '{}'}":   "JWT_AUTH['JWT_PRIVATE_SIGNING_JWK'] is {'kty': 'RSA'}, not a str",
 		"JWT_AUTH: {JWT_ISSUER: i, JWT_PRIVATE_SIGNING_JWK: '{kty: RSA}', JWT_PUBLIC_SIGNING_JWK_SET: '{}'}": "JWT_AUTH['JWT_PRIVATE_SIGNING_JWK'] is not JSON",
 	} {
 		write(good + setting + "\n")
