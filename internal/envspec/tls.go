@@ -2,7 +2,6 @@ package envspec
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"strings"
@@ -67,10 +66,7 @@ func (e *Environment) validateTLS(v *validator) {
 		v.Add("settings.tls", "cert_file %s and key_file %s: %s", t.CertFile, t.KeyFile, describeTLSError(err))
 		return
 	}
-	leaf := pair.Leaf
-	if leaf == nil {
-		leaf, _ = x509.ParseCertificate(pair.Certificate[0]) // LoadX509KeyPair parsed it
-	}
+	leaf := pair.Leaf // set by LoadX509KeyPair since Go 1.23
 	for _, name := range []string{e.Settings.LMSSiteName, e.Settings.CMSSiteName} {
 		if err := leaf.VerifyHostname(name); name != "" && err != nil {
 			v.Add("settings.tls.cert_file", "%s is not valid for %s (it is for %s)", t.CertFile, name, strings.Join(leaf.DNSNames, ", "))

@@ -189,6 +189,7 @@ func clientFor(base, siteName, caFile string) (*http.Client, error) {
 	}
 	t := client.Transport.(*http.Transport).Clone()
 	t.TLSClientConfig = cfg
+	t.DisableKeepAlives = true // a transport per check: an idle connection kept would never be used, nor closed
 	return &http.Client{Transport: t, CheckRedirect: client.CheckRedirect}, nil
 }
 

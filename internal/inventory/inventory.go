@@ -98,7 +98,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 		openedx.set("openedx_database_password", secretLookup(r))
 	}
 	openedx.set("openedx_secret_key", secretLookup(env.Secrets.SecretKey))
-	setServices(&openedx, env)
+	if err := setServices(&openedx, env); err != nil {
+		return nil, err
+	}
 	if t := s.TLS; t.Mode != "" {
 		openedx.set("openedx_tls_mode", t.Mode)
 		if t.Mode == envspec.TLSCertificate {
@@ -152,7 +154,7 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 
 // setServices sets the backing services' variables of the openedx role (each only when the spec
 // has the service), their secrets as lookups.
-func setServices(openedx *vars, env *envspec.Environment) {
+func setServices(openedx *vars, env *envspec.Environment) error {
 	s, sec := env.Settings, env.Secrets
 	if m := s.MongoDB; m.Configured() {
 		openedx.set("openedx_mongodb", map[string]any{"hosts": m.Hosts, "port": m.Port, "name": m.Name, "user": m.User,
@@ -174,7 +176,10 @@ func setServices(openedx *vars, env *envspec.Environment) {
 		}
 	}
 	if s.JWT.Configured() {
-		public, _ := env.PublicJWKSet() // read and checked when the spec was loaded
+		public, err := env.PublicJWKSet() // checked when the spec was loaded; read again here, where it is used
+		if err != nil {
+			return fmt.Errorf("render inventory of %s: settings.jwt.public_signing_jwk_set: %w", env.Name, err)
+		}
 		openedx.set("openedx_jwt", map[string]any{"issuer": s.JWT.Issuer, "audience": s.JWT.Audience, "public_signing_jwk_set": public})
 		openedx.set("openedx_jwt_private_signing_jwk", secretLookup(sec.JWTPrivateSigningJWK))
 	}
@@ -182,6 +187,7 @@ func setServices(openedx *vars, env *envspec.Environment) {
 		host, port, tls, _ := envspec.SearchEndpoint(s.Search.URL) // checked when the spec was loaded
 		openedx.set("openedx_search", map[string]any{"host": host, "port": port, "tls": tls})
 	}
+	return nil
 }
 
 // guacdClients are the addresses guacd accepts connections from: the LMS hosts' private ones,

@@ -27,9 +27,7 @@ func TestFirstRunAndFirstTickNeverOverlap(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Start()
-		for runs.Load() < 2 {
-			time.Sleep(time.Millisecond)
-		}
+		waitFor(t, "2 runs", func() bool { return runs.Load() >= 2 })
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.Shutdown(ctx)
 		cancel()

@@ -185,12 +185,12 @@ type Heartbeat struct {
 // Heartbeats asks every lms and cms host of the platform for its /heartbeat and release, as
 // its clients ask (by site name), service by service, host by host.
 func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
-	env, err := envspec.Load(p.Inventories, p.Env)
+	targets, err := p.targets()
 	if err != nil {
 		return []Heartbeat{{Err: err}}
 	}
 	var out []Heartbeat
-	for _, t := range release.Targets(env.Hosts, env.Endpoints()) {
+	for _, t := range targets {
 		if t.Service == "guacd" {
 			continue
 		}
@@ -201,8 +201,17 @@ func (p *Platform) Heartbeats(ctx context.Context) []Heartbeat {
 	return out
 }
 
+// targets are the platform's services as its spec says clients reach them (release.Targets).
+func (p *Platform) targets() ([]platform.Target, error) {
+	env, err := envspec.Load(p.Inventories, p.Env)
+	if err != nil {
+		return nil, err
+	}
+	return release.Targets(env.Hosts, env.Endpoints()), nil
+}
+
 // AssertServing checks that every lms and cms host passes its heartbeat and runs release, and
-// every guacd host answers the handshake, from the machine.
+// every guacd host answers the handshake (at its private address), from the machine.
 func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release string) {
 	t.Helper()
 	for _, hb := range p.Heartbeats(ctx) {
@@ -214,10 +223,16 @@ func (p *Platform) AssertServing(ctx context.Context, t *testing.T, release stri
 			t.Errorf("%s %s runs %q, want %q", hb.Host, hb.Service, hb.Status.Release, release)
 		}
 	}
-	for _, name := range p.Hosts["guacd"] {
-		g, _ := p.Set.Host(name)
-		if _, err := health.Handshake(ctx, net.JoinHostPort(g.Address, strconv.Itoa(envspec.DefaultGuacdPort)), "vnc"); err != nil {
-			t.Errorf("%s guacd handshake: %v", name, err)
+	targets, err := p.targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range targets {
+		if g.Service != "guacd" {
+			continue
+		}
+		if _, err := health.Handshake(ctx, net.JoinHostPort(g.Address, strconv.Itoa(g.Port)), "vnc"); err != nil {
+			t.Errorf("%s guacd handshake: %v", g.Host, err)
 		}
 	}
 }
