@@ -308,7 +308,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 	}
 	start := time.Now()
 	seenInProgress := false
-	var transientSince time.Time
+	var transientSince, supersededAt time.Time
 	for first := true; ; first = false {
 		if !first {
 			select {
@@ -364,6 +364,17 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 			}
 		case action == w.action && state == "IN_PROGRESS":
 			seenInProgress = true
+		case st.Status == "DELETE_FAILED" && st.StatusReason == deleteCancelled && w.action == "DELETE":
+			// another actor deleted the stack too (a stopping launch and the reaper): Heat
+			// stopped this delete and runs theirs at once, which is waited for instead. Only
+			// if the stack stays so is this delete's failure reported.
+			if supersededAt.IsZero() {
+				supersededAt = time.Now()
+			}
+			if time.Since(supersededAt) > h.staleGrace {
+				return st, fail(cloud.ErrFailed, st.StatusReason, nil)
+			}
+			seenInProgress = true
 		case action == w.action && (state == "COMPLETE" || state == "FAILED"):
 			fresh := !w.ambiguous || seenInProgress
 			if !fresh {
@@ -414,6 +425,10 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 		}
 	}
 }
+
+// deleteCancelled is the reason Heat gives a delete it stopped because another DELETE of the
+// stack arrived (heat/engine/worker.py, _stop_traversal).
+const deleteCancelled = "Stack DELETE cancelled"
 
 // requestIDOf is the request id of a failed request, if the cloud answered.
 func requestIDOf(err error) string {
