@@ -16,8 +16,10 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -162,9 +164,24 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 	}
 	d.Log.Info("deploy started", "run", run.ID, "environment", run.Environment, "release", run.Release, "log", run.LogPath)
 
-	res, runErr := d.runner()(ctx, p, req.Progress, secrets.writer(logFile))
+	// the hosts the run reached: an interrupted run has no recap to name them
+	reached := map[string]bool{}
+	res, runErr := d.runner()(ctx, p, func(e ansible.Event) {
+		if e.Host != "" {
+			reached[e.Host] = true
+		}
+		if req.Progress != nil {
+			req.Progress(e)
+		}
+	}, secrets.writer(logFile))
 	if runErr == nil && res.Err() != nil && !req.Options.Check && req.Options.Tags == "" {
-		for host, release := range d.readBack(ctx, p, res.Hosts(), secrets.writer(logFile)) {
+		for _, h := range res.Hosts() {
+			reached[h] = true
+		}
+		if res.Recap == nil {
+			res.Recap = map[string]runs.HostRecap{}
+		}
+		for host, release := range d.readBack(ctx, p, slices.Sorted(maps.Keys(reached)), secrets.writer(logFile)) {
 			rc := res.Recap[host]
 			rc.Release = release
 			res.Recap[host] = rc
@@ -231,8 +248,9 @@ func checkArtifact(env *envspec.Environment, release string) error {
 }
 
 // readBack asks hosts, after a run that did not succeed, what they run (playbooks/running.yml):
-// the release each lms and cms host's current link points to. A host that cannot be read is
-// left out. It runs even when ctx was cancelled: the record must say what runs.
+// the release each lms and cms host's service process started in, or the one its current link
+// points to when the service is not running. A host that cannot be read is left out. It runs
+// even when ctx was cancelled: the record must say what runs.
 func (d *Deployer) readBack(ctx context.Context, p ansible.Playbook, hosts []string, log io.Writer) map[string]string {
 	if len(hosts) == 0 {
 		return nil

@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,6 +218,54 @@ func TestRestartDueAfterFailedRun(t *testing.T) {
 			}
 		}
 	})
+
+	// Interrupted after both hosts switched their link to r3, before the restart: the hosts
+	// still run r1, and that is what is recorded (read back from the service's process, not
+	// from the link); the next run restarts them on r3.
+	t.Run("interrupted after the link switched", func(t *testing.T) {
+		f.p.AddArtifact(t, "r3", standins.ArtifactOptions{})
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var mu sync.Mutex
+		switched := map[string]bool{}
+		f.d.Run = func(ctx context.Context, p ansible.Playbook, on func(ansible.Event), log io.Writer) (ansible.Result, error) {
+			return ansible.Run(ctx, p, func(e ansible.Event) {
+				on(e)
+				if e.Kind == ansible.Changed && strings.HasSuffix(e.Task, "Point the current link at the release") {
+					mu.Lock()
+					defer mu.Unlock()
+					if switched[e.Host] = true; len(switched) == 2 {
+						cancel() // Ctrl-C
+					}
+				}
+			}, log)
+		}
+		run, _, err := f.deploy(cctx, t, "r3", lmsOnly)
+		f.d.Run = nil
+		if !errors.Is(err, deploy.ErrFailed) || run.Status != runs.Cancelled || len(switched) != 2 {
+			t.Fatalf("run %+v, err %v, links switched on %v: want it cancelled once both links switched", run, err, switched)
+		}
+		for _, h := range []string{"lms1", "lms2"} {
+			if link, err := os.Readlink(filepath.Join(f.p.Set.UpperDir(h), "edx/app/edxapp/edx-platform")); err != nil || filepath.Base(link) != "r3" {
+				t.Fatalf("%s: the current link is %q (%v), want r3 (the premise of this test)", h, link, err)
+			}
+			if r := run.Recap[h]; r.Release != "r1" {
+				t.Errorf("%s recap %+v: want it read back running r1 (its process was not restarted)", h, r)
+			}
+		}
+		assertLMS(ctx, t, f.p, "r1", "learn.test", "sqlite3")
+		all, err := f.st.ListRuns(ctx, runs.Filter{Environment: f.p.Env})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := release.HostStates(all)["lms2"]; st.Release != "r1" {
+			t.Errorf("lms2's recorded state %+v after the interrupted r3 run: want r1", st)
+		}
+
+		run, _, err = f.deploy(ctx, t, "r3", lmsOnly)
+		mustSucceed(t, "deploy r3 again", run, err)
+		assertLMS(ctx, t, f.p, "r3", "learn.test", "sqlite3")
+	})
 }
 
 // Migrations run once per batch on a database the hosts share, and on every host with sqlite3
@@ -244,21 +293,24 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	startPostgres(ctx, t, f.p.Set, "db1", password)
 	editSpec(t, f.p, "settings:\n", "settings:\n  database: {engine: postgresql, host: "+db.Address+", name: edxapp, user: edxapp}\n")
 	editSpec(t, f.p, "secrets:\n", "secrets:\n  database_password: {env: "+passwordEnv+"}\n")
-	// and the backing services, with secrets of their own (the stand-in runs none of them: it
-	// refuses settings of the wrong shape, as edx-platform's would fail on them)
-	mongoPassword, smtpPassword := rand.Text(), rand.Text()
+	// and the backing services, with secrets of their own: Redis on db1 for real, the Celery
+	// workers' broker; the stand-in uses none of the others, but refuses settings of the wrong
+	// shape, as edx-platform's would fail on them
+	mongoPassword, smtpPassword, redisPassword := rand.Text(), rand.Text(), rand.Text()
+	startRedis(ctx, t, f.p.Set, "db1", redisPassword)
 	privateJWK, publicJWKSet := jwkPair(t)
 	if err := os.WriteFile(filepath.Join(f.p.Inventories, f.p.Env, "jwks.json"), []byte(publicJWKSet), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	editSpec(t, f.p, "settings:\n", "settings:\n"+`  mongodb: {hosts: [mongo-1.internal, mongo-2.internal], user: edxapp, replica_set: rs0}
-  redis: {host: redis.internal, db: 2}
+  redis: {host: `+db.Address+`, db: 2}
   smtp: {host: smtp.example.com, user: mailer, starttls: true, from: noreply@example.com}
   search: {url: "https://search.internal:9201"}
   jwt: {public_signing_jwk_set: jwks.json}
 `)
 	editSpec(t, f.p, "secrets:\n", "secrets:\n  mongodb_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_MONGODB_PASSWORD", mongoPassword)+
 		"}\n  smtp_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_SMTP_PASSWORD", smtpPassword)+
+		"}\n  redis_password: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_REDIS_PASSWORD", redisPassword)+
 		"}\n  jwt_private_signing_jwk: {env: "+testhoststest.SetUniqueEnv(t, "LABPLANE_TEST_JWK", privateJWK)+"}\n")
 
 	run, events, err = f.deploy(ctx, t, "", lmsOnly)
@@ -288,17 +340,33 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 		err = yaml.Unmarshal(raw, &cfg)
 	}
 	if err != nil || !slices.Equal(cfg.DocStore.Host, []string{"mongo-1.internal", "mongo-2.internal"}) || cfg.DocStore.Port != 27017 ||
-		cfg.DocStore.Password != mongoPassword || cfg.DocStore.ReplicaSet != "rs0" || cfg.Caches["course_structure_cache"].Location != "redis://redis.internal:6379/2" ||
-		cfg.Broker != "redis.internal:6379" || cfg.EmailPassword != smtpPassword || cfg.EmailTLS != true ||
+		cfg.DocStore.Password != mongoPassword || cfg.DocStore.ReplicaSet != "rs0" || cfg.Caches["course_structure_cache"].Location != "redis://"+db.Address+":6379/2" ||
+		cfg.Broker != db.Address+":6379" || cfg.EmailPassword != smtpPassword || cfg.EmailTLS != true ||
 		len(cfg.Search) != 1 || cfg.Search[0]["port"] != 9201 || cfg.Search[0]["use_ssl"] != true ||
 		cfg.JWT["JWT_ISSUER"] != "https://lms.test/oauth2" || !jsonEqual(cfg.JWT["JWT_PRIVATE_SIGNING_JWK"], privateJWK) ||
 		!jsonEqual(cfg.JWT["JWT_PUBLIC_SIGNING_JWK_SET"], publicJWKSet) {
 		t.Errorf("lms3's lms.yml: %v, %+v", err, cfg)
 	}
 	if log, err := os.ReadFile(run.LogPath); err != nil || strings.Contains(string(log), mongoPassword) || strings.Contains(string(log), smtpPassword) ||
-		strings.Contains(string(log), privateJWK) {
+		strings.Contains(string(log), privateJWK) || strings.Contains(string(log), redisPassword) {
 		t.Errorf("the run's log holds a backing service's password (%v)", err)
 	}
+	// the Celery workers run the release on the broker: a task sent from lms3 is answered by an
+	// lms host's worker, in r1's directory
+	out, err := sshRun(ctx, f.p.Set, "lms3", `cd /edx/app/edxapp/edx-platform &&
+DJANGO_SETTINGS_MODULE=lms.envs.production SERVICE_VARIANT=lms LMS_CFG=/edx/etc/lms.yml venv/bin/python manage.py shell -c '
+import json
+from openedx.heartbeat.tasks import ping
+print(json.dumps(ping.delay().get(timeout=60)))'`)
+	var pong struct{ Release, Service, Host, Cwd, Prefix string }
+	if err == nil {
+		err = json.Unmarshal([]byte(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:]), &pong)
+	}
+	if err != nil || pong.Release != "r1" || pong.Service != "lms" || !slices.Contains(f.p.Hosts["lms"], pong.Host) ||
+		pong.Cwd != "/edx/app/edxapp/releases/r1" || pong.Prefix != "/edx/app/edxapp/edx-platform/venv" {
+		t.Errorf("a task sent to the lms workers: %+v, %v: %s; want it run by an lms host's worker on r1, in its virtualenv", pong, err, out)
+	}
+
 	log, err := sshRun(ctx, f.p.Set, "db1", "cat /srv/pgdata/server.log")
 	if err != nil {
 		t.Fatalf("the server's log: %v: %s", err, log)
@@ -310,6 +378,43 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	lms1, _ := f.p.Set.Host("lms1")
 	if len(clients) != 1 || !clients[lms1.Address] {
 		t.Errorf("tables created by %v, want by lms1 (%s) alone:\n%s", slices.Sorted(maps.Keys(clients)), lms1.Address, log)
+	}
+}
+
+// startRedis runs a Redis server on a test host, on the host's address and port 6379, with
+// password (the machine's redis-server: installed here if missing, no service started). It is
+// stopped when the test ends (and with the host in any case).
+func startRedis(ctx context.Context, t *testing.T, s *testhosts.Set, name, password string) {
+	t.Helper()
+	if err := apt.Ensure(ctx, os.Stderr, "redis-server"); err != nil {
+		t.Fatal(err)
+	}
+	h, _ := s.Host(name)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := sshRun(ctx, s, name, `if [ -f /run/labplane-test-redis.pid ]; then kill "$(cat /run/labplane-test-redis.pid)"; fi`); err != nil {
+			t.Errorf("stop Redis on %s: %v: %s", name, err, out)
+		}
+	})
+	out, err := sshRun(ctx, s, name, `set -e
+umask 077
+cat >/etc/labplane-test-redis.conf <<'END'
+bind `+h.Address+`
+port 6379
+requirepass `+password+`
+daemonize yes
+pidfile /run/labplane-test-redis.pid
+logfile /tmp/labplane-test-redis.log
+dir /tmp
+save ""
+appendonly no
+END
+redis-server /etc/labplane-test-redis.conf
+for i in $(seq 50); do redis-cli -h `+h.Address+` ping 2>/dev/null | grep -q NOAUTH && exit 0; sleep 0.1; done
+echo "Redis did not answer"; exit 1`)
+	if err != nil {
+		t.Fatalf("start Redis on %s: %v: %s", name, err, out)
 	}
 }
 

@@ -87,6 +87,10 @@ type Settings struct {
 	LMSPort  int      `yaml:"lms_port" json:"lms_port"`
 	CMSPort  int      `yaml:"cms_port" json:"cms_port"`
 	Database Database `yaml:"database" json:"database"`
+	// VenvSystemSitePackages lets each release's virtualenv see the hosts' Debian Python
+	// packages (Django, gunicorn, Celery): for a release built against them, as the tests'
+	// stand-in is. A release whose wheels bring all it needs leaves it false.
+	VenvSystemSitePackages bool `yaml:"venv_system_site_packages" json:"venv_system_site_packages,omitempty"`
 	// GuacdPort is guacd's port on its hosts' private address.
 	GuacdPort int `yaml:"guacd_port" json:"guacd_port"`
 	// GuacdAptRepository is the apt source line of the repository guacd is installed from,

@@ -85,6 +85,9 @@ func Render(env *envspec.Environment, hosts map[string][]platform.Host) ([]byte,
 	if c := env.ChecksumFor(env.Release); c != "" {
 		openedx.set("openedx_artifact_checksum", c)
 	}
+	if s.VenvSystemSitePackages {
+		openedx.set("openedx_venv_system_site_packages", true)
+	}
 	openedx.set("openedx_database_engine", s.Database.Engine)
 	openedx.set("openedx_database_name", s.Database.Name)
 	if s.Database.Engine != "sqlite3" {

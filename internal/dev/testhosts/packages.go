@@ -21,7 +21,8 @@ var packages = []string{
 	// the controller's linter; the apt module's python bindings on the hosts
 	"ansible-lint", "python3-apt",
 	// what the roles run on the hosts
-	"supervisor", "nginx", "python3-django", "python3-django-redis", "gunicorn", "python3-yaml", "sqlite3", "ca-certificates", "nftables",
+	"supervisor", "nginx", "python3-django", "python3-django-redis", "python3-celery", "python3-venv", "python3-pip", "gunicorn", "python3-yaml", "sqlite3",
+	"ca-certificates", "nftables",
 	// the stand-ins' apt repository (dpkg-deb, dpkg-scanpackages)
 	"dpkg-dev",
 }

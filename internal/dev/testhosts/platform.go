@@ -79,6 +79,7 @@ hosts:
 settings:
   lms_site_name: lms.test
   cms_site_name: studio.test
+  venv_system_site_packages: true # the stand-in release takes Django, gunicorn and Celery from Debian
   guacd_apt_repository: %q
   guacd_apt_key: %s
   guacd_version: %q

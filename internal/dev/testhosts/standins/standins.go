@@ -45,6 +45,10 @@ const GuacdVersion = "1.5.5-0labplane1"
 // bytes.
 var mtime = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// RequirementsFile is where a release lists its Python dependencies, as edx-platform does; the
+// artifact's wheels/ holds them.
+const RequirementsFile = "requirements/edx/base.txt"
+
 // ArtifactName is the file name of a release's artifact, as edx-platform's are named.
 func ArtifactName(release string) string { return "edx-platform-" + release + ".tar.gz" }
 
@@ -61,7 +65,12 @@ func ArtifactName(release string) string { return "edx-platform-" + release + ".
 //   - lms.wsgi:application and cms.wsgi:application for gunicorn (same settings rules);
 //   - collectstatic collects a static file (openedx/standin.css);
 //   - GET /heartbeat answers as edx-platform's does: {"sql": {"status", "message"},
-//     "modulestore": {...}}, 200 when every check passes, 503 otherwise, and no release.
+//     "modulestore": {...}}, 200 when every check passes, 503 otherwise, and no release;
+//   - lms.celery and cms.celery, the Celery apps of the workers (celery --app=lms.celery
+//     worker), on the broker the config file's CELERY_BROKER_* parts name;
+//   - its Python dependencies as a wheelhouse: RequirementsFile lists them, wheels/ holds them
+//     (one small wheel, which the settings import: every command must run in the virtualenv
+//     built from them; Django, gunicorn and Celery come from the host's Debian packages).
 func Artifact(dir, release string) (string, error) {
 	return ArtifactWith(dir, release, ArtifactOptions{})
 }
@@ -148,6 +157,16 @@ func ArtifactWith(dir, release string, o ArtifactOptions) (string, error) {
 	})
 	if err == nil {
 		err = add("openedx/release.py", 0o644, []byte(releasePy))
+	}
+	if err == nil {
+		// the wheelhouse the release's virtualenv is built from, and what it must install
+		var whl []byte
+		if whl, err = runtimeWheel.Build(); err == nil {
+			err = add("wheels/"+runtimeWheel.FileName(), 0o644, whl)
+		}
+	}
+	if err == nil {
+		err = add(RequirementsFile, 0o644, []byte("# The release's Python dependencies, installed from wheels/ (offline).\n"+runtimeWheel.Requirement()+"\n"))
 	}
 	if err == nil {
 		err = tw.Close()

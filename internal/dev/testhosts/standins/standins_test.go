@@ -32,6 +32,28 @@ func needPackages(t *testing.T) {
 	}
 }
 
+// unpack unpacks a release artifact into a directory of the test's and builds the release's
+// virtualenv as the roles do (from its wheels, offline; seeing the machine's Debian packages):
+// the directory, the release's and the virtualenv's python.
+func unpack(t *testing.T, ctx context.Context, artifact string) (work, app, python string) {
+	t.Helper()
+	work = t.TempDir()
+	if b, err := exec.CommandContext(ctx, "tar", "-xzf", artifact, "-C", work).CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v: %s", err, b)
+	}
+	app = filepath.Join(work, strings.TrimSuffix(filepath.Base(artifact), ".tar.gz"))
+	venv := filepath.Join(app, "venv")
+	for _, args := range [][]string{
+		{"/usr/bin/python3", "-m", "venv", "--system-site-packages", venv},
+		{filepath.Join(venv, "bin/pip"), "install", "--no-index", "--find-links", filepath.Join(app, "wheels"), "-r", filepath.Join(app, standins.RequirementsFile)},
+	} {
+		if b, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, b)
+		}
+	}
+	return work, app, filepath.Join(venv, "bin/python")
+}
+
 func freePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -189,11 +211,7 @@ func TestArtifact(t *testing.T) {
 		t.Errorf("a release with a slash: no error")
 	}
 
-	work := t.TempDir()
-	if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v: %s", err, b)
-	}
-	app := filepath.Join(work, "edx-platform-r1")
+	work, app, python := unpack(t, ctx, path)
 	cfg := filepath.Join(work, "lms.yml")
 	write := func(body string) {
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
@@ -202,7 +220,7 @@ func TestArtifact(t *testing.T) {
 	}
 	production := []string{"LMS_CFG=" + cfg, "DJANGO_SETTINGS_MODULE=lms.envs.production", "SERVICE_VARIANT=lms"}
 	manage := func(env []string, args ...string) (string, error) {
-		cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py"}, args...)...)
+		cmd := exec.CommandContext(ctx, python, append([]string{"manage.py"}, args...)...)
 		cmd.Dir, cmd.Env = app, append(os.Environ(), env...)
 		b, err := cmd.CombinedOutput()
 		return string(b), err
@@ -246,6 +264,12 @@ func TestArtifact(t *testing.T) {
 			t.Errorf("manage.py %v with %v: %v, want %q:\n%s", c.args, c.env, err, c.want, out)
 		}
 	}
+	// outside the release's virtualenv, its dependencies are missing
+	system := exec.CommandContext(ctx, "/usr/bin/python3", "manage.py", "check")
+	system.Dir, system.Env = app, append(os.Environ(), production...)
+	if out, err := system.CombinedOutput(); err == nil || !strings.Contains(string(out), "No module named 'standin_runtime'") {
+		t.Errorf("manage.py run by the system's python: %v, want the release's dependency missing:\n%s", err, out)
+	}
 	if out, err := manage([]string{"LMS_CFG=" + cfg}, "lms", "--settings=production", "check"); err != nil {
 		t.Errorf("the legacy form, manage.py lms --settings=production: %v: %s", err, out)
 	}
@@ -256,9 +280,19 @@ func TestArtifact(t *testing.T) {
 		t.Errorf("collectstatic did not collect the release's static file: %v", err)
 	}
 
+	// the Celery app (celery --app=lms.celery) takes its broker from the config file's parts, as
+	// edx-platform's production settings build it
+	write(good + "CELERY_BROKER_TRANSPORT: redis\nCELERY_BROKER_HOSTNAME: 'r.internal:6379'\nCELERY_BROKER_VHOST: '2'\n" +
+		"CELERY_BROKER_USER: ''\nCELERY_BROKER_PASSWORD: pw\n")
+	if out, err := manage(production, "shell", "-c", "from lms.celery import APP; print(APP.conf.broker_url, APP.conf.task_default_queue)"); err != nil ||
+		strings.TrimSpace(out) != "redis://:pw@r.internal:6379/2 edx.lms.core.default" {
+		t.Errorf("the LMS's Celery app: %v: %s", err, out)
+	}
+	write(good)
+
 	port := freePort(t)
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	start(t, addr, production, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "lms.wsgi:application")
+	start(t, addr, production, python, "-m", "gunicorn", "--bind", addr, "--chdir", app, "lms.wsgi:application")
 	if code, checks := heartbeat(t, ctx, addr); code != 503 || checks["sql"].Status || !strings.Contains(checks["sql"].Message, "migrations not applied") {
 		t.Errorf("heartbeat before migrate: %d %+v", code, checks)
 	}
@@ -294,11 +328,7 @@ func TestArtifactUnhealthyOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	work := t.TempDir()
-	if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v: %s", err, b)
-	}
-	app := filepath.Join(work, "edx-platform-rb")
+	work, app, python := unpack(t, ctx, path)
 	if b, err := os.ReadFile(filepath.Join(app, "openedx/release.py")); err != nil ||
 		!strings.Contains(string(b), `UNHEALTHY_ON = ("elsewhere", "`+hostname+`",)`) {
 		t.Errorf("release.py: %v\n%s", err, b)
@@ -309,13 +339,13 @@ func TestArtifactUnhealthyOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	production := []string{"CMS_CFG=" + cfg, "DJANGO_SETTINGS_MODULE=cms.envs.production", "SERVICE_VARIANT=cms"}
-	cmd := exec.CommandContext(ctx, "/usr/bin/python3", "manage.py", "migrate", "--noinput")
+	cmd := exec.CommandContext(ctx, python, "manage.py", "migrate", "--noinput")
 	cmd.Dir, cmd.Env = app, append(os.Environ(), production...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v: %s", err, out)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
-	start(t, addr, production, "/usr/bin/gunicorn", "--bind", addr, "--chdir", app, "cms.wsgi:application")
+	start(t, addr, production, python, "-m", "gunicorn", "--bind", addr, "--chdir", app, "cms.wsgi:application")
 	code, checks := heartbeat(t, ctx, addr)
 	if code != 503 || !checks["sql"].Status || checks["modulestore"].Status || checks["modulestore"].Message != "release rb is broken on "+hostname {
 		t.Errorf("heartbeat of a release broken here: %d %+v", code, checks)
@@ -343,10 +373,7 @@ func TestArtifactMigrateFailsOn(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		work := t.TempDir()
-		if b, err := exec.Command("tar", "-xzf", path, "-C", work).CombinedOutput(); err != nil {
-			t.Fatalf("tar: %v: %s", err, b)
-		}
+		work, app, python := unpack(t, ctx, path)
 		db := filepath.Join(work, "db.sqlite3")
 		cfg := filepath.Join(work, "lms.yml")
 		if err := os.WriteFile(cfg, []byte("SECRET_KEY: not-a-secret-in-a-test\n"+
@@ -354,8 +381,8 @@ func TestArtifactMigrateFailsOn(t *testing.T) {
 			t.Fatal(err)
 		}
 		manage := func(args ...string) (string, error) {
-			cmd := exec.CommandContext(ctx, "/usr/bin/python3", append([]string{"manage.py", "lms", "--settings=production"}, args...)...)
-			cmd.Dir, cmd.Env = filepath.Join(work, "edx-platform-rm"), append(os.Environ(), "LMS_CFG="+cfg)
+			cmd := exec.CommandContext(ctx, python, append([]string{"manage.py", "lms", "--settings=production"}, args...)...)
+			cmd.Dir, cmd.Env = app, append(os.Environ(), "LMS_CFG="+cfg)
 			b, err := cmd.CombinedOutput()
 			return string(b), err
 		}

@@ -8,6 +8,7 @@ settings.
 import json
 import os
 
+import standin_runtime  # noqa: F401 (from the release's wheels: only in its virtualenv)
 import yaml
 from django.core.exceptions import ImproperlyConfigured
 
@@ -105,4 +106,13 @@ def load(service):
         "MEDIA_URL": "/media/",
     }
     settings.update(config)
+    if config.get("CELERY_BROKER_TRANSPORT"):
+        # as edx-platform's production settings derive it; the result backend is the stand-in's
+        # own (its tests read a task's answer back), each service's tasks on a queue of its own
+        settings["BROKER_URL"] = "{}://{}:{}@{}/{}".format(
+            config["CELERY_BROKER_TRANSPORT"], config.get("CELERY_BROKER_USER", ""),
+            config.get("CELERY_BROKER_PASSWORD", ""), config.get("CELERY_BROKER_HOSTNAME", ""),
+            config.get("CELERY_BROKER_VHOST", ""))
+        settings["CELERY_RESULT_BACKEND"] = settings["BROKER_URL"]
+        settings["CELERY_DEFAULT_QUEUE"] = "edx.%s.core.default" % service
     return settings
