@@ -96,7 +96,7 @@ func (e *env) manager() *lifecycle.Manager {
 		Site:            e.cfg.Site,
 		Registry:        e.store,
 		Locks:           e.store,
-		Slots:           store.Waiter{Locks: e.store},
+		Slots:           store.NewWaiter(e.store),
 		Targets:         targets,
 		Template:        e.cfg.TemplatePath,
 		DefaultTemplate: e.cfg.DefaultTemplate,

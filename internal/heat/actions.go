@@ -309,24 +309,28 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 	start := time.Now()
 	seenInProgress := false
 	var transientSince, supersededAt time.Time
-	for first := true; ; first = false {
-		if !first {
-			select {
-			case <-wctx.Done():
-				err := wctx.Err()
-				if ctx.Err() != nil {
-					err = ctx.Err()
-				}
-				msg := fmt.Sprintf("gave up after %s waiting for %s_COMPLETE (last status %s)",
-					time.Since(start).Round(time.Second), w.action, orDash(last.Status))
-				return last, fail(cloud.ErrTransient, msg, err)
-			case <-time.After(h.poll):
+	h.pace.waits.Add(1)
+	done := func(st labs.Stack) (labs.Stack, error) {
+		h.pace.learn(w.action, time.Since(start))
+		return st, nil
+	}
+	for reads := 0; ; reads++ {
+		select {
+		case <-wctx.Done():
+			err := wctx.Err()
+			if ctx.Err() != nil {
+				err = ctx.Err()
 			}
+			msg := fmt.Sprintf("gave up after %s waiting for %s_COMPLETE (last status %s)",
+				time.Since(start).Round(time.Second), w.action, orDash(last.Status))
+			return last, fail(cloud.ErrTransient, msg, err)
+		case <-time.After(h.pace.next(w.action, time.Since(start), reads)):
 		}
+		h.pace.reads.Add(1)
 		if w.action == "DELETE" {
 			gone, err := h.absent(wctx, w.id)
 			if err == nil && gone {
-				return last, nil
+				return done(last)
 			}
 		}
 		st, _, err := h.get(wctx, w.name, w.id)
@@ -334,7 +338,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 			e := h.wrap(w.op, w.name, err).(*cloud.Error)
 			switch {
 			case errors.Is(e, cloud.ErrNotFound) && w.action == "DELETE":
-				return last, nil
+				return done(last)
 			case wctx.Err() != nil:
 				continue // reported at the top of the loop
 			case errors.Is(e, cloud.ErrTransient):
@@ -408,7 +412,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 			if state == "FAILED" {
 				return st, fail(cloud.ErrFailed, firstNonEmpty(st.StatusReason, st.Status), nil)
 			}
-			return st, nil
+			return done(st)
 		case st.Status == w.pre.Status && w.pre.Status != "":
 			// the request has not shown yet (the action is asynchronous)
 			if time.Since(start) > h.staleGrace {

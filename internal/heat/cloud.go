@@ -51,7 +51,8 @@ type Options struct {
 	// ConfigFile, if set, is the clouds.yaml to read instead of the standard search (no
 	// secure.yaml or clouds-public.yaml merging then).
 	ConfigFile string
-	// PollInterval is the status polling period while waiting (default 1s).
+	// PollInterval is the longest time between two reads of a stack while waiting for an
+	// action (default 1s); the reads come sooner around the time the cloud's actions take.
 	PollInterval time.Duration
 	// RequestTimeout bounds each HTTP request, Keystone's included, from the dial to the last
 	// byte of the body (default DefaultRequestTimeout): a request that stops answering midway
@@ -73,7 +74,7 @@ const DefaultRequestTimeout = 60 * time.Second
 type Heat struct {
 	name string
 	sc   *gophercloud.ServiceClient
-	poll time.Duration
+	pace *pace
 	log  *slog.Logger
 	obs  func(op string, took time.Duration, err error)
 
@@ -159,7 +160,7 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 	h := &Heat{
 		name:           o.Name,
 		sc:             sc,
-		poll:           o.PollInterval,
+		pace:           newPace(o.PollInterval),
 		log:            o.Logger.With("cloud", o.Name),
 		obs:            o.Observe,
 		staleGrace:     60 * time.Second,

@@ -156,7 +156,7 @@ func BenchmarkClassLeaves(b *testing.B) {
 		c.Observe(lat.observe)
 		r := newRig(b, c)
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n)
+		launchMany(b, r.mgr, r.store, n, 25)
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
 		report(b, "fake cloud", measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
@@ -175,9 +175,9 @@ func BenchmarkClassLeavesHeat(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		var lat latencies
-		r := newHeatRig(b, policy.Set{Default: testRules}, target{name: "local-a", maxInFlight: maxInFlight, observe: lat.observe})
+		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: "local-a", maxInFlight: maxInFlight, observe: lat.observe})
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n)
+		launchMany(b, r.mgr, r.store, n, 25)
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
 		report(b, "local Heat", measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
@@ -187,10 +187,18 @@ func BenchmarkClassLeavesHeat(b *testing.B) {
 	}
 }
 
-// launchMany launches n labs, 25 at a time.
-func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n int) {
+// classRules are the tests' rules with room for a class's launches to wait for the cloud's
+// slots: a launch's timeout counts its wait for a slot.
+func classRules() policy.Rules {
+	r := testRules
+	r.LaunchTimeout = 10 * time.Minute
+	return r
+}
+
+// launchMany launches n labs, at a time at once.
+func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int) {
 	b.Helper()
-	sem := make(chan struct{}, 25)
+	sem := make(chan struct{}, at)
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {

@@ -56,6 +56,7 @@ type target struct {
 	capacity    int
 	maxInFlight int // 6 if zero
 	observe     func(op string, took time.Duration, err error)
+	poll        time.Duration // the longest between two reads of a stack: 250 ms if zero
 }
 
 func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
@@ -81,8 +82,10 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		if tg.maxInFlight == 0 {
 			tg.maxInFlight = 6
 		}
-		h, err := heat.Open(ctx, heat.Options{Name: tg.name, PollInterval: 250 * time.Millisecond, Logger: log,
-			Observe: tg.observe})
+		if tg.poll == 0 {
+			tg.poll = 250 * time.Millisecond
+		}
+		h, err := heat.Open(ctx, heat.Options{Name: tg.name, PollInterval: tg.poll, Logger: log, Observe: tg.observe})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,7 +94,7 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		rcs = append(rcs, h)
 	}
 	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml"}
-	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Locks: st, Slots: store.Waiter{Locks: st}, Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
+	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Locks: st, Slots: store.NewWaiter(st), Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
 		Template: func(name string) (string, error) {
 			if f, ok := templates[name]; ok {
 				return filepath.Abs(filepath.Join("../../examples/templates", f))

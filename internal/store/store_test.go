@@ -1197,6 +1197,86 @@ func TestTakeSlots(t *testing.T) {
 	})
 }
 
+// A Waiter from NewWaiter queues its process's takers: never more holders than slots, a slot
+// this process lets go goes at once to the next in line (polling, whose waits have grown to a
+// second by then, would see it up to a second late), and one another process lets go is
+// still found.
+func TestTakeSlotsQueued(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		w := store.NewWaiter(e.s)
+		var mu sync.Mutex
+		holding, most := 0, 0
+		var wg sync.WaitGroup
+		for range 12 {
+			wg.Go(func() {
+				_, release, err := w.Take(ctx, "east", 3, allVacant)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				holding++
+				most = max(most, holding)
+				mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+				mu.Lock()
+				holding--
+				mu.Unlock()
+				release()
+			})
+		}
+		wg.Wait()
+		if most != 3 {
+			t.Errorf("at most %d of 12 takers held a slot of 3 at once, want 3", most)
+		}
+
+		_, release, err := w.Take(ctx, "east", 1, allVacant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan time.Time, 1)
+		go func() {
+			_, release, err := w.Take(ctx, "east", 1, allVacant)
+			if err != nil {
+				t.Error(err)
+			}
+			got <- time.Now()
+			release()
+		}()
+		time.Sleep(2400 * time.Millisecond)
+		released := time.Now()
+		release()
+		if late := (<-got).Sub(released); late > 400*time.Millisecond {
+			t.Errorf("the next in line took the slot %v after it was let go, want at once", late)
+		}
+
+		other := store.NewWaiter(e.open(t))
+		_, theirs, err := other.Take(ctx, "east", 1, allVacant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, release, err := w.Take(ctx, "east", 1, allVacant)
+			if err == nil {
+				release()
+			}
+			done <- err
+		}()
+		time.Sleep(100 * time.Millisecond)
+		theirs()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the slot another process let go was never taken")
+		}
+	})
+}
+
 func allVacant(context.Context, int) (bool, error) { return true, nil }
 
 // A slot whose last operation the cloud may still be at work on is not taken, although its

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -45,8 +46,35 @@ type TryLocker interface {
 }
 
 // Waiter waits for the locks of Locks: one lock (Lock), or any one of a cloud's slots (Take).
+// A Waiter made by NewWaiter also queues the takers of its process (the ones sharing it): see
+// Take.
 type Waiter struct {
 	Locks TryLocker
+	queue *slotQueue
+}
+
+// NewWaiter returns a Waiter whose takers of a cloud's slots queue in the process.
+func NewWaiter(locks TryLocker) Waiter {
+	return Waiter{Locks: locks, queue: &slotQueue{gates: map[string]chan struct{}{}}}
+}
+
+// slotQueue lets at most as many of a process's takers as a cloud has slots look for one in
+// the registry; the others wait in line for one of them to be done.
+type slotQueue struct {
+	mu    sync.Mutex
+	gates map[string]chan struct{} // by cloud and slot count: a token per taker looking or holding
+}
+
+func (q *slotQueue) gate(cloud string, slots int) chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	key := cloud + "/" + strconv.Itoa(slots)
+	g, ok := q.gates[key]
+	if !ok {
+		g = make(chan struct{}, slots)
+		q.gates[key] = g
+	}
+	return g
 }
 
 // Lock takes the lock named key, waiting while another holder has it and ctx allows.
@@ -72,10 +100,26 @@ func (w Waiter) TryHold(ctx context.Context, key string) (held context.Context, 
 // it, as every TryLock lock is. A slot is only taken if vacant(i), asked while its lock is
 // held, says so: the cloud may still be at work on what its last holder sent (vacant reads
 // the operation recorded there). release lets the slot go.
+//
+// A Waiter from NewWaiter lets at most slots of its takers look at once, the others waiting in
+// line (in order): a slot this process lets go is taken by the next in line at once, instead of
+// by whichever poller looks next (polls back off to lockPollMax), and a class of a hundred
+// waiting for eight slots does not poll the registry a hundred times over. Slots other
+// processes let go are still found by polling.
 func (w Waiter) Take(ctx context.Context, cloud string, slots int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error) {
 	type taken struct {
 		slot   int
 		unlock func(context.Context) error
+	}
+	done := func() {}
+	if w.queue != nil {
+		gate := w.queue.gate(cloud, max(slots, 1))
+		select {
+		case gate <- struct{}{}:
+		case <-ctx.Done():
+			return 0, nil, fmt.Errorf("wait for a slot of cloud %s: %w", cloud, ctx.Err())
+		}
+		done = func() { <-gate }
 	}
 	t, err := poll(ctx, "for a slot of cloud "+cloud, func() (taken, bool, error) {
 		for i := range max(slots, 1) {
@@ -98,6 +142,7 @@ func (w Waiter) Take(ctx context.Context, cloud string, slots int, vacant func(c
 		return taken{}, false, nil
 	})
 	if err != nil {
+		done()
 		return 0, nil, err
 	}
 	return t.slot, func() {
@@ -105,6 +150,7 @@ func (w Waiter) Take(ctx context.Context, cloud string, slots int, vacant func(c
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), slotReleaseTimeout)
 		defer cancel()
 		_ = t.unlock(rctx)
+		done()
 	}, nil
 }
 

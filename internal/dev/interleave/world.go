@@ -280,7 +280,9 @@ func (w *world) open(name, actor string) *process {
 		rclouds = append(rclouds, pc)
 	}
 	set := policy.Set{Default: rules}
-	// the bounds as the CLI wires them, on the store, each try taking its turn
+	// the bounds on the store, each try taking its turn. Not the CLI's NewWaiter: its queue
+	// hands a slot over on a channel, outside the turns, and a run would not replay (the
+	// queue is store's TestTakeSlotsQueued's; the bound itself is the registry's, here)
 	locks := store.Waiter{Locks: p.reg}
 	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Locks: locks, Self: strings.ReplaceAll(name, "#", "-"), Slots: locks, Targets: targets,
 		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: set,
