@@ -21,8 +21,9 @@ var packages = []string{
 	// the controller's linter; the apt module's python bindings on the hosts
 	"ansible-lint", "python3-apt",
 	// what the roles run on the hosts
-	"supervisor", "nginx", "python3-django", "python3-django-redis", "python3-celery", "python3-venv", "python3-pip", "gunicorn", "python3-yaml", "sqlite3",
-	"ca-certificates", "nftables",
+	"supervisor", "nginx", "sqlite3", "ca-certificates", "nftables", "python3-venv",
+	// what the stand-in release takes from Debian (settings.venv_system_site_packages)
+	"python3-pip", "python3-django", "python3-django-redis", "python3-celery", "python3-yaml", "gunicorn",
 	// the stand-ins' apt repository (dpkg-deb, dpkg-scanpackages)
 	"dpkg-dev",
 }
