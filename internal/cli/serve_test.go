@@ -110,7 +110,8 @@ serve: {listen: %s, shutdown_grace: 30s}
 	}
 	id := lab["id"].(string)
 	defer s.run("labs", "delete", id, "--yes", "--force")
-	waitFor("the lab to be active", time.Minute, func() bool { return status(id) == "active" })
+	// a create takes seconds alone, and over a minute when the whole suite loads the machine
+	waitFor("the lab to be active", 2*time.Minute, func() bool { return status(id) == "active" })
 	if code, _ := call("POST", "/v1/labs/"+id+"/heartbeat", ""); code != 200 {
 		t.Fatalf("heartbeat: %d", code)
 	}

@@ -64,6 +64,9 @@ func stacks(t *testing.T, h *heat.Heat, prefix string) []string {
 	}
 	var names []string
 	for _, s := range list {
+		if s.Gone() {
+			continue // Heat's list shows a deleted stack for a moment after its delete
+		}
 		names = append(names, s.Name+" "+s.Status)
 	}
 	return names

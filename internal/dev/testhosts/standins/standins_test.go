@@ -33,8 +33,9 @@ func needPackages(t *testing.T) {
 }
 
 // unpack unpacks a release artifact into a directory of the test's and builds the release's
-// virtualenv as the roles do (from its wheels, offline; seeing the machine's Debian packages):
-// the directory, the release's and the virtualenv's python.
+// virtualenv as the roles do with venv_system_site_packages (seeing the machine's Debian
+// packages, its wheels installed offline by the machine's pip): the directory, the release's
+// and the virtualenv's python.
 func unpack(t *testing.T, ctx context.Context, artifact string) (work, app, python string) {
 	t.Helper()
 	work = t.TempDir()
@@ -44,8 +45,8 @@ func unpack(t *testing.T, ctx context.Context, artifact string) (work, app, pyth
 	app = filepath.Join(work, strings.TrimSuffix(filepath.Base(artifact), ".tar.gz"))
 	venv := filepath.Join(app, "venv")
 	for _, args := range [][]string{
-		{"/usr/bin/python3", "-m", "venv", "--system-site-packages", venv},
-		{filepath.Join(venv, "bin/pip"), "install", "--no-index", "--find-links", filepath.Join(app, "wheels"), "-r", filepath.Join(app, standins.RequirementsFile)},
+		{"/usr/bin/python3", "-m", "venv", "--system-site-packages", "--without-pip", venv},
+		{filepath.Join(venv, "bin/python"), "-m", "pip", "install", "--no-index", "--find-links", filepath.Join(app, "wheels"), "-r", filepath.Join(app, standins.RequirementsFile)},
 	} {
 		if b, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v: %s", args, err, b)
