@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -38,19 +39,8 @@ func shellLoop(ctx context.Context, b *testing.B, sc *gophercloud.ServiceClient,
 					errs <- fmt.Errorf("%s %s: %w", action, st.Name, err)
 					continue
 				}
-				for {
-					time.Sleep(100 * time.Millisecond)
-					got, err := stacks.Get(ctx, sc, st.Name, st.ID).Extract()
-					if err != nil {
-						continue // a loaded Heat answers 500 at times: read again, as a shell loop would
-					}
-					if got.Status == fmt.Sprintf("%s_COMPLETE", upper(action)) {
-						break
-					}
-					if got.Status == fmt.Sprintf("%s_FAILED", upper(action)) {
-						errs <- fmt.Errorf("%s %s: %s", action, st.Name, got.StatusReason)
-						break
-					}
+				if err := readUntilDone(ctx, sc, st.Name, st.ID, strings.ToUpper(action)); err != nil {
+					errs <- err
 				}
 			}
 		})
@@ -95,19 +85,8 @@ func shellCreate(ctx context.Context, b *testing.B, sc *gophercloud.ServiceClien
 				mu.Lock()
 				made = append(made, labs.Stack{Name: name, ID: st.ID})
 				mu.Unlock()
-				for {
-					time.Sleep(100 * time.Millisecond)
-					got, err := stacks.Get(ctx, sc, name, st.ID).Extract()
-					if err != nil {
-						continue // a loaded Heat answers 500 at times: read again
-					}
-					if got.Status == "CREATE_COMPLETE" {
-						break
-					}
-					if got.Status == "CREATE_FAILED" {
-						errs <- fmt.Errorf("create %s: %s", name, got.StatusReason)
-						break
-					}
+				if err := readUntilDone(ctx, sc, name, st.ID, "CREATE"); err != nil {
+					errs <- err
 				}
 			}
 		})
@@ -135,11 +114,21 @@ func shellCreate(ctx context.Context, b *testing.B, sc *gophercloud.ServiceClien
 	return took
 }
 
-func upper(action string) string {
-	if action == "suspend" {
-		return "SUSPEND"
+// readUntilDone reads a stack every 100 ms, as a shell loop would, until its action is
+// <ACTION>_COMPLETE (nil) or <ACTION>_FAILED (an error with Heat's reason).
+func readUntilDone(ctx context.Context, sc *gophercloud.ServiceClient, name, id, action string) error {
+	for {
+		time.Sleep(100 * time.Millisecond)
+		got, err := stacks.Get(ctx, sc, name, id).Extract()
+		switch {
+		case err != nil:
+			// a loaded Heat answers 500 at times: read again
+		case got.Status == action+"_COMPLETE":
+			return nil
+		case got.Status == action+"_FAILED":
+			return fmt.Errorf("%s %s: %s", strings.ToLower(action), name, got.StatusReason)
+		}
 	}
-	return "RESUME"
 }
 
 // BenchmarkPaceHeat: a class of 100 leaves at once on the real local Heat (local-a),
