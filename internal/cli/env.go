@@ -13,6 +13,7 @@ import (
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/heat"
+	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/reaper"
@@ -34,6 +35,9 @@ type env struct {
 	log    *slog.Logger
 	clouds []labCloud
 	now    func() time.Time
+
+	managerOnce sync.Once
+	mgr         *lifecycle.Manager
 }
 
 // openEnv loads the configuration and opens the registry; with clouds, it also connects to
@@ -86,11 +90,21 @@ func connect(ctx context.Context, opts heat.Options, log *slog.Logger) labCloud 
 	return &reconnecting{opts: opts, log: log, err: err, at: time.Now()}
 }
 
+// manager is the process's one Manager (the API's and the reaper's): the clouds' adaptive
+// bounds and the queue for their slots are the process's.
 func (e *env) manager() *lifecycle.Manager {
+	e.managerOnce.Do(func() { e.mgr = e.newManager() })
+	return e.mgr
+}
+
+func (e *env) newManager() *lifecycle.Manager {
 	targets := make([]lifecycle.Target, len(e.clouds))
 	for i, c := range e.clouds {
 		cc := e.cfg.Clouds[i]
-		targets[i] = lifecycle.Target{Cloud: c, Capacity: cc.Capacity, Drain: cc.Drain, MaxInFlight: cc.MaxInFlight}
+		targets[i] = lifecycle.Target{Cloud: c, Capacity: cc.Capacity, Drain: cc.Drain, MaxInFlight: cc.MaxInFlight.Fixed}
+		if cc.MaxInFlight.Auto {
+			targets[i].Adaptive = inflight.New(cc.InFlightFloor, cc.InFlightCeiling)
+		}
 	}
 	return &lifecycle.Manager{
 		Site:            e.cfg.Site,

@@ -94,6 +94,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	}
 	server.Ready = append(server.Ready, api.Check{Name: "scheduler", Check: sched.Check})
 	m.JobsBy(sched.States)
+	m.BoundsBy(mgr.Bounds)
 
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

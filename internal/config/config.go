@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,8 +58,12 @@ type Cloud struct {
 	Name string `yaml:"name" json:"name"`
 	// Cloud is the entry in clouds.yaml (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, ~/.config/openstack/clouds.yaml).
 	Cloud string `yaml:"cloud" json:"cloud"`
-	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight on it.
-	MaxInFlight int `yaml:"max_in_flight" json:"max_in_flight"`
+	// MaxInFlight bounds the operations (create, suspend, resume, delete) in flight on it: a
+	// number, or auto (a bound that adapts to the cloud, from InFlightFloor to InFlightCeiling).
+	MaxInFlight InFlight `yaml:"max_in_flight" json:"max_in_flight"`
+	// InFlightFloor and InFlightCeiling bound max_in_flight: auto.
+	InFlightFloor   int `yaml:"in_flight_floor" json:"in_flight_floor,omitempty"`
+	InFlightCeiling int `yaml:"in_flight_ceiling" json:"in_flight_ceiling,omitempty"`
 	// RequestTimeout bounds each HTTP request to the cloud (Keystone and Heat), its response
 	// body included: a connection that stops answering fails the call, transient, after it.
 	RequestTimeout Duration `yaml:"request_timeout" json:"-"`
@@ -143,6 +148,38 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 
 // Set reports whether the field was written.
 func (d Duration) Set() bool { return d.raw != "" }
+
+// InFlight is max_in_flight as written: a number (Fixed), or auto. It is parsed in Validate.
+type InFlight struct {
+	raw   string
+	Fixed int  // the bound; 0 with Auto
+	Auto  bool // the bound adapts to the cloud (package inflight)
+}
+
+// UnmarshalYAML keeps the raw text; Validate parses it.
+func (b *InFlight) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: expected a number or auto", n.Line)
+	}
+	b.raw = n.Value
+	return nil
+}
+
+// String is the bound as written in the file: a number, or auto.
+func (b InFlight) String() string {
+	if b.Auto {
+		return "auto"
+	}
+	return strconv.Itoa(b.Fixed)
+}
+
+// MarshalJSON writes a number, or "auto".
+func (b InFlight) MarshalJSON() ([]byte, error) {
+	if b.Auto {
+		return []byte(`"auto"`), nil
+	}
+	return []byte(strconv.Itoa(b.Fixed)), nil
+}
 
 // D is the parsed value (valid after Validate).
 func (d Duration) D() time.Duration { return d.d }
@@ -348,12 +385,7 @@ func (c *Config) validateClouds(v *validator) {
 		if cl.Cloud == "" {
 			v.Add(f+".cloud", "required: the name of an entry in clouds.yaml")
 		}
-		switch {
-		case cl.MaxInFlight == 0:
-			cl.MaxInFlight = DefaultMaxInFlight
-		case cl.MaxInFlight < 0:
-			v.Add(f+".max_in_flight", "must be at least 1 (got %d)", cl.MaxInFlight)
-		}
+		cl.validateInFlight(v, f)
 		withDefault(v, f+".request_timeout", &cl.RequestTimeout, DefaultRequestTimeout)
 		if cl.Capacity < 0 {
 			v.Add(f+".capacity", "must not be negative (got %d; leave it out for no limit)", cl.Capacity)
@@ -364,6 +396,39 @@ func (c *Config) validateClouds(v *validator) {
 		case !(*factor >= 0 && *factor <= 1): // NaN too
 			v.Add(f+".suspended_cost_factor", "must be from 0 (a suspended lab costs nothing) to 1 (as much as a running one); got %g", *factor)
 		}
+	}
+}
+
+// validateInFlight parses max_in_flight and checks the auto bound's floor and ceiling.
+func (cl *Cloud) validateInFlight(v *validator, f string) {
+	b := &cl.MaxInFlight
+	switch n, err := strconv.Atoi(b.raw); {
+	case b.raw == "":
+		b.Fixed = DefaultMaxInFlight
+	case b.raw == "auto":
+		b.Auto = true
+	case err != nil || n < 1:
+		v.Add(f+".max_in_flight", "must be a number of at least 1, or auto (got %q)", b.raw)
+	default:
+		b.Fixed = n
+	}
+	if !b.Auto {
+		if cl.InFlightFloor != 0 || cl.InFlightCeiling != 0 {
+			v.Add(f+".in_flight_floor", "in_flight_floor and in_flight_ceiling bound max_in_flight: auto only (max_in_flight is %q)", b)
+		}
+		return
+	}
+	if cl.InFlightFloor == 0 {
+		cl.InFlightFloor = DefaultInFlightFloor
+	}
+	if cl.InFlightCeiling == 0 {
+		cl.InFlightCeiling = max(DefaultInFlightCeiling, cl.InFlightFloor)
+	}
+	switch {
+	case cl.InFlightFloor < 1:
+		v.Add(f+".in_flight_floor", "must be at least 1 (got %d)", cl.InFlightFloor)
+	case cl.InFlightCeiling < cl.InFlightFloor:
+		v.Add(f+".in_flight_ceiling", "must be at least in_flight_floor (%d); got %d", cl.InFlightFloor, cl.InFlightCeiling)
 	}
 }
 

@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -35,6 +36,29 @@ templates:
   lab: lab.yaml
 `
 
+func TestMaxInFlightAuto(t *testing.T) {
+	for _, tc := range []struct {
+		body           string
+		floor, ceiling int
+	}{
+		{"max_in_flight: auto", config.DefaultInFlightFloor, config.DefaultInFlightCeiling},
+		{"max_in_flight: auto, in_flight_floor: 4, in_flight_ceiling: 100", 4, 100},
+		{"max_in_flight: auto, in_flight_floor: 40", 40, 40},
+	} {
+		c, err := config.Load(write(t, "clouds:\n  - {name: a, cloud: x, "+tc.body+"}\ntemplates:\n  lab: lab.yaml\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.body, err)
+		}
+		cl := c.Clouds[0]
+		if !cl.MaxInFlight.Auto || cl.MaxInFlight.Fixed != 0 || cl.InFlightFloor != tc.floor || cl.InFlightCeiling != tc.ceiling {
+			t.Errorf("%s: %+v, want auto from %d to %d", tc.body, cl, tc.floor, tc.ceiling)
+		}
+		if js, err := json.Marshal(cl); err != nil || !strings.Contains(string(js), `"max_in_flight":"auto"`) {
+			t.Errorf("%s: as JSON %s %v", tc.body, js, err)
+		}
+	}
+}
+
 func TestMinimalConfigGetsTheDefaults(t *testing.T) {
 	p := write(t, minimal)
 	c, err := config.Load(p)
@@ -44,7 +68,7 @@ func TestMinimalConfigGetsTheDefaults(t *testing.T) {
 	if c.Store.Driver != "sqlite" || c.DSN() != filepath.Join(filepath.Dir(p), "labplane.db") {
 		t.Errorf("store: %s %s", c.Store.Driver, c.DSN())
 	}
-	if c.Clouds[0].MaxInFlight != config.DefaultMaxInFlight || c.DefaultTemplate != "lab" {
+	if c.Clouds[0].MaxInFlight.Fixed != config.DefaultMaxInFlight || c.DefaultTemplate != "lab" {
 		t.Errorf("defaults not applied: %+v %q", c.Clouds[0], c.DefaultTemplate)
 	}
 	if got := c.Rules().For("any"); got != config.DefaultRules || got.DeleteAfter != 0 {
@@ -102,7 +126,10 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"no clouds", "templates:\n  lab: lab.yaml\n", []string{"clouds: at least one cloud is required"}},
 		{"cloud without entry", "clouds:\n  - name: a\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].cloud: required"}},
 		{"duplicate cloud", "clouds:\n  - {name: a, cloud: x}\n  - {name: a, cloud: y}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[1].name: "a" is used by another cloud`}},
-		{"bad max_in_flight", "clouds:\n  - {name: a, cloud: x, max_in_flight: -2}\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].max_in_flight: must be at least 1"}},
+		{"bad max_in_flight", "clouds:\n  - {name: a, cloud: x, max_in_flight: -2}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[0].max_in_flight: must be a number of at least 1, or auto (got "-2")`}},
+		{"max_in_flight neither a number nor auto", "clouds:\n  - {name: a, cloud: x, max_in_flight: adaptive}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[0].max_in_flight: must be a number of at least 1, or auto (got "adaptive")`}},
+		{"a floor for a fixed bound", "clouds:\n  - {name: a, cloud: x, max_in_flight: 8, in_flight_floor: 2}\ntemplates:\n  lab: lab.yaml\n", []string{`clouds[0].in_flight_floor: in_flight_floor and in_flight_ceiling bound max_in_flight: auto only (max_in_flight is "8")`}},
+		{"ceiling under the floor", "clouds:\n  - {name: a, cloud: x, max_in_flight: auto, in_flight_floor: 8, in_flight_ceiling: 4}\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].in_flight_ceiling: must be at least in_flight_floor (8); got 4"}},
 		{"missing template file", "clouds:\n  - {name: a, cloud: x}\ntemplates:\n  lab: nope.yaml\n", []string{"templates.lab: template file nope.yaml: no such file"}},
 		{"default template unknown", minimal + "default_template: big\n", []string{`default_template: "big" is not one of the templates`}},
 		{"bad driver", minimal + "store:\n  driver: mysql\n", []string{`store.driver: unknown driver "mysql"`}},

@@ -12,6 +12,9 @@ const (
 	DefaultStoreDriver = "sqlite"
 	DefaultSQLiteFile  = "labplane.db"
 	DefaultMaxInFlight = 4
+	// DefaultInFlightFloor and DefaultInFlightCeiling bound max_in_flight: auto.
+	DefaultInFlightFloor   = 2
+	DefaultInFlightCeiling = 32
 	// DefaultRequestTimeout: Heat answers anything in seconds; a request still going after a
 	// minute is a connection that stopped answering.
 	DefaultRequestTimeout = time.Minute

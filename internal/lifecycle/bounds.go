@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
 )
 
@@ -55,12 +56,13 @@ func (m *Manager) lockPlacement(ctx context.Context) (unlock func(), err error) 
 // cloud's operations across every process, those its sender stopped waiting for included.
 // Without Slots, or for a cloud with no MaxInFlight, it takes nothing.
 func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*heldSlot, error) {
-	limit := 0
+	var target Target
 	for _, t := range m.Targets {
 		if t.Cloud.Name() == c.Name() {
-			limit = t.MaxInFlight
+			target = t
 		}
 	}
+	limit := target.Bound()
 	if m.Slots == nil || limit <= 0 {
 		return &heldSlot{}, nil
 	}
@@ -79,6 +81,9 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*hel
 	if err := m.Registry.StartOperation(ctx, h.op); err != nil {
 		release()
 		return nil, busy(err)
+	}
+	if h.adaptive = target.Adaptive; h.adaptive != nil {
+		h.sentWith = h.adaptive.Start()
 	}
 	return h, nil
 }
@@ -123,6 +128,9 @@ type heldSlot struct {
 	m       *Manager
 	release func()
 	op      labs.Operation
+
+	adaptive *inflight.Limit // the cloud's adaptive bound, told how the operation went
+	sentWith int
 }
 
 // end lets the slot go once the operation returned err. The record is cleared only if the
@@ -131,6 +139,9 @@ type heldSlot struct {
 func (h *heldSlot) end(ctx context.Context, err error) {
 	if h.release == nil {
 		return
+	}
+	if h.adaptive != nil {
+		h.adaptive.Done(h.sentWith, h.sample(err))
 	}
 	if over(err) {
 		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), unlockTimeout)
@@ -142,6 +153,19 @@ func (h *heldSlot) end(ctx context.Context, err error) {
 	}
 	h.release()
 	h.release = nil
+}
+
+// sample is how the operation went, for the cloud's adaptive bound: how long it took if it
+// completed, whether the cloud pushed back (a transient failure, an answer too late).
+func (h *heldSlot) sample(err error) inflight.Sample {
+	s := inflight.Sample{Action: h.op.Op}
+	switch {
+	case err == nil:
+		s.Took = h.m.Now().Sub(h.op.SentAt)
+	case errors.Is(err, cloud.ErrTransient), errors.Is(err, context.DeadlineExceeded):
+		s.PushedBack = true
+	}
+	return s
 }
 
 // over reports whether an operation that returned err is known to be over on the cloud: it

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/policy"
 )
@@ -58,6 +59,26 @@ type Target struct {
 	// MaxInFlight is the most actions (create, suspend, resume, delete) in flight on it at
 	// once, across every process sharing the registry (through Manager.Slots); 0 = no limit.
 	MaxInFlight int
+	// Adaptive, if set, is the bound instead of MaxInFlight: it learns from this process's
+	// actions how many the cloud takes at once (max_in_flight: auto).
+	Adaptive *inflight.Limit
+}
+
+// Bounds returns each cloud's bound on its actions in flight now (Target.Bound).
+func (m *Manager) Bounds() map[string]int {
+	out := make(map[string]int, len(m.Targets))
+	for _, t := range m.Targets {
+		out[t.Cloud.Name()] = t.Bound()
+	}
+	return out
+}
+
+// Bound is how many actions may be in flight on the cloud now; 0 = no limit.
+func (t Target) Bound() int {
+	if t.Adaptive != nil {
+		return t.Adaptive.Bound()
+	}
+	return t.MaxInFlight
 }
 
 // Manager acts on single labs.

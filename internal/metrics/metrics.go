@@ -1,6 +1,7 @@
 // Package metrics is labplane's Prometheus instrumentation: cloud operation latency, reaper
 // actions, scheduler job runs (and the runs in progress, stuck ones told apart), HTTP
-// requests, and the labs by cloud and status counted at scrape time. Everything is registered on the Metrics' own registry (with the Go and process
+// requests, the clouds' bounds on work in flight, and the labs by cloud and status counted at
+// scrape time. Everything is registered on the Metrics' own registry (with the Go and process
 // collectors), never on the global one, so tests and several instances do not collide.
 package metrics
 
@@ -53,6 +54,7 @@ type Metrics struct {
 	mu       sync.RWMutex
 	count    func(ctx context.Context) (map[[2]string]int, error)
 	jobs     func() []scheduler.JobState
+	bounds   func() map[string]int
 }
 
 // New returns Metrics on a registry of their own, with the Go and process collectors.
@@ -97,6 +99,9 @@ func New() *Metrics {
 			stuck: prometheus.NewDesc("labplane_scheduler_job_stuck",
 				"1 when the job's run on this replica has gone on past its timeout and the grace to return: it ignores its deadline and holds its lock (the reaper's: every suspend waits).",
 				[]string{"job"}, nil)},
+		&boundsCollector{m: m, desc: prometheus.NewDesc("labplane_cloud_max_in_flight",
+			"The bound on the operations in flight on the cloud now, as this replica sees it: its max_in_flight, or where that is auto, the bound it has learnt.",
+			[]string{"cloud"}, nil)},
 	)
 	return m
 }
@@ -194,6 +199,35 @@ func (m *Metrics) jobStates() []scheduler.JobState {
 		return nil
 	}
 	return states()
+}
+
+// BoundsBy sets where labplane_cloud_max_in_flight{cloud} comes from: bounds is called on
+// every scrape and returns each cloud's bound. A later call replaces it.
+func (m *Metrics) BoundsBy(bounds func() map[string]int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.bounds = bounds
+}
+
+// boundsCollector reads the clouds' bounds at scrape time: an adaptive one moves with every
+// operation.
+type boundsCollector struct {
+	m    *Metrics
+	desc *prometheus.Desc
+}
+
+func (c *boundsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *boundsCollector) Collect(ch chan<- prometheus.Metric) {
+	c.m.mu.RLock()
+	bounds := c.m.bounds
+	c.m.mu.RUnlock()
+	if bounds == nil {
+		return
+	}
+	for cloud, n := range bounds() {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), cloud)
+	}
 }
 
 // jobsCollector reads the scheduler's jobs at scrape time: a run in progress has no end to

@@ -319,3 +319,23 @@ func TestMetricNamesPassLint(t *testing.T) {
 		}
 	}
 }
+
+// Each cloud's bound is read at each scrape: an adaptive one moves between scrapes.
+func TestCloudBoundsAreReadAtEachScrape(t *testing.T) {
+	m := New()
+	h := m.Handler()
+	if body, _ := scrape(t, h, context.Background()); strings.Contains(body, "labplane_cloud_max_in_flight") {
+		t.Error("bound gauges before BoundsBy")
+	}
+	bounds := map[string]int{"private": 4, "public": 2}
+	m.BoundsBy(func() map[string]int { return bounds })
+	for _, want := range []map[string]int{{"private": 4, "public": 2}, {"private": 4, "public": 9}} {
+		bounds = want
+		_, mfs := scrape(t, h, context.Background())
+		for cloud, n := range want {
+			if g := series(t, mfs, "labplane_cloud_max_in_flight", map[string]string{"cloud": cloud}).GetGauge(); g.GetValue() != float64(n) {
+				t.Errorf("%s's bound %g, want %d", cloud, g.GetValue(), n)
+			}
+		}
+	}
+}
