@@ -24,6 +24,7 @@ type Cloud struct {
 	name      string
 	latency   time.Duration
 	latencies map[string]time.Duration
+	knee      int
 	time      clock.Clock // the time operations take place in: real, or virtual
 	slots     slots
 
@@ -50,6 +51,10 @@ type Options struct {
 	// ("create", "suspend", "resume", "delete").
 	Latency   time.Duration
 	Latencies map[string]time.Duration
+	// Knee, if set, is how many operations the cloud takes at once at their latency: past it
+	// the whole cloud slows down, each operation sent with n in flight taking (n/Knee)^2 times
+	// its latency (an overloaded cloud, for the adaptive bound).
+	Knee int
 	// Clock, if set, is the simulated time the cloud lives in: the latencies pass on it and
 	// callers wait on it for a slot (a simulation's goroutines). Default: real time.
 	Clock *clock.Virtual
@@ -104,7 +109,7 @@ func New(name string, maxInFlight int, latency time.Duration) *Cloud {
 
 // NewWith returns a fake cloud configured by o.
 func NewWith(o Options) *Cloud {
-	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, time: clock.Wall{},
+	c := &Cloud{name: o.Name, latency: o.Latency, latencies: o.Latencies, knee: o.Knee, time: clock.Wall{},
 		stacks: map[string]*labs.Stack{}, meters: map[string]*meter{}, faults: map[string]int{}, calls: map[string]int{},
 		pending: map[string]*pending{}}
 	if o.Clock != nil {
@@ -121,12 +126,17 @@ func NewWith(o Options) *Cloud {
 	return c
 }
 
-// latencyOf is how long op takes.
-func (c *Cloud) latencyOf(op string) time.Duration {
-	if d, ok := c.latencies[op]; ok {
-		return d
+// latencyOf is how long op takes, sent with inFlight operations under way (itself included).
+func (c *Cloud) latencyOf(op string, inFlight int) time.Duration {
+	d, ok := c.latencies[op]
+	if !ok {
+		d = c.latency
 	}
-	return c.latency
+	if c.knee > 0 && inFlight > c.knee {
+		over := float64(inFlight) / float64(c.knee)
+		d = time.Duration(float64(d) * over * over)
+	}
+	return d
 }
 
 // setStatus moves a stack to status now, metering the time it spent in the one before; c.mu
@@ -379,8 +389,10 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, accepted func(labs
 		return labs.Stack{}, c.err(op, name, cloud.ErrConflict, "stack already has an action in progress")
 	}
 	c.setStatus(st, action+"_IN_PROGRESS")
-	p := &pending{op: op, name: name, st: st, at: c.time.Now().Add(c.latencyOf(op))}
+	p := &pending{op: op, name: name, st: st}
 	c.pending[st.ID] = p // a delete takes over from what was under way
+	latency := c.latencyOf(op, len(c.pending))
+	p.at = c.time.Now().Add(latency)
 	c.maxSeen = max(c.maxSeen, len(c.pending))
 	started := *st
 	c.mu.Unlock()
@@ -388,7 +400,7 @@ func (c *Cloud) run(ctx context.Context, op, name, id string, accepted func(labs
 		accepted(started)
 	}
 
-	if err := c.time.Sleep(ctx, c.latencyOf(op)); err != nil {
+	if err := c.time.Sleep(ctx, latency); err != nil {
 		return c.snapshot(st), err
 	}
 

@@ -6,11 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/labplane/labplane/internal/fakecloud"
+	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
@@ -153,4 +155,77 @@ func stackStatus(c *fakecloud.Cloud, name string) string {
 		}
 	}
 	return ""
+}
+
+// max_in_flight: auto backs off a cloud past its knee: 200 labs suspended at once on a fake
+// cloud that slows down as a whole past 5 operations at once (each takes (n/5)^2 its 100 ms),
+// through the production slots. The bound it learns stays near the knee instead of climbing
+// to its ceiling (48), and the class takes little longer than at a fixed bound of 5, the best
+// one, measured in the same run. The trajectory (bound against the cloud's latency) is logged.
+func TestAdaptiveBoundBacksOffPastTheKnee(t *testing.T) {
+	const n, knee, ceiling, latency = 200, 5, 48, 100 * time.Millisecond
+	// suspendAll launches n labs on c, then suspends them all at once, telling observe when
+	// (since the suspends began) each suspend ended and how long it took.
+	suspendAll := func(target lifecycle.Target, c *fakecloud.Cloud, observe func(at, took time.Duration)) time.Duration {
+		ms := replicas(t, 1, []lifecycle.Target{target})
+		m := ms[0]
+		m.Slots = store.NewWaiter(m.Locks.(*store.Store))
+		placed := launchAll(t, ms, n)
+		start := time.Now()
+		c.Observe(func(op string, took time.Duration, err error) {
+			if op == "suspend" && err == nil {
+				observe(time.Since(start), took)
+			}
+		})
+		var wg sync.WaitGroup
+		for _, l := range placed {
+			wg.Go(func() {
+				if _, err := m.Do(t.Context(), lifecycle.OpSuspend, l.ID, "test", true); err != nil {
+					t.Errorf("suspend %s: %v", l.ID, err)
+				}
+			})
+		}
+		wg.Wait()
+		return time.Since(start)
+	}
+
+	knee5 := fakecloud.NewWith(fakecloud.Options{Name: "a", Latency: latency, Knee: knee})
+	fixed := suspendAll(lifecycle.Target{Cloud: knee5, MaxInFlight: knee}, knee5, func(_, _ time.Duration) {})
+
+	overloaded := fakecloud.NewWith(fakecloud.Options{Name: "a", Latency: latency, Knee: knee})
+	adaptive := lifecycle.Target{Cloud: overloaded, Adaptive: inflight.New(2, ceiling)}
+	type point struct {
+		at    time.Duration
+		bound int
+		took  time.Duration
+	}
+	var mu sync.Mutex
+	var trajectory []point
+	auto := suspendAll(adaptive, overloaded, func(at, took time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		trajectory = append(trajectory, point{at, adaptive.Bound(), took})
+	})
+
+	var log []string
+	over := 0
+	for i, p := range trajectory {
+		if i%10 == 0 {
+			log = append(log, fmt.Sprintf("%5.2fs bound %2d latency %s", p.at.Seconds(), p.bound, p.took.Round(time.Millisecond)))
+		}
+		if i >= len(trajectory)/2 && p.bound > 2*knee {
+			over++
+		}
+	}
+	t.Logf("%d suspends: %s at a fixed bound of %d (the knee), %s with max_in_flight: auto (floor 2, ceiling %d); the auto bound against the cloud's latency, every 10th suspend:\n  %s",
+		n, fixed.Round(time.Millisecond), knee, auto.Round(time.Millisecond), ceiling, strings.Join(log, "\n  "))
+	if len(trajectory) != n {
+		t.Fatalf("%d suspends observed, want %d", len(trajectory), n)
+	}
+	if over > 0 {
+		t.Errorf("the bound was above twice the knee (%d) at %d of the last %d suspends: it overloads the cloud", 2*knee, over, n-n/2)
+	}
+	if ratio := auto.Seconds() / fixed.Seconds(); ratio > 1.8 {
+		t.Errorf("the class took %.2fx as long with the auto bound as at the knee, want at most 1.8x", ratio)
+	}
 }
