@@ -326,7 +326,7 @@ func (h *Heat) wait(wctx, ctx context.Context, w waitSpec, last labs.Stack) (lab
 			return last, fail(cloud.ErrTransient, msg, err)
 		case <-time.After(h.pace.next(w.action, time.Since(start), reads)):
 		}
-		h.pace.reads.Add(1)
+		h.pace.readCount.Add(1)
 		if w.action == "DELETE" {
 			gone, err := h.absent(wctx, w.id)
 			if err == nil && gone {

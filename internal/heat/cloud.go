@@ -52,7 +52,8 @@ type Options struct {
 	// secure.yaml or clouds-public.yaml merging then).
 	ConfigFile string
 	// PollInterval is the longest time between two reads of a stack while waiting for an
-	// action (default 1s); the reads come sooner around the time the cloud's actions take.
+	// action (default 1s) before its times on this cloud are learnt, or once it has gone on
+	// past them; until then the reads come where the learnt times say it is likely done.
 	PollInterval time.Duration
 	// RequestTimeout bounds each HTTP request, Keystone's included, from the dial to the last
 	// byte of the body (default DefaultRequestTimeout): a request that stops answering midway

@@ -5,9 +5,8 @@ import (
 	"time"
 )
 
-// Before anything is learnt, reads come in doubling steps from minStep; once an action's time
-// is known, the first read comes just before it and the next ones in doubling tenths of it,
-// never more than the poll interval apart.
+// The pace reads in doubling steps until it has learnt an action's times, then where they
+// say the action is likely done.
 func TestPace(t *testing.T) {
 	p := newPace(time.Second)
 	for n, want := range []time.Duration{50, 100, 200, 400, 800, 1000, 1000} {
@@ -15,38 +14,36 @@ func TestPace(t *testing.T) {
 			t.Errorf("unknown action, read %d: next in %v, want %vms", n, got, want)
 		}
 	}
-
-	p.learn("SUSPEND", 2*time.Second)
+	// 20 times, 2.0 s to 3.9 s, 0.1 s apart: median 3.0 s
+	for i := range 20 {
+		p.learn("SUSPEND", 2*time.Second+time.Duration(i)*100*time.Millisecond)
+	}
 	for _, c := range []struct {
 		elapsed time.Duration
-		n       int
 		want    time.Duration
 	}{
-		{0, 0, time.Second},                                  // 0.9 x 2 s, capped by the poll interval
-		{time.Second, 0, 800 * time.Millisecond},             // 1.8 s - 1 s
-		{3 * time.Second, 0, 0},                              // late already: at once
-		{1800 * time.Millisecond, 1, 200 * time.Millisecond}, // a tenth of 2 s
-		{2000 * time.Millisecond, 2, 400 * time.Millisecond}, // doubling
-		{2400 * time.Millisecond, 3, 800 * time.Millisecond}, //
-		{3200 * time.Millisecond, 4, time.Second},            // the poll interval at most
-		{3200 * time.Millisecond, 40, time.Second},           // and no overflow
+		{0, 2700 * time.Millisecond},                      // 0.9 x the median: past the poll interval
+		{2700 * time.Millisecond, 800 * time.Millisecond}, // the 75th percentile: 3.5 s
+		{3500 * time.Millisecond, 300 * time.Millisecond}, // the 90th: 3.8 s
+		{3800 * time.Millisecond, 100 * time.Millisecond}, // the 97th: 3.9 s
+		{3900 * time.Millisecond, 975 * time.Millisecond}, // past the learnt times: a quarter of the time gone
+		{8 * time.Second, time.Second},                    // no more than the poll interval
+		{3770 * time.Millisecond, 130 * time.Millisecond}, // the 90th is nearer than the shortest step: skipped
+		{0, 2700 * time.Millisecond},                      // the same for every wait
 	} {
-		if got := p.next("SUSPEND", c.elapsed, c.n); got != c.want {
-			t.Errorf("SUSPEND of 2 s, %v in, read %d: next in %v, want %v", c.elapsed, c.n, got, c.want)
+		if got := p.next("SUSPEND", c.elapsed, 1); got != c.want {
+			t.Errorf("SUSPEND learnt, %v in: next in %v, want %v", c.elapsed, got, c.want)
 		}
 	}
 	if got := p.next("RESUME", 0, 0); got != minStep {
 		t.Errorf("another action: next in %v, want %v (nothing learnt for it)", got, minStep)
 	}
 
-	// a moving mean: the latest action weighs a quarter
-	p.learn("SUSPEND", 6*time.Second)
-	if got := p.mean["SUSPEND"]; got != 3*time.Second {
-		t.Errorf("mean after 2 s then 6 s: %v, want 3s", got)
+	// only the latest paceWindow count: a cloud that became faster is read sooner
+	for range paceWindow {
+		p.learn("SUSPEND", time.Second)
 	}
-	fast := newPace(10 * time.Second)
-	fast.learn("CREATE", 300*time.Millisecond)
-	if got := fast.next("CREATE", 0, 1); got != minStep {
-		t.Errorf("an action of 300 ms, second read: next in %v, want the shortest step %v", got, minStep)
+	if got := p.next("SUSPEND", 0, 0); got != 900*time.Millisecond {
+		t.Errorf("after %d times of 1 s: first read in %v, want 0.9 s", paceWindow, got)
 	}
 }
