@@ -55,6 +55,17 @@ func (l *latencies) reset() {
 	l.all = nil
 }
 
+// sum is the time every suspend held its slot, in all.
+func (l *latencies) sum() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var sum time.Duration
+	for _, d := range l.all {
+		sum += d
+	}
+	return sum
+}
+
 func (l *latencies) mean() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
