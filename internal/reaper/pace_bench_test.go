@@ -13,6 +13,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/orchestration/v1/stacks"
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
+	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/policy"
 )
@@ -20,9 +21,8 @@ import (
 // shellLoop does what an operator's shell loop does straight on Heat's API, the baseline of
 // BenchmarkPaceHeat: workers at a time, send an action (suspend or resume) to the next stack
 // and read it every 100 ms until it is <ACTION>_COMPLETE. It returns how long the whole list
-// took.
-func shellLoop(ctx context.Context, b *testing.B, sc *gophercloud.ServiceClient, action string, sts []labs.Stack, workers int) time.Duration {
-	b.Helper()
+// took, and the actions Heat refused or failed.
+func shellLoop(ctx context.Context, sc *gophercloud.ServiceClient, action string, sts []labs.Stack, workers int) (time.Duration, []error) {
 	next := make(chan labs.Stack, len(sts))
 	for _, st := range sts {
 		next <- st
@@ -48,10 +48,11 @@ func shellLoop(ctx context.Context, b *testing.B, sc *gophercloud.ServiceClient,
 	wg.Wait()
 	took := time.Since(start)
 	close(errs)
+	var failed []error
 	for err := range errs {
-		b.Fatal(err)
+		failed = append(failed, err)
 	}
-	return took
+	return took, failed
 }
 
 // shellCreate creates n stacks of the example lab straight on Heat's API, workers at a time,
@@ -131,21 +132,28 @@ func readUntilDone(ctx context.Context, sc *gophercloud.ServiceClient, name, id,
 	}
 }
 
-// BenchmarkPaceHeat: a class of 100 leaves at once on the real local Heat (local-a),
-// max_in_flight 8, the production poll interval (1 s). First a class arrives: a shell loop
-// straight on Heat's API creates 100 stacks of the example lab, 8 in flight, reading each every
-// 100 ms (then deletes them), and labplane launches 100 labs at once. Then the class leaves: the
-// shell loop suspends the 100 labs' stacks (and resumes them), and labplane's reaper suspends
-// them in one pass (what `labplane reap --once --yes` runs). The ratios to the shell loop are
-// printed, with the reads of a stack labplane made per suspend. (All 100 at once, with no
-// bound, is not measured: this machine's one Heat engine times out its RPCs under it.)
+// BenchmarkPaceHeat: a class of 100 comes and goes on the real local Heat (local-a), the
+// production poll interval (1 s), labplane beside a shell loop straight on Heat's API that keeps
+// 8 actions in flight and reads each stack every 100 ms:
 //
-//	go test ./internal/reaper -run '^$' -bench PaceHeat -benchtime 1x
+//  1. the class arrives: the shell loop creates 100 stacks of the example lab (then deletes
+//     them); labplane launches 100 labs at once, max_in_flight 8;
+//  2. the class leaves: the shell loop suspends the 100 labs' stacks and resumes them;
+//     labplane's reaper suspends them in one pass (what `labplane reap --once --yes` runs);
+//  3. the class returns: labplane's launch-or-get of the 100 labs at once resumes them;
+//  4. the same leave and return with max_in_flight: auto (floor 2, ceiling 32), the bound's
+//     trajectory against Heat's suspend times printed;
+//  5. the class leaves once more, all 100 suspends sent at once by the shell loop with no
+//     bound: its time, and how many of them Heat refused or failed.
+//
+// The ratios to the shell loop are printed, with the reads of a stack labplane made per action.
+//
+//	go test ./internal/reaper -run '^$' -bench PaceHeat -benchtime 1x -timeout 40m
 func BenchmarkPaceHeat(b *testing.B) {
 	if testing.Short() {
 		b.Skip("needs the local cloud")
 	}
-	const n, bound = 100, 8
+	const n, bound, floor, ceiling = 100, 8, 2, 32
 	ctx := context.Background()
 	sc, err := clientconfig.NewServiceClient(ctx, "orchestration", &clientconfig.ClientOpts{Cloud: "local-a"})
 	if err != nil {
@@ -154,56 +162,153 @@ func BenchmarkPaceHeat(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		var lat latencies
-		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: "local-a", maxInFlight: bound, observe: lat.observe, poll: time.Second})
-		// a class arrives: 100 stacks created by the shell loop, then 100 labs launched at once
+		var trajectory boundTrajectory
+		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: "local-a", maxInFlight: bound, poll: time.Second,
+			observe: func(op string, took time.Duration, err error) {
+				lat.observe(op, took, err)
+				trajectory.observe(op, took, err)
+			}})
+		h := r.heat["local-a"]
+		// reads per action over what f does
+		reads := func(f func()) float64 {
+			w0, r0 := h.Reads()
+			f()
+			w, rd := h.Reads()
+			return float64(rd-r0) / float64(max(1, w-w0))
+		}
+		timed := func(f func()) (took time.Duration, readsPerOp float64) {
+			start := time.Now()
+			readsPerOp = reads(f)
+			return time.Since(start), readsPerOp
+		}
+		leave := func() (time.Duration, float64) {
+			r.clock.Add(10 * time.Minute)
+			return timed(func() {
+				res, err := r.reaper.Run(ctx)
+				if err != nil {
+					b.Fatal(err)
+				}
+				done := 0
+				for _, o := range res.Outcomes {
+					if o.Action.Kind == policy.Suspend && o.Done {
+						done++
+					}
+				}
+				if done != n {
+					b.Fatalf("suspended %d of %d labs", done, n)
+				}
+			})
+		}
+		arrive := func() (time.Duration, float64) { return timed(func() { launchMany(b, r.mgr, r.store, n, n) }) }
+
 		shellCreated := shellCreate(ctx, b, sc, r.course, n, bound)
-		start := time.Now()
-		launchMany(b, r.mgr, r.store, n, n)
-		launched := time.Since(start)
-		sts, err := r.heat["local-a"].List(ctx, labs.SiteTag(r.course))
+		launched, launchReads := arrive()
+		sts, err := h.List(ctx, labs.SiteTag(r.course))
 		if err != nil || len(sts) != n {
 			b.Fatalf("the class's stacks: %d, %v", len(sts), err)
 		}
-		shell := shellLoop(ctx, b, sc, "suspend", sts, bound)
-		shellLoop(ctx, b, sc, "resume", sts, bound)
+		shellSuspended, errs := shellLoop(ctx, sc, "suspend", sts, bound)
+		failOn(b, errs)
+		shellResumed, errs := shellLoop(ctx, sc, "resume", sts, bound)
+		failOn(b, errs)
 
 		r.clock.Add(10 * time.Minute)
-		waits0, reads0 := r.heat["local-a"].Reads()
-		b.StartTimer()
-		start = time.Now()
-		res, err := r.reaper.Run(ctx)
-		took := time.Since(start)
-		b.StopTimer()
-		if err != nil {
-			b.Fatal(err)
-		}
-		done := 0
-		for _, o := range res.Outcomes {
-			if o.Action.Kind == policy.Suspend && o.Done {
-				done++
+		planned, _ := timed(func() {
+			if _, err := r.reaper.Plan(ctx); err != nil {
+				b.Fatal(err)
 			}
-		}
-		if done != n {
-			b.Fatalf("suspended %d of %d labs", done, n)
-		}
-		waits, reads := r.heat["local-a"].Reads()
-		perOp := float64(reads-reads0) / float64(max(1, waits-waits0))
-		ratio := took.Seconds() / shell.Seconds()
-		b.ReportMetric(shell.Seconds(), "s_shell_loop")
-		b.ReportMetric(took.Seconds(), "s_labplane")
-		b.ReportMetric(ratio, "ratio_to_shell_loop")
-		b.ReportMetric(perOp, "reads_per_suspend")
-		b.ReportMetric(shellCreated.Seconds(), "s_shell_loop_create")
-		b.ReportMetric(launched.Seconds(), "s_labplane_launch")
+		})
+		lat.reset()
+		b.StartTimer()
+		suspended, suspendReads := leave()
+		b.StopTimer()
+		meanSuspend, inHeat := lat.mean(), lat.sum()
+		resumed, resumeReads := arrive()
+
+		r.mgr.Targets[0].Adaptive = inflight.New(floor, ceiling)
+		trajectory.start(r.mgr.Targets[0].Adaptive)
+		autoSuspended, autoReads := leave()
+		trajectory.stop()
+		autoResumed, _ := arrive()
+
+		burst, errs := shellLoop(ctx, sc, "suspend", sts, n)
+
+		b.ReportMetric(suspended.Seconds()/shellSuspended.Seconds(), "ratio_suspend_to_shell_loop")
+		b.ReportMetric(suspendReads, "reads_per_suspend")
 		b.ReportMetric(launched.Seconds()/shellCreated.Seconds(), "ratio_launch_to_shell_loop")
-		fmt.Printf("local Heat, %d idle labs, max_in_flight %d (the shell loop and labplane), production poll interval 1 s:\n", n, bound)
-		fmt.Printf("  a class of %d arrives: shell loop creating the lab's stacks, %d in flight, read every 100 ms: %7.2fs\n", n, bound, shellCreated.Seconds())
-		fmt.Printf("                         labplane launching the %d labs at once (launch-or-get):        %7.2fs  ratio %.2f (goal <= 1.2)\n",
-			n, launched.Seconds(), launched.Seconds()/shellCreated.Seconds())
-		fmt.Printf("  the class leaves: shell loop on Heat's API, %d in flight, read every 100 ms: %7.2fs\n", bound, shell.Seconds())
-		fmt.Printf("  labplane's reaper pass (reap --once):                       %7.2fs  ratio %.2f to the shell loop (goal <= 1.1), %.2f reads of a stack per suspend (goal <= 3), mean suspend %s\n",
-			took.Seconds(), ratio, perOp, lat.mean().Round(time.Millisecond))
+		b.ReportMetric(resumed.Seconds()/shellResumed.Seconds(), "ratio_resume_to_shell_loop")
+		b.ReportMetric(autoSuspended.Seconds()/burst.Seconds(), "ratio_auto_suspend_to_burst")
+		fmt.Printf("local Heat, a class of %d, production poll interval 1 s; the shell loop keeps %d in flight and reads every 100 ms:\n", n, bound)
+		row := func(what string, took time.Duration, base time.Duration, goal string, extra string) {
+			fmt.Printf("  %-62s %7.2fs", what, took.Seconds())
+			if base > 0 {
+				fmt.Printf("  ratio %.2f (goal %s)", took.Seconds()/base.Seconds(), goal)
+			}
+			fmt.Printf("%s\n", extra)
+		}
+		row("arrives: shell loop creating the stacks", shellCreated, 0, "", "")
+		row("         labplane launching at once, max_in_flight 8", launched, shellCreated, "<= 1.2", fmt.Sprintf(", %.2f reads per create", launchReads))
+		row("leaves:  shell loop suspending", shellSuspended, 0, "", "")
+		row("         labplane's reaper pass, max_in_flight 8", suspended, shellSuspended, "<= 1.1",
+			fmt.Sprintf(", %.2f reads per suspend (goal <= 3), mean suspend %s", suspendReads, meanSuspend.Round(time.Millisecond)))
+		fmt.Printf("    where the pass's time went: observing the registry and Heat (a plan alone) %.2fs; the %d suspends held a slot %.1fs in all,\n"+
+			"    %.2fs over %d slots, so the slots were busy %.0f%% of the pass (the rest: the re-read before each action, recording, the last round's idle slots)\n",
+			planned.Seconds(), n, inHeat.Seconds(), inHeat.Seconds()/bound, bound, 100*inHeat.Seconds()/bound/suspended.Seconds())
+		row("returns: shell loop resuming", shellResumed, 0, "", "")
+		row("         labplane's launch-or-get at once, max_in_flight 8", resumed, shellResumed, "<= 1.2", fmt.Sprintf(", %.2f reads per resume", resumeReads))
+		row(fmt.Sprintf("leaves:  shell loop, all %d suspends at once", n), burst, 0, "", fmt.Sprintf(", %d of %d refused or failed", len(errs), n))
+		row(fmt.Sprintf("         labplane's reaper pass, max_in_flight auto (%d-%d)", floor, ceiling), autoSuspended, burst, "<= 1.3",
+			fmt.Sprintf(", %.2f reads per suspend", autoReads))
+		row("returns: labplane's launch-or-get at once, max_in_flight auto", autoResumed, shellResumed, "", "")
+		fmt.Printf("  the auto bound during its pass (every 5th suspend: time into the pass, bound, that suspend's time):\n%s", &trajectory)
 		r.cleanup()
 		b.StartTimer()
 	}
+}
+
+// failOn fails the benchmark with the first of errs.
+func failOn(b *testing.B, errs []error) {
+	b.Helper()
+	if len(errs) > 0 {
+		b.Fatalf("%d failed, the first: %v", len(errs), errs[0])
+	}
+}
+
+// boundTrajectory records an adaptive bound after each suspend, with the suspend's time.
+type boundTrajectory struct {
+	mu     sync.Mutex
+	limit  *inflight.Limit
+	began  time.Time
+	points []string
+	count  int
+}
+
+func (t *boundTrajectory) start(l *inflight.Limit) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limit, t.began = l, time.Now()
+}
+
+func (t *boundTrajectory) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.limit = nil
+}
+
+func (t *boundTrajectory) observe(op string, took time.Duration, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.limit == nil || op != "suspend" || err != nil {
+		return
+	}
+	if t.count%5 == 0 {
+		t.points = append(t.points, fmt.Sprintf("    %6.2fs  bound %2d  suspend %s\n", time.Since(t.began).Seconds(), t.limit.Bound(), took.Round(time.Millisecond)))
+	}
+	t.count++
+}
+
+func (t *boundTrajectory) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(t.points, "")
 }
