@@ -29,6 +29,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gophercloud/gophercloud/v2"
@@ -78,6 +79,8 @@ type Heat struct {
 	pace *pace
 	log  *slog.Logger
 	obs  func(op string, took time.Duration, err error)
+
+	pushbacks atomic.Int64 // requests sent again after a 429 or 503 (pushback.go)
 
 	// waits tuning (tests shorten them)
 	staleGrace     time.Duration // how long an unchanged status may stay after an action request
@@ -167,6 +170,9 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 		staleGrace:     60 * time.Second,
 		transientGrace: 30 * time.Second,
 	}
+	pc.MaxBackoffRetries = maxPushbacks + 1 // pushedBack counts them
+	pc.RetryBackoffFunc = h.retryAfter
+	pc.RetryFunc = h.retry503
 	h.log.Debug("cloud opened", "entry", o.Cloud, "region", region, "endpoint", sc.Endpoint)
 	return h, nil
 }
