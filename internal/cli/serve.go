@@ -64,9 +64,9 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
 	r := e.reaper("scheduler@" + replica)
-	job := func(keep func(policy.Action) bool) func(context.Context) error {
+	job := func(run func(context.Context, func(policy.Action) bool) (reaper.Result, error), keep func(policy.Action) bool) func(context.Context) error {
 		return func(ctx context.Context) error {
-			res, err := r.RunOnly(ctx, keep)
+			res, err := run(ctx, keep)
 			if err != nil {
 				return err
 			}
@@ -84,10 +84,11 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
 		Jobs: []scheduler.Job{
 			// one lock for the four: two of them never act on the same lab at once
-			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(reaper.SuspendIdle)},
-			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(reaper.All)},
-			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(reaper.Reconcile)},
-			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(reaper.LaunchTimeouts)},
+			// suspend-idle reads only the labs due and their stacks; the others a full pass
+			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(r.RunDue, reaper.SuspendIdle)},
+			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.All)},
+			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.Reconcile)},
+			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.LaunchTimeouts)},
 		}})
 	if err != nil {
 		return err

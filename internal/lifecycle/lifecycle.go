@@ -606,7 +606,7 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 	if err != nil {
 		return false, err
 	}
-	stack, err := currentStack(ctx, c, lab, a.Stack)
+	stack, err := CurrentStack(ctx, c, lab, a.Stack)
 	if err != nil {
 		return false, err
 	}
@@ -675,9 +675,14 @@ func (m *Manager) Apply(ctx context.Context, a policy.Action, actor string) (boo
 	return false, nil
 }
 
-// currentStack re-reads the lab's stack (or, for a lab that has not recorded one, the stack
+// StackReader reads one stack of a cloud.
+type StackReader interface {
+	Get(ctx context.Context, name, id string) (labs.Stack, error)
+}
+
+// CurrentStack re-reads the lab's stack (or, for a lab that has not recorded one, the stack
 // the plan saw): nil when the cloud does not have it.
-func currentStack(ctx context.Context, c Cloud, lab labs.Lab, planned labs.Stack) (*labs.Stack, error) {
+func CurrentStack(ctx context.Context, c StackReader, lab labs.Lab, planned labs.Stack) (*labs.Stack, error) {
 	name, id := lab.StackName, lab.StackID
 	if id == "" {
 		name, id = planned.Name, planned.ID

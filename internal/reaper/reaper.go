@@ -22,15 +22,19 @@ import (
 	"github.com/labplane/labplane/internal/policy"
 )
 
-// Cloud is what the reaper needs of a cloud.
+// Cloud is what the reaper needs of a cloud: its stacks, all of them (a full pass) or one
+// (the due labs' pass).
 type Cloud interface {
 	Name() string
 	List(ctx context.Context, tags ...string) ([]labs.Stack, error)
+	lifecycle.StackReader
 }
 
 // Registry is what the reaper needs of the store.
 type Registry interface {
 	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
+	// DueLabs returns the labs that may be due to be brought to rest (store.DueLabs).
+	DueLabs(ctx context.Context, idleBefore time.Time) ([]labs.Lab, error)
 	GetLab(ctx context.Context, id string) (labs.Lab, error)
 	Orphans(ctx context.Context) (map[labs.StackKey]time.Time, error)
 	SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error)
@@ -150,6 +154,112 @@ func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
 	return p, nil
 }
 
+// PlanDue is Plan for the labs that may be due to be brought to rest, and no other: it asks
+// the registry for them (running labs idle longer than the shortest idle_suspend_after of any
+// course, and those with a suspend or delete under way) and reads only their stacks, one by
+// one, instead of every lab and every cloud's whole list. With nothing due it calls no cloud.
+// It sees no orphans and no zombies (that is the full pass's work).
+func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
+	now := r.Now()
+	due, err := r.Registry.DueLabs(ctx, now.Add(-shortestIdle(r.Rules)))
+	if err != nil {
+		return Plan{}, fmt.Errorf("list the labs due: %w", err)
+	}
+	clouds := make(map[string]Cloud, len(r.Clouds))
+	for _, c := range r.Clouds {
+		clouds[c.Name()] = c
+	}
+	p := Plan{At: now, Labs: len(due), CloudErrors: map[string]string{}}
+	decided := make([]*policy.Action, len(due))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	reads := make(chan struct{}, dueReads)
+	for i, lab := range due {
+		c, ok := clouds[lab.Cloud]
+		if !ok {
+			p.CloudErrors[lab.Cloud] = "not in the configuration: its labs are not managed"
+			continue
+		}
+		alive, err := lifecycle.ClaimAlive(ctx, r.Registry, lab)
+		if err != nil {
+			return Plan{}, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
+		}
+		reads <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-reads }()
+			rctx, cancel := context.WithTimeout(ctx, cmp.Or(r.ListTimeout, DefaultListTimeout))
+			defer cancel()
+			st, err := lifecycle.CurrentStack(rctx, c, lab, labs.Stack{})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				p.CloudErrors[lab.Cloud] = err.Error()
+				return
+			}
+			if st != nil {
+				p.Stacks++
+			}
+			if a, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: st, ClaimAlive: alive}, now, r.Rules.For(lab.Course)); ok {
+				decided[i] = &a
+			}
+		})
+	}
+	wg.Wait()
+	for _, a := range decided {
+		switch {
+		case a == nil:
+		case a.Kind.Changes():
+			p.Actions = append(p.Actions, *a)
+		default:
+			p.Held = append(p.Held, *a)
+		}
+	}
+	for name, err := range p.CloudErrors {
+		r.Log.Error("cloud unavailable: its due labs wait for the next pass", "cloud", name, "err", err)
+	}
+	sort.SliceStable(p.Actions, func(i, j int) bool { return p.Actions[i].Cloud() < p.Actions[j].Cloud() })
+	return p, nil
+}
+
+// dueReads bounds the stacks PlanDue reads at once.
+const dueReads = 16
+
+// shortestIdle is the shortest idle_suspend_after of any course: the registry's cut-off for a
+// lab that may be idle.
+func shortestIdle(rules policy.Set) time.Duration {
+	idle := rules.Default.IdleSuspendAfter
+	for _, r := range rules.Courses {
+		idle = min(idle, r.IdleSuspendAfter)
+	}
+	return idle
+}
+
+// RunDue plans the due labs (PlanDue) and executes the actions keep selects: the
+// suspend-idle job, whose cost grows with the labs due, not with the labs there are.
+func (r *Reaper) RunDue(ctx context.Context, keep func(policy.Action) bool) (Result, error) {
+	ctx, cancel := r.bound(ctx)
+	defer cancel()
+	p, err := r.PlanDue(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	return r.Execute(ctx, p.only(keep))
+}
+
+// only is the plan with the actions keep selects.
+func (p Plan) only(keep func(policy.Action) bool) Plan {
+	kept := p.Actions[:0:0]
+	for _, a := range p.Actions {
+		if keep(a) {
+			kept = append(kept, a)
+		}
+	}
+	p.Actions = kept
+	return p
+}
+
 // Run plans and executes the plan.
 func (r *Reaper) Run(ctx context.Context) (Result, error) { return r.RunOnly(ctx, All) }
 
@@ -162,14 +272,7 @@ func (r *Reaper) RunOnly(ctx context.Context, keep func(policy.Action) bool) (Re
 	if err != nil {
 		return Result{}, err
 	}
-	kept := p.Actions[:0:0]
-	for _, a := range p.Actions {
-		if keep(a) {
-			kept = append(kept, a)
-		}
-	}
-	p.Actions = kept
-	return r.Execute(ctx, p)
+	return r.Execute(ctx, p.only(keep))
 }
 
 // All keeps every action: a full pass.

@@ -93,7 +93,7 @@ type Policy struct {
 // Round is what a run of a policy's suspender has to go on.
 type Round struct {
 	Now time.Time
-	// Plan is labplane's reaper's plan: it observes every lab and every stack.
+	// Plan is labplane's suspend-idle plan (reaper.PlanDue): the labs due and their stacks.
 	Plan func(context.Context) (reaper.Plan, error)
 	// Live lists the registry's live labs.
 	Live func(context.Context) ([]labs.Lab, error)
@@ -585,7 +585,7 @@ func (r *run) tick(ctx context.Context) {
 	live := func(ctx context.Context) ([]labs.Lab, error) {
 		return r.reg.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses()})
 	}
-	picked, more, err := r.pol.Pick(ctx, Round{Now: now, Plan: r.rp.Plan, Live: live})
+	picked, more, err := r.pol.Pick(ctx, Round{Now: now, Plan: r.rp.PlanDue, Live: live})
 	if err != nil {
 		r.fail(err)
 		return

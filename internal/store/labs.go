@@ -156,6 +156,22 @@ func (s *Store) FindLive(ctx context.Context, learner, course string) (_ labs.La
 	return l, nil
 }
 
+// dueLabsSQL selects the labs that may be due to be brought to rest (DueLabs).
+const dueLabsSQL = `SELECT ` + labColumns + ` FROM labs
+	WHERE status IN ('suspending', 'deleting')
+	   OR (status IN ('active', 'failed') AND created_at <= ?
+	       AND (last_heartbeat IS NULL OR last_heartbeat <= ?) AND (last_resumed_at IS NULL OR last_resumed_at <= ?))
+	ORDER BY created_at, id`
+
+// DueLabs returns the labs that may be due to be brought to rest: those running (or whose
+// last action failed) with no activity after idleBefore, and those with a suspend or delete
+// under way. The rest cannot be: the suspend-idle job reads no other lab, and no other stack.
+func (s *Store) DueLabs(ctx context.Context, idleBefore time.Time) (_ []labs.Lab, err error) {
+	defer markUnavailable(&err)
+	t := s.timeArg(idleBefore)
+	return s.listLabs(ctx, dueLabsSQL, t, t, t)
+}
+
 // ListLabs returns the labs f selects, ordered by creation time, then id.
 func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)

@@ -339,7 +339,7 @@ func rebind(query string) string {
 // parses every statement it runs, and parsing cost about as much as running them.
 // PostgreSQL's driver caches the statements it prepares by itself.
 var hotStatements = []string{insertLabSQL, getLabSQL, findLiveSQL, updateLabSQL, insertEventSQL, beatInSpanSQL, closeSpanSQLite, beatSQLite,
-	listLiveSQL, listAllSQL, countLiveSQL}
+	listLiveSQL, listAllSQL, countLiveSQL, dueLabsSQL}
 
 // stmtCache holds the prepared hot statements.
 type stmtCache map[string]*sql.Stmt

@@ -508,6 +508,48 @@ func TestConcurrentUpdates(t *testing.T) {
 	})
 }
 
+// DueLabs reads the labs that may be due to be brought to rest, and no other: running or
+// failed ones idle since before the cutoff (by heartbeat, resume or creation), and those with a
+// suspend or delete under way.
+func TestDueLabs(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		lab := func(id string, st labs.Status, created, heartbeat, resumed int) labs.Lab {
+			l := newLab(id, "l-"+id, "net101", "c1", st, at(created))
+			if heartbeat > 0 {
+				l.LastHeartbeat = at(heartbeat)
+			}
+			if resumed > 0 {
+				l.LastResumedAt = at(resumed)
+			}
+			return l
+		}
+		for _, l := range []labs.Lab{
+			lab("idle", labs.Active, 1, 5, 0),
+			lab("never-used", labs.Active, 2, 0, 0),
+			lab("idle-just-now", labs.Active, 1, 10, 0),
+			lab("beating", labs.Active, 1, 50, 0),
+			lab("resumed", labs.Active, 1, 5, 50),
+			lab("new", labs.Active, 50, 0, 0),
+			lab("failed-idle", labs.Failed, 3, 5, 0),
+			lab("suspending", labs.Suspending, 4, 50, 0),
+			lab("deleting", labs.Deleting, 5, 50, 0),
+			lab("suspended", labs.Suspended, 1, 5, 0),
+			lab("launching", labs.Launching, 1, 0, 0),
+			lab("operator", labs.NeedsOperator, 1, 5, 0),
+			lab("deleted", labs.Deleted, 1, 5, 0),
+		} {
+			mustCreate(t, e.s, l)
+		}
+		got, err := e.s.DueLabs(t.Context(), at(10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"idle", "idle-just-now", "never-used", "failed-idle", "suspending", "deleting"}; !reflect.DeepEqual(ids(got), want) {
+			t.Errorf("DueLabs(at 10 s) = %v, want %v", ids(got), want)
+		}
+	})
+}
+
 func TestListLabs(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		// Inserted out of order; "a" and "d" were created at the same time.
@@ -1436,9 +1478,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

@@ -80,11 +80,12 @@ var (
 		name  string
 		every time.Duration
 		keep  func(policy.Action) bool
+		due   bool // plans the labs due only (reaper.RunDue), as serve's suspend-idle does
 	}{
-		{"suspend-idle", config.DefaultSuspendEvery, reaper.SuspendIdle},
-		{"reap", config.DefaultReapEvery, reaper.All},
-		{"reconcile", config.DefaultReconcileEvery, reaper.Reconcile},
-		{"launch-timeouts", config.DefaultLaunchTimeoutsEvery, reaper.LaunchTimeouts},
+		{"suspend-idle", config.DefaultSuspendEvery, reaper.SuspendIdle, true},
+		{"reap", config.DefaultReapEvery, reaper.All, false},
+		{"reconcile", config.DefaultReconcileEvery, reaper.Reconcile, false},
+		{"launch-timeouts", config.DefaultLaunchTimeoutsEvery, reaper.LaunchTimeouts, false},
 	}
 	hookTimeout = config.DefaultHookTimeout
 )
@@ -318,7 +319,7 @@ func (w *world) startReplica(replica string) {
 	p.cancel = cancel
 	p.handler = p.api.Handler()
 	for _, j := range jobs {
-		go w.runJob(ctx, p, j.name, j.every, j.keep)
+		go w.runJob(ctx, p, j.name, j.every, j.keep, j.due)
 	}
 	w.mu.Lock()
 	w.procs[name] = p
@@ -345,7 +346,7 @@ func (w *world) kill(name string) {
 // runJob is one of a replica's scheduler jobs: at each multiple of every (as the scheduler
 // aligns them), it waits for the replica's other jobs sharing the lock, takes the reaper
 // lock if no other replica has it, and runs its part of a pass.
-func (w *world) runJob(ctx context.Context, p *process, job string, every time.Duration, keep func(policy.Action) bool) {
+func (w *world) runJob(ctx context.Context, p *process, job string, every time.Duration, keep func(policy.Action) bool, due bool) {
 	ctx = withActor(ctx, job)
 	first := true
 	for {
@@ -371,7 +372,11 @@ func (w *world) runJob(ctx context.Context, p *process, job string, every time.D
 			key := p.name + " " + job
 			w.passStarts(key)
 			defer w.passEnds(key)
-			_, _ = p.reaper.RunOnly(ctx, keep)
+			if due {
+				_, _ = p.reaper.RunDue(ctx, keep)
+			} else {
+				_, _ = p.reaper.RunOnly(ctx, keep)
+			}
 		}()
 	}
 }
