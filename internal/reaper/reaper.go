@@ -66,6 +66,10 @@ type Reaper struct {
 	// cloud that has not answered by then is reported in Plan.CloudErrors, and the others
 	// are observed and acted on.
 	ListTimeout time.Duration
+	// MostInFlight, if set, is the most actions a cloud may have in flight at once (its
+	// max_in_flight, or an auto bound's ceiling; 0: no bound): Execute runs that many workers
+	// for the cloud's actions, not a goroutine for each action waiting for a slot.
+	MostInFlight func(cloud string) int
 	// PassTimeout bounds a pass: Run and RunOnly from the plan to the last outcome, and Plan
 	// and Execute each when called alone (default DefaultPassTimeout). When it is up, the
 	// actions still going are cancelled (a lifecycle action records its outcome even then,
@@ -298,8 +302,9 @@ func LaunchTimeouts(a policy.Action) bool {
 		(a.Kind == policy.Sync && a.To == labs.Deleted && a.Lab.Status == labs.Launching)
 }
 
-// Execute carries out a plan: every action starts at once and each cloud's in-flight bound
-// paces them, so a class leaving at once is suspended as fast as the clouds allow. Each
+// Execute carries out a plan: each cloud's actions start at once, as many as it may have in
+// flight (MostInFlight), and its in-flight bound paces them, so a class leaving at once is
+// suspended as fast as the clouds allow. Each
 // action re-reads its lab and stack first and is skipped if they no longer call for it.
 func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
 	ctx, cancel := r.bound(ctx)
@@ -309,25 +314,30 @@ func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
 		return Result{}, err
 	}
 	res := Result{Plan: p, Outcomes: make([]Outcome, len(p.Actions))}
-	var wg sync.WaitGroup
+	byCloud := map[string][]int{} // the actions' places in the plan, by cloud
 	for i, a := range p.Actions {
-		wg.Go(func() {
-			t0 := time.Now()
-			done, err := r.Applier.Apply(ctx, a, r.Actor)
-			o := Outcome{Action: a, Done: done, Duration: time.Since(t0)}
-			if err != nil {
-				o.Error = err.Error()
-				r.Log.Warn("action failed", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "err", err)
-			} else if done {
-				r.Log.Info("action done", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "reason", a.Reason)
-				if a.Kind == policy.DeleteOrphan {
-					if err := r.Registry.ForgetOrphan(ctx, a.Stack.Cloud, a.Stack.ID); err != nil {
-						r.Log.Warn("forget orphan", "stack", a.Stack.ID, "err", err)
-					}
-				}
+		byCloud[a.Cloud()] = append(byCloud[a.Cloud()], i)
+	}
+	var wg sync.WaitGroup
+	for cloud, todo := range byCloud {
+		workers := len(todo)
+		if r.MostInFlight != nil {
+			if most := r.MostInFlight(cloud); most > 0 {
+				workers = min(workers, most)
 			}
-			res.Outcomes[i] = o
-		})
+		}
+		next := make(chan int, len(todo))
+		for _, i := range todo {
+			next <- i
+		}
+		close(next)
+		for range workers {
+			wg.Go(func() {
+				for i := range next {
+					res.Outcomes[i] = r.apply(ctx, p.Actions[i])
+				}
+			})
+		}
 	}
 	wg.Wait()
 	res.Elapsed = time.Since(start)
@@ -336,6 +346,25 @@ func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
 			"pass_timeout", cmp.Or(r.PassTimeout, DefaultPassTimeout), "actions", len(p.Actions))
 	}
 	return res, nil
+}
+
+// apply carries out one action of a pass and says how it went.
+func (r *Reaper) apply(ctx context.Context, a policy.Action) Outcome {
+	t0 := time.Now()
+	done, err := r.Applier.Apply(ctx, a, r.Actor)
+	o := Outcome{Action: a, Done: done, Duration: time.Since(t0)}
+	if err != nil {
+		o.Error = err.Error()
+		r.Log.Warn("action failed", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "err", err)
+	} else if done {
+		r.Log.Info("action done", "kind", a.Kind, "lab", a.Lab.ID, "cloud", a.Cloud(), "reason", a.Reason)
+		if a.Kind == policy.DeleteOrphan {
+			if err := r.Registry.ForgetOrphan(ctx, a.Stack.Cloud, a.Stack.ID); err != nil {
+				r.Log.Warn("forget orphan", "stack", a.Stack.ID, "err", err)
+			}
+		}
+	}
+	return o
 }
 
 // recordOrphans remembers when each orphan was first seen (orphan_grace counts from it).
