@@ -23,9 +23,11 @@ func TestPace(t *testing.T) {
 		want    time.Duration
 	}{
 		{0, 2700 * time.Millisecond},                      // 0.9 x the median: past the poll interval
-		{2700 * time.Millisecond, 800 * time.Millisecond}, // the 75th percentile: 3.5 s
-		{3500 * time.Millisecond, 300 * time.Millisecond}, // the 90th: 3.8 s
-		{3800 * time.Millisecond, 100 * time.Millisecond}, // the 97th: 3.9 s
+		{2700 * time.Millisecond, 500 * time.Millisecond}, // the 60th percentile: 3.2 s
+		{3200 * time.Millisecond, 200 * time.Millisecond}, // the 70th: 3.4 s
+		{3400 * time.Millisecond, 200 * time.Millisecond}, // the 80th: 3.6 s
+		{3600 * time.Millisecond, 200 * time.Millisecond}, // the 90th: 3.8 s
+		{3800 * time.Millisecond, 100 * time.Millisecond}, // the 95th and 99th: 3.9 s
 		{3900 * time.Millisecond, 975 * time.Millisecond}, // past the learnt times: a quarter of the time gone
 		{8 * time.Second, time.Second},                    // no more than the poll interval
 		{3770 * time.Millisecond, 130 * time.Millisecond}, // the 90th is nearer than the shortest step: skipped
