@@ -222,8 +222,9 @@ func (d *daemon) metric(series string) float64 {
 	return 0
 }
 
+// jobRuns is the metric of a job's runs on the cloud "fake" with a result.
 func jobRuns(job, result string) string {
-	return fmt.Sprintf(`labplane_scheduler_job_runs_total{job=%q,result=%q}`, job, result)
+	return fmt.Sprintf(`labplane_scheduler_job_runs_total{job=%q,result=%q}`, cli.JobName(job, "fake"), result)
 }
 
 var reaperJobs = []string{"suspend-idle", "reap", "reconcile", "launch-timeouts"}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"time"
 
@@ -55,7 +56,7 @@ func reapCommand(stdio IO) *cli.Command {
 			ctx := c.Context
 			if !c.Bool("dry-run") {
 				var release func()
-				if ctx, release, err = holdReaperLock(ctx, e.store, c.Duration("wait")); err != nil {
+				if ctx, release, err = holdReaperLocks(ctx, e.store, e.cfg.CloudNames(), c.Duration("wait")); err != nil {
 					return err
 				}
 				defer release()
@@ -109,31 +110,41 @@ func reapCommand(stdio IO) *cli.Command {
 	}
 }
 
-// reaperLock is the lock every reaper holds: serve's jobs on every replica, and reap --once.
-const reaperLock = "reaper"
-
-// holdReaperLock waits up to wait for the reaper's lock and returns a context, under ctx,
-// that is cancelled if the lock is lost; release lets the lock go.
-func holdReaperLock(ctx context.Context, st *store.Store, wait time.Duration) (context.Context, func(), error) {
+// holdReaperLocks waits up to wait for the reaper's lock of every cloud (reaper.LockKey, in
+// the configuration's order: two reap --once never wait for each other), the locks serve's
+// jobs hold on each cloud, and returns a context, under ctx, that is cancelled if one is
+// lost; release lets them go.
+func holdReaperLocks(ctx context.Context, st *store.Store, clouds []string, wait time.Duration) (context.Context, func(), error) {
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	held, unlock, err := st.Hold(wctx, reaperLock)
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, nil, fmt.Errorf("reap: another reaper (labplane serve's scheduler or another reap) holds the lock %q: gave up after --wait %s", reaperLock, wait)
-		}
-		return nil, nil, fmt.Errorf("reap: %w", err)
-	}
 	run, stop := context.WithCancelCause(ctx)
-	// a lost lock stops the pass: another reaper may take it and act on the same labs
-	stopAfter := context.AfterFunc(held, func() { stop(context.Cause(held)) })
-	return run, func() {
-		stopAfter()
+	var releases []func()
+	release := func() {
 		stop(nil)
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-		defer cancel()
-		_ = unlock(uctx)
-	}, nil
+		for _, r := range slices.Backward(releases) {
+			r()
+		}
+	}
+	for _, cloud := range clouds {
+		key := reaper.LockKey(cloud)
+		held, unlock, err := st.Hold(wctx, key)
+		if err != nil {
+			release()
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+				return nil, nil, fmt.Errorf("reap: another reaper (labplane serve's scheduler or another reap) holds the lock %q: gave up after --wait %s", key, wait)
+			}
+			return nil, nil, fmt.Errorf("reap: %w", err)
+		}
+		// a lost lock stops the pass: another reaper may take it and act on the same labs
+		stopAfter := context.AfterFunc(held, func() { stop(context.Cause(held)) })
+		releases = append(releases, func() {
+			stopAfter()
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			_ = unlock(uctx)
+		})
+	}
+	return run, release, nil
 }
 
 func destructive(p reaper.Plan) int {

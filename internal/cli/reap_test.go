@@ -5,17 +5,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labplane/labplane/internal/reaper"
 )
 
-// reap --once holds the reaper's lock, the one serve's jobs take: beside a holder it waits
-// (up to --wait, then exits 1 naming what holds it), and runs once the holder lets go.
+// reap --once holds every cloud's reaper lock, the ones serve's jobs take: beside a holder it
+// waits (up to --wait, then exits 1 naming what holds it), and runs once the holder lets go.
 // --dry-run changes nothing and takes no lock.
 func TestReapOnceWaitsForTheReaperLock(t *testing.T) {
 	t.Parallel()
 	s := newSite(t, goodConfig)
 	st := s.open()
 	ctx := context.Background()
-	unlock, ok, err := st.TryLock(ctx, "reaper") // as serve's scheduler does for a job's run
+	unlock, ok, err := st.TryLock(ctx, reaper.LockKey("alpha")) // as serve's scheduler does for a job's run on cloud alpha
 	if err != nil || !ok {
 		t.Fatalf("TryLock = %v, %v", ok, err)
 	}
@@ -47,7 +49,7 @@ func TestReapOnceWaitsForTheReaperLock(t *testing.T) {
 	if strings.Contains(res.err, "holds the lock") || !strings.Contains(res.out, "reap at") {
 		t.Fatalf("reap after the holder let go: want a pass, got %s", res)
 	}
-	if _, ok, err := st.TryLock(ctx, "reaper"); !ok || err != nil {
+	if _, ok, err := st.TryLock(ctx, reaper.LockKey("alpha")); !ok || err != nil {
 		t.Errorf("the lock after reap exited: %v, %v; want it free", ok, err)
 	}
 }

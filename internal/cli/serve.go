@@ -56,6 +56,9 @@ func serveCommand(stdio IO) *cli.Command {
 	}
 }
 
+// JobName names a cloud's job in the logs and the metrics: "suspend-idle@local-a".
+func JobName(job, cloud string) string { return job + "@" + cloud }
+
 // serve runs the API and the scheduler until ctx is done.
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
 	mgr := e.manager()
@@ -63,7 +66,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log}
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
-	r := e.reaper("scheduler@" + replica)
+	all := e.reaper("scheduler@" + replica)
 	job := func(run func(context.Context, func(policy.Action) bool) (reaper.Result, error), keep func(policy.Action) bool) func(context.Context) error {
 		return func(ctx context.Context) error {
 			res, err := run(ctx, keep)
@@ -81,15 +84,20 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	// A run is a pass, bounded as the reaper bounds it; one that goes on past it (and the
 	// grace to record what it cut short) ignores its deadline: /readyz and the metrics say so.
 	bound := sc.PassTimeout.D()
-	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica,
-		Jobs: []scheduler.Job{
-			// one lock for the four: two of them never act on the same lab at once
-			// suspend-idle reads only the labs due and their stacks; the others a full pass
-			{Name: "suspend-idle", Lock: reaperLock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(r.RunDue, reaper.SuspendIdle)},
-			{Name: "reap", Lock: reaperLock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.All)},
-			{Name: "reconcile", Lock: reaperLock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.Reconcile)},
-			{Name: "launch-timeouts", Lock: reaperLock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.LaunchTimeouts)},
-		}})
+	// Each cloud has its four jobs, under its own lock: one lock for a cloud's four, so two of
+	// them never act on the same lab at once, and one per cloud, so that replicas share the
+	// clouds' work and no cloud's pass waits for another's. suspend-idle reads only the labs
+	// due and their stacks; the others make a full pass of their cloud.
+	var jobs []scheduler.Job
+	for _, cc := range e.cfg.Clouds {
+		r, lock := all.ForCloud(cc.Name), reaper.LockKey(cc.Name)
+		jobs = append(jobs,
+			scheduler.Job{Name: JobName("suspend-idle", cc.Name), Lock: lock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(r.RunDue, reaper.SuspendIdle)},
+			scheduler.Job{Name: JobName("reap", cc.Name), Lock: lock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.All)},
+			scheduler.Job{Name: JobName("reconcile", cc.Name), Lock: lock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.Reconcile)},
+			scheduler.Job{Name: JobName("launch-timeouts", cc.Name), Lock: lock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.LaunchTimeouts)})
+	}
+	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica, Jobs: jobs})
 	if err != nil {
 		return err
 	}

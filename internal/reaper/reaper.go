@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -66,6 +67,9 @@ type Reaper struct {
 	// cloud that has not answered by then is reported in Plan.CloudErrors, and the others
 	// are observed and acted on.
 	ListTimeout time.Duration
+	// Only, if set, is the one cloud this reaper works on (ForCloud): it reads that cloud's
+	// labs and stacks, and no other's.
+	Only string
 	// MostInFlight, if set, is the most actions a cloud may have in flight at once (its
 	// max_in_flight, or an auto bound's ceiling; 0: no bound): Execute runs that many workers
 	// for the cloud's actions, not a goroutine for each action waiting for a slot.
@@ -78,6 +82,24 @@ type Reaper struct {
 	// every suspend on every cloud.
 	PassTimeout time.Duration
 }
+
+// ForCloud returns a reaper of this one's for one cloud only, for a job of its own: serve runs
+// each cloud's jobs under that cloud's lock (LockKey), so that several replicas work on several
+// clouds at once and no cloud's pass waits for another's.
+func (r *Reaper) ForCloud(name string) *Reaper {
+	one := *r
+	one.Only, one.Clouds = name, nil
+	for _, c := range r.Clouds {
+		if c.Name() == name {
+			one.Clouds = []Cloud{c}
+		}
+	}
+	return &one
+}
+
+// LockKey is the key of the lock a reaper holds while it works on a cloud: one pass at a time
+// on a cloud, across every process sharing the registry.
+func LockKey(cloud string) string { return "reaper." + cloud }
 
 // The defaults of ListTimeout and PassTimeout.
 const (
@@ -170,6 +192,9 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 	due, err := r.Registry.DueLabs(ctx, now.Add(-shortestIdle(r.Rules)))
 	if err != nil {
 		return Plan{}, fmt.Errorf("list the labs due: %w", err)
+	}
+	if r.Only != "" {
+		due = slices.DeleteFunc(due, func(l labs.Lab) bool { return l.Cloud != r.Only })
 	}
 	clouds := make(map[string]Cloud, len(r.Clouds))
 	for _, c := range r.Clouds {
@@ -388,7 +413,7 @@ type observation struct {
 }
 
 func (r *Reaper) observe(ctx context.Context) (observation, error) {
-	rows, err := r.Registry.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses()})
+	rows, err := r.Registry.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses(), Cloud: r.Only})
 	if err != nil {
 		return observation{}, fmt.Errorf("list labs: %w", err)
 	}

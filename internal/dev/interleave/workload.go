@@ -13,6 +13,7 @@ import (
 
 	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/reaper"
 	"github.com/labplane/labplane/internal/store"
 )
 
@@ -188,12 +189,15 @@ func (w *world) cron(ctx context.Context) {
 			defer close(done)
 			ctx := withActor(ctx, "reap")
 			wctx, cancel := context.WithTimeout(ctx, reapWait)
-			unlock, err := store.Waiter{Locks: p.reg}.Lock(wctx, "reaper")
-			cancel()
-			if err != nil {
-				return
+			defer cancel()
+			for _, c := range w.clouds { // every cloud's lock, in order, as reap --once takes them
+				unlock, err := store.Waiter{Locks: p.reg}.Lock(wctx, reaper.LockKey(c.name))
+				if err != nil {
+					return
+				}
+				defer unlock(context.WithoutCancel(ctx))
 			}
-			defer unlock(context.WithoutCancel(ctx))
+			cancel()
 			key := name + " reap"
 			w.passStarts(key)
 			defer w.passEnds(key)

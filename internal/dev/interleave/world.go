@@ -261,7 +261,6 @@ type process struct {
 	api     *api.Server
 	handler http.Handler // the API; nil for cron
 	cancel  context.CancelFunc
-	turn    chan struct{} // the scheduler's: jobs of a replica sharing the lock take turns
 }
 
 // open opens a process's registry and builds its lifecycle, reaper and API on it.
@@ -270,7 +269,7 @@ func (w *world) open(name, actor string) *process {
 	if err != nil {
 		panic(fmt.Sprintf("open the registry for %s: %v", name, err))
 	}
-	p := &process{name: name, store: st, turn: make(chan struct{}, 1)}
+	p := &process{name: name, store: st}
 	p.reg = &registry{Store: st, w: w, who: name}
 	var targets []lifecycle.Target
 	var rclouds []reaper.Cloud
@@ -322,8 +321,11 @@ func (w *world) startReplica(replica string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel
 	p.handler = p.api.Handler()
-	for _, j := range jobs {
-		go w.runJob(ctx, p, j.name, j.every, j.keep, j.due)
+	for _, c := range w.clouds { // each cloud's jobs under its own lock, taking turns on the replica
+		turn := make(chan struct{}, 1)
+		for _, j := range jobs {
+			go w.runJob(ctx, p, c.name, turn, j.name, j.every, j.keep, j.due)
+		}
 	}
 	w.mu.Lock()
 	w.procs[name] = p
@@ -347,11 +349,13 @@ func (w *world) kill(name string) {
 	p.stop()
 }
 
-// runJob is one of a replica's scheduler jobs: at each multiple of every (as the scheduler
-// aligns them), it waits for the replica's other jobs sharing the lock, takes the reaper
-// lock if no other replica has it, and runs its part of a pass.
-func (w *world) runJob(ctx context.Context, p *process, job string, every time.Duration, keep func(policy.Action) bool, due bool) {
+// runJob is one of a replica's scheduler jobs on a cloud: at each multiple of every (as the
+// scheduler aligns them), it waits for the replica's other jobs sharing the lock (turn), takes
+// the cloud's reaper lock if no other replica has it, and runs its part of a pass on the cloud.
+func (w *world) runJob(ctx context.Context, p *process, cloud string, turn chan struct{}, job string, every time.Duration, keep func(policy.Action) bool, due bool) {
 	ctx = withActor(ctx, job)
+	r := p.reaper.ForCloud(cloud)
+	job += "@" + cloud
 	first := true
 	for {
 		if !first {
@@ -362,13 +366,13 @@ func (w *world) runJob(ctx context.Context, p *process, job string, every time.D
 		first = false
 		w.turns.wait(p.name, "tick "+job)
 		select {
-		case p.turn <- struct{}{}:
+		case turn <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
 		func() {
-			defer func() { <-p.turn }()
-			unlock, ok, err := p.reg.TryLock(ctx, "reaper")
+			defer func() { <-turn }()
+			unlock, ok, err := p.reg.TryLock(ctx, reaper.LockKey(cloud))
 			if err != nil || !ok {
 				return
 			}
@@ -377,9 +381,9 @@ func (w *world) runJob(ctx context.Context, p *process, job string, every time.D
 			w.passStarts(key)
 			defer w.passEnds(key)
 			if due {
-				_, _ = p.reaper.RunDue(ctx, keep)
+				_, _ = r.RunDue(ctx, keep)
 			} else {
-				_, _ = p.reaper.RunOnly(ctx, keep)
+				_, _ = r.RunOnly(ctx, keep)
 			}
 		}()
 	}
