@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -212,6 +213,8 @@ func TestBadRequestsWriteNothing(t *testing.T) {
 		{"POST", "/v1/labs", `{"learner":"ann","course":"os101"} {}`, 400, "bad_request"},
 		{"POST", "/v1/labs", `{"learner":"ann","course":"os101","template":"nope"}`, 422, "invalid"},
 		{"POST", "/v1/labs", `{"learner":"a b","course":"os101"}`, 422, "invalid"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"course-v1:a+b+c d"}`, 422, "invalid"},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"course-v1:` + strings.Repeat("x", 250) + `"}`, 422, "invalid"},
 		{"POST", "/v1/labs", `{"learner":"ann","course":"os101","pad":"` + strings.Repeat("x", 70<<10) + `"}`, 400, "bad_request"},
 		{"GET", "/v1/labs/nope", ``, 404, "not_found"},
 		{"POST", "/v1/labs/nope/heartbeat", ``, 404, "not_found"},
@@ -231,6 +234,30 @@ func TestBadRequestsWriteNothing(t *testing.T) {
 	}
 	if n := r.labCount(); n != 0 || len(r.cloud.Stacks()) != 0 {
 		t.Fatalf("bad requests wrote %d labs and %d stacks", n, len(r.cloud.Stacks()))
+	}
+}
+
+// The LMS's own identifiers: a course key with its colon and pluses, an anonymous student id,
+// up to 255 characters; the lab is listed by them (the query string encodes the pluses), and a
+// refused one names the field and the rule.
+func TestOpenEdXIdentifiers(t *testing.T) {
+	r := newRig(t)
+	const learner = "0123456789abcdef0123456789abcdef"
+	course := "course-v1:hastexo+hx212+" + strings.Repeat("9", 255-len("course-v1:hastexo+hx212+"))
+	res := r.do("POST", "/v1/labs", fmt.Sprintf(`{"learner":%q,"course":%q}`, learner, course))
+	if res.code != http.StatusAccepted || res.body["course"] != course || res.body["learner"] != learner {
+		t.Fatalf("launch with Open edX identifiers: %d %s", res.code, res.raw)
+	}
+	id := res.body["id"].(string)
+	r.waitStatus(id, labs.Active)
+	list := r.do("GET", "/v1/labs?course="+url.QueryEscape(course)+"&learner="+learner, "")
+	if got, _ := list.body["labs"].([]any); len(got) != 1 || got[0].(map[string]any)["id"] != id {
+		t.Errorf("list by course key and learner: %s", list.raw)
+	}
+	bad := r.do("POST", "/v1/labs", `{"learner":"ann smith","course":"course-v1:a+b+c"}`)
+	msg := fmt.Sprint(bad.body["error"])
+	if bad.code != http.StatusUnprocessableEntity || !strings.Contains(msg, `learner "ann smith"`) || !strings.Contains(msg, "anonymous id") {
+		t.Errorf("a username with a space: %d %s", bad.code, bad.raw)
 	}
 }
 

@@ -56,8 +56,8 @@ func serveCommand(stdio IO) *cli.Command {
 	}
 }
 
-// JobName names a cloud's job in the logs and the metrics: "suspend-idle@local-a".
-func JobName(job, cloud string) string { return job + "@" + cloud }
+// JobName names a cloud's job in the logs and the metrics: "suspend-idle:local-a".
+func JobName(job, cloud string) string { return job + ":" + cloud }
 
 // serve runs the API and the scheduler until ctx is done.
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {

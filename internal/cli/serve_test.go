@@ -134,7 +134,7 @@ serve: {listen: %s, shutdown_grace: 30s}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, want := range []string{`labplane_actions_total{kind="suspend",result="done"} 1`, `labplane_labs{cloud="local-a",status="active"} 1`,
-		`labplane_scheduler_job_runs_total{job="suspend-idle@local-a",result="done"}`, `labplane_cloud_operation_seconds_count{cloud="local-a",op="create",result="done"} 1`,
+		`labplane_scheduler_job_runs_total{job="suspend-idle:local-a",result="done"}`, `labplane_cloud_operation_seconds_count{cloud="local-a",op="create",result="done"} 1`,
 		`labplane_cloud_operation_seconds_count{cloud="local-a",op="suspend",result="done"} 1`, `labplane_cloud_max_in_flight{cloud="local-a"} 4`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s:\n%s\nlog:\n%s", want, grepLines(string(metrics), "labplane_"), logs.String())

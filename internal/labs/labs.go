@@ -5,12 +5,16 @@
 package labs
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Status is what the registry believes about a lab. The cloud is the truth: the reaper
@@ -185,9 +189,53 @@ const (
 // SiteTag is the tag of an installation's stacks.
 func SiteTag(site string) string { return tagSitePrefix + site }
 
-// StackTags returns the tags for a lab's stack at a site.
+// MaxTagLen is the longest tag Heat keeps (its tag column holds 80 characters).
+const MaxTagLen = 80
+
+// StackTags returns the tags for a lab's stack at a site. The course and the learner are
+// tagged as they are when the tag fits Heat's rules (MaxTagLen, no comma), else as a digest
+// (course-digest=<16 hex digits>): the registry keeps the full identifiers, and the lab's tag
+// ties the stack to its row.
 func StackTags(l Lab, site string) []string {
-	return []string{TagManaged, SiteTag(site), tagLabPrefix + l.ID, tagCoursePrefix + l.Course, tagLearnerPref + l.Learner}
+	return []string{TagManaged, SiteTag(site), tagLabPrefix + l.ID,
+		fitTag(tagCoursePrefix, "course-digest=", l.Course), fitTag(tagLearnerPref, "learner-digest=", l.Learner)}
+}
+
+// fitTag is prefix+v if Heat can keep it, else digestPrefix and a digest of v.
+func fitTag(prefix, digestPrefix, v string) string {
+	if t := prefix + v; utf8.RuneCountInString(t) <= MaxTagLen && !strings.ContainsRune(v, ',') {
+		return t
+	}
+	sum := sha256.Sum256([]byte(v))
+	return digestPrefix + hex.EncodeToString(sum[:8])
+}
+
+// The identifiers the LMS sends, as Open edX makes them: a course key (course-v1:ORG+COURSE+RUN,
+// or the older ORG/COURSE/RUN; each part letters, digits and _-~.:), or any short name made of
+// the same; a learner's anonymous id (32 hex digits) or username (letters, digits and _-.@+).
+// Both up to 255 characters; letters and digits may be any script's, as Open edX allows.
+var (
+	coursePattern  = regexp.MustCompile(`^[\p{L}\p{N}][\p{L}\p{N}_.~:+/@-]*$`)
+	learnerPattern = regexp.MustCompile(`^[\p{L}\p{N}_.@+-]+$`)
+)
+
+// MaxIDLen is the longest course key or learner id accepted, in characters.
+const MaxIDLen = 255
+
+// CheckCourse says what is wrong with a course key, if anything.
+func CheckCourse(course string) error {
+	if utf8.RuneCountInString(course) > MaxIDLen || !coursePattern.MatchString(course) {
+		return fmt.Errorf("course %q: want an Open edX course key (course-v1:ORG+COURSE+RUN, or ORG/COURSE/RUN) or a name: 1-%d letters, digits and _-~.:+/@, starting with a letter or digit", course, MaxIDLen)
+	}
+	return nil
+}
+
+// CheckLearner says what is wrong with a learner id, if anything.
+func CheckLearner(learner string) error {
+	if utf8.RuneCountInString(learner) > MaxIDLen || !learnerPattern.MatchString(learner) {
+		return fmt.Errorf("learner %q: want an Open edX anonymous id (32 hex digits) or username: 1-%d letters, digits and _-.@+", learner, MaxIDLen)
+	}
+	return nil
 }
 
 // Stack is a Heat stack as a cloud reports it.

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -146,8 +145,6 @@ type LaunchRequest struct {
 	Actor                            string
 }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$`)
-
 // Launch creates a lab for a learner and course and waits for its stack: Start, then
 // Provision. A learner with a live lab for the course gets that lab back with labs.ErrExists.
 func (m *Manager) Launch(ctx context.Context, req LaunchRequest) (labs.Lab, error) {
@@ -171,11 +168,11 @@ type Pending struct {
 // once and provisions it in the background. A learner with a live lab for the course gets
 // that lab back (in Pending.Lab) with labs.ErrExists.
 func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error) {
-	if !idPattern.MatchString(req.Learner) {
-		return Pending{}, fmt.Errorf("%w: learner %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Learner)
+	if err := labs.CheckLearner(req.Learner); err != nil {
+		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if !idPattern.MatchString(req.Course) {
-		return Pending{}, fmt.Errorf("%w: course %q: use 1-128 letters, digits and ._@+-", ErrInvalid, req.Course)
+	if err := labs.CheckCourse(req.Course); err != nil {
+		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if req.Template == "" {
 		req.Template = m.DefaultTemplate

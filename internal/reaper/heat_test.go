@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -543,4 +544,56 @@ func allSettled(r *heatRig, ls []labs.Lab) bool {
 		}
 	}
 	return true
+}
+
+// Open edX's identifiers on the real local Heat: a lab for a 255-character course key and an
+// anonymous student id is launched, its stack carries tags Heat keeps (the long course as a
+// digest, nothing over 80 characters), the registry keeps the full key, and a full pass knows
+// the stack for the lab's (no zombie, no orphan), suspends it once idle, and finds it by the
+// course key.
+func TestHeatOpenEdXIdentifiers(t *testing.T) {
+	t.Parallel()
+	r := newHeatRig(t, policy.Set{Default: testRules}, target{name: "local-a"})
+	ctx := context.Background()
+	course := "course-v1:hastexo+" + r.course + "+" + strings.Repeat("9", 255-len("course-v1:hastexo+++")-len(r.course)) + "x"
+	const learner = "0123456789abcdef0123456789abcdef"
+	lab, err := r.mgr.Launch(ctx, lifecycle.LaunchRequest{Learner: learner, Course: course, Actor: "test"})
+	t.Cleanup(func() {
+		if lab.ID != "" {
+			if _, err := r.mgr.Do(context.Background(), lifecycle.OpDelete, lab.ID, "test", true); err != nil {
+				t.Errorf("delete lab %s: %v", lab.ID, err)
+			}
+		}
+	})
+	if err != nil || lab.Status != labs.Active {
+		t.Fatalf("launch with a %d-character course key: %s %v", len(course), lab.Status, err)
+	}
+	if got := r.lab(lab.ID); got.Course != course || got.Learner != learner {
+		t.Errorf("the registry keeps %q / %q, want the full identifiers", got.Course, got.Learner)
+	}
+	st, err := r.heat["local-a"].Get(ctx, lab.StackName, lab.StackID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tag := range st.Tags {
+		if len(tag) > labs.MaxTagLen {
+			t.Errorf("Heat keeps tag %q of %d characters", tag, len(tag))
+		}
+	}
+	if st.LabID() != lab.ID || !st.HasTag("learner="+learner) || !slices.ContainsFunc(st.Tags, func(t string) bool { return strings.HasPrefix(t, "course-digest=") }) {
+		t.Errorf("stack tags %v: want the lab's tag, the learner's and a digest of the course", st.Tags)
+	}
+	r.clock.Add(10 * time.Minute)
+	res := r.pass()
+	for _, o := range res.Outcomes {
+		if o.Action.Kind == policy.DeleteZombie || o.Action.Kind == policy.DeleteOrphan {
+			t.Errorf("the full pass took the lab's stack for a stray: %s %s", o.Action.Kind, o.Action.Reason)
+		}
+	}
+	if got := r.lab(lab.ID); got.Status != labs.Suspended {
+		t.Errorf("after a full pass, idle: %s, want suspended", got.Status)
+	}
+	if found, err := r.store.ListLabs(ctx, labs.Filter{Course: course, Learner: learner}); err != nil || len(found) != 1 || found[0].ID != lab.ID {
+		t.Errorf("listed by course key and learner: %v %v", found, err)
+	}
 }

@@ -355,7 +355,7 @@ func (w *world) kill(name string) {
 func (w *world) runJob(ctx context.Context, p *process, cloud string, turn chan struct{}, job string, every time.Duration, keep func(policy.Action) bool, due bool) {
 	ctx = withActor(ctx, job)
 	r := p.reaper.ForCloud(cloud)
-	job += "@" + cloud
+	job += ":" + cloud
 	first := true
 	for {
 		if !first {
