@@ -18,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/specfile"
 )
@@ -464,6 +465,9 @@ func (c *Config) validatePolicy(v *validator) {
 	base := c.Policy.RulesFile.resolve(v, "policy", DefaultRules)
 	c.rules = policy.Set{Default: base, Courses: map[string]policy.Rules{}}
 	for course, rf := range c.Policy.Courses {
+		if err := labs.CheckCourse(course); err != nil {
+			v.Add("policy.courses", "%v: no lab can have it, so these rules would never apply", err)
+		}
 		c.rules.Courses[course] = rf.resolve(v, "policy.courses."+course, base)
 	}
 }

@@ -36,6 +36,20 @@ templates:
   lab: lab.yaml
 `
 
+// Per-course rules are keyed by the course as the LMS names it: an Open edX course key.
+func TestPolicyForAnOpenEdXCourseKey(t *testing.T) {
+	c, err := config.Load(write(t, minimal+"policy:\n  courses:\n    \"course-v1:hastexo+hx212+201907\":\n      idle_suspend_after: 5m\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Rules().For("course-v1:hastexo+hx212+201907").IdleSuspendAfter; got != 5*time.Minute {
+		t.Errorf("idle_suspend_after for the course key: %s, want 5m", got)
+	}
+	if got := c.Rules().For("os101").IdleSuspendAfter; got != config.DefaultRules.IdleSuspendAfter {
+		t.Errorf("idle_suspend_after for another course: %s, want the default", got)
+	}
+}
+
 func TestMaxInFlightAuto(t *testing.T) {
 	for _, tc := range []struct {
 		body           string
@@ -119,6 +133,7 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"delete_after 0 is ambiguous", minimal + "policy:\n  delete_after: 0\n", []string{"policy.delete_after: 0 is ambiguous"}},
 		{"delete_after 0s is ambiguous too", minimal + "policy:\n  delete_after: 0s\n", []string{"policy.delete_after: 0 is ambiguous"}},
 		{"a bare number is not a duration", minimal + "policy:\n  idle_suspend_after: 90\n", []string{`policy.idle_suspend_after: "90" is not a duration`}},
+		{"a course no lab can have", minimal + "policy:\n  courses:\n    \"course v1\":\n      idle_suspend_after: 5m\n", []string{`policy.courses: course "course v1": want an Open edX course key`}},
 		{"per-course field", minimal + "policy:\n  courses:\n    os101:\n      stuck_after: soon\n", []string{`policy.courses.os101.stuck_after: "soon" is not a duration`}},
 		{"negative duration", minimal + "policy:\n  orphan_grace: -1h\n", []string{"policy.orphan_grace", "negative"}},
 		{"max_attempts 0", minimal + "policy:\n  max_attempts: 0\n", []string{"policy.max_attempts: must be at least 1"}},
