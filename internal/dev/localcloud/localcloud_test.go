@@ -104,6 +104,18 @@ func TestServiceAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Start returns once the child is forked: until it has exec'd sleep, /proc shows the
+	// test's own command line and environment
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+		if strings.HasPrefix(string(cmdline), "sleep\x00") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the child never ran sleep: %q", cmdline)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	_ = os.WriteFile(pidFile, []byte(fmt.Sprintf("%d\n", cmd.Process.Pid)), 0o644)
 	if !(service{pidFile, "marker-" + dir}).alive() {
 		t.Error("marker in the environment: not alive")
