@@ -30,6 +30,9 @@ func (h *Heat) Create(ctx context.Context, r cloud.CreateRequest) (labs.Stack, e
 	if r.Name == "" {
 		return labs.Stack{}, &cloud.Error{Cloud: h.name, Op: op, Kind: cloud.ErrInvalid, Message: "stack name is empty"}
 	}
+	if h.restrictedCredential {
+		return labs.Stack{}, &cloud.Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: cloud.ErrAuth, Message: restrictedMessage}
+	}
 	body, sent, err := createBody(r)
 	if err != nil {
 		return labs.Stack{}, &cloud.Error{Cloud: h.name, Op: op, Stack: r.Name, Kind: cloud.ErrInvalid, Message: truncate(err.Error()), Err: err}

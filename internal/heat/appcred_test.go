@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,8 +24,9 @@ import (
 // a public cloud's dashboard hands out) works against the real local Keystone and Heat: the
 // learner's credential, made by the test, opens the cloud and creates, lists and deletes a
 // lab's stack. Heat creates a trust for every stack, which Keystone allows an application
-// credential only if it is unrestricted: a restricted one is refused with an error that says
-// so. A wrong secret is an auth error that does not repeat it.
+// credential only if it is unrestricted (Heat answers a bare 500 otherwise): with a restricted
+// one labplane can read and manage labs but refuses to create one, saying why, before sending
+// anything. A wrong secret is an auth error that does not repeat it.
 func TestHeatApplicationCredential(t *testing.T) {
 	t.Parallel()
 	openReal(t) // skips with -short
@@ -104,10 +106,19 @@ func TestHeatApplicationCredential(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open with a restricted application credential: %v", err)
 	}
+	if err := h.Check(ctx); err != nil {
+		t.Errorf("check with a restricted application credential (it can manage labs): %v", err)
+	}
+	before, err := h.List(ctx, runTag)
+	if err != nil {
+		t.Fatalf("list with a restricted application credential: %v", err)
+	}
 	st, err = create(h)
-	t.Logf("create with a restricted application credential: %s %v", st.Status, err)
-	if err == nil {
-		t.Errorf("a restricted application credential created a stack (%s): Heat's trust was expected to be refused", st.Status)
+	if !errors.Is(err, cloud.ErrAuth) || !strings.Contains(err.Error(), "--unrestricted") {
+		t.Errorf("create with a restricted application credential: %s %v; want an auth error that says to make it unrestricted", st.Status, err)
+	}
+	if after, err := h.List(ctx, runTag); err != nil || len(after) != len(before) {
+		t.Errorf("a create refused before it was sent left %d stacks, %d before (%v)", len(after), len(before), err)
 	}
 
 	_, err = open(cloudsYAML(id, "not-the-secret-"+secret[:8]))

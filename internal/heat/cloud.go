@@ -34,6 +34,7 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack"
+	"github.com/gophercloud/gophercloud/v2/openstack/identity/v3/tokens"
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 	"gopkg.in/yaml.v3"
 
@@ -81,6 +82,9 @@ type Heat struct {
 	obs  func(op string, took time.Duration, err error)
 
 	pushbacks atomic.Int64 // requests sent again after a 429 or 503 (pushback.go)
+	// restrictedCredential: the entry authenticates with a restricted application
+	// credential, with which Heat cannot create a stack (restrictedMessage)
+	restrictedCredential bool
 
 	// waits tuning (tests shorten them)
 	staleGrace     time.Duration // how long an unchanged status may stay after an action request
@@ -170,11 +174,33 @@ func Open(ctx context.Context, o Options) (*Heat, error) {
 		staleGrace:     60 * time.Second,
 		transientGrace: 30 * time.Second,
 	}
+	if h.restrictedCredential = restrictedCredential(pc); h.restrictedCredential {
+		h.log.Warn("the cloud's entry uses a restricted application credential: labs cannot be created on it, only managed", "why", restrictedMessage)
+	}
 	pc.MaxBackoffRetries = maxPushbacks + 1 // pushedBack counts them
 	pc.RetryBackoffFunc = h.retryAfter
 	pc.RetryFunc = h.retry503
 	h.log.Debug("cloud opened", "entry", o.Cloud, "region", region, "endpoint", sc.Endpoint)
 	return h, nil
+}
+
+// restrictedMessage says why a restricted application credential cannot create stacks.
+const restrictedMessage = "the clouds.yaml entry authenticates with a restricted application credential: " +
+	"Heat creates a trust for every new stack, which Keystone refuses to a restricted one (Heat answers 500); " +
+	"create the credential with --unrestricted, or use a password"
+
+// restrictedCredential reports whether the provider's token was made from a restricted
+// application credential (Keystone says so in the token).
+func restrictedCredential(pc *gophercloud.ProviderClient) bool {
+	res, ok := pc.GetAuthResult().(tokens.CreateResult)
+	if !ok {
+		return false
+	}
+	body, _ := res.Body.(map[string]any)
+	token, _ := body["token"].(map[string]any)
+	credential, _ := token["application_credential"].(map[string]any)
+	restricted, _ := credential["restricted"].(bool)
+	return restricted
 }
 
 // Entry reads the cloud's clouds.yaml entry (Options.Cloud, or Name) and its credentials as
