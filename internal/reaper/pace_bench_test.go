@@ -2,6 +2,7 @@ package reaper_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/labplane/labplane/internal/inflight"
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // shellLoop does what an operator's shell loop does straight on Heat's API, the baseline of
@@ -200,6 +203,7 @@ func BenchmarkPaceHeat(b *testing.B) {
 			})
 		}
 		arrive := func() (time.Duration, float64) { return timed(func() { launchMany(b, r.mgr, r.store, n, n) }) }
+		comeBack := func() (time.Duration, float64) { return timed(func() { returnMany(b, r.mgr, r.store, n) }) }
 
 		shellCreated := shellCreate(ctx, b, sc, r.course, n, bound)
 		launched, launchReads := arrive()
@@ -223,13 +227,13 @@ func BenchmarkPaceHeat(b *testing.B) {
 		suspended, suspendReads := leave()
 		b.StopTimer()
 		meanSuspend, inHeat := lat.mean(), lat.sum()
-		resumed, resumeReads := arrive()
+		resumed, resumeReads := comeBack()
 
 		r.mgr.Targets[0].Adaptive = inflight.New(floor, ceiling)
 		trajectory.start(r.mgr.Targets[0].Adaptive)
 		autoSuspended, autoReads := leave()
 		trajectory.stop()
-		autoResumed, _ := arrive()
+		autoResumed, _ := comeBack()
 
 		burst, errs := shellLoop(ctx, sc, "suspend", sts, n)
 
@@ -263,6 +267,41 @@ func BenchmarkPaceHeat(b *testing.B) {
 		fmt.Printf("  the auto bound during its pass (every 5th suspend: time into the pass, bound, that suspend's time):\n%s", &trajectory)
 		r.cleanup()
 		b.StartTimer()
+	}
+}
+
+// returnMany brings back, all at once, the n learners launchMany launched, as the API's
+// launch-or-get does for each (a heartbeat, then a resume of the suspended lab), and checks
+// that every lab is active.
+func returnMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n int) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			ctx := context.Background()
+			p, err := mgr.Start(ctx, lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: "class", Actor: "bench"})
+			if !errors.Is(err, labs.ErrExists) {
+				errs <- fmt.Errorf("learner%04d came back to no lab: %v", i, err)
+				return
+			}
+			lab, err := mgr.Heartbeat(ctx, p.Lab.ID)
+			if err == nil && lab.Resumable() {
+				_, err = mgr.Do(ctx, lifecycle.OpResume, lab.ID, "bench", false)
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	live, err := st.ListLabs(context.Background(), labs.Filter{Statuses: []labs.Status{labs.Active}})
+	if err != nil || len(live) != n {
+		b.Fatalf("want %d active labs, got %d (%v)", n, len(live), err)
 	}
 }
 
