@@ -443,10 +443,25 @@ func (m *Manager) deleteCreated(ctx context.Context, c Cloud, st labs.Stack, rul
 		}
 		st = found
 	}
-	if _, err := m.deleteStack(dctx, c, st.Name, st.ID); err != nil && !errors.Is(err, cloud.ErrNotFound) {
-		return false, err
+	// a transient failure is tried again, backing off, while the fresh context lasts: the
+	// registry may not know this stack (the lab was deleted before its id was recorded), so
+	// only the reaper's next full pass would find it, minutes later
+	for wait := time.Second; ; wait = min(2*wait, 30*time.Second) {
+		_, err := m.deleteStack(dctx, c, st.Name, st.ID)
+		switch {
+		case err == nil || errors.Is(err, cloud.ErrNotFound):
+			return true, nil
+		case !errors.Is(err, cloud.ErrTransient):
+			return false, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-dctx.Done():
+			t.Stop()
+			return false, err
+		}
 	}
-	return true, nil
 }
 
 // recordStackID records the id of a lab's stack as soon as the cloud accepts the create,
