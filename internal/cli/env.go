@@ -127,15 +127,8 @@ func (e *env) reaper(actorName string) *reaper.Reaper {
 	for i, c := range e.clouds {
 		clouds[i] = c
 	}
-	most := map[string]int{}
-	for _, cc := range e.cfg.Clouds {
-		most[cc.Name] = cc.MaxInFlight.Fixed
-		if cc.MaxInFlight.Auto {
-			most[cc.Name] = cc.InFlightCeiling
-		}
-	}
 	return &reaper.Reaper{Site: e.cfg.Site, Registry: e.store, Clouds: clouds, Applier: e.manager(), Rules: e.cfg.Rules(),
-		MostInFlight: func(cloud string) int { return most[cloud] },
+		MostInFlight: e.manager().MostInFlight,
 		Now:          e.now, Log: e.log, Actor: actorName, PassTimeout: e.cfg.Scheduler.PassTimeout.D()}
 }
 

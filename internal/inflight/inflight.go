@@ -91,6 +91,9 @@ func (l *Limit) Bound() int {
 	return int(l.bound)
 }
 
+// Ceiling is the most the bound may be.
+func (l *Limit) Ceiling() int { return l.ceiling }
+
 // Start counts an action sent to the cloud; it returns how many are in flight with it, for Done.
 func (l *Limit) Start() (sentWith int) {
 	l.mu.Lock()

@@ -72,6 +72,20 @@ func (m *Manager) Bounds() map[string]int {
 	return out
 }
 
+// MostInFlight is the most actions a cloud may ever have in flight: its MaxInFlight, or its
+// adaptive bound's ceiling; 0 = no limit (or no such cloud).
+func (m *Manager) MostInFlight(cloud string) int {
+	for _, t := range m.Targets {
+		if t.Cloud.Name() == cloud {
+			if t.Adaptive != nil {
+				return t.Adaptive.Ceiling()
+			}
+			return t.MaxInFlight
+		}
+	}
+	return 0
+}
+
 // Bound is how many actions may be in flight on the cloud now; 0 = no limit.
 func (t Target) Bound() int {
 	if t.Adaptive != nil {

@@ -67,12 +67,9 @@ func (l *latencies) sum() time.Duration {
 }
 
 func (l *latencies) mean() time.Duration {
+	sum := l.sum()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var sum time.Duration
-	for _, d := range l.all {
-		sum += d
-	}
 	return sum / time.Duration(max(1, len(l.all)))
 }
 
@@ -223,6 +220,12 @@ func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int
 		})
 	}
 	wg.Wait()
+	allActive(b, st, n, errs)
+}
+
+// allActive fails the benchmark with the first of errs (closed here), or unless n labs are active.
+func allActive(b *testing.B, st *store.Store, n int, errs chan error) {
+	b.Helper()
 	close(errs)
 	for err := range errs {
 		b.Fatal(err)

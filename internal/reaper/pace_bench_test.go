@@ -314,14 +314,7 @@ func returnMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n int) {
 		})
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		b.Fatal(err)
-	}
-	live, err := st.ListLabs(context.Background(), labs.Filter{Statuses: []labs.Status{labs.Active}})
-	if err != nil || len(live) != n {
-		b.Fatalf("want %d active labs, got %d (%v)", n, len(live), err)
-	}
+	allActive(b, st, n, errs)
 }
 
 // burstBound is how long BenchmarkPaceHeat lets the unbounded burst go on.

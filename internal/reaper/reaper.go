@@ -268,17 +268,17 @@ func shortestIdle(rules policy.Set) time.Duration {
 // RunDue plans the due labs (PlanDue) and executes the actions keep selects: the
 // suspend-idle job, whose cost grows with the labs due, not with the labs there are.
 func (r *Reaper) RunDue(ctx context.Context, keep func(policy.Action) bool) (Result, error) {
+	return r.runPlanned(ctx, r.PlanDue, keep)
+}
+
+// runPlanned plans with plan and executes the actions keep selects, within the pass's bound.
+func (r *Reaper) runPlanned(ctx context.Context, plan func(context.Context) (Plan, error), keep func(policy.Action) bool) (Result, error) {
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
-	p, err := r.PlanDue(ctx)
+	p, err := plan(ctx)
 	if err != nil {
 		return Result{}, err
 	}
-	return r.Execute(ctx, p.only(keep))
-}
-
-// only is the plan with the actions keep selects.
-func (p Plan) only(keep func(policy.Action) bool) Plan {
 	kept := p.Actions[:0:0]
 	for _, a := range p.Actions {
 		if keep(a) {
@@ -286,7 +286,7 @@ func (p Plan) only(keep func(policy.Action) bool) Plan {
 		}
 	}
 	p.Actions = kept
-	return p
+	return r.Execute(ctx, p)
 }
 
 // Run plans and executes the plan.
@@ -295,13 +295,7 @@ func (r *Reaper) Run(ctx context.Context) (Result, error) { return r.RunOnly(ctx
 // RunOnly plans and executes the actions keep selects: the scheduler runs parts of a pass
 // (suspending idle labs, reconciling, timing out launches) on intervals of their own.
 func (r *Reaper) RunOnly(ctx context.Context, keep func(policy.Action) bool) (Result, error) {
-	ctx, cancel := r.bound(ctx)
-	defer cancel()
-	p, err := r.Plan(ctx)
-	if err != nil {
-		return Result{}, err
-	}
-	return r.Execute(ctx, p.only(keep))
+	return r.runPlanned(ctx, r.Plan, keep)
 }
 
 // All keeps every action: a full pass.

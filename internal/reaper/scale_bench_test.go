@@ -94,7 +94,7 @@ func BenchmarkSuspendIdleAtScale(b *testing.B) {
 		mgr := &lifecycle.Manager{Site: "test", Registry: st, Locks: st, Slots: store.NewWaiter(st), Targets: targets, Rules: rules, Now: clk.Now, Log: log,
 			Template: func(string) (string, error) { return "/lab.yaml", nil }, DefaultTemplate: "lab"}
 		rp := &reaper.Reaper{Site: "test", Registry: st, Clouds: rc, Applier: mgr, Rules: rules, Now: clk.Now, Log: log, Actor: "bench",
-			MostInFlight: func(string) int { return maxInFlight }}
+			MostInFlight: mgr.MostInFlight}
 
 		measure := func(run func(context.Context, func(policy.Action) bool) (reaper.Result, error)) passCost {
 			lists0, gets0 := calls(clouds)

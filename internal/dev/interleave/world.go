@@ -289,12 +289,8 @@ func (w *world) open(name, actor string) *process {
 		Hooks: lifecycle.Hooks{BeforeSuspend: "before_suspend", AfterResume: "after_resume", BeforeDelete: "before_delete",
 			Timeout: hookTimeout, Run: w.hook(name)},
 		Now: time.Now, NewID: w.newID, Log: w.log}
-	most := map[string]int{}
-	for _, c := range w.clouds {
-		most[c.name] = c.maxInFlight
-	}
 	p.reaper = &reaper.Reaper{Site: site, Registry: p.reg, Clouds: rclouds, Applier: p.manager, Rules: set,
-		Now: time.Now, Log: w.log, Actor: actor, MostInFlight: func(cloud string) int { return most[cloud] }}
+		Now: time.Now, Log: w.log, Actor: actor, MostInFlight: p.manager.MostInFlight}
 	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log}
 	return p
 }
