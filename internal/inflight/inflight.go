@@ -127,7 +127,7 @@ func (l *Limit) Done(sentWith int, s Sample) int {
 	if s.Took <= 0 {
 		return int(l.bound)
 	}
-	if inFlight < Decrease*l.bound {
+	if inFlight < Decrease*math.Floor(l.bound) { // the whole slots: a bound of 2.9 lets 2 in
 		// the bound was not what held the cloud back (the end of a pass, a quiet hour): this
 		// says nothing about whether more at once would help, as TCP grows no window it
 		// does not fill

@@ -141,6 +141,18 @@ func TestBoundIsCutOncePerRound(t *testing.T) {
 	}
 }
 
+// A bound grown by fractions (2, 2.5, 2.9...) lets in its whole part: two actions in flight fill
+// a bound of 2.9, and keep it growing.
+func TestFractionalBoundIsFilledByItsWholePart(t *testing.T) {
+	l := inflight.New(2, 32)
+	l.Done(l.Start(), inflight.Sample{Action: "suspend", PushedBack: true}) // out of slow start, at the floor
+	m := model{latency: func(int) time.Duration { return time.Second }}
+	_, bounds := m.run(l, 200)
+	if got := l.Bound(); got < 5 {
+		t.Errorf("after 200 actions on a cloud that keeps up, from the floor of 2 without slow start: bound %d, want it still growing (trajectory %v)", got, sample(bounds))
+	}
+}
+
 func TestPassTailsLeaveTheBound(t *testing.T) {
 	// a quiet cloud: passes of 3 actions, each slower per action than a full bound's
 	m := model{latency: func(n int) time.Duration { return time.Second + time.Duration(n)*10*time.Millisecond }}

@@ -168,7 +168,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 			}
 		}
 		if err != nil {
-			held.end(ctx, nil) // not sent: over
+			held.endUnsent(ctx)
 			return lab, err
 		}
 	}
@@ -178,6 +178,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 		// a launch that has not got its stack: nothing on the cloud to delete (the launch
 		// deletes what it creates from now on, seeing the lab deleted)
 		st = labs.Stack{Status: "DELETE_COMPLETE"}
+		held.endUnsent(ctx)
 	case r.op == OpSuspend:
 		st, err = c.Suspend(ctx, lab.StackName, lab.StackID)
 	case r.op == OpResume:
@@ -185,7 +186,7 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	case r.op == OpDelete:
 		st, err = c.Delete(ctx, lab.StackName, lab.StackID)
 	}
-	held.end(ctx, err) // the record needs no slot
+	held.end(ctx, err) // the record needs no slot (a no-op if it was let go unsent)
 	if r.op == OpDelete && errors.Is(err, cloud.ErrNotFound) {
 		st, err = labs.Stack{Status: "DELETE_COMPLETE"}, nil
 	}

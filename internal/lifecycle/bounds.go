@@ -23,9 +23,9 @@ type Locks interface {
 }
 
 // Slots bound the actions in flight on each cloud across every process using the registry
-// (the store's Waiter): Take waits while none of the cloud's max slots is free and vacant.
+// (the store's Waiter): Take waits while none of the cloud's bound() slots is free and vacant.
 type Slots interface {
-	Take(ctx context.Context, cloud string, max int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error)
+	Take(ctx context.Context, cloud string, bound func() int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error)
 }
 
 // placementLock is the placement lock's key: one placement at a time, in all processes, so
@@ -62,8 +62,7 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*hel
 			target = t
 		}
 	}
-	limit := target.Bound()
-	if m.Slots == nil || limit <= 0 {
+	if m.Slots == nil || target.Bound() <= 0 {
 		return &heldSlot{}, nil
 	}
 	busy := func(err error) error {
@@ -71,7 +70,7 @@ func (m *Manager) slot(ctx context.Context, c Cloud, op, stack, id string) (*hel
 		return &cloud.Error{Cloud: c.Name(), Op: op, Stack: stack, Kind: cloud.ErrTransient,
 			Message: "no free slot for work on this cloud", Err: err}
 	}
-	i, release, err := m.Slots.Take(ctx, c.Name(), limit, func(ctx context.Context, i int) (bool, error) {
+	i, release, err := m.Slots.Take(ctx, c.Name(), target.Bound, func(ctx context.Context, i int) (bool, error) {
 		return m.vacant(ctx, c, i)
 	})
 	if err != nil {
@@ -131,6 +130,14 @@ type heldSlot struct {
 
 	adaptive *inflight.Limit // the cloud's adaptive bound, told how the operation went
 	sentWith int
+	unsent   bool // let go before anything was sent: nothing for the adaptive bound to learn
+}
+
+// endUnsent lets the slot go without having sent its operation: over, and no sample of the
+// cloud (a near-zero time would pass for the cloud's best).
+func (h *heldSlot) endUnsent(ctx context.Context) {
+	h.unsent = true
+	h.end(ctx, nil)
 }
 
 // end lets the slot go once the operation returned err. The record is cleared only if the
@@ -160,6 +167,7 @@ func (h *heldSlot) end(ctx context.Context, err error) {
 func (h *heldSlot) sample(err error) inflight.Sample {
 	s := inflight.Sample{Action: h.op.Op}
 	switch {
+	case h.unsent:
 	case err == nil:
 		s.Took = h.m.Now().Sub(h.op.SentAt)
 	case errors.Is(err, cloud.ErrTransient), errors.Is(err, context.DeadlineExceeded):

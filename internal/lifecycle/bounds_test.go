@@ -159,9 +159,9 @@ func stackStatus(c *fakecloud.Cloud, name string) string {
 
 // max_in_flight: auto backs off a cloud past its knee: 200 labs suspended at once on a fake
 // cloud that slows down as a whole past 5 operations at once (each takes (n/5)^2 its 100 ms),
-// through the production slots. The bound it learns stays near the knee (within 3x: a class
-// that began waiting while the bound was higher keeps that bound for its wait, a known limit)
-// instead of climbing to its ceiling (48), and the class takes little longer than at a fixed bound of 5, the best
+// through the production slots. The bound it learns stays near the knee (a saw-tooth from
+// about half to twice it: the cost is a moving mean, so a cut comes a few completions late;
+// within 3x here) instead of climbing to its ceiling (48), and the class takes little longer than at a fixed bound of 5, the best
 // one, measured in the same run. The trajectory (bound against the cloud's latency) is logged.
 func TestAdaptiveBoundBacksOffPastTheKnee(t *testing.T) {
 	const n, knee, ceiling, latency = 200, 5, 48, 100 * time.Millisecond

@@ -553,13 +553,15 @@ func allSettled(r *heatRig, ls []labs.Lab) bool {
 // course key.
 func TestHeatOpenEdXIdentifiers(t *testing.T) {
 	t.Parallel()
-	r := newHeatRig(t, policy.Set{Default: testRules}, target{name: "local-a"})
+	rules := testRules
+	rules.LaunchTimeout = 10 * time.Minute // a loaded Heat (the whole suite at once) took over a minute
+	r := newHeatRig(t, policy.Set{Default: rules}, target{name: "local-a"})
 	ctx := context.Background()
 	course := "course-v1:hastexo+" + r.course + "+" + strings.Repeat("9", 255-len("course-v1:hastexo+++")-len(r.course)) + "x"
 	const learner = "0123456789abcdef0123456789abcdef"
 	lab, err := r.mgr.Launch(ctx, lifecycle.LaunchRequest{Learner: learner, Course: course, Actor: "test"})
 	t.Cleanup(func() {
-		if lab.ID != "" {
+		if lab.ID != "" && lab.Status != labs.Deleted {
 			if _, err := r.mgr.Do(context.Background(), lifecycle.OpDelete, lab.ID, "test", true); err != nil {
 				t.Errorf("delete lab %s: %v", lab.ID, err)
 			}

@@ -1194,11 +1194,11 @@ func TestTakeSlots(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
 		ctx := t.Context()
 		a, b := store.Waiter{Locks: e.s}, store.Waiter{Locks: e.open(t)}
-		_, first, err := a.Take(ctx, "east", 2, allVacant)
+		_, first, err := a.Take(ctx, "east", bound(2), allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, second, err := b.Take(ctx, "east", 2, allVacant)
+		_, second, err := b.Take(ctx, "east", bound(2), allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1207,19 +1207,19 @@ func TestTakeSlots(t *testing.T) {
 				t.Errorf("TryLock(%q) while both slots are taken = %v, %v; want held", key, ok, err)
 			}
 		}
-		if _, release, err := b.Take(ctx, "west", 2, allVacant); err != nil {
+		if _, release, err := b.Take(ctx, "west", bound(2), allVacant); err != nil {
 			t.Errorf("another cloud's slot: %v", err)
 		} else {
 			release()
 		}
 		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		if _, _, err := a.Take(short, "east", 2, allVacant); !errors.Is(err, context.DeadlineExceeded) {
+		if _, _, err := a.Take(short, "east", bound(2), allVacant); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("a third slot of two = %v; want to wait until the deadline", err)
 		}
 		got := make(chan error, 1)
 		go func() {
-			_, release, err := b.Take(ctx, "east", 2, allVacant)
+			_, release, err := b.Take(ctx, "east", bound(2), allVacant)
 			if err == nil {
 				release()
 			}
@@ -1239,6 +1239,9 @@ func TestTakeSlots(t *testing.T) {
 	})
 }
 
+// bound is a fixed bound on a cloud's slots.
+func bound(n int) func() int { return func() int { return n } }
+
 // A Waiter from NewWaiter queues its process's takers: never more holders than slots, a slot
 // this process lets go goes at once to the next in line (polling, whose waits have grown to a
 // second by then, would see it up to a second late), and one another process lets go is
@@ -1252,7 +1255,7 @@ func TestTakeSlotsQueued(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 12 {
 			wg.Go(func() {
-				_, release, err := w.Take(ctx, "east", 3, allVacant)
+				_, release, err := w.Take(ctx, "east", bound(3), allVacant)
 				if err != nil {
 					t.Error(err)
 					return
@@ -1261,7 +1264,7 @@ func TestTakeSlotsQueued(t *testing.T) {
 				holding++
 				most = max(most, holding)
 				mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // long enough for the next two to come in on a busy machine
 				mu.Lock()
 				holding--
 				mu.Unlock()
@@ -1273,13 +1276,13 @@ func TestTakeSlotsQueued(t *testing.T) {
 			t.Errorf("at most %d of 12 takers held a slot of 3 at once, want 3", most)
 		}
 
-		_, release, err := w.Take(ctx, "east", 1, allVacant)
+		_, release, err := w.Take(ctx, "east", bound(1), allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got := make(chan time.Time, 1)
 		go func() {
-			_, release, err := w.Take(ctx, "east", 1, allVacant)
+			_, release, err := w.Take(ctx, "east", bound(1), allVacant)
 			if err != nil {
 				t.Error(err)
 			}
@@ -1294,13 +1297,13 @@ func TestTakeSlotsQueued(t *testing.T) {
 		}
 
 		other := store.NewWaiter(e.open(t))
-		_, theirs, err := other.Take(ctx, "east", 1, allVacant)
+		_, theirs, err := other.Take(ctx, "east", bound(1), allVacant)
 		if err != nil {
 			t.Fatal(err)
 		}
 		done := make(chan error, 1)
 		go func() {
-			_, release, err := w.Take(ctx, "east", 1, allVacant)
+			_, release, err := w.Take(ctx, "east", bound(1), allVacant)
 			if err == nil {
 				release()
 			}
@@ -1320,6 +1323,59 @@ func TestTakeSlotsQueued(t *testing.T) {
 }
 
 func allVacant(context.Context, int) (bool, error) { return true, nil }
+
+// The bound is read at each admission: when it falls (an adaptive bound cut), the takers that
+// began waiting under the higher bound wait until fewer than the new one hold a slot.
+func TestTakeSlotsBoundFalls(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		w := store.NewWaiter(e.s)
+		var n atomic.Int64
+		n.Store(6)
+		bound := func() int { return int(n.Load()) }
+		var mu sync.Mutex
+		holding := 0
+		var held []func()
+		for range 6 {
+			_, release, err := w.Take(ctx, "east", bound, allVacant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			holding++
+			held = append(held, release)
+		}
+		var wg sync.WaitGroup
+		for range 10 {
+			wg.Go(func() {
+				_, release, err := w.Take(ctx, "east", bound, allVacant)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				if holding >= 2 {
+					t.Errorf("a slot taken while %d held one, after the bound fell to 2", holding)
+				}
+				holding++
+				mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+				mu.Lock()
+				holding--
+				mu.Unlock()
+				release()
+			})
+		}
+		time.Sleep(100 * time.Millisecond) // the ten wait in line under the bound of 6
+		n.Store(2)
+		for _, release := range held {
+			mu.Lock()
+			holding--
+			mu.Unlock()
+			release()
+		}
+		wg.Wait()
+	})
+}
 
 // A slot whose last operation the cloud may still be at work on is not taken, although its
 // lock is free: Take takes the next, and waits while none is vacant. The operation recorded
@@ -1345,13 +1401,13 @@ func TestSlotsLeftWithAnOperation(t *testing.T) {
 			_, ok, err := e.s.Operation(ctx, "east", i)
 			return !ok, err
 		}
-		slot, release, err := w.Take(ctx, "east", 2, stillAtWork)
+		slot, release, err := w.Take(ctx, "east", bound(2), stillAtWork)
 		if err != nil || slot != 1 {
 			t.Fatalf("Take beside a slot left with an operation = slot %d, %v; want slot 1", slot, err)
 		}
 		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		defer cancel()
-		if _, _, err := w.Take(short, "east", 2, stillAtWork); !errors.Is(err, context.DeadlineExceeded) {
+		if _, _, err := w.Take(short, "east", bound(2), stillAtWork); !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Take with slot 0 left and slot 1 taken = %v; want to wait until the deadline", err)
 		}
 		release()

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -55,26 +56,72 @@ type Waiter struct {
 
 // NewWaiter returns a Waiter whose takers of a cloud's slots queue in the process.
 func NewWaiter(locks TryLocker) Waiter {
-	return Waiter{Locks: locks, queue: &slotQueue{gates: map[string]chan struct{}{}}}
+	return Waiter{Locks: locks, queue: &slotQueue{clouds: map[string]*cloudLine{}}}
 }
 
-// slotQueue lets at most as many of a process's takers as a cloud has slots look for one in
-// the registry; the others wait in line for one of them to be done.
+// slotQueue lets at most as many of a process's takers as a cloud's bound look for a slot in
+// the registry or hold one; the others wait in line, in order. The bound is read at each
+// admission, so that when it falls (an adaptive bound cut) no one is let in until fewer than
+// it are in, whatever bound they started waiting with.
 type slotQueue struct {
-	mu    sync.Mutex
-	gates map[string]chan struct{} // by cloud and slot count: a token per taker looking or holding
+	mu     sync.Mutex
+	clouds map[string]*cloudLine
 }
 
-func (q *slotQueue) gate(cloud string, slots int) chan struct{} {
+// cloudLine is one cloud's admissions: the takers let in (looking or holding) and those
+// waiting, each with a channel closed when it is let in.
+type cloudLine struct {
+	in      int
+	waiting []chan struct{}
+}
+
+// admit lets the caller in once it is first in line and fewer than bound() are in; leave
+// (the returned func) lets the next in.
+func (q *slotQueue) admit(ctx context.Context, cloud string, bound func() int) (leave func(), err error) {
 	q.mu.Lock()
-	defer q.mu.Unlock()
-	key := cloud + "/" + strconv.Itoa(slots)
-	g, ok := q.gates[key]
+	l, ok := q.clouds[cloud]
 	if !ok {
-		g = make(chan struct{}, slots)
-		q.gates[key] = g
+		l = &cloudLine{}
+		q.clouds[cloud] = l
 	}
-	return g
+	leave = func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		l.in--
+		l.letIn(bound)
+	}
+	if len(l.waiting) == 0 && l.in < max(bound(), 1) {
+		l.in++
+		q.mu.Unlock()
+		return leave, nil
+	}
+	turn := make(chan struct{})
+	l.waiting = append(l.waiting, turn)
+	q.mu.Unlock()
+	select {
+	case <-turn:
+		return leave, nil
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	i := slices.Index(l.waiting, turn)
+	if i >= 0 {
+		l.waiting = slices.Delete(l.waiting, i, i+1)
+	}
+	q.mu.Unlock()
+	if i < 0 { // let in as ctx ended: the place goes to the next
+		leave()
+	}
+	return nil, ctx.Err()
+}
+
+// letIn lets waiting takers in, in order, while fewer than bound() are in.
+func (l *cloudLine) letIn(bound func() int) {
+	for len(l.waiting) > 0 && l.in < max(bound(), 1) {
+		close(l.waiting[0])
+		l.waiting = l.waiting[1:]
+		l.in++
+	}
 }
 
 // Lock takes the lock named key, waiting while another holder has it and ctx allows.
@@ -94,35 +141,34 @@ func (w Waiter) TryHold(ctx context.Context, key string) (held context.Context, 
 	return w.Locks.TryHold(ctx, key)
 }
 
-// Take takes one of a cloud's max slots, waiting while every one is held and ctx allows:
-// the bound on the operations in flight on the cloud, shared by every process using the
-// database. Slot i is the lock "slot.<cloud>.<i>"; a slot whose holder dies is let go with
+// Take takes one of a cloud's slots, bound() of them, waiting while every one is held and ctx
+// allows: the bound on the operations in flight on the cloud, shared by every process using
+// the database. Slot i is the lock "slot.<cloud>.<i>"; a slot whose holder dies is let go with
 // it, as every TryLock lock is. A slot is only taken if vacant(i), asked while its lock is
 // held, says so: the cloud may still be at work on what its last holder sent (vacant reads
-// the operation recorded there). release lets the slot go.
+// the operation recorded there). release lets the slot go. bound is read at each try (an
+// adaptive bound moves): when it falls, the slots past it are not taken again.
 //
-// A Waiter from NewWaiter lets at most slots of its takers look at once, the others waiting in
-// line (in order): a slot this process lets go is taken by the next in line at once, instead of
-// by whichever poller looks next (polls back off to lockPollMax), and a class of a hundred
+// A Waiter from NewWaiter lets at most bound() of its takers look at once, the others waiting
+// in line (in order): a slot this process lets go is taken by the next in line at once, instead
+// of by whichever poller looks next (polls back off to lockPollMax), and a class of a hundred
 // waiting for eight slots does not poll the registry a hundred times over. Slots other
 // processes let go are still found by polling.
-func (w Waiter) Take(ctx context.Context, cloud string, slots int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error) {
+func (w Waiter) Take(ctx context.Context, cloud string, bound func() int, vacant func(ctx context.Context, slot int) (bool, error)) (slot int, release func(), err error) {
 	type taken struct {
 		slot   int
 		unlock func(context.Context) error
 	}
 	done := func() {}
 	if w.queue != nil {
-		gate := w.queue.gate(cloud, max(slots, 1))
-		select {
-		case gate <- struct{}{}:
-		case <-ctx.Done():
-			return 0, nil, fmt.Errorf("wait for a slot of cloud %s: %w", cloud, ctx.Err())
+		leave, err := w.queue.admit(ctx, cloud, bound)
+		if err != nil {
+			return 0, nil, fmt.Errorf("wait for a slot of cloud %s: %w", cloud, err)
 		}
-		done = func() { <-gate }
+		done = leave
 	}
 	t, err := poll(ctx, "for a slot of cloud "+cloud, func() (taken, bool, error) {
-		for i := range max(slots, 1) {
+		for i := range max(bound(), 1) {
 			unlock, ok, err := w.Locks.TryLock(ctx, "slot."+cloud+"."+strconv.Itoa(i))
 			if err != nil {
 				return taken{}, false, err
