@@ -6,12 +6,14 @@ package api
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"gopkg.in/yaml.v3"
 )
 
 // Labs is what the API needs of the lifecycle manager.
@@ -71,6 +74,18 @@ type Server struct {
 	work   sync.WaitGroup
 }
 
+//go:embed openapi.yaml
+var description []byte
+
+// Description is the API's OpenAPI description (openapi.yaml, embedded), as JSON.
+var Description = sync.OnceValues(func() ([]byte, error) {
+	var doc any
+	if err := yaml.Unmarshal(description, &doc); err != nil {
+		return nil, fmt.Errorf("openapi.yaml: %w", err)
+	}
+	return json.Marshal(doc)
+})
+
 // maxBody bounds request bodies.
 const maxBody = 64 << 10
 
@@ -90,6 +105,15 @@ func (s *Server) Handler() http.Handler {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	}))
 	mux.Handle("GET /readyz", s.observed("/readyz", s.ready))
+	mux.Handle("GET /v1/openapi.json", s.observed("/v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) error {
+		doc, err := Description()
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, err = w.Write(doc)
+		return err
+	}))
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.Metrics)
 	}
@@ -193,14 +217,25 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	return writeJSON(w, http.StatusOK, view(lab))
 }
 
+// Listings come in pages of pageSize labs unless the client asks for another size, at most
+// maxPageSize.
+const (
+	pageSize    = 100
+	maxPageSize = 1000
+)
+
+// list pages through the labs that match the query, in the order they were created, deleted
+// ones left out unless asked for (include_deleted=true, or a status filter naming deleted).
 func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 	q := r.URL.Query()
 	for k := range q {
-		if k != "course" && k != "learner" && k != "status" && k != "cloud" {
-			return badRequest(fmt.Sprintf("unknown query parameter %q (course, learner, status, cloud)", k))
+		switch k {
+		case "course", "learner", "status", "cloud", "limit", "cursor", "include_deleted":
+		default:
+			return badRequest(fmt.Sprintf("unknown query parameter %q (course, learner, status, cloud, limit, cursor, include_deleted)", k))
 		}
 	}
-	f := labs.Filter{Course: q.Get("course"), Learner: q.Get("learner"), Cloud: q.Get("cloud")}
+	f := labs.Filter{Course: q.Get("course"), Learner: q.Get("learner"), Cloud: q.Get("cloud"), Limit: pageSize}
 	for _, st := range q["status"] {
 		for one := range strings.SplitSeq(st, ",") {
 			if !labs.Status(one).Valid() {
@@ -209,15 +244,50 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 			f.Statuses = append(f.Statuses, labs.Status(one))
 		}
 	}
+	switch v := q.Get("include_deleted"); v {
+	case "true":
+	case "", "false":
+		if len(f.Statuses) == 0 {
+			f.Statuses = labs.LiveStatuses()
+		}
+	default:
+		return badRequest(fmt.Sprintf("include_deleted %q: true or false", v))
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxPageSize {
+			return badRequest(fmt.Sprintf("limit %q: a whole number from 1 to %d", v, maxPageSize))
+		}
+		f.Limit = n
+	}
+	if f.After = q.Get("cursor"); f.After != "" {
+		if _, err := s.Registry.GetLab(r.Context(), f.After); errors.Is(err, labs.ErrNotFound) {
+			return badRequest(fmt.Sprintf("cursor %q: no such page (a cursor is the next_cursor of a page)", f.After))
+		} else if err != nil {
+			return err
+		}
+	}
+	want := f.Limit
+	f.Limit++ // one more tells whether a next page exists
 	list, err := s.Registry.ListLabs(r.Context(), f)
 	if err != nil {
 		return err
 	}
-	out := make([]labView, len(list))
+	page := labPage{Labs: make([]labView, 0, min(len(list), want))}
 	for i, l := range list {
-		out[i] = view(l)
+		if i == want {
+			page.NextCursor = list[want-1].ID
+			break
+		}
+		page.Labs = append(page.Labs, view(l))
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"labs": out})
+	return writeJSON(w, http.StatusOK, page)
+}
+
+// labPage is a page of GET /v1/labs: NextCursor, when set, is the cursor of the next page.
+type labPage struct {
+	Labs       []labView `json:"labs"`
+	NextCursor string    `json:"next_cursor,omitempty"`
 }
 
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) error {

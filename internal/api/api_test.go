@@ -45,6 +45,8 @@ type rig struct {
 	store *store.Store
 	cloud *fakecloud.Cloud
 	mgr   *lifecycle.Manager
+	// every answer is checked against the API's description (contract_test.go)
+	contract contract
 }
 
 func newRig(t *testing.T) *rig {
@@ -91,12 +93,16 @@ func (r *rig) call(method, path, auth, body string) response {
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
+	r.contract.check(r.t, req, body, resp, raw)
 	out := response{code: resp.StatusCode, raw: string(raw)}
 	_ = json.Unmarshal(raw, &out.body)
 	return out

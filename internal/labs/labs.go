@@ -173,6 +173,11 @@ type Filter struct {
 	Learner string
 	// Statuses, when not empty, keeps only labs in one of them.
 	Statuses []Status
+	// After, when set, keeps only the labs listed after the one with this id (in the order of
+	// listings: by creation, then id): a page's cursor. Limit, when above zero, keeps the first
+	// Limit labs.
+	After string
+	Limit int
 }
 
 // Tags labplane puts on every stack it creates. A stack without TagManaged is never touched,

@@ -73,8 +73,11 @@ func (r *registry) Heartbeat(ctx context.Context, id string, at time.Time) (labs
 	return r.keep(r.Store.Heartbeat(ctx, id, at))
 }
 
-// ListLabs answers from the copy, in the store's order.
-func (r *registry) ListLabs(_ context.Context, f labs.Filter) ([]labs.Lab, error) {
+// ListLabs answers from the copy, in the store's order; a page (the API's) from the store.
+func (r *registry) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error) {
+	if f.After != "" || f.Limit > 0 {
+		return r.Store.ListLabs(ctx, f)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]labs.Lab, 0, len(r.rows))

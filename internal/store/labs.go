@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -175,7 +176,7 @@ func (s *Store) DueLabs(ctx context.Context, idleBefore time.Time) (_ []labs.Lab
 // ListLabs returns the labs f selects, ordered by creation time, then id.
 func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
-	if f.Cloud == "" && f.Course == "" && f.Learner == "" {
+	if f.Cloud == "" && f.Course == "" && f.Learner == "" && f.After == "" && f.Limit <= 0 {
 		// the listings of every pass and check: statements prepared once
 		switch {
 		case len(f.Statuses) == 0:
@@ -202,11 +203,20 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 		}
 		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
 	}
+	if f.After != "" {
+		// keyset paging: a lab gone from the listing since (deleted, filtered out) still
+		// marks where the next page begins
+		where = append(where, "(created_at, id) > (SELECT created_at, id FROM labs WHERE id = ?)")
+		args = append(args, f.After)
+	}
 	query := `SELECT ` + labColumns + ` FROM labs`
 	if len(where) > 0 {
 		query += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	query += ` ORDER BY created_at, id`
+	if f.Limit > 0 {
+		query += ` LIMIT ` + strconv.Itoa(f.Limit)
+	}
 	return s.listLabs(ctx, query, args...)
 }
 

@@ -571,6 +571,15 @@ func TestListLabs(t *testing.T) {
 			{labs.Filter{Cloud: "c1", Course: "net101", Learner: "cat"}, []string{"d"}},
 			{labs.Filter{Cloud: "c2", Learner: "ann"}, []string{}},
 			{labs.Filter{Cloud: "nowhere"}, []string{}},
+			// pages: by creation then id ("a" and "d" tie on time), the cursor a lab's id
+			{labs.Filter{Limit: 2}, []string{"b", "a"}},
+			{labs.Filter{After: "a", Limit: 2}, []string{"d", "c"}},
+			{labs.Filter{After: "d"}, []string{"c"}},
+			{labs.Filter{After: "c"}, []string{}},
+			{labs.Filter{After: "b", Course: "net101", Limit: 1}, []string{"a"}},
+			// the cursor's lab need not match the filter
+			{labs.Filter{After: "c", Statuses: []labs.Status{labs.Active}}, []string{}},
+			{labs.Filter{After: "b", Statuses: []labs.Status{labs.Deleted}}, []string{"c"}},
 		}
 		for _, c := range cases {
 			got, err := e.s.ListLabs(t.Context(), c.f)
