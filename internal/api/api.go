@@ -21,6 +21,7 @@ import (
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
 	"gopkg.in/yaml.v3"
 )
 
@@ -67,6 +68,10 @@ type Server struct {
 	Metrics  http.Handler // /metrics; nil: not served
 	Observe  Observer     // nil: nothing observed
 	Log      *slog.Logger
+	// Policy gives each lab answer its deadlines (suspend_at, delete_at); Now is the clock
+	// they are read at (nil: the wall clock).
+	Policy policy.Set
+	Now    func() time.Time
 
 	bgOnce sync.Once
 	bg     context.Context // background work's context, cancelled by Shutdown when its time is up
@@ -195,9 +200,9 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)
 				return err
 			})
-			return writeJSON(w, http.StatusAccepted, view(lab))
+			return writeJSON(w, http.StatusAccepted, s.view(lab))
 		}
-		return writeJSON(w, http.StatusOK, view(lab))
+		return writeJSON(w, http.StatusOK, s.view(lab))
 	case err != nil:
 		return err
 	}
@@ -206,7 +211,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		return err
 	})
 	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
-	return writeJSON(w, http.StatusAccepted, view(p.Lab))
+	return writeJSON(w, http.StatusAccepted, s.view(p.Lab))
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -214,7 +219,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, view(lab))
+	return writeJSON(w, http.StatusOK, s.view(lab))
 }
 
 // Listings come in pages of pageSize labs unless the client asks for another size, at most
@@ -279,7 +284,7 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 			page.NextCursor = list[want-1].ID
 			break
 		}
-		page.Labs = append(page.Labs, view(l))
+		page.Labs = append(page.Labs, s.view(l))
 	}
 	return writeJSON(w, http.StatusOK, page)
 }
@@ -298,7 +303,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) err
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, map[string]any{"id": lab.ID, "status": lab.Status, "last_heartbeat": lab.LastHeartbeat})
+	v := s.view(lab)
+	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: lab.LastHeartbeat,
+		SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request, client string) error {
@@ -325,7 +332,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, client string, op l
 		_, err := s.Labs.Carry(ctx, req)
 		return err
 	})
-	return writeJSON(w, http.StatusAccepted, view(req.Lab))
+	return writeJSON(w, http.StatusAccepted, s.view(req.Lab))
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
@@ -382,6 +389,15 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.stop()
 }
 
+// heartbeatView is a heartbeat's answer: the lab's status and its deadlines from now.
+type heartbeatView struct {
+	ID            string      `json:"id"`
+	Status        labs.Status `json:"status"`
+	LastHeartbeat time.Time   `json:"last_heartbeat"`
+	SuspendAt     *time.Time  `json:"suspend_at,omitempty"`
+	DeleteAt      *time.Time  `json:"delete_at,omitempty"`
+}
+
 // labView is a lab as the API shows it: the outputs (connection details) in full, since the
 // LMS hands them to the learner.
 type labView struct {
@@ -397,15 +413,24 @@ type labView struct {
 	LastResumedAt *time.Time        `json:"last_resumed_at,omitempty"`
 	Outputs       map[string]string `json:"outputs,omitempty"`
 	LastError     string            `json:"last_error,omitempty"`
+	// when the lab will be suspended and deleted if its learner shows no more activity
+	SuspendAt *time.Time `json:"suspend_at,omitempty"`
+	DeleteAt  *time.Time `json:"delete_at,omitempty"`
 }
 
-func view(l labs.Lab) labView {
+func (s *Server) view(l labs.Lab) labView {
 	v := labView{ID: l.ID, Learner: l.Learner, Course: l.Course, Template: l.Template, Cloud: l.Cloud,
 		Status: l.Status, StackStatus: l.StackStatus, CreatedAt: l.CreatedAt, LastError: l.LastError,
 		LastHeartbeat: timePtr(l.LastHeartbeat), LastResumedAt: timePtr(l.LastResumedAt)}
 	if l.Status == labs.Active {
 		v.Outputs = l.Outputs
 	}
+	now := time.Now
+	if s.Now != nil {
+		now = s.Now
+	}
+	suspendAt, deleteAt := s.Policy.For(l.Course).Deadlines(l, now())
+	v.SuspendAt, v.DeleteAt = timePtr(suspendAt), timePtr(deleteAt)
 	return v
 }
 

@@ -67,7 +67,7 @@ func newRig(t *testing.T) *rig {
 			}
 			return "", fmt.Errorf("%w: no template %q", lifecycle.ErrInvalid, name)
 		}}
-	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log,
+	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log, Policy: mgr.Rules, Now: time.Now,
 		Ready: []api.Check{{Name: "store", Check: st.Ping}}}
 	srv := httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
@@ -373,5 +373,45 @@ func TestShutdownWaitsForBackgroundWork(t *testing.T) {
 	lab, err := r.store.GetLab(context.Background(), id)
 	if err != nil || lab.Status != labs.Active {
 		t.Fatalf("after shutdown: %v %s", err, lab.Status)
+	}
+}
+
+// Every lab answer carries its deadlines, the reaper's (policy.Rules.Deadlines): suspend_at
+// while it is active, moved by each heartbeat; delete_at when the course's labs are deleted by
+// age; neither once it is deleted.
+func TestDeadlines(t *testing.T) {
+	r := newRig(t)
+	idle := r.mgr.Rules.Default.IdleSuspendAfter
+	r.api.Policy.Courses = map[string]policy.Rules{"old101": {IdleSuspendAfter: idle, DeleteAfter: 24 * time.Hour}}
+	id := r.do("POST", "/v1/labs", `{"learner":"eve","course":"os101"}`).body["id"].(string)
+	r.waitStatus(id, labs.Active)
+	at := func(res response, field string) time.Time {
+		t.Helper()
+		s, _ := res.body[field].(string)
+		v, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("%s: %q in %s", field, s, res.raw)
+		}
+		return v
+	}
+	lab, err := r.store.GetLab(t.Context(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := r.do("GET", "/v1/labs/"+id, "")
+	if want := lab.StackStatusSince.Add(idle); !at(got, "suspend_at").Equal(want) || got.body["delete_at"] != nil {
+		t.Errorf("a lab just launched: %s; want suspend_at %s (launched + idle_suspend_after), no delete_at", got.raw, want)
+	}
+	beat := r.do("POST", "/v1/labs/"+id+"/heartbeat", "")
+	if want := at(beat, "last_heartbeat").Add(idle); !at(beat, "suspend_at").Equal(want) {
+		t.Errorf("after a heartbeat: %s; want suspend_at %s", beat.raw, want)
+	}
+	old := r.do("POST", "/v1/labs", `{"learner":"eve","course":"old101"}`)
+	if want := at(old, "created_at").Add(24 * time.Hour); !at(old, "delete_at").Equal(want) || old.body["suspend_at"] != nil {
+		t.Errorf("a launching lab of a course with delete_after 24h: %s; want delete_at %s, no suspend_at yet", old.raw, want)
+	}
+	r.do("DELETE", "/v1/labs/"+id, "")
+	if gone := r.waitStatus(id, labs.Deleted); gone.body["suspend_at"] != nil || gone.body["delete_at"] != nil {
+		t.Errorf("a deleted lab: %s", gone.raw)
 	}
 }

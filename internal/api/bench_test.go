@@ -114,7 +114,7 @@ func heartbeatRig(b *testing.B, driver, dsn string, n int) (*store.Store, *http.
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	mgr := &lifecycle.Manager{Site: "bench", Registry: st, Locks: st, Targets: []lifecycle.Target{{Cloud: fakecloud.New("a", 4, 0)}},
 		Rules: policy.Set{Default: policy.Rules{IdleSuspendAfter: time.Minute}}, Now: time.Now, Log: log}
-	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log}
+	a := &api.Server{Labs: mgr, Registry: st, Auth: tokens{}, Log: log, Policy: mgr.Rules, Now: time.Now}
 	srv, addr := listen(b, a.Handler())
 	return st, srv, addr
 }

@@ -63,7 +63,7 @@ func JobName(job, cloud string) string { return job + ":" + cloud }
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
 	mgr := e.manager()
 	server := &api.Server{Labs: mgr, Registry: e.store, Auth: auth.NewVerifier(e.store, e.cfg.Serve.TokenCache.D(), e.now),
-		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log}
+		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log, Policy: mgr.Rules, Now: e.now}
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
 	all := e.reaper("scheduler@" + replica)

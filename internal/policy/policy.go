@@ -131,20 +131,9 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	}
 	action, state := st.Phase()
 	implied := Implied(st.Status)
-	// idle counts from the last heartbeat, resume, or the moment the launch completed (a
-	// launch may take minutes: the learner has not had the lab before); in use (which guards
-	// every suspend and delete) means a heartbeat or resume within idle_suspend_after.
-	active := lab.LastActivity()
-	if st.Status == "CREATE_COMPLETE" {
-		ready := now // first seen complete in this observation
-		if lab.StackStatus == st.Status && !lab.StackStatusSince.IsZero() {
-			ready = lab.StackStatusSince
-		}
-		if ready.After(active) {
-			active = ready
-		}
-	}
-	idle := now.Sub(active)
+	// in use (which guards every suspend and delete) means a heartbeat or resume within
+	// idle_suspend_after
+	idle := now.Sub(IdleSince(lab, st.Status, now))
 	used := lab.LastUsed()
 	inUse := r.InUse(lab, now)
 	expired := r.DeleteAfter > 0 && now.Sub(lab.CreatedAt) >= r.DeleteAfter

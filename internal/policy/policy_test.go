@@ -192,3 +192,46 @@ func TestImplied(t *testing.T) {
 		}
 	}
 }
+
+// The deadlines the API shows are the reaper's: an active lab is held until the second before
+// suspend_at and suspended at it; one past delete_after is deleted at delete_at, not before (a
+// delete waits for the learner to be gone).
+func TestDeadlinesAreTheDecisions(t *testing.T) {
+	launched := t0.Add(3 * time.Minute) // its launch took 3 minutes
+	cases := []struct {
+		name string
+		lab  labs.Lab
+		kind policy.Kind
+	}{
+		{"launched, never used", labs.Lab{CreatedAt: t0, StackStatusSince: launched}, policy.Suspend},
+		{"a heartbeat", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(time.Hour)}, policy.Suspend},
+		{"resumed", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastResumedAt: t0.Add(time.Hour)}, policy.Suspend},
+		{"old, in use", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(rules.DeleteAfter - time.Minute)}, policy.Delete},
+	}
+	for _, c := range cases {
+		l := lab(labs.Active, "CREATE_COMPLETE")
+		l.CreatedAt, l.StackStatusSince, l.LastHeartbeat, l.LastResumedAt = c.lab.CreatedAt, c.lab.StackStatusSince, c.lab.LastHeartbeat, c.lab.LastResumedAt
+		suspendAt, deleteAt := rules.Deadlines(l, t0)
+		due := suspendAt
+		if c.kind == policy.Delete {
+			due = deleteAt
+		}
+		if due.IsZero() {
+			t.Fatalf("%s: no deadline for %s", c.name, c.kind)
+		}
+		before, _ := policy.DecideLab(policy.Observed{Lab: l, Stack: stack("CREATE_COMPLETE")}, due.Add(-time.Second), rules)
+		at, _ := policy.DecideLab(policy.Observed{Lab: l, Stack: stack("CREATE_COMPLETE")}, due, rules)
+		if before.Kind == c.kind || at.Kind != c.kind {
+			t.Errorf("%s: deadline %s; a second before: %s (%s); at it: %s (%s)", c.name, due, before.Kind, before.Reason, at.Kind, at.Reason)
+		}
+	}
+	suspended := lab(labs.Suspended, "SUSPEND_COMPLETE")
+	if s, d := rules.Deadlines(suspended, t0); !s.IsZero() || !d.Equal(t0.Add(rules.DeleteAfter)) {
+		t.Errorf("a suspended lab: suspend_at %s, delete_at %s; want none, and its age's", s, d)
+	}
+	for _, st := range []labs.Status{labs.Deleting, labs.Deleted} {
+		if s, d := rules.Deadlines(lab(st, "DELETE_IN_PROGRESS"), t0); !s.IsZero() || !d.IsZero() {
+			t.Errorf("a %s lab: deadlines %s, %s", st, s, d)
+		}
+	}
+}

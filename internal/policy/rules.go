@@ -33,6 +33,44 @@ func (r Rules) InUse(l labs.Lab, now time.Time) bool {
 	return now.Sub(l.LastUsed()) < r.IdleSuspendAfter
 }
 
+// IdleSince is when a lab whose stack shows stackStatus counts as idle from: its last
+// heartbeat or resume, or the moment its launch completed if later (a launch may take
+// minutes: the learner has not had the lab before). The launch completed when the registry
+// first saw CREATE_COMPLETE (the lab's StackStatusSince), or now if this is the first time.
+func IdleSince(l labs.Lab, stackStatus string, now time.Time) time.Time {
+	active := l.LastActivity()
+	if stackStatus == "CREATE_COMPLETE" {
+		ready := now
+		if l.StackStatus == stackStatus && !l.StackStatusSince.IsZero() {
+			ready = l.StackStatusSince
+		}
+		if ready.After(active) {
+			active = ready
+		}
+	}
+	return active
+}
+
+// Deadlines are when the lab will be suspended and deleted if its learner shows no more
+// activity, from what the registry knows of it at now (zero: not from its status, or never):
+// what the LMS shows as "your lab will be suspended in 5 minutes". The reaper acts at its
+// first pass from then. A delete waits for the learner to be gone too (InUse).
+func (r Rules) Deadlines(l labs.Lab, now time.Time) (suspendAt, deleteAt time.Time) {
+	if l.Status == labs.Deleting || l.Status == labs.Deleted || r.IdleSuspendAfter <= 0 {
+		return time.Time{}, time.Time{}
+	}
+	if l.Status == labs.Active {
+		suspendAt = IdleSince(l, l.StackStatus, now).Add(r.IdleSuspendAfter)
+	}
+	if r.DeleteAfter > 0 {
+		deleteAt = l.CreatedAt.Add(r.DeleteAfter)
+		if gone := l.LastUsed().Add(r.IdleSuspendAfter); gone.After(deleteAt) {
+			deleteAt = gone
+		}
+	}
+	return suspendAt, deleteAt
+}
+
 // Set is the rules for every course: Default, and per-course overrides already merged.
 type Set struct {
 	Default Rules            `json:"default"`

@@ -291,7 +291,7 @@ func (w *world) open(name, actor string) *process {
 		Now: time.Now, NewID: w.newID, Log: w.log}
 	p.reaper = &reaper.Reaper{Site: site, Registry: p.reg, Clouds: rclouds, Applier: p.manager, Rules: set,
 		Now: time.Now, Log: w.log, Actor: actor, MostInFlight: p.manager.MostInFlight}
-	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log}
+	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log, Policy: set, Now: time.Now}
 	return p
 }
 
