@@ -32,6 +32,7 @@ type Labs interface {
 	Claim(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (lifecycle.Request, error)
 	Carry(ctx context.Context, r lifecycle.Request) (labs.Lab, error)
 	Heartbeat(ctx context.Context, id string) (labs.Lab, error)
+	Leave(ctx context.Context, id string) (labs.Lab, error)
 	Do(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (labs.Lab, error)
 }
 
@@ -104,6 +105,7 @@ func (s *Server) Handler() http.Handler {
 	route("GET /v1/labs", s.list)
 	route("GET /v1/labs/{id}", s.get)
 	route("POST /v1/labs/{id}/heartbeat", s.heartbeat)
+	route("POST /v1/labs/{id}/leave", s.leave)
 	route("POST /v1/labs/{id}/resume", s.resume)
 	route("DELETE /v1/labs/{id}", s.delete)
 	mux.Handle("GET /healthz", s.observed("/healthz", func(w http.ResponseWriter, _ *http.Request) error {
@@ -304,8 +306,23 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) err
 		return err
 	}
 	v := s.view(lab)
-	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: lab.LastHeartbeat,
+	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
 		SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
+}
+
+// leave: the learner closed the lab's page. The answer is the heartbeat's, with the lab's
+// deadlines from the leave.
+func (s *Server) leave(w http.ResponseWriter, r *http.Request, _ string) error {
+	if err := emptyBody(r); err != nil {
+		return err
+	}
+	lab, err := s.Labs.Leave(r.Context(), r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	v := s.view(lab)
+	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
+		LeftAt: timePtr(lab.LeftAt), SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request, client string) error {
@@ -389,11 +406,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.stop()
 }
 
-// heartbeatView is a heartbeat's answer: the lab's status and its deadlines from now.
+// heartbeatView is a heartbeat's or a leave's answer: the lab's status and its deadlines from
+// now.
 type heartbeatView struct {
 	ID            string      `json:"id"`
 	Status        labs.Status `json:"status"`
-	LastHeartbeat time.Time   `json:"last_heartbeat"`
+	LastHeartbeat *time.Time  `json:"last_heartbeat,omitempty"`
+	LeftAt        *time.Time  `json:"left_at,omitempty"`
 	SuspendAt     *time.Time  `json:"suspend_at,omitempty"`
 	DeleteAt      *time.Time  `json:"delete_at,omitempty"`
 }
@@ -413,6 +432,8 @@ type labView struct {
 	LastResumedAt *time.Time        `json:"last_resumed_at,omitempty"`
 	Outputs       map[string]string `json:"outputs,omitempty"`
 	LastError     string            `json:"last_error,omitempty"`
+	// when the learner left it, if they have shown no activity since
+	LeftAt *time.Time `json:"left_at,omitempty"`
 	// when the lab will be suspended and deleted if its learner shows no more activity
 	SuspendAt *time.Time `json:"suspend_at,omitempty"`
 	DeleteAt  *time.Time `json:"delete_at,omitempty"`
@@ -428,6 +449,9 @@ func (s *Server) view(l labs.Lab) labView {
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
+	}
+	if l.Left() {
+		v.LeftAt = timePtr(l.LeftAt)
 	}
 	suspendAt, deleteAt := s.Policy.For(l.Course).Deadlines(l, now())
 	v.SuspendAt, v.DeleteAt = timePtr(suspendAt), timePtr(deleteAt)

@@ -157,6 +157,13 @@ func (l faultyLabs) Heartbeat(ctx context.Context, id string) (labs.Lab, error) 
 	return l.Labs.Heartbeat(ctx, id)
 }
 
+func (l faultyLabs) Leave(ctx context.Context, id string) (labs.Lab, error) {
+	if err := l.f.failing(); err != nil {
+		return labs.Lab{}, err
+	}
+	return l.Labs.Leave(ctx, id)
+}
+
 type faultyRegistry struct {
 	api.Registry
 	f *faults
@@ -205,6 +212,7 @@ func TestContract(t *testing.T) {
 	expect("POST", "/v1/labs", `{"learner":"0123456789abcdef0123456789abcdef","course":"course-v1:hastexo+hx212+201907","template":"lab"}`, 200)
 	expect("GET", "/v1/labs/"+id, "", 200)
 	expect("POST", "/v1/labs/"+id+"/heartbeat", "{}", 200)
+	expect("POST", "/v1/labs/"+id+"/leave", "", 200)
 	if _, err := r.mgr.Do(t.Context(), lifecycle.OpSuspend, id, "test", true); err != nil {
 		t.Fatal(err)
 	}
@@ -216,13 +224,14 @@ func TestContract(t *testing.T) {
 	expect("DELETE", "/v1/labs/"+id, "", 422) // already deleted
 	expect("POST", "/v1/labs/"+id+"/heartbeat", "", 422)
 	expect("POST", "/v1/labs/"+id+"/resume", "", 422)
+	expect("POST", "/v1/labs/"+id+"/leave", "", 422)
 	expect("GET", "/v1/labs?include_deleted=true", "", 200)
 
 	// the client's mistakes
 	expect("POST", "/v1/labs", `{"learner":"ann"`, 400)
 	expect("POST", "/v1/labs", `{"learner":"ann smith","course":"os101"}`, 422)
 	expect("GET", "/v1/labs?limit=0", "", 400)
-	for _, path := range []string{"/v1/labs/nope", "/v1/labs/nope/heartbeat", "/v1/labs/nope/resume"} {
+	for _, path := range []string{"/v1/labs/nope", "/v1/labs/nope/heartbeat", "/v1/labs/nope/leave", "/v1/labs/nope/resume"} {
 		method := map[bool]string{true: "GET", false: "POST"}[path == "/v1/labs/nope"]
 		expect(method, path, "", 404)
 		if method == "POST" {
@@ -232,7 +241,7 @@ func TestContract(t *testing.T) {
 	expect("DELETE", "/v1/labs/nope", "", 404)
 	expect("DELETE", "/v1/labs/nope", `{"force":true}`, 400)
 	for _, op := range [][2]string{{"POST", "/v1/labs"}, {"GET", "/v1/labs"}, {"GET", "/v1/labs/x"}, {"DELETE", "/v1/labs/x"},
-		{"POST", "/v1/labs/x/heartbeat"}, {"POST", "/v1/labs/x/resume"}} {
+		{"POST", "/v1/labs/x/heartbeat"}, {"POST", "/v1/labs/x/leave"}, {"POST", "/v1/labs/x/resume"}} {
 		if res := r.call(op[0], op[1], "Bearer wrong", ""); res.code != 401 {
 			t.Errorf("%s %s with a wrong token: %d", op[0], op[1], res.code)
 		}
@@ -253,6 +262,7 @@ func TestContract(t *testing.T) {
 			expect("GET", "/v1/labs", "", c.code)
 			expect("GET", "/v1/labs/"+other, "", c.code)
 			expect("POST", "/v1/labs/"+other+"/heartbeat", "", c.code)
+			expect("POST", "/v1/labs/"+other+"/leave", "", c.code)
 		}
 		expect("POST", "/v1/labs/"+other+"/resume", "", c.code)
 		expect("DELETE", "/v1/labs/"+other, "", c.code)

@@ -706,7 +706,7 @@ serve: {listen: %s, shutdown_grace: %s}
 	if lab := d.lab(idler); lab["status"] != "active" || lab["last_error"] != nil {
 		t.Errorf("the idle lab while its cloud fails: %v; want active, untouched (its cloud cannot be listed)", lab)
 	}
-	if code, body := d.call("GET", "/v1/labs?course=os101", ""); code != http.StatusOK || count(body["labs"]) != 3 {
+	if code, body := d.call("GET", "/v1/labs?course=os101&include_deleted=true", ""); code != http.StatusOK || count(body["labs"]) != 3 {
 		t.Errorf("listing while the cloud fails: %d %v", code, body)
 	}
 	failing := hb.phase(busy)

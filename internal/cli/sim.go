@@ -40,7 +40,9 @@ func simCommand(stdio IO) *cli.Command {
 			outputFlag,
 			&cli.StringFlag{Name: "db", Usage: "leave the simulated registry in this new SQLite `FILE`"},
 			&cli.StringSliceFlag{Name: "trace", Usage: "only these traces: steady, class (default: both)"},
-			&cli.StringSliceFlag{Name: "policy", Usage: "only these policies: labplane, hastexo, always-on (default: all three)"},
+			&cli.StringSliceFlag{Name: "policy", Usage: "only these policies: labplane, hastexo, always-on (the default: all three), " +
+				"labplane-idle15m (heartbeats only while the learner acts: idle_suspend_after 15m), labplane-idle15m-leave80 " +
+				"(the same, the LMS sending leave at the end of 80% of sessions: suspended leave_grace, 3m, later)"},
 		},
 		Action: func(c *cli.Context) error {
 			out, err := output(c)
@@ -51,8 +53,10 @@ func simCommand(stdio IO) *cli.Command {
 			if cfg.Traces, err = only(c, "trace", cfg.Traces, func(t sim.Trace) string { return t.Name }); err != nil {
 				return err
 			}
-			if cfg.Policies, err = only(c, "policy", cfg.Policies, func(p sim.Policy) string { return p.Name }); err != nil {
-				return err
+			if c.IsSet("policy") {
+				if cfg.Policies, err = only(c, "policy", sim.Policies(), func(p sim.Policy) string { return p.Name }); err != nil {
+					return err
+				}
 			}
 			if cfg.DB = c.String("db"); cfg.DB != "" {
 				if _, err := os.Stat(cfg.DB); !errors.Is(err, fs.ErrNotExist) {

@@ -88,6 +88,7 @@ type Policy struct {
 // RulesFile is policy.Rules as written in the file: absent fields take the level above.
 type RulesFile struct {
 	IdleSuspendAfter Duration `yaml:"idle_suspend_after"`
+	LeaveGrace       Duration `yaml:"leave_grace"`
 	DeleteAfter      Duration `yaml:"delete_after"`
 	LaunchTimeout    Duration `yaml:"launch_timeout"`
 	StuckAfter       Duration `yaml:"stuck_after"`
@@ -481,6 +482,7 @@ func (rf RulesFile) resolve(v *validator, at string, base policy.Rules) policy.R
 		}
 	}
 	set("idle_suspend_after", rf.IdleSuspendAfter, &r.IdleSuspendAfter, false)
+	set("leave_grace", rf.LeaveGrace, &r.LeaveGrace, true)
 	if isZero(rf.DeleteAfter.raw) {
 		v.Add(at+".delete_after", "0 is ambiguous: leave delete_after out to never delete by age, or give a duration such as 336h")
 	} else {

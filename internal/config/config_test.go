@@ -110,13 +110,14 @@ policy:
   courses:
     k8s:
       idle_suspend_after: 20m
+      leave_grace: 1m
       max_attempts: 5
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
 	base, k8s := c.Rules().For("other"), c.Rules().For("k8s")
-	if base.IdleSuspendAfter != 5*time.Minute || base.DeleteAfter != 336*time.Hour {
+	if base.IdleSuspendAfter != 5*time.Minute || base.DeleteAfter != 336*time.Hour || base.LeaveGrace != 3*time.Minute || k8s.LeaveGrace != time.Minute {
 		t.Errorf("base: %+v", base)
 	}
 	if k8s.IdleSuspendAfter != 20*time.Minute || k8s.MaxAttempts != 5 || k8s.DeleteAfter != 336*time.Hour || k8s.StuckAfter != config.DefaultRules.StuckAfter {
@@ -136,6 +137,7 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"a course no lab can have", minimal + "policy:\n  courses:\n    \"course v1\":\n      idle_suspend_after: 5m\n", []string{`policy.courses: course "course v1": want an Open edX course key`}},
 		{"per-course field", minimal + "policy:\n  courses:\n    os101:\n      stuck_after: soon\n", []string{`policy.courses.os101.stuck_after: "soon" is not a duration`}},
 		{"negative duration", minimal + "policy:\n  orphan_grace: -1h\n", []string{"policy.orphan_grace", "negative"}},
+		{"leave_grace not a duration", minimal + "policy:\n  courses:\n    os101:\n      leave_grace: soon\n", []string{`policy.courses.os101.leave_grace: "soon" is not a duration`}},
 		{"max_attempts 0", minimal + "policy:\n  max_attempts: 0\n", []string{"policy.max_attempts: must be at least 1"}},
 		{"unknown field", minimal + "polcy:\n  idle: 1m\n", []string{`unknown field "polcy"`}},
 		{"no clouds", "templates:\n  lab: lab.yaml\n", []string{"clouds: at least one cloud is required"}},

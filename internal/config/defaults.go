@@ -43,6 +43,7 @@ const (
 // DefaultRules apply where labplane.yaml says nothing.
 var DefaultRules = policy.Rules{
 	IdleSuspendAfter: 90 * time.Second,
+	LeaveGrace:       3 * time.Minute,
 	LaunchTimeout:    15 * time.Minute,
 	StuckAfter:       30 * time.Minute,
 	OrphanGrace:      time.Hour,

@@ -77,6 +77,8 @@ type Lab struct {
 	// LastActivity is the last heartbeat, launch completion or resume: what "idle" is measured from.
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	LastResumedAt time.Time `json:"last_resumed_at"`
+	// LeftAt is when the learner last left the lab (the LMS saw its page closed; see Left).
+	LeftAt time.Time `json:"left_at,omitzero"`
 	// Attempts counts consecutive failed actions; NextAttemptAt is when the reaper may try again.
 	Attempts      int       `json:"attempts"`
 	NextAttemptAt time.Time `json:"next_attempt_at"`
@@ -130,6 +132,10 @@ func (l Lab) LastUsed() time.Time {
 	}
 	return l.LastHeartbeat
 }
+
+// Left reports whether the learner left the lab (the LMS saw its page closed) and has shown
+// no activity since.
+func (l Lab) Left() bool { return !l.LeftAt.IsZero() && !l.LeftAt.Before(l.LastUsed()) }
 
 // LastActivity is LastUsed, or the creation if later: a lab is idle when this is older than
 // the policy's idle_suspend_after.

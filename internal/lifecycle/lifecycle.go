@@ -29,6 +29,7 @@ type Registry interface {
 	FindLive(ctx context.Context, learner, course string) (labs.Lab, error)
 	UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error)
 	Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error)
+	Leave(ctx context.Context, id string, at time.Time) (labs.Lab, error)
 	AddEvent(ctx context.Context, ev labs.Event) error
 	CountLive(ctx context.Context) (map[string]int, error)
 	// the operation in flight in each of a cloud's slots (see labs.Operation)
@@ -599,6 +600,17 @@ func (m *Manager) Cloud(name string) (Cloud, error) {
 // and nothing is written.
 func (m *Manager) Heartbeat(ctx context.Context, id string) (labs.Lab, error) {
 	lab, err := m.Registry.Heartbeat(ctx, id, m.Now())
+	if errors.Is(err, labs.ErrDeleted) {
+		return lab, fmt.Errorf("%w: lab %s is deleted", ErrInvalid, id)
+	}
+	return lab, err
+}
+
+// Leave records that the learner left the lab (the LMS saw its page closed): it is suspended
+// after its course's leave_grace unless activity returns first. A deleted lab gets ErrInvalid
+// and nothing is written.
+func (m *Manager) Leave(ctx context.Context, id string) (labs.Lab, error) {
+	lab, err := m.Registry.Leave(ctx, id, m.Now())
 	if errors.Is(err, labs.ErrDeleted) {
 		return lab, fmt.Errorf("%w: lab %s is deleted", ErrInvalid, id)
 	}

@@ -184,6 +184,8 @@ func DecideLab(o Observed, now time.Time, r Rules) (Action, bool) {
 	case idle >= r.IdleSuspendAfter:
 		// running, or a failed suspend or resume: bring it to rest
 		want, why = Suspend, fmt.Sprintf("idle for %s (idle_suspend_after %s)", round(idle), r.IdleSuspendAfter)
+	case r.goneAt(lab, now):
+		want, why = Suspend, fmt.Sprintf("left %s ago (leave_grace %s)", round(now.Sub(lab.LeftAt)), r.LeaveGrace)
 	}
 
 	if want == "" {

@@ -198,6 +198,8 @@ func TestImplied(t *testing.T) {
 // delete waits for the learner to be gone).
 func TestDeadlinesAreTheDecisions(t *testing.T) {
 	launched := t0.Add(3 * time.Minute) // its launch took 3 minutes
+	rules := rules
+	rules.IdleSuspendAfter, rules.LeaveGrace = 15*time.Minute, 3*time.Minute
 	cases := []struct {
 		name string
 		lab  labs.Lab
@@ -207,10 +209,13 @@ func TestDeadlinesAreTheDecisions(t *testing.T) {
 		{"a heartbeat", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(time.Hour)}, policy.Suspend},
 		{"resumed", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastResumedAt: t0.Add(time.Hour)}, policy.Suspend},
 		{"old, in use", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(rules.DeleteAfter - time.Minute)}, policy.Delete},
+		{"left", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(time.Hour), LeftAt: t0.Add(time.Hour + time.Second)}, policy.Suspend},
+		{"left, back", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(time.Hour + time.Minute), LeftAt: t0.Add(time.Hour)}, policy.Suspend},
+		{"old, left", labs.Lab{CreatedAt: t0, StackStatusSince: launched, LastHeartbeat: t0.Add(rules.DeleteAfter - time.Minute), LeftAt: t0.Add(rules.DeleteAfter - time.Minute)}, policy.Delete},
 	}
 	for _, c := range cases {
 		l := lab(labs.Active, "CREATE_COMPLETE")
-		l.CreatedAt, l.StackStatusSince, l.LastHeartbeat, l.LastResumedAt = c.lab.CreatedAt, c.lab.StackStatusSince, c.lab.LastHeartbeat, c.lab.LastResumedAt
+		l.CreatedAt, l.StackStatusSince, l.LastHeartbeat, l.LastResumedAt, l.LeftAt = c.lab.CreatedAt, c.lab.StackStatusSince, c.lab.LastHeartbeat, c.lab.LastResumedAt, c.lab.LeftAt
 		suspendAt, deleteAt := rules.Deadlines(l, t0)
 		due := suspendAt
 		if c.kind == policy.Delete {
@@ -223,6 +228,12 @@ func TestDeadlinesAreTheDecisions(t *testing.T) {
 		at, _ := policy.DecideLab(policy.Observed{Lab: l, Stack: stack("CREATE_COMPLETE")}, due, rules)
 		if before.Kind == c.kind || at.Kind != c.kind {
 			t.Errorf("%s: deadline %s; a second before: %s (%s); at it: %s (%s)", c.name, due, before.Kind, before.Reason, at.Kind, at.Reason)
+		}
+		if want := c.lab.LeftAt.Add(rules.LeaveGrace); c.name == "left" && !due.Equal(want) {
+			t.Errorf("left: suspend_at %s, want leave_grace after the leave, %s", due, want)
+		}
+		if want := c.lab.LastHeartbeat.Add(rules.IdleSuspendAfter); c.name == "left, back" && !due.Equal(want) {
+			t.Errorf("left, then back: suspend_at %s, want idle_suspend_after after the heartbeat, %s", due, want)
 		}
 	}
 	suspended := lab(labs.Suspended, "SUSPEND_COMPLETE")

@@ -12,6 +12,9 @@ type Rules struct {
 	// long is suspended. It is also what "a recent heartbeat" means: a lab active within it
 	// is never suspended or deleted.
 	IdleSuspendAfter time.Duration `json:"idle_suspend_after"`
+	// LeaveGrace: a lab whose learner left it (labs.Lab.Left: the LMS saw its page closed) is
+	// suspended this long after, unless activity returns first (or idleness comes sooner).
+	LeaveGrace time.Duration `json:"leave_grace,omitempty"`
 	// DeleteAfter: a lab older than this (since its creation) is deleted, unless in use.
 	DeleteAfter time.Duration `json:"delete_after,omitempty"`
 	// LaunchTimeout: a stack still creating after this long is deleted.
@@ -28,9 +31,15 @@ type Rules struct {
 }
 
 // InUse reports whether the learner is in the lab at now: a heartbeat or a resume within
-// IdleSuspendAfter. A lab in use is never suspended or deleted unless someone asked for it.
+// IdleSuspendAfter, and not left for LeaveGrace since. A lab in use is never suspended or
+// deleted unless someone asked for it.
 func (r Rules) InUse(l labs.Lab, now time.Time) bool {
-	return now.Sub(l.LastUsed()) < r.IdleSuspendAfter
+	return now.Sub(l.LastUsed()) < r.IdleSuspendAfter && !r.goneAt(l, now)
+}
+
+// goneAt reports whether the lab's learner left it LeaveGrace or more before now.
+func (r Rules) goneAt(l labs.Lab, now time.Time) bool {
+	return l.Left() && now.Sub(l.LeftAt) >= r.LeaveGrace
 }
 
 // IdleSince is when a lab whose stack shows stackStatus counts as idle from: its last
@@ -61,10 +70,17 @@ func (r Rules) Deadlines(l labs.Lab, now time.Time) (suspendAt, deleteAt time.Ti
 	}
 	if l.Status == labs.Active {
 		suspendAt = IdleSince(l, l.StackStatus, now).Add(r.IdleSuspendAfter)
+		if left := l.LeftAt.Add(r.LeaveGrace); l.Left() && left.Before(suspendAt) {
+			suspendAt = left
+		}
 	}
 	if r.DeleteAfter > 0 {
 		deleteAt = l.CreatedAt.Add(r.DeleteAfter)
-		if gone := l.LastUsed().Add(r.IdleSuspendAfter); gone.After(deleteAt) {
+		gone := l.LastUsed().Add(r.IdleSuspendAfter)
+		if left := l.LeftAt.Add(r.LeaveGrace); l.Left() && left.Before(gone) {
+			gone = left
+		}
+		if gone.After(deleteAt) {
 			deleteAt = gone
 		}
 	}

@@ -35,7 +35,7 @@ type Cloud interface {
 type Registry interface {
 	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
 	// DueLabs returns the labs that may be due to be brought to rest (store.DueLabs).
-	DueLabs(ctx context.Context, idleBefore time.Time) ([]labs.Lab, error)
+	DueLabs(ctx context.Context, idleBefore, leftBefore time.Time) ([]labs.Lab, error)
 	GetLab(ctx context.Context, id string) (labs.Lab, error)
 	Orphans(ctx context.Context) (map[labs.StackKey]time.Time, error)
 	SeeOrphan(ctx context.Context, cloud, stackID, stackName string, now time.Time) (time.Time, error)
@@ -189,7 +189,8 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
 	now := r.Now()
-	due, err := r.Registry.DueLabs(ctx, now.Add(-shortestIdle(r.Rules)))
+	idle, left := shortest(r.Rules)
+	due, err := r.Registry.DueLabs(ctx, now.Add(-idle), now.Add(-left))
 	if err != nil {
 		return Plan{}, fmt.Errorf("list the labs due: %w", err)
 	}
@@ -255,14 +256,14 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 // dueReads bounds the stacks PlanDue reads at once.
 const dueReads = 16
 
-// shortestIdle is the shortest idle_suspend_after of any course: the registry's cut-off for a
-// lab that may be idle.
-func shortestIdle(rules policy.Set) time.Duration {
-	idle := rules.Default.IdleSuspendAfter
+// shortest is the shortest idle_suspend_after and leave_grace of any course: the registry's
+// cut-offs for a lab that may be idle, or left.
+func shortest(rules policy.Set) (idle, leaveGrace time.Duration) {
+	idle, leaveGrace = rules.Default.IdleSuspendAfter, rules.Default.LeaveGrace
 	for _, r := range rules.Courses {
-		idle = min(idle, r.IdleSuspendAfter)
+		idle, leaveGrace = min(idle, r.IdleSuspendAfter), min(leaveGrace, r.LeaveGrace)
 	}
-	return idle
+	return idle, leaveGrace
 }
 
 // RunDue plans the due labs (PlanDue) and executes the actions keep selects: the

@@ -97,6 +97,52 @@ func kinds(res reaper.Result) map[policy.Kind]int {
 	return out
 }
 
+// A learner who left (POST /leave) has their lab suspended leave_grace later by the
+// suspend-idle job (the labs due only), long before idle_suspend_after; one who left and came
+// back, and one who never left, keep theirs; a leave after the lab is suspended is harmless.
+func TestLeftLabsAreSuspendedAfterTheGrace(t *testing.T) {
+	r := newRig(t, fakecloud.New("a", 4, time.Millisecond))
+	rules := testRules
+	rules.IdleSuspendAfter, rules.LeaveGrace = 30*time.Minute, 3*time.Minute
+	r.reaper.Rules, r.mgr.Rules = policy.Set{Default: rules}, policy.Set{Default: rules}
+	left, back, stayed := r.launch("left"), r.launch("back"), r.launch("stayed")
+	ctx := context.Background()
+	for _, id := range []string{left.ID, back.ID} {
+		if _, err := r.mgr.Leave(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	due := func() reaper.Result {
+		t.Helper()
+		res, err := r.reaper.RunDue(ctx, func(policy.Action) bool { return true })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	r.clock.Add(2 * time.Minute)
+	if _, err := r.mgr.Heartbeat(ctx, back.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res := due(); kinds(res)[policy.Suspend] != 0 {
+		t.Fatalf("within leave_grace: %+v", res.Outcomes)
+	}
+	r.clock.Add(time.Minute + time.Second)
+	res := due()
+	if kinds(res)[policy.Suspend] != 1 || r.lab(left.ID).Status != labs.Suspended {
+		t.Fatalf("leave_grace after the leave: %+v; left lab %s", res.Outcomes, r.lab(left.ID).Status)
+	}
+	if r.lab(back.ID).Status != labs.Active || r.lab(stayed.ID).Status != labs.Active {
+		t.Errorf("back: %s, stayed: %s; want both active", r.lab(back.ID).Status, r.lab(stayed.ID).Status)
+	}
+	if _, err := r.mgr.Leave(ctx, left.ID); err != nil {
+		t.Errorf("a leave of a suspended lab: %v", err)
+	}
+	if res := due(); len(res.Outcomes) != 0 {
+		t.Errorf("a pass after: %+v", res.Outcomes)
+	}
+}
+
 func TestIdleLabsAreSuspendedAndActiveOnesKept(t *testing.T) {
 	r := newRig(t, fakecloud.New("a", 4, time.Millisecond))
 	idle, active := r.launch("idle"), r.launch("active")

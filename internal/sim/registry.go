@@ -73,6 +73,10 @@ func (r *registry) Heartbeat(ctx context.Context, id string, at time.Time) (labs
 	return r.keep(r.Store.Heartbeat(ctx, id, at))
 }
 
+func (r *registry) Leave(ctx context.Context, id string, at time.Time) (labs.Lab, error) {
+	return r.keep(r.Store.Leave(ctx, id, at))
+}
+
 // ListLabs answers from the copy, in the store's order; a page (the API's) from the store.
 func (r *registry) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error) {
 	if f.After != "" || f.Limit > 0 {

@@ -88,6 +88,9 @@ type Policy struct {
 	Pick func(context.Context, Round) (do []policy.Action, more bool, err error)
 	// DeleteUnusedAfter: a run of the suspender also deletes labs unused for this long; 0: never.
 	DeleteUnusedAfter time.Duration
+	// LeaveShare is the share of sessions whose end the LMS reports (POST /leave: the learner
+	// closed the lab's page); the others just stop sending heartbeats.
+	LeaveShare float64
 }
 
 // Round is what a run of a policy's suspender has to go on.
@@ -150,6 +153,23 @@ func Hastexo() Policy {
 		}}
 }
 
+// LabplaneIdle is labplane's defaults for a course whose LMS sends heartbeats only while the
+// learner acts (not while the lab's page is merely open): idle_suspend_after idle, as Gitpod's
+// 30-minute timeout; with leaveShare, the LMS reports the end of that share of sessions, and
+// the lab is suspended leave_grace (3 min) after, as Gitpod cuts its timeout when the tab
+// closes.
+func LabplaneIdle(idle time.Duration, leaveShare float64) Policy {
+	p := Labplane()
+	p.Name = "labplane-idle" + strings.TrimSuffix(idle.String(), "0s")
+	if leaveShare > 0 {
+		p.Name += fmt.Sprintf("-leave%.0f", 100*leaveShare)
+	}
+	rules := config.DefaultRules
+	rules.IdleSuspendAfter = idle
+	p.Rules, p.LeaveShare = policy.Set{Default: rules}, leaveShare
+	return p
+}
+
 // AlwaysOn never suspends: a lab runs from its launch to the end of the month.
 func AlwaysOn() Policy {
 	return Policy{Name: "always-on", Rules: policy.Set{Default: config.DefaultRules}}
@@ -176,6 +196,13 @@ func Default() Config {
 	return Config{Start: start, Days: days,
 		Traces:   []Trace{Steady(start, days, 1000, 1), Class(start, days, 300, 1)},
 		Policies: []Policy{Labplane(), Hastexo(), AlwaysOn()}}
+}
+
+// Policies are the policies a simulation may compare: Default's, and labplane with heartbeats
+// that say the learner acts, 15 minutes idle_suspend_after, without and with leaves on 80% of
+// sessions.
+func Policies() []Policy {
+	return append(Default().Policies, LabplaneIdle(15*time.Minute, 0), LabplaneIdle(15*time.Minute, 0.8))
 }
 
 // Row is one trace under one policy.
@@ -467,11 +494,24 @@ func (r *run) session(ctx context.Context, learner, session int) {
 			break
 		}
 	}
+	if leaves(learner, session, r.pol.LeaveShare) {
+		if _, err := r.reg.Leave(ctx, id, s.Leave); err != nil {
+			r.fail(fmt.Errorf("%s: leave of %s: %w", r.course, l.Name, err))
+			return
+		}
+		r.due(s.Leave.Add(r.pol.Rules.Default.LeaveGrace))
+	}
 	r.due(s.Leave.Add(r.pol.Rules.Default.IdleSuspendAfter))
 	if r.pol.DeleteUnusedAfter > 0 {
 		r.due(s.Leave.Add(r.pol.DeleteUnusedAfter))
 	}
 	r.arrive(learner, session+1)
+}
+
+// leaves reports whether the LMS reports the end of a learner's session: for share of them,
+// spread evenly over learners and sessions, the same in every run.
+func leaves(learner, session int, share float64) bool {
+	return float64((learner*7919+session*104729)%1000) < 1000*share
 }
 
 // visit is a learner arriving, as the LMS does it through the API: launch-or-get, then wait

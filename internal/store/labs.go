@@ -16,7 +16,7 @@ import (
 
 const labColumns = `id, learner, course, template, cloud, stack_name, stack_id, status, stack_status,
 	stack_status_since, created_at, last_heartbeat, last_resumed_at, attempts, next_attempt_at,
-	last_error, outputs, updated_at, deleted_at, claimed_at, claimed_by, sent_at, version`
+	last_error, outputs, updated_at, deleted_at, claimed_at, claimed_by, sent_at, version, left_at`
 
 // liveCond selects live labs: every status but deleted.
 const liveCond = `status <> 'deleted'`
@@ -24,7 +24,7 @@ const liveCond = `status <> 'deleted'`
 // The statements of the hot paths, prepared once on SQLite (see hotStatements).
 const (
 	insertLabSQL = `INSERT INTO labs (` + labColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	getLabSQL   = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
 	findLiveSQL = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
 	// the reaper's listing (every live lab) and an unfiltered one, and the placement's count
@@ -35,7 +35,7 @@ const (
 		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
 		stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
 		next_attempt_at = ?, last_error = ?, outputs = ?, updated_at = ?, deleted_at = ?,
-		claimed_at = ?, claimed_by = ?, sent_at = ?, version = version + 1
+		claimed_at = ?, claimed_by = ?, sent_at = ?, left_at = ?, version = version + 1
 		WHERE id = ? AND version = ?`
 
 	// A heartbeat within the open span (the last one less than the gap before it), most of
@@ -44,6 +44,11 @@ const (
 	beatInSpanSQL = `UPDATE labs SET last_heartbeat = CASE WHEN last_heartbeat < ? THEN ? ELSE last_heartbeat END,
 		version = version + 1
 		WHERE id = ? AND ` + liveCond + ` AND active_since IS NOT NULL AND last_heartbeat >= ? RETURNING ` + labColumns
+
+	// The learner left the lab (closed its page): the latest leave is kept.
+	leaveSQL = `UPDATE labs SET left_at = CASE WHEN left_at IS NULL OR left_at < ? THEN ? ELSE left_at END,
+		version = version + 1
+		WHERE id = ? AND ` + liveCond + ` RETURNING ` + labColumns
 
 	// A heartbeat that opens a span, on PostgreSQL: one statement. The row is locked first, so
 	// that two heartbeats at once never both close the same span.
@@ -104,7 +109,8 @@ func (s *Store) CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 			string(lab.Status), lab.StackStatus, s.timeArg(lab.StackStatusSince), s.timeArg(lab.CreatedAt),
 			s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt), lab.Attempts,
 			s.timeArg(lab.NextAttemptAt), lab.LastError, outputs, s.timeArg(lab.UpdatedAt),
-			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), lab.Version)
+			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), lab.Version,
+			s.timeArg(lab.LeftAt))
 		if err != nil {
 			if unique, live := uniqueViolation(err); unique {
 				if live {
@@ -162,15 +168,18 @@ const dueLabsSQL = `SELECT ` + labColumns + ` FROM labs
 	WHERE status IN ('suspending', 'deleting')
 	   OR (status IN ('active', 'failed') AND created_at <= ?
 	       AND (last_heartbeat IS NULL OR last_heartbeat <= ?) AND (last_resumed_at IS NULL OR last_resumed_at <= ?))
+	   OR (status IN ('active', 'failed') AND left_at <= ?
+	       AND (last_heartbeat IS NULL OR last_heartbeat <= left_at) AND (last_resumed_at IS NULL OR last_resumed_at <= left_at))
 	ORDER BY created_at, id`
 
 // DueLabs returns the labs that may be due to be brought to rest: those running (or whose
-// last action failed) with no activity after idleBefore, and those with a suspend or delete
-// under way. The rest cannot be: the suspend-idle job reads no other lab, and no other stack.
-func (s *Store) DueLabs(ctx context.Context, idleBefore time.Time) (_ []labs.Lab, err error) {
+// last action failed) with no activity after idleBefore or whose learner left before
+// leftBefore, and those with a suspend or delete under way. The rest cannot be: the
+// suspend-idle job reads no other lab, and no other stack.
+func (s *Store) DueLabs(ctx context.Context, idleBefore, leftBefore time.Time) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
 	t := s.timeArg(idleBefore)
-	return s.listLabs(ctx, dueLabsSQL, t, t, t)
+	return s.listLabs(ctx, dueLabsSQL, t, t, t, s.timeArg(leftBefore))
 }
 
 // ListLabs returns the labs f selects, ordered by creation time, then id.
@@ -272,7 +281,8 @@ func (s *Store) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (_ l
 			lab.Template, lab.Cloud, lab.StackName, lab.StackID, string(lab.Status), lab.StackStatus,
 			s.timeArg(lab.StackStatusSince), s.timeArg(lab.LastHeartbeat), s.timeArg(lab.LastResumedAt),
 			lab.Attempts, s.timeArg(lab.NextAttemptAt), lab.LastError, outputs, s.timeArg(ev.At),
-			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), lab.ID, lab.Version)
+			s.timeArg(lab.DeletedAt), s.timeArg(lab.ClaimedAt), lab.ClaimedBy, s.timeArg(lab.SentAt), s.timeArg(lab.LeftAt),
+			lab.ID, lab.Version)
 		if err != nil {
 			if unique, live := uniqueViolation(err); unique && live {
 				return fmt.Errorf("learner %q, course %q: %w", lab.Learner, lab.Course, labs.ErrExists)
@@ -335,6 +345,28 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.
 	}
 	if err != nil {
 		return stored, fmt.Errorf("heartbeat lab %q: %w", id, err)
+	}
+	return stored, nil
+}
+
+// Leave records that the lab's learner left it at (the LMS saw its page closed): a lab whose
+// learner left, and showed no activity since, is suspended after its course's leave_grace.
+// A deleted lab's leave is labs.ErrDeleted.
+func (s *Store) Leave(ctx context.Context, id string, at time.Time) (_ labs.Lab, err error) {
+	defer markUnavailable(&err)
+	if at.IsZero() {
+		return labs.Lab{}, fmt.Errorf("leave lab %q: time is zero", id)
+	}
+	t := s.timeArg(at)
+	stored, err := scanLab(s.queryRow(ctx, s.db, leaveSQL, t, t, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		// not there, or deleted
+		if stored, err = s.getLab(ctx, s.db, id); err == nil {
+			err = labs.ErrDeleted
+		}
+	}
+	if err != nil {
+		return stored, fmt.Errorf("leave lab %q: %w", id, err)
 	}
 	return stored, nil
 }
@@ -452,7 +484,7 @@ func scanLab(row interface{ Scan(...any) error }) (labs.Lab, error) {
 		&status, &l.StackStatus, timeDest{&l.StackStatusSince}, timeDest{&l.CreatedAt},
 		timeDest{&l.LastHeartbeat}, timeDest{&l.LastResumedAt}, &l.Attempts, timeDest{&l.NextAttemptAt},
 		&l.LastError, &outputs, timeDest{&l.UpdatedAt}, timeDest{&l.DeletedAt}, timeDest{&l.ClaimedAt},
-		&l.ClaimedBy, timeDest{&l.SentAt}, &l.Version)
+		&l.ClaimedBy, timeDest{&l.SentAt}, &l.Version, timeDest{&l.LeftAt})
 	if err != nil {
 		return labs.Lab{}, err
 	}

@@ -338,7 +338,7 @@ func rebind(query string) string {
 // appending an event, heartbeats. On SQLite, Open prepares them once for the Store: SQLite
 // parses every statement it runs, and parsing cost about as much as running them.
 // PostgreSQL's driver caches the statements it prepares by itself.
-var hotStatements = []string{insertLabSQL, getLabSQL, findLiveSQL, updateLabSQL, insertEventSQL, beatInSpanSQL, closeSpanSQLite, beatSQLite,
+var hotStatements = []string{insertLabSQL, getLabSQL, findLiveSQL, updateLabSQL, insertEventSQL, beatInSpanSQL, closeSpanSQLite, beatSQLite, leaveSQL,
 	listLiveSQL, listAllSQL, countLiveSQL, dueLabsSQL}
 
 // stmtCache holds the prepared hot statements.

@@ -509,17 +509,20 @@ func TestConcurrentUpdates(t *testing.T) {
 }
 
 // DueLabs reads the labs that may be due to be brought to rest, and no other: running or
-// failed ones idle since before the cutoff (by heartbeat, resume or creation), and those with a
-// suspend or delete under way.
+// failed ones idle since before the idle cutoff (by heartbeat, resume or creation) or left
+// before the leave cutoff with no activity since, and those with a suspend or delete under way.
 func TestDueLabs(t *testing.T) {
 	eachDriver(t, func(t *testing.T, e *env) {
-		lab := func(id string, st labs.Status, created, heartbeat, resumed int) labs.Lab {
+		lab := func(id string, st labs.Status, created, heartbeat, resumed int, left ...int) labs.Lab {
 			l := newLab(id, "l-"+id, "net101", "c1", st, at(created))
 			if heartbeat > 0 {
 				l.LastHeartbeat = at(heartbeat)
 			}
 			if resumed > 0 {
 				l.LastResumedAt = at(resumed)
+			}
+			if len(left) > 0 {
+				l.LeftAt = at(left[0])
 			}
 			return l
 		}
@@ -537,15 +540,34 @@ func TestDueLabs(t *testing.T) {
 			lab("launching", labs.Launching, 1, 0, 0),
 			lab("operator", labs.NeedsOperator, 1, 5, 0),
 			lab("deleted", labs.Deleted, 1, 5, 0),
+			lab("left", labs.Active, 1, 40, 0, 45),
+			lab("left-just-now", labs.Active, 1, 40, 0, 48),
+			lab("left-and-back", labs.Active, 1, 46, 0, 45),
+			lab("left-and-resumed", labs.Active, 1, 40, 46, 45),
+			lab("suspended-left", labs.Suspended, 1, 40, 0, 45),
 		} {
 			mustCreate(t, e.s, l)
 		}
-		got, err := e.s.DueLabs(t.Context(), at(10))
+		got, err := e.s.DueLabs(t.Context(), at(10), at(47))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{"idle", "idle-just-now", "never-used", "failed-idle", "suspending", "deleting"}; !reflect.DeepEqual(ids(got), want) {
-			t.Errorf("DueLabs(at 10 s) = %v, want %v", ids(got), want)
+		if want := []string{"idle", "idle-just-now", "left", "never-used", "failed-idle", "suspending", "deleting"}; !reflect.DeepEqual(ids(got), want) {
+			t.Errorf("DueLabs(idle before 10 s, left before 47 s) = %v, want %v", ids(got), want)
+		}
+		// the leave is kept, the latest one; a deleted lab's is refused
+		l, err := e.s.Leave(t.Context(), "left-and-back", at(60))
+		if err != nil || !l.LeftAt.Equal(norm(at(60))) || !l.Left() {
+			t.Fatalf("leave: %+v, %v", l, err)
+		}
+		if l, err := e.s.Leave(t.Context(), "left-and-back", at(55)); err != nil || !l.LeftAt.Equal(norm(at(60))) {
+			t.Errorf("an older leave after a newer one: left at %s, %v", l.LeftAt, err)
+		}
+		if _, err := e.s.Leave(t.Context(), "deleted", at(60)); !errors.Is(err, labs.ErrDeleted) {
+			t.Errorf("leave of a deleted lab: %v", err)
+		}
+		if _, err := e.s.Leave(t.Context(), "nope", at(60)); !errors.Is(err, labs.ErrNotFound) {
+			t.Errorf("leave of no lab: %v", err)
 		}
 	})
 }
@@ -1543,9 +1565,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

@@ -1,0 +1,6 @@
+-- +goose Up
+-- When the learner last left the lab (POST /v1/labs/{id}/leave: the LMS saw its page closed).
+ALTER TABLE labs ADD COLUMN left_at TIMESTAMPTZ;
+
+-- +goose Down
+ALTER TABLE labs DROP COLUMN left_at;
