@@ -115,6 +115,20 @@ func TestSeeds(t *testing.T) {
 	}
 }
 
+// TestLeaves checks that the workload's leaves do something: over the first seeds, labs whose
+// learner left are suspended leave_grace after the leave, before idleness would have
+// (Result.LeftSuspends), and no invariant breaks (TestSeeds checks those on every seed).
+func TestLeaves(t *testing.T) {
+	sum := 0
+	for s := uint64(1); s <= 4; s++ {
+		sum += interleave.Run(t, interleave.DefaultConfig(s)).LeftSuspends
+	}
+	if sum == 0 {
+		t.Error("seeds 1 to 4 suspended no lab because its learner left: the leave is not exercised")
+	}
+	t.Logf("seeds 1 to 4: %d suspends of labs their learner left", sum)
+}
+
 // TestPostgres runs seeds with the registry on PostgreSQL, its locks advisory locks, each in
 // a database of its own: the same invariants, the other store. Seeds on PostgreSQL are not
 // replayable step for step (the server's own timing is not the simulation's), only re-run.

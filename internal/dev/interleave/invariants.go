@@ -40,6 +40,8 @@ type truth struct {
 	// suspended, deleting or deleted).
 	answered map[string]time.Time
 	toldUp   map[string]time.Time
+	// left: the last leave of a lab the LMS got an answer to.
+	left map[string]time.Time
 	// reset: labs the LMS deleted.
 	reset map[string]bool
 	// present: learners at work, since when and with which lab.
@@ -54,7 +56,7 @@ type presence struct {
 }
 
 func newTruth() truth {
-	return truth{answered: map[string]time.Time{}, toldUp: map[string]time.Time{}, reset: map[string]bool{},
+	return truth{answered: map[string]time.Time{}, toldUp: map[string]time.Time{}, left: map[string]time.Time{}, reset: map[string]bool{},
 		present: map[string]presence{}, hooks: map[string]int{}}
 }
 
@@ -140,6 +142,13 @@ func (w *world) answered(lab string, status labs.Status) {
 	}
 }
 
+// left notes that the LMS told labplane the learner left the lab, and got an answer.
+func (w *world) left(lab string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.truth.left[lab] = time.Now()
+}
+
 func (w *world) reset(lab string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -218,6 +227,7 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	w.mu.Lock()
 	last, seen := w.truth.answered[lab]
 	up, toldUp := w.truth.toldUp[lab]
+	left, hasLeft := w.truth.left[lab]
 	reset := w.truth.reset[lab]
 	w.mu.Unlock()
 	row, err := w.checker.GetLab(context.Background(), lab)
@@ -227,8 +237,17 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	if op == "suspend" {
 		// the LMS answered before the suspend was sent (a return it should have cancelled),
 		// or showed the lab up: an answer at the instant it was sent came after it
+		// A learner who left (and was not answered since) may have the lab suspended
+		// leave_grace after.
+		gone := hasLeft && !left.Before(last) && now.Sub(left) >= rules.LeaveGrace
 		back := seen && now.Sub(last) < rules.IdleSuspendAfter && (row.SentAt.IsZero() || last.Before(row.SentAt))
-		if back || (toldUp && now.Sub(up) < rules.IdleSuspendAfter) {
+		inUse := back || (toldUp && now.Sub(up) < rules.IdleSuspendAfter)
+		if gone && inUse {
+			w.mu.Lock()
+			w.leftSuspends++ // sooner than idleness would have: the leave's doing
+			w.mu.Unlock()
+		}
+		if !gone && inUse {
 			w.violate(SuspendedInUse, "suspend of lab %s (stack %s on %s) in use: the LMS was answered about it %s ago, the suspend sent %s ago (idle_suspend_after %s)",
 				lab, st.Name, c.name, now.Sub(last), now.Sub(row.SentAt), rules.IdleSuspendAfter)
 		}

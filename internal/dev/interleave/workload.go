@@ -90,7 +90,17 @@ func (w *world) learner(ctx context.Context, i int, end time.Time) {
 			}
 			w.present(name, lab)
 		}
+		if lab != "" && w.turns.chance(0.5) {
+			w.leave(name, lab)
+		}
 		w.leaves(name)
+	}
+}
+
+// leave is the LMS telling labplane that the learner closed the lab's page.
+func (w *world) leave(name, lab string) {
+	if code, _ := w.request(name, "POST", "/v1/labs/"+lab+"/leave", ""); code == http.StatusOK {
+		w.left(lab)
 	}
 }
 

@@ -74,6 +74,7 @@ var (
 		r := config.DefaultRules
 		r.OrphanGrace = 10 * time.Minute
 		r.StuckAfter = 10 * time.Minute // an abandoned claim is taken over within the quiet time
+		r.LeaveGrace = 30 * time.Second // under idle_suspend_after: a leave suspends the lab sooner
 		return r
 	}()
 	jobs = []struct {
@@ -101,6 +102,9 @@ type Result struct {
 	Violations []Violation
 	// Digest hashes every step: two runs of a seed that took the same steps have the same.
 	Digest uint64
+	// LeftSuspends counts the suspends sent for labs whose learner had been answered about
+	// within idle_suspend_after but had left leave_grace before: the leave's doing.
+	LeftSuspends int
 }
 
 // Failed reports whether an invariant was broken.
@@ -163,19 +167,20 @@ type world struct {
 
 	checker *store.Store // the invariants' own connection, taking no turns
 
-	mu        sync.Mutex
-	procs     map[string]*process // live processes by name
-	gens      map[string]int      // generations of each replica
-	dbDown    bool
-	lastFault time.Time
-	ids       int
-	truth     truth
-	violated  []Violation
-	kinds     map[Kind]int
-	passes    map[string]time.Time // a reaper pass running: since when, by process/job
-	lastWide  time.Time            // when the invariants last read the whole registry
-	work      *workload
-	closing   bool // the run is over: no replica starts again
+	mu           sync.Mutex
+	procs        map[string]*process // live processes by name
+	gens         map[string]int      // generations of each replica
+	dbDown       bool
+	lastFault    time.Time
+	ids          int
+	truth        truth
+	violated     []Violation
+	leftSuspends int // see Result.LeftSuspends
+	kinds        map[Kind]int
+	passes       map[string]time.Time // a reaper pass running: since when, by process/job
+	lastWide     time.Time            // when the invariants last read the whole registry
+	work         *workload
+	closing      bool // the run is over: no replica starts again
 }
 
 func newWorld(c Config, path string) *world {
@@ -244,7 +249,7 @@ func (w *world) run(t *testing.T) Result {
 
 	res := Result{Seed: w.cfg.Seed, Steps: w.turns.steps, Digest: w.turns.digest.Sum64()}
 	w.mu.Lock()
-	res.Violations = slices.Clone(w.violated)
+	res.Violations, res.LeftSuspends = slices.Clone(w.violated), w.leftSuspends
 	w.mu.Unlock()
 	return res
 }
