@@ -49,10 +49,14 @@ type Authenticator interface {
 	Verify(ctx context.Context, authorizationHeader string) (client string, err error)
 }
 
-// Check is one readiness check (the store, a cloud).
+// Check is one readiness check (the store, a cloud). /readyz, which anyone may read, shows a
+// failed check as "failed" and logs its error, which may name a database, a host or a user;
+// only a Public check's error (labplane's own words, such as the scheduler's "stuck: ...") is
+// shown as it is.
 type Check struct {
-	Name  string
-	Check func(ctx context.Context) error
+	Name   string
+	Check  func(ctx context.Context) error
+	Public bool
 }
 
 // Observer is told of every request (metrics).
@@ -363,7 +367,11 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
 		wg.Go(func() {
 			res := "ok"
 			if err := c.Check(ctx); err != nil {
-				res = err.Error()
+				res = "failed"
+				if c.Public {
+					res = err.Error()
+				}
+				s.Log.Warn("not ready", "check", c.Name, "err", err)
 			}
 			mu.Lock()
 			defer mu.Unlock()

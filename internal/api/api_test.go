@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -304,16 +305,24 @@ func TestHeartbeatResumeDelete(t *testing.T) {
 	}
 }
 
+// /readyz, which needs no token, names the check that failed and nothing more: the error
+// (which may name a database, its user and host) goes to the log.
 func TestReadiness(t *testing.T) {
 	r := newRig(t)
+	var log bytes.Buffer
+	r.api.Log = slog.New(slog.NewTextHandler(&log, nil))
 	if res := r.call("GET", "/readyz", "", ""); res.code != 200 {
 		t.Fatalf("readyz: %d %s", res.code, res.raw)
 	}
-	r.api.Ready = append(r.api.Ready, api.Check{Name: "cloud a", Check: func(context.Context) error { return errors.New("connection refused") }})
+	const detail = "dial tcp db.internal:5432: password authentication failed for user labplane"
+	r.api.Ready = append(r.api.Ready, api.Check{Name: "cloud a", Check: func(context.Context) error { return errors.New(detail) }})
 	res := r.call("GET", "/readyz", "", "")
 	checks, _ := res.body["checks"].(map[string]any)
-	if res.code != http.StatusServiceUnavailable || checks["cloud a"] != "connection refused" || checks["store"] != "ok" {
-		t.Fatalf("readyz with a cloud down: %d %s", res.code, res.raw)
+	if res.code != http.StatusServiceUnavailable || checks["cloud a"] != "failed" || checks["store"] != "ok" || strings.Contains(res.raw, "db.internal") {
+		t.Fatalf("readyz with a cloud down: %d %s; want 503, cloud a failed, nothing of the error", res.code, res.raw)
+	}
+	if !strings.Contains(log.String(), "check=\"cloud a\"") || !strings.Contains(log.String(), "db.internal") {
+		t.Errorf("the log lacks the failed check's error: %s", log.String())
 	}
 }
 
@@ -342,7 +351,7 @@ func TestReadinessNamesAStuckJob(t *testing.T) {
 		close(release)
 		_ = sched.Shutdown(context.Background())
 	})
-	r.api.Ready = append(r.api.Ready, api.Check{Name: "scheduler", Check: sched.Check})
+	r.api.Ready = append(r.api.Ready, api.Check{Name: "scheduler", Check: sched.Check, Public: true})
 	<-failed
 
 	deadline := time.Now().Add(10 * time.Second)

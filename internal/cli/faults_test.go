@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -685,8 +686,11 @@ serve: {listen: %s, shutdown_grace: %s}
 		if code == http.StatusServiceUnavailable && checks["store"] != "ok" {
 			t.Errorf("the store check failed with the cloud: %v", checks)
 		}
-		return code == http.StatusServiceUnavailable && strings.Contains(cloudCheck, "HTTP 500")
+		return code == http.StatusServiceUnavailable && cloudCheck == "failed"
 	})
+	if !strings.Contains(d.logs.String(), "HTTP 500") {
+		t.Errorf("serve's log does not say why the cloud is not ready")
+	}
 	t.Logf("cloud failing: /readyz noticed in %s: %q", noticed.Round(time.Millisecond), cloudCheck)
 	d.waitFor("the scheduler's jobs to record failed runs", 10*time.Second, func() bool {
 		return d.metric(jobRuns("suspend-idle", "failed")) > failedBefore["suspend-idle"] &&
@@ -841,5 +845,56 @@ serve: {listen: %s, shutdown_grace: %s}
 		if cloudSays := heat.StackStatus("lab-" + id); lab.Status != labs.Suspended || lab.StackStatus != cloudSays {
 			t.Errorf("lab %s after the next pass: %s (%s), the cloud says %s; want suspended, as on the cloud", id, lab.Status, lab.StackStatus, cloudSays)
 		}
+	}
+}
+
+// serve bounds every phase of a connection (serve.read_timeout, idle_timeout; headers up to
+// 32 KiB): a client that sends half a body, one that keeps a connection open and silent, and one
+// with an oversized header hold nothing for long, and the API answers the next client at once.
+func TestServeBoundsSlowAndIdleClients(t *testing.T) {
+	heat := newFaultHeat(t)
+	heat.UseCloudsYAML()
+	addr := freePort(t)
+	s := newSite(t, fmt.Sprintf(`site: timeouts
+store: {dsn: labplane.db}
+clouds: [{name: fake, cloud: fake}]
+templates: {lab: lab.yaml}
+serve: {listen: %s, read_timeout: 1s, idle_timeout: 1s, shutdown_grace: 2s}
+`, addr))
+	if err := os.WriteFile(filepath.Join(s.dir, "lab.yaml"), []byte(faultTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, s, addr)
+	// closedWithin sends what on a new connection and reports how long the server took to
+	// close it, reading whatever it answered.
+	closedWithin := func(what string) (time.Duration, string) {
+		t.Helper()
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		began := time.Now()
+		if _, err := io.WriteString(conn, what); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		answer, _ := io.ReadAll(conn) // until the server closes it (or the deadline)
+		return time.Since(began), string(answer)
+	}
+	half := "POST /v1/labs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + d.token + "\r\nContent-Length: 100\r\n\r\n{\"learner\":"
+	if took, answer := closedWithin(half); took > 5*time.Second {
+		t.Errorf("half a body: the connection was held %s (read_timeout 1s): %q", took, answer)
+	}
+	idle := "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" // answered, then kept alive and silent
+	if took, answer := closedWithin(idle); took > 5*time.Second || !strings.Contains(answer, "200 OK") {
+		t.Errorf("an idle kept-alive connection: held %s (idle_timeout 1s), answered %q", took, answer)
+	}
+	big := "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("x", 40<<10) + "\r\n\r\n"
+	if _, answer := closedWithin(big); !strings.Contains(answer, "431") {
+		t.Errorf("a 40 KiB header: %.80q, want 431", answer)
+	}
+	if code, _ := d.call("GET", "/v1/labs", ""); code != http.StatusOK {
+		t.Errorf("the API after them: %d", code)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/auth"
+	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/metrics"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/reaper"
@@ -59,6 +60,16 @@ func serveCommand(stdio IO) *cli.Command {
 // JobName names a cloud's job in the logs and the metrics: "suspend-idle:local-a".
 func JobName(job, cloud string) string { return job + ":" + cloud }
 
+// maxHeaderBytes bounds a request's headers (a bearer token and a few more fit many times).
+const maxHeaderBytes = 32 << 10
+
+// newHTTPServer is serve's HTTP server: every phase of a connection is bounded, so that a
+// slow, silent or oversized client holds no handler and no connection for long.
+func newHTTPServer(h http.Handler, s config.Serve) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, s.ReadTimeout.D()), ReadTimeout: s.ReadTimeout.D(),
+		WriteTimeout: s.WriteTimeout.D(), IdleTimeout: s.IdleTimeout.D(), MaxHeaderBytes: maxHeaderBytes}
+}
+
 // serve runs the API and the scheduler until ctx is done.
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
 	mgr := e.manager()
@@ -101,7 +112,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	if err != nil {
 		return err
 	}
-	server.Ready = append(server.Ready, api.Check{Name: "scheduler", Check: sched.Check})
+	server.Ready = append(server.Ready, api.Check{Name: "scheduler", Check: sched.Check, Public: true})
 	m.JobsBy(sched.States)
 	m.BoundsBy(mgr.Bounds)
 
@@ -109,7 +120,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	if err != nil {
 		return badInput{fmt.Errorf("listen on %s: %w", listen, err)}
 	}
-	httpServer := &http.Server{Handler: server.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	httpServer := newHTTPServer(server.Handler(), e.cfg.Serve)
 	served := make(chan error, 1)
 	go func() { served <- httpServer.Serve(ln) }()
 	sched.Start()

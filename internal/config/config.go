@@ -104,6 +104,10 @@ type Hooks struct {
 	AfterResume   string   `yaml:"after_resume" json:"after_resume,omitempty"`
 	BeforeDelete  string   `yaml:"before_delete" json:"before_delete,omitempty"`
 	Timeout       Duration `yaml:"timeout" json:"-"`
+	// PassEnv names the variables of labplane's environment the hooks get beyond PATH, HOME,
+	// the locale and TZ; MaxRunning bounds the hooks running at once.
+	PassEnv    []string `yaml:"pass_env" json:"pass_env,omitempty"`
+	MaxRunning int      `yaml:"max_running" json:"max_running,omitempty"`
 }
 
 // Serve configures `labplane serve`.
@@ -116,6 +120,12 @@ type Serve struct {
 	// TokenCache is how long a checked API token is trusted without asking the store: a
 	// revoked token stops working within it.
 	TokenCache Duration `yaml:"token_cache" json:"-"`
+	// ReadTimeout bounds reading a request, headers and body; WriteTimeout, from the end of
+	// the headers to the end of the answer; IdleTimeout, a kept-alive connection waiting for
+	// its next request. A slow or silent client holds no handler or connection past them.
+	ReadTimeout  Duration `yaml:"read_timeout" json:"-"`
+	WriteTimeout Duration `yaml:"write_timeout" json:"-"`
+	IdleTimeout  Duration `yaml:"idle_timeout" json:"-"`
 }
 
 // Scheduler sets how often `labplane serve` runs each part of the reaper. Each job runs on
@@ -314,6 +324,14 @@ func (c *Config) validate(v *validator) {
 	c.validateTemplates(v)
 	c.validatePolicy(v)
 	withDefault(v, "hooks.timeout", &c.Hooks.Timeout, DefaultHookTimeout)
+	if c.Hooks.MaxRunning < 0 {
+		v.Add("hooks.max_running", "must be at least 1 (got %d)", c.Hooks.MaxRunning)
+	}
+	for i, name := range c.Hooks.PassEnv {
+		if name == "" || strings.ContainsAny(name, "= ") {
+			v.Add(fmt.Sprintf("hooks.pass_env[%d]", i), "%q is not an environment variable's name", name)
+		}
+	}
 	c.validateServe(v)
 }
 
@@ -332,6 +350,9 @@ func (c *Config) validateServe(v *validator) {
 	}
 	withDefault(v, "serve.shutdown_grace", &c.Serve.ShutdownGrace, DefaultShutdownGrace)
 	withDefault(v, "serve.token_cache", &c.Serve.TokenCache, DefaultTokenCache)
+	withDefault(v, "serve.read_timeout", &c.Serve.ReadTimeout, DefaultReadTimeout)
+	withDefault(v, "serve.write_timeout", &c.Serve.WriteTimeout, DefaultWriteTimeout)
+	withDefault(v, "serve.idle_timeout", &c.Serve.IdleTimeout, DefaultIdleTimeout)
 	withDefault(v, "scheduler.suspend_every", &c.Scheduler.SuspendEvery, DefaultSuspendEvery)
 	withDefault(v, "scheduler.reap_every", &c.Scheduler.ReapEvery, DefaultReapEvery)
 	withDefault(v, "scheduler.reconcile_every", &c.Scheduler.ReconcileEvery, DefaultReconcileEvery)

@@ -139,6 +139,8 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"negative duration", minimal + "policy:\n  orphan_grace: -1h\n", []string{"policy.orphan_grace", "negative"}},
 		{"leave_grace not a duration", minimal + "policy:\n  courses:\n    os101:\n      leave_grace: soon\n", []string{`policy.courses.os101.leave_grace: "soon" is not a duration`}},
 		{"max_attempts 0", minimal + "policy:\n  max_attempts: 0\n", []string{"policy.max_attempts: must be at least 1"}},
+		{"hooks.max_running negative", minimal + "hooks:\n  max_running: -1\n", []string{"hooks.max_running: must be at least 1 (got -1)"}},
+		{"hooks.pass_env not a name", minimal + "hooks:\n  pass_env: [PATH, \"A=B\"]\n", []string{`hooks.pass_env[1]: "A=B" is not an environment variable's name`}},
 		{"unknown field", minimal + "polcy:\n  idle: 1m\n", []string{`unknown field "polcy"`}},
 		{"no clouds", "templates:\n  lab: lab.yaml\n", []string{"clouds: at least one cloud is required"}},
 		{"cloud without entry", "clouds:\n  - name: a\ntemplates:\n  lab: lab.yaml\n", []string{"clouds[0].cloud: required"}},

@@ -27,6 +27,11 @@ const (
 	DefaultListen        = "127.0.0.1:8080"
 	DefaultShutdownGrace = 30 * time.Second
 	DefaultTokenCache    = 5 * time.Second
+	// The API's bodies are small (64 KiB at most) and its answers quick (/readyz's checks
+	// take 5 s at most): a minute covers a slow network, not a client that stalls.
+	DefaultReadTimeout  = 30 * time.Second
+	DefaultWriteTimeout = time.Minute
+	DefaultIdleTimeout  = 2 * time.Minute
 
 	// The scheduler: suspending idle labs often (an idle lab bills until it is suspended),
 	// the full pass and the reconciliation less often.

@@ -1,9 +1,14 @@
 package lifecycle_test
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,5 +234,105 @@ func TestRefusedActionRunsNoHook(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "before_suspend.env")); err == nil {
 		t.Error("before_suspend ran for a suspend that was refused")
+	}
+}
+
+// A hook gets the lab and what a shell needs, not labplane's secrets: of labplane's
+// environment only PATH, HOME, the locale, TZ and what PassEnv names.
+func TestHooksGetACleanEnvironment(t *testing.T) {
+	t.Setenv("OS_PASSWORD", "cloud-s3cret")
+	t.Setenv("LABPLANE_STORE_DSN", "postgres://labplane:db-s3cret@db/labplane")
+	t.Setenv("GUACAMOLE_URL", "https://guac.example")
+	r := newRig(t, "a")
+	dir := t.TempDir()
+	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: `env > '` + dir + `'/env`, Timeout: 10 * time.Second, PassEnv: []string{"GUACAMOLE_URL"}}
+	lab := r.launch("ann", "os101")
+	r.clock.Add(10 * time.Minute)
+	if _, err := r.do(lifecycle.OpSuspend, lab.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "env"))
+	if err != nil {
+		t.Fatalf("the hook did not run: %v", err)
+	}
+	env := string(raw)
+	for _, leak := range []string{"cloud-s3cret", "db-s3cret", "OS_PASSWORD", "LABPLANE_STORE_DSN"} {
+		if strings.Contains(env, leak) {
+			t.Errorf("the hook's environment holds %s:\n%s", leak, env)
+		}
+	}
+	for _, want := range []string{"PATH=" + os.Getenv("PATH"), "GUACAMOLE_URL=https://guac.example", "LABPLANE_LAB_ID=" + lab.ID} {
+		if !strings.Contains(env, want+"\n") {
+			t.Errorf("the hook's environment lacks %s:\n%s", want, env)
+		}
+	}
+}
+
+// A hook that starts background children is stopped whole at its timeout: its process group
+// is killed, so no child outlives it.
+func TestHookTimeoutKillsItsChildren(t *testing.T) {
+	r := newRig(t, "a")
+	dir := t.TempDir()
+	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: `sleep 60 & echo $! > '` + dir + `'/child; wait`, Timeout: 300 * time.Millisecond}
+	lab := r.launch("ann", "os101")
+	r.clock.Add(10 * time.Minute)
+	if _, err := r.do(lifecycle.OpSuspend, lab.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "child"))
+	if err != nil {
+		t.Fatalf("the hook did not start its child: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for syscall.Kill(pid, 0) == nil { // alive, or a zombie not reaped yet (its state says which)
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err != nil || strings.Contains(string(st), ") Z ") {
+			break
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("the hook's background child %d still runs 5 s after the hook's timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Hooks run at most MaxRunning at once in a process: a class of 20 suspended at once starts
+// 20 hooks, 4 at a time.
+func TestHooksRunAtMostMaxRunningAtOnce(t *testing.T) {
+	r := newRig(t, "a")
+	var mu sync.Mutex
+	running, most := 0, 0
+	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: "x", Timeout: 10 * time.Second, MaxRunning: 4,
+		Run: func(ctx context.Context, _ string, _ []string) ([]byte, error) {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return nil, nil
+		}}
+	var ids []string
+	for i := range 20 {
+		ids = append(ids, r.launch(fmt.Sprintf("l%d", i), "os101").ID)
+	}
+	r.clock.Add(10 * time.Minute)
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		wg.Go(func() {
+			if _, err := r.do(lifecycle.OpSuspend, id, false); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if most != 4 {
+		t.Errorf("at most %d hooks ran at once, want 4 (MaxRunning)", most)
 	}
 }

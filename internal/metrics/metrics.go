@@ -164,7 +164,18 @@ func (m *Metrics) ObserveJob(job string, took time.Duration, err error) {
 // ObserveHTTP records one HTTP request: labplane_http_request_seconds{route,method,code}.
 // route is the route's pattern ("/v1/labs/{id}"), never the raw path, to bound the series.
 func (m *Metrics) ObserveHTTP(route, method string, code int, took time.Duration) {
-	m.httpReqs.WithLabelValues(route, method, strconv.Itoa(code)).Observe(took.Seconds())
+	m.httpReqs.WithLabelValues(route, knownMethod(method), strconv.Itoa(code)).Observe(took.Seconds())
+}
+
+// knownMethod is method if HTTP defines it, else "other": the label's values are bounded,
+// whatever a client sends (500 invented methods would make 500 series).
+func knownMethod(method string) string {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return method
+	}
+	return "other"
 }
 
 // LabsBy sets how labplane_labs{cloud,status} is counted: count is called on every scrape

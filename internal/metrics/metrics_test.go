@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -337,5 +338,27 @@ func TestCloudBoundsAreReadAtEachScrape(t *testing.T) {
 				t.Errorf("%s's bound %g, want %d", cloud, g.GetValue(), n)
 			}
 		}
+	}
+}
+
+// A client's invented methods fold into one value of the method label: 500 of them make one
+// series, not 500 (the route label is the API's pattern, "other" for no route).
+func TestHTTPMethodLabelIsBounded(t *testing.T) {
+	m := New()
+	for i := range 500 {
+		m.ObserveHTTP("other", fmt.Sprintf("M%03d", i), 404, time.Millisecond)
+	}
+	m.ObserveHTTP("other", http.MethodPost, 404, time.Millisecond)
+	_, mfs := scrape(t, m.Handler(), context.Background())
+	methods := map[string]uint64{}
+	for _, s := range mfs["labplane_http_request_seconds"].GetMetric() {
+		for _, l := range s.GetLabel() {
+			if l.GetName() == "method" {
+				methods[l.GetValue()] += s.GetHistogram().GetSampleCount()
+			}
+		}
+	}
+	if len(methods) != 2 || methods["other"] != 500 || methods["POST"] != 1 {
+		t.Errorf("method label values %v, want other (500) and POST (1)", methods)
 	}
 }

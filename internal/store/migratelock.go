@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/labplane/labplane/internal/filelock"
@@ -31,4 +33,31 @@ func lockSQLiteMigrations(ctx context.Context, dsn string) (unlock func(), err e
 		return nil, fmt.Errorf("migration lock: %w", err)
 	}
 	return func() { _ = release() }, nil
+}
+
+// keepSQLiteFilePrivate makes the registry's file readable by its owner only before SQLite
+// opens it (its WAL and shared-memory files take its mode): it holds the labs' connection
+// details and the token hashes. A missing directory is made 0700; a file others could read
+// is made 0600. An in-memory database has no file.
+func keepSQLiteFilePrivate(dsn string) error {
+	path, memory := sqliteFile(dsn)
+	if memory {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if info.Mode().Perm()&0o077 != 0 {
+		return f.Chmod(0o600)
+	}
+	return nil
 }

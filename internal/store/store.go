@@ -99,6 +99,11 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 		}
 	}
 
+	if driver == SQLite {
+		if err := keepSQLiteFilePrivate(dsn); err != nil {
+			return nil, fail("open", err)
+		}
+	}
 	db, err := sql.Open(sqlDriver, connDSN)
 	if err != nil {
 		return nil, fail("open", err)
