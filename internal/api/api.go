@@ -42,11 +42,11 @@ type Registry interface {
 	ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error)
 }
 
-// Authenticator turns an Authorization header into a client name, or fails: with an error
-// wrapping auth.ErrUnauthorized when the header is refused (401), with another one when it
-// could not be checked (the store is down: 503).
+// Authenticator turns an Authorization header into a client (its name and scope), or fails:
+// with an error wrapping auth.ErrUnauthorized when the header is refused (401), with another
+// one when it could not be checked (the store is down: 503).
 type Authenticator interface {
-	Verify(ctx context.Context, authorizationHeader string) (client string, err error)
+	Verify(ctx context.Context, authorizationHeader string) (auth.Client, error)
 }
 
 // Check is one readiness check (the store, a cloud). /readyz, which anyone may read, shows a
@@ -102,16 +102,16 @@ const maxBody = 64 << 10
 // Handler returns the API's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	route := func(pattern string, h func(w http.ResponseWriter, r *http.Request, client string) error) {
-		mux.Handle(pattern, s.authed(pattern, h))
+	route := func(pattern string, need auth.Scope, h func(w http.ResponseWriter, r *http.Request, client string) error) {
+		mux.Handle(pattern, s.authed(pattern, need, h))
 	}
-	route("POST /v1/labs", s.launch)
-	route("GET /v1/labs", s.list)
-	route("GET /v1/labs/{id}", s.get)
-	route("POST /v1/labs/{id}/heartbeat", s.heartbeat)
-	route("POST /v1/labs/{id}/leave", s.leave)
-	route("POST /v1/labs/{id}/resume", s.resume)
-	route("DELETE /v1/labs/{id}", s.delete)
+	route("POST /v1/labs", auth.ScopeLMS, s.launch)
+	route("GET /v1/labs", auth.ScopeRead, s.list)
+	route("GET /v1/labs/{id}", auth.ScopeRead, s.get)
+	route("POST /v1/labs/{id}/heartbeat", auth.ScopeLMS, s.heartbeat)
+	route("POST /v1/labs/{id}/leave", auth.ScopeLMS, s.leave)
+	route("POST /v1/labs/{id}/resume", auth.ScopeLMS, s.resume)
+	route("DELETE /v1/labs/{id}", auth.ScopeLMS, s.delete)
 	mux.Handle("GET /healthz", s.observed("/healthz", func(w http.ResponseWriter, _ *http.Request) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	}))
@@ -134,8 +134,9 @@ func (s *Server) Handler() http.Handler {
 	return mux
 }
 
-// authed checks the bearer token, then runs h; a wrong or missing token gets 401 and nothing else.
-func (s *Server) authed(route string, h func(http.ResponseWriter, *http.Request, string) error) http.Handler {
+// authed checks the bearer token and its scope, then runs h with the client's name; a wrong
+// or missing token gets 401 and nothing else, a token whose scope does not allow the route 403.
+func (s *Server) authed(route string, need auth.Scope, h func(http.ResponseWriter, *http.Request, string) error) http.Handler {
 	return s.observed(route, func(w http.ResponseWriter, r *http.Request) error {
 		client, err := s.Auth.Verify(r.Context(), r.Header.Get("Authorization"))
 		if err != nil {
@@ -145,7 +146,10 @@ func (s *Server) authed(route string, h func(http.ResponseWriter, *http.Request,
 			w.Header().Set("WWW-Authenticate", `Bearer realm="labplane"`)
 			return errUnauthorized
 		}
-		return h(w, r, client)
+		if !client.Scope.Allows(need) {
+			return fmt.Errorf("%w: token %q has scope %q; %s %s needs %q", errForbidden, client.Name, client.Scope, r.Method, route, need)
+		}
+		return h(w, r, client.Name)
 	})
 }
 

@@ -29,14 +29,20 @@ import (
 
 const token = "lp_test-token"
 
-// tokens accepts one token, as the LMS client.
+// tokens accepts two tokens: the LMS's (scope lms) and a dashboard's (scope read).
 type tokens struct{}
 
-func (tokens) Verify(_ context.Context, header string) (string, error) {
-	if header == "Bearer "+token {
-		return "lms", nil
+// readToken is the dashboard's.
+const readToken = "lp_read-token"
+
+func (tokens) Verify(_ context.Context, header string) (auth.Client, error) {
+	switch header {
+	case "Bearer " + token:
+		return auth.Client{Name: "lms", Scope: auth.ScopeLMS}, nil
+	case "Bearer " + readToken:
+		return auth.Client{Name: "dashboard", Scope: auth.ScopeRead}, nil
 	}
-	return "", auth.ErrUnauthorized
+	return auth.Client{}, auth.ErrUnauthorized
 }
 
 type rig struct {

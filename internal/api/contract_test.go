@@ -247,6 +247,17 @@ func TestContract(t *testing.T) {
 		}
 	}
 
+	// a token whose scope does not allow it: a read token may GET, nothing more
+	for _, op := range [][2]string{{"POST", "/v1/labs"}, {"DELETE", "/v1/labs/x"}, {"POST", "/v1/labs/x/heartbeat"},
+		{"POST", "/v1/labs/x/leave"}, {"POST", "/v1/labs/x/resume"}} {
+		if res := r.call(op[0], op[1], "Bearer "+readToken, ""); res.code != http.StatusForbidden || !strings.Contains(res.raw, "forbidden") {
+			t.Errorf("%s %s with a read token: %d %s", op[0], op[1], res.code, res.raw)
+		}
+	}
+	if res := r.call("GET", "/v1/labs", "Bearer "+readToken, ""); res.code != http.StatusOK {
+		t.Errorf("GET /v1/labs with a read token: %d %s", res.code, res.raw)
+	}
+
 	// what the server and its dependencies do: a lab another action holds, a registry down,
 	// an unexpected failure
 	second := expect("POST", "/v1/labs", `{"learner":"bob","course":"os101"}`, 202)

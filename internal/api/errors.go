@@ -11,6 +11,7 @@ import (
 
 var (
 	errUnauthorized = errors.New("a valid bearer token is required")
+	errForbidden    = errors.New("forbidden")
 	errNoRoute      = errors.New("no such endpoint")
 	errBadRequest   = errors.New("bad request")
 )
@@ -30,6 +31,7 @@ var errorKinds = []struct {
 	code   string
 }{
 	{errUnauthorized, http.StatusUnauthorized, "unauthorized"},
+	{errForbidden, http.StatusForbidden, "forbidden"},
 	{errNoRoute, http.StatusNotFound, "no_route"},
 	{errBadRequest, http.StatusBadRequest, "bad_request"},
 	{labs.ErrNotFound, http.StatusNotFound, "not_found"},

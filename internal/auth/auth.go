@@ -16,6 +16,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,40 @@ var encodedLen = base64.RawURLEncoding.EncodedLen(tokenBytes)
 
 // ErrUnauthorized: the request carries no valid token (none, malformed, unknown or revoked).
 var ErrUnauthorized = errors.New("unauthorized")
+
+// Scope is what a token may do. Each scope may do what the ones before it may.
+type Scope string
+
+const (
+	// ScopeRead may read labs (GET), nothing more: a dashboard, a report.
+	ScopeRead Scope = "read"
+	// ScopeLMS may launch, heartbeat, leave, resume and delete labs, and read them: the LMS.
+	ScopeLMS Scope = "lms"
+	// ScopeOperator may also do what an operator does by hand.
+	ScopeOperator Scope = "operator"
+)
+
+// Scopes are the scopes, each allowed what the ones before it are.
+var Scopes = []Scope{ScopeRead, ScopeLMS, ScopeOperator}
+
+// ParseScope returns the scope named s.
+func ParseScope(s string) (Scope, error) {
+	if i := slices.Index(Scopes, Scope(s)); i >= 0 {
+		return Scopes[i], nil
+	}
+	return "", fmt.Errorf("scope %q: use one of %v", s, Scopes)
+}
+
+// Allows reports whether a token of scope s may do what needs scope need.
+func (s Scope) Allows(need Scope) bool {
+	return slices.Index(Scopes, s) >= slices.Index(Scopes, need) && slices.Contains(Scopes, need)
+}
+
+// Client is who a token was given to (its name) and what it may do.
+type Client struct {
+	Name  string
+	Scope Scope
+}
 
 // NewToken makes a token: plain is given to the client once, hash is what the registry keeps.
 func NewToken() (plain string, hash []byte) {
@@ -87,7 +122,7 @@ type Verifier struct {
 }
 
 type cached struct {
-	client  string
+	client  Client
 	expires time.Time
 }
 
@@ -101,18 +136,18 @@ func NewVerifier(ts TokenStore, ttl time.Duration, now func() time.Time) *Verifi
 }
 
 // Verify checks an Authorization header, which must be exactly "Bearer <token>", and returns
-// the name of the client the token was given to. A missing or malformed header, or a token
+// the client the token was given to, with its scope. A missing or malformed header, or a token
 // that is unknown or revoked, is ErrUnauthorized; a store that cannot answer is another
 // error (the API should answer 503 then, not 401). No error carries the token.
-func (v *Verifier) Verify(ctx context.Context, authorizationHeader string) (client string, err error) {
+func (v *Verifier) Verify(ctx context.Context, authorizationHeader string) (Client, error) {
 	plain, ok := strings.CutPrefix(authorizationHeader, "Bearer ")
 	switch {
 	case authorizationHeader == "":
-		return "", fmt.Errorf("no Authorization header: %w", ErrUnauthorized)
+		return Client{}, fmt.Errorf("no Authorization header: %w", ErrUnauthorized)
 	case !ok:
-		return "", fmt.Errorf("the Authorization header is not \"Bearer <token>\": %w", ErrUnauthorized)
+		return Client{}, fmt.Errorf("the Authorization header is not \"Bearer <token>\": %w", ErrUnauthorized)
 	case !wellFormed(plain):
-		return "", fmt.Errorf("the bearer token is not a labplane token: %w", ErrUnauthorized)
+		return Client{}, fmt.Errorf("the bearer token is not a labplane token: %w", ErrUnauthorized)
 	}
 	sum := sha256.Sum256([]byte(plain))
 	now := v.now()
@@ -127,15 +162,16 @@ func (v *Verifier) Verify(ctx context.Context, authorizationHeader string) (clie
 	tok, err := v.ts.TokenByHash(ctx, sum[:])
 	if errors.Is(err, labs.ErrNotFound) {
 		v.forget(sum)
-		return "", fmt.Errorf("unknown or revoked token: %w", ErrUnauthorized)
+		return Client{}, fmt.Errorf("unknown or revoked token: %w", ErrUnauthorized)
 	}
 	if err != nil {
-		return "", fmt.Errorf("check the bearer token: %w", err)
+		return Client{}, fmt.Errorf("check the bearer token: %w", err)
 	}
+	client := Client{Name: tok.Name, Scope: Scope(tok.Scope)}
 	if v.ttl > 0 {
-		v.remember(sum, cached{client: tok.Name, expires: now.Add(v.ttl)}, now)
+		v.remember(sum, cached{client: client, expires: now.Add(v.ttl)}, now)
 	}
-	return tok.Name, nil
+	return client, nil
 }
 
 func (v *Verifier) remember(sum [sha256.Size]byte, c cached, now time.Time) {

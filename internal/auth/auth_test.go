@@ -70,6 +70,29 @@ func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 var tokenPattern = regexp.MustCompile(`^lp_[A-Za-z0-9_-]{43}$`)
 
+// Each scope may do what the ones before it may: read < lms < operator; no scope allows an
+// unknown one.
+func TestScopes(t *testing.T) {
+	for _, c := range []struct {
+		have, need auth.Scope
+		ok         bool
+	}{
+		{auth.ScopeRead, auth.ScopeRead, true}, {auth.ScopeRead, auth.ScopeLMS, false}, {auth.ScopeRead, auth.ScopeOperator, false},
+		{auth.ScopeLMS, auth.ScopeRead, true}, {auth.ScopeLMS, auth.ScopeLMS, true}, {auth.ScopeLMS, auth.ScopeOperator, false},
+		{auth.ScopeOperator, auth.ScopeLMS, true}, {auth.ScopeOperator, "root", false}, {"", auth.ScopeRead, false},
+	} {
+		if got := c.have.Allows(c.need); got != c.ok {
+			t.Errorf("%q allows %q: %v, want %v", c.have, c.need, got, c.ok)
+		}
+	}
+	if s, err := auth.ParseScope("operator"); err != nil || s != auth.ScopeOperator {
+		t.Errorf("ParseScope(operator) = %q, %v", s, err)
+	}
+	if _, err := auth.ParseScope("admin"); err == nil || !strings.Contains(err.Error(), "[read lms operator]") {
+		t.Errorf("ParseScope(admin) = %v; want the scopes named", err)
+	}
+}
+
 func TestNewToken(t *testing.T) {
 	seen := map[string]bool{}
 	for range 100 {
@@ -95,7 +118,7 @@ func TestVerify(t *testing.T) {
 	v := auth.NewVerifier(fs, time.Minute, newClock().now)
 
 	client, err := v.Verify(ctx, "Bearer "+lms)
-	if err != nil || client != "lms" {
+	if err != nil || client.Name != "lms" {
 		t.Fatalf("Verify(valid) = %q, %v; want lms", client, err)
 	}
 
@@ -118,7 +141,7 @@ func TestVerify(t *testing.T) {
 		"Bearer " + lms[:10] + "!" + lms[11:],
 	} {
 		client, err := v.Verify(ctx, h)
-		if !errors.Is(err, auth.ErrUnauthorized) || client != "" {
+		if !errors.Is(err, auth.ErrUnauthorized) || client.Name != "" {
 			t.Errorf("Verify(%q) = %q, %v; want ErrUnauthorized", h, client, err)
 		}
 		if err != nil && strings.Contains(err.Error(), lms[len(auth.Prefix):len(auth.Prefix)+8]) {
@@ -130,7 +153,7 @@ func TestVerify(t *testing.T) {
 	}
 
 	client, err = v.Verify(ctx, "Bearer "+unknown)
-	if !errors.Is(err, auth.ErrUnauthorized) || client != "" || strings.Contains(err.Error(), unknown[3:]) {
+	if !errors.Is(err, auth.ErrUnauthorized) || client.Name != "" || strings.Contains(err.Error(), unknown[3:]) {
 		t.Errorf("Verify(unknown) = %q, %v; want ErrUnauthorized without the token", client, err)
 	}
 	if n := fs.calls.Load() - before; n != 1 {
@@ -155,7 +178,7 @@ func TestVerifyCachesForTTL(t *testing.T) {
 			}
 			return
 		}
-		if err != nil || client != want {
+		if err != nil || client.Name != want {
 			t.Fatalf("Verify = %q, %v; want %q", client, err, want)
 		}
 	}
@@ -192,7 +215,7 @@ func TestVerifyCachesForTTL(t *testing.T) {
 	// With no ttl, every request asks the store.
 	nocache := auth.NewVerifier(fs, 0, clk.now)
 	for range 3 {
-		if client, err := nocache.Verify(ctx, "Bearer "+cron); err != nil || client != "cron" {
+		if client, err := nocache.Verify(ctx, "Bearer "+cron); err != nil || client.Name != "cron" {
 			t.Fatalf("no cache: %q, %v", client, err)
 		}
 	}
@@ -205,14 +228,14 @@ func TestVerifyStoreDown(t *testing.T) {
 	fs.err = errors.New("connection refused")
 	v := auth.NewVerifier(fs, time.Minute, nil)
 	client, err := v.Verify(t.Context(), "Bearer "+lms)
-	if err == nil || errors.Is(err, auth.ErrUnauthorized) || client != "" {
+	if err == nil || errors.Is(err, auth.ErrUnauthorized) || client.Name != "" {
 		t.Fatalf("Verify with the store down = %q, %v; want an error that is not ErrUnauthorized", client, err)
 	}
 	if !strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), lms[3:]) {
 		t.Errorf("error %q: want the cause, without the token", err)
 	}
 	fs.err = nil
-	if client, err := v.Verify(t.Context(), "Bearer "+lms); err != nil || client != "lms" {
+	if client, err := v.Verify(t.Context(), "Bearer "+lms); err != nil || client.Name != "lms" {
 		t.Errorf("after the store came back: %q, %v", client, err)
 	}
 }
@@ -236,7 +259,7 @@ func TestVerifyConcurrent(t *testing.T) {
 		wg.Go(func() {
 			for i := range 300 {
 				k := (g + i) % clients
-				if client, err := v.Verify(t.Context(), "Bearer "+valid[k]); err != nil || client != fmt.Sprintf("client-%d", k) {
+				if client, err := v.Verify(t.Context(), "Bearer "+valid[k]); err != nil || client.Name != fmt.Sprintf("client-%d", k) {
 					t.Errorf("valid token %d: %q, %v", k, client, err)
 					return
 				}
@@ -245,7 +268,7 @@ func TestVerifyConcurrent(t *testing.T) {
 					return
 				}
 				// before its revocation, or within ttl of it: valid; after: unauthorized
-				if client, err := v.Verify(t.Context(), "Bearer "+doomed); (err == nil && client != "doomed") ||
+				if client, err := v.Verify(t.Context(), "Bearer "+doomed); (err == nil && client.Name != "doomed") ||
 					(err != nil && !errors.Is(err, auth.ErrUnauthorized)) {
 					t.Errorf("doomed token: %q, %v", client, err)
 					return
@@ -279,14 +302,14 @@ func TestVerifyWithStore(t *testing.T) {
 	}
 	defer st.Close()
 	plain, hash := auth.NewToken()
-	if err := st.CreateToken(ctx, "lms", hash, time.Now()); err != nil {
+	if err := st.CreateToken(ctx, store.Token{Name: "lms", Scope: string(auth.ScopeRead), CreatedAt: time.Now()}, hash, "test"); err != nil {
 		t.Fatal(err)
 	}
 	v := auth.NewVerifier(st, 0, nil)
-	if client, err := v.Verify(ctx, "Bearer "+plain); err != nil || client != "lms" {
-		t.Fatalf("Verify = %q, %v", client, err)
+	if client, err := v.Verify(ctx, "Bearer "+plain); err != nil || client != (auth.Client{Name: "lms", Scope: auth.ScopeRead}) {
+		t.Fatalf("Verify = %+v, %v; want lms with its scope, read", client, err)
 	}
-	if err := st.RevokeToken(ctx, "lms", time.Now()); err != nil {
+	if err := st.RevokeToken(ctx, "lms", time.Now(), "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.Verify(ctx, "Bearer "+plain); !errors.Is(err, auth.ErrUnauthorized) {

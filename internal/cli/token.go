@@ -27,6 +27,7 @@ func checkTokenName(name string) error {
 // a token.
 type tokenCreated struct {
 	Name      string    `json:"name"`
+	Scope     string    `json:"scope"`
 	Token     string    `json:"token"`
 	CreatedAt time.Time `json:"created_at"`
 }
@@ -36,17 +37,21 @@ func tokenCommand(stdio IO) *cli.Command {
 		Name:  "token",
 		Usage: "create, list and revoke the bearer tokens of the API's clients (the LMS)",
 		Description: "Each client of labplane serve gets a token of its own, named after it. labplane keeps only the\n" +
-			"token's SHA-256: the token is printed once, by token create, and cannot be shown again.",
+			"token's SHA-256: the token is printed once, by token create, and cannot be shown again. A token's\n" +
+			"scope says what it may do: read (GET only), lms (launch, heartbeat, leave, resume and delete labs,\n" +
+			"and read them: the LMS), operator (all that, and what an operator does by hand). Every creation and\n" +
+			"revocation is recorded, with who ran it: token log.",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "create",
 				Usage:     "create a token for a client and print it, once",
-				UsageText: "labplane token create --name NAME [--output json]",
+				UsageText: "labplane token create --name NAME [--scope read|lms|operator] [--output json]",
 				Description: "The token alone goes to stdout (TOKEN=$(labplane token create --name lms) works); keep it now,\n" +
 					"it will not be shown again. A name that has a live token is refused (exit 2): revoke that one first.",
 				Flags: []cli.Flag{
 					// required, checked in Action: urfave/cli's own check fails with exit 1
 					&cli.StringFlag{Name: "name", Usage: "the client's name: 1 to 63 lower-case letters, digits and dashes (required)"},
+					&cli.StringFlag{Name: "scope", Value: string(auth.ScopeLMS), Usage: "what the token may do: read, lms or operator"},
 					outputFlag,
 				},
 				Action: func(c *cli.Context) error {
@@ -64,6 +69,10 @@ func tokenCommand(stdio IO) *cli.Command {
 					if err := checkTokenName(name); err != nil {
 						return err
 					}
+					scope, err := auth.ParseScope(c.String("scope"))
+					if err != nil {
+						return usageError("--scope: %v", err)
+					}
 					e, err := openEnv(c, stdio, false)
 					if err != nil {
 						return err
@@ -71,19 +80,19 @@ func tokenCommand(stdio IO) *cli.Command {
 					defer e.Close()
 					plain, hash := auth.NewToken()
 					now := e.now().UTC().Truncate(time.Microsecond)
-					if err := e.store.CreateToken(c.Context, name, hash, now); err != nil {
+					if err := e.store.CreateToken(c.Context, store.Token{Name: name, Scope: string(scope), CreatedAt: now}, hash, actor()); err != nil {
 						if errors.Is(err, store.ErrTokenExists) {
 							return badInput{fmt.Errorf("%w: revoke it first (labplane token revoke %s)", err, name)}
 						}
 						return err
 					}
 					if out == "json" {
-						return writeJSON(stdio.Out, tokenCreated{Name: name, Token: plain, CreatedAt: now})
+						return writeJSON(stdio.Out, tokenCreated{Name: name, Scope: string(scope), Token: plain, CreatedAt: now})
 					}
 					if _, err := fmt.Fprintln(stdio.Out, plain); err != nil {
 						return err
 					}
-					_, err = fmt.Fprintf(stdio.Err, "created token %q: keep it now, it will not be shown again\n", name)
+					_, err = fmt.Fprintf(stdio.Err, "created token %q (scope %s): keep it now, it will not be shown again\n", name, scope)
 					return err
 				},
 			},
@@ -113,9 +122,9 @@ func tokenCommand(stdio IO) *cli.Command {
 					}
 					rows := make([][]string, len(toks))
 					for i, t := range toks {
-						rows[i] = []string{t.Name, timeOrDash(t.CreatedAt), timeOrDash(t.RevokedAt)}
+						rows[i] = []string{t.Name, t.Scope, timeOrDash(t.CreatedAt), timeOrDash(t.RevokedAt)}
 					}
-					return table(stdio.Out, "NAME\tCREATED\tREVOKED", rows)
+					return table(stdio.Out, "NAME\tSCOPE\tCREATED\tREVOKED", rows)
 				},
 			},
 			{
@@ -134,7 +143,7 @@ func tokenCommand(stdio IO) *cli.Command {
 					}
 					defer e.Close()
 					now := e.now().UTC().Truncate(time.Microsecond)
-					if err := e.store.RevokeToken(c.Context, name, now); err != nil {
+					if err := e.store.RevokeToken(c.Context, name, now, actor()); err != nil {
 						if errors.Is(err, labs.ErrNotFound) {
 							return usageError("no live token named %q (see labplane token list)", name)
 						}
@@ -145,6 +154,37 @@ func tokenCommand(stdio IO) *cli.Command {
 					}
 					_, err = fmt.Fprintf(stdio.Out, "revoked token %q\n", name)
 					return err
+				},
+			},
+			{
+				Name:  "log",
+				Usage: "the tokens' audit trail: every creation and revocation, with its scope and who ran it",
+				Flags: []cli.Flag{outputFlag},
+				Action: func(c *cli.Context) error {
+					out, err := output(c)
+					if err != nil {
+						return err
+					}
+					if c.NArg() > 0 {
+						return usageError("token log takes no arguments")
+					}
+					e, err := openEnv(c, stdio, false)
+					if err != nil {
+						return err
+					}
+					defer e.Close()
+					log, err := e.store.TokenLog(c.Context)
+					if err != nil {
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, nonNil(log))
+					}
+					rows := make([][]string, len(log))
+					for i, ev := range log {
+						rows[i] = []string{timeOrDash(ev.At), ev.Action, ev.Name, ev.Scope, ev.Actor}
+					}
+					return table(stdio.Out, "AT\tACTION\tNAME\tSCOPE\tBY", rows)
 				},
 			},
 		},

@@ -57,7 +57,8 @@ func TestTokenCommands(t *testing.T) {
 	}
 	verify := func(tok string) (string, error) {
 		t.Helper()
-		return auth.NewVerifier(s.open(), time.Minute, nil).Verify(ctx, "Bearer "+tok)
+		c, err := auth.NewVerifier(s.open(), time.Minute, nil).Verify(ctx, "Bearer "+tok)
+		return c.Name, err
 	}
 	type listed struct {
 		Name      string    `json:"name"`
@@ -74,7 +75,7 @@ func TestTokenCommands(t *testing.T) {
 		return got
 	}
 
-	if res := other(0, "token", "list"); strings.TrimSpace(res.out) != "NAME  CREATED  REVOKED" {
+	if res := other(0, "token", "list"); strings.TrimSpace(res.out) != "NAME  SCOPE  CREATED  REVOKED" {
 		t.Errorf("empty list: %q", res.out)
 	}
 	if got := list(); len(got) != 0 {
@@ -83,13 +84,14 @@ func TestTokenCommands(t *testing.T) {
 
 	before := time.Now().Add(-time.Second)
 	lms := create("lms")
-	res := run(0, "token", "create", "--name", "cron-job-2", "--output", "json")
+	res := run(0, "token", "create", "--name", "cron-job-2", "--scope", "read", "--output", "json")
 	var made struct {
 		Name      string    `json:"name"`
+		Scope     string    `json:"scope"`
 		Token     string    `json:"token"`
 		CreatedAt time.Time `json:"created_at"`
 	}
-	if err := json.Unmarshal([]byte(res.out), &made); err != nil || made.Name != "cron-job-2" ||
+	if err := json.Unmarshal([]byte(res.out), &made); err != nil || made.Name != "cron-job-2" || made.Scope != "read" ||
 		!tokenLine.MatchString(made.Token+"\n") || made.CreatedAt.Before(before) || made.CreatedAt.After(time.Now()) {
 		t.Fatalf("token create json: %v %+v\n%s", err, made, res.out)
 	}
@@ -138,8 +140,8 @@ func TestTokenCommands(t *testing.T) {
 	if len(got) != 2 || got[1].Name != "lms" || got[1].RevokedAt.Before(got[1].CreatedAt) || !got[0].RevokedAt.IsZero() {
 		t.Errorf("token list after revoke: %+v", got)
 	}
-	if res := other(0, "token", "list"); !regexp.MustCompile(`(?m)^lms +\S+ \S+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d *$`).MatchString(res.out) ||
-		!regexp.MustCompile(`(?m)^cron-job-2 +\S+ \S+ +- *$`).MatchString(res.out) {
+	if res := other(0, "token", "list"); !regexp.MustCompile(`(?m)^lms +lms +\S+ \S+ +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d *$`).MatchString(res.out) ||
+		!regexp.MustCompile(`(?m)^cron-job-2 +read +\S+ \S+ +- *$`).MatchString(res.out) {
 		t.Errorf("token list after revoke: %s", res.out)
 	}
 	other(2, "token", "revoke", "lms")  // no live token left
@@ -163,6 +165,26 @@ func TestTokenCommands(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(res.out), &revoked); err != nil || revoked.Name != "cron-job-2" || revoked.RevokedAt.Before(before) {
 		t.Errorf("revoke json: %v %s", err, res)
+	}
+
+	// The audit trail: each creation and revocation, its scope, who ran it.
+	res = other(0, "token", "log", "--output", "json")
+	var log []struct{ Action, Name, Scope, Actor string }
+	if err := json.Unmarshal([]byte(res.out), &log); err != nil {
+		t.Fatalf("token log json: %v\n%s", err, res.out)
+	}
+	var trail []string
+	for _, ev := range log {
+		if !strings.HasPrefix(ev.Actor, "cli:") {
+			t.Errorf("token log: %+v names no one", ev)
+		}
+		trail = append(trail, ev.Action+" "+ev.Name+" "+ev.Scope)
+	}
+	if want := "created lms lms,created cron-job-2 read,revoked lms lms,created lms lms,revoked cron-job-2 read"; strings.Join(trail, ",") != want {
+		t.Errorf("token log: %s, want %s", strings.Join(trail, ","), want)
+	}
+	if res := other(0, "token", "log"); !strings.Contains(res.out, "AT") || !strings.Contains(res.out, "revoked  cron-job-2") {
+		t.Errorf("token log: %s", res.out)
 	}
 
 	// No output but each token's own create shows a token, its hash, or part of either.
@@ -202,6 +224,8 @@ func TestTokenBadUsage(t *testing.T) {
 		{"create space", []string{"token", "create", "--name", "my lms"}, `"my lms"`},
 		{"create too long", []string{"token", "create", "--name", strings.Repeat("a", 64)}, "1 to 63"},
 		{"create as yaml", []string{"token", "create", "--name", "lms", "-o", "yaml"}, `--output "yaml"`},
+		{"create with an unknown scope", []string{"token", "create", "--name", "lms", "--scope", "admin"}, `--scope: scope "admin": use one of [read lms operator]`},
+		{"log with an argument", []string{"token", "log", "lms"}, "no arguments"},
 		{"list with an argument", []string{"token", "list", "lms"}, "no arguments"},
 		{"list as yaml", []string{"token", "list", "--output", "yaml"}, `--output "yaml"`},
 		{"revoke without a name", []string{"token", "revoke"}, "needs one token name"},

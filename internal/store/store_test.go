@@ -923,69 +923,85 @@ func TestTokens(t *testing.T) {
 		}
 
 		h1, h2, h3 := hashOf("one"), hashOf("two"), hashOf("three")
-		if err := e.s.CreateToken(ctx, "lms", h1, at(0)); err != nil {
+		tok := func(name, scope string, sec int) store.Token {
+			return store.Token{Name: name, Scope: scope, CreatedAt: at(sec)}
+		}
+		if err := e.s.CreateToken(ctx, tok("lms", "lms", 0), h1, "ops@host"); err != nil {
 			t.Fatal(err)
 		}
-		lms1 := store.Token{Name: "lms", CreatedAt: norm(at(0))}
+		lms1 := store.Token{Name: "lms", Scope: "lms", CreatedAt: norm(at(0))}
 		lookup(h1, lms1)
 		lookup(h2, store.Token{})
 		lookup(hashOf("on"), store.Token{}) // a prefix of a stored hash is no match
 		lookup(nil, store.Token{})
 
 		// A second live token of the same name is refused, and nothing is stored.
-		if err := e.s.CreateToken(ctx, "lms", h2, at(1)); !errors.Is(err, store.ErrTokenExists) {
+		if err := e.s.CreateToken(ctx, tok("lms", "lms", 1), h2, "ops@host"); !errors.Is(err, store.ErrTokenExists) {
 			t.Errorf("second live token: err = %v; want ErrTokenExists", err)
 		}
 		lookup(h2, store.Token{})
 		// The same hash under another name is an error, but not ErrTokenExists.
-		if err := e.s.CreateToken(ctx, "other", h1, at(1)); err == nil || errors.Is(err, store.ErrTokenExists) {
+		if err := e.s.CreateToken(ctx, tok("other", "lms", 1), h1, "ops@host"); err == nil || errors.Is(err, store.ErrTokenExists) {
 			t.Errorf("duplicate hash: err = %v; want a non-ErrTokenExists error", err)
 		}
 		for _, bad := range []struct {
-			name string
+			tok  store.Token
 			hash []byte
-			at   time.Time
-		}{{"", h3, at(1)}, {"x", nil, at(1)}, {"x", h3, time.Time{}}} {
-			if err := e.s.CreateToken(ctx, bad.name, bad.hash, bad.at); err == nil {
-				t.Errorf("CreateToken(%q, %v, %v): want an error", bad.name, bad.hash, bad.at)
+		}{{tok("", "lms", 1), h3}, {tok("x", "lms", 1), nil}, {store.Token{Name: "x", Scope: "lms"}, h3}, {tok("x", "", 1), h3}} {
+			if err := e.s.CreateToken(ctx, bad.tok, bad.hash, "ops@host"); err == nil {
+				t.Errorf("CreateToken(%+v, %v): want an error", bad.tok, bad.hash)
 			}
 		}
-		if err := e.s.CreateToken(ctx, "cron", h3, at(2)); err != nil {
+		if err := e.s.CreateToken(ctx, tok("cron", "read", 2), h3, "cron@host"); err != nil {
 			t.Fatal(err)
 		}
 
 		// Revoked: no longer found; revoking again, or an unknown name, is ErrNotFound.
-		if err := e.s.RevokeToken(ctx, "lms", at(10)); err != nil {
+		if err := e.s.RevokeToken(ctx, "lms", at(10), "ops@host"); err != nil {
 			t.Fatal(err)
 		}
 		lookup(h1, store.Token{})
-		lookup(h3, store.Token{Name: "cron", CreatedAt: norm(at(2))})
+		lookup(h3, store.Token{Name: "cron", Scope: "read", CreatedAt: norm(at(2))})
 		for _, name := range []string{"lms", "nope"} {
-			if err := e.s.RevokeToken(ctx, name, at(11)); !errors.Is(err, labs.ErrNotFound) || !strings.Contains(err.Error(), name) {
+			if err := e.s.RevokeToken(ctx, name, at(11), "ops@host"); !errors.Is(err, labs.ErrNotFound) || !strings.Contains(err.Error(), name) {
 				t.Errorf("RevokeToken(%q) = %v; want ErrNotFound naming it", name, err)
 			}
 		}
-		if err := e.s.RevokeToken(ctx, "cron", time.Time{}); err == nil {
+		if err := e.s.RevokeToken(ctx, "cron", time.Time{}, "ops@host"); err == nil {
 			t.Error("RevokeToken with a zero time: want an error")
 		}
 
 		// After the revocation the name may have a new token; the old one stays revoked.
-		if err := e.s.CreateToken(ctx, "lms", h2, at(20)); err != nil {
+		if err := e.s.CreateToken(ctx, tok("lms", "operator", 20), h2, "ops@host"); err != nil {
 			t.Fatalf("new token after revoking: %v", err)
 		}
-		lookup(h2, store.Token{Name: "lms", CreatedAt: norm(at(20))})
+		lookup(h2, store.Token{Name: "lms", Scope: "operator", CreatedAt: norm(at(20))})
 		lookup(h1, store.Token{})
 
 		want := []store.Token{
-			{Name: "cron", CreatedAt: norm(at(2))},
-			{Name: "lms", CreatedAt: norm(at(0)), RevokedAt: norm(at(10))},
-			{Name: "lms", CreatedAt: norm(at(20))},
+			{Name: "cron", Scope: "read", CreatedAt: norm(at(2))},
+			{Name: "lms", Scope: "lms", CreatedAt: norm(at(0)), RevokedAt: norm(at(10))},
+			{Name: "lms", Scope: "operator", CreatedAt: norm(at(20))},
 		}
 		if got := list(); !reflect.DeepEqual(got, want) {
 			t.Errorf("ListTokens =\n %+v\nwant\n %+v", got, want)
 		}
 		if got := list(); got[0].Live() != true || got[1].Live() != false {
 			t.Errorf("Live() of %+v", got)
+		}
+		// the audit trail: what succeeded, by whom; nothing of what was refused
+		log, err := e.s.TokenLog(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantLog := []store.TokenEvent{
+			{At: norm(at(0)), Action: "created", Name: "lms", Scope: "lms", Actor: "ops@host"},
+			{At: norm(at(2)), Action: "created", Name: "cron", Scope: "read", Actor: "cron@host"},
+			{At: norm(at(10)), Action: "revoked", Name: "lms", Scope: "lms", Actor: "ops@host"},
+			{At: norm(at(20)), Action: "created", Name: "lms", Scope: "operator", Actor: "ops@host"},
+		}
+		if !reflect.DeepEqual(log, wantLog) {
+			t.Errorf("TokenLog =\n %+v\nwant\n %+v", log, wantLog)
 		}
 	})
 }
@@ -999,7 +1015,7 @@ func TestConcurrentCreateToken(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				errs[i] = stores[i%2].CreateToken(t.Context(), "lms", hashOf(fmt.Sprint("h", i)), at(i))
+				errs[i] = stores[i%2].CreateToken(t.Context(), store.Token{Name: "lms", Scope: "lms", CreatedAt: at(i)}, hashOf(fmt.Sprint("h", i)), "test")
 			})
 		}
 		wg.Wait()
@@ -1565,9 +1581,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
@@ -1575,7 +1591,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 		raw.Close()
 
 		s := e.open(t)
-		if err := s.CreateToken(ctx, "lms", hashOf("h"), at(1)); err != nil {
+		if err := s.CreateToken(ctx, store.Token{Name: "lms", Scope: "lms", CreatedAt: at(1)}, hashOf("h"), "test"); err != nil {
 			t.Fatalf("CreateToken after migrating: %v", err)
 		}
 		if _, err := s.TokenByHash(ctx, hashOf("h")); err != nil {

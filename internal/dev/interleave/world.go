@@ -15,7 +15,6 @@ package interleave
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -28,6 +27,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/clock"
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/fakecloud"
@@ -438,9 +438,9 @@ func (w *world) quiet() bool { return !time.Now().Before(w.start.Add(w.cfg.Workl
 // lmsAuth lets the simulated LMS in.
 type lmsAuth struct{}
 
-func (lmsAuth) Verify(_ context.Context, header string) (string, error) {
+func (lmsAuth) Verify(_ context.Context, header string) (auth.Client, error) {
 	if header != "Bearer lms" {
-		return "", errors.New("unauthorized")
+		return auth.Client{}, auth.ErrUnauthorized
 	}
-	return "lms", nil
+	return auth.Client{Name: "lms", Scope: auth.ScopeLMS}, nil
 }

@@ -1,0 +1,18 @@
+-- Times are TEXT in UTC (see 00001_init.sql).
+-- +goose Up
+-- What a token may do (auth.Scope): the tokens made before scopes were the LMS's.
+ALTER TABLE tokens ADD COLUMN scope TEXT NOT NULL DEFAULT 'lms';
+
+-- The tokens' own audit trail: every creation and revocation, by whom.
+CREATE TABLE token_events (
+    id     INTEGER NOT NULL PRIMARY KEY AUTOINCREMENT,
+    at     TEXT    NOT NULL,
+    action TEXT    NOT NULL,
+    name   TEXT    NOT NULL,
+    scope  TEXT    NOT NULL,
+    actor  TEXT    NOT NULL
+) STRICT;
+
+-- +goose Down
+DROP TABLE token_events;
+ALTER TABLE tokens DROP COLUMN scope;
