@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
+	"golang.org/x/time/rate"
 	"gopkg.in/yaml.v3"
 )
 
@@ -77,6 +79,10 @@ type Server struct {
 	// they are read at (nil: the wall clock).
 	Policy policy.Set
 	Now    func() time.Time
+	// RateLimit bounds each token's requests (a token bucket per client); zero: no bound.
+	RateLimit RateLimit
+
+	limiters sync.Map // client name -> *rate.Limiter
 
 	bgOnce sync.Once
 	bg     context.Context // background work's context, cancelled by Shutdown when its time is up
@@ -95,6 +101,27 @@ var Description = sync.OnceValues(func() ([]byte, error) {
 	}
 	return json.Marshal(doc)
 })
+
+// RateLimit is a token bucket per client: PerSecond requests a second on average, Burst at
+// once. Beyond it a request is answered 429 with Retry-After.
+type RateLimit struct {
+	PerSecond float64
+	Burst     int
+}
+
+// admit takes one of client's requests from its bucket, or says how long until one is free.
+func (s *Server) admit(client string) (retryAfter time.Duration, ok bool) {
+	if s.RateLimit.PerSecond <= 0 {
+		return 0, true
+	}
+	l, _ := s.limiters.LoadOrStore(client, rate.NewLimiter(rate.Limit(s.RateLimit.PerSecond), max(s.RateLimit.Burst, 1)))
+	r := l.(*rate.Limiter).Reserve()
+	if d := r.Delay(); d > 0 {
+		r.Cancel()
+		return d, false
+	}
+	return 0, true
+}
 
 // maxBody bounds request bodies.
 const maxBody = 64 << 10
@@ -148,6 +175,11 @@ func (s *Server) authed(route string, need auth.Scope, h func(http.ResponseWrite
 		}
 		if !client.Scope.Allows(need) {
 			return fmt.Errorf("%w: token %q has scope %q; %s %s needs %q", errForbidden, client.Name, client.Scope, r.Method, route, need)
+		}
+		if wait, ok := s.admit(client.Name); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(wait.Seconds()))))
+			return fmt.Errorf("%w: token %q is over serve.rate_limit (%g a second, %d at once): try again in %s",
+				errRateLimited, client.Name, s.RateLimit.PerSecond, max(s.RateLimit.Burst, 1), wait.Round(time.Millisecond))
 		}
 		return h(w, r, client.Name)
 	})

@@ -86,9 +86,10 @@ func newRig(t *testing.T) *rig {
 }
 
 type response struct {
-	code int
-	body map[string]any
-	raw  string
+	code   int
+	header http.Header
+	body   map[string]any
+	raw    string
 }
 
 func (r *rig) call(method, path, auth, body string) response {
@@ -110,7 +111,7 @@ func (r *rig) call(method, path, auth, body string) response {
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	r.contract.check(r.t, req, body, resp, raw)
-	out := response{code: resp.StatusCode, raw: string(raw)}
+	out := response{code: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	_ = json.Unmarshal(raw, &out.body)
 	return out
 }

@@ -280,6 +280,20 @@ func TestContract(t *testing.T) {
 		f.set(nil)
 	}
 
+	// a token over its rate limit: its first request takes the bucket's one, the rest wait
+	r.api.RateLimit = api.RateLimit{PerSecond: 0.01, Burst: 1}
+	expect("GET", "/v1/labs/"+other, "", 200)
+	for _, op := range [][2]string{{"POST", "/v1/labs"}, {"GET", "/v1/labs"}, {"GET", "/v1/labs/x"}, {"DELETE", "/v1/labs/x"},
+		{"POST", "/v1/labs/x/heartbeat"}, {"POST", "/v1/labs/x/leave"}, {"POST", "/v1/labs/x/resume"}} {
+		if res := r.do(op[0], op[1], ""); res.code != http.StatusTooManyRequests || res.header.Get("Retry-After") != "100" {
+			t.Errorf("%s %s over the rate limit: %d, Retry-After %q, %s", op[0], op[1], res.code, res.header.Get("Retry-After"), res.raw)
+		}
+	}
+	if res := r.call("GET", "/v1/labs", "Bearer "+readToken, ""); res.code != http.StatusOK {
+		t.Errorf("another token, under its own limit: %d %s", res.code, res.raw)
+	}
+	r.api.RateLimit = api.RateLimit{}
+
 	// the service's own
 	expect("GET", "/healthz", "", 200)
 	expect("GET", "/readyz", "", 200)

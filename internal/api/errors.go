@@ -12,6 +12,7 @@ import (
 var (
 	errUnauthorized = errors.New("a valid bearer token is required")
 	errForbidden    = errors.New("forbidden")
+	errRateLimited  = errors.New("too many requests")
 	errNoRoute      = errors.New("no such endpoint")
 	errBadRequest   = errors.New("bad request")
 )
@@ -32,6 +33,7 @@ var errorKinds = []struct {
 }{
 	{errUnauthorized, http.StatusUnauthorized, "unauthorized"},
 	{errForbidden, http.StatusForbidden, "forbidden"},
+	{errRateLimited, http.StatusTooManyRequests, "rate_limited"},
 	{errNoRoute, http.StatusNotFound, "no_route"},
 	{errBadRequest, http.StatusBadRequest, "bad_request"},
 	{labs.ErrNotFound, http.StatusNotFound, "not_found"},

@@ -74,7 +74,8 @@ func newHTTPServer(h http.Handler, s config.Serve) *http.Server {
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
 	mgr := e.manager()
 	server := &api.Server{Labs: mgr, Registry: e.store, Auth: auth.NewVerifier(e.store, e.cfg.Serve.TokenCache.D(), e.now),
-		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log, Policy: mgr.Rules, Now: e.now}
+		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log, Policy: mgr.Rules, Now: e.now,
+		RateLimit: api.RateLimit(e.cfg.Serve.RateLimit)}
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
 	all := e.reaper("scheduler@" + replica)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -126,6 +127,15 @@ type Serve struct {
 	ReadTimeout  Duration `yaml:"read_timeout" json:"-"`
 	WriteTimeout Duration `yaml:"write_timeout" json:"-"`
 	IdleTimeout  Duration `yaml:"idle_timeout" json:"-"`
+	// RateLimit bounds each token's requests; absent: no bound.
+	RateLimit RateLimit `yaml:"rate_limit" json:"-"`
+}
+
+// RateLimit is a token bucket per API token: PerSecond requests a second on average, Burst at
+// once (default: PerSecond, at least 1).
+type RateLimit struct {
+	PerSecond float64 `yaml:"per_second"`
+	Burst     int     `yaml:"burst"`
 }
 
 // Scheduler sets how often `labplane serve` runs each part of the reaper. Each job runs on
@@ -353,6 +363,14 @@ func (c *Config) validateServe(v *validator) {
 	withDefault(v, "serve.read_timeout", &c.Serve.ReadTimeout, DefaultReadTimeout)
 	withDefault(v, "serve.write_timeout", &c.Serve.WriteTimeout, DefaultWriteTimeout)
 	withDefault(v, "serve.idle_timeout", &c.Serve.IdleTimeout, DefaultIdleTimeout)
+	switch rl := &c.Serve.RateLimit; {
+	case rl.PerSecond < 0:
+		v.Add("serve.rate_limit.per_second", "must be more than 0 (got %g); leave rate_limit out for no bound", rl.PerSecond)
+	case rl.Burst < 0 || (rl.Burst > 0 && rl.PerSecond == 0):
+		v.Add("serve.rate_limit.burst", "must be at least 1, with per_second (got %d)", rl.Burst)
+	case rl.PerSecond > 0 && rl.Burst == 0:
+		rl.Burst = max(1, int(math.Ceil(rl.PerSecond)))
+	}
 	withDefault(v, "scheduler.suspend_every", &c.Scheduler.SuspendEvery, DefaultSuspendEvery)
 	withDefault(v, "scheduler.reap_every", &c.Scheduler.ReapEvery, DefaultReapEvery)
 	withDefault(v, "scheduler.reconcile_every", &c.Scheduler.ReconcileEvery, DefaultReconcileEvery)

@@ -139,6 +139,8 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		{"negative duration", minimal + "policy:\n  orphan_grace: -1h\n", []string{"policy.orphan_grace", "negative"}},
 		{"leave_grace not a duration", minimal + "policy:\n  courses:\n    os101:\n      leave_grace: soon\n", []string{`policy.courses.os101.leave_grace: "soon" is not a duration`}},
 		{"max_attempts 0", minimal + "policy:\n  max_attempts: 0\n", []string{"policy.max_attempts: must be at least 1"}},
+		{"rate_limit negative", minimal + "serve:\n  rate_limit: {per_second: -1}\n", []string{"serve.rate_limit.per_second: must be more than 0 (got -1)"}},
+		{"rate_limit burst alone", minimal + "serve:\n  rate_limit: {burst: 5}\n", []string{"serve.rate_limit.burst: must be at least 1, with per_second (got 5)"}},
 		{"hooks.max_running negative", minimal + "hooks:\n  max_running: -1\n", []string{"hooks.max_running: must be at least 1 (got -1)"}},
 		{"hooks.pass_env not a name", minimal + "hooks:\n  pass_env: [PATH, \"A=B\"]\n", []string{`hooks.pass_env[1]: "A=B" is not an environment variable's name`}},
 		{"unknown field", minimal + "polcy:\n  idle: 1m\n", []string{`unknown field "polcy"`}},
@@ -254,5 +256,17 @@ func TestSuspendedCostFactor(t *testing.T) {
 	unvalidated := &config.Config{Clouds: []config.Cloud{{Name: "a"}}}
 	if got := unvalidated.SuspendedCostFactors(); got["a"] != config.DefaultSuspendedCostFactor || len(got) != 1 {
 		t.Errorf("clouds not validated: %v, want the default", got)
+	}
+}
+
+// serve.rate_limit: none unless set; its burst defaults to a second's worth.
+func TestRateLimit(t *testing.T) {
+	c, err := config.Load(write(t, minimal))
+	if err != nil || c.Serve.RateLimit != (config.RateLimit{}) {
+		t.Fatalf("no rate_limit: %+v, %v", c.Serve.RateLimit, err)
+	}
+	c, err = config.Load(write(t, minimal+"serve:\n  rate_limit: {per_second: 2.5}\n"))
+	if err != nil || c.Serve.RateLimit != (config.RateLimit{PerSecond: 2.5, Burst: 3}) {
+		t.Fatalf("rate_limit 2.5/s: %+v, %v; want a burst of 3", c.Serve.RateLimit, err)
 	}
 }
