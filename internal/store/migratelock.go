@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/labplane/labplane/internal/filelock"
@@ -37,15 +36,13 @@ func lockSQLiteMigrations(ctx context.Context, dsn string) (unlock func(), err e
 
 // keepSQLiteFilePrivate makes the registry's file readable by its owner only before SQLite
 // opens it (its WAL and shared-memory files take its mode): it holds the labs' connection
-// details and the token hashes. A missing directory is made 0700; a file others could read
-// is made 0600. An in-memory database has no file.
+// details and the token hashes. A new file is made 0600, one others could read is made 0600.
+// Its directory must exist (a mistyped path is an error, not a new directory). An in-memory
+// database has no file.
 func keepSQLiteFilePrivate(dsn string) error {
 	path, memory := sqliteFile(dsn)
 	if memory {
 		return nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
 	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {

@@ -1608,17 +1608,16 @@ func TestMigrateFromVersion1(t *testing.T) {
 }
 
 // The SQLite registry (the labs' connection details, the token hashes) is its owner's only:
-// a new one is made 0600 (its WAL too) in a directory made 0700, and one others could read is
-// made 0600 at the next Open.
+// a new one is made 0600 (its WAL too), and one others could read is made 0600 at the next
+// Open.
 func TestSQLiteRegistryIsPrivate(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "state")
-	path := filepath.Join(dir, "labplane.db")
+	path := filepath.Join(t.TempDir(), "labplane.db")
 	s, err := store.Open(t.Context(), store.SQLite, path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustCreate(t, s, newLab("a", "ann", "net101", "c1", labs.Active, at(0)))
-	for name, want := range map[string]os.FileMode{dir: 0o700, path: 0o600, path + "-wal": 0o600} {
+	for name, want := range map[string]os.FileMode{path: 0o600, path + "-wal": 0o600} {
 		if st, err := os.Stat(name); err != nil || st.Mode().Perm() != want {
 			t.Errorf("%s: %v, %v; want %v", name, st.Mode().Perm(), err, want)
 		}
