@@ -7,6 +7,8 @@ package cli_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -21,12 +23,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to find the test server's data directory
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/certtest"
 	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/labs"
@@ -896,5 +900,116 @@ serve: {listen: %s, read_timeout: 1s, idle_timeout: 1s, shutdown_grace: 2s}
 	}
 	if code, _ := d.call("GET", "/v1/labs", ""); code != http.StatusOK {
 		t.Errorf("the API after them: %d", code)
+	}
+}
+
+// serve over TLS with certificates made by the test: a client must trust the CA and show a
+// certificate it signed; plain HTTP gets nothing; a renewed certificate is served after a
+// SIGHUP to new connections while a connection made before goes on. Without TLS, serve
+// refuses an address other than loopback unless serve.insecure_listen.
+func TestServeTLS(t *testing.T) {
+	heat := newFaultHeat(t)
+	heat.UseCloudsYAML()
+	ca := certtest.NewCA(t, "labplane-test-ca")
+	srvCert := ca.Server(t, "serve", "127.0.0.1")
+	lmsCert := ca.Client(t, "lms")
+	addr := freePort(t)
+	s := newSite(t, fmt.Sprintf(`site: tls
+store: {dsn: labplane.db}
+clouds: [{name: fake, cloud: fake}]
+templates: {lab: lab.yaml}
+serve: {listen: %s, shutdown_grace: 2s, tls: {cert_file: %s, key_file: %s, client_ca_file: %s}}
+`, addr, srvCert.CertFile, srvCert.KeyFile, ca.CertFile))
+	if err := os.WriteFile(filepath.Join(s.dir, "lab.yaml"), []byte(faultTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(s.run("token", "create", "--name", "lms").out)
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	exited := make(chan int, 1)
+	go func() {
+		exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve"}, cli.IO{In: strings.NewReader(""), Out: logs, Err: logs})
+	}()
+	defer func() {
+		cancel()
+		if code := <-exited; code != 0 {
+			t.Errorf("serve exited %d:\n%s", code, logs)
+		}
+	}()
+	pem, err := os.ReadFile(ca.CertFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pem)
+	pair, err := tls.LoadX509KeyPair(lmsCert.CertFile, lmsCert.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newClient := func(certs ...tls.Certificate) *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: certs}}}
+	}
+	lms := newClient(pair)
+	// serial is the serial of the certificate the server showed for GET /v1/labs.
+	serial := func(c *http.Client) (string, error) {
+		req, _ := http.NewRequest("GET", "https://"+addr+"/v1/labs", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := c.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("GET /v1/labs: %d", resp.StatusCode)
+		}
+		return resp.TLS.PeerCertificates[0].SerialNumber.String(), nil
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got, err := serial(lms)
+		if err == nil && got == srvCert.Serial.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve over TLS never answered: %v\n%s", err, logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "serving on https://") {
+		t.Errorf("serve does not say it serves HTTPS:\n%s", logs)
+	}
+	if _, err := serial(newClient()); err == nil {
+		t.Error("a client without a certificate was answered")
+	}
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		if resp.StatusCode == http.StatusOK {
+			t.Error("plain HTTP was answered 200")
+		}
+		resp.Body.Close()
+	}
+
+	renewed := ca.Server(t, "serve", "127.0.0.1") // the same files, a new certificate
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if got, err := serial(newClient(pair)); err == nil && got == renewed.Serial.String() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate was never served after SIGHUP:\n%s", logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got, err := serial(lms); err != nil || got != srvCert.Serial.String() {
+		t.Errorf("the connection made before the reload: %s, %v; want it kept, with the first certificate", got, err)
+	}
+
+	// without TLS: loopback only, unless insecure_listen
+	plain := newSite(t, "clouds: [{name: fake, cloud: fake}]\ntemplates: {lab: lab.yaml}\nserve: {listen: \"0.0.0.0:0\"}\n")
+	if res := plain.run("config", "validate"); res.code != 2 || !strings.Contains(res.err, "serve.listen: 0.0.0.0:0 is not a loopback address") {
+		t.Errorf("config validate with a public address and no TLS: %s", res)
 	}
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -18,6 +21,7 @@ import (
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/reaper"
 	"github.com/labplane/labplane/internal/scheduler"
+	"github.com/labplane/labplane/internal/tlsreload"
 )
 
 func serveCommand(stdio IO) *cli.Command {
@@ -49,6 +53,9 @@ func serveCommand(stdio IO) *cli.Command {
 				}
 				listen = l
 			}
+			if err := e.cfg.Serve.CheckListen(listen); err != nil {
+				return usageError("--listen or serve.listen: %v", err)
+			}
 			m := metrics.New()
 			e.clouds = openClouds(c.Context, e.cfg, e.log, m.ObserveCloud)
 			m.LabsBy(e.labCounts)
@@ -68,6 +75,37 @@ const maxHeaderBytes = 32 << 10
 func newHTTPServer(h http.Handler, s config.Serve) *http.Server {
 	return &http.Server{Handler: h, ReadHeaderTimeout: min(10*time.Second, s.ReadTimeout.D()), ReadTimeout: s.ReadTimeout.D(),
 		WriteTimeout: s.WriteTimeout.D(), IdleTimeout: s.IdleTimeout.D(), MaxHeaderBytes: maxHeaderBytes}
+}
+
+// reloadOnHangup reads the TLS certificate again at each SIGHUP (a renewed certificate), until
+// stop; connections already made keep theirs, and a failed reload keeps the one in use. Without
+// TLS (cert nil) a SIGHUP is logged and does nothing: never the default, which ends the process.
+func reloadOnHangup(log *slog.Logger, cert *tlsreload.Certificate) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-hup:
+				if cert == nil {
+					log.Info("SIGHUP: no TLS certificate to reload")
+					continue
+				}
+				if err := cert.Reload(); err != nil {
+					log.Error("SIGHUP: the TLS certificate was not reloaded; the one in use stays", "err", err)
+				} else {
+					log.Info("SIGHUP: reloaded the TLS certificate")
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+	}
 }
 
 // serve runs the API and the scheduler until ctx is done.
@@ -122,11 +160,31 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 		return badInput{fmt.Errorf("listen on %s: %w", listen, err)}
 	}
 	httpServer := newHTTPServer(server.Handler(), e.cfg.Serve)
+	serveOn, scheme := httpServer.Serve, "http"
+	var hangup *tlsreload.Certificate // what a SIGHUP reloads: nothing without TLS
+	if t := e.cfg.Serve.TLS; t.Enabled() {
+		cert, err := tlsreload.Load(tlsreload.Files{Cert: t.CertFile, Key: t.KeyFile, ClientCA: t.ClientCAFile})
+		if err != nil {
+			ln.Close()
+			return badInput{fmt.Errorf("serve.tls: %w", err)}
+		}
+		httpServer.TLSConfig = cert.Config()
+		serveOn, scheme = func(ln net.Listener) error { return httpServer.ServeTLS(ln, "", "") }, "https"
+		hangup = cert
+	}
+	defer reloadOnHangup(e.log, hangup)()
 	served := make(chan error, 1)
-	go func() { served <- httpServer.Serve(ln) }()
+	go func() { served <- serveOn(ln) }()
 	sched.Start()
-	e.log.Info("serving", "listen", ln.Addr().String(), "replica", replica, "store", e.cfg.Store.Driver)
-	fmt.Fprintf(stdio.Err, "labplane: serving on http://%s (replica %s)\n", ln.Addr(), replica)
+	e.log.Info("serving", "listen", ln.Addr().String(), "tls", scheme == "https", "replica", replica, "store", e.cfg.Store.Driver)
+	fmt.Fprintf(stdio.Err, "labplane: serving on %s://%s (replica %s)\n", scheme, ln.Addr(), replica)
+	if scheme == "http" {
+		where := "loopback only"
+		if !config.Loopback(listen) {
+			where = "NOT loopback: serve.insecure_listen, a TLS proxy must be in front"
+		}
+		fmt.Fprintf(stdio.Err, "labplane: without TLS (%s): tokens and lab passwords cross the network in clear\n", where)
+	}
 
 	select {
 	case <-ctx.Done():

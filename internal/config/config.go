@@ -129,6 +129,44 @@ type Serve struct {
 	IdleTimeout  Duration `yaml:"idle_timeout" json:"-"`
 	// RateLimit bounds each token's requests; absent: no bound.
 	RateLimit RateLimit `yaml:"rate_limit" json:"-"`
+	// TLS serves the API over HTTPS; without it serve listens on loopback only, unless
+	// InsecureListen says a TLS proxy in front takes care of it.
+	TLS            TLS  `yaml:"tls" json:"tls"`
+	InsecureListen bool `yaml:"insecure_listen" json:"insecure_listen,omitempty"`
+}
+
+// TLS is serve's certificate and key (PEM files, read again on SIGHUP) and, optionally, the CA
+// whose certificates clients must show.
+type TLS struct {
+	CertFile     string `yaml:"cert_file" json:"cert_file,omitempty"`
+	KeyFile      string `yaml:"key_file" json:"key_file,omitempty"`
+	ClientCAFile string `yaml:"client_ca_file" json:"client_ca_file,omitempty"`
+}
+
+// Enabled reports whether serve serves HTTPS.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+// Loopback reports whether a host:port address listens on loopback only.
+func Loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckListen says what is wrong with serving on addr with s's TLS, if anything: without TLS,
+// only a loopback address, unless insecure_listen.
+func (s Serve) CheckListen(addr string) error {
+	if s.TLS.Enabled() || s.InsecureListen || Loopback(addr) {
+		return nil
+	}
+	return fmt.Errorf("%s is not a loopback address, and the API would carry tokens and lab passwords in clear: "+
+		"set serve.tls (cert_file, key_file), or serve.insecure_listen: true if a TLS proxy is in front", addr)
 }
 
 // RateLimit is a token bucket per API token: PerSecond requests a second on average, Burst at
@@ -357,6 +395,28 @@ func (c *Config) validateServe(v *validator) {
 		c.Serve.Listen = DefaultListen
 	} else if _, port, err := net.SplitHostPort(c.Serve.Listen); err != nil || port == "" {
 		v.Add("serve.listen", "%q is not host:port (such as 127.0.0.1:8080)", c.Serve.Listen)
+	}
+	if err := c.Serve.CheckListen(c.Serve.Listen); err != nil {
+		v.Add("serve.listen", "%v", err)
+	}
+	t := &c.Serve.TLS
+	switch {
+	case (t.CertFile == "") != (t.KeyFile == ""):
+		v.Add("serve.tls", "cert_file and key_file go together (got cert_file %q, key_file %q)", t.CertFile, t.KeyFile)
+	case t.ClientCAFile != "" && !t.Enabled():
+		v.Add("serve.tls.client_ca_file", "needs cert_file and key_file: client certificates come with TLS")
+	}
+	for _, f := range []struct {
+		name string
+		path *string
+	}{{"cert_file", &t.CertFile}, {"key_file", &t.KeyFile}, {"client_ca_file", &t.ClientCAFile}} {
+		if *f.path == "" {
+			continue
+		}
+		*f.path = c.resolve(*f.path)
+		if _, err := os.Stat(*f.path); err != nil {
+			v.Add("serve.tls."+f.name, "%v", err)
+		}
 	}
 	withDefault(v, "serve.shutdown_grace", &c.Serve.ShutdownGrace, DefaultShutdownGrace)
 	withDefault(v, "serve.token_cache", &c.Serve.TokenCache, DefaultTokenCache)
