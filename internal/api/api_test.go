@@ -32,8 +32,11 @@ const token = "lp_test-token"
 // tokens accepts two tokens: the LMS's (scope lms) and a dashboard's (scope read).
 type tokens struct{}
 
-// readToken is the dashboard's.
-const readToken = "lp_read-token"
+// readToken is the dashboard's, operatorToken an operator's.
+const (
+	readToken     = "lp_read-token"
+	operatorToken = "lp_operator-token"
+)
 
 func (tokens) Verify(_ context.Context, header string) (auth.Client, error) {
 	switch header {
@@ -41,6 +44,8 @@ func (tokens) Verify(_ context.Context, header string) (auth.Client, error) {
 		return auth.Client{Name: "lms", Scope: auth.ScopeLMS}, nil
 	case "Bearer " + readToken:
 		return auth.Client{Name: "dashboard", Scope: auth.ScopeRead}, nil
+	case "Bearer " + operatorToken:
+		return auth.Client{Name: "ops", Scope: auth.ScopeOperator}, nil
 	}
 	return auth.Client{}, auth.ErrUnauthorized
 }
@@ -429,5 +434,33 @@ func TestDeadlines(t *testing.T) {
 	r.do("DELETE", "/v1/labs/"+id, "")
 	if gone := r.waitStatus(id, labs.Deleted); gone.body["suspend_at"] != nil || gone.body["delete_at"] != nil {
 		t.Errorf("a deleted lab: %s", gone.raw)
+	}
+}
+
+// A token of each scope against every route: read may only GET; lms and operator may do all
+// the API does (operator's own routes come with the operator's actions).
+func TestScopesAgainstEveryRoute(t *testing.T) {
+	r := newRig(t)
+	id := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`).body["id"].(string)
+	r.waitStatus(id, labs.Active)
+	routes := []struct{ method, path, body string }{
+		{"GET", "/v1/labs", ""}, {"GET", "/v1/labs/" + id, ""},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101"}`}, {"POST", "/v1/labs/" + id + "/heartbeat", ""},
+		{"POST", "/v1/labs/" + id + "/leave", ""}, {"POST", "/v1/labs/" + id + "/resume", ""}, {"DELETE", "/v1/labs/" + id, ""},
+	}
+	for _, scope := range []struct {
+		token   string
+		mayDoIt func(method string) bool
+	}{
+		{readToken, func(m string) bool { return m == "GET" }},
+		{token, func(string) bool { return true }},
+		{operatorToken, func(string) bool { return true }},
+	} {
+		for _, rt := range routes {
+			res := r.call(rt.method, rt.path, "Bearer "+scope.token, rt.body)
+			if forbidden := res.code == http.StatusForbidden; forbidden == scope.mayDoIt(rt.method) || res.code == http.StatusUnauthorized {
+				t.Errorf("%s %s with %s: %d %s", rt.method, rt.path, scope.token, res.code, res.raw)
+			}
+		}
 	}
 }

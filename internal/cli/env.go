@@ -116,8 +116,8 @@ func (e *env) newManager() *lifecycle.Manager {
 		DefaultTemplate: e.cfg.DefaultTemplate,
 		Rules:           e.cfg.Rules(),
 		Hooks: lifecycle.Hooks{BeforeSuspend: e.cfg.Hooks.BeforeSuspend, AfterResume: e.cfg.Hooks.AfterResume,
-			BeforeDelete: e.cfg.Hooks.BeforeDelete, Timeout: e.cfg.Hooks.Timeout.D(), PassEnv: e.cfg.Hooks.PassEnv,
-			MaxRunning: e.cfg.Hooks.MaxRunning},
+			BeforeDelete: e.cfg.Hooks.BeforeDelete, Timeout: e.cfg.Hooks.Timeout.D(), Env: e.cfg.Hooks.Env,
+			MaxParallel: e.cfg.Hooks.MaxParallel},
 		Now: e.now,
 		Log: e.log,
 	}

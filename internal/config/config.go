@@ -105,10 +105,10 @@ type Hooks struct {
 	AfterResume   string   `yaml:"after_resume" json:"after_resume,omitempty"`
 	BeforeDelete  string   `yaml:"before_delete" json:"before_delete,omitempty"`
 	Timeout       Duration `yaml:"timeout" json:"-"`
-	// PassEnv names the variables of labplane's environment the hooks get beyond PATH, HOME,
-	// the locale and TZ; MaxRunning bounds the hooks running at once.
-	PassEnv    []string `yaml:"pass_env" json:"pass_env,omitempty"`
-	MaxRunning int      `yaml:"max_running" json:"max_running,omitempty"`
+	// Env names the variables of labplane's environment the hooks get beyond PATH, HOME,
+	// the locale and TZ; MaxParallel bounds the hooks running at once.
+	Env         []string `yaml:"env" json:"env,omitempty"`
+	MaxParallel int      `yaml:"max_parallel" json:"max_parallel,omitempty"`
 }
 
 // Serve configures `labplane serve`.
@@ -372,12 +372,12 @@ func (c *Config) validate(v *validator) {
 	c.validateTemplates(v)
 	c.validatePolicy(v)
 	withDefault(v, "hooks.timeout", &c.Hooks.Timeout, DefaultHookTimeout)
-	if c.Hooks.MaxRunning < 0 {
-		v.Add("hooks.max_running", "must be at least 1 (got %d)", c.Hooks.MaxRunning)
+	if c.Hooks.MaxParallel < 0 {
+		v.Add("hooks.max_parallel", "must be at least 1 (got %d)", c.Hooks.MaxParallel)
 	}
-	for i, name := range c.Hooks.PassEnv {
+	for i, name := range c.Hooks.Env {
 		if name == "" || strings.ContainsAny(name, "= ") {
-			v.Add(fmt.Sprintf("hooks.pass_env[%d]", i), "%q is not an environment variable's name", name)
+			v.Add(fmt.Sprintf("hooks.env[%d]", i), "%q is not an environment variable's name", name)
 		}
 	}
 	c.validateServe(v)

@@ -13,7 +13,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(minimal)
 	f.Add(minimal + "policy:\n  idle_suspend_after: 5m\n  leave_grace: 1m\n  courses:\n    \"course-v1:a+b+c\":\n      delete_after: 336h\n")
 	f.Add(minimal + "clouds:\n  - {name: a, cloud: x, max_in_flight: auto, in_flight_floor: 8, in_flight_ceiling: 4}\n")
-	f.Add("clouds: [{name: a, cloud: x}]\ntemplates: {lab: lab.yaml}\nhooks: {pass_env: [\"A=B\"], max_running: -1}\n")
+	f.Add("clouds: [{name: a, cloud: x}]\ntemplates: {lab: lab.yaml}\nhooks: {env: [\"A=B\"], max_parallel: -1}\n")
 	f.Add("{{{")
 	f.Add("store: {driver: postgres, dsn: '${NOPE}'}\n")
 	f.Fuzz(func(t *testing.T, raw string) {

@@ -17,18 +17,18 @@ import (
 // Hooks are operator commands run around actions (sh -c), as hastexo-xblock has: before a
 // suspend, after a resume, before a delete. They get the lab in LABPLANE_* environment
 // variables and, of labplane's own environment, only what a shell needs (PATH, HOME, the
-// locale, TZ) and the variables PassEnv names: never the clouds' passwords or the registry's
+// locale, TZ) and the variables Env names: never the clouds' passwords or the registry's
 // DSN. A failing hook is logged and recorded in the audit trail; the action goes on.
 type Hooks struct {
 	BeforeSuspend, AfterResume, BeforeDelete string
 	// Timeout bounds each hook, and every process it starts; it must be set when a hook is
 	// (config supplies a default).
 	Timeout time.Duration
-	// PassEnv names more of labplane's environment variables the hooks get.
-	PassEnv []string
-	// MaxRunning bounds the hooks running at once in the process (a class leaving would start
-	// a shell per lab); the others wait for one to end. 0: DefaultMaxRunningHooks.
-	MaxRunning int
+	// Env names more of labplane's environment variables the hooks get.
+	Env []string
+	// MaxParallel bounds the hooks running at once in the process (a class leaving would start
+	// a shell per lab); the others wait for one to end. 0: DefaultMaxParallelHooks.
+	MaxParallel int
 	// Run runs a hook's command with the environment given; nil: /bin/sh -c, the output
 	// combined.
 	Run func(ctx context.Context, command string, env []string) (output []byte, err error)
@@ -37,8 +37,8 @@ type Hooks struct {
 	running chan struct{}
 }
 
-// DefaultMaxRunningHooks is Hooks.MaxRunning's default.
-const DefaultMaxRunningHooks = 8
+// DefaultMaxParallelHooks is Hooks.MaxParallel's default.
+const DefaultMaxParallelHooks = 8
 
 // shellEnv are the variables of labplane's environment every hook gets.
 var shellEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ"}
@@ -54,10 +54,10 @@ func runShell(ctx context.Context, command string, env []string) ([]byte, error)
 	return cmd.CombinedOutput()
 }
 
-// env is a hook's environment: what a shell needs, PassEnv, and the lab.
+// env is a hook's environment: what a shell needs, Env, and the lab.
 func (h *Hooks) env(name string, lab labs.Lab) []string {
 	var env []string
-	for _, k := range slices.Concat(shellEnv, h.PassEnv) {
+	for _, k := range slices.Concat(shellEnv, h.Env) {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
 		}
@@ -75,9 +75,9 @@ func (h *Hooks) env(name string, lab labs.Lab) []string {
 	)
 }
 
-// slot waits for one of the MaxRunning places for a running hook; release gives it back.
+// slot waits for one of the MaxParallel places for a running hook; release gives it back.
 func (h *Hooks) slot(ctx context.Context) (release func(), err error) {
-	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxRunning, DefaultMaxRunningHooks)) })
+	h.once.Do(func() { h.running = make(chan struct{}, cmp.Or(h.MaxParallel, DefaultMaxParallelHooks)) })
 	select {
 	case h.running <- struct{}{}:
 		return func() { <-h.running }, nil

@@ -238,14 +238,14 @@ func TestRefusedActionRunsNoHook(t *testing.T) {
 }
 
 // A hook gets the lab and what a shell needs, not labplane's secrets: of labplane's
-// environment only PATH, HOME, the locale, TZ and what PassEnv names.
+// environment only PATH, HOME, the locale, TZ and what Env names.
 func TestHooksGetACleanEnvironment(t *testing.T) {
 	t.Setenv("OS_PASSWORD", "cloud-s3cret")
 	t.Setenv("LABPLANE_STORE_DSN", "postgres://labplane:db-s3cret@db/labplane")
 	t.Setenv("GUACAMOLE_URL", "https://guac.example")
 	r := newRig(t, "a")
 	dir := t.TempDir()
-	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: `env > '` + dir + `'/env`, Timeout: 10 * time.Second, PassEnv: []string{"GUACAMOLE_URL"}}
+	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: `env > '` + dir + `'/env`, Timeout: 10 * time.Second, Env: []string{"GUACAMOLE_URL"}}
 	lab := r.launch("ann", "os101")
 	r.clock.Add(10 * time.Minute)
 	if _, err := r.do(lifecycle.OpSuspend, lab.ID, false); err != nil {
@@ -300,13 +300,13 @@ func TestHookTimeoutKillsItsChildren(t *testing.T) {
 	}
 }
 
-// Hooks run at most MaxRunning at once in a process: a class of 20 suspended at once starts
+// Hooks run at most MaxParallel at once in a process: a class of 20 suspended at once starts
 // 20 hooks, 4 at a time.
-func TestHooksRunAtMostMaxRunningAtOnce(t *testing.T) {
+func TestHooksRunAtMostMaxParallelAtOnce(t *testing.T) {
 	r := newRig(t, "a")
 	var mu sync.Mutex
 	running, most := 0, 0
-	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: "x", Timeout: 10 * time.Second, MaxRunning: 4,
+	r.mgr.Hooks = lifecycle.Hooks{BeforeSuspend: "x", Timeout: 10 * time.Second, MaxParallel: 4,
 		Run: func(ctx context.Context, _ string, _ []string) ([]byte, error) {
 			mu.Lock()
 			running++
@@ -333,6 +333,6 @@ func TestHooksRunAtMostMaxRunningAtOnce(t *testing.T) {
 	}
 	wg.Wait()
 	if most != 4 {
-		t.Errorf("at most %d hooks ran at once, want 4 (MaxRunning)", most)
+		t.Errorf("at most %d hooks ran at once, want 4 (MaxParallel)", most)
 	}
 }
