@@ -40,6 +40,7 @@ type Playbook struct {
 	Limit     string
 	Tags      string
 	// ExtraVars are passed with --extra-vars (never secrets: they show in the process list).
+	// A value from a flag or a record goes in as Unsafe(value).
 	ExtraVars map[string]any
 	// ExtraVarsFiles are passed as --extra-vars @FILE (an ansible-vault file, for instance).
 	ExtraVarsFiles    []string
@@ -557,3 +558,8 @@ func CheckCallback(ctx context.Context, binary string) error {
 	}
 	return nil
 }
+
+// Unsafe wraps a string that Ansible must take as it is, never as a template (Ansible's JSON
+// marker for its unsafe text): a release name or anything else that came from a flag or a
+// record, checked already, and harmless even if a check missed "{{ lookup('pipe', ...) }}".
+func Unsafe(s string) any { return map[string]string{"__ansible_unsafe": s} }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -74,6 +75,28 @@ func TestCommand(t *testing.T) {
 
 func local(extra map[string]any) ansible.Playbook {
 	return ansible.Playbook{Playbooks: []string{"testdata/local.yml"}, Inventory: "testdata/local.ini", ExtraVars: extra}
+}
+
+// A value passed as Unsafe reaches the playbook as it is: Ansible does not template it (a
+// release named "{{ lookup('pipe','id') }}" would run a command on the control machine). A plain
+// value is templated, which the unsafe one must not be.
+func TestUnsafeExtraVarsAreNotTemplated(t *testing.T) {
+	requireAnsible(t)
+	for _, c := range []struct {
+		value any
+		want  string
+	}{{"{{ 6 * 7 }}", "42"}, {ansible.Unsafe("{{ 6 * 7 }}"), "{{ 6 * 7 }}"}, {ansible.Unsafe("r2"), "r2"}} {
+		dest := filepath.Join(t.TempDir(), "value")
+		p := ansible.Playbook{Playbooks: []string{"testdata/write.yml"}, Inventory: "testdata/local.ini",
+			ExtraVars: map[string]any{"value": c.value, "dest": dest}}
+		res, err := ansible.Run(t.Context(), p, func(ansible.Event) {}, io.Discard)
+		if err != nil || res.Err() != nil {
+			t.Fatalf("%v: %v, %v; stderr %s", c.value, err, res.Err(), res.Stderr)
+		}
+		if got, err := os.ReadFile(dest); err != nil || string(got) != c.want {
+			t.Errorf("%v reached the playbook as %q (%v), want %q", c.value, got, err, c.want)
+		}
+	}
 }
 
 func TestRunStreamsEventsAndRecap(t *testing.T) {

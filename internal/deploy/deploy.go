@@ -92,9 +92,10 @@ func (d *Deployer) Playbook(req Request) ansible.Playbook {
 	release := req.release()
 	extra := map[string]any{"openedx_serial": env.Rollout.Serial}
 	if release != env.Release {
-		extra["openedx_release"] = release
-		extra["openedx_artifact"] = env.ArtifactFor(release)
-		extra["openedx_artifact_checksum"] = env.ChecksumFor(release)
+		// from a flag or a record: checked (envspec.CheckRelease), and never templated either
+		extra["openedx_release"] = ansible.Unsafe(release)
+		extra["openedx_artifact"] = ansible.Unsafe(env.ArtifactFor(release))
+		extra["openedx_artifact_checksum"] = ansible.Unsafe(env.ChecksumFor(release))
 	}
 	p := ansible.Playbook{
 		Binary:    d.Ansible,

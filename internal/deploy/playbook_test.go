@@ -34,9 +34,10 @@ artifact_checksum: sha256:https://a.example/edx-platform-{release}.tar.gz.sha256
 		{"", []string{`"openedx_serial":"1"`, "--extra-vars=@" + filepath.Join(dir, "vault.yml"),
 			"--vault-password-file=" + filepath.Join(dir, "pass"), "--inventory=/inv/hosts.yml", "/srv/labplane/playbooks/site.yml"},
 			[]string{"openedx_release", "not-a-real-password"}},
-		// another release (a rollback, a promotion): its version and artifact override the inventory's
-		{"r6", []string{`"openedx_release":"r6"`, `"openedx_artifact":"https://a.example/edx-platform-r6.tar.gz"`,
-			`"openedx_artifact_checksum":"sha256:https://a.example/edx-platform-r6.tar.gz.sha256"`}, nil},
+		// another release (a rollback, a promotion): its version and artifact override the
+		// inventory's, marked for Ansible as text it must not template
+		{"r6", []string{`"openedx_release":{"__ansible_unsafe":"r6"}`, `"openedx_artifact":{"__ansible_unsafe":"https://a.example/edx-platform-r6.tar.gz"}`,
+			`"openedx_artifact_checksum":{"__ansible_unsafe":"sha256:https://a.example/edx-platform-r6.tar.gz.sha256"}`}, nil},
 	} {
 		p := d.Playbook(deploy.Request{Env: env, Inventory: "/inv/hosts.yml", Release: c.release})
 		args, err := p.Command()
