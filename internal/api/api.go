@@ -337,32 +337,29 @@ type labPage struct {
 	NextCursor string    `json:"next_cursor,omitempty"`
 }
 
+// heartbeat: the learner is active in the lab.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) error {
-	if err := emptyBody(r); err != nil {
-		return err
-	}
-	lab, err := s.Labs.Heartbeat(r.Context(), r.PathValue("id"))
-	if err != nil {
-		return err
-	}
-	v := s.view(lab)
-	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
-		SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
+	return s.mark(w, r, s.Labs.Heartbeat)
 }
 
-// leave: the learner closed the lab's page. The answer is the heartbeat's, with the lab's
-// deadlines from the leave.
+// leave: the learner closed the lab's page.
 func (s *Server) leave(w http.ResponseWriter, r *http.Request, _ string) error {
+	return s.mark(w, r, s.Labs.Leave)
+}
+
+// mark records what the learner did (a heartbeat, a leave) and answers with the lab's status
+// and its deadlines from then.
+func (s *Server) mark(w http.ResponseWriter, r *http.Request, record func(ctx context.Context, id string) (labs.Lab, error)) error {
 	if err := emptyBody(r); err != nil {
 		return err
 	}
-	lab, err := s.Labs.Leave(r.Context(), r.PathValue("id"))
+	lab, err := record(r.Context(), r.PathValue("id"))
 	if err != nil {
 		return err
 	}
 	v := s.view(lab)
 	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
-		LeftAt: timePtr(lab.LeftAt), SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
+		LeftAt: v.LeftAt, SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request, client string) error {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"regexp"
@@ -96,37 +97,10 @@ func tokenCommand(stdio IO) *cli.Command {
 					return err
 				},
 			},
-			{
-				Name:  "list",
-				Usage: "list the tokens, live and revoked (their names and dates; never a token)",
-				Flags: []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					out, err := output(c)
-					if err != nil {
-						return err
-					}
-					if c.NArg() > 0 {
-						return usageError("token list takes no arguments")
-					}
-					e, err := openEnv(c, stdio, false)
-					if err != nil {
-						return err
-					}
-					defer e.Close()
-					toks, err := e.store.ListTokens(c.Context)
-					if err != nil {
-						return err
-					}
-					if out == "json" {
-						return writeJSON(stdio.Out, nonNil(toks))
-					}
-					rows := make([][]string, len(toks))
-					for i, t := range toks {
-						rows[i] = []string{t.Name, t.Scope, timeOrDash(t.CreatedAt), timeOrDash(t.RevokedAt)}
-					}
-					return table(stdio.Out, "NAME\tSCOPE\tCREATED\tREVOKED", rows)
-				},
-			},
+			tokenListing(stdio, "list", "list the tokens, live and revoked (their names, scopes and dates; never a token)",
+				(*store.Store).ListTokens, "NAME\tSCOPE\tCREATED\tREVOKED", func(t store.Token) []string {
+					return []string{t.Name, t.Scope, timeOrDash(t.CreatedAt), timeOrDash(t.RevokedAt)}
+				}),
 			{
 				Name:      "revoke",
 				Usage:     "revoke a client's live token (the API's replicas stop taking it within serve.token_cache)",
@@ -156,37 +130,47 @@ func tokenCommand(stdio IO) *cli.Command {
 					return err
 				},
 			},
-			{
-				Name:  "log",
-				Usage: "the tokens' audit trail: every creation and revocation, with its scope and who ran it",
-				Flags: []cli.Flag{outputFlag},
-				Action: func(c *cli.Context) error {
-					out, err := output(c)
-					if err != nil {
-						return err
-					}
-					if c.NArg() > 0 {
-						return usageError("token log takes no arguments")
-					}
-					e, err := openEnv(c, stdio, false)
-					if err != nil {
-						return err
-					}
-					defer e.Close()
-					log, err := e.store.TokenLog(c.Context)
-					if err != nil {
-						return err
-					}
-					if out == "json" {
-						return writeJSON(stdio.Out, nonNil(log))
-					}
-					rows := make([][]string, len(log))
-					for i, ev := range log {
-						rows[i] = []string{timeOrDash(ev.At), ev.Action, ev.Name, ev.Scope, ev.Actor}
-					}
-					return table(stdio.Out, "AT\tACTION\tNAME\tSCOPE\tBY", rows)
-				},
-			},
+			tokenListing(stdio, "log", "the tokens' audit trail: every creation and revocation, with its scope and who ran it",
+				(*store.Store).TokenLog, "AT\tACTION\tNAME\tSCOPE\tBY", func(ev store.TokenEvent) []string {
+					return []string{timeOrDash(ev.At), ev.Action, ev.Name, ev.Scope, ev.Actor}
+				}),
+		},
+	}
+}
+
+// tokenListing is a token subcommand that prints what read returns: a table of row's columns
+// under header, or the list as JSON.
+func tokenListing[T any](stdio IO, name, usage string, read func(*store.Store, context.Context) ([]T, error),
+	header string, row func(T) []string) *cli.Command {
+	return &cli.Command{
+		Name:  name,
+		Usage: usage,
+		Flags: []cli.Flag{outputFlag},
+		Action: func(c *cli.Context) error {
+			out, err := output(c)
+			if err != nil {
+				return err
+			}
+			if c.NArg() > 0 {
+				return usageError("token %s takes no arguments", name)
+			}
+			e, err := openEnv(c, stdio, false)
+			if err != nil {
+				return err
+			}
+			defer e.Close()
+			items, err := read(e.store, c.Context)
+			if err != nil {
+				return err
+			}
+			if out == "json" {
+				return writeJSON(stdio.Out, nonNil(items))
+			}
+			rows := make([][]string, len(items))
+			for i, it := range items {
+				rows[i] = row(it)
+			}
+			return table(stdio.Out, header, rows)
 		},
 	}
 }
