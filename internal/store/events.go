@@ -13,7 +13,7 @@ import (
 
 const eventColumns = `id, lab_id, at, actor, action, from_status, to_status, cloud, stack_id, request_id, error, detail`
 
-// insertEventSQL appends an event (a hot statement: see hotStatements).
+// insertEventSQL appends an event.
 const insertEventSQL = `INSERT INTO events
 	(lab_id, at, actor, action, from_status, to_status, cloud, stack_id, request_id, error, detail)
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`

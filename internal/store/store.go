@@ -27,6 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -61,7 +62,7 @@ type Store struct {
 	lockDB *sql.DB
 	driver string
 	locks  lockState
-	stmts  stmtCache
+	stmts  stmtCache // on SQLite
 }
 
 // Open opens the database and migrates its schema. driver is "sqlite" (dsn: a file path or
@@ -166,10 +167,6 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 	}
 	if driver == SQLite {
 		st.locks.path, st.locks.memScope = sqliteLockBase(dsn)
-		if st.stmts, err = prepareHot(ctx, db); err != nil {
-			db.Close()
-			return nil, fail("prepare", err)
-		}
 	}
 	return st, nil
 }
@@ -339,33 +336,74 @@ func rebind(query string) string {
 	return b.String()
 }
 
-// hotStatements are the statements of the hot paths: reading, creating and updating a lab,
-// appending an event, heartbeats. On SQLite, Open prepares them once for the Store: SQLite
-// parses every statement it runs, and parsing cost about as much as running them.
-// PostgreSQL's driver caches the statements it prepares by itself.
-var hotStatements = []string{insertLabSQL, getLabSQL, findLiveSQL, updateLabSQL, insertEventSQL, beatInSpanSQL, closeSpanSQLite, beatSQLite, leaveSQL,
-	listLiveSQL, listAllSQL, countLiveSQL, dueLabsSQL}
-
-// stmtCache holds the prepared hot statements.
-type stmtCache map[string]*sql.Stmt
-
-func prepareHot(ctx context.Context, db *sql.DB) (stmtCache, error) {
-	c := stmtCache{}
-	for _, q := range hotStatements {
-		st, err := db.PrepareContext(ctx, q)
-		if err != nil {
-			c.close()
-			return nil, err
-		}
-		c[q] = st
-	}
-	return c, nil
+// stmtCache holds the statements the store has run, each prepared once, on SQLite: SQLite
+// parses every statement it runs, and parsing cost about as much as running them (a fifth of
+// a reaper pass's CPU). PostgreSQL's driver caches the statements it prepares by itself. The
+// statements are the code's own, a few dozen shapes (a filtered listing builds one per set of
+// filters); past maxCachedStatements the rest run unprepared.
+type stmtCache struct {
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt
+	// missed are the statements a transaction ran unprepared: prepared once it ends
+	missed map[string]bool
 }
 
-func (c stmtCache) close() {
-	for _, st := range c {
+const maxCachedStatements = 256
+
+// get returns query's prepared statement, nil if it has none. With prepare, one is prepared
+// on db the first time (nil if that fails now: the statement then runs unprepared, and its
+// error shows there). Not inside a transaction, as preparing takes a connection of the pool
+// that the transaction may hold (SQLite's pool has one): a statement a transaction misses is
+// prepared by prepareMissed once it ends.
+func (c *stmtCache) get(ctx context.Context, db *sql.DB, query string, prepare bool) *sql.Stmt {
+	c.mu.Lock()
+	st, ok := c.stmts[query]
+	full := len(c.stmts) >= maxCachedStatements
+	if !ok && !prepare && !full {
+		if c.missed == nil {
+			c.missed = map[string]bool{}
+		}
+		c.missed[query] = true
+	}
+	c.mu.Unlock()
+	if ok || !prepare || full {
+		return st
+	}
+	st, err := db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if had, ok := c.stmts[query]; ok { // prepared meanwhile by another caller
+		st.Close()
+		return had
+	}
+	if c.stmts == nil {
+		c.stmts = map[string]*sql.Stmt{}
+	}
+	c.stmts[query] = st
+	return st
+}
+
+// prepareMissed prepares the statements transactions ran unprepared.
+func (c *stmtCache) prepareMissed(ctx context.Context, db *sql.DB) {
+	c.mu.Lock()
+	missed := c.missed
+	c.missed = nil
+	c.mu.Unlock()
+	for query := range missed {
+		c.get(ctx, db, query, true)
+	}
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.stmts {
 		st.Close()
 	}
+	c.stmts = nil
 }
 
 // queryRow runs a query for one row on q (the database or a transaction), written with ?
@@ -379,7 +417,7 @@ func (s *Store) queryRow(ctx context.Context, q querier, query string, args ...a
 
 // query runs a query on the database, written with ? placeholders.
 func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := s.stmts[query]; st != nil {
+	if st := s.stmt(ctx, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return s.db.QueryContext(ctx, s.q(query), args...)
@@ -393,10 +431,24 @@ func (s *Store) exec(ctx context.Context, q querier, query string, args ...any) 
 	return q.ExecContext(ctx, s.q(query), args...)
 }
 
-// stmtOn is query's prepared statement for use on q, or nil if it has none.
+// stmt is query's prepared statement on SQLite (prepared now if it is not yet), nil on
+// PostgreSQL.
+func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
+	if s.driver != SQLite {
+		return nil
+	}
+	return s.stmts.get(ctx, s.db, query, true)
+}
+
+// stmtOn is query's prepared statement for use on q, or nil if it has none. In a
+// transaction, only a statement prepared before is used.
 func (s *Store) stmtOn(ctx context.Context, q querier, query string) *sql.Stmt {
-	st := s.stmts[query]
-	if tx, ok := q.(*sql.Tx); ok && st != nil {
+	if s.driver != SQLite {
+		return nil
+	}
+	tx, inTx := q.(*sql.Tx)
+	st := s.stmts.get(ctx, s.db, query, !inTx)
+	if inTx && st != nil {
 		return tx.StmtContext(ctx, st)
 	}
 	return st
@@ -414,6 +466,9 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
+	}
+	if s.driver == SQLite {
+		s.stmts.prepareMissed(ctx, s.db)
 	}
 	return nil
 }
