@@ -350,6 +350,44 @@ func TestFakeCreateTimeoutReturnsTheStack(t *testing.T) {
 	}
 }
 
+// Heat's quota refusal (max_stacks_per_tenant, heat/engine/service.py _validate_new_stack), as
+// Heat 19 answers it (the body is the local-quota cloud's, verbatim): the create is refused
+// before any stack exists, once, as cloud.ErrInvalid with Heat's message and request id. Not
+// transient: nothing is left at work on the cloud, and asking the same cloud again is refused
+// until stacks are deleted; the launch moves to the next cloud (lifecycle).
+func TestFakeQuotaRefusal(t *testing.T) {
+	t.Parallel()
+	f := heattest.New(t)
+	h := openFake(t, f)
+	const msg = "Request limit exceeded: You have reached the maximum stacks per tenant, 2. Please delete some stacks."
+	var posts atomic.Int32
+	f.Lock()
+	f.Hook = func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/stacks") {
+			return false
+		}
+		posts.Add(1)
+		heattest.WriteJSON(w, http.StatusBadRequest, map[string]any{"code": 400, "title": "Bad Request",
+			"explanation": "The server could not comply with the request since it is either malformed or otherwise incorrect.",
+			"error":       map[string]any{"type": "RequestLimitExceeded", "traceback": nil, "message": msg}})
+		return true
+	}
+	f.Unlock()
+	accepted := false
+	st, err := h.Create(testCtx(t, 10*time.Second), cloud.CreateRequest{Name: "lab-full",
+		TemplateFile: templatePath(t, "lab.yaml"), Accepted: func(labs.Stack) { accepted = true }})
+	var ce *cloud.Error
+	if !errors.As(err, &ce) || !errors.Is(err, cloud.ErrInvalid) || errors.Is(err, cloud.ErrTransient) {
+		t.Fatalf("err = %v, want cloud.ErrInvalid", err)
+	}
+	if ce.HTTPStatus != 400 || !strings.HasPrefix(ce.RequestID, "req-fake-") || ce.Message != msg || ce.Op != "create" || ce.Stack != "lab-full" {
+		t.Errorf("error fields: %+v", ce)
+	}
+	if st.ID != "" || accepted || posts.Load() != 1 {
+		t.Errorf("stack %+v, accepted %v, %d creates sent: want no stack, no Accepted, one create", st, accepted, posts.Load())
+	}
+}
+
 // The create body: the template with its nested file, only the declared parameters, tags,
 // timeout_mins rounded up.
 func TestFakeCreateBody(t *testing.T) {

@@ -344,6 +344,41 @@ func TestLaunchFailsOverAndCleansUp(t *testing.T) {
 	}
 }
 
+// quotaRefusing is a cloud whose creates are refused before any stack exists, as Heat refuses
+// one past max_stacks_per_tenant (HTTP 400 RequestLimitExceeded, cloud.ErrInvalid).
+type quotaRefusing struct{ *fakecloud.Cloud }
+
+const quotaMessage = "Request limit exceeded: You have reached the maximum stacks per tenant, 2. Please delete some stacks."
+
+func (c quotaRefusing) Create(_ context.Context, r cloud.CreateRequest) (labs.Stack, error) {
+	return labs.Stack{}, &cloud.Error{Cloud: c.Name(), Op: "create", Stack: r.Name, Kind: cloud.ErrInvalid,
+		HTTPStatus: 400, RequestID: "req-quota", Message: quotaMessage}
+}
+
+// A create the cloud refuses (its quota is full) moves the lab to the next cloud, with the
+// refusal in the trail; there is nothing to delete on the refusing cloud.
+func TestLaunchRefusedCreateFailsOver(t *testing.T) {
+	r := newRig(t, "a", "b")
+	r.mgr.Targets[0].Cloud = quotaRefusing{r.clouds["a"]}
+	lab := r.launch("ann", "os101")
+
+	got := r.lab(lab.ID)
+	if got.Cloud != "b" || got.Status != labs.Active || got.StackStatus != "CREATE_COMPLETE" {
+		t.Fatalf("after failover: %s %s %s", got.Cloud, got.Status, got.StackStatus)
+	}
+	evs := r.events(lab.ID)
+	if acts := actions(evs); !slices.Equal(acts, []string{"launch", "launch-attempt-failed", "failover", "stack-accepted", "launched"}) {
+		t.Fatalf("events %v", acts)
+	}
+	if failed := evs[1]; failed.Cloud != "a" || !strings.Contains(failed.Error, quotaMessage) || failed.RequestID != "req-quota" ||
+		failed.StackID != "" || failed.Detail != "" {
+		t.Errorf("launch-attempt-failed event %+v", failed)
+	}
+	if a := r.clouds["a"]; len(a.Stacks()) != 0 || a.Calls("delete") != 0 {
+		t.Errorf("cloud a: stacks %+v, %d deletes; want none", a.Stacks(), a.Calls("delete"))
+	}
+}
+
 func TestLaunchFailsEverywhere(t *testing.T) {
 	r := newRig(t, "a", "b")
 	r.clouds["a"].FailNext("create", "", 1)

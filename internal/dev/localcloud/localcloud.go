@@ -1,13 +1,14 @@
 // Package localcloud runs labplane's own local OpenStack cloud: a real Keystone + Heat (Debian 12
 // packages) with RabbitMQ and PostgreSQL, all on 127.0.0.1, for the demo, the tests and CI.
 //
-// Each named instance ("local-a", "local-b") has a fixed set of ports, so two clouds can run side
-// by side (and beside a developer's own). The work is done by two embedded bash scripts adapted
-// from the team's tested recipe. Up first installs the missing Packages through the project's
-// one installer (internal/apt); up.sh then configures and starts the services and writes a
-// clouds.yaml; down.sh stops exactly the processes up.sh recorded (each PID is checked against
-// its command line or environment first; nothing is ever killed by name). Up and Down need root
-// (apt-get, setpriv, the postgres user switch).
+// Each named instance ("local-a", "local-b", "local-quota") has a fixed set of ports, so the
+// clouds can run side by side (and beside a developer's own); local-quota's Heat refuses a
+// create in a project that holds QuotaStacks stacks. The work is done by two embedded bash
+// scripts adapted from the team's tested recipe. Up first installs the missing Packages through
+// the project's one installer (internal/apt); up.sh then configures and starts the services and
+// writes a clouds.yaml; down.sh stops exactly the processes up.sh recorded (each PID is checked
+// against its command line or environment first; nothing is ever killed by name). Up and Down
+// need root (apt-get, setpriv, the postgres user switch).
 //
 // Test suites in several packages, which go test runs at the same time, share the instances
 // through Acquire and Release (see lease.go).
@@ -63,6 +64,14 @@ type Instance struct {
 	RabbitPort     int
 	RabbitDistPort int
 	EpmdPort       int
+
+	// MaxStacksPerTenant, if not 0, is Heat's max_stacks_per_tenant (heat.conf [DEFAULT]):
+	// a create in a project that already holds that many stacks (nested and deleted ones not
+	// counted) is refused with HTTP 400 RequestLimitExceeded. Heat checks it for every
+	// non-admin context, the learner user's included (an admin-role user, Name+"-admin", is
+	// exempt). It is one value for the whole Heat, so it gets an instance of its own. 0 leaves
+	// Heat's default, 512.
+	MaxStacksPerTenant int
 }
 
 // instances are the known instances, in Names order. Every port is distinct across instances
@@ -72,7 +81,14 @@ var instances = []Instance{
 		RabbitPort: 25672, RabbitDistPort: 25673, EpmdPort: 24369},
 	{Name: "local-b", Region: "RegionTwo", KeystonePort: 25010, HeatPort: 28014, PostgresPort: 25442,
 		RabbitPort: 25682, RabbitDistPort: 25683, EpmdPort: 24379},
+	// its learner project is full at QuotaStacks stacks: for the tests of a quota refusal
+	// (only the suites that name it start it)
+	{Name: "local-quota", Region: "RegionQuota", KeystonePort: 25020, HeatPort: 28024, PostgresPort: 25452,
+		RabbitPort: 25692, RabbitDistPort: 25693, EpmdPort: 24389, MaxStacksPerTenant: QuotaStacks},
 }
+
+// QuotaStacks is local-quota's max_stacks_per_tenant.
+const QuotaStacks = 2
 
 // Names lists the known instance names.
 func Names() []string {
@@ -359,5 +375,6 @@ func (i Instance) env() []string {
 		"LC_RABBIT_PORT=" + strconv.Itoa(i.RabbitPort),
 		"LC_RABBIT_DIST_PORT=" + strconv.Itoa(i.RabbitDistPort),
 		"LC_EPMD_PORT=" + strconv.Itoa(i.EpmdPort),
+		"LC_MAX_STACKS_PER_TENANT=" + strconv.Itoa(i.MaxStacksPerTenant),
 	}
 }

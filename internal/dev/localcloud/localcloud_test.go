@@ -30,11 +30,13 @@ func TestNamedPortSets(t *testing.T) {
 			RabbitPort: 25672, RabbitDistPort: 25673, EpmdPort: 24369},
 		"local-b": {Name: "local-b", Region: "RegionTwo", KeystonePort: 25010, HeatPort: 28014, PostgresPort: 25442,
 			RabbitPort: 25682, RabbitDistPort: 25683, EpmdPort: 24379},
+		"local-quota": {Name: "local-quota", Region: "RegionQuota", KeystonePort: 25020, HeatPort: 28024, PostgresPort: 25452,
+			RabbitPort: 25692, RabbitDistPort: 25693, EpmdPort: 24389, MaxStacksPerTenant: QuotaStacks},
 	}
 	// the team's shared dev cloud uses these: a local cloud must never collide with it
 	used := map[int]string{5000: "dev keystone", 8004: "dev heat", 55432: "dev pg", 55672: "dev rabbit",
 		55673: "dev rabbit dist", 54369: "dev epmd"}
-	if got := Names(); len(got) != 2 || got[0] != "local-a" || got[1] != "local-b" {
+	if got := Names(); strings.Join(got, " ") != "local-a local-b local-quota" {
 		t.Errorf("Names() = %v", got)
 	}
 	for name, w := range want {

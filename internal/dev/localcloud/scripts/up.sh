@@ -10,7 +10,8 @@
 #
 # Environment (all required, set by internal/localcloud): LC_NAME, LC_DIR, LC_CLOUDS_YAML,
 #   LC_KEYSTONE_PORT, LC_HEAT_PORT, LC_PG_PORT, LC_RABBIT_PORT, LC_RABBIT_DIST_PORT, LC_EPMD_PORT,
-#   LC_REGION, LC_PACKAGES (the Debian packages it needs, installed by the Go side first).
+#   LC_REGION, LC_PACKAGES (the Debian packages it needs, installed by the Go side first);
+#   LC_MAX_STACKS_PER_TENANT (Heat's max_stacks_per_tenant; 0: Heat's default, 512).
 # Idempotent: if everything is already up it only rewrites clouds.yaml and exits 0.
 # Everything except the Debian packages lives under $LC_DIR/state. Every listener binds to
 # 127.0.0.1 only. Processes are recorded in $LC_DIR/state/run/*.pid; nothing is ever killed by name.
@@ -31,6 +32,7 @@ RABBIT_DIST_PORT=${LC_RABBIT_DIST_PORT:?}
 EPMD_PORT=${LC_EPMD_PORT:?}
 REGION=${LC_REGION:?}
 ENGINE_WORKERS=${LC_ENGINE_WORKERS:-1}
+MAX_STACKS=${LC_MAX_STACKS_PER_TENANT:-0}
 
 # Fixed, well-known lab credentials (loopback only, throw-away).
 ADMIN_USER=admin;        ADMIN_PASSWORD=heatlab-admin; ADMIN_PROJECT=admin
@@ -199,8 +201,14 @@ chdir = $STATE
 disable-logging = true
 EOF
 
+# Heat refuses a create (HTTP 400, RequestLimitExceeded) in a project that holds this many stacks;
+# admin contexts are exempt (heat/engine/service.py, _validate_new_stack). Only set where asked.
+[[ $MAX_STACKS =~ ^[0-9]+$ ]] || die "LC_MAX_STACKS_PER_TENANT must be a number, not '$MAX_STACKS'"
+STACK_LIMIT="# max_stacks_per_tenant: Heat's default"
+if ((MAX_STACKS > 0)); then STACK_LIMIT="max_stacks_per_tenant = $MAX_STACKS"; fi
 cat >"$STATE/etc/heat.conf" <<EOF
 [DEFAULT]
+$STACK_LIMIT
 log_dir = $STATE/log
 transport_url = rabbit://guest:guest@$HOST:$RABBIT_PORT/
 host = labplane-$NAME
@@ -466,4 +474,5 @@ rss=$(for n in postgres epmd rabbitmq keystone heat-engine heat-api; do cat "$ST
       xargs -I{} sh -c 'ps -o rss= --pid {} --ppid {}' 2>/dev/null | awk '{s+=$1} END {printf "%d", s/1024}')
 log "UP: keystone $KS_URL/v3  heat $HEAT_URL/v1/<project_id>  (~${rss} MiB RSS incl. children)"
 log "clouds.yaml: $CLOUDS_YAML (clouds: $NAME, $NAME-admin)"
+if ((MAX_STACKS > 0)); then log "heat: max_stacks_per_tenant = $MAX_STACKS (every non-admin project: $NAME's is full at $MAX_STACKS stacks)"; fi
 log "total $(elapsed)s"
