@@ -5,6 +5,7 @@
 package ansible
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -182,7 +183,7 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 	for k, v := range p.Environment() {
 		env[k] = v
 	}
-	st := &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]runs.HostRecap{}}}
+	st := newStream(on, log)
 	// the directory and environment are set by interruptible: go-ansible sets them only on
 	// an *exec.Cmd, and interruptible's command is guarded
 	proc := &interruptible{grace: p.Grace, exited: make(chan struct{}), dir: p.Dir, env: env.Environ()}
@@ -336,6 +337,11 @@ func (s *stream) finish() {
 
 var _ result.ResultsOutputer = (*stream)(nil)
 
+// newStream is the decoder of one run's output: events to on, raw events to log.
+func newStream(on func(Event), log io.Writer) *stream {
+	return &stream{on: on, log: log, stderr: outputtail.Buffer{Max: stderrTail}, res: Result{Recap: map[string]runs.HostRecap{}}}
+}
+
 func (s *stream) Print(ctx context.Context, r io.Reader, w io.Writer, _ ...result.OptionsFunc) error {
 	if _, isStderr := w.(stderrSink); isStderr {
 		return s.copyStderr(r)
@@ -346,10 +352,18 @@ func (s *stream) Print(ctx context.Context, r io.Reader, w io.Writer, _ ...resul
 		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 			return nil
 		} else if err != nil {
-			// not JSON: something wrote to stdout around the callback; keep it as text
+			// not JSON: something wrote to stdout around the callback; keep it as text (a JSON
+			// string: the log is one JSON value a line)
 			rest, _ := io.ReadAll(io.MultiReader(dec.Buffered(), r))
-			s.writeLog([]byte(fmt.Sprintf("%q\n", "stdout: "+string(rest))))
+			line, _ := json.Marshal("stdout: " + string(rest))
+			s.writeLog(append(line, '\n'))
 			return nil
+		}
+		if bytes.ContainsAny(raw, "\r\n") { // the callback writes one line; other JSON may not
+			var line bytes.Buffer
+			if json.Compact(&line, raw) == nil {
+				raw = line.Bytes()
+			}
 		}
 		s.writeLog(append(raw, '\n'))
 		s.handle(raw)

@@ -23,8 +23,15 @@ const (
 	pushbackStep  = time.Second
 )
 
-// retryAfter is gophercloud's RetryBackoffFunc, called on a 429: nil to send again.
+// retryAfter is gophercloud's RetryBackoffFunc, called on a 429: nil to send again. gophercloud
+// calls it on a 498 too (a token refused, by some proxies): no pushback, it fails at once.
 func (h *Heat) retryAfter(ctx context.Context, ue *gophercloud.ErrUnexpectedResponseCode, err error, tries uint) error {
+	if ue.Actual != http.StatusTooManyRequests {
+		if err == nil {
+			err = *ue
+		}
+		return err
+	}
 	return h.pushedBack(ctx, ue, err, tries)
 }
 

@@ -30,14 +30,19 @@ type Error struct {
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
 	for i, p := range e.Problems {
+		// one problem a line, each naming the file: a value quoted from the file (by the YAML
+		// decoder, or a path in a message) may hold a line break
+		msg := lineBreaks.Replace(p.Msg)
 		if p.Field == "" {
-			lines[i] = fmt.Sprintf("%s: %s", e.File, p.Msg)
+			lines[i] = fmt.Sprintf("%s: %s", e.File, msg)
 		} else {
-			lines[i] = fmt.Sprintf("%s: %s: %s", e.File, p.Field, p.Msg)
+			lines[i] = fmt.Sprintf("%s: %s: %s", e.File, p.Field, msg)
 		}
 	}
 	return strings.Join(lines, "\n")
 }
+
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // Fail is an Error with one problem about the file as a whole.
 func Fail(file, format string, args ...any) *Error {
