@@ -1,7 +1,9 @@
 package store_test
 
 import (
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -144,6 +146,85 @@ func TestHeartbeatSpansConcurrent(t *testing.T) {
 			lo, hi := norm(at(r*1000)), norm(at(r*1000+beaters-1))
 			if a.From.Before(lo) || a.To.After(hi) || a.To.Before(a.From) {
 				t.Errorf("span %d = %v..%v, want within round %d's heartbeats %v..%v", r, a.From, a.To, r, lo, hi)
+			}
+		}
+	})
+}
+
+// TestHeartbeatsAtOnce: many heartbeats at once to many labs (on PostgreSQL they go to the
+// database in batches), out of order, some to the same lab, some to a deleted or unknown lab,
+// some opening a new span: each answer is its own lab's row, no later than the heartbeat, each
+// lab keeps its latest heartbeat, and the deleted and unknown ones fail as one at a time does.
+func TestHeartbeatsAtOnce(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		const labsN, beatsN = 10, 400
+		for i := range labsN {
+			id := fmt.Sprintf("l%d", i)
+			mustCreate(t, e.s, newLab(id, "learner"+id, "net101", "east", labs.Active, at(0)))
+			if i%2 == 0 { // an open span; the odd labs' first heartbeat opens one
+				if _, err := e.s.Heartbeat(ctx, id, at(1)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		mustCreate(t, e.s, newLab("gone", "gina", "net101", "east", labs.Deleted, at(0)))
+		latest := make([]time.Time, labsN)
+		r := rand.New(rand.NewPCG(1, 2))
+		type sent struct {
+			id string
+			at time.Time
+		}
+		beats := make([]sent, beatsN)
+		for i := range beats {
+			l := r.IntN(labsN + 2)
+			beats[i].at = at(2 + r.IntN(120))
+			switch {
+			case l == labsN:
+				beats[i].id = "gone"
+			case l == labsN+1:
+				beats[i].id = "none"
+			default:
+				beats[i].id = fmt.Sprintf("l%d", l)
+				if beats[i].at.After(latest[l]) {
+					latest[l] = beats[i].at
+				}
+			}
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, beatsN)
+		for _, b := range beats {
+			wg.Go(func() {
+				got, err := e.s.Heartbeat(ctx, b.id, b.at)
+				switch {
+				case b.id == "gone":
+					if !errors.Is(err, labs.ErrDeleted) {
+						errs <- fmt.Errorf("heartbeat of a deleted lab: %v", err)
+					}
+				case b.id == "none":
+					if !errors.Is(err, labs.ErrNotFound) {
+						errs <- fmt.Errorf("heartbeat of an unknown lab: %v", err)
+					}
+				case err != nil:
+					errs <- err
+				case got.ID != b.id || got.LastHeartbeat.Before(norm(b.at)):
+					errs <- fmt.Errorf("heartbeat %s at %v answered lab %s, last heartbeat %v", b.id, b.at, got.ID, got.LastHeartbeat)
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		for i, want := range latest {
+			id := fmt.Sprintf("l%d", i)
+			got, err := e.s.GetLab(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !want.IsZero() && !got.LastHeartbeat.Equal(norm(want)) {
+				t.Errorf("%s: last heartbeat %v, want the latest sent, %v", id, got.LastHeartbeat, norm(want))
 			}
 		}
 	})

@@ -316,8 +316,16 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
 	t, gapStart := s.timeArg(at), s.timeArg(at.Add(-labs.ActivityGap))
-	// most heartbeats extend the open span: one plain UPDATE
-	stored, err := scanLab(s.queryRow(ctx, s.db, beatInSpanSQL, t, t, id, gapStart))
+	// most heartbeats extend the open span: one plain UPDATE, batched on PostgreSQL
+	var stored labs.Lab
+	if s.driver == Postgres {
+		var extended bool
+		if stored, extended, err = s.beatInSpan(ctx, id, at, at.Add(-labs.ActivityGap)); err == nil && !extended {
+			err = sql.ErrNoRows
+		}
+	} else {
+		stored, err = scanLab(s.queryRow(ctx, s.db, beatInSpanSQL, t, t, id, gapStart))
+	}
 	switch {
 	case !errors.Is(err, sql.ErrNoRows):
 	case s.driver == Postgres:

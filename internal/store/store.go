@@ -63,6 +63,7 @@ type Store struct {
 	driver string
 	locks  lockState
 	stmts  stmtCache // on SQLite
+	beats  beats     // on PostgreSQL
 }
 
 // Open opens the database and migrates its schema. driver is "sqlite" (dsn: a file path or

@@ -495,8 +495,11 @@ func TestConcurrentUpdates(t *testing.T) {
 		if final.Attempts != updaters*increments {
 			t.Errorf("Attempts = %d, want %d: updates were lost", final.Attempts, updaters*increments)
 		}
-		if want := int64(1 + updaters*increments + beaters*beats); final.Version != want {
-			t.Errorf("Version = %d, want %d", final.Version, want)
+		// every change of the row moves its version: each update, and each heartbeat, except that
+		// heartbeats to one lab sent in one batch (PostgreSQL) change the row once
+		if lo, hi := int64(1+updaters*increments+1), int64(1+updaters*increments+beaters*beats); final.Version < lo || final.Version > hi ||
+			e.driver == store.SQLite && final.Version != hi {
+			t.Errorf("Version = %d, want %d (at most; at least %d on PostgreSQL)", final.Version, hi, lo)
 		}
 		if want := norm(at(5000 + beaters*beats - 1)); !final.LastHeartbeat.Equal(want) {
 			t.Errorf("LastHeartbeat = %v, want %v: a heartbeat was lost", final.LastHeartbeat, want)
