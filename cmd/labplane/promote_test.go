@@ -121,18 +121,23 @@ func (l *labplane) promotion(t *testing.T, env string) (platform.Promotion, bool
 }
 
 // waitFor waits until cond holds, or the command it watches ends first (then it fails the
-// test).
+// test). It gives up a minute before the test's deadline (go test -timeout), not sooner: on a
+// busy machine one host's deploy took more than 5 minutes.
 func waitFor(t *testing.T, what string, ended <-chan struct{}, cond func() bool) {
 	t.Helper()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	timeout := time.After(5 * time.Minute)
+	var timeout <-chan time.Time // none without a deadline
+	if d, ok := t.Deadline(); ok {
+		timeout = time.After(time.Until(d) - time.Minute)
+	}
+	start := time.Now()
 	for !cond() {
 		select {
 		case <-ended:
 			t.Fatalf("the command ended before %s", what)
 		case <-timeout:
-			t.Fatalf("no %s in 5m", what)
+			t.Fatalf("no %s in %s (the test's deadline is a minute away)", what, time.Since(start).Round(time.Second))
 		case <-tick.C:
 		}
 	}
