@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
@@ -51,9 +52,10 @@ func qualified(table, columns string) string {
 	return strings.Join(cols, ", ")
 }
 
-// beatInSpan extends lab id's open span to at, in the next batch. extended is false when the
-// lab has no open span that at extends (the heartbeat opens one), or is deleted or unknown.
-func (s *Store) beatInSpan(ctx context.Context, id string, at, gap time.Time) (_ labs.Lab, extended bool, _ error) {
+// beatInSpan extends lab id's open span to at, in the next batch: beatInSpanSQL's answer,
+// sql.ErrNoRows when the lab has no open span that at extends (the heartbeat opens one), or
+// is deleted or unknown.
+func (s *Store) beatInSpan(ctx context.Context, id string, at, gap time.Time) (labs.Lab, error) {
 	b := &beat{id: id, at: normTime(at), gap: normTime(gap), done: make(chan struct{})}
 	s.beats.mu.Lock()
 	s.beats.pending = append(s.beats.pending, b)
@@ -65,9 +67,12 @@ func (s *Store) beatInSpan(ctx context.Context, id string, at, gap time.Time) (_
 	}
 	select {
 	case <-b.done:
-		return b.lab, b.extended, b.err
+		if b.err == nil && !b.extended {
+			return labs.Lab{}, sql.ErrNoRows
+		}
+		return b.lab, b.err
 	case <-ctx.Done():
-		return labs.Lab{}, false, ctx.Err()
+		return labs.Lab{}, ctx.Err()
 	}
 }
 

@@ -315,14 +315,12 @@ func (s *Store) Heartbeat(ctx context.Context, id string, at time.Time) (_ labs.
 	if at.IsZero() {
 		return labs.Lab{}, fmt.Errorf("heartbeat lab %q: time is zero", id)
 	}
-	t, gapStart := s.timeArg(at), s.timeArg(at.Add(-labs.ActivityGap))
+	gap := at.Add(-labs.ActivityGap)
+	t, gapStart := s.timeArg(at), s.timeArg(gap)
 	// most heartbeats extend the open span: one plain UPDATE, batched on PostgreSQL
 	var stored labs.Lab
 	if s.driver == Postgres {
-		var extended bool
-		if stored, extended, err = s.beatInSpan(ctx, id, at, at.Add(-labs.ActivityGap)); err == nil && !extended {
-			err = sql.ErrNoRows
-		}
+		stored, err = s.beatInSpan(ctx, id, at, gap)
 	} else {
 		stored, err = scanLab(s.queryRow(ctx, s.db, beatInSpanSQL, t, t, id, gapStart))
 	}

@@ -418,7 +418,7 @@ func (s *Store) queryRow(ctx context.Context, q querier, query string, args ...a
 
 // query runs a query on the database, written with ? placeholders.
 func (s *Store) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if st := s.stmt(ctx, query); st != nil {
+	if st := s.stmtOn(ctx, s.db, query); st != nil {
 		return st.QueryContext(ctx, args...)
 	}
 	return s.db.QueryContext(ctx, s.q(query), args...)
@@ -432,17 +432,9 @@ func (s *Store) exec(ctx context.Context, q querier, query string, args ...any) 
 	return q.ExecContext(ctx, s.q(query), args...)
 }
 
-// stmt is query's prepared statement on SQLite (prepared now if it is not yet), nil on
-// PostgreSQL.
-func (s *Store) stmt(ctx context.Context, query string) *sql.Stmt {
-	if s.driver != SQLite {
-		return nil
-	}
-	return s.stmts.get(ctx, s.db, query, true)
-}
-
-// stmtOn is query's prepared statement for use on q, or nil if it has none. In a
-// transaction, only a statement prepared before is used.
+// stmtOn is query's prepared statement for use on q (the database or a transaction) on
+// SQLite, prepared now if it is not yet; nil on PostgreSQL. In a transaction, only a
+// statement prepared before is used.
 func (s *Store) stmtOn(ctx context.Context, q querier, query string) *sql.Stmt {
 	if s.driver != SQLite {
 		return nil
