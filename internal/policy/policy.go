@@ -75,21 +75,6 @@ type Stray struct {
 	FirstSeen time.Time
 }
 
-// Decide returns what to do with every observed lab and stray stack. Labs needing nothing
-// (running and in use, suspended, in progress) produce no action.
-func Decide(observed []Observed, strays []Stray, now time.Time, rules Set) []Action {
-	actions := make([]Action, 0, len(observed)+len(strays))
-	for _, o := range observed {
-		if a, ok := DecideLab(o, now, rules.For(o.Lab.Course)); ok {
-			actions = append(actions, a)
-		}
-	}
-	for _, s := range strays {
-		actions = append(actions, DecideStray(s, now, rules.Default))
-	}
-	return actions
-}
-
 // DecideStray decides about a labplane stack the registry does not claim.
 func DecideStray(s Stray, now time.Time, r Rules) Action {
 	a := Action{Stack: s.Stack}

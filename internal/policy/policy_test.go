@@ -163,9 +163,12 @@ func TestPerCourseRules(t *testing.T) {
 	set := policy.Set{Default: rules, Courses: map[string]policy.Rules{"long": func() policy.Rules { r := rules; r.IdleSuspendAfter = time.Hour; return r }()}}
 	short, long := lab(labs.Active, "CREATE_COMPLETE"), lab(labs.Active, "CREATE_COMPLETE")
 	long.ID, long.Course = "l2", "long"
-	got := policy.Decide([]policy.Observed{{Lab: short, Stack: stack("CREATE_COMPLETE")}, {Lab: long, Stack: stack("CREATE_COMPLETE")}}, nil, t0.Add(10*time.Minute), set)
-	if len(got) != 1 || got[0].Lab.ID != "l1" || got[0].Kind != policy.Suspend {
-		t.Fatalf("want only l1 suspended, got %+v", got)
+	now := t0.Add(10 * time.Minute)
+	if a, ok := policy.DecideLab(policy.Observed{Lab: short, Stack: stack("CREATE_COMPLETE")}, now, set.For(short.Course)); !ok || a.Kind != policy.Suspend {
+		t.Fatalf("want l1 suspended under the default rules, got %+v (%v)", a, ok)
+	}
+	if a, ok := policy.DecideLab(policy.Observed{Lab: long, Stack: stack("CREATE_COMPLETE")}, now, set.For(long.Course)); ok {
+		t.Fatalf("want l2 left alone under its course's rules, got %+v", a)
 	}
 }
 

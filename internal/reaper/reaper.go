@@ -1,5 +1,5 @@
 // Package reaper brings every lab stack on every cloud where the policy says: it observes
-// (the registry and each cloud's labplane-tagged stacks), decides (policy.Decide), acts
+// (the registry and each cloud's labplane-tagged stacks), decides (policy.DecideLab, DecideStray), acts
 // (through the lifecycle Manager, which re-reads each stack before acting; each cloud bounds
 // its own operations in flight) and records. A pass is idempotent: killed half-way, the next
 // pass sees the cloud's truth and finishes the job. One cloud down, or slow, does not stop
@@ -160,24 +160,150 @@ func (r Result) Failed() bool {
 	return false
 }
 
-// Plan observes the registry and every cloud and decides. It writes nothing.
+// Plan observes every cloud and the registry and decides. It writes nothing.
+//
+// Each cloud's labplane stacks are listed first; then the registry's live labs are read a
+// page at a time (pageSize) and each is decided as it comes, so that a pass holds the
+// listings and one page of labs, not every lab there is. A lab written since its cloud was
+// listed (or shortly before: replicas' clocks differ by up to clockSkew) has its stack read
+// again on its own, as PlanDue reads them: no decision weighs a registry row newer than the
+// cloud's view of its stack. The stacks no lab claims are strays: zombies and orphans.
 func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
-	obs, err := r.observe(ctx)
+	seen, err := r.Registry.Orphans(ctx)
 	if err != nil {
+		return Plan{}, fmt.Errorf("list orphans: %w", err)
+	}
+	listedFrom := r.Now().Add(-clockSkew)
+	listed := r.listAll(ctx)
+	now := r.Now()
+	p := Plan{At: now, CloudErrors: map[string]string{}}
+	views := make(map[string]*cloudView, len(listed))
+	for name, l := range listed {
+		if l.err != nil {
+			p.CloudErrors[name] = l.err.Error()
+			r.Log.Error("cloud unavailable: its labs wait for the next pass", "cloud", name, "err", l.err)
+			continue
+		}
+		views[name] = newCloudView(l.stacks)
+		p.Stacks += len(l.stacks)
+	}
+
+	var written []labs.Lab // since the listing: their stacks are read again
+	f := labs.Filter{Statuses: labs.LiveStatuses(), Cloud: r.Only, Limit: pageSize}
+	for {
+		page, err := r.Registry.ListLabs(ctx, f)
+		if err != nil {
+			return Plan{}, fmt.Errorf("list labs: %w", err)
+		}
+		for _, lab := range page {
+			p.Labs++
+			view, ok := views[lab.Cloud]
+			if !ok {
+				if _, listedOK := listed[lab.Cloud]; !listedOK {
+					p.CloudErrors[lab.Cloud] = "not in the configuration: its labs are not managed"
+				}
+				continue
+			}
+			st := view.claim(lab)
+			if !lab.UpdatedAt.Before(listedFrom) {
+				written = append(written, lab)
+				continue
+			}
+			o := policy.Observed{Lab: lab, Stack: st}
+			if o.ClaimAlive, err = lifecycle.ClaimAlive(ctx, r.Registry, lab); err != nil {
+				return Plan{}, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
+			}
+			p.add(policy.DecideLab(o, now, r.Rules.For(lab.Course)))
+		}
+		if len(page) < pageSize {
+			break
+		}
+		f.After = page[len(page)-1].ID
+	}
+	stacks := p.Stacks
+	if err := r.readAndDecide(ctx, written, &p); err != nil {
 		return Plan{}, err
 	}
-	p := Plan{At: obs.now, Labs: len(obs.labs), Stacks: obs.stacks, CloudErrors: obs.cloudErrors}
-	for _, a := range policy.Decide(obs.labs, obs.strays, obs.now, r.Rules) {
-		if a.Kind.Changes() {
-			p.Actions = append(p.Actions, a)
-		} else {
-			p.Held = append(p.Held, a)
+	p.Stacks = stacks // the stacks read again were listed too
+
+	for _, c := range r.Clouds { // in the configuration's order, not the map's: a pass is the same every time
+		view, ok := views[c.Name()]
+		if !ok {
+			continue
+		}
+		for i, st := range view.stacks {
+			if view.claimed[i] {
+				continue
+			}
+			stray := policy.Stray{Stack: st, FirstSeen: now}
+			if t, ok := seen[labs.StackKey{Cloud: st.Cloud, ID: st.ID}]; ok {
+				stray.FirstSeen = t
+			}
+			if id := st.LabID(); id != "" {
+				lab, err := r.Registry.GetLab(ctx, id)
+				switch {
+				case err == nil:
+					stray.Lab = &lab
+				case !errors.Is(err, labs.ErrNotFound):
+					return Plan{}, fmt.Errorf("look up lab %s of stack %s: %w", id, st.ID, err)
+				}
+			}
+			p.add(policy.DecideStray(stray, now, r.Rules.Default), true)
 		}
 	}
 	sort.SliceStable(p.Actions, func(i, j int) bool { return p.Actions[i].Cloud() < p.Actions[j].Cloud() })
 	return p, nil
+}
+
+// pageSize is how many labs Plan reads from the registry at a time.
+const pageSize = 1000
+
+// clockSkew is how far apart the clocks of the processes writing the registry may be: a lab
+// written this long before a cloud's listing began is read again, as one written after it.
+const clockSkew = time.Minute
+
+// add puts a decision in the plan: an action if it changes something, a hold if it explains.
+func (p *Plan) add(a policy.Action, ok bool) {
+	switch {
+	case !ok:
+	case a.Kind.Changes():
+		p.Actions = append(p.Actions, a)
+	default:
+		p.Held = append(p.Held, a)
+	}
+}
+
+// cloudView is one cloud's listing while a pass plans: its stacks, found by id or by name,
+// and which of them a lab claims.
+type cloudView struct {
+	stacks       []labs.Stack
+	byID, byName map[string]int
+	claimed      []bool
+}
+
+func newCloudView(stacks []labs.Stack) *cloudView {
+	v := &cloudView{stacks: stacks, byID: make(map[string]int, len(stacks)), byName: make(map[string]int, len(stacks)),
+		claimed: make([]bool, len(stacks))}
+	for i, st := range stacks {
+		v.byID[st.ID], v.byName[st.Name] = i, i
+	}
+	return v
+}
+
+// claim marks the lab's stack (by id, or by name before the lab recorded an id) as the lab's
+// and returns it, or nil when the listing does not have it.
+func (v *cloudView) claim(lab labs.Lab) *labs.Stack {
+	i, found := v.byID[lab.StackID]
+	if lab.StackID == "" {
+		i, found = v.byName[lab.StackName]
+	}
+	if !found {
+		return nil
+	}
+	v.claimed[i] = true
+	return &v.stacks[i]
 }
 
 // PlanDue is Plan for the labs that may be due to be brought to rest, and no other: it asks
@@ -197,12 +323,30 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 	if r.Only != "" {
 		due = slices.DeleteFunc(due, func(l labs.Lab) bool { return l.Cloud != r.Only })
 	}
+	p := Plan{At: now, Labs: len(due), CloudErrors: map[string]string{}}
+	if err := r.readAndDecide(ctx, due, &p); err != nil {
+		return Plan{}, err
+	}
+	for name, err := range p.CloudErrors {
+		r.Log.Error("cloud unavailable: its due labs wait for the next pass", "cloud", name, "err", err)
+	}
+	sort.SliceStable(p.Actions, func(i, j int) bool { return p.Actions[i].Cloud() < p.Actions[j].Cloud() })
+	return p, nil
+}
+
+// readAndDecide reads each lab's stack on its own (at most dueReads at once) and adds what
+// the policy decides to p, in the labs' order. A cloud that fails a read goes in
+// p.CloudErrors, and its lab waits for the next pass.
+func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) error {
 	clouds := make(map[string]Cloud, len(r.Clouds))
 	for _, c := range r.Clouds {
 		clouds[c.Name()] = c
 	}
-	p := Plan{At: now, Labs: len(due), CloudErrors: map[string]string{}}
-	decided := make([]*policy.Action, len(due))
+	type decision struct {
+		action policy.Action
+		ok     bool
+	}
+	decided := make([]decision, len(due))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	reads := make(chan struct{}, dueReads)
@@ -214,7 +358,8 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 		}
 		alive, err := lifecycle.ClaimAlive(ctx, r.Registry, lab)
 		if err != nil {
-			return Plan{}, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
+			wg.Wait()
+			return fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
 		}
 		reads <- struct{}{}
 		wg.Go(func() {
@@ -231,26 +376,15 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 			if st != nil {
 				p.Stacks++
 			}
-			if a, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: st, ClaimAlive: alive}, now, r.Rules.For(lab.Course)); ok {
-				decided[i] = &a
-			}
+			a, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: st, ClaimAlive: alive}, p.At, r.Rules.For(lab.Course))
+			decided[i] = decision{a, ok}
 		})
 	}
 	wg.Wait()
-	for _, a := range decided {
-		switch {
-		case a == nil:
-		case a.Kind.Changes():
-			p.Actions = append(p.Actions, *a)
-		default:
-			p.Held = append(p.Held, *a)
-		}
+	for _, d := range decided {
+		p.add(d.action, d.ok)
 	}
-	for name, err := range p.CloudErrors {
-		r.Log.Error("cloud unavailable: its due labs wait for the next pass", "cloud", name, "err", err)
-	}
-	sort.SliceStable(p.Actions, func(i, j int) bool { return p.Actions[i].Cloud() < p.Actions[j].Cloud() })
-	return p, nil
+	return nil
 }
 
 // dueReads bounds the stacks PlanDue reads at once.
@@ -397,103 +531,6 @@ func (r *Reaper) recordOrphans(ctx context.Context, p Plan) error {
 		}
 	}
 	return nil
-}
-
-type observation struct {
-	now         time.Time
-	labs        []policy.Observed
-	strays      []policy.Stray
-	stacks      int
-	cloudErrors map[string]string
-}
-
-func (r *Reaper) observe(ctx context.Context) (observation, error) {
-	rows, err := r.Registry.ListLabs(ctx, labs.Filter{Statuses: labs.LiveStatuses(), Cloud: r.Only})
-	if err != nil {
-		return observation{}, fmt.Errorf("list labs: %w", err)
-	}
-	seen, err := r.Registry.Orphans(ctx)
-	if err != nil {
-		return observation{}, fmt.Errorf("list orphans: %w", err)
-	}
-	listed := r.listAll(ctx)
-	obs := observation{now: r.Now(), labs: make([]policy.Observed, 0, len(rows)), cloudErrors: map[string]string{}}
-
-	type byCloud struct {
-		byID, byName map[string]int
-		stacks       []labs.Stack
-		claimed      []bool
-	}
-	clouds := map[string]*byCloud{}
-	for name, l := range listed {
-		if l.err != nil {
-			obs.cloudErrors[name] = l.err.Error()
-			r.Log.Error("cloud unavailable: its labs wait for the next pass", "cloud", name, "err", l.err)
-			continue
-		}
-		bc := &byCloud{byID: make(map[string]int, len(l.stacks)), byName: make(map[string]int, len(l.stacks)),
-			stacks: l.stacks, claimed: make([]bool, len(l.stacks))}
-		for i, st := range l.stacks {
-			bc.byID[st.ID], bc.byName[st.Name] = i, i
-		}
-		clouds[name] = bc
-		obs.stacks += len(l.stacks)
-	}
-
-	live := make(map[string]labs.Lab, len(rows))
-	for _, lab := range rows {
-		live[lab.ID] = lab
-		bc, ok := clouds[lab.Cloud]
-		if !ok {
-			if _, listedOK := listed[lab.Cloud]; !listedOK {
-				obs.cloudErrors[lab.Cloud] = "not in the configuration: its labs are not managed"
-			}
-			continue
-		}
-		i, found := bc.byID[lab.StackID]
-		if lab.StackID == "" {
-			i, found = bc.byName[lab.StackName]
-		}
-		o := policy.Observed{Lab: lab}
-		if o.ClaimAlive, err = lifecycle.ClaimAlive(ctx, r.Registry, lab); err != nil {
-			return observation{}, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
-		}
-		if found {
-			bc.claimed[i] = true
-			st := bc.stacks[i]
-			o.Stack = &st
-		}
-		obs.labs = append(obs.labs, o)
-	}
-
-	for _, c := range r.Clouds { // in the configuration's order, not the map's: a pass is the same every time
-		bc, ok := clouds[c.Name()]
-		if !ok {
-			continue
-		}
-		for i, st := range bc.stacks {
-			if bc.claimed[i] {
-				continue
-			}
-			stray := policy.Stray{Stack: st, FirstSeen: obs.now}
-			if t, ok := seen[labs.StackKey{Cloud: st.Cloud, ID: st.ID}]; ok {
-				stray.FirstSeen = t
-			}
-			if lab, ok := live[st.LabID()]; ok {
-				stray.Lab = &lab
-			} else if id := st.LabID(); id != "" {
-				lab, err := r.Registry.GetLab(ctx, id)
-				switch {
-				case err == nil:
-					stray.Lab = &lab
-				case !errors.Is(err, labs.ErrNotFound):
-					return observation{}, fmt.Errorf("look up lab %s of stack %s: %w", id, st.ID, err)
-				}
-			}
-			obs.strays = append(obs.strays, stray)
-		}
-	}
-	return obs, nil
 }
 
 type listing struct {

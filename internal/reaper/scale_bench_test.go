@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"testing"
 	"time"
@@ -29,11 +30,12 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// passCost is what one pass cost this process: CPU time, bytes allocated, and the calls
-// made to the clouds by kind.
+// passCost is what one pass cost this process: CPU time, bytes allocated, the most heap it
+// held above what the process held before it, and the calls made to the clouds by kind.
 type passCost struct {
 	cpu       time.Duration
 	allocated uint64
+	peak      uint64
 	lists     int
 	gets      int
 	res       reaper.Result
@@ -43,8 +45,9 @@ type passCost struct {
 // the rest suspended; max_in_flight 50 each) in a SQLite registry. The suspend-idle job, every 15 s, as serve runs it
 // (RunDue: the registry's labs due and their stacks only) beside the full pass it ran before
 // (RunOnly: every live lab, every cloud's whole list), first with nothing due, then with 10%
-// of the labs idle. Each pass's CPU time (this process, getrusage), allocations and cloud
-// calls are printed, with the Heat calls a minute that the job would make at this size (a
+// of the labs idle. Each pass's CPU time (this process, getrusage), allocations, peak heap
+// (above the process's live heap before it: the fake clouds' own stacks are not the pass's)
+// and cloud calls are printed, with the Heat calls a minute that the job would make at this size (a
 // real Heat pages its list 100 stacks a call).
 //
 //	go test ./internal/reaper -short -run '^$' -bench SuspendIdleAtScale -benchtime 1x
@@ -101,15 +104,18 @@ func BenchmarkSuspendIdleAtScale(b *testing.B) {
 			var m0, m1 runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&m0)
+			stop := samplePeakHeap()
 			cpu0 := cpuTime()
 			res, err := run(ctx, reaper.SuspendIdle)
 			cpu := cpuTime() - cpu0
+			peak := stop()
 			runtime.ReadMemStats(&m1)
 			if err != nil {
 				b.Fatal(err)
 			}
 			lists, gets := calls(clouds)
-			return passCost{cpu: cpu, allocated: m1.TotalAlloc - m0.TotalAlloc, lists: lists - lists0, gets: gets - gets0, res: res}
+			return passCost{cpu: cpu, allocated: m1.TotalAlloc - m0.TotalAlloc, peak: peak - min(peak, m0.HeapAlloc),
+				lists: lists - lists0, gets: gets - gets0, res: res}
 		}
 		suspended := func(c passCost) int {
 			n := 0
@@ -126,7 +132,18 @@ func BenchmarkSuspendIdleAtScale(b *testing.B) {
 		dueIdle := measure(rp.RunDue)
 		b.StopTimer()
 		fullIdle := measure(rp.RunOnly)
-		if n := len(dueIdle.res.Outcomes) + len(fullIdle.res.Outcomes); n != 0 {
+		byCloud := measure(func(ctx context.Context, keep func(policy.Action) bool) (reaper.Result, error) {
+			var all reaper.Result
+			for _, c := range clouds { // as serve runs it: each cloud's pass a job of its own
+				res, err := rp.ForCloud(c.Name()).RunOnly(ctx, keep)
+				if err != nil {
+					return all, err
+				}
+				all.Outcomes = append(all.Outcomes, res.Outcomes...)
+			}
+			return all, nil
+		})
+		if n := len(dueIdle.res.Outcomes) + len(fullIdle.res.Outcomes) + len(byCloud.res.Outcomes); n != 0 {
 			b.Fatalf("%d actions with nothing due", n)
 		}
 
@@ -159,10 +176,11 @@ func BenchmarkSuspendIdleAtScale(b *testing.B) {
 		b.ReportMetric(dueSome.cpu.Seconds(), "cpu_s_10pct_due")
 		fmt.Printf("suspend-idle over %d labs on %d fake clouds (%d running), SQLite:\n", nClouds*perCloud, nClouds, len(running))
 		row := func(what string, c passCost) {
-			fmt.Printf("  %-52s %6.3f CPU-s  %7.1f MB allocated  %4d lists  %6d gets: %6d reads of a real Heat\n",
-				what, c.cpu.Seconds(), float64(c.allocated)/1e6, c.lists, c.gets, heatCalls(c))
+			fmt.Printf("  %-52s %6.3f CPU-s  %7.1f MB allocated  %6.1f MB peak  %4d lists  %6d gets: %6d reads of a real Heat\n",
+				what, c.cpu.Seconds(), float64(c.allocated)/1e6, float64(c.peak)/1e6, c.lists, c.gets, heatCalls(c))
 		}
 		row("nothing due, the full pass it ran before (RunOnly)", fullIdle)
+		row("nothing due, the full pass cloud by cloud (ForCloud)", byCloud)
 		row("nothing due, the labs due only (RunDue)", dueIdle)
 		row(fmt.Sprintf("%d idle (10%%), the labs due only (RunDue)", suspended(dueSome)), dueSome)
 		row(fmt.Sprintf("%d idle (10%%), the full pass (RunOnly)", suspended(fullSome)), fullSome)
@@ -174,6 +192,30 @@ func BenchmarkSuspendIdleAtScale(b *testing.B) {
 		st.Close()
 		b.StartTimer()
 	}
+}
+
+// samplePeakHeap samples the heap's live and not yet collected objects every millisecond
+// (runtime/metrics: no stop of the world) until the function it returns is called, which
+// returns the most it saw.
+func samplePeakHeap() (stop func() uint64) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	read := func() uint64 { metrics.Read(sample); return sample[0].Value.Uint64() }
+	done, peak := make(chan struct{}), make(chan uint64)
+	go func() {
+		most := read()
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				most = max(most, read())
+			case <-done:
+				peak <- max(most, read())
+				return
+			}
+		}
+	}()
+	return func() uint64 { close(done); return <-peak }
 }
 
 // calls sums the list and get calls made to the clouds.

@@ -31,7 +31,7 @@ func (s *Store) existedIn(since, until time.Time) (string, []any) {
 func (s *Store) LabsExisting(ctx context.Context, since, until time.Time) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
 	cond, args := s.existedIn(since, until)
-	out, err := s.queryLabs(ctx, `SELECT `+labColumns+` FROM labs WHERE `+cond+` ORDER BY created_at, id`, args...)
+	out, err := s.queryLabs(ctx, 0, `SELECT `+labColumns+` FROM labs WHERE `+cond+` ORDER BY created_at, id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("labs existing in a period: %w", err)
 	}

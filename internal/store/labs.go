@@ -26,8 +26,8 @@ const (
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 	getLabSQL   = `SELECT ` + labColumns + ` FROM labs WHERE id = ?`
 	findLiveSQL = `SELECT ` + labColumns + ` FROM labs WHERE learner = ? AND course = ? AND ` + liveCond
-	// the reaper's listing (every live lab) and the placement's count
-	listLiveSQL  = `SELECT ` + labColumns + ` FROM labs WHERE ` + liveCond + ` ORDER BY created_at, id`
+	// where a page of labs begins (ListLabs), and the placement's count
+	afterSQL     = `SELECT created_at FROM labs WHERE id = ?`
 	countLiveSQL = `SELECT cloud, COUNT(*) FROM labs WHERE ` + liveCond + ` GROUP BY cloud`
 	updateLabSQL = `UPDATE labs SET
 		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
@@ -177,17 +177,12 @@ const dueLabsSQL = `SELECT ` + labColumns + ` FROM labs
 func (s *Store) DueLabs(ctx context.Context, idleBefore, leftBefore time.Time) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
 	t := s.timeArg(idleBefore)
-	return s.listLabs(ctx, dueLabsSQL, t, t, t, s.timeArg(leftBefore))
+	return s.listLabs(ctx, 0, dueLabsSQL, t, t, t, s.timeArg(leftBefore))
 }
 
 // ListLabs returns the labs f selects, ordered by creation time, then id.
 func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
-	if f.Cloud == "" && f.Course == "" && f.Learner == "" && f.After == "" && f.Limit <= 0 &&
-		slices.Equal(f.Statuses, labs.LiveStatuses()) {
-		// the listing of every pass and check: one condition, not a list of every live status
-		return s.listLabs(ctx, listLiveSQL)
-	}
 	var (
 		where []string
 		args  []any
@@ -198,7 +193,12 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 			args = append(args, c.val)
 		}
 	}
-	if len(f.Statuses) > 0 {
+	switch {
+	case slices.Equal(f.Statuses, labs.LiveStatuses()):
+		// the listing of every pass and check: one condition, not a list of every live status,
+		// so that a page of it follows the index on (created_at, id), not the one on status
+		where = append(where, liveCond)
+	case len(f.Statuses) > 0:
 		marks := make([]string, len(f.Statuses))
 		for i, st := range f.Statuses {
 			marks[i] = "?"
@@ -208,9 +208,18 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 	}
 	if f.After != "" {
 		// keyset paging: a lab gone from the listing since (deleted, filtered out) still
-		// marks where the next page begins
-		where = append(where, "(created_at, id) > (SELECT created_at, id FROM labs WHERE id = ?)")
-		args = append(args, f.After)
+		// marks where the next page begins. Its creation time is read first: compared with
+		// values, not a subquery, the pair follows the index, labs created at the same
+		// instant included.
+		var createdAt any
+		switch err := s.queryRow(ctx, s.db, afterSQL, f.After).Scan(&createdAt); {
+		case errors.Is(err, sql.ErrNoRows):
+			return nil, nil
+		case err != nil:
+			return nil, fmt.Errorf("list labs after %q: %w", f.After, err)
+		}
+		where = append(where, "(created_at, id) > (?, ?)")
+		args = append(args, createdAt, f.After)
 	}
 	query := `SELECT ` + labColumns + ` FROM labs`
 	if len(where) > 0 {
@@ -221,25 +230,27 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 		query += ` LIMIT ?` // a parameter: one statement for every page size
 		args = append(args, f.Limit)
 	}
-	return s.listLabs(ctx, query, args...)
+	return s.listLabs(ctx, f.Limit, query, args...)
 }
 
-func (s *Store) listLabs(ctx context.Context, query string, args ...any) ([]labs.Lab, error) {
-	out, err := s.queryLabs(ctx, query, args...)
+// listLabs runs a listing of at most limit labs (0: no limit).
+func (s *Store) listLabs(ctx context.Context, limit int, query string, args ...any) ([]labs.Lab, error) {
+	out, err := s.queryLabs(ctx, limit, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list labs: %w", err)
 	}
 	return out, nil
 }
 
-// queryLabs runs a query of labColumns (with ? placeholders) and scans its rows.
-func (s *Store) queryLabs(ctx context.Context, query string, args ...any) ([]labs.Lab, error) {
+// queryLabs runs a query of labColumns (with ? placeholders) and scans its rows; limit, if
+// not 0, is the most rows it can return: their room is made at once.
+func (s *Store) queryLabs(ctx context.Context, limit int, query string, args ...any) ([]labs.Lab, error) {
 	rows, err := s.query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []labs.Lab
+	out := make([]labs.Lab, 0, limit)
 	for rows.Next() {
 		l, err := scanLab(rows)
 		if err != nil {

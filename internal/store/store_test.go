@@ -605,6 +605,12 @@ func TestListLabs(t *testing.T) {
 			// the cursor's lab need not match the filter
 			{labs.Filter{After: "c", Statuses: []labs.Status{labs.Active}}, []string{}},
 			{labs.Filter{After: "b", Statuses: []labs.Status{labs.Deleted}}, []string{"c"}},
+			// the reaper's pages: a cloud's live labs
+			{labs.Filter{Statuses: labs.LiveStatuses(), Limit: 2}, []string{"b", "a"}},
+			{labs.Filter{Statuses: labs.LiveStatuses(), After: "a", Limit: 2}, []string{"d"}},
+			{labs.Filter{Cloud: "c1", Statuses: labs.LiveStatuses(), After: "a"}, []string{"d"}},
+			// a cursor naming no lab: no page
+			{labs.Filter{After: "nowhere"}, []string{}},
 		}
 		for _, c := range cases {
 			got, err := e.s.ListLabs(t.Context(), c.f)
@@ -1584,9 +1590,9 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`DROP INDEX labs_cloud_created`, `DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}

@@ -35,10 +35,10 @@ const (
 // truth is what really happened, as the simulation saw it: what the LMS was told, and what
 // the clouds and hooks were asked to do.
 type truth struct {
-	// answered: a lab's last launch-or-get or heartbeat the LMS got an answer to (2xx);
-	// toldUp: the last such answer that showed the lab up or coming up (not suspending,
-	// suspended, deleting or deleted).
-	answered map[string]time.Time
+	// answered: the times of a lab's launch-or-gets and heartbeats the LMS got an answer to
+	// (2xx), in order; toldUp: the last such answer that showed the lab up or coming up (not
+	// suspending, suspended, deleting or deleted).
+	answered map[string][]time.Time
 	toldUp   map[string]time.Time
 	// left: the last leave of a lab the LMS got an answer to.
 	left map[string]time.Time
@@ -56,7 +56,7 @@ type presence struct {
 }
 
 func newTruth() truth {
-	return truth{answered: map[string]time.Time{}, toldUp: map[string]time.Time{}, left: map[string]time.Time{}, reset: map[string]bool{},
+	return truth{answered: map[string][]time.Time{}, toldUp: map[string]time.Time{}, left: map[string]time.Time{}, reset: map[string]bool{},
 		present: map[string]presence{}, hooks: map[string]int{}}
 }
 
@@ -134,12 +134,22 @@ func (w *world) answered(lab string, status labs.Status) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.truth.answered[lab] = time.Now()
+	w.truth.answered[lab] = append(w.truth.answered[lab], time.Now())
 	switch status {
 	case labs.Suspending, labs.Suspended, labs.Deleting, labs.Deleted:
 	default:
 		w.truth.toldUp[lab] = time.Now()
 	}
+}
+
+// lastBefore returns the last of times (in order) before t, or the last of all when t is zero.
+func lastBefore(times []time.Time, t time.Time) (time.Time, bool) {
+	for i := len(times) - 1; i >= 0; i-- {
+		if t.IsZero() || times[i].Before(t) {
+			return times[i], true
+		}
+	}
+	return time.Time{}, false
 }
 
 // left notes that the LMS told labplane the learner left the lab, and got an answer.
@@ -225,7 +235,7 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	lab := st.LabID()
 	now := time.Now()
 	w.mu.Lock()
-	last, seen := w.truth.answered[lab]
+	answered := w.truth.answered[lab]
 	up, toldUp := w.truth.toldUp[lab]
 	left, hasLeft := w.truth.left[lab]
 	reset := w.truth.reset[lab]
@@ -237,10 +247,12 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	if op == "suspend" {
 		// the LMS answered before the suspend was sent (a return it should have cancelled),
 		// or showed the lab up: an answer at the instant it was sent came after it
-		// A learner who left (and was not answered since) may have the lab suspended
-		// leave_grace after.
-		gone := hasLeft && !left.Before(last) && now.Sub(left) >= rules.LeaveGrace
-		back := seen && now.Sub(last) < rules.IdleSuspendAfter && (row.SentAt.IsZero() || last.Before(row.SentAt))
+		// A learner who left (and was neither answered before the send nor shown the lab up
+		// since) may have the lab suspended leave_grace after: a return after the send comes
+		// too late to stop it.
+		last, seen := lastBefore(answered, row.SentAt)
+		gone := hasLeft && !left.Before(last) && !(toldUp && left.Before(up)) && now.Sub(left) >= rules.LeaveGrace
+		back := seen && now.Sub(last) < rules.IdleSuspendAfter
 		inUse := back || (toldUp && now.Sub(up) < rules.IdleSuspendAfter)
 		if gone && inUse {
 			w.mu.Lock()
