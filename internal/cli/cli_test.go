@@ -703,3 +703,21 @@ func TestFlagsAfterTheLabID(t *testing.T) {
 		t.Errorf("the lab was touched: %v version %d (was %d)", err, after.Version, before.Version)
 	}
 }
+
+// A SQLite registry whose directory others may write to is refused with exit 2, naming the
+// directory and the fix, and no file is made.
+func TestRegistryInADirectoryOthersWriteExits2(t *testing.T) {
+	s := newSite(t, goodConfig)
+	if err := os.Chmod(s.dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"labs", "list"}, {"reap", "--once", "--dry-run"}, {"runs", "list"}} {
+		if res := s.run(args...); res.code != 2 || !strings.Contains(res.err, s.dir+" is writable by others (mode 0777)") ||
+			!strings.Contains(res.err, "chmod 700 "+s.dir) {
+			t.Errorf("%v: want exit 2 naming %s and the fix, got %s", args, s.dir, res)
+		}
+	}
+	if exists(filepath.Join(s.dir, "labplane.db")) {
+		t.Error("a registry was made")
+	}
+}

@@ -102,7 +102,13 @@ func (c *checker) registry(ctx context.Context) []Check {
 		if cfg.Store.Driver == store.SQLite {
 			detail = "sqlite " + cfg.DSN() + " answers"
 		}
-		return []Check{have(name, detail)}
+		checks := []Check{have(name, detail)}
+		if dir, mode, open := store.OpenDirectory(cfg.Store.Driver, cfg.DSN()); open {
+			checks = append(checks, Check{Name: "registry directory",
+				Detail: fmt.Sprintf("%s is open to others (mode %04o): the registry's files are 0600, but others see their names and sizes", dir, mode),
+				Fix:    "chmod 700 " + dir + ", or keep the registry in a directory of its own, 0700"})
+		}
+		return checks
 	})
 }
 

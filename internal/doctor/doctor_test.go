@@ -504,3 +504,24 @@ func TestPackages(t *testing.T) {
 		}
 	}
 }
+
+// A SQLite registry in a directory others may enter is reported (its files are 0600 anyway):
+// not required, with the command that closes it; in a 0700 directory nothing is said.
+func TestRegistryDirectoryOpenToOthers(t *testing.T) {
+	s := newSite(t, labsConfig, nil)
+	f := &fakes{}
+	if err := os.Chmod(s.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := findCheck(doctor.Run(t.Context(), s.load(t), f.probes()), doctor.Serve, "registry directory")
+	if !ok || c.OK || c.Required || !strings.Contains(c.Detail, s.dir+" is open to others (mode 0755)") ||
+		c.Fix != "chmod 700 "+s.dir+", or keep the registry in a directory of its own, 0700" {
+		t.Errorf("registry in a 0755 directory: %+v, %v", c, ok)
+	}
+	if err := os.Chmod(s.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := findCheck(doctor.Run(t.Context(), s.load(t), f.probes()), doctor.Serve, "registry directory"); ok {
+		t.Errorf("registry in a 0700 directory: %+v", c)
+	}
+}

@@ -1616,6 +1616,43 @@ func TestMigrateFromVersion1(t *testing.T) {
 	})
 }
 
+// A SQLite registry in a directory others may write to (no sticky bit) is refused before a file
+// is made: they could replace it. A sticky one (/tmp) keeps them from it and is taken, and
+// OpenDirectory says how open a directory others may only read is.
+func TestSQLiteRegistryDirectory(t *testing.T) {
+	for _, tc := range []struct {
+		mode    os.FileMode
+		refused bool
+		open    bool
+	}{{0o777, true, true}, {0o770, true, true}, {0o777 | os.ModeSticky, false, true}, {0o755, false, true}, {0o700, false, false}} {
+		dir := t.TempDir()
+		if err := os.Chmod(dir, tc.mode); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "labplane.db")
+		s, err := store.Open(t.Context(), store.SQLite, path)
+		if tc.refused {
+			if !errors.Is(err, store.ErrOpenDirectory) || !strings.Contains(err.Error(), dir+" is writable by others") ||
+				!strings.Contains(err.Error(), "chmod 700 "+dir) {
+				t.Errorf("registry in a %v directory: %v; want it refused, naming the directory and the fix", tc.mode, err)
+			}
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("registry in a %v directory: the file was made (%v)", tc.mode, err)
+			}
+		} else if err != nil {
+			t.Errorf("registry in a %v directory: %v", tc.mode, err)
+		} else {
+			s.Close()
+		}
+		if gotDir, mode, open := store.OpenDirectory(store.SQLite, path); open != tc.open || (open && (gotDir != dir || mode != tc.mode)) {
+			t.Errorf("OpenDirectory in a %v directory: %s %v %v; want open %v", tc.mode, gotDir, mode, open, tc.open)
+		}
+	}
+	if _, _, open := store.OpenDirectory(store.Postgres, "postgres://x@/y"); open {
+		t.Error("OpenDirectory of a PostgreSQL DSN: open")
+	}
+}
+
 // The SQLite registry (the labs' connection details, the token hashes) is its owner's only:
 // a new one is made 0600 (its WAL too), and one others could read is made 0600 at the next
 // Open.
