@@ -461,3 +461,42 @@ func TestPassEndsAtItsTimeout(t *testing.T) {
 		}
 	}
 }
+
+// listThen is a cloud that runs then once, right after its first list returns.
+type listThen struct {
+	reaper.Cloud
+	then func()
+}
+
+func (c *listThen) List(ctx context.Context, tags ...string) ([]labs.Stack, error) {
+	stacks, err := c.Cloud.List(ctx, tags...)
+	if then := c.then; then != nil {
+		c.then = nil
+		then()
+	}
+	return stacks, err
+}
+
+// A lab launched while a pass lists its cloud is read by the pass (the registry is paged after
+// the listing) but its stack is not in the listing: the pass reads its stack on its own, and
+// neither calls the lab's stack gone nor its launch a failure.
+func TestLabLaunchedDuringTheListing(t *testing.T) {
+	c := fakecloud.New("a", 0, 0)
+	r := newRig(t, c)
+	var launched labs.Lab
+	r.reaper.Clouds = []reaper.Cloud{&listThen{Cloud: c, then: func() { launched = r.launch("ann") }}}
+	gets := c.Calls("get")
+	p, err := r.reaper.Plan(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if launched.StackID == "" || p.Labs != 1 || p.Stacks != 0 {
+		t.Fatalf("launched %+v during the listing; plan saw %d labs, %d stacks listed: want the lab, its stack not listed", launched, p.Labs, p.Stacks)
+	}
+	if n := c.Calls("get") - gets; n != 1 {
+		t.Errorf("%d gets: want the lab's stack read once on its own", n)
+	}
+	for _, a := range append(p.Actions, p.Held...) {
+		t.Errorf("a lab launched during the listing: %s %s (%s), want nothing to do", a.Kind, a.Lab.ID, a.Reason)
+	}
+}
