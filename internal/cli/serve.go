@@ -117,6 +117,10 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
 	all := e.reaper("scheduler@" + replica)
+	m.OverdueBy(func(ctx context.Context) (map[string]int, error) { return all.Overdue(ctx, metrics.OverdueGrace) })
+	for _, cc := range e.cfg.Clouds {
+		m.ListedAt(cc.Name, e.now()) // until a pass lists it
+	}
 	job := func(run func(context.Context, func(policy.Action) bool) (reaper.Result, error), keep func(policy.Action) bool) func(context.Context) error {
 		return func(ctx context.Context) error {
 			res, err := run(ctx, keep)

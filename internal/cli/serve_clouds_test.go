@@ -169,6 +169,12 @@ serve: {listen: %[3]s, shutdown_grace: 2s}
 	if n := d.metric(fmt.Sprintf(`labplane_scheduler_job_runs_total{job=%q,result="done"}`, cli.JobName("suspend-idle", "b"))); n <= suspendsB {
 		t.Errorf("suspend-idle:b recorded no run done while a hung (%v before, %v after)", suspendsB, n)
 	}
+	// the metric an alert watches: b listed since a hung, a not
+	listedA := d.metric(`labplane_cloud_listed_timestamp_seconds{cloud="a"}`)
+	listedB := d.metric(`labplane_cloud_listed_timestamp_seconds{cloud="b"}`)
+	if listedA > float64(hungAt.Unix()) || listedB < float64(hungAt.Unix()) {
+		t.Errorf("labplane_cloud_listed_timestamp_seconds: a %v, b %v; a hung at %d: want b listed since, a not", listedA, listedB, hungAt.Unix())
+	}
 	if elapsed := time.Since(quiet); elapsed >= aBound/2 {
 		t.Errorf("b's lab was suspended %s after it went idle: not well within a's bounds (%s)", elapsed, aBound)
 	}

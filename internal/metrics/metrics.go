@@ -50,11 +50,15 @@ type Metrics struct {
 	jobTime  *prometheus.HistogramVec
 	httpReqs *prometheus.HistogramVec
 
-	labsDesc *prometheus.Desc
-	mu       sync.RWMutex
-	count    func(ctx context.Context) (map[[2]string]int, error)
-	jobs     func() []scheduler.JobState
-	bounds   func() map[string]int
+	listedAt *prometheus.GaugeVec
+
+	labsDesc    *prometheus.Desc
+	overdueDesc *prometheus.Desc
+	mu          sync.RWMutex
+	count       func(ctx context.Context) (map[[2]string]int, error)
+	overdue     func(ctx context.Context) (map[string]int, error)
+	jobs        func() []scheduler.JobState
+	bounds      func() map[string]int
 }
 
 // New returns Metrics on a registry of their own, with the Go and process collectors.
@@ -84,14 +88,21 @@ func New() *Metrics {
 			Help:    "Time an HTTP request took, by route pattern, method and status code.",
 			Buckets: HTTPBuckets,
 		}, []string{"route", "method", "code"}),
+		listedAt: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "labplane_cloud_listed_timestamp_seconds",
+			Help: "When a reaper pass of this replica last listed the cloud's stacks (Unix time; the replica's start until one has): a cloud not listed for minutes is down, or its jobs run nowhere.",
+		}, []string{"cloud"}),
 		labsDesc: prometheus.NewDesc("labplane_labs",
 			"Labs in the registry by cloud and status, counted at scrape time.",
 			[]string{"cloud", "status"}, nil),
+		overdueDesc: prometheus.NewDesc("labplane_labs_overdue",
+			"Running labs the policy would have suspended a minute ago already (idle past their course's idle_suspend_after, or left leave_grace ago, by over a minute), by cloud, counted at scrape time: the suspend backlog.",
+			[]string{"cloud"}, nil),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs,
+		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs, m.listedAt,
 		&jobsCollector{m: m,
 			running: prometheus.NewDesc("labplane_scheduler_job_running_seconds",
 				"How long the job's run in progress on this replica has gone on; 0 when none is.",
@@ -119,11 +130,16 @@ func (m *Metrics) Handler() http.Handler {
 		// Collectors get no context, so the lab count, which must use the scrape's, is
 		// gathered from a registry made for this request.
 		g := prometheus.Gatherers{m.reg}
+		scrape := prometheus.NewRegistry()
 		if count := m.labsCount(); count != nil {
-			scrape := prometheus.NewRegistry()
-			scrape.MustRegister(&labsCollector{ctx: r.Context(), desc: m.labsDesc, count: count})
-			g = append(g, scrape)
+			scrape.MustRegister(&countCollector[[2]string]{ctx: r.Context(), desc: m.labsDesc, count: count,
+				labels: func(k [2]string) []string { return k[:] }})
 		}
+		if overdue := m.overdueCount(); overdue != nil {
+			scrape.MustRegister(&countCollector[string]{ctx: r.Context(), desc: m.overdueDesc, count: overdue,
+				labels: func(cloud string) []string { return []string{cloud} }})
+		}
+		g = append(g, scrape)
 		promhttp.HandlerFor(g, opts).ServeHTTP(w, r)
 	})
 }
@@ -140,8 +156,11 @@ func (m *Metrics) CountAction(kind, result string) {
 }
 
 // CountReap counts a reaper pass's outcomes: done, failed (Error set) or skipped (not done,
-// no error: a fresh read no longer called for it).
+// no error: a fresh read no longer called for it); and the clouds it listed (ListedAt).
 func (m *Metrics) CountReap(res reaper.Result) {
+	for _, cloud := range res.Plan.Listed {
+		m.ListedAt(cloud, res.Plan.At)
+	}
 	for _, o := range res.Outcomes {
 		r := Skipped
 		switch {
@@ -191,6 +210,31 @@ func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.count
+}
+
+// OverdueGrace is how long past its bound a running lab must be to count in
+// labplane_labs_overdue: four suspend-idle runs at the default suspend_every.
+const OverdueGrace = time.Minute
+
+// OverdueBy sets how labplane_labs_overdue{cloud} is counted: overdue is called on every scrape
+// with the scrape's context (reaper.Overdue with OverdueGrace). An error fails that scrape's
+// count only.
+func (m *Metrics) OverdueBy(overdue func(ctx context.Context) (map[string]int, error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.overdue = overdue
+}
+
+func (m *Metrics) overdueCount() func(context.Context) (map[string]int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.overdue
+}
+
+// ListedAt records that a reaper pass listed the cloud's stacks at:
+// labplane_cloud_listed_timestamp_seconds{cloud}. serve sets each cloud's to its start.
+func (m *Metrics) ListedAt(cloud string, at time.Time) {
+	m.listedAt.WithLabelValues(cloud).Set(float64(at.Unix()))
 }
 
 // JobsBy sets where labplane_scheduler_job_running_seconds{job} and
@@ -268,23 +312,25 @@ func result(err error) string {
 	return Done
 }
 
-// labsCollector is the labs gauge for one scrape.
-type labsCollector struct {
-	ctx   context.Context
-	desc  *prometheus.Desc
-	count func(context.Context) (map[[2]string]int, error)
+// countCollector is a gauge counted from the registry for one scrape: labplane_labs by
+// [cloud, status], labplane_labs_overdue by cloud.
+type countCollector[K comparable] struct {
+	ctx    context.Context
+	desc   *prometheus.Desc
+	count  func(context.Context) (map[K]int, error)
+	labels func(K) []string
 }
 
-func (c *labsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *countCollector[K]) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
-func (c *labsCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *countCollector[K]) Collect(ch chan<- prometheus.Metric) {
 	counts, err := c.count(c.ctx)
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(c.desc, fmt.Errorf("count labs: %w", err))
 		return
 	}
 	for k, n := range counts {
-		g, err := prometheus.NewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k[0], k[1])
+		g, err := prometheus.NewConstMetric(c.desc, prometheus.GaugeValue, float64(n), c.labels(k)...)
 		if err != nil {
 			g = prometheus.NewInvalidMetric(c.desc, err)
 		}

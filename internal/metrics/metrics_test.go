@@ -269,7 +269,7 @@ func TestJobRunsInProgressAreReadAtEachScrape(t *testing.T) {
 func TestLabsCountErrorIsAGatheringError(t *testing.T) {
 	m := New()
 	m.LabsBy(func(context.Context) (map[[2]string]int, error) { return nil, errors.New("database is locked") })
-	c := &labsCollector{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount()}
+	c := &countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }}
 	_, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain)
 	if err == nil || !strings.Contains(err.Error(), "count labs: database is locked") {
 		t.Errorf("collect = %v, want the count's error", err)
@@ -306,12 +306,12 @@ func TestMetricNamesPassLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labsProblems, err := testutil.CollectAndLint(&labsCollector{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount()})
+	labsProblems, err := testutil.CollectAndLint(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	problems = append(problems, labsProblems...)
-	if len(problems) == 0 && testutil.CollectAndCount(&labsCollector{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount()}) != 1 {
+	if len(problems) == 0 && testutil.CollectAndCount(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }}) != 1 {
 		t.Error("the labs collector collected nothing to lint")
 	}
 	for _, p := range problems {
@@ -360,5 +360,24 @@ func TestHTTPMethodLabelIsBounded(t *testing.T) {
 	}
 	if len(methods) != 2 || methods["other"] != 500 || methods["POST"] != 1 {
 		t.Errorf("method label values %v, want other (500) and POST (1)", methods)
+	}
+}
+
+func TestCloudListedAndOverdueLabsAreScraped(t *testing.T) {
+	m := New()
+	at := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
+	m.ListedAt("a", at.Add(-time.Hour)) // serve's start
+	m.ListedAt("b", at.Add(-time.Hour))
+	m.CountReap(reaper.Result{Plan: reaper.Plan{At: at, Listed: []string{"a"}}})
+	calls := 0
+	m.OverdueBy(func(context.Context) (map[string]int, error) { calls++; return map[string]int{"a": 3}, nil })
+	_, mfs := scrape(t, m.Handler(), t.Context())
+	for cloud, want := range map[string]time.Time{"a": at, "b": at.Add(-time.Hour)} {
+		if g := series(t, mfs, "labplane_cloud_listed_timestamp_seconds", map[string]string{"cloud": cloud}); g.GetGauge().GetValue() != float64(want.Unix()) {
+			t.Errorf("cloud %s listed at %v, want %v", cloud, g.GetGauge().GetValue(), want.Unix())
+		}
+	}
+	if g := series(t, mfs, "labplane_labs_overdue", map[string]string{"cloud": "a"}); g.GetGauge().GetValue() != 3 || calls != 1 {
+		t.Errorf("overdue labs on a: %v (counted %d times), want 3, counted once", g.GetGauge().GetValue(), calls)
 	}
 }

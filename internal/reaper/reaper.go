@@ -129,6 +129,8 @@ type Plan struct {
 	Held    []policy.Action `json:"held"`
 	// CloudErrors: a cloud that could not be listed; its labs are left for the next pass.
 	CloudErrors map[string]string `json:"cloud_errors,omitempty"`
+	// Listed: the clouds whose stacks this pass listed (a full pass; PlanDue lists none).
+	Listed []string `json:"clouds_listed,omitempty"`
 }
 
 // Outcome is what became of one action.
@@ -188,7 +190,9 @@ func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
 		}
 		views[name] = newCloudView(l.stacks)
 		p.Stacks += len(l.stacks)
+		p.Listed = append(p.Listed, name)
 	}
+	slices.Sort(p.Listed)
 
 	var written []labs.Lab // since the listing: their stacks are read again
 	f := labs.Filter{Statuses: labs.LiveStatuses(), Cloud: r.Only, Limit: pageSize}
@@ -385,6 +389,26 @@ func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) err
 		p.add(d.action, d.ok)
 	}
 	return nil
+}
+
+// Overdue counts, by cloud, the running labs the policy would have suspended grace ago
+// already: idle past their course's idle_suspend_after, or left leave_grace ago, by more
+// than grace. It reads the registry only (the labs that may be due, as PlanDue asks for
+// them): the suspend backlog, for the metrics.
+func (r *Reaper) Overdue(ctx context.Context, grace time.Duration) (map[string]int, error) {
+	then := r.Now().Add(-grace)
+	idle, left := shortest(r.Rules)
+	due, err := r.Registry.DueLabs(ctx, then.Add(-idle), then.Add(-left))
+	if err != nil {
+		return nil, fmt.Errorf("list the labs due: %w", err)
+	}
+	out := map[string]int{}
+	for _, lab := range due {
+		if lab.Status == labs.Active && !r.Rules.For(lab.Course).InUse(lab, then) {
+			out[lab.Cloud]++
+		}
+	}
+	return out, nil
 }
 
 // dueReads bounds the stacks PlanDue reads at once.

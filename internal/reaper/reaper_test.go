@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -496,7 +498,47 @@ func TestLabLaunchedDuringTheListing(t *testing.T) {
 	if n := c.Calls("get") - gets; n != 1 {
 		t.Errorf("%d gets: want the lab's stack read once on its own", n)
 	}
+	if !slices.Equal(p.Listed, []string{"a"}) {
+		t.Errorf("clouds listed %v, want [a]", p.Listed)
+	}
 	for _, a := range append(p.Actions, p.Held...) {
 		t.Errorf("a lab launched during the listing: %s %s (%s), want nothing to do", a.Kind, a.Lab.ID, a.Reason)
+	}
+}
+
+// Overdue counts the running labs the policy would have suspended grace ago already, by
+// cloud, from the registry alone: not one in use, idle for less than grace past its bound,
+// under a course's longer bound, or not running.
+func TestOverdue(t *testing.T) {
+	r := newRig(t, fakecloud.New("a", 0, 0), fakecloud.New("b", 0, 0))
+	r.reaper.Rules.Default.LeaveGrace = 3 * time.Minute
+	long := testRules
+	long.IdleSuspendAfter = time.Hour
+	r.reaper.Rules.Courses = map[string]policy.Rules{"long": long}
+	now := r.clock.Now()
+	const grace = time.Minute
+	idle := testRules.IdleSuspendAfter // 2 minutes
+	add := func(id, cloud, course string, status labs.Status, lastBeat, left time.Time) {
+		t.Helper()
+		lab := labs.Lab{ID: id, Learner: "l-" + id, Course: course, Template: "lab", Cloud: cloud, StackName: "lab-" + id, StackID: "s-" + id,
+			Status: status, StackStatus: "CREATE_COMPLETE", CreatedAt: now.Add(-time.Hour), LastHeartbeat: lastBeat, LeftAt: left,
+			StackStatusSince: now.Add(-time.Hour)}
+		if _, err := r.store.CreateLab(context.Background(), lab, labs.Event{At: lab.CreatedAt, Actor: "test", Action: "launch"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("over", "a", "os101", labs.Active, now.Add(-idle-grace-time.Second), time.Time{})
+	add("over-b", "b", "os101", labs.Active, now.Add(-idle-10*time.Minute), time.Time{})
+	add("left", "b", "os101", labs.Active, now.Add(-5*time.Minute), now.Add(-5*time.Minute)) // left 5 min ago: grace 3 + 1
+	add("just-due", "a", "os101", labs.Active, now.Add(-idle-grace/2), time.Time{})
+	add("in-use", "a", "os101", labs.Active, now.Add(-time.Second), time.Time{})
+	add("long-course", "a", "long", labs.Active, now.Add(-30*time.Minute), time.Time{})
+	add("suspended", "a", "os101", labs.Suspended, now.Add(-time.Hour), time.Time{})
+	got, err := r.reaper.Overdue(context.Background(), grace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]int{"a": 1, "b": 2}; !maps.Equal(got, want) {
+		t.Errorf("Overdue = %v, want %v", got, want)
 	}
 }
