@@ -17,6 +17,7 @@ import (
 	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/cost"
 	"github.com/labplane/labplane/internal/metrics"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/reaper"
@@ -135,6 +136,18 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 		}
 	}
 	sc := e.cfg.Scheduler
+	meter := &cost.Meter{Registry: e.store, Add: m.AddLabHours, Now: e.now, MaxStep: 2 * sc.SuspendEvery.D()}
+	// suspend-idle, then the lab hours metered since its last run (under the cloud's lock)
+	suspendIdle := func(cloud string, r *reaper.Reaper) func(context.Context) error {
+		run := job(r.RunDue, reaper.SuspendIdle)
+		return func(ctx context.Context) error {
+			err := run(ctx)
+			if merr := meter.Tick(ctx, cloud); merr != nil {
+				e.log.Warn("lab hours not metered", "cloud", cloud, "err", merr)
+			}
+			return err
+		}
+	}
 	// A run is a pass, bounded as the reaper bounds it; one that goes on past it (and the
 	// grace to record what it cut short) ignores its deadline: /readyz and the metrics say so.
 	bound := sc.PassTimeout.D()
@@ -146,7 +159,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	for _, cc := range e.cfg.Clouds {
 		r, lock := all.ForCloud(cc.Name), reaper.LockKey(cc.Name)
 		jobs = append(jobs,
-			scheduler.Job{Name: JobName("suspend-idle", cc.Name), Lock: lock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: job(r.RunDue, reaper.SuspendIdle)},
+			scheduler.Job{Name: JobName("suspend-idle", cc.Name), Lock: lock, Every: sc.SuspendEvery.D(), Timeout: bound, Run: suspendIdle(cc.Name, r)},
 			scheduler.Job{Name: JobName("reap", cc.Name), Lock: lock, Every: sc.ReapEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.All)},
 			scheduler.Job{Name: JobName("reconcile", cc.Name), Lock: lock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.Reconcile)},
 			scheduler.Job{Name: JobName("launch-timeouts", cc.Name), Lock: lock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.LaunchTimeouts)})

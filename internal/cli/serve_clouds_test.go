@@ -175,6 +175,12 @@ serve: {listen: %[3]s, shutdown_grace: 2s}
 	if listedA > float64(hungAt.Unix()) || listedB < float64(hungAt.Unix()) {
 		t.Errorf("labplane_cloud_listed_timestamp_seconds: a %v, b %v; a hung at %d: want b listed since, a not", listedA, listedB, hungAt.Unix())
 	}
+	// b's suspend-idle runs meter its lab hours: running, and used while the heartbeats came
+	for _, state := range []string{"running", "used"} {
+		if h := d.metric(`labplane_lab_hours_total{cloud="b",course="os101",state="` + state + `"}`); h <= 0 {
+			t.Errorf("labplane_lab_hours_total of b's lab, %s: %v, want some", state, h)
+		}
+	}
 	if elapsed := time.Since(quiet); elapsed >= aBound/2 {
 		t.Errorf("b's lab was suspended %s after it went idle: not well within a's bounds (%s)", elapsed, aBound)
 	}

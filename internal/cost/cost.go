@@ -191,6 +191,10 @@ func stateOf(s labs.Status) state {
 
 func (s state) String() string { return [...]string{"gone", "suspended", "running"}[s] }
 
+// BillsAs is what a lab in status bills as: "running" (launching, active, suspending,
+// resuming, deleting, failed, needs-operator), "suspended", or "gone" (deleted).
+func BillsAs(s labs.Status) string { return stateOf(s).String() }
+
 // span is a stretch of time; for a lab's life, in one state.
 type span struct {
 	from, to time.Time

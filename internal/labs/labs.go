@@ -330,6 +330,14 @@ type Operation struct {
 	SentAt             time.Time
 }
 
+// CourseCount is how many live labs of a course on a cloud are in a status, and how many of
+// them were used (a heartbeat or a resume) at a given time or later.
+type CourseCount struct {
+	Course     string
+	Status     Status
+	Labs, Used int
+}
+
 // ActivityGap is how far apart two heartbeats may be and still belong to one span of the
 // learner's activity. An LMS sends one about every minute while the lab's page is open; a
 // browser may slow a background tab's timers to once a minute, and the network may lose one

@@ -51,6 +51,7 @@ type Metrics struct {
 	httpReqs *prometheus.HistogramVec
 
 	listedAt *prometheus.GaugeVec
+	labHours *prometheus.CounterVec
 
 	labsDesc    *prometheus.Desc
 	overdueDesc *prometheus.Desc
@@ -92,6 +93,10 @@ func New() *Metrics {
 			Name: "labplane_cloud_listed_timestamp_seconds",
 			Help: "When a reaper pass of this replica last listed the cloud's stacks (Unix time; the replica's start until one has): a cloud not listed for minutes is down, or its jobs run nowhere.",
 		}, []string{"cloud"}),
+		labHours: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "labplane_lab_hours_total",
+			Help: "Lab hours metered by this replica, by cloud, course and state: running and suspended (as the cloud bills them), used (a learner active in the lab). Summed over the replicas, the whole.",
+		}, []string{"cloud", "course", "state"}),
 		labsDesc: prometheus.NewDesc("labplane_labs",
 			"Labs in the registry by cloud and status, counted at scrape time.",
 			[]string{"cloud", "status"}, nil),
@@ -102,7 +107,7 @@ func New() *Metrics {
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs, m.listedAt,
+		m.cloudOps, m.actions, m.jobRuns, m.jobTime, m.httpReqs, m.listedAt, m.labHours,
 		&jobsCollector{m: m,
 			running: prometheus.NewDesc("labplane_scheduler_job_running_seconds",
 				"How long the job's run in progress on this replica has gone on; 0 when none is.",
@@ -210,6 +215,11 @@ func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.count
+}
+
+// AddLabHours adds hours to labplane_lab_hours_total{cloud,course,state} (cost.Meter's Add).
+func (m *Metrics) AddLabHours(cloud, course, state string, hours float64) {
+	m.labHours.WithLabelValues(cloud, course, state).Add(hours)
 }
 
 // OverdueGrace is how long past its bound a running lab must be to count in

@@ -29,6 +29,10 @@ const (
 	// where a page of labs begins (ListLabs), and the placement's count
 	afterSQL     = `SELECT created_at FROM labs WHERE id = ?`
 	countLiveSQL = `SELECT cloud, COUNT(*) FROM labs WHERE ` + liveCond + ` GROUP BY cloud`
+	// the metered lab hours: a cloud's live labs by course and status, and the used ones
+	courseCountsSQL = `SELECT course, status, COUNT(*),
+		COALESCE(SUM(CASE WHEN last_heartbeat >= ? OR last_resumed_at >= ? THEN 1 ELSE 0 END), 0)
+		FROM labs WHERE cloud = ? AND ` + liveCond + ` GROUP BY course, status`
 	updateLabSQL = `UPDATE labs SET
 		template = ?, cloud = ?, stack_name = ?, stack_id = ?, status = ?, stack_status = ?,
 		stack_status_since = ?, last_heartbeat = ?, last_resumed_at = ?, attempts = ?,
@@ -405,6 +409,34 @@ func (s *Store) CountLive(ctx context.Context) (_ map[string]int, err error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("count live labs: %w", err)
+	}
+	return out, nil
+}
+
+// CourseCounts counts a cloud's live labs per course and status, and those of them with a
+// heartbeat or a resume at usedSince or later (labs.CourseCount), for the metered lab hours.
+func (s *Store) CourseCounts(ctx context.Context, cloud string, usedSince time.Time) (_ []labs.CourseCount, err error) {
+	defer markUnavailable(&err)
+	t := s.timeArg(usedSince)
+	rows, err := s.query(ctx, courseCountsSQL, t, t, cloud)
+	if err != nil {
+		return nil, fmt.Errorf("count the labs of cloud %s: %w", cloud, err)
+	}
+	defer rows.Close()
+	var out []labs.CourseCount
+	for rows.Next() {
+		var (
+			c      labs.CourseCount
+			status string
+		)
+		if err := rows.Scan(&c.Course, &status, &c.Labs, &c.Used); err != nil {
+			return nil, fmt.Errorf("count the labs of cloud %s: %w", cloud, err)
+		}
+		c.Status = labs.Status(status)
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count the labs of cloud %s: %w", cloud, err)
 	}
 	return out, nil
 }

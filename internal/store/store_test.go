@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1681,4 +1682,38 @@ func TestSQLiteRegistryIsPrivate(t *testing.T) {
 		t.Errorf("a registry others could read, opened again: %v, %v; want 0600", st.Mode().Perm(), err)
 	}
 	mustGet(t, s, "a")
+}
+
+// CourseCounts counts one cloud's live labs by course and status, and the used ones: a
+// heartbeat or a resume at the time given or later.
+func TestCourseCounts(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		lab := func(id, learner, course, cloud string, st labs.Status, beat, resumed time.Time) {
+			l := newLab(id, learner, course, cloud, st, at(0))
+			l.LastHeartbeat, l.LastResumedAt = beat, resumed
+			mustCreate(t, e.s, l)
+		}
+		lab("a1", "ann", "os101", "a", labs.Active, at(100), time.Time{}) // used
+		lab("a2", "bob", "os101", "a", labs.Active, at(10), time.Time{})  // idle
+		lab("a3", "cat", "os101", "a", labs.Active, time.Time{}, at(120)) // resumed: used
+		lab("a4", "dan", "os101", "a", labs.Suspended, at(10), time.Time{})
+		lab("a5", "eve", "net201", "a", labs.Launching, time.Time{}, time.Time{})
+		lab("a6", "fay", "os101", "a", labs.Deleted, at(100), time.Time{}) // not live
+		lab("b1", "gus", "os101", "b", labs.Active, at(100), time.Time{})  // another cloud
+		got, err := e.s.CourseCounts(t.Context(), "a", at(60))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(got, func(x, y labs.CourseCount) int {
+			return strings.Compare(x.Course+string(x.Status), y.Course+string(y.Status))
+		})
+		want := []labs.CourseCount{
+			{Course: "net201", Status: labs.Launching, Labs: 1},
+			{Course: "os101", Status: labs.Active, Labs: 3, Used: 2},
+			{Course: "os101", Status: labs.Suspended, Labs: 1},
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("CourseCounts(a) = %+v, want %+v", got, want)
+		}
+	})
 }
