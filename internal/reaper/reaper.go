@@ -391,10 +391,10 @@ func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) err
 	return nil
 }
 
-// Overdue counts, by cloud, the running labs the policy would have suspended grace ago
-// already: idle past their course's idle_suspend_after, or left leave_grace ago, by more
-// than grace. It reads the registry only (the labs that may be due, as PlanDue asks for
-// them): the suspend backlog, for the metrics.
+// Overdue counts, by cloud (each configured cloud, and any other a lab is on), the running
+// labs the policy would have suspended grace ago already: idle past their course's
+// idle_suspend_after, or left leave_grace ago, by more than grace. It reads the registry only
+// (the labs that may be due, as PlanDue asks for them): the suspend backlog, for the metrics.
 func (r *Reaper) Overdue(ctx context.Context, grace time.Duration) (map[string]int, error) {
 	then := r.Now().Add(-grace)
 	idle, left := shortest(r.Rules)
@@ -402,7 +402,10 @@ func (r *Reaper) Overdue(ctx context.Context, grace time.Duration) (map[string]i
 	if err != nil {
 		return nil, fmt.Errorf("list the labs due: %w", err)
 	}
-	out := map[string]int{}
+	out := make(map[string]int, len(r.Clouds))
+	for _, c := range r.Clouds { // every cloud has a count, 0 included: a graph's line, not a gap
+		out[c.Name()] = 0
+	}
 	for _, lab := range due {
 		if lab.Status == labs.Active && !r.Rules.For(lab.Course).InUse(lab, then) {
 			out[lab.Cloud]++

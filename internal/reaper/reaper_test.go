@@ -507,10 +507,10 @@ func TestLabLaunchedDuringTheListing(t *testing.T) {
 }
 
 // Overdue counts the running labs the policy would have suspended grace ago already, by
-// cloud, from the registry alone: not one in use, idle for less than grace past its bound,
-// under a course's longer bound, or not running.
+// cloud (0 for a cloud with none), from the registry alone: not one in use, idle for less
+// than grace past its bound, under a course's longer bound, or not running.
 func TestOverdue(t *testing.T) {
-	r := newRig(t, fakecloud.New("a", 0, 0), fakecloud.New("b", 0, 0))
+	r := newRig(t, fakecloud.New("a", 0, 0), fakecloud.New("b", 0, 0), fakecloud.New("c", 0, 0))
 	r.reaper.Rules.Default.LeaveGrace = 3 * time.Minute
 	long := testRules
 	long.IdleSuspendAfter = time.Hour
@@ -538,7 +538,7 @@ func TestOverdue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := map[string]int{"a": 1, "b": 2}; !maps.Equal(got, want) {
+	if want := map[string]int{"a": 1, "b": 2, "c": 0}; !maps.Equal(got, want) {
 		t.Errorf("Overdue = %v, want %v", got, want)
 	}
 }
