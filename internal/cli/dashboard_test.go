@@ -14,11 +14,14 @@ import (
 
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/platform"
+	"github.com/labplane/labplane/internal/store"
 )
 
 // The Grafana dashboard shipped in internal/metrics/grafana, against a real Prometheus
-// (Debian's) scraping a real serve whose lab is launched, used, left idle and suspended: every
-// panel's every query returns data, with the cloud variable at All, as Grafana sends it.
+// (Debian's) scraping a real serve whose lab is launched, used, left idle and suspended, with a
+// promotion on record: every panel's every query returns data, with the cloud variable at All,
+// as Grafana sends it.
 func TestDashboardQueriesReturnData(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Debian's prometheus: not with -short")
@@ -54,6 +57,17 @@ scheduler: {suspend_every: 1s, reap_every: 1s, reconcile_every: 1s, launch_timeo
 serve: {listen: %s, shutdown_grace: 2s}
 `, addr))
 	if err := os.WriteFile(filepath.Join(s.dir, "lab.yaml"), []byte(faultTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// a promotion on record, as `labplane promote` leaves one: rolled back
+	st, err := store.Open(t.Context(), store.SQLite, filepath.Join(s.dir, "labplane.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.SavePromotion(t.Context(), platform.Promotion{ID: "0194-promo", From: "staging", To: "production", Release: "r2",
+		Previous: "r1", Actor: "ci", StartedAt: time.Now(), FinishedAt: time.Now(), Status: platform.RolledBack})
+	st.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	d := startDaemon(t, s, addr)

@@ -221,6 +221,19 @@ func (e *env) readiness() []api.Check {
 	return checks
 }
 
+// latestPromotions feeds the promotions gauge: each target's latest promotion's status.
+func (e *env) latestPromotions(ctx context.Context) (map[[2]string]int, error) {
+	ps, err := e.store.LatestPromotions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[[2]string]int, len(ps))
+	for _, p := range ps {
+		out[[2]string{p.To, string(p.Status)}] = 1
+	}
+	return out, nil
+}
+
 // labCounts feeds the labs gauge.
 func (e *env) labCounts(ctx context.Context) (map[[2]string]int, error) {
 	counts, err := e.store.LabCounts(ctx)

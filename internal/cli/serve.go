@@ -60,6 +60,7 @@ func serveCommand(stdio IO) *cli.Command {
 			m := metrics.New()
 			e.clouds = openClouds(c.Context, e.cfg, e.log, m.ObserveCloud)
 			m.LabsBy(e.labCounts)
+			m.PromotionsBy(e.latestPromotions)
 			return serve(c.Context, stdio, e, m, listen)
 		},
 	}

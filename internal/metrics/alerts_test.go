@@ -48,6 +48,9 @@ func TestAlertRulesUseExportedMetrics(t *testing.T) {
 	m.ObserveHTTP("/v1/labs", "POST", 201, time.Millisecond)
 	m.LabsBy(func(context.Context) (map[[2]string]int, error) { return map[[2]string]int{{"a", "active"}: 1}, nil })
 	m.OverdueBy(func(context.Context) (map[string]int, error) { return map[string]int{"a": 1}, nil })
+	m.PromotionsBy(func(context.Context) (map[[2]string]int, error) {
+		return map[[2]string]int{{"production", "failed"}: 1}, nil
+	})
 	m.JobsBy(func() []scheduler.JobState { return []scheduler.JobState{{Job: "reap:a"}} })
 	m.BoundsBy(func() map[string]int { return map[string]int{"a": 4} })
 	_, families := scrape(t, m.Handler(), t.Context())

@@ -55,9 +55,11 @@ type Metrics struct {
 
 	labsDesc    *prometheus.Desc
 	overdueDesc *prometheus.Desc
+	promoDesc   *prometheus.Desc
 	mu          sync.RWMutex
 	count       func(ctx context.Context) (map[[2]string]int, error)
 	overdue     func(ctx context.Context) (map[string]int, error)
+	promotions  func(ctx context.Context) (map[[2]string]int, error)
 	jobs        func() []scheduler.JobState
 	bounds      func() map[string]int
 }
@@ -103,6 +105,9 @@ func New() *Metrics {
 		overdueDesc: prometheus.NewDesc("labplane_labs_overdue",
 			"Running labs the policy would have suspended a minute ago already (idle past their course's idle_suspend_after, or left leave_grace ago, by over a minute), by cloud, counted at scrape time: the suspend backlog.",
 			[]string{"cloud"}, nil),
+		promoDesc: prometheus.NewDesc("labplane_promotion_status",
+			"The latest promotion to each target environment: 1 for its status (running, promoted, rolled_back, failed, interrupted), read from the registry at scrape time.",
+			[]string{"target", "status"}, nil),
 	}
 	m.reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -138,6 +143,10 @@ func (m *Metrics) Handler() http.Handler {
 		scrape := prometheus.NewRegistry()
 		if count := m.labsCount(); count != nil {
 			scrape.MustRegister(&countCollector[[2]string]{ctx: r.Context(), desc: m.labsDesc, count: count,
+				labels: func(k [2]string) []string { return k[:] }})
+		}
+		if promotions := m.promotionStates(); promotions != nil {
+			scrape.MustRegister(&countCollector[[2]string]{ctx: r.Context(), desc: m.promoDesc, count: promotions,
 				labels: func(k [2]string) []string { return k[:] }})
 		}
 		if overdue := m.overdueCount(); overdue != nil {
@@ -215,6 +224,20 @@ func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.count
+}
+
+// PromotionsBy sets how labplane_promotion_status{target,status} is read: promotions is called
+// on every scrape and returns 1 for each target's latest promotion's [target, status].
+func (m *Metrics) PromotionsBy(promotions func(ctx context.Context) (map[[2]string]int, error)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.promotions = promotions
+}
+
+func (m *Metrics) promotionStates() func(context.Context) (map[[2]string]int, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.promotions
 }
 
 // AddLabHours adds hours to labplane_lab_hours_total{cloud,course,state} (cost.Meter's Add).

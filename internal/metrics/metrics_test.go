@@ -363,7 +363,7 @@ func TestHTTPMethodLabelIsBounded(t *testing.T) {
 	}
 }
 
-func TestCloudListedAndOverdueLabsAreScraped(t *testing.T) {
+func TestCloudListedOverdueLabsAndPromotionsAreScraped(t *testing.T) {
 	m := New()
 	at := time.Date(2026, 12, 6, 2, 0, 0, 0, time.UTC)
 	m.ListedAt("a", at.Add(-time.Hour)) // serve's start
@@ -371,7 +371,13 @@ func TestCloudListedAndOverdueLabsAreScraped(t *testing.T) {
 	m.CountReap(reaper.Result{Plan: reaper.Plan{At: at, Listed: []string{"a"}}})
 	calls := 0
 	m.OverdueBy(func(context.Context) (map[string]int, error) { calls++; return map[string]int{"a": 3}, nil })
+	m.PromotionsBy(func(context.Context) (map[[2]string]int, error) {
+		return map[[2]string]int{{"production", "rolled_back"}: 1, {"staging", "promoted"}: 1}, nil
+	})
 	_, mfs := scrape(t, m.Handler(), t.Context())
+	if g := series(t, mfs, "labplane_promotion_status", map[string]string{"target": "production", "status": "rolled_back"}); g.GetGauge().GetValue() != 1 {
+		t.Errorf("production's latest promotion: %v, want 1", g.GetGauge().GetValue())
+	}
 	for cloud, want := range map[string]time.Time{"a": at, "b": at.Add(-time.Hour)} {
 		if g := series(t, mfs, "labplane_cloud_listed_timestamp_seconds", map[string]string{"cloud": cloud}); g.GetGauge().GetValue() != float64(want.Unix()) {
 			t.Errorf("cloud %s listed at %v, want %v", cloud, g.GetGauge().GetValue(), want.Unix())

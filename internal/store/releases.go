@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/labplane/labplane/internal/platform"
@@ -65,6 +66,18 @@ func (s *Store) ListPromotions(ctx context.Context, target string) (_ []platform
 		return nil, fmt.Errorf("list promotions: %w", err)
 	}
 	return out, nil
+}
+
+// LatestPromotions returns the newest promotion to each target.
+func (s *Store) LatestPromotions(ctx context.Context) (_ []platform.Promotion, err error) {
+	defer markUnavailable(&err)
+	out, err := s.promotions(ctx, `p WHERE started_at = (SELECT MAX(started_at) FROM promotions WHERE target = p.target)
+		ORDER BY target, started_at DESC, id DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list the latest promotions: %w", err)
+	}
+	// two promotions to a target started at the same instant: the first, by id, stands
+	return slices.CompactFunc(out, func(a, b platform.Promotion) bool { return a.To == b.To }), nil
 }
 
 func (s *Store) promotions(ctx context.Context, where string, args ...any) ([]platform.Promotion, error) {

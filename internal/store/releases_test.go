@@ -50,6 +50,16 @@ func TestPromotions(t *testing.T) {
 		if err != nil || len(prod) != 1 || prod[0].Status != platform.Promoted {
 			t.Errorf("ListPromotions(production) = %v, %v", prod, err)
 		}
+		// a newer promotion to production that failed: the latest per target
+		if err := e.s.SavePromotion(ctx, platform.Promotion{ID: "0194-promo-three", From: "staging", To: "production", Release: "r3",
+			StartedAt: at(100), Status: platform.PromotionFailed}); err != nil {
+			t.Fatal(err)
+		}
+		latest, err := e.s.LatestPromotions(ctx)
+		if err != nil || len(latest) != 2 || latest[0].ID != "0194-promo-two" || latest[1].ID != "0194-promo-three" ||
+			latest[1].Status != platform.PromotionFailed {
+			t.Errorf("LatestPromotions = %+v, %v; want promo-two (demo), promo-three (production, failed)", latest, err)
+		}
 		if err := e.s.SavePromotion(ctx, platform.Promotion{ID: "x"}); err == nil {
 			t.Error("SavePromotion of an incomplete promotion succeeded")
 		}
