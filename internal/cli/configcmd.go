@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/urfave/cli/v2"
+	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/config"
 	"github.com/labplane/labplane/internal/policy"
@@ -12,7 +14,7 @@ import (
 func configCommand(stdio IO) *cli.Command {
 	return &cli.Command{
 		Name:  "config",
-		Usage: "check the configuration file",
+		Usage: "check the configuration file, or show it as labplane uses it",
 		Subcommands: []*cli.Command{{
 			Name:  "validate",
 			Usage: "load labplane.yaml, apply the defaults and report every problem (exit 2), or the effective settings",
@@ -36,6 +38,39 @@ func configCommand(stdio IO) *cli.Command {
 					}{cfg, cfg.Rules()})
 				}
 				return printConfig(stdio, cfg)
+			},
+		}, {
+			Name:  "show",
+			Usage: "print the configuration as labplane uses it: every default filled in, each course's policy whole, secrets hidden",
+			Description: "The output is labplane.yaml's own keys, so a section of it can be copied into the file. A PostgreSQL\n" +
+				"DSN is shown as (hidden) (it may hold a password, written or from ${VAR}); a SQLite one is its file.\n" +
+				"--output json gives the same document as JSON. A configuration with problems is refused as by validate (exit 2).",
+			Flags: []cli.Flag{outputFlag},
+			Action: func(c *cli.Context) error {
+				out, err := output(c)
+				if err != nil {
+					return err
+				}
+				cfg, err := config.Load(c.String("config"))
+				if err != nil {
+					return err
+				}
+				var buf bytes.Buffer
+				enc := yaml.NewEncoder(&buf)
+				enc.SetIndent(2)
+				if err := enc.Encode(cfg.Effective()); err != nil {
+					return err
+				}
+				doc := buf.Bytes()
+				if out == "text" {
+					_, err := stdio.Out.Write(doc)
+					return err
+				}
+				var v map[string]any
+				if err := yaml.Unmarshal(doc, &v); err != nil {
+					return err
+				}
+				return writeJSON(stdio.Out, v)
 			},
 		}},
 	}

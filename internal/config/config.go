@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/specfile"
 )
@@ -83,19 +84,19 @@ type Cloud struct {
 // them field by field for one course.
 type Policy struct {
 	RulesFile `yaml:",inline"`
-	Courses   map[string]RulesFile `yaml:"courses"`
+	Courses   map[string]RulesFile `yaml:"courses,omitempty"`
 }
 
 // RulesFile is policy.Rules as written in the file: absent fields take the level above.
 type RulesFile struct {
-	IdleSuspendAfter Duration `yaml:"idle_suspend_after"`
-	LeaveGrace       Duration `yaml:"leave_grace"`
-	DeleteAfter      Duration `yaml:"delete_after"`
-	LaunchTimeout    Duration `yaml:"launch_timeout"`
-	StuckAfter       Duration `yaml:"stuck_after"`
-	OrphanGrace      Duration `yaml:"orphan_grace"`
-	RetryBackoff     Duration `yaml:"retry_backoff"`
-	MaxAttempts      *int     `yaml:"max_attempts"`
+	IdleSuspendAfter Duration `yaml:"idle_suspend_after,omitempty"`
+	LeaveGrace       Duration `yaml:"leave_grace,omitempty"`
+	DeleteAfter      Duration `yaml:"delete_after,omitempty"`
+	LaunchTimeout    Duration `yaml:"launch_timeout,omitempty"`
+	StuckAfter       Duration `yaml:"stuck_after,omitempty"`
+	OrphanGrace      Duration `yaml:"orphan_grace,omitempty"`
+	RetryBackoff     Duration `yaml:"retry_backoff,omitempty"`
+	MaxAttempts      *int     `yaml:"max_attempts,omitempty"`
 }
 
 // Hooks are shell commands run around lab actions, with the lab's details in their
@@ -372,8 +373,11 @@ func (c *Config) validate(v *validator) {
 	c.validateTemplates(v)
 	c.validatePolicy(v)
 	withDefault(v, "hooks.timeout", &c.Hooks.Timeout, DefaultHookTimeout)
-	if c.Hooks.MaxParallel < 0 {
+	switch {
+	case c.Hooks.MaxParallel < 0:
 		v.Add("hooks.max_parallel", "must be at least 1 (got %d)", c.Hooks.MaxParallel)
+	case c.Hooks.MaxParallel == 0:
+		c.Hooks.MaxParallel = lifecycle.DefaultMaxParallelHooks
 	}
 	for i, name := range c.Hooks.Env {
 		if name == "" || strings.ContainsAny(name, "= ") {
