@@ -96,6 +96,10 @@ func NewApp(stdio IO) *cli.App {
 		Writer:          stdio.Out,
 		ErrWriter:       stdio.Err,
 		HideHelpCommand: true,
+		Version:         versionDetail(),
+		// `labplane --generate-bash-completion` lists the words that may come next: the bash
+		// completion the Debian package installs asks it
+		EnableBashCompletion: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Value: "labplane.yaml", EnvVars: []string{"LABPLANE_CONFIG"},
 				Usage: "the configuration file (store, clouds, templates, policy, hooks)"},

@@ -20,7 +20,6 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/labplane/labplane/internal/labs"
-	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/specfile"
 )
@@ -377,7 +376,7 @@ func (c *Config) validate(v *validator) {
 	case c.Hooks.MaxParallel < 0:
 		v.Add("hooks.max_parallel", "must be at least 1 (got %d)", c.Hooks.MaxParallel)
 	case c.Hooks.MaxParallel == 0:
-		c.Hooks.MaxParallel = lifecycle.DefaultMaxParallelHooks
+		c.Hooks.MaxParallel = DefaultHooksMaxParallel
 	}
 	for i, name := range c.Hooks.Env {
 		if name == "" || strings.ContainsAny(name, "= ") {

@@ -19,6 +19,9 @@ const (
 	// minute is a connection that stopped answering.
 	DefaultRequestTimeout = time.Minute
 	DefaultHookTimeout    = 30 * time.Second
+	// DefaultHooksMaxParallel: hooks running at once in a process (a class leaving would
+	// start a shell per lab).
+	DefaultHooksMaxParallel = 8
 
 	// DefaultSuspendedCostFactor: a cloud bills nothing for a suspended lab (the case for
 	// suspending labs assumes it).

@@ -169,10 +169,10 @@ func TestDeployOverSSH(t *testing.T) {
 	// and answers the LMS hosts (and this machine: the spec's guacd_allowed_sources) only
 	handshake := fmt.Sprintf(`python3 -c 'import socket; s = socket.create_connection(("%s", %d), 5); s.sendall(b"6.select,3.vnc;"); print(s.recv(64).decode())'`,
 		g.Address, envspec.DefaultGuacdPort)
-	if out, err := sshRun(ctx, f.p.Set, "lms1", handshake); err != nil || !strings.HasPrefix(out, "4.args,") {
+	if out, err := f.p.Set.SSH(ctx, "lms1", handshake); err != nil || !strings.HasPrefix(out, "4.args,") {
 		t.Errorf("guacd from lms1: %v: %s", err, out)
 	}
-	if out, err := sshRun(ctx, f.p.Set, "cms1", handshake); err == nil || !strings.Contains(out, "ConnectionRefusedError") {
+	if out, err := f.p.Set.SSH(ctx, "cms1", handshake); err == nil || !strings.Contains(out, "ConnectionRefusedError") {
 		t.Errorf("guacd from cms1: %v: %s; want the connection refused", err, out)
 	}
 	// apt trusts guacd's repository with its own key only

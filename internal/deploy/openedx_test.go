@@ -16,7 +16,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -131,18 +130,6 @@ func ranOn(events []ansible.Event, task string) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-// sshRun runs a shell command on a test host as root.
-func sshRun(ctx context.Context, s *testhosts.Set, name, command string) (string, error) {
-	h, ok := s.Host(name)
-	if !ok {
-		return "", errors.New("no host " + name)
-	}
-	cmd := exec.CommandContext(ctx, "ssh", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
-		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+h.Address, command)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 // A configuration change must restart the service even when the run that made it failed
@@ -345,7 +332,7 @@ func TestMigrationsOncePerBatch(t *testing.T) {
 	}
 	// the Celery workers run the release on the broker: a task sent from lms3 is answered by an
 	// lms host's worker, in r1's directory
-	out, err := sshRun(ctx, f.p.Set, "lms3", `cd /edx/app/edxapp/edx-platform &&
+	out, err := f.p.Set.SSH(ctx, "lms3", `cd /edx/app/edxapp/edx-platform &&
 DJANGO_SETTINGS_MODULE=lms.envs.production SERVICE_VARIANT=lms LMS_CFG=/edx/etc/lms.yml venv/bin/python manage.py shell -c '
 import json
 from openedx.heartbeat.tasks import ping
@@ -359,7 +346,7 @@ print(json.dumps(ping.delay().get(timeout=60)))'`)
 		t.Errorf("a task sent to the lms workers: %+v, %v: %s; want it run by an lms host's worker on r1, in its virtualenv", pong, err, out)
 	}
 
-	log, err := sshRun(ctx, f.p.Set, "db1", "cat /srv/pgdata/server.log")
+	log, err := f.p.Set.SSH(ctx, "db1", "cat /srv/pgdata/server.log")
 	if err != nil {
 		t.Fatalf("the server's log: %v: %s", err, log)
 	}
@@ -385,11 +372,11 @@ func startRedis(ctx context.Context, t *testing.T, s *testhosts.Set, name, passw
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if out, err := sshRun(ctx, s, name, `if [ -f /run/labplane-test-redis.pid ]; then kill "$(cat /run/labplane-test-redis.pid)"; fi`); err != nil {
+		if out, err := s.SSH(ctx, name, `if [ -f /run/labplane-test-redis.pid ]; then kill "$(cat /run/labplane-test-redis.pid)"; fi`); err != nil {
 			t.Errorf("stop Redis on %s: %v: %s", name, err, out)
 		}
 	})
-	out, err := sshRun(ctx, s, name, `set -e
+	out, err := s.SSH(ctx, name, `set -e
 umask 077
 cat >/etc/labplane-test-redis.conf <<'END'
 bind `+h.Address+`
@@ -440,13 +427,13 @@ runuser -u postgres -- psql -h /tmp -q -v ON_ERROR_STOP=1 \
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if out, err := sshRun(ctx, s, name, `bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+		if out, err := s.SSH(ctx, name, `bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 if [ -f /srv/pgdata/postmaster.pid ]; then runuser -u postgres -- "$bin/pg_ctl" -D /srv/pgdata -m fast -w stop; fi`); err != nil {
 			t.Errorf("stop PostgreSQL on %s: %v: %s", name, err, out)
 		}
 	})
 	t0 := time.Now()
-	if out, err := sshRun(ctx, s, name, script); err != nil {
+	if out, err := s.SSH(ctx, name, script); err != nil {
 		t.Fatalf("start PostgreSQL on %s: %v: %s", name, err, out)
 	}
 	t.Logf("PostgreSQL on %s (%s) in %.1fs", name, h.Address, time.Since(t0).Seconds())

@@ -37,7 +37,8 @@ type Hooks struct {
 	running chan struct{}
 }
 
-// DefaultMaxParallelHooks is Hooks.MaxParallel's default.
+// DefaultMaxParallelHooks is Hooks.MaxParallel's default: config.DefaultHooksMaxParallel, for
+// Hooks made without a configuration.
 const DefaultMaxParallelHooks = 8
 
 // shellEnv are the variables of labplane's environment every hook gets.

@@ -294,6 +294,20 @@ func (s *Set) Host(name string) (Host, bool) {
 
 // UpperDir is where the files a host has written or changed are, seen from the machine (its
 // overlay's upper directory): /edx/var/backups/x in host h is UpperDir(h) + "/edx/var/backups/x".
+
+// SSH runs a shell command on host name as root, with the set's key and its known host key,
+// and returns its output (stdout and stderr) trimmed of trailing space.
+func (s *Set) SSH(ctx context.Context, name, command string) (string, error) {
+	h, ok := s.Host(name)
+	if !ok {
+		return "", fmt.Errorf("no test host %q", name)
+	}
+	cmd := exec.CommandContext(ctx, "ssh", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "root@"+h.Address, command)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimRight(string(out), " \n"), err
+}
+
 // Files under the host's /tmp, /run and /root (tmpfs) are not there.
 func (s *Set) UpperDir(name string) string { return filepath.Join(s.state(), name, "upper") }
 

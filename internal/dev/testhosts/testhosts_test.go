@@ -16,15 +16,6 @@ import (
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 )
 
-// sshRun runs a command on a host as root, with the set's key, checking the host's key.
-func sshRun(ctx context.Context, s *testhosts.Set, h testhosts.Host, command string) (string, error) {
-	cmd := exec.CommandContext(ctx, "ssh", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
-		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-		"root@"+h.Address, command)
-	out, err := cmd.CombinedOutput()
-	return strings.TrimSpace(string(out)), err
-}
-
 func TestHostsServeStopDown(t *testing.T) {
 	t.Parallel()
 	s := testhoststest.New(t, testhosts.Options{Names: []string{"alpha", "beta"}})
@@ -34,7 +25,7 @@ func TestHostsServeStopDown(t *testing.T) {
 		t.Fatalf("set: %+v", s)
 	}
 	for _, h := range s.Hosts {
-		out, err := sshRun(ctx, s, h, "hostname; echo written-in-"+h.Name+" > /root/mark; cat /proc/1/comm")
+		out, err := s.SSH(ctx, h.Name, "hostname; echo written-in-"+h.Name+" > /root/mark; cat /proc/1/comm")
 		if err != nil {
 			t.Fatalf("ssh %s: %v: %s", h.Name, err, out)
 		}
@@ -43,7 +34,7 @@ func TestHostsServeStopDown(t *testing.T) {
 		}
 	}
 	// a file one host writes is in its own root filesystem only
-	if out, _ := sshRun(ctx, s, s.Hosts[1], "cat /root/mark"); out != "written-in-beta" {
+	if out, _ := s.SSH(ctx, s.Hosts[1].Name, "cat /root/mark"); out != "written-in-beta" {
 		t.Errorf("beta sees %q in /root/mark", out)
 	}
 	if _, err := os.Stat("/root/mark"); err == nil {
@@ -58,7 +49,7 @@ func TestHostsServeStopDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := sshRun(ctx, s, s.Hosts[0], "python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "+base+"/hello.txt")
+	out, err := s.SSH(ctx, s.Hosts[0].Name, "python3 -c 'import sys,urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' "+base+"/hello.txt")
 	if err != nil || out != "hello from the machine" {
 		t.Fatalf("download from %s inside alpha: %v: %q", base, err, out)
 	}
@@ -67,7 +58,7 @@ func TestHostsServeStopDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if out, err := sshRun(ctx, s, s.Hosts[1], "true"); err == nil {
+	if out, err := s.SSH(ctx, s.Hosts[1].Name, "true"); err == nil {
 		t.Errorf("beta answers after Stop: %s", out)
 	} else if !strings.Contains(out, "refused") {
 		t.Errorf("ssh to a stopped host: %s", out)
@@ -75,7 +66,7 @@ func TestHostsServeStopDown(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("ssh to a stopped host took %s: it should be refused at once", d)
 	}
-	if out, err := sshRun(ctx, s, s.Hosts[0], "true"); err != nil {
+	if out, err := s.SSH(ctx, s.Hosts[0].Name, "true"); err != nil {
 		t.Errorf("alpha after beta stopped: %v: %s", err, out)
 	}
 	if err := s.Stop(ctx, "gamma"); err == nil {
@@ -176,7 +167,7 @@ func TestSetsSideBySide(t *testing.T) {
 			t.Errorf("network %s handed out twice", s.Network)
 		}
 		seen[s.Network] = true
-		if out, err := sshRun(ctx, s, s.Hosts[0], "hostname"); err != nil || out != "h1" {
+		if out, err := s.SSH(ctx, s.Hosts[0].Name, "hostname"); err != nil || out != "h1" {
 			t.Errorf("%s: %v %q", s.Network, err, out)
 		}
 	}
@@ -201,7 +192,7 @@ func TestDetachOpen(t *testing.T) {
 	if _, err := testhosts.Open(ctx, dir); err == nil {
 		t.Errorf("a second Open of an owned set: no error")
 	}
-	if out, err := sshRun(ctx, o, o.Hosts[0], "hostname"); err != nil || out != "h1" {
+	if out, err := o.SSH(ctx, o.Hosts[0].Name, "hostname"); err != nil || out != "h1" {
 		t.Errorf("detached host: %v %q", err, out)
 	}
 	if err := o.Down(ctx); err != nil {

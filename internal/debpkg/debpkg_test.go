@@ -1,0 +1,107 @@
+package debpkg_test
+
+import (
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/debpkg"
+	"github.com/labplane/labplane/internal/dev/testhosts"
+	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
+)
+
+const version = "0.1.0~test"
+
+// The package, built as cmd/labplane-deb builds it, installed with dpkg on a test host (a
+// Debian 12 root of its own): the binary runs and says its version; the service's user and
+// 0700 state directory are made, the configuration is its group's only; the unit passes
+// systemd-analyze verify; labplane doctor runs as the service's user on the packaged
+// configuration and its registry is made 0600 in the state directory; the man page and the
+// bash completion work; removed, the configuration stays.
+func TestPackageOnATestHost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds labplane and installs it on a test host: not with -short")
+	}
+	ctx := t.Context()
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	binary := filepath.Join(dir, "labplane")
+	build := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X github.com/labplane/labplane/internal/cli.version="+version,
+		"-o", binary, "./cmd/labplane")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	app := cli.NewApp(cli.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
+	man, err := app.ToMan()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fish, err := app.ToFishCompletion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deb, err := debpkg.Build(debpkg.Options{Binary: binary, Version: version, Project: root, Man: man, Fish: fish, Out: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(deb) != "labplane_0.1.0~test_amd64.deb" {
+		t.Errorf("package file %s", deb)
+	}
+	fields, err := exec.CommandContext(ctx, "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Depends").Output()
+	if err != nil || string(fields) != "Package: labplane\nVersion: "+version+"\nArchitecture: amd64\nDepends: adduser\n" {
+		t.Errorf("dpkg-deb --field: %v\n%s", err, fields)
+	}
+
+	s := testhoststest.New(t, testhosts.Options{Names: []string{"pkg1"}})
+	h, _ := s.Host("pkg1")
+	scp := exec.CommandContext(ctx, "scp", "-i", s.KeyFile, "-o", "UserKnownHostsFile="+s.KnownHostsFile,
+		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", deb, "root@"+h.Address+":/root/labplane.deb")
+	if out, err := scp.CombinedOutput(); err != nil {
+		t.Fatalf("scp: %v\n%s", err, out)
+	}
+	run := func(command string) string {
+		t.Helper()
+		out, err := s.SSH(ctx, "pkg1", command)
+		if err != nil {
+			t.Fatalf("pkg1: %s: %v\n%s", command, err, out)
+		}
+		return out
+	}
+	check := func(command, want string) {
+		t.Helper()
+		if out := run(command); !strings.Contains(out, want) {
+			t.Errorf("pkg1: %s:\n%s\nwant %q in it", command, out, want)
+		}
+	}
+	run("dpkg -i /root/labplane.deb")
+	check("labplane --version", "labplane version "+version+" (go")
+	check("id labplane", "(labplane)")
+	check("stat -c '%a %U:%G' /var/lib/labplane /etc/labplane/labplane.yaml", "700 labplane:labplane\n640 root:labplane")
+	// verify reports the machine's own units too (their lines name them): labplane's has none
+	verify, err := s.SSH(ctx, "pkg1", "systemd-analyze verify /usr/lib/systemd/system/labplane.service")
+	t.Logf("systemd-analyze verify: %v\n%s", err, verify)
+	if strings.Contains(verify, "labplane.service") || strings.Contains(verify, "labplane(1)") {
+		t.Errorf("systemd-analyze verify labplane.service: %v\n%s", err, verify)
+	}
+
+	// doctor as the service runs: the registry is made, 0600 in the 0700 state directory; no
+	// cloud answers on this host, so the labs job lacks its cloud (exit 1) and says how to fix it
+	out, err := s.SSH(ctx, "pkg1", "cd /var/lib/labplane && runuser -u labplane -- labplane --config /etc/labplane/labplane.yaml doctor labs")
+	if !strings.Contains(out, "sqlite /var/lib/labplane/labplane.db answers") || !strings.Contains(out, "cloud main") || err == nil {
+		t.Errorf("doctor labs as the service's user: %v\n%s", err, out)
+	}
+	check("stat -c '%a %U' /var/lib/labplane/labplane.db", "600 labplane")
+	check("MANPAGER=cat man -l /usr/share/man/man1/labplane.1.gz 2>/dev/null | head -20", "labplane")
+	check(`bash -c 'source /usr/share/bash-completion/completions/labplane; COMP_WORDS=(labplane co); COMP_CWORD=1; _labplane; echo "${COMPREPLY[@]}"'`,
+		"config cost")
+
+	run("dpkg -r labplane")
+	check("test -e /usr/bin/labplane || echo gone; test -e /etc/labplane/labplane.yaml && echo kept", "gone\nkept")
+}
