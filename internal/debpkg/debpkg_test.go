@@ -2,11 +2,13 @@ package debpkg_test
 
 import (
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/debpkg"
 	"github.com/labplane/labplane/internal/dev/testhosts"
@@ -26,6 +28,10 @@ func TestPackageOnATestHost(t *testing.T) {
 		t.Skip("builds labplane and installs it on a test host: not with -short")
 	}
 	ctx := t.Context()
+	// what the host (a root over this machine's) needs for dpkg -i, and what the checks run
+	if err := apt.Ensure(ctx, os.Stderr, "adduser", "systemd", "man-db", "openssh-client"); err != nil {
+		t.Fatal(err)
+	}
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
