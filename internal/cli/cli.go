@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/urfave/cli/v2"
 
@@ -67,8 +68,9 @@ func ExitCode(err error) int {
 type IO struct {
 	In       io.Reader
 	Out, Err io.Writer
-	// Terminal reports whether In is an interactive terminal (confirmations are asked there).
-	Terminal bool
+	// Terminal reports whether In is an interactive terminal (confirmations are asked there);
+	// ErrTerminal, whether Err is one (progress is drawn there, with the log).
+	Terminal, ErrTerminal bool
 }
 
 // Run runs the command line and returns the exit code.
@@ -165,6 +167,26 @@ func output(c *cli.Context) (string, error) {
 	default:
 		return "", usageError("--output %q: use text or json", o)
 	}
+}
+
+// logOutput is where a command's log goes: Err, or, while a progress board is drawn on Err,
+// above the board.
+type logOutput struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *logOutput) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// to sends the log to w from now on.
+func (l *logOutput) to(w io.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w = w
 }
 
 func logger(c *cli.Context, w io.Writer) (*slog.Logger, error) {

@@ -33,6 +33,7 @@ type env struct {
 	cfg    *config.Config
 	store  *store.Store
 	log    *slog.Logger
+	logs   *logOutput // where log writes: a progress board may take it for a while
 	clouds []labCloud
 	now    func() time.Time
 
@@ -43,7 +44,8 @@ type env struct {
 // openEnv loads the configuration and opens the registry; with clouds, it also connects to
 // every cloud at once (a cloud that cannot be reached stands in as unavailable).
 func openEnv(c *cli.Context, stdio IO, withClouds bool) (*env, error) {
-	log, err := logger(c, stdio.Err)
+	logs := &logOutput{w: stdio.Err}
+	log, err := logger(c, logs)
 	if err != nil {
 		return nil, err
 	}
@@ -55,7 +57,7 @@ func openEnv(c *cli.Context, stdio IO, withClouds bool) (*env, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the %s registry: %w", cfg.Store.Driver, err)
 	}
-	e := &env{cfg: cfg, store: st, log: log, now: time.Now}
+	e := &env{cfg: cfg, store: st, log: log, logs: logs, now: time.Now}
 	if withClouds {
 		e.clouds = openClouds(c.Context, cfg, log, nil)
 	}

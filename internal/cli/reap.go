@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/policy"
+	"github.com/labplane/labplane/internal/progress"
 	"github.com/labplane/labplane/internal/reaper"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -90,7 +91,18 @@ func reapCommand(stdio IO) *cli.Command {
 					return err
 				}
 			}
+			var board *progress.Board
+			if stdio.ErrTerminal && len(plan.Actions) > 0 {
+				// at a terminal: a line per cloud, the log above it
+				board = progressOf(ctx, stdio.Err, plan)
+				r.OnOutcome = func(o reaper.Outcome) { board.Done(o.Action.Cloud(), o.Error != "") }
+				e.logs.to(board)
+			}
 			res, err := r.Execute(ctx, plan)
+			if board != nil {
+				e.logs.to(stdio.Err)
+				board.Wait()
+			}
 			if err != nil {
 				return err
 			}
@@ -108,6 +120,23 @@ func reapCommand(stdio IO) *cli.Command {
 			return nil
 		},
 	}
+}
+
+// progressOf draws, at a terminal, a line per cloud with its actions done of those planned.
+func progressOf(ctx context.Context, w io.Writer, plan reaper.Plan) *progress.Board {
+	board := progress.New(ctx, w, "actions")
+	perCloud := map[string]int{}
+	var clouds []string
+	for _, a := range plan.Actions {
+		if perCloud[a.Cloud()] == 0 {
+			clouds = append(clouds, a.Cloud())
+		}
+		perCloud[a.Cloud()]++
+	}
+	for _, c := range clouds {
+		board.Add(c, perCloud[c])
+	}
+	return board
 }
 
 // holdReaperLocks waits up to wait for the reaper's lock of every cloud (reaper.LockKey, in

@@ -81,6 +81,9 @@ type Reaper struct {
 	// finishes the job. A pass that could run on holds the scheduler's lock, and with it
 	// every suspend on every cloud.
 	PassTimeout time.Duration
+	// OnOutcome, if set, is told of each action's outcome as Execute has it, from the
+	// goroutine that carried it out (a terminal's progress).
+	OnOutcome func(Outcome)
 }
 
 // ForCloud returns a reaper of this one's for one cloud only, for a job of its own: serve runs
@@ -516,6 +519,9 @@ func (r *Reaper) Execute(ctx context.Context, p Plan) (Result, error) {
 			wg.Go(func() {
 				for i := range next {
 					res.Outcomes[i] = r.apply(ctx, p.Actions[i])
+					if r.OnOutcome != nil {
+						r.OnOutcome(res.Outcomes[i])
+					}
 				}
 			})
 		}

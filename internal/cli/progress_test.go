@@ -1,0 +1,100 @@
+package cli_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labplane/labplane/internal/apt"
+	"github.com/labplane/labplane/internal/dev/heattest"
+)
+
+// At a terminal (a tmux pane), reap --once draws a line per cloud with its actions done of
+// those planned, updated in place while they run (the log goes above it), and complete at the
+// end, once, above the result. (Elsewhere nothing is drawn: the board needs stderr to be a
+// terminal, which no other test's is.)
+func TestReapProgressAtATerminal(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds labplane and runs it in tmux: not with -short")
+	}
+	if err := apt.Ensure(t.Context(), os.Stderr, "tmux"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
+	heat := newFaultHeat(t)
+	useCloudsYAML(t, map[string]*heattest.Server{"a": heat})
+	s := newSite(t, "site: progress\nstore: {dsn: labplane.db}\nclouds:\n  - {name: a, cloud: a, max_in_flight: 2}\n"+
+		"templates: {lab: lab.yaml}\npolicy: {idle_suspend_after: 1s}\n")
+	if err := os.WriteFile(filepath.Join(s.dir, "lab.yaml"), []byte(faultTemplate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if r := s.run("labs", "launch", "--learner", fmt.Sprintf("l%02d", i), "--course", "os101"); r.code != 0 {
+			t.Fatalf("launch: %s", r)
+		}
+	}
+	waitUntil(t, "the labs to be idle, every one due", 30*time.Second, func() bool {
+		r := s.run("reap", "--once", "--dry-run")
+		return r.code == 0 && strings.Count(r.out, "suspend") >= n
+	})
+	heat.ReqDelay = 150 * time.Millisecond // each suspend takes a few requests: the pass, seconds
+
+	binary := filepath.Join(t.TempDir(), "labplane")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", binary, "../../cmd/labplane")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	session := fmt.Sprintf("labplane-progress-%d", os.Getpid())
+	command := fmt.Sprintf("env OS_CLIENT_CONFIG_FILE=%s %s --config %s reap --once --yes; echo EXIT=$?; sleep 600",
+		os.Getenv("OS_CLIENT_CONFIG_FILE"), binary, s.config)
+	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command).CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("tmux", "kill-session", "-t", session).Run() })
+	pane := func() string {
+		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", session).Output()
+		return string(out)
+	}
+	var during string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the pane:\n%s", pane())
+		}
+	})
+	waitUntil(t, "the progress line, part done", 60*time.Second, func() bool {
+		during = pane()
+		m := regexp.MustCompile(`a +actions +(\d+)/` + fmt.Sprint(n)).FindStringSubmatch(during)
+		return m != nil && m[1] != "0" && m[1] != fmt.Sprint(n)
+	})
+	var final string
+	waitUntil(t, "the pass to end", 120*time.Second, func() bool { final = pane(); return strings.Contains(final, "EXIT=") })
+	t.Logf("during the pass:\n%s\nat its end:\n%s", strings.TrimSpace(during), strings.TrimSpace(final))
+	done := regexp.MustCompile(fmt.Sprintf(`(?m)^a +actions +%d/%d +\[=+\] +\d+s`, n, n))
+	if !done.MatchString(final) ||
+		!strings.Contains(final, "EXIT=0") || !strings.Contains(final, "suspend") {
+		t.Errorf("the pane: want a line for cloud a with its actions done of %d, complete at the end, exit 0", n)
+	}
+	if len(done.FindAllString(final, -1)) != 1 {
+		t.Errorf("the progress line is drawn more than once (not updated in place):\n%s", final)
+	}
+}
+
+// waitUntil polls ok every 100 ms until it holds, or fails the test after limit.
+func waitUntil(t *testing.T, what string, limit time.Duration, ok func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	defer cancel()
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waited %s for %s", limit, what)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
