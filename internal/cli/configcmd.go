@@ -22,15 +22,7 @@ func configCommand(stdio IO) *cli.Command {
 				"Durations are Go duration strings (90s, 2m, 336h); delete_after: 0 is rejected as ambiguous (leave it\n" +
 				"out to never delete by age).",
 			Flags: []cli.Flag{outputFlag},
-			Action: func(c *cli.Context) error {
-				out, err := output(c)
-				if err != nil {
-					return err
-				}
-				cfg, err := config.Load(c.String("config"))
-				if err != nil {
-					return err
-				}
+			Action: withConfig(func(out string, cfg *config.Config) error {
 				if out == "json" {
 					return writeJSON(stdio.Out, struct {
 						*config.Config
@@ -38,7 +30,7 @@ func configCommand(stdio IO) *cli.Command {
 					}{cfg, cfg.Rules()})
 				}
 				return printConfig(stdio, cfg)
-			},
+			}),
 		}, {
 			Name:  "show",
 			Usage: "print the configuration as labplane uses it: every default filled in, each course's policy whole, secrets hidden",
@@ -46,15 +38,7 @@ func configCommand(stdio IO) *cli.Command {
 				"DSN is shown as (hidden) (it may hold a password, written or from ${VAR}); a SQLite one is its file.\n" +
 				"--output json gives the same document as JSON. A configuration with problems is refused as by validate (exit 2).",
 			Flags: []cli.Flag{outputFlag},
-			Action: func(c *cli.Context) error {
-				out, err := output(c)
-				if err != nil {
-					return err
-				}
-				cfg, err := config.Load(c.String("config"))
-				if err != nil {
-					return err
-				}
+			Action: withConfig(func(out string, cfg *config.Config) error {
 				var buf bytes.Buffer
 				enc := yaml.NewEncoder(&buf)
 				enc.SetIndent(2)
@@ -71,8 +55,23 @@ func configCommand(stdio IO) *cli.Command {
 					return err
 				}
 				return writeJSON(stdio.Out, v)
-			},
+			}),
 		}},
+	}
+}
+
+// withConfig is an action on the configuration file, loaded and checked, with --output's value.
+func withConfig(act func(out string, cfg *config.Config) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		out, err := output(c)
+		if err != nil {
+			return err
+		}
+		cfg, err := config.Load(c.String("config"))
+		if err != nil {
+			return err
+		}
+		return act(out, cfg)
 	}
 }
 
