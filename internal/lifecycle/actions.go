@@ -246,7 +246,12 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 			return errChanged
 		}
 		l.Unclaim()
+		// a delete sent before the launch recorded its stack deleted nothing: the launch, seeing
+		// the lab deleting with its stack recorded, leaves that stack to the delete, so the lab
+		// stays deleting, its delete unfinished, for the next pass to finish
+		unfinished := r.op == OpDelete && lab.StackID == "" && l.StackID != ""
 		switch {
+		case unfinished:
 		case st.Status != "":
 			observe(l, st, now)
 		case r.op == OpSuspend:
@@ -256,6 +261,8 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 			l.Status = labs.Deleting // not Failed (DELETE_FAILED): a delete asked for is finished, whoever is back
 		}
 		switch {
+		case unfinished:
+			l.Status = labs.Deleting
 		case err == nil:
 			l.Attempts, l.NextAttemptAt, l.LastError = 0, time.Time{}, ""
 			switch r.op {

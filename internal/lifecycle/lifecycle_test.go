@@ -870,3 +870,73 @@ func TestALaunchTheReaperRecordedIsNotUndone(t *testing.T) {
 		t.Errorf("events %v", acts)
 	}
 }
+
+// gatedRegistry holds a delete's record of being sent (delete-sent) until released, and the
+// launch's record of its stack (stack-accepted) until the delete has been sent: the order in
+// which a delete sent just before the create's answer was recorded, and finished just after.
+type gatedRegistry struct {
+	*store.Store
+	sent, resume chan struct{}
+}
+
+func (g *gatedRegistry) UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error) {
+	if ev.Action == "stack-accepted" {
+		<-g.sent
+	}
+	stored, err := g.Store.UpdateLab(ctx, lab, ev)
+	if ev.Action == "delete-sent" {
+		close(g.sent)
+		<-g.resume
+	}
+	return stored, err
+}
+
+// A delete sent before the launch recorded its stack (so it had no stack to delete), whose
+// outcome is recorded after the launch stopped and left the stack to it: the lab stays
+// deleting, its delete unfinished, and the policy's next delete removes the stack. Before,
+// the lab was recorded deleted with its stack still being created on the cloud.
+func TestDeleteSentBeforeTheLaunchRecordedItsStack(t *testing.T) {
+	r := newRig(t, "a")
+	g := &gatedRegistry{Store: r.store, sent: make(chan struct{}), resume: make(chan struct{})}
+	r.mgr.Registry = g
+	ctx := context.Background()
+	p, err := r.mgr.Start(ctx, lifecycle.LaunchRequest{Learner: "ann", Course: "os101", Actor: "lms"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := p.Lab
+	launched := make(chan error, 1)
+	go func() { _, err := r.mgr.Provision(ctx, p); launched <- err }()
+	deleted := make(chan labs.Lab, 1)
+	go func() {
+		l, err := r.mgr.Do(ctx, lifecycle.OpDelete, lab.ID, "lms", false)
+		if err != nil {
+			t.Errorf("delete: %v", err)
+		}
+		deleted <- l
+	}()
+	if err := <-launched; err == nil {
+		t.Fatal("the launch went on after the delete")
+	}
+	close(g.resume)
+	<-deleted
+
+	got := r.lab(lab.ID)
+	stacks := r.clouds["a"].Stacks()
+	if got.Status != labs.Deleting || got.StackID == "" || got.ClaimedAt != (time.Time{}) || len(stacks) != 1 || stacks[0].Gone() {
+		t.Fatalf("after the delete: lab %s (stack %q, claimed %v), stacks %+v: want the lab deleting, unclaimed, its stack still there", got.Status, got.StackID, got.ClaimedAt, stacks)
+	}
+	// the next pass finishes the delete
+	r.mgr.Registry = r.store
+	a, ok := policy.DecideLab(policy.Observed{Lab: got, Stack: &stacks[0]}, r.clock.Now(), testRules)
+	if !ok || a.Kind != policy.Delete {
+		t.Fatalf("the policy on the lab left deleting: %+v, %v", a, ok)
+	}
+	if done, err := r.mgr.Apply(ctx, a, "reaper"); err != nil || !done {
+		t.Fatalf("the pass's delete: %v, %v", done, err)
+	}
+	left := r.clouds["a"].Stacks()
+	if got := r.lab(lab.ID); got.Status != labs.Deleted || (len(left) != 0 && !left[0].Gone()) {
+		t.Errorf("after the pass: lab %s, stacks %+v: want it deleted, its stack gone", got.Status, left)
+	}
+}
