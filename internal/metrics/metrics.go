@@ -12,7 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -56,12 +56,24 @@ type Metrics struct {
 	labsDesc    *prometheus.Desc
 	overdueDesc *prometheus.Desc
 	promoDesc   *prometheus.Desc
-	mu          sync.RWMutex
-	count       func(ctx context.Context) (map[[2]string]int, error)
-	overdue     func(ctx context.Context) (map[string]int, error)
-	promotions  func(ctx context.Context) (map[[2]string]int, error)
-	jobs        func() []scheduler.JobState
-	bounds      func() map[string]int
+	// what is read at scrape time, set by serve once it has it
+	count      source[func(ctx context.Context) (map[[2]string]int, error)]
+	overdue    source[func(ctx context.Context) (map[string]int, error)]
+	promotions source[func(ctx context.Context) (map[[2]string]int, error)]
+	jobs       source[func() []scheduler.JobState]
+	bounds     source[func() map[string]int]
+}
+
+// source is a function Metrics reads at scrape time: nil until set; a later set replaces it.
+type source[F any] struct{ p atomic.Pointer[F] }
+
+func (s *source[F]) set(f F) { s.p.Store(&f) }
+
+func (s *source[F]) get() (f F) {
+	if p := s.p.Load(); p != nil {
+		return *p
+	}
+	return f
 }
 
 // New returns Metrics on a registry of their own, with the Go and process collectors.
@@ -141,15 +153,15 @@ func (m *Metrics) Handler() http.Handler {
 		// gathered from a registry made for this request.
 		g := prometheus.Gatherers{m.reg}
 		scrape := prometheus.NewRegistry()
-		if count := m.labsCount(); count != nil {
+		if count := m.count.get(); count != nil {
 			scrape.MustRegister(&countCollector[[2]string]{ctx: r.Context(), desc: m.labsDesc, count: count,
 				labels: func(k [2]string) []string { return k[:] }})
 		}
-		if promotions := m.promotionStates(); promotions != nil {
+		if promotions := m.promotions.get(); promotions != nil {
 			scrape.MustRegister(&countCollector[[2]string]{ctx: r.Context(), desc: m.promoDesc, count: promotions,
 				labels: func(k [2]string) []string { return k[:] }})
 		}
-		if overdue := m.overdueCount(); overdue != nil {
+		if overdue := m.overdue.get(); overdue != nil {
 			scrape.MustRegister(&countCollector[string]{ctx: r.Context(), desc: m.overdueDesc, count: overdue,
 				labels: func(cloud string) []string { return []string{cloud} }})
 		}
@@ -215,29 +227,13 @@ func knownMethod(method string) string {
 // with the scrape's context and returns the number of labs per [cloud, status]. An error
 // fails that scrape's lab count only (see Handler). A later call replaces count.
 func (m *Metrics) LabsBy(count func(ctx context.Context) (map[[2]string]int, error)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.count = count
-}
-
-func (m *Metrics) labsCount() func(context.Context) (map[[2]string]int, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.count
+	m.count.set(count)
 }
 
 // PromotionsBy sets how labplane_promotion_status{target,status} is read: promotions is called
 // on every scrape and returns 1 for each target's latest promotion's [target, status].
 func (m *Metrics) PromotionsBy(promotions func(ctx context.Context) (map[[2]string]int, error)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.promotions = promotions
-}
-
-func (m *Metrics) promotionStates() func(context.Context) (map[[2]string]int, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.promotions
+	m.promotions.set(promotions)
 }
 
 // AddLabHours adds hours to labplane_lab_hours_total{cloud,course,state} (cost.Meter's Add).
@@ -253,15 +249,7 @@ const OverdueGrace = time.Minute
 // with the scrape's context (reaper.Overdue with OverdueGrace). An error fails that scrape's
 // count only.
 func (m *Metrics) OverdueBy(overdue func(ctx context.Context) (map[string]int, error)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.overdue = overdue
-}
-
-func (m *Metrics) overdueCount() func(context.Context) (map[string]int, error) {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.overdue
+	m.overdue.set(overdue)
 }
 
 // ListedAt records that a reaper pass listed the cloud's stacks at:
@@ -274,27 +262,20 @@ func (m *Metrics) ListedAt(cloud string, at time.Time) {
 // labplane_scheduler_job_stuck{job} come from: states is called on every scrape (a
 // scheduler's States). A later call replaces it.
 func (m *Metrics) JobsBy(states func() []scheduler.JobState) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.jobs = states
+	m.jobs.set(states)
 }
 
 func (m *Metrics) jobStates() []scheduler.JobState {
-	m.mu.RLock()
-	states := m.jobs
-	m.mu.RUnlock()
-	if states == nil {
-		return nil
+	if states := m.jobs.get(); states != nil {
+		return states()
 	}
-	return states()
+	return nil
 }
 
 // BoundsBy sets where labplane_cloud_max_in_flight{cloud} comes from: bounds is called on
 // every scrape and returns each cloud's bound. A later call replaces it.
 func (m *Metrics) BoundsBy(bounds func() map[string]int) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.bounds = bounds
+	m.bounds.set(bounds)
 }
 
 // boundsCollector reads the clouds' bounds at scrape time: an adaptive one moves with every
@@ -307,9 +288,7 @@ type boundsCollector struct {
 func (c *boundsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *boundsCollector) Collect(ch chan<- prometheus.Metric) {
-	c.m.mu.RLock()
-	bounds := c.m.bounds
-	c.m.mu.RUnlock()
+	bounds := c.m.bounds.get()
 	if bounds == nil {
 		return
 	}

@@ -269,7 +269,7 @@ func TestJobRunsInProgressAreReadAtEachScrape(t *testing.T) {
 func TestLabsCountErrorIsAGatheringError(t *testing.T) {
 	m := New()
 	m.LabsBy(func(context.Context) (map[[2]string]int, error) { return nil, errors.New("database is locked") })
-	c := &countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }}
+	c := &countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.count.get(), labels: func(k [2]string) []string { return k[:] }}
 	_, err := testutil.CollectAndFormat(c, expfmt.TypeTextPlain)
 	if err == nil || !strings.Contains(err.Error(), "count labs: database is locked") {
 		t.Errorf("collect = %v, want the count's error", err)
@@ -306,12 +306,12 @@ func TestMetricNamesPassLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labsProblems, err := testutil.CollectAndLint(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }})
+	labsProblems, err := testutil.CollectAndLint(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.count.get(), labels: func(k [2]string) []string { return k[:] }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	problems = append(problems, labsProblems...)
-	if len(problems) == 0 && testutil.CollectAndCount(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.labsCount(), labels: func(k [2]string) []string { return k[:] }}) != 1 {
+	if len(problems) == 0 && testutil.CollectAndCount(&countCollector[[2]string]{ctx: context.Background(), desc: m.labsDesc, count: m.count.get(), labels: func(k [2]string) []string { return k[:] }}) != 1 {
 		t.Error("the labs collector collected nothing to lint")
 	}
 	for _, p := range problems {
