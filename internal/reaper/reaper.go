@@ -229,11 +229,9 @@ func (r *Reaper) Plan(ctx context.Context) (Plan, error) {
 		}
 		f.After = page[len(page)-1].ID
 	}
-	stacks := p.Stacks
-	if err := r.readAndDecide(ctx, written, &p); err != nil {
+	if _, err := r.readAndDecide(ctx, written, &p); err != nil { // their stacks were counted listed
 		return Plan{}, err
 	}
-	p.Stacks = stacks // the stacks read again were listed too
 
 	for _, c := range r.Clouds { // in the configuration's order, not the map's: a pass is the same every time
 		view, ok := views[c.Name()]
@@ -322,16 +320,12 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 	ctx, cancel := r.bound(ctx)
 	defer cancel()
 	now := r.Now()
-	idle, left := shortest(r.Rules)
-	due, err := r.Registry.DueLabs(ctx, now.Add(-idle), now.Add(-left))
+	due, err := r.dueAt(ctx, now)
 	if err != nil {
-		return Plan{}, fmt.Errorf("list the labs due: %w", err)
-	}
-	if r.Only != "" {
-		due = slices.DeleteFunc(due, func(l labs.Lab) bool { return l.Cloud != r.Only })
+		return Plan{}, err
 	}
 	p := Plan{At: now, Labs: len(due), CloudErrors: map[string]string{}}
-	if err := r.readAndDecide(ctx, due, &p); err != nil {
+	if p.Stacks, err = r.readAndDecide(ctx, due, &p); err != nil {
 		return Plan{}, err
 	}
 	for name, err := range p.CloudErrors {
@@ -341,10 +335,25 @@ func (r *Reaper) PlanDue(ctx context.Context) (Plan, error) {
 	return p, nil
 }
 
-// readAndDecide reads each lab's stack on its own (at most dueReads at once) and adds what
-// the policy decides to p, in the labs' order. A cloud that fails a read goes in
-// p.CloudErrors, and its lab waits for the next pass.
-func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) error {
+// dueAt asks the registry for this reaper's labs that may be due to be brought to rest at at:
+// running labs idle longer than the shortest idle_suspend_after of any course (or left longer
+// than the shortest leave_grace), and those with a suspend or delete under way.
+func (r *Reaper) dueAt(ctx context.Context, at time.Time) ([]labs.Lab, error) {
+	idle, left := shortest(r.Rules)
+	due, err := r.Registry.DueLabs(ctx, at.Add(-idle), at.Add(-left))
+	if err != nil {
+		return nil, fmt.Errorf("list the labs due: %w", err)
+	}
+	if r.Only != "" {
+		due = slices.DeleteFunc(due, func(l labs.Lab) bool { return l.Cloud != r.Only })
+	}
+	return due, nil
+}
+
+// readAndDecide reads each lab's stack on its own (at most dueReads at once), adds what the
+// policy decides to p, in the labs' order, and returns how many stacks it found. A cloud that
+// fails a read goes in p.CloudErrors, and its lab waits for the next pass.
+func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) (found int, _ error) {
 	clouds := make(map[string]Cloud, len(r.Clouds))
 	for _, c := range r.Clouds {
 		clouds[c.Name()] = c
@@ -366,7 +375,7 @@ func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) err
 		alive, err := lifecycle.ClaimAlive(ctx, r.Registry, lab)
 		if err != nil {
 			wg.Wait()
-			return fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
+			return 0, fmt.Errorf("is the claim of lab %s alive: %w", lab.ID, err)
 		}
 		reads <- struct{}{}
 		wg.Go(func() {
@@ -381,7 +390,7 @@ func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) err
 				return
 			}
 			if st != nil {
-				p.Stacks++
+				found++
 			}
 			a, ok := policy.DecideLab(policy.Observed{Lab: lab, Stack: st, ClaimAlive: alive}, p.At, r.Rules.For(lab.Course))
 			decided[i] = decision{a, ok}
@@ -391,19 +400,18 @@ func (r *Reaper) readAndDecide(ctx context.Context, due []labs.Lab, p *Plan) err
 	for _, d := range decided {
 		p.add(d.action, d.ok)
 	}
-	return nil
+	return found, nil
 }
 
 // Overdue counts, by cloud (each configured cloud, and any other a lab is on), the running
 // labs the policy would have suspended grace ago already: idle past their course's
 // idle_suspend_after, or left leave_grace ago, by more than grace. It reads the registry only
-// (the labs that may be due, as PlanDue asks for them): the suspend backlog, for the metrics.
+// (the labs that may be due, as PlanDue): the suspend backlog, for the metrics.
 func (r *Reaper) Overdue(ctx context.Context, grace time.Duration) (map[string]int, error) {
 	then := r.Now().Add(-grace)
-	idle, left := shortest(r.Rules)
-	due, err := r.Registry.DueLabs(ctx, then.Add(-idle), then.Add(-left))
+	due, err := r.dueAt(ctx, then)
 	if err != nil {
-		return nil, fmt.Errorf("list the labs due: %w", err)
+		return nil, err
 	}
 	out := make(map[string]int, len(r.Clouds))
 	for _, c := range r.Clouds { // every cloud has a count, 0 included: a graph's line, not a gap
