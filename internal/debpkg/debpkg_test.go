@@ -1,7 +1,6 @@
 package debpkg_test
 
 import (
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,15 +8,13 @@ import (
 	"testing"
 
 	"github.com/labplane/labplane/internal/apt"
-	"github.com/labplane/labplane/internal/cli"
-	"github.com/labplane/labplane/internal/debpkg"
 	"github.com/labplane/labplane/internal/dev/testhosts"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 )
 
 const version = "0.1.0~test"
 
-// The package, built as cmd/labplane-deb builds it, installed with dpkg on a test host (a
+// The package, built by cmd/labplane-deb, installed with dpkg on a test host (a
 // Debian 12 root of its own): the binary runs and says its version; the service's user and
 // 0700 state directory are made, the configuration is its group's only; the unit passes
 // systemd-analyze verify; labplane doctor runs as the service's user on the packaged
@@ -36,27 +33,16 @@ func TestPackageOnATestHost(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	binary := filepath.Join(dir, "labplane")
-	build := exec.CommandContext(ctx, "go", "build", "-ldflags", "-X github.com/labplane/labplane/internal/cli.version="+version,
-		"-o", binary, "./cmd/labplane")
+	// built as an operator builds it
+	build := exec.CommandContext(ctx, "go", "run", "./cmd/labplane-deb", "-version", version, "-out", t.TempDir())
 	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	app := cli.NewApp(cli.IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
-	man, err := app.ToMan()
+	var stderr strings.Builder
+	build.Stderr = &stderr
+	built, err := build.Output()
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("go run ./cmd/labplane-deb: %v\n%s", err, stderr.String())
 	}
-	fish, err := app.ToFishCompletion()
-	if err != nil {
-		t.Fatal(err)
-	}
-	deb, err := debpkg.Build(debpkg.Options{Binary: binary, Version: version, Project: root, Man: man, Fish: fish, Out: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
+	deb := strings.TrimSpace(string(built))
 	if filepath.Base(deb) != "labplane_0.1.0~test_amd64.deb" {
 		t.Errorf("package file %s", deb)
 	}
