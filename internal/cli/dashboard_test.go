@@ -142,9 +142,7 @@ serve: {listen: %s, shutdown_grace: 2s}
 		}
 		return len(missing) == 0
 	}
-	for began := time.Now(); !check() && time.Since(began) < 20*time.Second; {
-		time.Sleep(500 * time.Millisecond) // Prometheus scrapes every second
-	}
+	pollUntil(t.Context(), 20*time.Second, check)
 	for _, m := range missing {
 		t.Error(m)
 	}

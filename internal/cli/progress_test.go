@@ -85,16 +85,24 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	}
 }
 
-// waitUntil polls ok every 100 ms until it holds, or fails the test after limit.
+// waitUntil polls ok until it holds, or fails the test after limit.
 func waitUntil(t *testing.T, what string, limit time.Duration, ok func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), limit)
+	if !pollUntil(t.Context(), limit, ok) {
+		t.Fatalf("waited %s for %s", limit, what)
+	}
+}
+
+// pollUntil calls ok every 100 ms until it holds (true) or limit has passed (false).
+func pollUntil(ctx context.Context, limit time.Duration, ok func() bool) bool {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	for !ok() {
 		select {
 		case <-ctx.Done():
-			t.Fatalf("waited %s for %s", limit, what)
+			return false
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return true
 }
