@@ -36,6 +36,9 @@ type Labs interface {
 	Heartbeat(ctx context.Context, id string) (labs.Lab, error)
 	Leave(ctx context.Context, id string) (labs.Lab, error)
 	Do(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (labs.Lab, error)
+	Budget(ctx context.Context, learner, course string) (policy.Budget, error)
+	SuspendSpent(ctx context.Context, lab labs.Lab) (lifecycle.Request, bool, error)
+	Extend(ctx context.Context, id string, by time.Duration, actor string) (labs.Lab, policy.Budget, error)
 }
 
 // Registry is what the API reads directly.
@@ -139,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	route("POST /v1/labs/{id}/leave", auth.ScopeLMS, s.leave)
 	route("POST /v1/labs/{id}/resume", auth.ScopeLMS, s.resume)
 	route("DELETE /v1/labs/{id}", auth.ScopeLMS, s.delete)
+	route("POST /v1/labs/{id}/extend", auth.ScopeOperator, s.extend)
 	mux.Handle("GET /healthz", s.observed("/healthz", func(w http.ResponseWriter, _ *http.Request) error {
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	}))
@@ -242,9 +246,9 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 				_, err := s.Labs.Do(ctx, lifecycle.OpResume, lab.ID, "api:"+client, false)
 				return err
 			})
-			return writeJSON(w, http.StatusAccepted, s.view(lab))
+			return s.writeLab(w, r, http.StatusAccepted, lab)
 		}
-		return writeJSON(w, http.StatusOK, s.view(lab))
+		return s.writeLab(w, r, http.StatusOK, lab)
 	case err != nil:
 		return err
 	}
@@ -253,7 +257,7 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		return err
 	})
 	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
-	return writeJSON(w, http.StatusAccepted, s.view(p.Lab))
+	return s.writeLab(w, r, http.StatusAccepted, p.Lab)
 }
 
 func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
@@ -261,7 +265,7 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request, _ string) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, s.view(lab))
+	return s.writeLab(w, r, http.StatusOK, lab)
 }
 
 // Listings come in pages of pageSize labs unless the client asks for another size, at most
@@ -326,7 +330,11 @@ func (s *Server) list(w http.ResponseWriter, r *http.Request, _ string) error {
 			page.NextCursor = list[want-1].ID
 			break
 		}
-		page.Labs = append(page.Labs, s.view(l))
+		v, err := s.view(r.Context(), l)
+		if err != nil {
+			return err
+		}
+		page.Labs = append(page.Labs, v)
 	}
 	return writeJSON(w, http.StatusOK, page)
 }
@@ -337,9 +345,28 @@ type labPage struct {
 	NextCursor string    `json:"next_cursor,omitempty"`
 }
 
-// heartbeat: the learner is active in the lab.
+// heartbeat: the learner is active in the lab. The heartbeat that spends the learner's time
+// budget in the course has the lab suspended (in the background, as a suspend asked for).
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) error {
-	return s.mark(w, r, s.Labs.Heartbeat)
+	return s.mark(w, r, func(ctx context.Context, id string) (labs.Lab, error) {
+		lab, err := s.Labs.Heartbeat(ctx, id)
+		if err != nil {
+			return lab, err
+		}
+		req, spent, err := s.Labs.SuspendSpent(ctx, lab)
+		switch {
+		case err != nil:
+			// counted all the same; the next heartbeat tries again
+			s.Log.Warn("suspend of a spent time budget not claimed", "lab", lab.ID, "err", err)
+		case spent:
+			lab = req.Lab
+			s.background("suspend", lab.ID, func(ctx context.Context) error {
+				_, err := s.Labs.Carry(ctx, req)
+				return err
+			})
+		}
+		return lab, nil
+	})
 }
 
 // leave: the learner closed the lab's page.
@@ -357,9 +384,34 @@ func (s *Server) mark(w http.ResponseWriter, r *http.Request, record func(ctx co
 	if err != nil {
 		return err
 	}
-	v := s.view(lab)
+	v, err := s.view(r.Context(), lab)
+	if err != nil {
+		return err
+	}
 	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
-		LeftAt: v.LeftAt, SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt})
+		LeftAt: v.LeftAt, SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt, Budget: v.Budget})
+}
+
+// extendRequest is POST /v1/labs/{id}/extend: a duration such as "2h".
+type extendRequest struct {
+	By string `json:"by"`
+}
+
+// extend adds time to the budget of the lab's learner in its course (an operator's call).
+func (s *Server) extend(w http.ResponseWriter, r *http.Request, client string) error {
+	var req extendRequest
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	by, err := time.ParseDuration(req.By)
+	if err != nil {
+		return badRequest(fmt.Sprintf("by %q: a duration such as 2h or 90m", req.By))
+	}
+	lab, _, err := s.Labs.Extend(r.Context(), r.PathValue("id"), by, "api:"+client)
+	if err != nil {
+		return err
+	}
+	return s.writeLab(w, r, http.StatusOK, lab)
 }
 
 func (s *Server) resume(w http.ResponseWriter, r *http.Request, client string) error {
@@ -386,7 +438,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, client string, op l
 		_, err := s.Labs.Carry(ctx, req)
 		return err
 	})
-	return writeJSON(w, http.StatusAccepted, s.view(req.Lab))
+	return s.writeLab(w, r, http.StatusAccepted, req.Lab)
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
@@ -450,12 +502,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 // heartbeatView is a heartbeat's or a leave's answer: the lab's status and its deadlines from
 // now.
 type heartbeatView struct {
-	ID            string      `json:"id"`
-	Status        labs.Status `json:"status"`
-	LastHeartbeat *time.Time  `json:"last_heartbeat,omitempty"`
-	LeftAt        *time.Time  `json:"left_at,omitempty"`
-	SuspendAt     *time.Time  `json:"suspend_at,omitempty"`
-	DeleteAt      *time.Time  `json:"delete_at,omitempty"`
+	ID            string             `json:"id"`
+	Status        labs.Status        `json:"status"`
+	LastHeartbeat *time.Time         `json:"last_heartbeat,omitempty"`
+	LeftAt        *time.Time         `json:"left_at,omitempty"`
+	SuspendAt     *time.Time         `json:"suspend_at,omitempty"`
+	DeleteAt      *time.Time         `json:"delete_at,omitempty"`
+	Budget        *policy.BudgetView `json:"budget,omitempty"`
 }
 
 // labView is a lab as the API shows it: the outputs (connection details) in full, since the
@@ -478,9 +531,20 @@ type labView struct {
 	// when the lab will be suspended and deleted if its learner shows no more activity
 	SuspendAt *time.Time `json:"suspend_at,omitempty"`
 	DeleteAt  *time.Time `json:"delete_at,omitempty"`
+	// the learner's time budget in the course, when it has a usage_limit
+	Budget *policy.BudgetView `json:"budget,omitempty"`
 }
 
-func (s *Server) view(l labs.Lab) labView {
+// writeLab answers with the lab as the API shows it.
+func (s *Server) writeLab(w http.ResponseWriter, r *http.Request, code int, l labs.Lab) error {
+	v, err := s.view(r.Context(), l)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, code, v)
+}
+
+func (s *Server) view(ctx context.Context, l labs.Lab) (labView, error) {
 	v := labView{ID: l.ID, Learner: l.Learner, Course: l.Course, Template: l.Template, Cloud: l.Cloud,
 		Status: l.Status, StackStatus: l.StackStatus, CreatedAt: l.CreatedAt, LastError: l.LastError,
 		LastHeartbeat: timePtr(l.LastHeartbeat), LastResumedAt: timePtr(l.LastResumedAt)}
@@ -496,7 +560,12 @@ func (s *Server) view(l labs.Lab) labView {
 	}
 	suspendAt, deleteAt := s.Policy.For(l.Course).Deadlines(l, now())
 	v.SuspendAt, v.DeleteAt = timePtr(suspendAt), timePtr(deleteAt)
-	return v
+	b, err := s.Labs.Budget(ctx, l.Learner, l.Course)
+	if err != nil {
+		return v, err
+	}
+	v.Budget = b.View()
+	return v, nil
 }
 
 func timePtr(t time.Time) *time.Time {

@@ -12,8 +12,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,30 +439,122 @@ func TestDeadlines(t *testing.T) {
 	}
 }
 
-// A token of each scope against every route: read may only GET; lms and operator may do all
-// the API does (operator's own routes come with the operator's actions).
+// A token of each scope against every route: read may only GET; lms may do all the API does
+// for the LMS; operator also what an operator does (extend a budget).
 func TestScopesAgainstEveryRoute(t *testing.T) {
 	r := newRig(t)
+	limited := r.mgr.Rules.Default
+	limited.UsageLimit = time.Hour
+	r.mgr.Rules.Courses = map[string]policy.Rules{"os101": limited}
 	id := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`).body["id"].(string)
 	r.waitStatus(id, labs.Active)
-	routes := []struct{ method, path, body string }{
-		{"GET", "/v1/labs", ""}, {"GET", "/v1/labs/" + id, ""},
-		{"POST", "/v1/labs", `{"learner":"ann","course":"os101"}`}, {"POST", "/v1/labs/" + id + "/heartbeat", ""},
-		{"POST", "/v1/labs/" + id + "/leave", ""}, {"POST", "/v1/labs/" + id + "/resume", ""}, {"DELETE", "/v1/labs/" + id, ""},
-	}
-	for _, scope := range []struct {
-		token   string
-		mayDoIt func(method string) bool
+	routes := []struct {
+		method, path, body string
+		need               auth.Scope
 	}{
-		{readToken, func(m string) bool { return m == "GET" }},
-		{token, func(string) bool { return true }},
-		{operatorToken, func(string) bool { return true }},
-	} {
+		{"GET", "/v1/labs", "", auth.ScopeRead}, {"GET", "/v1/labs/" + id, "", auth.ScopeRead},
+		{"POST", "/v1/labs", `{"learner":"ann","course":"os101"}`, auth.ScopeLMS}, {"POST", "/v1/labs/" + id + "/heartbeat", "", auth.ScopeLMS},
+		{"POST", "/v1/labs/" + id + "/leave", "", auth.ScopeLMS}, {"POST", "/v1/labs/" + id + "/resume", "", auth.ScopeLMS},
+		{"POST", "/v1/labs/" + id + "/extend", `{"by":"1h"}`, auth.ScopeOperator}, {"DELETE", "/v1/labs/" + id, "", auth.ScopeLMS},
+	}
+	for _, client := range []struct {
+		token string
+		scope auth.Scope
+	}{{readToken, auth.ScopeRead}, {token, auth.ScopeLMS}, {operatorToken, auth.ScopeOperator}} {
 		for _, rt := range routes {
-			res := r.call(rt.method, rt.path, "Bearer "+scope.token, rt.body)
-			if forbidden := res.code == http.StatusForbidden; forbidden == scope.mayDoIt(rt.method) || res.code == http.StatusUnauthorized {
-				t.Errorf("%s %s with %s: %d %s", rt.method, rt.path, scope.token, res.code, res.raw)
+			res := r.call(rt.method, rt.path, "Bearer "+client.token, rt.body)
+			if forbidden := res.code == http.StatusForbidden; forbidden == client.scope.Allows(rt.need) || res.code == http.StatusUnauthorized {
+				t.Errorf("%s %s with a %s token: %d %s", rt.method, rt.path, client.scope, res.code, res.raw)
 			}
 		}
 	}
+}
+
+// TestTimeBudget: in a course with a usage_limit every answer carries the learner's budget; the
+// heartbeat that spends it has the lab suspended though the learner is in it; a resume, or a
+// launch that would hand the lab back, is then refused 403 budget_exhausted; an operator's
+// extension lets the learner back in. Another learner's budget is their own.
+func TestTimeBudget(t *testing.T) {
+	r := newRig(t)
+	var offset atomic.Int64 // the manager's clock runs ahead of the wall clock by this
+	r.mgr.Now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	course := "course-v1:hastexo+hx212+201907"
+	limited := r.mgr.Rules.Default
+	limited.UsageLimit, limited.UsageWarnAt = 10*time.Minute, 3*time.Minute
+	r.mgr.Rules.Courses = map[string]policy.Rules{course: limited}
+	r.api.Policy = r.mgr.Rules
+	launch := `{"learner":"0123456789abcdef0123456789abcdef","course":"` + course + `"}`
+	type budget struct {
+		Limit, Used, Left  int64
+		Warning, Exhausted bool
+	}
+	budgetOf := func(res response) budget {
+		t.Helper()
+		b, ok := res.body["budget"].(map[string]any)
+		if !ok {
+			t.Fatalf("no budget in %d %s", res.code, res.raw)
+		}
+		n := func(k string) int64 { f, _ := b[k].(float64); return int64(f) }
+		return budget{n("limit_seconds"), n("used_seconds"), n("left_seconds"), b["warning"] == true, b["exhausted"] == true}
+	}
+	errorCode := func(res response) string {
+		e, _ := res.body["error"].(map[string]any)
+		code, _ := e["code"].(string)
+		return code
+	}
+
+	res := r.do("POST", "/v1/labs", launch)
+	id, _ := res.body["id"].(string)
+	if got := budgetOf(res); res.code != http.StatusAccepted || got != (budget{Limit: 600, Left: 600}) {
+		t.Fatalf("launch: %d %+v", res.code, got)
+	}
+	r.waitStatus(id, labs.Active)
+	beat := func(at time.Duration) response {
+		t.Helper()
+		offset.Store(int64(at))
+		return r.do("POST", "/v1/labs/"+id+"/heartbeat", "")
+	}
+	beat(0)
+	for _, step := range []struct {
+		at   time.Duration
+		want budget
+	}{
+		{4 * time.Minute, budget{Limit: 600, Used: 240, Left: 360}},
+		{8 * time.Minute, budget{Limit: 600, Used: 480, Left: 120, Warning: true}},
+	} {
+		res := beat(step.at)
+		if got := budgetOf(res); res.code != http.StatusOK || got != step.want || res.body["status"] != "active" {
+			t.Errorf("heartbeat %s after the first: %d %+v %s; want %+v, active", step.at, res.code, got, res.body["status"], step.want)
+		}
+	}
+	res = beat(10 * time.Minute)
+	if got := budgetOf(res); got != (budget{Limit: 600, Used: 600, Warning: true, Exhausted: true}) || res.body["status"] != "suspending" {
+		t.Errorf("the heartbeat that spends the budget: %+v, %s; want it exhausted and the lab suspending", got, res.raw)
+	}
+	r.waitStatus(id, labs.Suspended)
+	evs, err := r.store.Events(t.Context(), id, 0)
+	if err != nil || !slices.ContainsFunc(evs, func(e labs.Event) bool {
+		return e.Action == "suspend" && e.Actor == lifecycle.BudgetActor && strings.Contains(e.Detail, "time budget exhausted")
+	}) {
+		t.Errorf("no suspend by the budget in the lab's events: %+v, %v", evs, err)
+	}
+
+	for _, req := range [][3]string{{"POST", "/v1/labs/" + id + "/resume", ""}, {"POST", "/v1/labs", launch}} {
+		if res := r.do(req[0], req[1], req[2]); res.code != http.StatusForbidden || errorCode(res) != "budget_exhausted" ||
+			!strings.Contains(res.raw, "labplane labs extend") {
+			t.Errorf("%s %s with the budget spent: %d %s; want 403 budget_exhausted saying how to add time", req[0], req[1], res.code, res.raw)
+		}
+	}
+	if res := r.do("POST", "/v1/labs", `{"learner":"bob","course":"`+course+`"}`); res.code != http.StatusAccepted || budgetOf(res).Used != 0 {
+		t.Errorf("another learner's launch in the course: %d %s", res.code, res.raw)
+	}
+
+	res = r.call("POST", "/v1/labs/"+id+"/extend", "Bearer "+operatorToken, `{"by":"1h"}`)
+	if got := budgetOf(res); res.code != http.StatusOK || got != (budget{Limit: 4200, Used: 600, Left: 3600}) {
+		t.Errorf("extend by 1h: %d %+v", res.code, got)
+	}
+	if res := r.do("POST", "/v1/labs/"+id+"/resume", ""); res.code != http.StatusAccepted {
+		t.Fatalf("resume after the extension: %d %s", res.code, res.raw)
+	}
+	r.waitStatus(id, labs.Active)
 }

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
@@ -28,6 +29,7 @@ import (
 	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
 )
 
 // description is the document as served (api.Description: openapi.yaml as JSON), loaded and
@@ -164,6 +166,13 @@ func (l faultyLabs) Leave(ctx context.Context, id string) (labs.Lab, error) {
 	return l.Labs.Leave(ctx, id)
 }
 
+func (l faultyLabs) Extend(ctx context.Context, id string, by time.Duration, actor string) (labs.Lab, policy.Budget, error) {
+	if err := l.f.failing(); err != nil {
+		return labs.Lab{}, policy.Budget{}, err
+	}
+	return l.Labs.Extend(ctx, id, by, actor)
+}
+
 type faultyRegistry struct {
 	api.Registry
 	f *faults
@@ -189,6 +198,11 @@ func (r faultyRegistry) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab
 func TestContract(t *testing.T) {
 	r := newRig(t)
 	r.api.Metrics = promhttp.Handler()
+	// the Open edX course has a time budget: its answers carry it
+	limited := r.mgr.Rules.Default
+	limited.UsageLimit, limited.UsageWarnAt = 10*time.Hour, 15*time.Minute
+	r.mgr.Rules.Courses = map[string]policy.Rules{"course-v1:hastexo+hx212+201907": limited}
+	r.api.Policy = r.mgr.Rules
 	f := &faults{}
 	r.api.Labs = faultyLabs{Labs: r.api.Labs, f: f}
 	r.api.Registry = faultyRegistry{Registry: r.api.Registry, f: f}
@@ -213,6 +227,17 @@ func TestContract(t *testing.T) {
 	expect("GET", "/v1/labs/"+id, "", 200)
 	expect("POST", "/v1/labs/"+id+"/heartbeat", "{}", 200)
 	expect("POST", "/v1/labs/"+id+"/leave", "", 200)
+	operator := func(path, body string, want int) {
+		t.Helper()
+		if res := r.call("POST", path, "Bearer "+operatorToken, body); res.code != want {
+			t.Errorf("POST %s %s with an operator's token: %d %s, want %d", path, body, res.code, res.raw, want)
+		}
+	}
+	operator("/v1/labs/"+id+"/extend", `{"by":"2h"}`, 200)
+	operator("/v1/labs/"+id+"/extend", `{"by":"soon"}`, 400)
+	operator("/v1/labs/"+id+"/extend", `{"by":"0s"}`, 422)
+	operator("/v1/labs/nope/extend", `{"by":"1h"}`, 404)
+	expect("POST", "/v1/labs/"+id+"/extend", `{"by":"1h"}`, 403) // the LMS's token may not
 	if _, err := r.mgr.Do(t.Context(), lifecycle.OpSuspend, id, "test", true); err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +266,7 @@ func TestContract(t *testing.T) {
 	expect("DELETE", "/v1/labs/nope", "", 404)
 	expect("DELETE", "/v1/labs/nope", `{"force":true}`, 400)
 	for _, op := range [][2]string{{"POST", "/v1/labs"}, {"GET", "/v1/labs"}, {"GET", "/v1/labs/x"}, {"DELETE", "/v1/labs/x"},
-		{"POST", "/v1/labs/x/heartbeat"}, {"POST", "/v1/labs/x/leave"}, {"POST", "/v1/labs/x/resume"}} {
+		{"POST", "/v1/labs/x/heartbeat"}, {"POST", "/v1/labs/x/leave"}, {"POST", "/v1/labs/x/resume"}, {"POST", "/v1/labs/x/extend"}} {
 		if res := r.call(op[0], op[1], "Bearer wrong", ""); res.code != 401 {
 			t.Errorf("%s %s with a wrong token: %d", op[0], op[1], res.code)
 		}
@@ -274,6 +299,7 @@ func TestContract(t *testing.T) {
 			expect("GET", "/v1/labs/"+other, "", c.code)
 			expect("POST", "/v1/labs/"+other+"/heartbeat", "", c.code)
 			expect("POST", "/v1/labs/"+other+"/leave", "", c.code)
+			operator("/v1/labs/"+other+"/extend", `{"by":"1h"}`, c.code)
 		}
 		expect("POST", "/v1/labs/"+other+"/resume", "", c.code)
 		expect("DELETE", "/v1/labs/"+other, "", c.code)
@@ -292,6 +318,8 @@ func TestContract(t *testing.T) {
 	if res := r.call("GET", "/v1/labs", "Bearer "+readToken, ""); res.code != http.StatusOK {
 		t.Errorf("another token, under its own limit: %d %s", res.code, res.raw)
 	}
+	operator("/v1/labs/x/extend", `{"by":"1h"}`, 404) // the operator's one
+	operator("/v1/labs/x/extend", `{"by":"1h"}`, 429)
 	r.api.RateLimit = api.RateLimit{}
 
 	// the service's own

@@ -43,6 +43,7 @@ var errorKinds = []struct {
 	{lifecycle.ErrInvalid, http.StatusUnprocessableEntity, "invalid"},
 	{lifecycle.ErrUnknownCloud, http.StatusUnprocessableEntity, "unknown_cloud"},
 	{lifecycle.ErrNoRoom, http.StatusServiceUnavailable, "no_room"},
+	{lifecycle.ErrBudgetExhausted, http.StatusForbidden, "budget_exhausted"},
 	{cloud.ErrTransient, http.StatusServiceUnavailable, "cloud_unavailable"},
 	{cloud.ErrConflict, http.StatusConflict, "busy"},
 	// the registry's database cannot be reached (PostgreSQL restarting): not the client's

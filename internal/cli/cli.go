@@ -57,7 +57,7 @@ func ExitCode(err error) int {
 	case errors.As(err, &cfgErr), errors.As(err, &bad), errors.As(err, &badDeploy), errors.Is(err, runs.ErrNotFound),
 		errors.Is(err, labs.ErrNotFound), errors.Is(err, labs.ErrExists),
 		errors.As(err, &locked), errors.Is(err, rollout.ErrRefused), errors.Is(err, store.ErrNoPromotion),
-		errors.Is(err, lifecycle.ErrInUse), errors.Is(err, lifecycle.ErrUnknownCloud), errors.Is(err, lifecycle.ErrInvalid),
+		errors.Is(err, lifecycle.ErrInUse), errors.Is(err, lifecycle.ErrUnknownCloud), errors.Is(err, lifecycle.ErrInvalid), errors.Is(err, lifecycle.ErrBudgetExhausted),
 		errors.Is(err, rollout.ErrInvalid), errors.Is(err, store.ErrOpenDirectory):
 		return ExitBadInput
 	}

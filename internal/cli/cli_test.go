@@ -18,6 +18,7 @@ import (
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/policy"
 	"github.com/labplane/labplane/internal/store"
 )
 
@@ -719,5 +720,59 @@ func TestRegistryInADirectoryOthersWriteExits2(t *testing.T) {
 	}
 	if exists(filepath.Join(s.dir, "labplane.db")) {
 		t.Error("a registry was made")
+	}
+}
+
+// TestLabsExtend: labs extend adds time to the budget of a lab's learner in its course (shown
+// by labs show, recorded in the audit trail); a learner whose budget is spent cannot launch;
+// a course with no usage_limit has no budget to extend, and bad input exits 2.
+func TestLabsExtend(t *testing.T) {
+	s := newSite(t, goodConfig+"policy:\n  courses:\n    os101:\n      usage_limit: 1h\n")
+	st := s.open()
+	addLab(t, st, labs.Lab{ID: "lab1", Learner: "ann", Course: "os101", Status: labs.Active, StackStatus: "CREATE_COMPLETE"})
+	addLab(t, st, labs.Lab{ID: "lab2", Learner: "ann", Course: "os102", Status: labs.Active, StackStatus: "CREATE_COMPLETE"})
+	// ann was active for 1h5m: a heartbeat every 5 minutes
+	start := time.Now().Add(-2 * time.Hour)
+	for i := 0; i <= 13; i++ {
+		if _, err := st.Heartbeat(t.Context(), "lab1", start.Add(time.Duration(i)*labs.ActivityGap)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+
+	for _, bad := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"labs", "extend", "lab1"}, "needs --by"},
+		{[]string{"labs", "extend", "lab1", "--by", "0s"}, "from 1s to 1000h"},
+		{[]string{"labs", "extend", "lab1", "--by", "soon"}, "soon"},
+		{[]string{"labs", "extend", "lab2", "--by", "1h"}, "course os102 has no usage_limit"},
+		{[]string{"labs", "extend", "nosuch", "--by", "1h"}, "not found"},
+		{[]string{"labs", "launch", "--learner", "ann", "--course", "os101"}, "has used 1h5m0s of the 1h0m0s allowed in course os101"},
+	} {
+		if res := s.run(bad.args...); res.code != 2 || !strings.Contains(res.err, bad.want) {
+			t.Errorf("%v: want exit 2 and %q on stderr, got %s", bad.args, bad.want, res)
+		}
+	}
+	if res := s.run("labs", "show", "lab1"); res.code != 0 || !strings.Contains(res.out, "time budget in the course: 1h5m0s used of 1h0m0s, 0s left (exhausted") {
+		t.Errorf("show, the budget spent: %s", res)
+	}
+
+	res := s.run("labs", "extend", "lab1", "--by", "2h", "--output", "json")
+	var got struct {
+		Learner, Course string
+		Budget          policy.BudgetView
+	}
+	if err := json.Unmarshal([]byte(res.out), &got); res.code != 0 || err != nil || got.Learner != "ann" || got.Course != "os101" ||
+		got.Budget != (policy.BudgetView{LimitSeconds: 3 * 3600, UsedSeconds: 3900, LeftSeconds: 3*3600 - 3900}) {
+		t.Fatalf("extend --by 2h: %+v (%v) %s", got, err, res)
+	}
+	res = s.run("labs", "show", "lab1")
+	if res.code != 0 || !strings.Contains(res.out, "1h5m0s used of 3h0m0s, 1h55m0s left\n") || !strings.Contains(res.out, "added 2h0m0s to the time budget of ann in os101") {
+		t.Errorf("show after the extension: %s", res)
+	}
+	if res := s.run("labs", "show", "lab2", "-o", "json"); res.code != 0 || strings.Contains(res.out, `"budget"`) {
+		t.Errorf("a lab of a course with no usage_limit shows a budget: %s", res)
 	}
 }

@@ -10,11 +10,13 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
+	"github.com/labplane/labplane/internal/policy"
 )
 
 func labsCommand(stdio IO) *cli.Command {
@@ -137,6 +139,34 @@ func labsCommand(stdio IO) *cli.Command {
 						return writeJSON(stdio.Out, lab)
 					}
 					_, err = fmt.Fprintf(stdio.Out, "lab %s: heartbeat at %s (%s)\n", lab.ID, lab.LastHeartbeat.Format("15:04:05"), lab.Status)
+					return err
+				}),
+			},
+			{
+				Name:      "extend",
+				Usage:     "add time to the time budget of the lab's learner in its course (policy usage_limit)",
+				ArgsUsage: "ID",
+				Description: "A course with a usage_limit gives each learner that much time in its labs; once it is used, the\n" +
+					"learner's lab is suspended and a launch or a resume is refused. extend adds time for the lab's\n" +
+					"learner in the lab's course, recorded in the lab's audit trail.\n\n" +
+					"   labplane labs extend 3f2a9c1d0b7e --by 2h",
+				Flags: []cli.Flag{
+					&cli.DurationFlag{Name: "by", Usage: "the time to add (required), such as 2h or 90m"},
+					outputFlag,
+				},
+				Action: labAction(stdio, false, func(c *cli.Context, e *env, id, out string) error {
+					if !c.IsSet("by") {
+						return usageError("labs extend needs --by, the time to add (such as --by 2h)")
+					}
+					lab, budget, err := e.manager().Extend(c.Context, id, c.Duration("by"), actor())
+					if err != nil {
+						return err
+					}
+					if out == "json" {
+						return writeJSON(stdio.Out, map[string]any{"lab": lab.ID, "learner": lab.Learner, "course": lab.Course, "budget": budget.View()})
+					}
+					_, err = fmt.Fprintf(stdio.Out, "learner %s in %s: %s used of %s, %s left\n", lab.Learner, lab.Course,
+						budget.Used.Round(time.Second), budget.Limit, budget.Left().Round(time.Second))
 					return err
 				}),
 			},
@@ -288,7 +318,9 @@ func interspersedArgs(c *cli.Context) ([]string, error) {
 
 type labView struct {
 	labs.Lab
-	Events []labs.Event `json:"events"`
+	// the learner's time budget in the course, when it has a usage_limit
+	Budget *policy.BudgetView `json:"budget,omitempty"`
+	Events []labs.Event       `json:"events"`
 }
 
 func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab) error {
@@ -296,15 +328,23 @@ func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab
 	if err != nil {
 		return err
 	}
+	budget, err := e.manager().Budget(ctx, lab.Learner, lab.Course)
+	if err != nil {
+		return err
+	}
 	outputs := lab.Outputs.Redacted()
 	if out == "json" {
-		return writeJSON(w, labView{Lab: lab, Events: nonNil(events)})
+		return writeJSON(w, labView{Lab: lab, Budget: budget.View(), Events: nonNil(events)})
 	}
 	now := e.now()
 	fmt.Fprintf(w, "lab %s: %s\n", lab.ID, lab.Status)
 	fmt.Fprintf(w, "  learner %s, course %s, template %s\n", lab.Learner, lab.Course, lab.Template)
 	fmt.Fprintf(w, "  cloud %s, stack %s (%s), status %s\n", lab.Cloud, lab.StackName, orDash(lab.StackID), orDash(lab.StackStatus))
 	fmt.Fprintf(w, "  created %s, last heartbeat %s, last resumed %s\n", ago(now, lab.CreatedAt), ago(now, lab.LastHeartbeat), ago(now, lab.LastResumedAt))
+	if budget.Limited() {
+		fmt.Fprintf(w, "  time budget in the course: %s used of %s, %s left%s\n", budget.Used.Round(time.Second), budget.Limit,
+			budget.Left().Round(time.Second), map[bool]string{true: " (exhausted: launch and resume refused)"}[budget.Exhausted()])
+	}
 	if lab.Attempts > 0 || lab.LastError != "" {
 		fmt.Fprintf(w, "  failed attempts %d, next attempt %s, last error: %s\n", lab.Attempts, lab.NextAttemptAt.Format("2006-01-02 15:04:05"), lab.LastError)
 	}

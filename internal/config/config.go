@@ -96,6 +96,8 @@ type RulesFile struct {
 	OrphanGrace      Duration `yaml:"orphan_grace,omitempty"`
 	RetryBackoff     Duration `yaml:"retry_backoff,omitempty"`
 	MaxAttempts      *int     `yaml:"max_attempts,omitempty"`
+	UsageLimit       Duration `yaml:"usage_limit,omitempty"`
+	UsageWarnAt      Duration `yaml:"usage_warn_at,omitempty"`
 }
 
 // Hooks are shell commands run around lab actions, with the lab's details in their
@@ -594,6 +596,15 @@ func (rf RulesFile) resolve(v *validator, at string, base policy.Rules) policy.R
 	set("stuck_after", rf.StuckAfter, &r.StuckAfter, false)
 	set("orphan_grace", rf.OrphanGrace, &r.OrphanGrace, true)
 	set("retry_backoff", rf.RetryBackoff, &r.RetryBackoff, false)
+	if isZero(rf.UsageLimit.raw) {
+		v.Add(at+".usage_limit", "0 is ambiguous: leave usage_limit out for no limit, or give a duration such as 20h")
+	} else {
+		set("usage_limit", rf.UsageLimit, &r.UsageLimit, false)
+	}
+	set("usage_warn_at", rf.UsageWarnAt, &r.UsageWarnAt, true)
+	if r.UsageLimit > 0 && r.UsageWarnAt >= r.UsageLimit {
+		v.Add(at+".usage_warn_at", "%s is not less than usage_limit %s: every learner would be warned from the start", r.UsageWarnAt, r.UsageLimit)
+	}
 	if rf.MaxAttempts != nil {
 		if *rf.MaxAttempts < 1 {
 			v.Add(at+".max_attempts", "must be at least 1 (got %d)", *rf.MaxAttempts)

@@ -112,6 +112,8 @@ policy:
       idle_suspend_after: 20m
       leave_grace: 1m
       max_attempts: 5
+      usage_limit: 20h
+      usage_warn_at: 30m
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -123,6 +125,9 @@ policy:
 	if k8s.IdleSuspendAfter != 20*time.Minute || k8s.MaxAttempts != 5 || k8s.DeleteAfter != 336*time.Hour || k8s.StuckAfter != config.DefaultRules.StuckAfter {
 		t.Errorf("k8s: %+v", k8s)
 	}
+	if base.UsageLimit != 0 || base.UsageWarnAt != 15*time.Minute || k8s.UsageLimit != 20*time.Hour || k8s.UsageWarnAt != 30*time.Minute {
+		t.Errorf("usage limits: base %s (warn %s), k8s %s (warn %s)", base.UsageLimit, base.UsageWarnAt, k8s.UsageLimit, k8s.UsageWarnAt)
+	}
 }
 
 func TestBadConfigNamesFileAndField(t *testing.T) {
@@ -132,6 +137,9 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		want []string // fragments, each must appear in the error
 	}{
 		{"delete_after 0 is ambiguous", minimal + "policy:\n  delete_after: 0\n", []string{"policy.delete_after: 0 is ambiguous"}},
+		{"usage_limit 0 is ambiguous", minimal + "policy:\n  usage_limit: 0h\n", []string{"policy.usage_limit: 0 is ambiguous"}},
+		{"usage_limit not a duration", minimal + "policy:\n  courses:\n    os101:\n      usage_limit: 20\n", []string{`policy.courses.os101.usage_limit: "20" is not a duration`}},
+		{"usage_warn_at past the limit", minimal + "policy:\n  usage_limit: 10m\n", []string{"policy.usage_warn_at: 15m0s is not less than usage_limit 10m0s"}},
 		{"delete_after 0s is ambiguous too", minimal + "policy:\n  delete_after: 0s\n", []string{"policy.delete_after: 0 is ambiguous"}},
 		{"a bare number is not a duration", minimal + "policy:\n  idle_suspend_after: 90\n", []string{`policy.idle_suspend_after: "90" is not a duration`}},
 		{"a course no lab can have", minimal + "policy:\n  courses:\n    \"course v1\":\n      idle_suspend_after: 5m\n", []string{`policy.courses: course "course v1": want an Open edX course key`}},

@@ -57,4 +57,5 @@ var DefaultRules = policy.Rules{
 	OrphanGrace:      time.Hour,
 	MaxAttempts:      3,
 	RetryBackoff:     time.Minute,
+	UsageWarnAt:      15 * time.Minute,
 }

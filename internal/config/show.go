@@ -25,12 +25,14 @@ func (c *Config) Effective() *Config {
 	return &e
 }
 
-// rulesFile writes validated rules as the file would: delete_after left out for "never".
+// rulesFile writes validated rules as the file would: delete_after left out for "never",
+// usage_limit for no limit (and usage_warn_at with it).
 func rulesFile(r policy.Rules) RulesFile {
 	attempts := r.MaxAttempts
 	return RulesFile{IdleSuspendAfter: durationOf(r.IdleSuspendAfter), LeaveGrace: durationOf(r.LeaveGrace),
 		DeleteAfter: durationOf(r.DeleteAfter), LaunchTimeout: durationOf(r.LaunchTimeout), StuckAfter: durationOf(r.StuckAfter),
-		OrphanGrace: durationOf(r.OrphanGrace), RetryBackoff: durationOf(r.RetryBackoff), MaxAttempts: &attempts}
+		OrphanGrace: durationOf(r.OrphanGrace), RetryBackoff: durationOf(r.RetryBackoff), MaxAttempts: &attempts,
+		UsageLimit: durationOf(r.UsageLimit), UsageWarnAt: durationOf(min(r.UsageWarnAt, r.UsageLimit))}
 }
 
 // durationOf is a parsed duration as if written (none for 0).

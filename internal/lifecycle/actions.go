@@ -82,7 +82,8 @@ func (m *Manager) claim(ctx context.Context, r Request) (Request, error) {
 	to := labs.Suspending
 	switch r.op {
 	case OpResume:
-		return r, nil // no claim: nothing to cancel, no hook before
+		// no claim: nothing to cancel, no hook before
+		return r, m.checkBudget(ctx, r.Lab.Learner, r.Lab.Course)
 	case OpDelete:
 		to = labs.Deleting
 	}

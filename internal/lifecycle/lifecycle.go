@@ -31,6 +31,9 @@ type Registry interface {
 	Heartbeat(ctx context.Context, id string, at time.Time) (labs.Lab, error)
 	Leave(ctx context.Context, id string, at time.Time) (labs.Lab, error)
 	AddEvent(ctx context.Context, ev labs.Event) error
+	// a learner's time in a course's labs, and the time operators added to their budget
+	Usage(ctx context.Context, learner, course string) (used, added time.Duration, err error)
+	AddUsage(ctx context.Context, lab labs.Lab, by time.Duration, ev labs.Event) error
 	CountLive(ctx context.Context) (map[string]int, error)
 	// the operation in flight in each of a cloud's slots (see labs.Operation)
 	StartOperation(ctx context.Context, op labs.Operation) error
@@ -152,6 +155,9 @@ var (
 	ErrInvalid      = errors.New("invalid request")
 	// ErrNoRoom: no cloud can take a new lab (all full or drained). A job failure, not bad input.
 	ErrNoRoom = errors.New("no cloud has room for a new lab")
+	// ErrBudgetExhausted: the learner has used their time in the course (usage_limit and the
+	// time operators added): a launch or a resume is refused.
+	ErrBudgetExhausted = errors.New("time budget exhausted")
 )
 
 // LaunchRequest asks for a lab. Template and Cloud are optional.
@@ -195,6 +201,9 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 	file, err := m.Template(req.Template)
 	if err != nil {
 		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if err := m.checkBudget(ctx, req.Learner, req.Course); err != nil {
+		return Pending{}, err
 	}
 	if existing, err := m.Registry.FindLive(ctx, req.Learner, req.Course); err == nil {
 		return Pending{Lab: existing}, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)

@@ -249,3 +249,30 @@ func TestDeadlinesAreTheDecisions(t *testing.T) {
 		}
 	}
 }
+
+func TestBudget(t *testing.T) {
+	r := policy.Rules{UsageLimit: 10 * time.Hour, UsageWarnAt: 15 * time.Minute}
+	tests := []struct {
+		name                     string
+		rules                    policy.Rules
+		used, added, wantLeft    time.Duration
+		limited, warn, exhausted bool
+	}{
+		{"no usage_limit: unlimited, whatever was used", policy.Rules{UsageWarnAt: time.Hour}, 100 * time.Hour, time.Hour, 0, false, false, false},
+		{"plenty left", r, time.Hour, 0, 9 * time.Hour, true, false, false},
+		{"warned at usage_warn_at left", r, 9*time.Hour + 45*time.Minute, 0, 15 * time.Minute, true, true, false},
+		{"one second before the warning", r, 9*time.Hour + 45*time.Minute - time.Second, 0, 15*time.Minute + time.Second, true, false, false},
+		{"used up exactly", r, 10 * time.Hour, 0, 0, true, true, true},
+		{"past the limit: nothing left, not less", r, 11 * time.Hour, 0, 0, true, true, true},
+		{"time added by an operator counts", r, 11 * time.Hour, 2 * time.Hour, time.Hour, true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := tt.rules.Budget(tt.used, tt.added)
+			if b.Limited() != tt.limited || b.Left() != tt.wantLeft || b.Warn() != tt.warn || b.Exhausted() != tt.exhausted {
+				t.Errorf("%+v: limited %t left %s warn %t exhausted %t; want %t %s %t %t", b, b.Limited(), b.Left(), b.Warn(), b.Exhausted(),
+					tt.limited, tt.wantLeft, tt.warn, tt.exhausted)
+			}
+		})
+	}
+}

@@ -28,6 +28,10 @@ type Rules struct {
 	MaxAttempts int `json:"max_attempts"`
 	// RetryBackoff: the wait after the first failed action; it doubles with each failure.
 	RetryBackoff time.Duration `json:"retry_backoff"`
+	// UsageLimit is the time a learner may be active in the course's labs (see Budget); zero:
+	// no limit. UsageWarnAt is the time left from which the learner is warned.
+	UsageLimit  time.Duration `json:"usage_limit,omitempty"`
+	UsageWarnAt time.Duration `json:"usage_warn_at,omitempty"`
 }
 
 // InUse reports whether the learner is in the lab at now: a heartbeat or a resume within

@@ -338,3 +338,58 @@ func TestImport(t *testing.T) {
 		}
 	})
 }
+
+// TestUsage: a learner's usage in a course is the length of every span of every one of their
+// labs in it, deleted ones and the open span included, and nobody else's; the time added to
+// their budget is the sum of what operators added for that learner and course.
+func TestUsage(t *testing.T) {
+	gap := int(labs.ActivityGap / time.Second)
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		beat := func(id string, secs ...int) {
+			t.Helper()
+			for _, s := range secs {
+				if _, err := e.s.Heartbeat(ctx, id, at(s)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		course := "course-v1:hastexo+hx212+201907"
+		mustCreate(t, e.s, newLab("u1", "ann", course, "east", labs.Active, at(0)))
+		beat("u1", 0, 60, 120, 120+gap+1, 120+gap+61) // two spans: 120 s and 60 s
+		first := mustGet(t, e.s, "u1")
+		first.Status, first.DeletedAt = labs.Deleted, at(5000)
+		if _, err := e.s.UpdateLab(ctx, first, event("delete", at(5000))); err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, e.s, newLab("u2", "ann", course, "east", labs.Active, at(6000)))
+		beat("u2", 6000, 6030) // the open span: 30 s
+		// someone else's in the course, and ann's in another course: not counted
+		mustCreate(t, e.s, newLab("u3", "bob", course, "east", labs.Active, at(0)))
+		beat("u3", 0, 200)
+		mustCreate(t, e.s, newLab("u4", "ann", "net101", "east", labs.Active, at(0)))
+		beat("u4", 0, 300)
+
+		used, added, err := e.s.Usage(ctx, "ann", course)
+		if err != nil || used != 210*time.Second || added != 0 {
+			t.Errorf("Usage(ann) = %s, %s, %v; want 3m30s used, nothing added", used, added, err)
+		}
+		for _, by := range []time.Duration{2 * time.Hour, 90*time.Minute + 500*time.Millisecond} {
+			if err := e.s.AddUsage(ctx, mustGet(t, e.s, "u2"), by, labs.Event{LabID: "u2", At: at(7000), Actor: "op", Action: "extend"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, added, err := e.s.Usage(ctx, "ann", course); err != nil || added != 3*time.Hour+30*time.Minute {
+			t.Errorf("time added after 2h and 1h30m0.5s: %s, %v; want 3h30m (whole seconds)", added, err)
+		}
+		if _, added, _ := e.s.Usage(ctx, "bob", course); added != 0 {
+			t.Errorf("time added to bob's budget by ann's extension: %s", added)
+		}
+		if evs, err := e.s.Events(ctx, "u2", 0); err != nil || evs[len(evs)-1].Action != "extend" {
+			t.Errorf("the lab's events after an extension: %+v, %v", evs, err)
+		}
+		if used, _, err := e.s.Usage(ctx, "nobody", course); err != nil || used != 0 {
+			t.Errorf("Usage of a learner with no lab = %s, %v", used, err)
+		}
+	})
+}
