@@ -355,6 +355,8 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) err
 		}
 		req, spent, err := s.Labs.SuspendSpent(ctx, lab)
 		switch {
+		case errors.Is(err, lifecycle.ErrBusy):
+			// another heartbeat (another replica's) claimed it first
 		case err != nil:
 			// counted all the same; the next heartbeat tries again
 			s.Log.Warn("suspend of a spent time budget not claimed", "lab", lab.ID, "err", err)
