@@ -39,6 +39,7 @@ type Labs interface {
 	Budget(ctx context.Context, learner, course string) (policy.Budget, error)
 	SuspendSpent(ctx context.Context, lab labs.Lab) (lifecycle.Request, bool, error)
 	Extend(ctx context.Context, id string, by time.Duration, actor string) (labs.Lab, policy.Budget, error)
+	Fill(ctx context.Context, course string) (int, error)
 }
 
 // Registry is what the API reads directly.
@@ -223,7 +224,8 @@ type launchRequest struct {
 }
 
 // launch returns the learner's live lab for the course (resuming it if it is suspended), or
-// starts a new one: an LMS retry never makes a second stack.
+// starts a new one (or takes one of the course's warm pool, and resumes it): an LMS retry
+// never makes a second stack.
 func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) error {
 	var req launchRequest
 	if err := decode(r, &req); err != nil {
@@ -256,6 +258,13 @@ func (s *Server) launch(w http.ResponseWriter, r *http.Request, client string) e
 		_, err := s.Labs.Provision(ctx, p)
 		return err
 	})
+	if p.Pooled() {
+		// taken from the course's warm pool (Provision resumes it): the pool lacks one
+		s.background("fill the pool", p.Lab.ID, func(ctx context.Context) error {
+			_, err := s.Labs.Fill(ctx, p.Lab.Course)
+			return err
+		})
+	}
 	w.Header().Set("Location", "/v1/labs/"+p.Lab.ID)
 	return s.writeLab(w, r, http.StatusAccepted, p.Lab)
 }

@@ -558,3 +558,31 @@ func TestTimeBudget(t *testing.T) {
 	}
 	r.waitStatus(id, labs.Active)
 }
+
+// TestLaunchFromWarmPool: a launch in a course with a warm pool is answered with a lab of the
+// pool, now the learner's, which is resumed; the pool is filled up again in the background.
+func TestLaunchFromWarmPool(t *testing.T) {
+	r := newRig(t)
+	r.mgr.Pools = map[string]lifecycle.Pool{"os101": {Size: 2, Template: "lab"}}
+	if n, err := r.mgr.Fill(t.Context(), "os101"); err != nil || n != 2 {
+		t.Fatalf("fill: %d, %v", n, err)
+	}
+	pool, err := r.store.ListLabs(t.Context(), labs.Filter{Course: "os101"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
+	id, _ := res.body["id"].(string)
+	if res.code != http.StatusAccepted || res.body["learner"] != "ann" || res.header.Get("Location") != "/v1/labs/"+id ||
+		!slices.ContainsFunc(pool, func(l labs.Lab) bool { return l.ID == id }) {
+		t.Fatalf("launch: %d %s; want one of the pool's labs, now ann's", res.code, res.raw)
+	}
+	r.waitStatus(id, labs.Active)
+	deadline := time.Now().Add(10 * time.Second)
+	for n, _ := r.store.PoolSize(t.Context(), "os101"); n != 2; n, _ = r.store.PoolSize(t.Context(), "os101") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pool was not filled up again: %d of 2", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

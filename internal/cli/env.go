@@ -99,6 +99,15 @@ func (e *env) manager() *lifecycle.Manager {
 	return e.mgr
 }
 
+// pools are the configuration's warm pools, as the lifecycle takes them.
+func (e *env) pools() map[string]lifecycle.Pool {
+	pools := make(map[string]lifecycle.Pool, len(e.cfg.Pools))
+	for course, p := range e.cfg.Pools {
+		pools[course] = lifecycle.Pool(p)
+	}
+	return pools
+}
+
 func (e *env) newManager() *lifecycle.Manager {
 	targets := make([]lifecycle.Target, len(e.clouds))
 	for i, c := range e.clouds {
@@ -117,6 +126,7 @@ func (e *env) newManager() *lifecycle.Manager {
 		Template:        e.cfg.TemplatePath,
 		DefaultTemplate: e.cfg.DefaultTemplate,
 		Rules:           e.cfg.Rules(),
+		Pools:           e.pools(),
 		Hooks: lifecycle.Hooks{BeforeSuspend: e.cfg.Hooks.BeforeSuspend, AfterResume: e.cfg.Hooks.AfterResume,
 			BeforeDelete: e.cfg.Hooks.BeforeDelete, Timeout: e.cfg.Hooks.Timeout.D(), Env: e.cfg.Hooks.Env,
 			MaxParallel: e.cfg.Hooks.MaxParallel},

@@ -106,7 +106,7 @@ func labsCommand(stdio IO) *cli.Command {
 					now := e.now()
 					rows := make([][]string, len(list))
 					for i, l := range list {
-						rows[i] = []string{l.ID, l.Learner, l.Course, l.Cloud, string(l.Status), orDash(l.StackStatus),
+						rows[i] = []string{l.ID, learnerOrPool(l), l.Course, l.Cloud, string(l.Status), orDash(l.StackStatus),
 							ago(now, l.LastActivity()), ago(now, l.CreatedAt)}
 					}
 					return table(stdio.Out, "ID\tLEARNER\tCOURSE\tCLOUD\tSTATUS\tSTACK\tLAST ACTIVE\tCREATED", rows)
@@ -338,7 +338,7 @@ func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab
 	}
 	now := e.now()
 	fmt.Fprintf(w, "lab %s: %s\n", lab.ID, lab.Status)
-	fmt.Fprintf(w, "  learner %s, course %s, template %s\n", lab.Learner, lab.Course, lab.Template)
+	fmt.Fprintf(w, "  learner %s, course %s, template %s\n", learnerOrPool(lab), lab.Course, lab.Template)
 	fmt.Fprintf(w, "  cloud %s, stack %s (%s), status %s\n", lab.Cloud, lab.StackName, orDash(lab.StackID), orDash(lab.StackStatus))
 	fmt.Fprintf(w, "  created %s, last heartbeat %s, last resumed %s\n", ago(now, lab.CreatedAt), ago(now, lab.LastHeartbeat), ago(now, lab.LastResumedAt))
 	if budget.Limited() {
@@ -367,6 +367,14 @@ func printLab(ctx context.Context, w io.Writer, out string, e *env, lab labs.Lab
 	}
 	fmt.Fprintln(w)
 	return table(w, "  AT\tACTOR\tACTION\tSTATUS\tREQUEST\tDETAIL", indent(rows))
+}
+
+// learnerOrPool is the lab's learner, or "(pool)" for a lab of its course's warm pool.
+func learnerOrPool(l labs.Lab) string {
+	if l.Pooled() {
+		return "(pool)"
+	}
+	return l.Learner
 }
 
 func indent(rows [][]string) [][]string {

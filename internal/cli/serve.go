@@ -165,6 +165,18 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 			scheduler.Job{Name: JobName("reconcile", cc.Name), Lock: lock, Every: sc.ReconcileEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.Reconcile)},
 			scheduler.Job{Name: JobName("launch-timeouts", cc.Name), Lock: lock, Every: sc.LaunchTimeoutsEvery.D(), Timeout: bound, Run: job(r.RunOnly, reaper.LaunchTimeouts)})
 	}
+	// the warm pools, filled up (one process at a time per course: lifecycle.Manager.Fill)
+	if len(e.cfg.Pools) > 0 {
+		jobs = append(jobs, scheduler.Job{Name: "fill-pools", Lock: "pools", Every: sc.PoolsEvery.D(), Timeout: bound, Run: func(ctx context.Context) error {
+			var errs []error
+			for course := range e.cfg.Pools {
+				if _, err := mgr.Fill(ctx, course); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			return errors.Join(errs...)
+		}})
+	}
 	sched, err := scheduler.New(scheduler.Options{Locker: e.store, Observe: m.ObserveJob, Logger: e.log, Replica: replica, Jobs: jobs})
 	if err != nil {
 		return err

@@ -36,11 +36,13 @@ type Config struct {
 	Templates map[string]string `yaml:"templates" json:"templates"`
 	// DefaultTemplate is the template a launch uses when none is named; it may be left out
 	// when there is exactly one template.
-	DefaultTemplate string    `yaml:"default_template" json:"default_template"`
-	Policy          Policy    `yaml:"policy" json:"-"`
-	Hooks           Hooks     `yaml:"hooks" json:"hooks"`
-	Serve           Serve     `yaml:"serve" json:"serve"`
-	Scheduler       Scheduler `yaml:"scheduler" json:"scheduler"`
+	DefaultTemplate string `yaml:"default_template" json:"default_template"`
+	Policy          Policy `yaml:"policy" json:"-"`
+	// Pools are the courses' warm pools, by course.
+	Pools     map[string]Pool `yaml:"pools" json:"pools,omitempty"`
+	Hooks     Hooks           `yaml:"hooks" json:"hooks"`
+	Serve     Serve           `yaml:"serve" json:"serve"`
+	Scheduler Scheduler       `yaml:"scheduler" json:"scheduler"`
 
 	rules policy.Set
 }
@@ -185,11 +187,24 @@ type Scheduler struct {
 	ReapEvery           Duration `yaml:"reap_every" json:"-"`
 	ReconcileEvery      Duration `yaml:"reconcile_every" json:"-"`
 	LaunchTimeoutsEvery Duration `yaml:"launch_timeouts_every" json:"-"`
+	// PoolsEvery is how often the warm pools are filled up (a launch that takes a lab from a
+	// pool also fills it at once).
+	PoolsEvery Duration `yaml:"pools_every" json:"-"`
 	// PassTimeout bounds a reaper pass (each job's run, and `reap --once`): when it is up the
 	// actions still going are cancelled, recorded, and left to the next pass, so a pass stuck
 	// on a cloud cannot hold the reaper's lock, and with it every suspend, for long.
 	PassTimeout Duration `yaml:"pass_timeout" json:"-"`
 }
+
+// Pool is a course's warm pool: Size labs launched ahead of the learners, from Template, and
+// kept suspended; a launch for the course takes one and resumes it.
+type Pool struct {
+	Size     int    `yaml:"size" json:"size"`
+	Template string `yaml:"template" json:"template"`
+}
+
+// MaxPoolSize bounds a pool.
+const MaxPoolSize = 1000
 
 // Duration is a Go duration string (90s, 2m, 336h) as written in the file. It is parsed in
 // Validate, where the field's name is known, so errors can name it.
@@ -373,6 +388,7 @@ func (c *Config) validate(v *validator) {
 	c.validateClouds(v)
 	c.validateTemplates(v)
 	c.validatePolicy(v)
+	c.validatePools(v)
 	withDefault(v, "hooks.timeout", &c.Hooks.Timeout, DefaultHookTimeout)
 	switch {
 	case c.Hooks.MaxParallel < 0:
@@ -440,6 +456,7 @@ func (c *Config) validateServe(v *validator) {
 	withDefault(v, "scheduler.reap_every", &c.Scheduler.ReapEvery, DefaultReapEvery)
 	withDefault(v, "scheduler.reconcile_every", &c.Scheduler.ReconcileEvery, DefaultReconcileEvery)
 	withDefault(v, "scheduler.launch_timeouts_every", &c.Scheduler.LaunchTimeoutsEvery, DefaultLaunchTimeoutsEvery)
+	withDefault(v, "scheduler.pools_every", &c.Scheduler.PoolsEvery, DefaultPoolsEvery)
 	withDefault(v, "scheduler.pass_timeout", &c.Scheduler.PassTimeout, DefaultPassTimeout)
 }
 
@@ -563,6 +580,25 @@ func (c *Config) validateTemplates(v *validator) {
 		v.Add("default_template", "required when there is more than one template (one of: %s)", strings.Join(c.TemplateNames(), ", "))
 	case c.Templates[c.DefaultTemplate] == "":
 		v.Add("default_template", "%q is not one of the templates (%s)", c.DefaultTemplate, strings.Join(c.TemplateNames(), ", "))
+	}
+}
+
+func (c *Config) validatePools(v *validator) {
+	for course, p := range c.Pools {
+		at := "pools." + course
+		if err := labs.CheckCourse(course); err != nil {
+			v.Add("pools", "%v: no lab can have it, so this pool would never be taken from", err)
+		}
+		if p.Size < 1 || p.Size > MaxPoolSize {
+			v.Add(at+".size", "must be from 1 to %d (got %d); leave the pool out for none", MaxPoolSize, p.Size)
+		}
+		switch {
+		case p.Template == "":
+			p.Template = c.DefaultTemplate
+			c.Pools[course] = p
+		case c.Templates[p.Template] == "":
+			v.Add(at+".template", "%q is not one of the templates (%s)", p.Template, strings.Join(c.TemplateNames(), ", "))
+		}
 	}
 }
 

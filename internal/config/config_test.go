@@ -137,6 +137,9 @@ func TestBadConfigNamesFileAndField(t *testing.T) {
 		want []string // fragments, each must appear in the error
 	}{
 		{"delete_after 0 is ambiguous", minimal + "policy:\n  delete_after: 0\n", []string{"policy.delete_after: 0 is ambiguous"}},
+		{"pool of a course no lab can have", minimal + "pools:\n  \"os 101\":\n    size: 2\n", []string{`pools: course "os 101"`}},
+		{"pool of no labs", minimal + "pools:\n  os101:\n    size: 0\n", []string{"pools.os101.size: must be from 1 to 1000 (got 0)"}},
+		{"pool of an unknown template", minimal + "pools:\n  os101:\n    size: 2\n    template: nope\n", []string{`pools.os101.template: "nope" is not one of the templates`}},
 		{"usage_limit 0 is ambiguous", minimal + "policy:\n  usage_limit: 0h\n", []string{"policy.usage_limit: 0 is ambiguous"}},
 		{"usage_limit not a duration", minimal + "policy:\n  courses:\n    os101:\n      usage_limit: 20\n", []string{`policy.courses.os101.usage_limit: "20" is not a duration`}},
 		{"usage_warn_at past the limit", minimal + "policy:\n  usage_limit: 10m\n", []string{"policy.usage_warn_at: 15m0s is not less than usage_limit 10m0s"}},
@@ -280,5 +283,19 @@ func TestRateLimit(t *testing.T) {
 	c, err = config.Load(write(t, minimal+"serve:\n  rate_limit: {per_second: 2.5}\n"))
 	if err != nil || c.Serve.RateLimit != (config.RateLimit{PerSecond: 2.5, Burst: 3}) {
 		t.Fatalf("rate_limit 2.5/s: %+v, %v; want a burst of 3", c.Serve.RateLimit, err)
+	}
+}
+
+// A warm pool is keyed by course key; its template defaults to the default template.
+func TestPools(t *testing.T) {
+	c, err := config.Load(write(t, minimal+"pools:\n  \"course-v1:hastexo+hx212+201907\":\n    size: 20\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Pools["course-v1:hastexo+hx212+201907"]; p.Size != 20 || p.Template != "lab" {
+		t.Errorf("pool: %+v; want 20 of the default template lab", p)
+	}
+	if c.Scheduler.PoolsEvery.D() != config.DefaultPoolsEvery {
+		t.Errorf("scheduler.pools_every: %s", c.Scheduler.PoolsEvery.D())
 	}
 }

@@ -42,6 +42,7 @@ const (
 	DefaultReapEvery           = 5 * time.Minute
 	DefaultReconcileEvery      = 10 * time.Minute
 	DefaultLaunchTimeoutsEvery = time.Minute
+	DefaultPoolsEvery          = 30 * time.Second
 	// DefaultPassTimeout bounds a reaper pass: far more than a pass takes (a class of 50
 	// leaving is suspended in half a minute on the local Heat with max_in_flight 10), and
 	// short enough that a pass stuck on a cloud holds up the suspends for minutes, not hours.

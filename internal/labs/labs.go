@@ -121,6 +121,10 @@ func (l Lab) Resumable() bool {
 	return l.Status == Suspended || (l.Status == Failed && (l.StackStatus == "SUSPEND_FAILED" || l.StackStatus == "RESUME_FAILED"))
 }
 
+// Pooled reports whether the lab is one of its course's warm pool, launched ahead of any
+// learner and kept suspended: it has no learner until a launch takes it.
+func (l Lab) Pooled() bool { return l.Learner == "" }
+
 // Unclaim clears the lab's claim: its action is seen through, cancelled or taken over.
 func (l *Lab) Unclaim() { l.ClaimedAt, l.ClaimedBy, l.SentAt = time.Time{}, "", time.Time{} }
 
@@ -195,6 +199,9 @@ const (
 	tagLabPrefix    = "labplane-lab="
 	tagCoursePrefix = "course="
 	tagLearnerPref  = "learner="
+	// TagPool marks a stack launched for a course's warm pool, with no learner yet: the
+	// registry records the learner who takes it, the stack's tags stay as they were.
+	TagPool = "labplane-pool"
 )
 
 // SiteTag is the tag of an installation's stacks.
@@ -208,8 +215,11 @@ const MaxTagLen = 80
 // (course-digest=<16 hex digits>): the registry keeps the full identifiers, and the lab's tag
 // ties the stack to its row.
 func StackTags(l Lab, site string) []string {
-	return []string{TagManaged, SiteTag(site), tagLabPrefix + l.ID,
-		fitTag(tagCoursePrefix, "course-digest=", l.Course), fitTag(tagLearnerPref, "learner-digest=", l.Learner)}
+	tags := []string{TagManaged, SiteTag(site), tagLabPrefix + l.ID, fitTag(tagCoursePrefix, "course-digest=", l.Course)}
+	if l.Pooled() {
+		return append(tags, TagPool)
+	}
+	return append(tags, fitTag(tagLearnerPref, "learner-digest=", l.Learner))
 }
 
 // fitTag is prefix+v if Heat can keep it, else digestPrefix and a digest of v.
@@ -217,8 +227,14 @@ func fitTag(prefix, digestPrefix, v string) string {
 	if t := prefix + v; utf8.RuneCountInString(t) <= MaxTagLen && !strings.ContainsRune(v, ',') {
 		return t
 	}
+	return digestPrefix + Digest(v)
+}
+
+// Digest is a short digest of an identifier (16 hex digits of its SHA-256), where the
+// identifier itself does not fit: a Heat tag, a registry lock's key.
+func Digest(v string) string {
 	sum := sha256.Sum256([]byte(v))
-	return digestPrefix + hex.EncodeToString(sum[:8])
+	return hex.EncodeToString(sum[:8])
 }
 
 // The identifiers the LMS sends, as Open edX makes them: a course key (course-v1:ORG+COURSE+RUN,

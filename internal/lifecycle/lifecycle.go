@@ -25,6 +25,9 @@ import (
 // Registry is what the Manager needs of the store.
 type Registry interface {
 	CreateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error)
+	// a course's warm pool: its live labs with no learner, and the take of a ready one
+	PoolSize(ctx context.Context, course string) (int, error)
+	TakePooled(ctx context.Context, course, learner string, ev labs.Event) (labs.Lab, error)
 	GetLab(ctx context.Context, id string) (labs.Lab, error)
 	FindLive(ctx context.Context, learner, course string) (labs.Lab, error)
 	UpdateLab(ctx context.Context, lab labs.Lab, ev labs.Event) (labs.Lab, error)
@@ -111,8 +114,10 @@ type Manager struct {
 	// DefaultTemplate is used when a launch names none.
 	DefaultTemplate string
 	Rules           policy.Set
-	Hooks           Hooks
-	Now             func() time.Time
+	// Pools are the courses' warm pools, by course (see Pool).
+	Pools map[string]Pool
+	Hooks Hooks
+	Now   func() time.Time
 	// NewID names a new lab; nil: 12 random hex digits.
 	NewID func() string
 	Log   *slog.Logger
@@ -182,12 +187,14 @@ type Pending struct {
 	clouds []Cloud // where it may go, in order
 	file   string  // its template
 	actor  string
+	pooled bool // taken from the course's warm pool: resumed, not created
 }
 
 // Start checks a launch request and records the new lab, placed on the first cloud in order
 // that is not drained and has room, without calling any cloud: the API answers with it at
-// once and provisions it in the background. A learner with a live lab for the course gets
-// that lab back (in Pending.Lab) with labs.ErrExists.
+// once and provisions it in the background. In a course with a warm pool, a ready lab of the
+// pool is the learner's instead (Pending.Pooled), if the pool has one. A learner with a live
+// lab for the course gets that lab back (in Pending.Lab) with labs.ErrExists.
 func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error) {
 	if err := labs.CheckLearner(req.Learner); err != nil {
 		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -210,6 +217,9 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 	} else if !errors.Is(err, labs.ErrNotFound) {
 		return Pending{}, err
 	}
+	if p, ok, err := m.takePooled(ctx, req); ok || err != nil {
+		return p, err
+	}
 	lab, clouds, err := m.place(ctx, req)
 	return Pending{Lab: lab, clouds: clouds, file: file, actor: req.Actor}, err
 }
@@ -217,8 +227,12 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 // Provision creates a started lab's stack and waits for it, failing over to the next cloud
 // when a launch fails (deleting what the failed launch left). If every cloud fails, the lab
 // ends deleted with the reasons in its last error. A lab deleted during its launch stops it:
-// the stack is deleted and no other cloud is tried (errStopped).
+// the stack is deleted and no other cloud is tried (errStopped). A lab taken from its
+// course's warm pool is resumed instead.
 func (m *Manager) Provision(ctx context.Context, p Pending) (labs.Lab, error) {
+	if p.pooled {
+		return m.Do(ctx, OpResume, p.Lab.ID, p.actor, false)
+	}
 	lab := p.Lab
 	var failures []error
 	for i, c := range p.clouds {

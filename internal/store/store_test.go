@@ -1591,9 +1591,10 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP TABLE usage_added`, `DROP INDEX labs_learner_course`, `DROP INDEX labs_cloud_created`, `DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
+		for _, q := range []string{`DROP INDEX labs_live_learner_course`, `CREATE UNIQUE INDEX labs_live_learner_course ON labs (learner, course) WHERE status <> 'deleted'`,
+			`DROP TABLE usage_added`, `DROP INDEX labs_learner_course`, `DROP INDEX labs_cloud_created`, `DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
