@@ -28,6 +28,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/labplane/labplane/internal/labs"
@@ -239,30 +240,36 @@ func Compute(hs []History, o Options) Report {
 		if len(life) == 0 && len(active) == 0 {
 			continue
 		}
-		ls := labStretches{lab: h.Lab, life: life, active: active}
-		r.stretches = append(r.stretches, ls)
-		lc, idle := costOf(ls, o.SuspendedCostFactor[h.Lab.Cloud])
-		if fs, ok := failedSuspends(h, o.Since, o.Until); ok {
-			lc.FailedSuspends = fs.Count
-			r.Waste.FailedSuspends = append(r.Waste.FailedSuspends, fs)
+		parts := poolParts(labStretches{lab: h.Lab, life: life, active: active}, h.Events, o.Until)
+		for i, ls := range parts {
+			last := i == len(parts)-1
+			r.stretches = append(r.stretches, ls)
+			lc, idle := costOf(ls, o.SuspendedCostFactor[h.Lab.Cloud])
+			if fs, ok := failedSuspends(h, o.Since, o.Until); ok && last {
+				lc.FailedSuspends = fs.Count
+				r.Waste.FailedSuspends = append(r.Waste.FailedSuspends, fs)
+			}
+			r.Labs = append(r.Labs, lc)
+			// a pool's lab runs for nobody until it is suspended: the pool's own line, not waste
+			if lc.Running > 0 && lc.Used == 0 && !ls.lab.Pooled() {
+				r.Waste.NoActivity = append(r.Waste.NoActivity, lc)
+			}
+			if idle.LabID != "" && !ls.lab.Pooled() {
+				r.Waste.LongestIdle = append(r.Waste.LongestIdle, idle)
+			}
+			key := groupKey(lc, o.By)
+			g := groups[key]
+			if g == nil {
+				g = &Group{Key: key}
+				groups[key] = g
+			}
+			g.Labs++
+			g.add(lc.Hours)
+			if last {
+				r.Total.Labs++
+			}
+			r.Total.add(lc.Hours)
 		}
-		r.Labs = append(r.Labs, lc)
-		if lc.Running > 0 && lc.Used == 0 {
-			r.Waste.NoActivity = append(r.Waste.NoActivity, lc)
-		}
-		if idle.LabID != "" {
-			r.Waste.LongestIdle = append(r.Waste.LongestIdle, idle)
-		}
-		key := groupKey(lc, o.By)
-		g := groups[key]
-		if g == nil {
-			g = &Group{Key: key}
-			groups[key] = g
-		}
-		g.Labs++
-		g.add(lc.Hours)
-		r.Total.Labs++
-		r.Total.add(lc.Hours)
 	}
 	for _, g := range groups {
 		r.Groups = append(r.Groups, withRatio(*g))
@@ -289,16 +296,46 @@ func withRatio(g Group) Group {
 	return g
 }
 
+// poolSuffix marks the group of a course's warm pool: its labs' hours before a learner
+// took them, a line of their own in every grouping.
+const poolSuffix = "(warm pool)"
+
 func groupKey(lc LabCost, by Grouping) string {
+	key := lc.Course
 	switch by {
 	case ByLearner:
-		return lc.Learner
+		key = lc.Learner
 	case ByCloud:
-		return lc.Cloud
+		key = lc.Cloud
 	case ByLab:
-		return lc.ID
+		key = lc.ID
 	}
-	return lc.Course
+	if lc.Learner == "" {
+		return strings.TrimSpace(key + " " + poolSuffix)
+	}
+	return key
+}
+
+// poolParts splits the life of a lab of a warm pool that a learner took (its pool-taken
+// event) in two: the pool's before, with no learner, and the learner's after. Any other lab is
+// one part.
+func poolParts(ls labStretches, events []labs.Event, until time.Time) []labStretches {
+	i := slices.IndexFunc(events, func(ev labs.Event) bool { return ev.Action == "pool-taken" })
+	if i < 0 {
+		return []labStretches{ls}
+	}
+	taken := events[i].At
+	pool, learner := ls, ls
+	pool.lab.Learner = ""
+	pool.life, pool.active = clip(ls.life, time.Time{}, taken), clip(ls.active, time.Time{}, taken)
+	learner.life, learner.active = clip(ls.life, taken, until), clip(ls.active, taken, until)
+	var parts []labStretches
+	for _, p := range []labStretches{pool, learner} {
+		if len(p.life) > 0 || len(p.active) > 0 {
+			parts = append(parts, p)
+		}
+	}
+	return parts
 }
 
 // lifeOf replays a lab's audit trail into its running and suspended stretches up to until.

@@ -371,3 +371,44 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load with a failing registry: %v", err)
 	}
 }
+
+// A lab of a course's warm pool bills to the pool until a learner takes it (its pool-taken
+// event), then to the learner: the pool's hours are a line of their own in every grouping,
+// and its running before the learner is not counted as waste.
+func TestWarmPoolLine(t *testing.T) {
+	pooled := lab("p", labs.Suspended, 0) // the registry's row: ann's since the take
+	hs := []cost.History{usual(), history(pooled, []labs.Activity{act(10.5, 11.5)},
+		ev("launch", "", labs.Launching, 0),
+		ev("launched", labs.Launching, labs.Active, 0.1),
+		ev("suspend", labs.Active, labs.Suspended, 0.2),
+		ev("pool-taken", "", "", 10),
+		ev("resume", labs.Suspended, labs.Active, 10.5),
+		ev("suspend", labs.Active, labs.Suspended, 12),
+	)}
+	for _, tc := range []struct {
+		by        cost.Grouping
+		pool, own string
+	}{{cost.ByCourse, "os101 (warm pool)", "os101"}, {cost.ByLearner, "(warm pool)", "ann"}, {cost.ByCloud, "east (warm pool)", "east"}} {
+		r := cost.Compute(hs, cost.Options{Until: h(20), By: tc.by})
+		groups := map[string]cost.Group{}
+		for _, g := range r.Groups {
+			groups[g.Key] = g
+		}
+		pool := groups[tc.pool]
+		if pool.Labs != 1 || !near(pool.Running, 0.2) || !near(pool.Suspended, 9.8) || pool.Used != 0 {
+			t.Errorf("by %s: the pool's line %+v; want 0.2 h running, 9.8 h suspended, nothing used", tc.by, pool)
+		}
+		// the learner's: usual's hours, and p's from the take: 0.5 h suspended, 1.5 running, 1 used
+		if own := groups[tc.own]; own.Labs != 2 || !near(own.Used, 1.8+0.9+1) {
+			t.Errorf("by %s: the learner's line %+v", tc.by, own)
+		}
+		if r.Total.Labs != 2 || !near(r.Total.Running+r.Total.Suspended, groups[tc.pool].Existed+groups[tc.own].Existed) {
+			t.Errorf("by %s: total %+v", tc.by, r.Total)
+		}
+		for _, w := range r.Waste.NoActivity {
+			if w.Learner == "" {
+				t.Errorf("by %s: the pool's running counted as waste: %+v", tc.by, w)
+			}
+		}
+	}
+}
