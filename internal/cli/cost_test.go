@@ -215,7 +215,7 @@ func TestCostAndSimBadFlagsExit2(t *testing.T) {
 		{[]string{"cost", "report", "--db", filepath.Join(s.dir, "nope.db")}, "no such file"},
 		{[]string{"cost", "bogus"}, `"bogus"`},
 		{[]string{"sim", "--trace", "rush"}, `--trace "rush": use one of [steady class]`},
-		{[]string{"sim", "--policy", "never"}, `--policy "never": use one of [labplane hastexo always-on labplane-idle15m labplane-idle15m-leave80]`},
+		{[]string{"sim", "--policy", "never"}, `--policy "never": use one of [labplane hastexo always-on labplane-idle15m labplane-idle15m-leave80 labplane-pool]`},
 		{[]string{"sim", "--output", "csv"}, `--output "csv"`},
 		{[]string{"sim", "--db", existing}, "exists"},
 	}

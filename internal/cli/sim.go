@@ -42,7 +42,8 @@ func simCommand(stdio IO) *cli.Command {
 			&cli.StringSliceFlag{Name: "trace", Usage: "only these traces: steady, class (default: both)"},
 			&cli.StringSliceFlag{Name: "policy", Usage: "only these policies: labplane, hastexo, always-on (the default: all three), " +
 				"labplane-idle15m (heartbeats only while the learner acts: idle_suspend_after 15m), labplane-idle15m-leave80 " +
-				"(the same, the LMS sending leave at the end of 80% of sessions: suspended leave_grace, 3m, later)"},
+				"(the same, the LMS sending leave at the end of 80% of sessions: suspended leave_grace, 3m, later), labplane-pool " +
+				"(the defaults with a warm pool the size of the trace: a first visit resumes a lab of the pool)"},
 		},
 		Action: func(c *cli.Context) error {
 			out, err := output(c)
@@ -113,9 +114,10 @@ func printSim(w io.Writer, res sim.Result) error {
 	secs := func(s float64) string { return strconv.FormatFloat(s, 'f', 2, 64) + " s" }
 	for i, r := range res.Rows {
 		rows[i] = []string{r.Policy, r.Trace, hours(r.BilledHours), hours(r.UsedHours), strconv.FormatFloat(r.Ratio, 'f', 3, 64),
-			hours(r.ReportBilledHours), strconv.Itoa(r.Returns), secs(r.ResumeWaitP50), secs(r.ResumeWaitP99), secs(r.ResumeWaitMax)}
+			hours(r.ReportBilledHours), secs(r.LaunchWaitP50), secs(r.LaunchWaitP99), strconv.Itoa(r.Returns), secs(r.ResumeWaitP50),
+			secs(r.ResumeWaitP99), secs(r.ResumeWaitMax)}
 	}
-	if err := table(w, "POLICY\tTRACE\tBILLED h\tUSED h\tBILLED/USED\tREPORT BILLED h\tRETURNS\tRESUME WAIT p50\tp99\tmax", rows); err != nil {
+	if err := table(w, "POLICY\tTRACE\tBILLED h\tUSED h\tBILLED/USED\tREPORT BILLED h\tFIRST LAUNCH WAIT p50\tp99\tRETURNS\tRESUME WAIT p50\tp99\tmax", rows); err != nil {
 		return err
 	}
 	fmt.Fprintln(w, "billed: what the cloud metered (every moment a stack was not suspended); used: the learners' heartbeats;\n"+

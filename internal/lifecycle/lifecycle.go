@@ -116,6 +116,9 @@ type Manager struct {
 	Rules           policy.Set
 	// Pools are the courses' warm pools, by course (see Pool).
 	Pools map[string]Pool
+	// Go starts the goroutines of a Fill, one per lab; nil: the go statement (a simulation
+	// on a virtual clock counts them on it).
+	Go func(fn func())
 	Hooks Hooks
 	Now   func() time.Time
 	// NewID names a new lab; nil: 12 random hex digits.

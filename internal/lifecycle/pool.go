@@ -78,10 +78,18 @@ func (m *Manager) Fill(ctx context.Context, course string) (int, error) {
 		return 0, err
 	}
 	missing := pool.Size - have
+	start := m.Go
+	if start == nil {
+		start = func(fn func()) { go fn() }
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, max(missing, 0))
 	for i := range missing {
-		wg.Go(func() { errs[i] = m.launchPooled(ctx, course, pool.Template) })
+		wg.Add(1)
+		start(func() {
+			defer wg.Done()
+			errs[i] = m.launchPooled(ctx, course, pool.Template)
+		})
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

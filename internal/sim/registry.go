@@ -77,6 +77,10 @@ func (r *registry) Leave(ctx context.Context, id string, at time.Time) (labs.Lab
 	return r.keep(r.Store.Leave(ctx, id, at))
 }
 
+func (r *registry) TakePooled(ctx context.Context, course, learner string, ev labs.Event) (labs.Lab, error) {
+	return r.keep(r.Store.TakePooled(ctx, course, learner, ev))
+}
+
 // ListLabs answers from the copy, in the store's order; a page (the API's) from the store.
 func (r *registry) ListLabs(ctx context.Context, f labs.Filter) ([]labs.Lab, error) {
 	if f.After != "" || f.Limit > 0 {

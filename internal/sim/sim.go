@@ -91,6 +91,10 @@ type Policy struct {
 	// LeaveShare is the share of sessions whose end the LMS reports (POST /leave: the learner
 	// closed the lab's page); the others just stop sending heartbeats.
 	LeaveShare float64
+	// Pool: the course has a warm pool the size of the trace's learners, filled as the month
+	// begins (one lab after another). It is not filled again: every learner of a trace takes
+	// one lab on their first visit and keeps it, and no learner comes new later.
+	Pool bool
 }
 
 // Round is what a run of a policy's suspender has to go on.
@@ -170,6 +174,14 @@ func LabplaneIdle(idle time.Duration, leaveShare float64) Policy {
 	return p
 }
 
+// LabplanePool is labplane's defaults with a warm pool the size of the class: a learner's
+// first visit resumes a lab of the pool instead of creating one.
+func LabplanePool() Policy {
+	p := Labplane()
+	p.Name, p.Pool = "labplane-pool", true
+	return p
+}
+
 // AlwaysOn never suspends: a lab runs from its launch to the end of the month.
 func AlwaysOn() Policy {
 	return Policy{Name: "always-on", Rules: policy.Set{Default: config.DefaultRules}}
@@ -198,11 +210,11 @@ func Default() Config {
 		Policies: []Policy{Labplane(), Hastexo(), AlwaysOn()}}
 }
 
-// Policies are the policies a simulation may compare: Default's, and labplane with heartbeats
+// Policies are the policies a simulation may compare: Default's, labplane with heartbeats
 // that say the learner acts, 15 minutes idle_suspend_after, without and with leaves on 80% of
-// sessions.
+// sessions, and labplane with a warm pool.
 func Policies() []Policy {
-	return append(Default().Policies, LabplaneIdle(15*time.Minute, 0), LabplaneIdle(15*time.Minute, 0.8))
+	return append(Default().Policies, LabplaneIdle(15*time.Minute, 0), LabplaneIdle(15*time.Minute, 0.8), LabplanePool())
 }
 
 // Row is one trace under one policy.
@@ -228,7 +240,12 @@ type Row struct {
 	ResumeWaitP99    float64 `json:"resume_wait_p99_s"`
 	ResumeWaitMax    float64 `json:"resume_wait_max_s"`
 	ReturnsMidAction int     `json:"returns_during_a_suspend"`
-	FailedActions    int     `json:"failed_actions"`
+	// LaunchWait* is how long learners waited for their first lab (a create, or with a warm
+	// pool a resume of one of its labs), in seconds.
+	LaunchWaitP50 float64 `json:"launch_wait_p50_s"`
+	LaunchWaitP99 float64 `json:"launch_wait_p99_s"`
+	LaunchWaitMax float64 `json:"launch_wait_max_s"`
+	FailedActions int     `json:"failed_actions"`
 }
 
 // Course is the course a trace runs as under a policy in the registry.
@@ -315,13 +332,15 @@ type run struct {
 
 	mu       sync.Mutex
 	err      error
-	arrivals arrivalHeap // every learner's next session
-	launched []bool      // every learner's: has had a lab
-	dues     timeHeap    // when a lab may be due for the suspender
-	lastTick time.Time   // the suspender's last run
-	pending  int         // its actions not done yet (it is running while > 0)
-	waits    []time.Duration
-	row      Row
+	arrivals arrivalHeap     // every learner's next session
+	launched []bool          // every learner's: has had a lab
+	dues     timeHeap        // when a lab may be due for the suspender
+	lastTick time.Time       // the suspender's last run
+	pending  int             // its actions not done yet (it is running while > 0)
+	waits    []time.Duration // returning learners'
+	// first visits'
+	launchWaits []time.Duration
+	row         Row
 }
 
 func newRun(tr Trace, p Policy, start, end time.Time, log *slog.Logger) *run {
@@ -350,7 +369,12 @@ func (r *run) open(ctx context.Context, path string) (*store.Store, error) {
 	r.reg = newRegistry(st, r.course)
 	r.mgr = &lifecycle.Manager{Site: "sim", Registry: r.reg, Locks: st, Targets: []lifecycle.Target{{Cloud: r.cloud}},
 		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab",
-		Rules: r.pol.Rules, Now: r.v.Now, Log: r.log}
+		Rules: r.pol.Rules, Now: r.v.Now, Log: r.log,
+		// a pool is filled one lab after another, in the counted goroutine that fills it
+		Go: func(fn func()) { fn() }}
+	if r.pol.Pool {
+		r.mgr.Pools = map[string]lifecycle.Pool{r.course: {Size: len(r.trace.Learners), Template: "lab"}}
+	}
 	r.rp = &reaper.Reaper{Site: "sim", Registry: r.reg, Clouds: []reaper.Cloud{r.cloud}, Applier: counted{r},
 		Rules: r.pol.Rules, Now: r.v.Now, Log: r.log, Actor: "scheduler"}
 	return st, nil
@@ -367,6 +391,13 @@ func (r *run) simulate(ctx context.Context, path string) error {
 	defer st.Close()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if r.pol.Pool {
+		r.v.Go(func() {
+			if _, err := r.mgr.Fill(ctx, r.course); err != nil {
+				r.fail(fmt.Errorf("%s: fill the warm pool: %w", r.course, err))
+			}
+		})
+	}
 	r.drive(ctx)
 	if err := r.failed(); err != nil {
 		cancel()
@@ -479,6 +510,8 @@ func (r *run) session(ctx context.Context, learner, session int) {
 	if r.launched[learner] {
 		r.waits = append(r.waits, ready.Sub(s.Arrive))
 		first = latest(ready, s.Arrive.Add(beatEvery)) // arriving was one
+	} else {
+		r.launchWaits = append(r.launchWaits, ready.Sub(s.Arrive))
 	}
 	r.launched[learner] = true
 	r.mu.Unlock()
@@ -690,16 +723,25 @@ func (r *run) applied(err error) {
 	r.v.Done()
 }
 
-// summarize fills the row's resume waits.
+// summarize fills the row's resume and launch waits.
 func (r *run) summarize() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	slices.Sort(r.waits)
 	r.row.Returns = len(r.waits)
-	if n := len(r.waits); n > 0 {
-		at := func(q float64) float64 { return r.waits[min(n-1, int(q*float64(n)))].Seconds() }
-		r.row.ResumeWaitP50, r.row.ResumeWaitP99, r.row.ResumeWaitMax = at(0.50), at(0.99), r.waits[n-1].Seconds()
+	r.row.ResumeWaitP50, r.row.ResumeWaitP99, r.row.ResumeWaitMax = quantiles(r.waits)
+	r.row.LaunchWaitP50, r.row.LaunchWaitP99, r.row.LaunchWaitMax = quantiles(r.launchWaits)
+}
+
+// quantiles are the median, the 99th percentile and the most of waits (sorted here), in
+// seconds; zero for none.
+func quantiles(waits []time.Duration) (p50, p99, most float64) {
+	n := len(waits)
+	if n == 0 {
+		return 0, 0, 0
 	}
+	slices.Sort(waits)
+	at := func(q float64) float64 { return waits[min(n-1, int(q*float64(n)))].Seconds() }
+	return at(0.50), at(0.99), waits[n-1].Seconds()
 }
 
 func (r *run) fail(err error) {

@@ -217,3 +217,32 @@ func TestLeaveSaves(t *testing.T) {
 			saved, sessions, want, without.UsedHours, with.UsedHours)
 	}
 }
+
+// TestWarmPoolSim: a class of 60 for three days with and without a warm pool the size of the
+// class: with it every learner's first visit is a resume of a pool's lab, so the first-launch
+// wait is the resume's, not the create's; the pool's price is its labs' launches and suspends
+// before the class (each pool lab runs a create and a suspend long), and the learners' use is
+// the same but for the first visits' waits (within 0.1%).
+func TestWarmPoolSim(t *testing.T) {
+	start := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	const n = 60
+	c := sim.Config{Start: start, Days: 3, Traces: []sim.Trace{sim.Class(start, 3, n, 1)},
+		Policies: []sim.Policy{sim.Labplane(), sim.LabplanePool()}}
+	res, err := sim.Run(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	without, with := res.Rows[0], res.Rows[1]
+	t.Logf("first launch wait p50/p99: %.2f/%.2f s without a pool, %.2f/%.2f s with; billed %.2f h and %.2f h",
+		without.LaunchWaitP50, without.LaunchWaitP99, with.LaunchWaitP50, with.LaunchWaitP99, without.BilledHours, with.BilledHours)
+	if with.LaunchWaitMax > sim.ResumeLatency.Seconds()*float64(n)/4 || with.LaunchWaitP50 != sim.ResumeLatency.Seconds() ||
+		without.LaunchWaitP50 < sim.CreateLatency.Seconds() {
+		t.Errorf("first launch waits: p50 %.2f s with a pool (want the resume's %s), %.2f s without (want the create's %s or more)",
+			with.LaunchWaitP50, sim.ResumeLatency, without.LaunchWaitP50, sim.CreateLatency)
+	}
+	price := float64(n) * (sim.CreateLatency + sim.SuspendLatency).Hours()
+	if extra := with.BilledHours - without.BilledHours; extra < 0.5*price || extra > 1.5*price || math.Abs(with.UsedHours-without.UsedHours) > 0.001*without.UsedHours {
+		t.Errorf("the pool's price: %.3f h more billed (want about %.3f h: a create and a suspend per pool lab); used %.2f h and %.2f h",
+			extra, price, with.UsedHours, without.UsedHours)
+	}
+}
