@@ -897,6 +897,43 @@ func TestLabCounts(t *testing.T) {
 	})
 }
 
+// TallyLabs counts by course, cloud and status what a filter selects (the console's counts).
+func TestTallyLabs(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		for i, l := range []struct {
+			course, cloud string
+			st            labs.Status
+		}{
+			{"net101", "c1", labs.Active}, {"net101", "c1", labs.Active}, {"net101", "c2", labs.Suspended},
+			{"os101", "c1", labs.NeedsOperator}, {"os101", "c1", labs.Deleted}, {"os101", "c2", labs.Active},
+		} {
+			id := fmt.Sprintf("lab%d", i)
+			mustCreate(t, e.s, newLab(id, id, l.course, l.cloud, l.st, at(i)))
+		}
+		for _, tc := range []struct {
+			name string
+			f    labs.Filter
+			want []labs.Tally
+		}{
+			{"live", labs.Filter{Statuses: labs.LiveStatuses()}, []labs.Tally{
+				{Course: "net101", Cloud: "c1", Status: labs.Active, Labs: 2}, {Course: "net101", Cloud: "c2", Status: labs.Suspended, Labs: 1},
+				{Course: "os101", Cloud: "c1", Status: labs.NeedsOperator, Labs: 1}, {Course: "os101", Cloud: "c2", Status: labs.Active, Labs: 1}}},
+			{"a course, deleted included", labs.Filter{Course: "os101"}, []labs.Tally{
+				{Course: "os101", Cloud: "c1", Status: labs.Deleted, Labs: 1}, {Course: "os101", Cloud: "c1", Status: labs.NeedsOperator, Labs: 1},
+				{Course: "os101", Cloud: "c2", Status: labs.Active, Labs: 1}}},
+			{"a cloud and a status", labs.Filter{Cloud: "c1", Statuses: []labs.Status{labs.Active}}, []labs.Tally{
+				{Course: "net101", Cloud: "c1", Status: labs.Active, Labs: 2}}},
+			{"nothing", labs.Filter{Learner: "nobody"}, nil},
+		} {
+			got, err := e.s.TallyLabs(ctx, tc.f)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%s: TallyLabs = %+v, %v\nwant %+v", tc.name, got, err, tc.want)
+			}
+		}
+	})
+}
+
 // hashOf stands for the SHA-256 of a token: the store takes any bytes.
 func hashOf(s string) []byte {
 	h := make([]byte, 32)
