@@ -464,12 +464,12 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request, u user) error {
 
 // view is what every page's template gets.
 type view struct {
-	Title    string
-	Nav      string
-	User     *user
-	CSRF     string
-	Page     any
-	Now      time.Time
+	Title string
+	Nav   string
+	User  *user
+	CSRF  string
+	Page  any
+	Now   time.Time
 	// Attention is how many labs need an operator (or failed), for the menu.
 	Attention int
 }

@@ -153,11 +153,11 @@ const timelineShown = 500
 type labData struct {
 	Lab        labs.Lab
 	CourseLink template.URL
-	Events    []labs.Event
-	More      bool
-	Retry     lifecycle.Op
-	Requested string
-	Outputs   int
+	Events     []labs.Event
+	More       bool
+	Retry      lifecycle.Op
+	Requested  string
+	Outputs    int
 }
 
 // labPage shows a lab and its audit trail (its outputs only on a page of their own).
