@@ -225,7 +225,9 @@ func (s *Server) observed(route string, h func(http.ResponseWriter, *http.Reques
 		// the registry holds now, and may show a lab's outputs)
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 		hd.Set("X-Content-Type-Options", "nosniff")
-		hd.Set("Referrer-Policy", "no-referrer")
+		// not no-referrer: with it Chromium sends "Origin: null" on the forms' POSTs, which
+		// sameOrigin refuses; same-origin keeps addresses within the console all the same
+		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
 		if r.Method == http.MethodPost {
 			r.Body = http.MaxBytesReader(sw, r.Body, maxForm)
