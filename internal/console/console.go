@@ -85,8 +85,6 @@ type Server struct {
 	Now                 func() time.Time // nil: the wall clock
 	Log                 *slog.Logger
 	Observe             Observer // nil: nothing observed
-	// SessionTTL is how long a login lasts (zero: DefaultSessionTTL).
-	SessionTTL time.Duration
 
 	initOnce sync.Once
 	pages    map[string]*template.Template
@@ -95,8 +93,8 @@ type Server struct {
 	sessions map[[sha256.Size]byte]*session // by the SHA-256 of the session id
 }
 
-// DefaultSessionTTL is how long a login lasts unless Server.SessionTTL says otherwise.
-const DefaultSessionTTL = 12 * time.Hour
+// sessionTTL is how long a login lasts.
+const sessionTTL = 12 * time.Hour
 
 // Cookie names: the session's, and the one that ties a login form to the browser it was
 // shown to (login CSRF: no session exists yet).
@@ -155,13 +153,6 @@ func (s *Server) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
-}
-
-func (s *Server) ttl() time.Duration {
-	if s.SessionTTL > 0 {
-		return s.SessionTTL
-	}
-	return DefaultSessionTTL
 }
 
 // Handler returns the console's routes, all under /console.
@@ -443,9 +434,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) error {
 			delete(s.sessions, k)
 		}
 	}
-	s.sessions[sha256.Sum256([]byte(id))] = &session{tokenHash: sha256.Sum256([]byte(plain)), csrf: random(32), expires: now.Add(s.ttl())}
+	s.sessions[sha256.Sum256([]byte(id))] = &session{tokenHash: sha256.Sum256([]byte(plain)), csrf: random(32), expires: now.Add(sessionTTL)}
 	s.mu.Unlock()
-	s.setCookie(w, sessionCookie, id, "/console", int(s.ttl().Seconds()))
+	s.setCookie(w, sessionCookie, id, "/console", int(sessionTTL.Seconds()))
 	s.setCookie(w, loginCookie, "", "/console/login", -1)
 	s.Log.Info("console: logged in", "token", client.Name, "scope", client.Scope, "remote", r.RemoteAddr)
 	next := r.PostForm.Get("next")

@@ -409,7 +409,7 @@ func TestOperatorActions(t *testing.T) {
 	if !strings.Contains(p.body, "/console/labs/"+lab.ID+"/confirm?action=retry") || strings.Contains(p.body, healthy.ID) {
 		t.Fatalf("attention:\n%s", p.body)
 	}
-	if !strings.Contains(p.body, `<span class="count">1</span>`) {
+	if !strings.Contains(p.body, `<span class="count some">1</span>`) {
 		t.Error("the menu does not count the lab that needs an operator")
 	}
 	p = b.get("/console/labs/" + lab.ID + "/confirm?action=retry")

@@ -455,7 +455,7 @@ var funcs = template.FuncMap{
 			return "bad"
 		case labs.Active:
 			return "good"
-		case labs.Deleted:
+		case labs.Deleted, labs.Suspended:
 			return "muted"
 		}
 		return "busy"
