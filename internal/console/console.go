@@ -75,8 +75,8 @@ type Server struct {
 	Registry Registry
 	Labs     Labs
 	Tokens   Tokens
-	// Background runs an action's cloud work after the answer: the API server's, so that
-	// serve's shutdown waits for the console's actions as for the API's.
+	// Background runs an action's cloud work after the answer (required): the API server's,
+	// so that serve's shutdown waits for the console's actions as for the API's.
 	Background func(what, labID string, run func(ctx context.Context) error)
 	// Clouds are the configured clouds' names, in order (the filter's choices).
 	Clouds []string

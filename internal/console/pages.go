@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"html/template"
 	"maps"
@@ -299,15 +298,7 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, u user, op lifecycl
 		_, err := s.Labs.Carry(ctx, req)
 		return err
 	}
-	if s.Background != nil {
-		s.Background(string(op), req.Lab.ID, run)
-	} else {
-		go func() {
-			if err := run(context.WithoutCancel(r.Context())); err != nil {
-				s.Log.Warn("console action failed", "action", op, "lab", req.Lab.ID, "err", err)
-			}
-		}()
-	}
+	s.Background(string(op), req.Lab.ID, run)
 	http.Redirect(w, r, "/console/labs/"+url.PathEscape(req.Lab.ID)+"?requested="+string(op), http.StatusSeeOther)
 	return nil
 }
@@ -392,7 +383,7 @@ func (s *Server) deploysPage(w http.ResponseWriter, r *http.Request, u user) err
 		}
 	}
 	ps, err := s.Registry.ListPromotions(r.Context(), env)
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil {
 		return err
 	}
 	ps = ps[:min(len(ps), promotionsShown)]
