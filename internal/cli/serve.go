@@ -119,13 +119,13 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	server := &api.Server{Labs: mgr, Registry: e.store, Auth: tokens,
 		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log, Policy: mgr.Rules, Now: e.now,
 		RateLimit: api.RateLimit(e.cfg.Serve.RateLimit)}
-	cloudNames := make([]string, len(e.cfg.Clouds))
+	clouds := make([]console.Cloud, len(e.cfg.Clouds))
 	for i, cc := range e.cfg.Clouds {
-		cloudNames[i] = cc.Name
+		clouds[i] = console.Cloud{Name: cc.Name, Capacity: cc.Capacity, Drain: cc.Drain}
 	}
 	// the operators' console: the same registry, tokens and lifecycle as the API; its
 	// actions run as the API's background work, which shutdown waits for
-	web := &console.Server{Registry: e.store, Labs: mgr, Tokens: tokens, Background: server.Background, Clouds: cloudNames,
+	web := &console.Server{Registry: e.store, Labs: mgr, Tokens: tokens, Background: server.Background, Clouds: clouds,
 		SuspendedCostFactor: e.cfg.SuspendedCostFactors(), Now: e.now, Log: e.log, Observe: m}
 	routes, consoleRoutes := http.NewServeMux(), web.Handler()
 	routes.Handle("/console", consoleRoutes)

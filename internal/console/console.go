@@ -1,7 +1,7 @@
 // Package console is the operators' web console, served by `labplane serve` under /console:
 // the labs by course, status and cloud with their counts and filters, a lab's audit trail,
-// the labs that need an operator with what fixes them, what the labs cost, and the platform's
-// deploy runs and promotions. Its pages are rendered on the server (html/template, the
+// the labs that need an operator with what fixes them, the clouds (drained or not), what the
+// labs cost, and the platform's deploy runs and promotions. Its pages are rendered on the server (html/template, the
 // templates and the stylesheet embedded): no script, no build step, and they work without
 // JavaScript and at a phone's width.
 //
@@ -11,7 +11,7 @@
 // process's memory, the token's SHA-256, its name and scope, and the session's CSRF token.
 // Every request checks the token again by its hash (revoking it ends its sessions within
 // serve.token_cache), and every POST carries the CSRF token in its form. Actions (retry,
-// delete) go through the same lifecycle use cases as the API's, recorded in the audit trail
+// delete, drain) go through the same lifecycle use cases as the API's, recorded in the audit trail
 // as the API records them: actor "api:<token name>". A read token sees everything and acts on
 // nothing: it gets no buttons, and its POSTs are refused (403).
 package console
@@ -51,6 +51,17 @@ type Registry interface {
 	cost.Source
 	ListRuns(ctx context.Context, f runs.Filter) ([]runs.Run, error)
 	ListPromotions(ctx context.Context, target string) ([]platform.Promotion, error)
+	Drains(ctx context.Context) (map[string]labs.Drain, error)
+	DrainCloud(ctx context.Context, d labs.Drain) error
+	UndrainCloud(ctx context.Context, cloud string) error
+}
+
+// Cloud is a configured cloud as the console shows it.
+type Cloud struct {
+	Name string
+	// Capacity is its most live labs (0: no limit); Drain, whether the configuration drains it.
+	Capacity int
+	Drain    bool
 }
 
 // Labs is what the console's actions need of the lifecycle manager (the API's own use cases).
@@ -78,8 +89,8 @@ type Server struct {
 	// Background runs an action's cloud work after the answer (required): the API server's,
 	// so that serve's shutdown waits for the console's actions as for the API's.
 	Background func(what, labID string, run func(ctx context.Context) error)
-	// Clouds are the configured clouds' names, in order (the filter's choices).
-	Clouds []string
+	// Clouds are the configured clouds, in order.
+	Clouds []Cloud
 	// SuspendedCostFactor is each cloud's suspended_cost_factor, for the cost report.
 	SuspendedCostFactor map[string]float64
 	Now                 func() time.Time // nil: the wall clock
@@ -178,6 +189,10 @@ func (s *Server) Handler() http.Handler {
 	page("GET /console/labs/{id}/confirm", auth.ScopeOperator, s.confirmPage)
 	page("POST /console/labs/{id}/retry", auth.ScopeOperator, s.retry)
 	page("POST /console/labs/{id}/delete", auth.ScopeOperator, s.delete)
+	page("GET /console/clouds", auth.ScopeRead, s.cloudsPage)
+	page("GET /console/clouds/{name}/confirm", auth.ScopeOperator, s.confirmCloudPage)
+	page("POST /console/clouds/{name}/drain", auth.ScopeOperator, s.drain)
+	page("POST /console/clouds/{name}/undrain", auth.ScopeOperator, s.undrain)
 	page("GET /console/cost", auth.ScopeRead, s.costPage)
 	page("GET /console/deploys", auth.ScopeRead, s.deploysPage)
 	handle("/console/", func(http.ResponseWriter, *http.Request) error {

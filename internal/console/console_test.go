@@ -2,6 +2,7 @@ package console_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -73,7 +74,7 @@ func newRig(t *testing.T) *rig {
 		}
 		r.tokens[name] = plain
 	}
-	c := &console.Server{Registry: st, Labs: r.mgr, Tokens: auth.NewVerifier(st, 0, nil), Clouds: []string{"a", "b"}, Log: log,
+	c := &console.Server{Registry: st, Labs: r.mgr, Tokens: auth.NewVerifier(st, 0, nil), Clouds: []console.Cloud{{Name: "a", Capacity: 10}, {Name: "b", Drain: true}}, Log: log,
 		Background: func(_, _ string, run func(context.Context) error) {
 			r.work.Go(func() {
 				if err := run(context.Background()); err != nil {
@@ -456,6 +457,60 @@ func TestOperatorActions(t *testing.T) {
 	}
 	if p := b.post("/console/labs/nope/delete", url.Values{"confirm": {"yes"}}); p.code != http.StatusNotFound {
 		t.Errorf("deleting no lab: %d", p.code)
+	}
+}
+
+// An operator drains a cloud (placement then skips it) and undrains it; a read token sees
+// the clouds and cannot; every change is recorded with the token's name.
+func TestDrainACloud(t *testing.T) {
+	r := newRig(t)
+	r.launch("ann", "os101", "a")
+	viewer := r.loggedIn("viewer")
+	p := viewer.get("/console/clouds")
+	if p.code != 200 || !strings.Contains(p.body, "in labplane.yaml") || strings.Contains(p.body, "confirm?action=") {
+		t.Fatalf("a read token's clouds: %d\n%s", p.code, p.body)
+	}
+	if p := viewer.post("/console/clouds/a/drain", url.Values{"confirm": {"yes"}}); p.code != http.StatusForbidden {
+		t.Errorf("a read token's drain: %d", p.code)
+	}
+	ops := r.loggedIn("ops")
+	p = ops.get("/console/clouds")
+	if !strings.Contains(p.body, `href="/console/clouds/a/confirm?action=drain"`) || strings.Contains(p.body, "/console/clouds/b/confirm") {
+		t.Fatalf("an operator's clouds:\n%s", p.body)
+	}
+	if p := ops.get("/console/clouds/a/confirm?action=drain"); p.code != 200 || !strings.Contains(p.body, "Yes, drain cloud a") {
+		t.Fatalf("confirm: %d\n%s", p.code, p.body)
+	}
+	if p := ops.do("POST", "/console/clouds/a/drain", url.Values{"confirm": {"yes"}}); p.code != http.StatusForbidden {
+		t.Errorf("a drain without the CSRF token: %d", p.code)
+	}
+	if p := ops.post("/console/clouds/a/drain", url.Values{"confirm": {"yes"}}); p.code != http.StatusSeeOther {
+		t.Fatalf("drain: %d\n%s", p.code, p.body)
+	}
+	drains, err := r.store.Drains(t.Context())
+	if err != nil || drains["a"].Actor != "api:ops" {
+		t.Fatalf("drains: %+v, %v", drains, err)
+	}
+	if p := ops.get("/console/clouds"); !strings.Contains(p.body, "by api:ops since") || !strings.Contains(p.body, "/console/clouds/a/confirm?action=undrain") {
+		t.Errorf("the drained cloud:\n%s", p.body)
+	}
+	// b is drained in the configuration of this rig's manager too: a launch finds no room
+	r.mgr.Targets[1].Drain = true
+	if _, err := r.mgr.Launch(t.Context(), lifecycle.LaunchRequest{Learner: "bob", Course: "os101", Actor: "test"}); !errors.Is(err, lifecycle.ErrNoRoom) {
+		t.Errorf("a launch with every cloud drained: %v", err)
+	}
+	ops.get("/console/clouds/a/confirm?action=undrain")
+	if p := ops.post("/console/clouds/a/undrain", url.Values{"confirm": {"yes"}}); p.code != http.StatusSeeOther {
+		t.Fatalf("undrain: %d", p.code)
+	}
+	if lab := r.launch("bob", "os101", ""); lab.Cloud != "a" {
+		t.Errorf("after the undrain the lab went to %s", lab.Cloud)
+	}
+	if p := ops.post("/console/clouds/nowhere/drain", url.Values{"confirm": {"yes"}}); p.code != http.StatusNotFound {
+		t.Errorf("draining no such cloud: %d", p.code)
+	}
+	if !strings.Contains(r.log(), `msg="console: cloud drained" cloud=a actor=api:ops`) {
+		t.Errorf("the drain is not logged:\n%s", r.log())
 	}
 }
 

@@ -72,7 +72,7 @@ type count struct {
 type labsData struct {
 	Filter    labFilter
 	Statuses  []labs.Status
-	Clouds    []string
+	Clouds    []Cloud
 	ByStatus  []count
 	ByCloud   []count
 	ByCourse  []count
@@ -300,6 +300,101 @@ func (s *Server) act(w http.ResponseWriter, r *http.Request, u user, op lifecycl
 	}
 	s.Background(string(op), req.Lab.ID, run)
 	http.Redirect(w, r, "/console/labs/"+url.PathEscape(req.Lab.ID)+"?requested="+string(op), http.StatusSeeOther)
+	return nil
+}
+
+type cloudRow struct {
+	Cloud
+	Live  int
+	Drain labs.Drain // drained by an operator (its Actor empty: not)
+}
+
+// cloudsPage shows the configured clouds: their live labs, capacity, and whether new labs go
+// to them.
+func (s *Server) cloudsPage(w http.ResponseWriter, r *http.Request, u user) error {
+	tallies, err := s.Registry.TallyLabs(r.Context(), labs.Filter{Statuses: labs.LiveStatuses()})
+	if err != nil {
+		return err
+	}
+	drains, err := s.Registry.Drains(r.Context())
+	if err != nil {
+		return err
+	}
+	rows := make([]cloudRow, len(s.Clouds))
+	for i, c := range s.Clouds {
+		rows[i] = cloudRow{Cloud: c, Drain: drains[c.Name]}
+		for _, t := range tallies {
+			if t.Cloud == c.Name {
+				rows[i].Live += t.Labs
+			}
+		}
+	}
+	s.render(w, r, "clouds", &u, "", "Clouds", map[string]any{"Clouds": rows})
+	return nil
+}
+
+// cloud is the configured cloud the request names.
+func (s *Server) cloud(r *http.Request) (Cloud, error) {
+	for _, c := range s.Clouds {
+		if c.Name == r.PathValue("name") {
+			return c, nil
+		}
+	}
+	return Cloud{}, httpError{http.StatusNotFound, fmt.Sprintf("No cloud %q is configured.", r.PathValue("name"))}
+}
+
+// confirmCloudPage asks the operator to confirm a drain or an undrain.
+func (s *Server) confirmCloudPage(w http.ResponseWriter, r *http.Request, u user) error {
+	c, err := s.cloud(r)
+	if err != nil {
+		return err
+	}
+	action := r.URL.Query().Get("action")
+	var explain string
+	switch action {
+	case "drain":
+		explain = "no new lab goes to it (placement skips it, on every replica); its labs stay, and the reaper goes on with them"
+	case "undrain":
+		explain = "new labs may go to it again"
+	default:
+		return httpError{http.StatusBadRequest, fmt.Sprintf("Unknown action %q: drain or undrain.", action)}
+	}
+	s.render(w, r, "confirmcloud", &u, "", "Confirm: "+action+" cloud "+c.Name, map[string]any{"Cloud": c, "Action": action, "Explain": explain})
+	return nil
+}
+
+// drain drains the cloud as the operator: recorded in the registry with the token's actor.
+func (s *Server) drain(w http.ResponseWriter, r *http.Request, u user) error {
+	c, err := s.cloud(r)
+	if err != nil {
+		return err
+	}
+	if err := confirmed(r); err != nil {
+		return err
+	}
+	actor := "api:" + u.Name
+	if err := s.Registry.DrainCloud(r.Context(), labs.Drain{Cloud: c.Name, At: s.now(), Actor: actor}); err != nil {
+		return err
+	}
+	s.Log.Info("console: cloud drained", "cloud", c.Name, "actor", actor)
+	http.Redirect(w, r, "/console/clouds", http.StatusSeeOther)
+	return nil
+}
+
+// undrain ends an operator's drain (not the configuration's).
+func (s *Server) undrain(w http.ResponseWriter, r *http.Request, u user) error {
+	c, err := s.cloud(r)
+	if err != nil {
+		return err
+	}
+	if err := confirmed(r); err != nil {
+		return err
+	}
+	if err := s.Registry.UndrainCloud(r.Context(), c.Name); err != nil {
+		return err
+	}
+	s.Log.Info("console: cloud undrained", "cloud", c.Name, "actor", "api:"+u.Name)
+	http.Redirect(w, r, "/console/clouds", http.StatusSeeOther)
 	return nil
 }
 

@@ -338,6 +338,13 @@ type CourseCount struct {
 	Labs, Used int
 }
 
+// Drain is a cloud an operator drained at run time: no new lab goes to it, its labs stay.
+type Drain struct {
+	Cloud string    `json:"cloud"`
+	At    time.Time `json:"at"`
+	Actor string    `json:"actor"`
+}
+
 // Tally is how many labs of a course on a cloud are in a status.
 type Tally struct {
 	Course string `json:"course"`

@@ -113,15 +113,19 @@ try {
   expect((await page.locator('table').first().innerText()).includes(courseA), `the cost table lacks ${courseA}`);
   await shot('cost');
   log('the cost chart');
+  await page.getByRole('link', { name: 'Clouds' }).click();
+  expect((await page.locator('main tbody').innerText()).includes('local-a'), 'the clouds page lacks local-a');
+  expect((await page.getByRole('link', { name: 'Drain' }).count()) === 1, 'the clouds page has no Drain button for local-a');
+  await shot('clouds');
   await page.getByRole('link', { name: 'Deploys' }).click();
   expect((await page.locator('main').innerText()).includes('lms-1'), 'the deploys page lacks the recap of lms-1');
   await shot('deploys');
-  log('the deploys and promotions');
+  log('the clouds, the deploys and promotions');
 
   // the same pages at a phone's width, and axe on each at both widths (JavaScript on for it)
   const state = await ctx.storageState();
   const pages = { labs: '/console/', lab: `/console/labs/${labB}`, attention: '/console/attention', confirm: `/console/labs/${labA}/confirm?action=delete`,
-    cost: '/console/cost', deploys: '/console/deploys' };
+    clouds: '/console/clouds', cost: '/console/cost', deploys: '/console/deploys' };
   const small = await browser.newContext({ javaScriptEnabled: false, viewport: phone, isMobile: true, storageState: state });
   const p2 = await small.newPage();
   for (const [name, url] of Object.entries(pages)) {
