@@ -483,6 +483,13 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, code, map[string]any{"ready": ok, "checks": results})
 }
 
+// Background runs cloud work after the answer to a request served beside the API (the
+// console's actions), as the API runs its own: Shutdown waits for it, and its failure is
+// logged.
+func (s *Server) Background(what, labID string, run func(ctx context.Context) error) {
+	s.background(what, labID, run)
+}
+
 // background runs cloud work after the answer; Shutdown waits for it.
 func (s *Server) background(what, labID string, run func(ctx context.Context) error) {
 	s.bgOnce.Do(s.initBackground)

@@ -103,12 +103,12 @@ func costOptions(c *cli.Context, now time.Time) (cost.Options, string, error) {
 	}
 	var err error
 	if s := c.String("since"); s != "" {
-		if o.Since, err = parseWhen(s, now); err != nil {
+		if o.Since, err = cost.ParseWhen(s, now); err != nil {
 			return o, "", usageError("--since %q: %v", s, err)
 		}
 	}
 	if s := c.String("until"); s != "" {
-		if o.Until, err = parseWhen(s, now); err != nil {
+		if o.Until, err = cost.ParseWhen(s, now); err != nil {
 			return o, "", usageError("--until %q: %v", s, err)
 		}
 	}
@@ -116,20 +116,6 @@ func costOptions(c *cli.Context, now time.Time) (cost.Options, string, error) {
 		return o, "", usageError("--since %s is not before --until %s", o.Since.Format(time.RFC3339), o.Until.Format(time.RFC3339))
 	}
 	return o, out, nil
-}
-
-// parseWhen reads a time: a date, RFC 3339, or a duration back from now.
-func parseWhen(s string, now time.Time) (time.Time, error) {
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, errors.New("use a date (2026-11-02), a time (2026-11-02T09:00:00Z) or a duration back from now (720h)")
 }
 
 // costSource opens the registry to report on: --db, or the configuration's store (whose

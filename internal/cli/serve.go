@@ -17,6 +17,7 @@ import (
 	"github.com/labplane/labplane/internal/api"
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/config"
+	"github.com/labplane/labplane/internal/console"
 	"github.com/labplane/labplane/internal/cost"
 	"github.com/labplane/labplane/internal/metrics"
 	"github.com/labplane/labplane/internal/policy"
@@ -31,7 +32,8 @@ func serveCommand(stdio IO) *cli.Command {
 		Usage:     "run the HTTP API for the LMS and the scheduler that keeps labs affordable",
 		UsageText: "labplane serve [--listen ADDR]",
 		Description: "Serves the API under /v1 (bearer tokens from `labplane token create`), /healthz, /readyz and\n" +
-			"/metrics, and runs the reaper's jobs on the configured intervals (scheduler.*): suspending idle labs,\n" +
+			"/metrics, the operators' web console under /console (log in with an operator or read token), and\n" +
+			"runs the reaper's jobs on the configured intervals (scheduler.*): suspending idle labs,\n" +
 			"the full reap, reconciling zombies and orphans, timing out launches. Several replicas may share one\n" +
 			"PostgreSQL registry: every request works on any of them, and each job runs on one replica at a time\n" +
 			"(the reaper's jobs share one lock: a PostgreSQL advisory lock, or with SQLite a file lock beside the\n" +
@@ -113,9 +115,22 @@ func reloadOnHangup(log *slog.Logger, cert *tlsreload.Certificate) (stop func())
 // serve runs the API and the scheduler until ctx is done.
 func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen string) error {
 	mgr := e.manager()
-	server := &api.Server{Labs: mgr, Registry: e.store, Auth: auth.NewVerifier(e.store, e.cfg.Serve.TokenCache.D(), e.now),
+	tokens := auth.NewVerifier(e.store, e.cfg.Serve.TokenCache.D(), e.now)
+	server := &api.Server{Labs: mgr, Registry: e.store, Auth: tokens,
 		Ready: e.readiness(), Metrics: m.Handler(), Observe: m, Log: e.log, Policy: mgr.Rules, Now: e.now,
 		RateLimit: api.RateLimit(e.cfg.Serve.RateLimit)}
+	clouds := make([]console.Cloud, len(e.cfg.Clouds))
+	for i, cc := range e.cfg.Clouds {
+		clouds[i] = console.Cloud{Name: cc.Name, Capacity: cc.Capacity, Drain: cc.Drain}
+	}
+	// the operators' console: the same registry, tokens and lifecycle as the API; its
+	// actions run as the API's background work, which shutdown waits for
+	web := &console.Server{Registry: e.store, Labs: mgr, Tokens: tokens, Background: server.Background, Clouds: clouds,
+		SuspendedCostFactor: e.cfg.SuspendedCostFactors(), Now: e.now, Log: e.log, Observe: m}
+	routes, consoleRoutes := http.NewServeMux(), web.Handler()
+	routes.Handle("/console", consoleRoutes)
+	routes.Handle("/console/", consoleRoutes)
+	routes.Handle("/", server.Handler())
 	host, _ := os.Hostname()
 	replica := fmt.Sprintf("%s/%d", host, os.Getpid())
 	all := e.reaper("scheduler@" + replica)
@@ -189,7 +204,7 @@ func serve(ctx context.Context, stdio IO, e *env, m *metrics.Metrics, listen str
 	if err != nil {
 		return badInput{fmt.Errorf("listen on %s: %w", listen, err)}
 	}
-	httpServer := newHTTPServer(server.Handler(), e.cfg.Serve)
+	httpServer := newHTTPServer(routes, e.cfg.Serve)
 	serveOn, scheme := httpServer.Serve, "http"
 	var hangup *tlsreload.Certificate // what a SIGHUP reloads: nothing without TLS
 	if t := e.cfg.Serve.TLS; t.Enabled() {

@@ -2,6 +2,7 @@ package cost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,4 +51,19 @@ func Load(ctx context.Context, src Source, since, until time.Time) ([]History, e
 		}
 	}
 	return hs, nil
+}
+
+// ParseWhen reads the time that bounds a report's period, as an operator gives it: a date
+// (2026-11-02), RFC 3339 (2026-11-02T09:00:00Z), or a duration back from now (720h).
+func ParseWhen(s string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return now.Add(-d), nil
+	}
+	return time.Time{}, errors.New("use a date (2026-11-02), a time (2026-11-02T09:00:00Z) or a duration back from now (720h)")
 }

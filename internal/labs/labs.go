@@ -354,6 +354,21 @@ type CourseCount struct {
 	Labs, Used int
 }
 
+// Drain is a cloud an operator drained at run time: no new lab goes to it, its labs stay.
+type Drain struct {
+	Cloud string    `json:"cloud"`
+	At    time.Time `json:"at"`
+	Actor string    `json:"actor"`
+}
+
+// Tally is how many labs of a course on a cloud are in a status.
+type Tally struct {
+	Course string `json:"course"`
+	Cloud  string `json:"cloud"`
+	Status Status `json:"status"`
+	Labs   int    `json:"labs"`
+}
+
 // ActivityGap is how far apart two heartbeats may be and still belong to one span of the
 // learner's activity. An LMS sends one about every minute while the lab's page is open; a
 // browser may slow a background tab's timers to once a minute, and the network may lose one

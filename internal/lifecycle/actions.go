@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/labplane/labplane/internal/cloud"
@@ -302,4 +303,27 @@ func (m *Manager) outcome(ctx context.Context, r Request, lab labs.Lab, st labs.
 		return lab, fmt.Errorf("%s lab %s: %w", r.op, lab.ID, err)
 	}
 	return lab, uerr
+}
+
+// Retry is the action that fixes a lab whose last action failed or that needs an operator,
+// done again by hand: the one its stack's last seen status shows failed or stuck
+// (SUSPEND_FAILED or a suspend stuck in progress: a suspend; a resume likewise), or a delete
+// for a stack whose create or delete failed or never finished (there is nothing else to do
+// with it). ok is false when no action would fix it: the lab is not failed nor flagged, or
+// its stack is sound (the reaper's next full pass brings the lab back in line).
+func Retry(l labs.Lab) (op Op, ok bool) {
+	if l.Status != labs.Failed && l.Status != labs.NeedsOperator {
+		return "", false
+	}
+	action, state, _ := strings.Cut(l.StackStatus, "_")
+	if l.StackStatus != "" && state != "FAILED" && state != "IN_PROGRESS" {
+		return "", false
+	}
+	switch action {
+	case "SUSPEND":
+		return OpSuspend, true
+	case "RESUME":
+		return OpResume, true
+	}
+	return OpDelete, true // CREATE, DELETE, or no stack seen yet
 }

@@ -38,6 +38,8 @@ type Registry interface {
 	Usage(ctx context.Context, learner, course string) (used, added time.Duration, err error)
 	AddUsage(ctx context.Context, lab labs.Lab, by time.Duration, ev labs.Event) error
 	CountLive(ctx context.Context) (map[string]int, error)
+	// the clouds an operator drained at run time (beside Target.Drain, the configuration's)
+	Drains(ctx context.Context) (map[string]labs.Drain, error)
 	// the operation in flight in each of a cloud's slots (see labs.Operation)
 	StartOperation(ctx context.Context, op labs.Operation) error
 	EndOperation(ctx context.Context, op labs.Operation) error
@@ -194,10 +196,11 @@ type Pending struct {
 }
 
 // Start checks a launch request and records the new lab, placed on the first cloud in order
-// that is not drained and has room, without calling any cloud: the API answers with it at
-// once and provisions it in the background. In a course with a warm pool, a ready lab of the
-// pool is the learner's instead (Pending.Pooled), if the pool has one. A learner with a live
-// lab for the course gets that lab back (in Pending.Lab) with labs.ErrExists.
+// that is not drained (in the configuration, or by an operator at run time) and has room,
+// without calling any cloud: the API answers with it at once and provisions it in the
+// background. In a course with a warm pool, a ready lab of the pool is the learner's instead
+// (Pending.Pooled), if the pool has one. A learner with a live lab for the course gets that
+// lab back (in Pending.Lab) with labs.ErrExists.
 func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error) {
 	if err := labs.CheckLearner(req.Learner); err != nil {
 		return Pending{}, fmt.Errorf("%w: %w", ErrInvalid, err)
@@ -577,6 +580,10 @@ func (m *Manager) placement(ctx context.Context, only string) ([]Cloud, error) {
 	if err != nil {
 		return nil, err
 	}
+	drains, err := m.Registry.Drains(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var out []Cloud
 	var full []string
 	found := false
@@ -589,6 +596,8 @@ func (m *Manager) placement(ctx context.Context, only string) ([]Cloud, error) {
 		switch {
 		case t.Drain:
 			full = append(full, name+" (drained)")
+		case drains[name].Actor != "":
+			full = append(full, fmt.Sprintf("%s (drained by %s)", name, drains[name].Actor))
 		case t.Capacity > 0 && counts[name] >= t.Capacity:
 			full = append(full, fmt.Sprintf("%s (full: %d of %d)", name, counts[name], t.Capacity))
 		default:

@@ -193,6 +193,19 @@ func TestLaunchPlacement(t *testing.T) {
 	}{
 		{"first cloud has room", func(*testing.T, *rig) {}, "a"},
 		{"drained cloud is skipped", func(_ *testing.T, r *rig) { r.mgr.Targets[0].Drain = true }, "b"},
+		{"a cloud an operator drained is skipped", func(t *testing.T, r *rig) {
+			if err := r.store.DrainCloud(t.Context(), labs.Drain{Cloud: "a", At: r.clock.Now(), Actor: "api:ops"}); err != nil {
+				t.Fatal(err)
+			}
+		}, "b"},
+		{"undrained, it takes labs again", func(t *testing.T, r *rig) {
+			if err := r.store.DrainCloud(t.Context(), labs.Drain{Cloud: "a", At: r.clock.Now(), Actor: "api:ops"}); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.store.UndrainCloud(t.Context(), "a"); err != nil {
+				t.Fatal(err)
+			}
+		}, "a"},
 		{"full cloud is skipped", func(_ *testing.T, r *rig) {
 			r.mgr.Targets[0].Capacity = 1
 			r.launch("first", "os101")
@@ -289,6 +302,18 @@ func TestLaunchPinnedCloud(t *testing.T) {
 			t.Errorf("%d rows written", n)
 		}
 	})
+}
+
+// A launch pinned to a cloud an operator drained finds no room, and says who drained it.
+func TestLaunchPinnedToACloudDrainedAtRunTime(t *testing.T) {
+	r := newRig(t, "a", "b")
+	if err := r.store.DrainCloud(t.Context(), labs.Drain{Cloud: "b", At: r.clock.Now(), Actor: "api:ops"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.mgr.Launch(t.Context(), lifecycle.LaunchRequest{Learner: "ann", Course: "os101", Cloud: "b"})
+	if !errors.Is(err, lifecycle.ErrNoRoom) || !strings.Contains(err.Error(), "b (drained by api:ops)") {
+		t.Fatalf("want ErrNoRoom naming the drain, got %v", err)
+	}
 }
 
 func TestLaunchNoRoomWritesNothing(t *testing.T) {

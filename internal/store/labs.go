@@ -187,29 +187,7 @@ func (s *Store) DueLabs(ctx context.Context, idleBefore, leftBefore time.Time) (
 // ListLabs returns the labs f selects, ordered by creation time, then id.
 func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err error) {
 	defer markUnavailable(&err)
-	var (
-		where []string
-		args  []any
-	)
-	for _, c := range []struct{ col, val string }{{"cloud", f.Cloud}, {"course", f.Course}, {"learner", f.Learner}} {
-		if c.val != "" {
-			where = append(where, c.col+" = ?")
-			args = append(args, c.val)
-		}
-	}
-	switch {
-	case slices.Equal(f.Statuses, labs.LiveStatuses()):
-		// the listing of every pass and check: one condition, not a list of every live status,
-		// so that a page of it follows the index on (created_at, id), not the one on status
-		where = append(where, liveCond)
-	case len(f.Statuses) > 0:
-		marks := make([]string, len(f.Statuses))
-		for i, st := range f.Statuses {
-			marks[i] = "?"
-			args = append(args, string(st))
-		}
-		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
-	}
+	where, args := labsWhere(f)
 	if f.After != "" {
 		// keyset paging: a lab gone from the listing since (deleted, filtered out) still
 		// marks where the next page begins. Its creation time is read first: compared with
@@ -235,6 +213,64 @@ func (s *Store) ListLabs(ctx context.Context, f labs.Filter) (_ []labs.Lab, err 
 		args = append(args, f.Limit)
 	}
 	return s.listLabs(ctx, f.Limit, query, args...)
+}
+
+// labsWhere is the conditions (with ? placeholders) and arguments of f's cloud, course,
+// learner and statuses.
+func labsWhere(f labs.Filter) (where []string, args []any) {
+	for _, c := range []struct{ col, val string }{{"cloud", f.Cloud}, {"course", f.Course}, {"learner", f.Learner}} {
+		if c.val != "" {
+			where = append(where, c.col+" = ?")
+			args = append(args, c.val)
+		}
+	}
+	switch {
+	case slices.Equal(f.Statuses, labs.LiveStatuses()):
+		// the listing of every pass and check: one condition, not a list of every live status,
+		// so that a page of it follows the index on (created_at, id), not the one on status
+		where = append(where, liveCond)
+	case len(f.Statuses) > 0:
+		marks := make([]string, len(f.Statuses))
+		for i, st := range f.Statuses {
+			marks[i] = "?"
+			args = append(args, string(st))
+		}
+		where = append(where, "status IN ("+strings.Join(marks, ", ")+")")
+	}
+	return where, args
+}
+
+// TallyLabs counts the labs f selects (its cloud, course, learner and statuses; not its page)
+// per course, cloud and status, in that order. Triples with no lab are absent.
+func (s *Store) TallyLabs(ctx context.Context, f labs.Filter) (_ []labs.Tally, err error) {
+	defer markUnavailable(&err)
+	where, args := labsWhere(f)
+	query := `SELECT course, cloud, status, COUNT(*) FROM labs`
+	if len(where) > 0 {
+		query += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	query += ` GROUP BY course, cloud, status ORDER BY course, cloud, status`
+	rows, err := s.db.QueryContext(ctx, s.q(query), args...) // not prepared: as many forms as filters
+	if err != nil {
+		return nil, fmt.Errorf("tally labs: %w", err)
+	}
+	defer rows.Close()
+	var out []labs.Tally
+	for rows.Next() {
+		var (
+			t      labs.Tally
+			status string
+		)
+		if err := rows.Scan(&t.Course, &t.Cloud, &status, &t.Labs); err != nil {
+			return nil, fmt.Errorf("tally labs: %w", err)
+		}
+		t.Status = labs.Status(status)
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("tally labs: %w", err)
+	}
+	return out, nil
 }
 
 // listLabs runs a listing of at most limit labs (0: no limit).

@@ -897,6 +897,74 @@ func TestLabCounts(t *testing.T) {
 	})
 }
 
+// TallyLabs counts by course, cloud and status what a filter selects (the console's counts).
+func TestTallyLabs(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		for i, l := range []struct {
+			course, cloud string
+			st            labs.Status
+		}{
+			{"net101", "c1", labs.Active}, {"net101", "c1", labs.Active}, {"net101", "c2", labs.Suspended},
+			{"os101", "c1", labs.NeedsOperator}, {"os101", "c1", labs.Deleted}, {"os101", "c2", labs.Active},
+		} {
+			id := fmt.Sprintf("lab%d", i)
+			mustCreate(t, e.s, newLab(id, id, l.course, l.cloud, l.st, at(i)))
+		}
+		for _, tc := range []struct {
+			name string
+			f    labs.Filter
+			want []labs.Tally
+		}{
+			{"live", labs.Filter{Statuses: labs.LiveStatuses()}, []labs.Tally{
+				{Course: "net101", Cloud: "c1", Status: labs.Active, Labs: 2}, {Course: "net101", Cloud: "c2", Status: labs.Suspended, Labs: 1},
+				{Course: "os101", Cloud: "c1", Status: labs.NeedsOperator, Labs: 1}, {Course: "os101", Cloud: "c2", Status: labs.Active, Labs: 1}}},
+			{"a course, deleted included", labs.Filter{Course: "os101"}, []labs.Tally{
+				{Course: "os101", Cloud: "c1", Status: labs.Deleted, Labs: 1}, {Course: "os101", Cloud: "c1", Status: labs.NeedsOperator, Labs: 1},
+				{Course: "os101", Cloud: "c2", Status: labs.Active, Labs: 1}}},
+			{"a cloud and a status", labs.Filter{Cloud: "c1", Statuses: []labs.Status{labs.Active}}, []labs.Tally{
+				{Course: "net101", Cloud: "c1", Status: labs.Active, Labs: 2}}},
+			{"nothing", labs.Filter{Learner: "nobody"}, nil},
+		} {
+			got, err := e.s.TallyLabs(ctx, tc.f)
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("%s: TallyLabs = %+v, %v\nwant %+v", tc.name, got, err, tc.want)
+			}
+		}
+	})
+}
+
+// A cloud drained at run time is recorded once, with who drained it, until it is undrained.
+func TestDrains(t *testing.T) {
+	eachDriver(t, func(t *testing.T, e *env) {
+		ctx := t.Context()
+		if got, err := e.s.Drains(ctx); err != nil || len(got) != 0 {
+			t.Fatalf("Drains on an empty store = %v, %v", got, err)
+		}
+		first := labs.Drain{Cloud: "c1", At: at(1), Actor: "api:ops"}
+		for _, d := range []labs.Drain{first, {Cloud: "c1", At: at(2), Actor: "api:other"}, {Cloud: "c2", At: at(3), Actor: "api:ops"}} {
+			if err := e.s.DrainCloud(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := e.s.Drains(ctx)
+		if err != nil || len(got) != 2 || got["c1"].Actor != first.Actor || got["c1"].At.Sub(first.At).Abs() > time.Millisecond || got["c2"].Actor != "api:ops" {
+			t.Fatalf("Drains = %+v, %v", got, err)
+		}
+		if err := e.s.DrainCloud(ctx, labs.Drain{Cloud: "c3"}); err == nil {
+			t.Error("a drain without its time and actor was recorded")
+		}
+		for _, c := range []string{"c1", "nowhere"} {
+			if err := e.s.UndrainCloud(ctx, c); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got, err := e.s.Drains(ctx); err != nil || len(got) != 1 || got["c2"].Cloud != "c2" {
+			t.Errorf("after undraining c1: %+v, %v", got, err)
+		}
+	})
+}
+
 // hashOf stands for the SHA-256 of a token: the store takes any bytes.
 func hashOf(s string) []byte {
 	h := make([]byte, 32)
@@ -1591,10 +1659,10 @@ func TestMigrateFromVersion1(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, q := range []string{`DROP INDEX labs_live_learner_course`, `CREATE UNIQUE INDEX labs_live_learner_course ON labs (learner, course) WHERE status <> 'deleted'`,
+		for _, q := range []string{`DROP TABLE cloud_drains`, `DROP INDEX labs_live_learner_course`, `CREATE UNIQUE INDEX labs_live_learner_course ON labs (learner, course) WHERE status <> 'deleted'`,
 			`DROP TABLE usage_added`, `DROP INDEX labs_learner_course`, `DROP INDEX labs_cloud_created`, `DROP TABLE token_events`, `ALTER TABLE tokens DROP COLUMN scope`, `ALTER TABLE labs DROP COLUMN left_at`, `DROP INDEX labs_status`, `DROP TABLE operations`, `ALTER TABLE labs DROP COLUMN sent_at`, `ALTER TABLE labs DROP COLUMN claimed_by`, `ALTER TABLE labs DROP COLUMN claimed_at`,
 			`DROP TABLE env_locks`, `DROP TABLE promotions`, `DROP TABLE runs`, `DROP TABLE activity`, `ALTER TABLE labs DROP COLUMN active_since`, `DROP TABLE tokens`,
-			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)`} {
+			`DELETE FROM goose_db_version WHERE version_id IN (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)`} {
 			if _, err := raw.ExecContext(ctx, q); err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
