@@ -120,7 +120,7 @@ type Manager struct {
 	Pools map[string]Pool
 	// Go starts the goroutines of a Fill, one per lab; nil: the go statement (a simulation
 	// on a virtual clock counts them on it).
-	Go func(fn func())
+	Go    func(fn func())
 	Hooks Hooks
 	Now   func() time.Time
 	// NewID names a new lab; nil: 12 random hex digits.
