@@ -118,8 +118,8 @@ type Manager struct {
 	Rules           policy.Set
 	// Pools are the courses' warm pools, by course (see Pool).
 	Pools map[string]Pool
-	// Go starts the goroutines of a Fill, one per lab; nil: the go statement (a simulation
-	// on a virtual clock counts them on it).
+	// Go starts the goroutines of a Fill, one per lab; nil: the go statement (a simulation on
+	// a virtual clock runs each at once instead, one after another, in a goroutine it counts).
 	Go    func(fn func())
 	Hooks Hooks
 	Now   func() time.Time
