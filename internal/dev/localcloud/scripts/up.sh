@@ -33,6 +33,7 @@ EPMD_PORT=${LC_EPMD_PORT:?}
 REGION=${LC_REGION:?}
 ENGINE_WORKERS=${LC_ENGINE_WORKERS:-1}
 MAX_STACKS=${LC_MAX_STACKS_PER_TENANT:-0}
+NOVA_PORT=${LC_NOVA_PORT:-0}   # not 0: compute-up.sh adds Nova after this script (local-servers)
 
 # Fixed, well-known lab credentials (loopback only, throw-away).
 ADMIN_USER=admin;        ADMIN_PASSWORD=heatlab-admin; ADMIN_PROJECT=admin
@@ -206,9 +207,14 @@ EOF
 [[ $MAX_STACKS =~ ^[0-9]+$ ]] || die "LC_MAX_STACKS_PER_TENANT must be a number, not '$MAX_STACKS'"
 STACK_LIMIT="# max_stacks_per_tenant: Heat's default"
 if ((MAX_STACKS > 0)); then STACK_LIMIT="max_stacks_per_tenant = $MAX_STACKS"; fi
+# With Nova: Zed's Nova (2.93) generates no key pair past microversion 2.92, and Heat talks the
+# newest one, so an OS::Nova::KeyPair without public_key would be refused; 2.91 keeps it.
+NOVA_MICROVERSION="# max_nova_api_microversion: the newest"
+if [[ $NOVA_PORT != 0 ]]; then NOVA_MICROVERSION="max_nova_api_microversion = 2.91"; fi
 cat >"$STATE/etc/heat.conf" <<EOF
 [DEFAULT]
 $STACK_LIMIT
+$NOVA_MICROVERSION
 log_dir = $STATE/log
 transport_url = rabbit://guest:guest@$HOST:$RABBIT_PORT/
 host = labplane-$NAME
