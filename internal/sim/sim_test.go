@@ -63,7 +63,7 @@ func TestSimulation(t *testing.T) {
 		if math.Abs(lp.UsedHours-ao.UsedHours) > 0.001*ao.UsedHours {
 			t.Errorf("%s: the same learners used %.1f h under labplane, %.1f h always on", trace, lp.UsedHours, ao.UsedHours)
 		}
-		if lp.Returns == 0 || lp.ResumeWaitP50 < sim.ResumeLatency.Seconds() || lp.ResumeWaitP99 > 60 {
+		if lp.Returns == 0 || lp.ResumeWaitP50 < sim.LabStack.Resume.Seconds() || lp.ResumeWaitP99 > 60 {
 			t.Errorf("labplane on %s: %d returns, resume wait p50 %.2f s, p99 %.2f s", trace, lp.Returns, lp.ResumeWaitP50, lp.ResumeWaitP99)
 		}
 	}
@@ -110,8 +110,22 @@ func checkLeftBehind(t *testing.T, path string, res sim.Result) {
 }
 
 // TestHastexoDeletesUnusedLabs: under hastexo-xblock's defaults a lab unused for 14 days is
-// deleted, and the learner coming back waits for a new one.
+// deleted, and the learner coming back waits for a new one; under labplane's, for a resume.
+// The waits are the latencies the simulation is given: the lab of stand-ins' by default, the
+// lab of servers' when asked.
 func TestHastexoDeletesUnusedLabs(t *testing.T) {
+	for name, lat := range map[string]sim.Latencies{"default": {}, "servers": sim.ServersStack} {
+		t.Run(name, func(t *testing.T) {
+			want := lat
+			if want == (sim.Latencies{}) {
+				want = sim.LabStack
+			}
+			hastexoDeletesUnusedLabs(t, lat, want)
+		})
+	}
+}
+
+func hastexoDeletesUnusedLabs(t *testing.T, given, lat sim.Latencies) {
 	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	day := func(d int, h int) time.Time { return start.Add(time.Duration(d*24+h) * time.Hour) }
 	tr := sim.Trace{Name: "gap", Learners: []sim.Learner{{Name: "ann", Sessions: []sim.Session{
@@ -121,7 +135,7 @@ func TestHastexoDeletesUnusedLabs(t *testing.T) {
 	}}}}
 	path := filepath.Join(t.TempDir(), "gap.db")
 	res, err := sim.Run(context.Background(), sim.Config{Start: start, Days: 30, Traces: []sim.Trace{tr},
-		Policies: []sim.Policy{sim.Hastexo(), sim.Labplane()}, DB: path})
+		Policies: []sim.Policy{sim.Hastexo(), sim.Labplane()}, DB: path, Latencies: given})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,9 +150,9 @@ func TestHastexoDeletesUnusedLabs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, wait := 1, sim.ResumeLatency // labplane keeps the lab suspended
+		want, wait := 1, lat.Resume // labplane keeps the lab suspended
 		if r.Policy == "hastexo" {
-			want, wait = 2, sim.CreateLatency // deleted 14 days after day 1, launched again on day 20
+			want, wait = 2, lat.Create // deleted 14 days after day 1, launched again on day 20
 		}
 		if len(ls) != want || r.Returns != 2 || r.ResumeWaitMax != wait.Seconds() {
 			t.Errorf("%s: %d labs, %d returns, longest wait %.2f s; want %d labs, a longest wait of %.2f s",
