@@ -47,6 +47,11 @@ var downScript []byte
 //go:embed scripts/compute-up.sh
 var computeUpScript []byte
 
+// libScript holds the helpers up.sh and compute-up.sh share; it is written beside them.
+//
+//go:embed scripts/lib.sh
+var libScript []byte
+
 // Packages are the Debian packages a local cloud runs on (Zed's Keystone and Heat, their
 // PostgreSQL and RabbitMQ, uWSGI) and the tools up.sh uses; up installs the missing ones.
 var Packages = []string{"keystone", "heat-api", "heat-engine", "rabbitmq-server", "postgresql", "uwsgi-core",
@@ -289,21 +294,6 @@ func (i Instance) services() []service {
 	return s
 }
 
-// PIDs returns the recorded processes of the instance that are running (for measures of its
-// memory: their children, the API workers, are not in it).
-func (i Instance) PIDs() []int {
-	var pids []int
-	for _, s := range i.services() {
-		if s.alive() {
-			b, _ := os.ReadFile(s.pidFile)
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
-}
-
 // alive: the pid file names a live (not zombie) process whose command line or environment
 // contains the marker.
 func (s service) alive() bool {
@@ -425,17 +415,20 @@ func (i Instance) down(ctx context.Context, purge bool, progress io.Writer) erro
 	return i.run(ctx, "down.sh", downScript, args, progress)
 }
 
-// run writes the embedded script into Dir (so that a person can see what ran) and runs it with
-// bash, its output going to progress. On failure the error carries the last lines of output.
+// run writes the embedded script (and lib.sh, which it may source) into Dir/bin (so that a
+// person can see what ran) and runs it with bash, its output going to progress. On failure the
+// error carries the last lines of output.
 func (i Instance) run(ctx context.Context, name string, script []byte, args []string, progress io.Writer) error {
 	bin := filepath.Join(i.Dir, "bin")
 	if err := os.MkdirAll(bin, 0o755); err != nil {
 		return fmt.Errorf("localcloud %s: %w", i.Name, err)
 	}
 	path := filepath.Join(bin, name)
-	if old, err := os.ReadFile(path); err != nil || !bytes.Equal(old, script) {
-		if err := os.WriteFile(path, script, 0o755); err != nil {
-			return fmt.Errorf("localcloud %s: %w", i.Name, err)
+	for file, content := range map[string][]byte{path: script, filepath.Join(bin, "lib.sh"): libScript} {
+		if old, err := os.ReadFile(file); err != nil || !bytes.Equal(old, content) {
+			if err := os.WriteFile(file, content, 0o755); err != nil {
+				return fmt.Errorf("localcloud %s: %w", i.Name, err)
+			}
 		}
 	}
 	if progress == nil {

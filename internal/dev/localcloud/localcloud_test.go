@@ -91,7 +91,7 @@ func TestNamedUnknown(t *testing.T) {
 // The embedded scripts parse, take every setting from the Go side and keep the recipe's guard
 // rails: nothing killed by name, loopback only.
 func TestScripts(t *testing.T) {
-	for name, s := range map[string][]byte{"up.sh": upScript, "down.sh": downScript, "compute-up.sh": computeUpScript} {
+	for name, s := range map[string][]byte{"up.sh": upScript, "down.sh": downScript, "compute-up.sh": computeUpScript, "lib.sh": libScript} {
 		if out, err := exec.Command("bash", "-n", "-c", string(s)).CombinedOutput(); err != nil {
 			t.Errorf("%s: bash -n: %v\n%s", name, err, out)
 		}

@@ -56,31 +56,10 @@ NEUTRON_URL=http://$HOST:$NEUTRON_PORT
 PY=/usr/bin/python3            # Debian's python: the OpenStack libs live in its dist-packages
 PGURL=postgresql+psycopg2
 
-log()  { printf '[localcloud %s compute %6ss] %s\n' "$NAME" "$(elapsed)" "$*"; }
-die()  { printf '[localcloud %s compute %6ss] ERROR: %s\n' "$NAME" "$(elapsed)" "$*" >&2; exit 1; }
-elapsed() { awk -v a="$T0" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b-a)/1e9}'; }
+STEP=compute
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # log, die, alive, wait_for, ...
 trap 'die "failed at line $LINENO: $BASH_COMMAND (logs: $STATE/log)"' ERR
 
-# ---------- helpers (as up.sh: pid files + command line check, never by name) ----------
-alive() {
-  local f=$STATE/run/$1.pid pid
-  [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) =~ ^[RSDTtWIP]$ ]] || return 1
-  cat "/proc/$pid/cmdline" "/proc/$pid/environ" 2>/dev/null | tr '\0' ' ' | grep -qF -- "$2"
-}
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-wait_for() { # wait_for SECONDS DESCRIPTION CMD...
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(date +%s) + secs ))
-  until "$@"; do
-    (( $(date +%s) < end )) || die "timeout after ${secs}s waiting for $what (logs: $STATE/log)"
-    sleep 0.3
-  done
-}
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time "${2:-5}" "$1" || true; }
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
-as_pg()  { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 psql_pg() { as_pg "$(pg_bin)/psql" -h "$STATE/pg" -p "$PG_PORT" -U postgres -qtAX -v ON_ERROR_STOP=1 "$@"; }
 
 NOVA_CONF=$STATE/etc/nova.conf
@@ -113,10 +92,7 @@ fi
 rm -f "$STATE/compute-ready"
 
 # ---------- 1. packages (installed by the Go side, internal/apt, before this script runs) ----------
-for p in "${PACKAGES[@]}"; do
-  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] ||
-    die "Debian package $p is not installed (labplane dev cloud up installs it: run it through labplane)"
-done
+need_packages "${PACKAGES[@]}"
 
 # ---------- 2. state dirs + config (always rewritten; cheap) ----------
 mkdir -p "$STATE"/{etc/placement,log,run,lock,nova/instances,glance/images,glance/staging,glance/tasks}

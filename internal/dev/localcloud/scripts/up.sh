@@ -48,34 +48,9 @@ HEAT_URL=http://$HOST:$HEAT_PORT
 PY=/usr/bin/python3            # Debian's python: the OpenStack libs live in its dist-packages
 PACKAGES=(${LC_PACKAGES:?LC_PACKAGES is required})   # localcloud.Packages
 
-log()  { printf '[localcloud %s up %6ss] %s\n' "$NAME" "$(elapsed)" "$*"; }
-die()  { printf '[localcloud %s up %6ss] ERROR: %s\n' "$NAME" "$(elapsed)" "$*" >&2; exit 1; }
-elapsed() { awk -v a="$T0" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b-a)/1e9}'; }
+STEP=up
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # log, die, alive, wait_for, ...
 trap 'die "failed at line $LINENO: $BASH_COMMAND (logs: $STATE/log)"' ERR
-
-# ---------- process helpers (pid files + cmdline check, never by name) ----------
-# alive NAME MARKER : pid file $STATE/run/NAME.pid exists, process alive (not zombie) and its
-# command line or environment contains MARKER (guards against PID reuse)
-alive() {
-  local f=$STATE/run/$1.pid pid
-  [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) =~ ^[RSDTtWIP]$ ]] || return 1
-  cat "/proc/$pid/cmdline" "/proc/$pid/environ" 2>/dev/null | tr '\0' ' ' | grep -qF -- "$2"
-}
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-wait_for() { # wait_for SECONDS DESCRIPTION CMD...
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(date +%s) + secs ))
-  until "$@"; do
-    (( $(date +%s) < end )) || die "timeout after ${secs}s waiting for $what (logs: $STATE/log)"
-    sleep 0.3
-  done
-}
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time "${2:-5}" "$1" || true; }
-
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
-as_pg()  { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 
 get_token() { # get_token USER PASSWORD PROJECT -> prints token id
   curl -s -D - -o /dev/null --max-time 10 -H 'Content-Type: application/json' "$KS_URL/v3/auth/tokens" -d "{
@@ -141,10 +116,7 @@ fi
 
 # ---------- 1. packages (installed by the Go side, internal/apt, before this script runs) ----------
 mkdir -p "$LAB_DIR"
-for p in "${PACKAGES[@]}"; do
-  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] ||
-    die "Debian package $p is not installed (labplane dev cloud up installs it: run it through labplane)"
-done
+need_packages "${PACKAGES[@]}"
 PGBIN=$(pg_bin); [[ -x $PGBIN/postgres ]] || die "PostgreSQL binaries not found"
 
 # ---------- 2. layout + config files (always rewritten; cheap) ----------
