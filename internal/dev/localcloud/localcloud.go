@@ -47,10 +47,14 @@ var downScript []byte
 //go:embed scripts/compute-up.sh
 var computeUpScript []byte
 
-// libScript holds the helpers up.sh and compute-up.sh share; it is written beside them.
-//
-//go:embed scripts/lib.sh
-var libScript []byte
+// libScript and restPy hold the helpers up.sh and compute-up.sh share (in bash, and in Python
+// for their REST calls); they are written beside them.
+var (
+	//go:embed scripts/lib.sh
+	libScript []byte
+	//go:embed scripts/rest.py
+	restPy []byte
+)
 
 // Packages are the Debian packages a local cloud runs on (Zed's Keystone and Heat, their
 // PostgreSQL and RabbitMQ, uWSGI) and the tools up.sh uses; up installs the missing ones.
@@ -415,8 +419,8 @@ func (i Instance) down(ctx context.Context, purge bool, progress io.Writer) erro
 	return i.run(ctx, "down.sh", downScript, args, progress)
 }
 
-// run writes the embedded script (and lib.sh, which it may source) into Dir/bin (so that a
-// person can see what ran) and runs it with bash, its output going to progress. On failure the
+// run writes the embedded script (and lib.sh and rest.py, which it may use) into Dir/bin (so
+// that a person can see what ran) and runs it with bash, its output going to progress. On failure the
 // error carries the last lines of output.
 func (i Instance) run(ctx context.Context, name string, script []byte, args []string, progress io.Writer) error {
 	bin := filepath.Join(i.Dir, "bin")
@@ -424,7 +428,7 @@ func (i Instance) run(ctx context.Context, name string, script []byte, args []st
 		return fmt.Errorf("localcloud %s: %w", i.Name, err)
 	}
 	path := filepath.Join(bin, name)
-	for file, content := range map[string][]byte{path: script, filepath.Join(bin, "lib.sh"): libScript} {
+	for file, content := range map[string][]byte{path: script, filepath.Join(bin, "lib.sh"): libScript, filepath.Join(bin, "rest.py"): restPy} {
 		if old, err := os.ReadFile(file); err != nil || !bytes.Equal(old, content) {
 			if err := os.WriteFile(file, content, 0o755); err != nil {
 				return fmt.Errorf("localcloud %s: %w", i.Name, err)

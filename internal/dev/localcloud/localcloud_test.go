@@ -107,6 +107,11 @@ func TestScripts(t *testing.T) {
 			}
 		}
 	}
+	py := exec.Command("python3", "-c", "import ast, sys; ast.parse(sys.stdin.read())")
+	py.Stdin = bytes.NewReader(restPy)
+	if out, err := py.CombinedOutput(); err != nil {
+		t.Errorf("rest.py: %v\n%s", err, out)
+	}
 	for _, v := range (Instance{}).env() {
 		k, _, _ := strings.Cut(v, "=")
 		if !bytes.Contains(upScript, []byte(k)) && !bytes.Contains(computeUpScript, []byte(k)) {

@@ -339,41 +339,16 @@ if [[ ! -e $STATE/keystone/compute-objects-done ]]; then
   log "creating keystone users/services/endpoints for nova, placement, glance"
   KS_URL=$KS_URL REGION=$REGION ADMIN_USER=$ADMIN_USER ADMIN_PASSWORD=$ADMIN_PASSWORD ADMIN_PROJECT=$ADMIN_PROJECT \
   SVCS="nova:$NOVA_SVC_PASSWORD:compute:$NOVA_URL/v2.1 placement:$PLACEMENT_SVC_PASSWORD:placement:$PLACEMENT_URL glance:$GLANCE_SVC_PASSWORD:image:$GLANCE_URL" \
-  "$PY" - <<'PYEOF'
-import json, os, urllib.request, urllib.error
-E = os.environ
-KS = E["KS_URL"] + "/v3"
-def req(method, path, body=None, token=None):
-    r = urllib.request.Request(KS + path, method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", **({"X-Auth-Token": token} if token else {})})
-    try:
-        with urllib.request.urlopen(r, timeout=30) as resp:
-            raw = resp.read()
-            return resp.headers, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as e:
-        if e.code == 409: return None, None
-        raise SystemExit(f"{method} {path} -> {e.code}: {e.read()[:500]!r}")
-hdr, _ = req("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-    "name": E["ADMIN_USER"], "domain": {"id": "default"}, "password": E["ADMIN_PASSWORD"]}}},
-    "scope": {"project": {"name": E["ADMIN_PROJECT"], "domain": {"id": "default"}}}}})
-T = hdr["X-Subject-Token"]
-def find(coll, **q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    items = req("GET", f"/{coll}?{qs}", token=T)[1][coll]
-    return items[0] if items else None
-def ensure(coll, single, body, **q):
-    got = find(coll, **q)
-    if got: return got
-    req("POST", f"/{coll}", {single: body}, token=T)
-    return find(coll, **q)
-admin_role = find("roles", name="admin")["id"]
-service = find("projects", name="service", domain_id="default")
+  PYTHONPATH=$LIB_DIR "$PY" - <<'PYEOF'
+from rest import E, admin_token, ensure, find, req
+T = admin_token()
+admin_role = find(T, "roles", name="admin")["id"]
+service = find(T, "projects", name="service", domain_id="default")
 for spec in E["SVCS"].split():
     name, pw, stype, url = spec.split(":", 3)
-    u = ensure("users", "user", {"name": name, "domain_id": "default", "password": pw}, name=name, domain_id="default")
+    u = ensure(T, "users", "user", {"name": name, "domain_id": "default", "password": pw}, name=name, domain_id="default")
     req("PUT", f"/projects/{service['id']}/users/{u['id']}/roles/{admin_role}", token=T)
-    svc = ensure("services", "service", {"name": name, "type": stype}, type=stype)
+    svc = ensure(T, "services", "service", {"name": name, "type": stype}, type=stype)
     have = {e["interface"] for e in req("GET", f"/endpoints?service_id={svc['id']}", token=T)[1]["endpoints"]}
     for iface in ("public", "internal", "admin"):
         if iface not in have:
@@ -439,27 +414,10 @@ wait_for 60 "placement resource provider $COMPUTE_HOST" rp_ready
 
 if [[ ! -e $STATE/compute-flavor-image-done ]]; then
 KS_URL=$KS_URL REGION=$REGION ADMIN_USER=$ADMIN_USER ADMIN_PASSWORD=$ADMIN_PASSWORD ADMIN_PROJECT=$ADMIN_PROJECT \
-NOVA_URL=$NOVA_URL GLANCE_URL=$GLANCE_URL FLAVOR=$FLAVOR IMAGE=$IMAGE "$PY" - <<'PYEOF' || die "flavor/image setup failed"
-import json, os, time, urllib.request, urllib.error
-E = os.environ
-def req(method, url, body=None, token=None, raw=None, ctype="application/json"):
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    h = {"Content-Type": ctype, **({"X-Auth-Token": token} if token else {})}
-    for attempt in range(5):   # a freshly started API may answer 503 once
-        r = urllib.request.Request(url, method=method, data=data, headers=h)
-        try:
-            with urllib.request.urlopen(r, timeout=60) as resp:
-                out = resp.read()
-                return resp.headers, (json.loads(out) if out else None)
-        except urllib.error.HTTPError as e:
-            if e.code != 503 or attempt == 4: raise SystemExit(f"{method} {url} -> {e.code}: {e.read()[:300]!r}")
-        except (ConnectionError, urllib.error.URLError):
-            if attempt == 4: raise
-        time.sleep(1)
-hdr, _ = req("POST", E["KS_URL"] + "/v3/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-    "name": E["ADMIN_USER"], "domain": {"id": "default"}, "password": E["ADMIN_PASSWORD"]}}},
-    "scope": {"project": {"name": E["ADMIN_PROJECT"], "domain": {"id": "default"}}}}})
-T = hdr["X-Subject-Token"]
+NOVA_URL=$NOVA_URL GLANCE_URL=$GLANCE_URL FLAVOR=$FLAVOR IMAGE=$IMAGE PYTHONPATH=$LIB_DIR "$PY" - <<'PYEOF' || die "flavor/image setup failed"
+import time
+from rest import E, admin_token, req
+T = admin_token()
 N = E["NOVA_URL"] + "/v2.1"
 flavors = req("GET", N + "/flavors", token=T)[1]["flavors"]
 if not any(f["name"] == E["FLAVOR"] for f in flavors):

@@ -1,5 +1,8 @@
 # lib.sh - the helpers up.sh and compute-up.sh share (sourced by both; embedded in labplane and
-# written beside them). The caller sets NAME, STEP (its name in the log), T0, STATE and HOST.
+# written beside them, with rest.py, the Python their heredocs import from LIB_DIR). The caller
+# sets NAME, STEP (its name in the log), T0, STATE and HOST.
+
+LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 log()  { printf '[localcloud %s %s %6ss] %s\n' "$NAME" "$STEP" "$(elapsed)" "$*"; }
 die()  { printf '[localcloud %s %s %6ss] ERROR: %s\n' "$NAME" "$STEP" "$(elapsed)" "$*" >&2; exit 1; }

@@ -369,56 +369,31 @@ if [[ ! -e $STATE/keystone/objects-done ]]; then
   KS_URL=$KS_URL HEAT_URL=$HEAT_URL REGION=$REGION ADMIN_USER=$ADMIN_USER ADMIN_PASSWORD=$ADMIN_PASSWORD \
   ADMIN_PROJECT=$ADMIN_PROJECT LEARNER_USER=$LEARNER_USER LEARNER_PASSWORD=$LEARNER_PASSWORD \
   LEARNER_PROJECT=$LEARNER_PROJECT HEAT_SVC_PASSWORD=$HEAT_SVC_PASSWORD \
-  HEAT_DOMAIN_ADMIN_PASSWORD=$HEAT_DOMAIN_ADMIN_PASSWORD "$PY" - <<'PYEOF'
-import json, os, urllib.request, urllib.error
-E = os.environ
-KS = E["KS_URL"] + "/v3"
-def req(method, path, body=None, token=None):
-    r = urllib.request.Request(KS + path, method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", **({"X-Auth-Token": token} if token else {})})
-    try:
-        with urllib.request.urlopen(r, timeout=30) as resp:
-            raw = resp.read()
-            return resp.headers, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as e:
-        if e.code == 409: return None, None
-        raise SystemExit(f"{method} {path} -> {e.code}: {e.read()[:500]!r}")
-hdr, _ = req("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-    "name": E["ADMIN_USER"], "domain": {"id": "default"}, "password": E["ADMIN_PASSWORD"]}}},
-    "scope": {"project": {"name": E["ADMIN_PROJECT"], "domain": {"id": "default"}}}}})
-T = hdr["X-Subject-Token"]
-def find(coll, key, **q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    items = req("GET", f"/{coll}?{qs}", token=T)[1][coll]
-    return items[0] if items else None
-def ensure(coll, single, body, **q):
-    got = find(coll, single, **q)
-    if got: return got
-    req("POST", f"/{coll}", {single: body}, token=T)
-    return find(coll, single, **q)
+  HEAT_DOMAIN_ADMIN_PASSWORD=$HEAT_DOMAIN_ADMIN_PASSWORD PYTHONPATH=$LIB_DIR "$PY" - <<'PYEOF'
+from rest import E, admin_token, ensure, find, req
+T = admin_token()
 dom_default = "default"
-heat_dom = ensure("domains", "domain", {"name": "heat", "description": "Heat stack users"}, name="heat")
+heat_dom = ensure(T, "domains", "domain", {"name": "heat", "description": "Heat stack users"}, name="heat")
 for r in ("admin", "member", "reader", "heat_stack_owner", "heat_stack_user"):
-    ensure("roles", "role", {"name": r}, name=r)
-role = {r: find("roles", "role", name=r)["id"] for r in ("admin", "member", "reader", "heat_stack_owner")}
-service = ensure("projects", "project", {"name": "service", "domain_id": dom_default}, name="service", domain_id=dom_default)
-learner_p = ensure("projects", "project", {"name": E["LEARNER_PROJECT"], "domain_id": dom_default,
+    ensure(T, "roles", "role", {"name": r}, name=r)
+role = {r: find(T, "roles", name=r)["id"] for r in ("admin", "member", "reader", "heat_stack_owner")}
+service = ensure(T, "projects", "project", {"name": "service", "domain_id": dom_default}, name="service", domain_id=dom_default)
+learner_p = ensure(T, "projects", "project", {"name": E["LEARNER_PROJECT"], "domain_id": dom_default,
     "description": "learner lab project", "tags": ["learner-lab"]}, name=E["LEARNER_PROJECT"], domain_id=dom_default)
-heat_u = ensure("users", "user", {"name": "heat", "domain_id": dom_default, "password": E["HEAT_SVC_PASSWORD"]},
+heat_u = ensure(T, "users", "user", {"name": "heat", "domain_id": dom_default, "password": E["HEAT_SVC_PASSWORD"]},
     name="heat", domain_id=dom_default)
-hda = ensure("users", "user", {"name": "heat_domain_admin", "domain_id": heat_dom["id"],
+hda = ensure(T, "users", "user", {"name": "heat_domain_admin", "domain_id": heat_dom["id"],
     "password": E["HEAT_DOMAIN_ADMIN_PASSWORD"]}, name="heat_domain_admin", domain_id=heat_dom["id"])
-learner_u = ensure("users", "user", {"name": E["LEARNER_USER"], "domain_id": dom_default,
+learner_u = ensure(T, "users", "user", {"name": E["LEARNER_USER"], "domain_id": dom_default,
     "password": E["LEARNER_PASSWORD"], "default_project_id": learner_p["id"]}, name=E["LEARNER_USER"], domain_id=dom_default)
-admin_u = find("users", "user", name=E["ADMIN_USER"], domain_id=dom_default)
-admin_p = find("projects", "project", name=E["ADMIN_PROJECT"], domain_id=dom_default)
+admin_u = find(T, "users", name=E["ADMIN_USER"], domain_id=dom_default)
+admin_p = find(T, "projects", name=E["ADMIN_PROJECT"], domain_id=dom_default)
 req("PUT", f"/projects/{service['id']}/users/{heat_u['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/domains/{heat_dom['id']}/users/{hda['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/projects/{learner_p['id']}/users/{learner_u['id']}/roles/{role['member']}", token=T)
 req("PUT", f"/projects/{learner_p['id']}/users/{admin_u['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/projects/{admin_p['id']}/users/{admin_u['id']}/roles/{role['heat_stack_owner']}", token=T)
-svc = ensure("services", "service", {"name": "heat", "type": "orchestration", "description": "Heat Orchestration"},
+svc = ensure(T, "services", "service", {"name": "heat", "type": "orchestration", "description": "Heat Orchestration"},
     type="orchestration")
 existing = {(e["interface"]) for e in req("GET", f"/endpoints?service_id={svc['id']}", token=T)[1]["endpoints"]}
 for iface in ("public", "internal", "admin"):
