@@ -164,7 +164,7 @@ func BenchmarkClassLeaves(b *testing.B) {
 		c.Observe(lat.observe)
 		r := newRig(b, c)
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n, 25)
+		launchMany(b, r.mgr, r.store, "class", n, 25)
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
 		report(b, "fake cloud", measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
@@ -198,7 +198,7 @@ func classLeavesHeat(b *testing.B, cloudName, template, what string) {
 		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: cloudName, maxInFlight: maxInFlight, observe: lat.observe})
 		r.mgr.DefaultTemplate = template
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n, 25)
+		launchMany(b, r.mgr, r.store, r.course, n, 25) // the rig's course: its cleanup deletes them
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
 		report(b, what, measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
@@ -216,8 +216,8 @@ func classRules() policy.Rules {
 	return r
 }
 
-// launchMany launches n labs, at a time at once.
-func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int) {
+// launchMany launches n labs of course, at a time at once.
+func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, course string, n, at int) {
 	b.Helper()
 	sem := make(chan struct{}, at)
 	var wg sync.WaitGroup
@@ -226,7 +226,7 @@ func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			req := lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: "class", Actor: "bench"}
+			req := lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: course, Actor: "bench"}
 			if _, err := mgr.Launch(context.Background(), req); err != nil {
 				errs <- err
 			}
