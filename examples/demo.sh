@@ -10,6 +10,9 @@
 #  2. as the LMS: starts `labplane serve` and drives a lab through the HTTP API: launch,
 #     heartbeats, the learner leaves and the scheduler suspends the lab, the learner comes back
 #     and it is resumed; then SIGTERM, and serve exits 0;
+#  (with LABPLANE_DEMO_SERVERS=1, also a lab of two real servers on the local cloud with Nova,
+#     local-servers, about 45 s and 1 GiB more: launched, suspended and resumed, with Nova's own
+#     view of its servers after each)
 #  3. deploys the platform: three SSH test hosts made on this machine (lms1, cms1, guacd1, each
 #     in its own network namespace), the inventory rendered from an environment spec, the
 #     playbooks run over SSH with live progress, the recap per host, the run's record; then a
@@ -33,6 +36,19 @@ $lp dev cloud up --name local-a
 
 work=$(mktemp -d /tmp/labplane-demo.XXXXXX)
 eval "$($lp dev cloud env --name local-a)"   # exports OS_CLIENT_CONFIG_FILE
+servers_cloud=
+if [[ ${LABPLANE_DEMO_SERVERS:-} == 1 ]]; then
+  step "start the local cloud with Nova (local-servers: servers on Nova's fake driver, no VMs)"
+  $lp dev cloud up --name local-servers
+  # one clouds.yaml with both clouds' entries
+  servers_yaml=$($lp dev cloud env --name local-servers | sed 's/^export OS_CLIENT_CONFIG_FILE=//')
+  { cat "$OS_CLIENT_CONFIG_FILE"; sed '/^#/d; /^clouds:/d' "$servers_yaml"; } >"$work/clouds.yaml"
+  export OS_CLIENT_CONFIG_FILE=$work/clouds.yaml
+  servers_cloud="
+  - name: local-servers
+    cloud: local-servers
+    max_in_flight: 4"
+fi
 cat >"$work/labplane.yaml" <<EOF
 site: demo-$(date +%s)       # this run's own: stacks of earlier runs are not its to touch
 store:
@@ -41,9 +57,11 @@ store:
 clouds:
   - name: local-a
     cloud: local-a
-    max_in_flight: 4
+    max_in_flight: 4$servers_cloud
 templates:
   lab: $PWD/examples/templates/lab.yaml
+  servers: $PWD/examples/templates/servers.yaml
+default_template: lab
 policy:
   idle_suspend_after: 20s   # short, so the demo does not take all day (the default is 90s)
   delete_after: 336h
@@ -90,6 +108,20 @@ cat "$work/hooks.log"
 
 step "a last dry run: nothing left to do"
 $lp reap --once --dry-run
+
+if [[ -n $servers_cloud ]]; then
+  step "a lab of two real servers (examples/templates/servers.yaml) for fay, on local-servers"
+  $lp labs launch --learner fay --course os101 --template servers --cloud local-servers --output json >"$work/fay.json"
+  $lp labs show "$(id fay)" | head -20      # the outputs: what Guacamole needs (the password and key hidden)
+  nova() { openstack --os-cloud local-servers server list -c Name -c Status -f value; }
+  nova
+  step "suspend fay's lab: Heat suspends the stack, Nova each server"
+  $lp labs suspend --force "$(id fay)" >/dev/null
+  nova
+  step "resume it"
+  $lp labs resume "$(id fay)" >/dev/null
+  nova
+fi
 
 step "labplane serve: the HTTP API for the LMS and the scheduler (log in $work/serve.log)"
 TOKEN=$($lp token create --name lms)

@@ -218,6 +218,7 @@ func TestCostAndSimBadFlagsExit2(t *testing.T) {
 		{[]string{"sim", "--policy", "never"}, `--policy "never": use one of [labplane hastexo always-on labplane-idle15m labplane-idle15m-leave80 labplane-pool]`},
 		{[]string{"sim", "--output", "csv"}, `--output "csv"`},
 		{[]string{"sim", "--db", existing}, "exists"},
+		{[]string{"sim", "--stack", "vms"}, `--stack "vms": use lab or servers`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

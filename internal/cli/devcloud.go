@@ -27,9 +27,12 @@ func localCloudCommand(stdio IO) *cli.Command {
 		Name:  "cloud",
 		Usage: "a real Keystone + Heat on 127.0.0.1 for the demo and the tests (Debian packages, installed when missing)",
 		Description: "Starts OpenStack Keystone and Heat (with RabbitMQ and a private PostgreSQL) from Debian's packages,\n" +
-			"bound to 127.0.0.1 only, and writes a clouds.yaml for them. It has no Nova or Neutron: lab\n" +
-			"templates may use only resources such as OS::Heat::TestResource, RandomString, ResourceGroup and\n" +
-			"nested stacks (see examples/templates). Needs root (apt-get, the postgres user switch).",
+			"bound to 127.0.0.1 only, and writes a clouds.yaml for them. local-a, local-b and local-quota have no\n" +
+			"Nova or Neutron: lab templates there use only resources such as OS::Heat::TestResource,\n" +
+			"RandomString, ResourceGroup and nested stacks (examples/templates/lab.yaml). local-servers also runs\n" +
+			"Nova (the fake virt driver: servers, no VMs), Placement and Glance, about 45 s and 1.2 GiB more:\n" +
+			"its labs are real servers (examples/templates/servers.yaml; no Neutron, so no networks).\n" +
+			"Needs root (apt-get, the postgres user switch).",
 		Subcommands: []*cli.Command{
 			{
 				Name:  "up",
@@ -40,7 +43,11 @@ func localCloudCommand(stdio IO) *cli.Command {
 						if err := in.Up(c.Context, stdio.Err); err != nil {
 							return err
 						}
-						fmt.Fprintf(stdio.Out, "%s: up (keystone %s, heat %s); clouds.yaml: %s\n", in.Name, in.KeystoneURL(), in.HeatURL(), in.CloudsYAML())
+						nova := ""
+						if in.Compute.Enabled() {
+							nova = ", nova " + in.NovaURL()
+						}
+						fmt.Fprintf(stdio.Out, "%s: up (keystone %s, heat %s%s); clouds.yaml: %s\n", in.Name, in.KeystoneURL(), in.HeatURL(), nova, in.CloudsYAML())
 						return nil
 					})
 				},
@@ -87,11 +94,12 @@ func localCloudCommand(stdio IO) *cli.Command {
 						Up         bool   `json:"up"`
 						Keystone   string `json:"keystone"`
 						Heat       string `json:"heat"`
+						Nova       string `json:"nova,omitempty"`
 						CloudsYAML string `json:"clouds_yaml"`
 					}
 					var all []status
 					if err := each(c, func(in localcloud.Instance) error {
-						all = append(all, status{in.Name, in.Running(c.Context), in.KeystoneURL(), in.HeatURL(), in.CloudsYAML()})
+						all = append(all, status{in.Name, in.Running(c.Context), in.KeystoneURL(), in.HeatURL(), in.NovaURL(), in.CloudsYAML()})
 						return nil
 					}); err != nil {
 						return err
@@ -104,7 +112,11 @@ func localCloudCommand(stdio IO) *cli.Command {
 						if st.Up {
 							state = "up"
 						}
-						fmt.Fprintf(stdio.Out, "%s: %s (keystone %s, heat %s, clouds.yaml %s)\n", st.Name, state, st.Keystone, st.Heat, st.CloudsYAML)
+						nova := ""
+						if st.Nova != "" {
+							nova = ", nova " + st.Nova
+						}
+						fmt.Fprintf(stdio.Out, "%s: %s (keystone %s, heat %s%s, clouds.yaml %s)\n", st.Name, state, st.Keystone, st.Heat, nova, st.CloudsYAML)
 					}
 					return nil
 				},

@@ -21,10 +21,11 @@ func simCommand(stdio IO) *cli.Command {
 	return &cli.Command{
 		Name:      "sim",
 		Usage:     "simulate a month of learners: lab-hours billed per hour used under labplane's policy, hastexo-xblock's and always-on",
-		UsageText: "labplane sim [--output text|json] [--db FILE] [--trace steady|class] [--policy labplane|hastexo|always-on]",
+		UsageText: "labplane sim [--output text|json] [--db FILE] [--trace steady|class] [--policy labplane|hastexo|always-on] [--stack lab|servers]",
 		Description: "Replays 30 days of learners' sessions through labplane's real policy, reaper and lifecycle, on a\n" +
 			"SQLite registry, with a fake cloud whose create, suspend, resume and delete take the times measured on\n" +
-			"the local Heat, on a virtual clock (a month takes about a minute and a half). Two traces: \"steady\",\n" +
+			"the local Heat (--stack: those of the example lab of stand-in resources, the default, or of the lab of\n" +
+			"two real servers on the local cloud with Nova), on a virtual clock (a month takes about a minute and a half). Two traces: \"steady\",\n" +
 			"1,000 learners working 30 to 45 minutes every day or every other day, and \"class\", 300 learners\n" +
 			"meeting on weekdays from 14:00 who all stop at 15:30. Three policies: \"labplane\" (the defaults:\n" +
 			"suspend 90 s after the last heartbeat, checked every 15 s, max_in_flight 4), \"hastexo\" (hastexo-\n" +
@@ -44,6 +45,8 @@ func simCommand(stdio IO) *cli.Command {
 				"labplane-idle15m (heartbeats only while the learner acts: idle_suspend_after 15m), labplane-idle15m-leave80 " +
 				"(the same, the LMS sending leave at the end of 80% of sessions: suspended leave_grace, 3m, later), labplane-pool " +
 				"(the defaults with a warm pool the size of the trace: a first visit resumes a lab of the pool)"},
+			&cli.StringFlag{Name: "stack", Value: "lab", Usage: "whose latencies the simulated cloud takes: lab (examples/templates/lab.yaml, " +
+				"stand-in resources, on local-a) or servers (servers.yaml, two servers on local-servers' Nova)"},
 		},
 		Action: func(c *cli.Context) error {
 			out, err := output(c)
@@ -51,6 +54,14 @@ func simCommand(stdio IO) *cli.Command {
 				return err
 			}
 			cfg := sim.Default()
+			switch c.String("stack") {
+			case "lab":
+				cfg.Latencies = sim.LabStack
+			case "servers":
+				cfg.Latencies = sim.ServersStack
+			default:
+				return usageError("--stack %q: use lab or servers", c.String("stack"))
+			}
 			if cfg.Traces, err = only(c, "trace", cfg.Traces, func(t sim.Trace) string { return t.Name }); err != nil {
 				return err
 			}

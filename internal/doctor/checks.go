@@ -53,7 +53,7 @@ func (c *checker) job(ctx context.Context, j Job) []Check {
 		return c.provision(ctx)
 	case LocalCloud:
 		return slices.Concat(c.root("labplane dev cloud up"), c.packages(ctx, LocalCloud, localcloud.Packages,
-			"labplane dev cloud up, which installs them"))
+			"labplane dev cloud up, which installs them"), c.computePackages(ctx))
 	case TestHosts:
 		return c.testHosts(ctx)
 	}
@@ -355,6 +355,22 @@ func (c *checker) packages(ctx context.Context, j Job, pkgs []string, also strin
 		return []Check{lack(name, "not installed: "+strings.Join(miss, " "), fix)}
 	}
 	return []Check{have(name, "installed: "+strings.Join(pkgs, " "))}
+}
+
+// computePackages: the packages of the local cloud with compute (local-servers), which only
+// that instance needs: reported, never required.
+func (c *checker) computePackages(ctx context.Context) []Check {
+	const name = "Debian packages for local-servers"
+	miss, err := c.p.Missing(ctx, localcloud.ComputePackages...)
+	switch {
+	case err != nil:
+		return []Check{{Name: name, Detail: err.Error()}}
+	case len(miss) > 0:
+		return []Check{{Name: name, Detail: "not installed: " + strings.Join(miss, " ") +
+			" (Nova, Placement and Glance: only the local cloud local-servers runs them)",
+			Fix: "labplane dev cloud up --name local-servers, which installs them"}}
+	}
+	return []Check{{Name: name, OK: true, Detail: "installed: " + strings.Join(localcloud.ComputePackages, " ")}}
 }
 
 // testHosts: what `labplane dev hosts up` needs.

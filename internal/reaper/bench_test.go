@@ -164,7 +164,7 @@ func BenchmarkClassLeaves(b *testing.B) {
 		c.Observe(lat.observe)
 		r := newRig(b, c)
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n, 25)
+		launchMany(b, r.mgr, r.store, "class", n, 25)
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
 		report(b, "fake cloud", measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
@@ -176,6 +176,18 @@ func BenchmarkClassLeaves(b *testing.B) {
 //
 //	go test ./internal/reaper -run '^$' -bench ClassLeavesHeat -benchtime 1x
 func BenchmarkClassLeavesHeat(b *testing.B) {
+	classLeavesHeat(b, "local-a", "lab", "local Heat")
+}
+
+// BenchmarkClassLeavesHeatServers: the same with 50 labs of two real servers each
+// (examples/templates/servers.yaml) on local-servers, whose Nova suspends 100 servers.
+//
+//	go test ./internal/reaper -run '^$' -bench ClassLeavesHeatServers -benchtime 1x
+func BenchmarkClassLeavesHeatServers(b *testing.B) {
+	classLeavesHeat(b, "local-servers", "servers", "local Heat, servers")
+}
+
+func classLeavesHeat(b *testing.B, cloudName, template, what string) {
 	if testing.Short() {
 		b.Skip("needs the local cloud")
 	}
@@ -183,12 +195,13 @@ func BenchmarkClassLeavesHeat(b *testing.B) {
 	for b.Loop() {
 		b.StopTimer()
 		var lat latencies
-		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: "local-a", maxInFlight: maxInFlight, observe: lat.observe})
+		r := newHeatRig(b, policy.Set{Default: classRules()}, target{name: cloudName, maxInFlight: maxInFlight, observe: lat.observe})
+		r.mgr.DefaultTemplate = template
 		alone := probeSuspend(b, r.mgr)
-		launchMany(b, r.mgr, r.store, n, 25)
+		launchMany(b, r.mgr, r.store, r.course, n, 25) // the rig's course: its cleanup deletes them
 		r.clock.Add(10 * time.Minute)
 		b.StartTimer()
-		report(b, "local Heat", measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
+		report(b, what, measureClass(b, r.reaper, n, maxInFlight, alone, &lat))
 		b.StopTimer()
 		r.cleanup()
 		b.StartTimer()
@@ -203,8 +216,8 @@ func classRules() policy.Rules {
 	return r
 }
 
-// launchMany launches n labs, at a time at once.
-func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int) {
+// launchMany launches n labs of course, at a time at once.
+func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, course string, n, at int) {
 	b.Helper()
 	sem := make(chan struct{}, at)
 	var wg sync.WaitGroup
@@ -213,7 +226,7 @@ func launchMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n, at int
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			req := lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: "class", Actor: "bench"}
+			req := lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: course, Actor: "bench"}
 			if _, err := mgr.Launch(context.Background(), req); err != nil {
 				errs <- err
 			}

@@ -94,7 +94,7 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 		lts = append(lts, lifecycle.Target{Cloud: h, Capacity: tg.capacity, MaxInFlight: tg.maxInFlight})
 		rcs = append(rcs, h)
 	}
-	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml"}
+	templates := map[string]string{"lab": "lab.yaml", "failing": "failing.yaml", "slow": "slow.yaml", "servers": "servers.yaml"}
 	r.mgr = &lifecycle.Manager{Site: r.course, Registry: st, Locks: st, Slots: store.NewWaiter(st), Targets: lts, Rules: rules, Now: r.clock.Now, Log: log, DefaultTemplate: "lab",
 		Template: func(name string) (string, error) {
 			if f, ok := templates[name]; ok {

@@ -43,20 +43,31 @@ import (
 	"github.com/labplane/labplane/internal/store"
 )
 
-// The latencies of the example lab stack (examples/templates/lab.yaml) on the real local
-// Heat, one action at a time, as labplane waits for them (polling its status every second):
-// the medians of five rounds of
+// Latencies are how long the cloud takes to create, suspend, resume and delete a lab's stack,
+// one action at a time, as labplane waits for them (polling its status every second).
+type Latencies struct {
+	Create, Suspend, Resume, Delete time.Duration
+}
+
+// The latencies measured on the project's local clouds, the medians of five rounds of
 //
 //	go test ./internal/heat -run '^$' -bench Latencies -benchtime 1x
 //
-// on the project's 2-core machine (ranges: create 3.55-6.95 s, suspend 3.20-3.24 s, resume
-// 3.21-3.25 s, delete 6.30-7.35 s). Under load Heat takes longer (see the reaper's
+// on the project's 2-core machine. Under load Heat takes longer (see the reaper's
 // ClassLeavesHeat benchmark); the simulation does not model that.
-const (
-	CreateLatency  = 6410 * time.Millisecond
-	SuspendLatency = 3240 * time.Millisecond
-	ResumeLatency  = 3240 * time.Millisecond
-	DeleteLatency  = 7290 * time.Millisecond
+var (
+	// LabStack is the example lab of stand-in resources (examples/templates/lab.yaml) on
+	// local-a (ranges: create 3.55-6.95 s, suspend 3.20-3.24 s, resume 3.21-3.25 s, delete
+	// 6.30-7.35 s). The default.
+	LabStack = Latencies{Create: 6410 * time.Millisecond, Suspend: 3240 * time.Millisecond,
+		Resume: 3240 * time.Millisecond, Delete: 7290 * time.Millisecond}
+	// ServersStack is the example lab of two servers (examples/templates/servers.yaml) on
+	// local-servers, Nova with the fake virt driver (BenchmarkLatenciesServers; ranges:
+	// create 10.83-15.90 s, suspend 4.36-5.13 s, resume 3.80-4.86 s, delete 5.03-6.91 s).
+	// Measured while other work kept the machine busy (load 10 on 2 cores): lab.yaml took
+	// 9.13, 4.63, 5.06 and 8.93 s in the same run, 1.2 to 1.6 times LabStack's.
+	ServersStack = Latencies{Create: 14420 * time.Millisecond, Suspend: 4680 * time.Millisecond,
+		Resume: 4140 * time.Millisecond, Delete: 6770 * time.Millisecond}
 )
 
 // The simulated LMS.
@@ -198,6 +209,8 @@ type Config struct {
 	// DB is the SQLite file the registry is written to and left in; empty: a temporary file.
 	DB  string
 	Log *slog.Logger
+	// Latencies are the simulated cloud's; zero: LabStack.
+	Latencies Latencies
 }
 
 // Default is the simulation: 30 days from Monday 1 June 2026 (a month in the past, so
@@ -284,7 +297,7 @@ func Run(ctx context.Context, c Config) (Result, error) {
 	var runs []*run
 	for _, tr := range c.Traces {
 		for _, p := range c.Policies {
-			runs = append(runs, newRun(tr, p, res.Start, res.End, c.Log))
+			runs = append(runs, newRun(tr, p, res.Start, res.End, c.Latencies, c.Log))
 		}
 	}
 	var wg sync.WaitGroup
@@ -343,7 +356,7 @@ type run struct {
 	row         Row
 }
 
-func newRun(tr Trace, p Policy, start, end time.Time, log *slog.Logger) *run {
+func newRun(tr Trace, p Policy, start, end time.Time, lat Latencies, log *slog.Logger) *run {
 	r := &run{trace: tr, pol: p, course: Course(tr.Name, p.Name), start: start, end: end, v: clock.NewVirtual(start),
 		log: log.With("policy", p.Name, "trace", tr.Name), launched: make([]bool, len(tr.Learners)),
 		row: Row{Policy: p.Name, Trace: tr.Name, Sessions: tr.Sessions()}}
@@ -354,8 +367,11 @@ func newRun(tr Trace, p Policy, start, end time.Time, log *slog.Logger) *run {
 	if inFlight == 0 {
 		inFlight = len(tr.Learners) // every learner's lab at once: no bound
 	}
+	if lat == (Latencies{}) {
+		lat = LabStack
+	}
 	r.cloud = fakecloud.NewWith(fakecloud.Options{Name: p.Name, MaxInFlight: inFlight, Clock: r.v, Latencies: map[string]time.Duration{
-		"create": CreateLatency, "suspend": SuspendLatency, "resume": ResumeLatency, "delete": DeleteLatency}})
+		"create": lat.Create, "suspend": lat.Suspend, "resume": lat.Resume, "delete": lat.Delete}})
 	return r
 }
 

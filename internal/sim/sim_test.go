@@ -63,7 +63,7 @@ func TestSimulation(t *testing.T) {
 		if math.Abs(lp.UsedHours-ao.UsedHours) > 0.001*ao.UsedHours {
 			t.Errorf("%s: the same learners used %.1f h under labplane, %.1f h always on", trace, lp.UsedHours, ao.UsedHours)
 		}
-		if lp.Returns == 0 || lp.ResumeWaitP50 < sim.ResumeLatency.Seconds() || lp.ResumeWaitP99 > 60 {
+		if lp.Returns == 0 || lp.ResumeWaitP50 < sim.LabStack.Resume.Seconds() || lp.ResumeWaitP99 > 60 {
 			t.Errorf("labplane on %s: %d returns, resume wait p50 %.2f s, p99 %.2f s", trace, lp.Returns, lp.ResumeWaitP50, lp.ResumeWaitP99)
 		}
 	}
@@ -110,8 +110,22 @@ func checkLeftBehind(t *testing.T, path string, res sim.Result) {
 }
 
 // TestHastexoDeletesUnusedLabs: under hastexo-xblock's defaults a lab unused for 14 days is
-// deleted, and the learner coming back waits for a new one.
+// deleted, and the learner coming back waits for a new one; under labplane's, for a resume.
+// The waits are the latencies the simulation is given: the lab of stand-ins' by default, the
+// lab of servers' when asked.
 func TestHastexoDeletesUnusedLabs(t *testing.T) {
+	for name, lat := range map[string]sim.Latencies{"default": {}, "servers": sim.ServersStack} {
+		t.Run(name, func(t *testing.T) {
+			want := lat
+			if want == (sim.Latencies{}) {
+				want = sim.LabStack
+			}
+			hastexoDeletesUnusedLabs(t, lat, want)
+		})
+	}
+}
+
+func hastexoDeletesUnusedLabs(t *testing.T, given, lat sim.Latencies) {
 	start := time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC)
 	day := func(d int, h int) time.Time { return start.Add(time.Duration(d*24+h) * time.Hour) }
 	tr := sim.Trace{Name: "gap", Learners: []sim.Learner{{Name: "ann", Sessions: []sim.Session{
@@ -121,7 +135,7 @@ func TestHastexoDeletesUnusedLabs(t *testing.T) {
 	}}}}
 	path := filepath.Join(t.TempDir(), "gap.db")
 	res, err := sim.Run(context.Background(), sim.Config{Start: start, Days: 30, Traces: []sim.Trace{tr},
-		Policies: []sim.Policy{sim.Hastexo(), sim.Labplane()}, DB: path})
+		Policies: []sim.Policy{sim.Hastexo(), sim.Labplane()}, DB: path, Latencies: given})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,9 +150,9 @@ func TestHastexoDeletesUnusedLabs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, wait := 1, sim.ResumeLatency // labplane keeps the lab suspended
+		want, wait := 1, lat.Resume // labplane keeps the lab suspended
 		if r.Policy == "hastexo" {
-			want, wait = 2, sim.CreateLatency // deleted 14 days after day 1, launched again on day 20
+			want, wait = 2, lat.Create // deleted 14 days after day 1, launched again on day 20
 		}
 		if len(ls) != want || r.Returns != 2 || r.ResumeWaitMax != wait.Seconds() {
 			t.Errorf("%s: %d labs, %d returns, longest wait %.2f s; want %d labs, a longest wait of %.2f s",
@@ -235,12 +249,12 @@ func TestWarmPoolSim(t *testing.T) {
 	without, with := res.Rows[0], res.Rows[1]
 	t.Logf("first launch wait p50/p99: %.2f/%.2f s without a pool, %.2f/%.2f s with; billed %.2f h and %.2f h",
 		without.LaunchWaitP50, without.LaunchWaitP99, with.LaunchWaitP50, with.LaunchWaitP99, without.BilledHours, with.BilledHours)
-	if with.LaunchWaitMax > sim.ResumeLatency.Seconds()*float64(n)/4 || with.LaunchWaitP50 != sim.ResumeLatency.Seconds() ||
-		without.LaunchWaitP50 < sim.CreateLatency.Seconds() {
+	if with.LaunchWaitMax > sim.LabStack.Resume.Seconds()*float64(n)/4 || with.LaunchWaitP50 != sim.LabStack.Resume.Seconds() ||
+		without.LaunchWaitP50 < sim.LabStack.Create.Seconds() {
 		t.Errorf("first launch waits: p50 %.2f s with a pool (want the resume's %s), %.2f s without (want the create's %s or more)",
-			with.LaunchWaitP50, sim.ResumeLatency, without.LaunchWaitP50, sim.CreateLatency)
+			with.LaunchWaitP50, sim.LabStack.Resume, without.LaunchWaitP50, sim.LabStack.Create)
 	}
-	price := float64(n) * (sim.CreateLatency + sim.SuspendLatency).Hours()
+	price := float64(n) * (sim.LabStack.Create + sim.LabStack.Suspend).Hours()
 	if extra := with.BilledHours - without.BilledHours; extra < 0.5*price || extra > 1.5*price || math.Abs(with.UsedHours-without.UsedHours) > 0.001*without.UsedHours {
 		t.Errorf("the pool's price: %.3f h more billed (want about %.3f h: a create and a suspend per pool lab); used %.2f h and %.2f h",
 			extra, price, with.UsedHours, without.UsedHours)

@@ -32,11 +32,15 @@ func TestNamedPortSets(t *testing.T) {
 			RabbitPort: 25682, RabbitDistPort: 25683, EpmdPort: 24379},
 		"local-quota": {Name: "local-quota", Region: "RegionQuota", KeystonePort: 25020, HeatPort: 28024, PostgresPort: 25452,
 			RabbitPort: 25692, RabbitDistPort: 25693, EpmdPort: 24389, MaxStacksPerTenant: QuotaStacks},
+		"local-servers": {Name: "local-servers", Region: "RegionServers", KeystonePort: 25030, HeatPort: 28034, PostgresPort: 25462,
+			RabbitPort: 25702, RabbitDistPort: 25703, EpmdPort: 24399,
+			Compute: Compute{NovaPort: 28774, PlacementPort: 28778, GlancePort: 29292, NeutronPort: 29696}},
 	}
 	// the team's shared dev cloud uses these: a local cloud must never collide with it
 	used := map[int]string{5000: "dev keystone", 8004: "dev heat", 55432: "dev pg", 55672: "dev rabbit",
-		55673: "dev rabbit dist", 54369: "dev epmd"}
-	if got := Names(); strings.Join(got, " ") != "local-a local-b local-quota" {
+		55673: "dev rabbit dist", 54369: "dev epmd", 8774: "dev nova", 8778: "dev placement", 9292: "dev glance",
+		9696: "dev neutron stub"}
+	if got := Names(); strings.Join(got, " ") != "local-a local-b local-quota local-servers" {
 		t.Errorf("Names() = %v", got)
 	}
 	for name, w := range want {
@@ -60,6 +64,20 @@ func TestNamedPortSets(t *testing.T) {
 		if in.KeystoneURL() != fmt.Sprintf("http://127.0.0.1:%d/v3", w.KeystonePort) || in.HeatURL() != fmt.Sprintf("http://127.0.0.1:%d", w.HeatPort) {
 			t.Errorf("urls %s %s", in.KeystoneURL(), in.HeatURL())
 		}
+		// compute (its packages, its processes, its API) on local-servers alone
+		compute := name == "local-servers"
+		if got := len(in.Packages()) > len(Packages); got != compute {
+			t.Errorf("%s: packages %v", name, in.Packages())
+		}
+		if got := len(in.Ports()) > 6; got != compute {
+			t.Errorf("%s: ports %v", name, in.Ports())
+		}
+		if got := len(in.services()) > 6; got != compute {
+			t.Errorf("%s: %d services", name, len(in.services()))
+		}
+		if wantNova := fmt.Sprintf("http://127.0.0.1:%d/v2.1", w.Compute.NovaPort); compute && in.NovaURL() != wantNova || !compute && in.NovaURL() != "" {
+			t.Errorf("%s: NovaURL() = %q", name, in.NovaURL())
+		}
 	}
 }
 
@@ -73,7 +91,7 @@ func TestNamedUnknown(t *testing.T) {
 // The embedded scripts parse, take every setting from the Go side and keep the recipe's guard
 // rails: nothing killed by name, loopback only.
 func TestScripts(t *testing.T) {
-	for name, s := range map[string][]byte{"up.sh": upScript, "down.sh": downScript} {
+	for name, s := range map[string][]byte{"up.sh": upScript, "down.sh": downScript, "compute-up.sh": computeUpScript, "lib.sh": libScript} {
 		if out, err := exec.Command("bash", "-n", "-c", string(s)).CombinedOutput(); err != nil {
 			t.Errorf("%s: bash -n: %v\n%s", name, err, out)
 		}
@@ -83,16 +101,39 @@ func TestScripts(t *testing.T) {
 				code = append(code, line)
 			}
 		}
-		for _, bad := range []string{"pkill", "killall", "0.0.0.0", "HEAT_LAB_", "/tmp/heat-lab"} {
+		for _, bad := range []string{"pkill", "killall", "0.0.0.0", "HEAT_LAB_", "NOVA_LAB_", "/tmp/heat-lab", "/tmp/nova-lab", "/work/shared"} {
 			if strings.Contains(strings.Join(code, "\n"), bad) {
 				t.Errorf("%s uses %q", name, bad)
 			}
 		}
 	}
+	py := exec.Command("python3", "-c", "import ast, sys; ast.parse(sys.stdin.read())")
+	py.Stdin = bytes.NewReader(restPy)
+	if out, err := py.CombinedOutput(); err != nil {
+		t.Errorf("rest.py: %v\n%s", err, out)
+	}
 	for _, v := range (Instance{}).env() {
 		k, _, _ := strings.Cut(v, "=")
-		if !bytes.Contains(upScript, []byte(k)) {
-			t.Errorf("up.sh does not read %s", k)
+		if !bytes.Contains(upScript, []byte(k)) && !bytes.Contains(computeUpScript, []byte(k)) {
+			t.Errorf("neither up.sh nor compute-up.sh reads %s", k)
+		}
+	}
+	// every process the scripts start is one down.sh stops and the Go side checks, by the same
+	// pid file and marker
+	in, _ := Named("local-servers")
+	for _, svc := range in.services() {
+		name := strings.TrimSuffix(filepath.Base(svc.pidFile), ".pid")
+		marker := strings.ReplaceAll(svc.marker, filepath.Join(in.Dir, "state"), "$STATE")
+		marker = strings.ReplaceAll(marker, "$STATE/etc/nova.conf", "$NOVA_CONF")
+		marker = strings.ReplaceAll(marker, fmt.Sprint(in.EpmdPort), "$EPMD_PORT")
+		if !bytes.Contains(downScript, []byte("stop "+name+" ")) {
+			t.Errorf("down.sh does not stop %s", name)
+		}
+		if !bytes.Contains(downScript, []byte(marker)) {
+			t.Errorf("down.sh does not know %s's marker %q", name, marker)
+		}
+		if !bytes.Contains(upScript, []byte(marker)) && !bytes.Contains(computeUpScript, []byte(strings.TrimPrefix(marker, name+" "))) {
+			t.Errorf("no script starts %s with the marker %q", name, marker)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -27,7 +28,13 @@ func Main(m *testing.M, lease **localcloud.Lease, before func(context.Context), 
 	start := time.Now()
 	// the packages first, for as long as that takes on a busy machine (other packages' tests
 	// may hold the installer's lock); then the clouds within 20 minutes
-	if err := apt.Ensure(context.Background(), os.Stderr, localcloud.Packages...); err != nil {
+	pkgs := localcloud.Packages
+	for _, n := range names {
+		if in, err := localcloud.Named(n); err == nil {
+			pkgs = append(slices.Clone(pkgs), in.Packages()...) // apt.Ensure asks for each once
+		}
+	}
+	if err := apt.Ensure(context.Background(), os.Stderr, pkgs...); err != nil {
 		fmt.Fprintf(os.Stderr, "cannot install the local cloud's packages: %v\n(go test -short runs only the tests that need none)\n", err)
 		return 1
 	}

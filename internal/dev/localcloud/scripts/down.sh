@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# down.sh - stop exactly the processes up.sh started for one labplane local cloud instance (by the
-# PIDs in its pid files; a PID is only signalled if its command line or environment still matches
-# what up.sh started: never by name). Packages stay installed. Embedded in labplane
-# (internal/localcloud); adapted from the team's shared recipe (openstack/down.sh).
+# down.sh - stop exactly the processes up.sh (and, on an instance with compute, compute-up.sh)
+# started for one labplane local cloud instance (by the PIDs in their pid files; a PID is only
+# signalled if its command line or environment still matches what was started: never by name).
+# Packages stay installed. Embedded in labplane (internal/localcloud); adapted from the team's
+# shared recipe (openstack/down.sh, nova-down.sh).
 #   down.sh          stop services, keep state (databases, fernet keys): next up takes ~12 s
 #   down.sh --purge  also delete $LC_DIR/state and $LC_CLOUDS_YAML: next up starts clean
 # Environment (set by internal/localcloud): LC_NAME, LC_DIR, LC_CLOUDS_YAML, LC_EPMD_PORT.
@@ -46,6 +47,14 @@ stop() {
 }
 
 if [[ -d $STATE/run ]]; then
+  # compute (compute-up.sh's, on the instances that have it; no pid file: nothing to do): the
+  # APIs and nova-compute first (they call the others), then the rest, each group in parallel
+  NOVA_CONF=$STATE/etc/nova.conf
+  stop nova-api "nova-api --config-file $NOVA_CONF" & stop nova-compute "$STATE/etc/nova-compute.conf" 30 &
+  stop glance-api "$STATE/etc/glance-api.conf" & stop placement "$STATE/etc/placement-uwsgi.ini" & wait
+  stop nova-conductor "nova-conductor --config-file $NOVA_CONF" & stop nova-scheduler "nova-scheduler --config-file $NOVA_CONF" &
+  stop fake-neutron "$STATE/etc/fake-neutron.py" 5 & wait
+  rm -f "$STATE/compute-ready"
   # API/engine/keystone in parallel (each is independent)
   stop heat-api "$STATE/etc/heat.conf" & stop heat-engine "$STATE/etc/heat.conf" 30 &
   stop keystone "$STATE/etc/keystone-uwsgi.ini" & wait

@@ -33,6 +33,7 @@ EPMD_PORT=${LC_EPMD_PORT:?}
 REGION=${LC_REGION:?}
 ENGINE_WORKERS=${LC_ENGINE_WORKERS:-1}
 MAX_STACKS=${LC_MAX_STACKS_PER_TENANT:-0}
+NOVA_PORT=${LC_NOVA_PORT:-0}   # not 0: compute-up.sh adds Nova after this script (local-servers)
 
 # Fixed, well-known lab credentials (loopback only, throw-away).
 ADMIN_USER=admin;        ADMIN_PASSWORD=heatlab-admin; ADMIN_PROJECT=admin
@@ -47,34 +48,9 @@ HEAT_URL=http://$HOST:$HEAT_PORT
 PY=/usr/bin/python3            # Debian's python: the OpenStack libs live in its dist-packages
 PACKAGES=(${LC_PACKAGES:?LC_PACKAGES is required})   # localcloud.Packages
 
-log()  { printf '[localcloud %s up %6ss] %s\n' "$NAME" "$(elapsed)" "$*"; }
-die()  { printf '[localcloud %s up %6ss] ERROR: %s\n' "$NAME" "$(elapsed)" "$*" >&2; exit 1; }
-elapsed() { awk -v a="$T0" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b-a)/1e9}'; }
+STEP=up
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # log, die, alive, wait_for, ...
 trap 'die "failed at line $LINENO: $BASH_COMMAND (logs: $STATE/log)"' ERR
-
-# ---------- process helpers (pid files + cmdline check, never by name) ----------
-# alive NAME MARKER : pid file $STATE/run/NAME.pid exists, process alive (not zombie) and its
-# command line or environment contains MARKER (guards against PID reuse)
-alive() {
-  local f=$STATE/run/$1.pid pid
-  [[ -s $f ]] || return 1
-  pid=$(<"$f")
-  [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) =~ ^[RSDTtWIP]$ ]] || return 1
-  cat "/proc/$pid/cmdline" "/proc/$pid/environ" 2>/dev/null | tr '\0' ' ' | grep -qF -- "$2"
-}
-port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
-wait_for() { # wait_for SECONDS DESCRIPTION CMD...
-  local secs=$1 what=$2; shift 2
-  local end=$(( $(date +%s) + secs ))
-  until "$@"; do
-    (( $(date +%s) < end )) || die "timeout after ${secs}s waiting for $what (logs: $STATE/log)"
-    sleep 0.3
-  done
-}
-http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time "${2:-5}" "$1" || true; }
-
-pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
-as_pg()  { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 
 get_token() { # get_token USER PASSWORD PROJECT -> prints token id
   curl -s -D - -o /dev/null --max-time 10 -H 'Content-Type: application/json' "$KS_URL/v3/auth/tokens" -d "{
@@ -140,10 +116,7 @@ fi
 
 # ---------- 1. packages (installed by the Go side, internal/apt, before this script runs) ----------
 mkdir -p "$LAB_DIR"
-for p in "${PACKAGES[@]}"; do
-  [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true) == "install ok installed" ]] ||
-    die "Debian package $p is not installed (labplane dev cloud up installs it: run it through labplane)"
-done
+need_packages "${PACKAGES[@]}"
 PGBIN=$(pg_bin); [[ -x $PGBIN/postgres ]] || die "PostgreSQL binaries not found"
 
 # ---------- 2. layout + config files (always rewritten; cheap) ----------
@@ -206,9 +179,14 @@ EOF
 [[ $MAX_STACKS =~ ^[0-9]+$ ]] || die "LC_MAX_STACKS_PER_TENANT must be a number, not '$MAX_STACKS'"
 STACK_LIMIT="# max_stacks_per_tenant: Heat's default"
 if ((MAX_STACKS > 0)); then STACK_LIMIT="max_stacks_per_tenant = $MAX_STACKS"; fi
+# With Nova: Zed's Nova (2.93) generates no key pair past microversion 2.92, and Heat talks the
+# newest one, so an OS::Nova::KeyPair without public_key would be refused; 2.91 keeps it.
+NOVA_MICROVERSION="# max_nova_api_microversion: the newest"
+if [[ $NOVA_PORT != 0 ]]; then NOVA_MICROVERSION="max_nova_api_microversion = 2.91"; fi
 cat >"$STATE/etc/heat.conf" <<EOF
 [DEFAULT]
 $STACK_LIMIT
+$NOVA_MICROVERSION
 log_dir = $STATE/log
 transport_url = rabbit://guest:guest@$HOST:$RABBIT_PORT/
 host = labplane-$NAME
@@ -391,56 +369,31 @@ if [[ ! -e $STATE/keystone/objects-done ]]; then
   KS_URL=$KS_URL HEAT_URL=$HEAT_URL REGION=$REGION ADMIN_USER=$ADMIN_USER ADMIN_PASSWORD=$ADMIN_PASSWORD \
   ADMIN_PROJECT=$ADMIN_PROJECT LEARNER_USER=$LEARNER_USER LEARNER_PASSWORD=$LEARNER_PASSWORD \
   LEARNER_PROJECT=$LEARNER_PROJECT HEAT_SVC_PASSWORD=$HEAT_SVC_PASSWORD \
-  HEAT_DOMAIN_ADMIN_PASSWORD=$HEAT_DOMAIN_ADMIN_PASSWORD "$PY" - <<'PYEOF'
-import json, os, urllib.request, urllib.error
-E = os.environ
-KS = E["KS_URL"] + "/v3"
-def req(method, path, body=None, token=None):
-    r = urllib.request.Request(KS + path, method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json", **({"X-Auth-Token": token} if token else {})})
-    try:
-        with urllib.request.urlopen(r, timeout=30) as resp:
-            raw = resp.read()
-            return resp.headers, (json.loads(raw) if raw else None)
-    except urllib.error.HTTPError as e:
-        if e.code == 409: return None, None
-        raise SystemExit(f"{method} {path} -> {e.code}: {e.read()[:500]!r}")
-hdr, _ = req("POST", "/auth/tokens", {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-    "name": E["ADMIN_USER"], "domain": {"id": "default"}, "password": E["ADMIN_PASSWORD"]}}},
-    "scope": {"project": {"name": E["ADMIN_PROJECT"], "domain": {"id": "default"}}}}})
-T = hdr["X-Subject-Token"]
-def find(coll, key, **q):
-    qs = "&".join(f"{k}={v}" for k, v in q.items())
-    items = req("GET", f"/{coll}?{qs}", token=T)[1][coll]
-    return items[0] if items else None
-def ensure(coll, single, body, **q):
-    got = find(coll, single, **q)
-    if got: return got
-    req("POST", f"/{coll}", {single: body}, token=T)
-    return find(coll, single, **q)
+  HEAT_DOMAIN_ADMIN_PASSWORD=$HEAT_DOMAIN_ADMIN_PASSWORD PYTHONPATH=$LIB_DIR "$PY" - <<'PYEOF'
+from rest import E, admin_token, ensure, find, req
+T = admin_token()
 dom_default = "default"
-heat_dom = ensure("domains", "domain", {"name": "heat", "description": "Heat stack users"}, name="heat")
+heat_dom = ensure(T, "domains", "domain", {"name": "heat", "description": "Heat stack users"}, name="heat")
 for r in ("admin", "member", "reader", "heat_stack_owner", "heat_stack_user"):
-    ensure("roles", "role", {"name": r}, name=r)
-role = {r: find("roles", "role", name=r)["id"] for r in ("admin", "member", "reader", "heat_stack_owner")}
-service = ensure("projects", "project", {"name": "service", "domain_id": dom_default}, name="service", domain_id=dom_default)
-learner_p = ensure("projects", "project", {"name": E["LEARNER_PROJECT"], "domain_id": dom_default,
+    ensure(T, "roles", "role", {"name": r}, name=r)
+role = {r: find(T, "roles", name=r)["id"] for r in ("admin", "member", "reader", "heat_stack_owner")}
+service = ensure(T, "projects", "project", {"name": "service", "domain_id": dom_default}, name="service", domain_id=dom_default)
+learner_p = ensure(T, "projects", "project", {"name": E["LEARNER_PROJECT"], "domain_id": dom_default,
     "description": "learner lab project", "tags": ["learner-lab"]}, name=E["LEARNER_PROJECT"], domain_id=dom_default)
-heat_u = ensure("users", "user", {"name": "heat", "domain_id": dom_default, "password": E["HEAT_SVC_PASSWORD"]},
+heat_u = ensure(T, "users", "user", {"name": "heat", "domain_id": dom_default, "password": E["HEAT_SVC_PASSWORD"]},
     name="heat", domain_id=dom_default)
-hda = ensure("users", "user", {"name": "heat_domain_admin", "domain_id": heat_dom["id"],
+hda = ensure(T, "users", "user", {"name": "heat_domain_admin", "domain_id": heat_dom["id"],
     "password": E["HEAT_DOMAIN_ADMIN_PASSWORD"]}, name="heat_domain_admin", domain_id=heat_dom["id"])
-learner_u = ensure("users", "user", {"name": E["LEARNER_USER"], "domain_id": dom_default,
+learner_u = ensure(T, "users", "user", {"name": E["LEARNER_USER"], "domain_id": dom_default,
     "password": E["LEARNER_PASSWORD"], "default_project_id": learner_p["id"]}, name=E["LEARNER_USER"], domain_id=dom_default)
-admin_u = find("users", "user", name=E["ADMIN_USER"], domain_id=dom_default)
-admin_p = find("projects", "project", name=E["ADMIN_PROJECT"], domain_id=dom_default)
+admin_u = find(T, "users", name=E["ADMIN_USER"], domain_id=dom_default)
+admin_p = find(T, "projects", name=E["ADMIN_PROJECT"], domain_id=dom_default)
 req("PUT", f"/projects/{service['id']}/users/{heat_u['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/domains/{heat_dom['id']}/users/{hda['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/projects/{learner_p['id']}/users/{learner_u['id']}/roles/{role['member']}", token=T)
 req("PUT", f"/projects/{learner_p['id']}/users/{admin_u['id']}/roles/{role['admin']}", token=T)
 req("PUT", f"/projects/{admin_p['id']}/users/{admin_u['id']}/roles/{role['heat_stack_owner']}", token=T)
-svc = ensure("services", "service", {"name": "heat", "type": "orchestration", "description": "Heat Orchestration"},
+svc = ensure(T, "services", "service", {"name": "heat", "type": "orchestration", "description": "Heat Orchestration"},
     type="orchestration")
 existing = {(e["interface"]) for e in req("GET", f"/endpoints?service_id={svc['id']}", token=T)[1]["endpoints"]}
 for iface in ("public", "internal", "admin"):
