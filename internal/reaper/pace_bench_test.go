@@ -204,8 +204,8 @@ func BenchmarkPaceHeat(b *testing.B) {
 				}
 			})
 		}
-		arrive := func() (time.Duration, float64) { return timed(func() { launchMany(b, r.mgr, r.store, "class", n, n) }) }
-		comeBack := func() (time.Duration, float64) { return timed(func() { returnMany(b, r.mgr, r.store, n) }) }
+		arrive := func() (time.Duration, float64) { return timed(func() { launchMany(b, r.mgr, r.store, r.course, n, n) }) }
+		comeBack := func() (time.Duration, float64) { return timed(func() { returnMany(b, r.mgr, r.store, r.course, n) }) }
 
 		progress := func(what string, took time.Duration) { fmt.Printf("  (%s: %.2fs)\n", what, took.Seconds()) }
 		shellCreated := shellCreate(ctx, b, sc, r.course, n, bound)
@@ -295,14 +295,14 @@ func BenchmarkPaceHeat(b *testing.B) {
 // returnMany brings back, all at once, the n learners launchMany launched, as the API's
 // launch-or-get does for each (a heartbeat, then a resume of the suspended lab), and checks
 // that every lab is active.
-func returnMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, n int) {
+func returnMany(b *testing.B, mgr *lifecycle.Manager, st *store.Store, course string, n int) {
 	b.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for i := range n {
 		wg.Go(func() {
 			ctx := context.Background()
-			p, err := mgr.Start(ctx, lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: "class", Actor: "bench"})
+			p, err := mgr.Start(ctx, lifecycle.LaunchRequest{Learner: fmt.Sprintf("learner%04d", i), Course: course, Actor: "bench"})
 			if !errors.Is(err, labs.ErrExists) {
 				errs <- fmt.Errorf("learner%04d came back to no lab: %v", i, err)
 				return
