@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/testhosts/standins"
 	"github.com/labplane/labplane/internal/dev/testhosts/testhoststest"
 	"github.com/labplane/labplane/internal/envspec"
+	"github.com/labplane/labplane/internal/health"
 	"github.com/labplane/labplane/internal/runs"
 )
 
@@ -32,7 +34,10 @@ func (s *site) deployCLI(p *testhoststest.Platform, args ...string) result {
 }
 
 // labplane deploy, runs list and runs show, over real SSH to test hosts, with a labplane.yaml
-// that has only a registry.
+// that has only a registry. The command deploys guacd's play only (--limit guacd, the platform's
+// smallest): what is checked here is the command, its progress, recap, record and exit codes;
+// the whole platform deployed and checked is internal/deploy's TestDeployOverSSH, and through
+// this command line cmd/labplane's TestPromoteOverSSH.
 func TestDeployCommand(t *testing.T) {
 	p := testhoststest.NewPlatform(t, nil, "r1")
 	s := newSite(t, registryOnly)
@@ -50,11 +55,11 @@ func TestDeployCommand(t *testing.T) {
 		}
 	}
 
-	r := s.deployCLI(p, "deploy", testhoststest.Env, "--yes")
+	r := s.deployCLI(p, "deploy", testhoststest.Env, "--limit", "guacd", "--yes")
 	if r.code != cli.ExitOK {
 		t.Fatalf("deploy: %s", r)
 	}
-	for _, want := range []string{"PLAY ", "TASK ", "changed", "lms1", "HOST", "CHANGED", "UNREACHABLE",
+	for _, want := range []string{"PLAY ", "TASK ", "changed", "guacd1", "HOST", "CHANGED", "UNREACHABLE",
 		"deploy of r1 to test: succeeded", "full log: "} {
 		if !strings.Contains(r.out, want) {
 			t.Errorf("deploy output lacks %q:\n%s", want, r.out)
@@ -63,15 +68,18 @@ func TestDeployCommand(t *testing.T) {
 	if strings.Contains(r.out+r.err, p.Secret) {
 		t.Error("the output shows the secret key")
 	}
-	p.AssertServing(t.Context(), t, "r1")
+	g, _ := p.Set.Host("guacd1") // deployed: it answers the handshake on its address
+	if _, err := health.Handshake(t.Context(), net.JoinHostPort(g.Address, strconv.Itoa(envspec.DefaultGuacdPort)), "vnc"); err != nil {
+		t.Errorf("guacd1 after the deploy: %v", err)
+	}
 
 	// the JSON record of a check run, with the progress on stderr
-	r = s.deployCLI(p, "deploy", testhoststest.Env, "--check", "--limit", "lms1", "--output", "json")
+	r = s.deployCLI(p, "deploy", testhoststest.Env, "--check", "--limit", "guacd1", "--output", "json")
 	var run runs.Run
 	if err := json.Unmarshal([]byte(r.out), &run); r.code != cli.ExitOK || err != nil {
 		t.Fatalf("deploy --check --output json: %v\n%s", err, r)
 	}
-	if !run.Options.Check || run.Options.Limit != "lms1" || len(run.Recap) != 1 || run.Recap["lms1"].Changed != 0 {
+	if !run.Options.Check || run.Options.Limit != "guacd1" || len(run.Recap) != 1 || run.Recap["guacd1"].Changed != 0 {
 		t.Errorf("check run %+v", run)
 	}
 	if !strings.Contains(r.err, "TASK ") {

@@ -138,3 +138,43 @@ func TestLint(t *testing.T) {
 		t.Fatalf("ansible-lint: %v\n%s", err, out)
 	}
 }
+
+// Ansible, run in the project's directory as a deploy runs it (Playbook's Dir), reads the
+// project's ansible.cfg: the settings that save CPU on every task are in force.
+func TestAnsibleConfig(t *testing.T) {
+	if hosts == nil {
+		t.Skip("needs Debian's ansible, installed with the test hosts' packages: not with -short")
+	}
+	t.Parallel()
+	root := projectRoot(t)
+	cfg := filepath.Join(root, "ansible.cfg")
+	if p := (&deploy.Deployer{Project: root}).Playbook(deploy.Request{Env: &envspec.Environment{}}); p.Dir != root {
+		t.Fatalf("ansible-playbook runs in %q, not the project's directory %s", p.Dir, root)
+	}
+	for _, c := range []struct {
+		args []string
+		want []string
+	}{
+		{nil, []string{"DEFAULT_INTERNAL_POLL_INTERVAL(" + cfg + ") = 0.05", "INTERPRETER_PYTHON(" + cfg + ") = /usr/bin/python3"}},
+		{[]string{"-t", "connection"}, []string{"ssh_args(" + cfg + ") = -o ControlMaster=auto -o ControlPersist=60s"}},
+	} {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		cmd := exec.CommandContext(ctx, "ansible-config", append([]string{"dump", "--only-changed"}, c.args...)...)
+		cmd.Dir = root
+		for _, kv := range os.Environ() { // as a deploy from a shell without ANSIBLE_CONFIG
+			if !strings.HasPrefix(kv, "ANSIBLE_CONFIG=") {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("ansible-config dump: %v\n%s", err, out)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(string(out), w) {
+				t.Errorf("ansible-config dump %v lacks %q:\n%s", c.args, w, out)
+			}
+		}
+	}
+}
