@@ -204,7 +204,9 @@ func BenchmarkPaceHeat(b *testing.B) {
 				}
 			})
 		}
-		arrive := func() (time.Duration, float64) { return timed(func() { launchMany(b, r.mgr, r.store, r.course, n, n) }) }
+		arrive := func() (time.Duration, float64) {
+			return timed(func() { launchMany(b, r.mgr, r.store, r.course, n, n) })
+		}
 		comeBack := func() (time.Duration, float64) { return timed(func() { returnMany(b, r.mgr, r.store, r.course, n) }) }
 
 		progress := func(what string, took time.Duration) { fmt.Printf("  (%s: %.2fs)\n", what, took.Seconds()) }
