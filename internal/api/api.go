@@ -37,7 +37,7 @@ type Labs interface {
 	Leave(ctx context.Context, id string) (labs.Lab, error)
 	Do(ctx context.Context, op lifecycle.Op, id, actor string, force bool) (labs.Lab, error)
 	Budget(ctx context.Context, learner, course string) (policy.Budget, error)
-	SuspendSpent(ctx context.Context, lab labs.Lab) (lifecycle.Request, bool, error)
+	SuspendSpent(ctx context.Context, lab labs.Lab, b policy.Budget) (lifecycle.Request, bool, error)
 	Extend(ctx context.Context, id string, by time.Duration, actor string) (labs.Lab, policy.Budget, error)
 	Fill(ctx context.Context, course string) (int, error)
 }
@@ -357,50 +357,56 @@ type labPage struct {
 // heartbeat: the learner is active in the lab. The heartbeat that spends the learner's time
 // budget in the course has the lab suspended (in the background, as a suspend asked for).
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request, _ string) error {
-	return s.mark(w, r, func(ctx context.Context, id string) (labs.Lab, error) {
-		lab, err := s.Labs.Heartbeat(ctx, id)
-		if err != nil {
-			return lab, err
-		}
-		req, spent, err := s.Labs.SuspendSpent(ctx, lab)
-		switch {
-		case errors.Is(err, lifecycle.ErrBusy):
-			// another heartbeat (another replica's) claimed it first
-		case err != nil:
-			// counted all the same; the next heartbeat tries again
-			s.Log.Warn("suspend of a spent time budget not claimed", "lab", lab.ID, "err", err)
-		case spent:
-			lab = req.Lab
-			s.background("suspend", lab.ID, func(ctx context.Context) error {
-				_, err := s.Labs.Carry(ctx, req)
-				return err
-			})
-		}
-		return lab, nil
-	})
+	return s.mark(w, r, s.Labs.Heartbeat, true)
 }
 
 // leave: the learner closed the lab's page.
 func (s *Server) leave(w http.ResponseWriter, r *http.Request, _ string) error {
-	return s.mark(w, r, s.Labs.Leave)
+	return s.mark(w, r, s.Labs.Leave, false)
 }
 
-// mark records what the learner did (a heartbeat, a leave) and answers with the lab's status
-// and its deadlines from then.
-func (s *Server) mark(w http.ResponseWriter, r *http.Request, record func(ctx context.Context, id string) (labs.Lab, error)) error {
+// mark records what the learner did (a heartbeat, a leave) and answers with the lab's status,
+// its deadlines from then and the learner's budget (read once); with enforce, a spent budget
+// has the lab suspended.
+func (s *Server) mark(w http.ResponseWriter, r *http.Request, record func(ctx context.Context, id string) (labs.Lab, error), enforce bool) error {
 	if err := emptyBody(r); err != nil {
 		return err
 	}
-	lab, err := record(r.Context(), r.PathValue("id"))
+	ctx := r.Context()
+	lab, err := record(ctx, r.PathValue("id"))
 	if err != nil {
 		return err
 	}
-	v, err := s.view(r.Context(), lab)
+	b, err := s.Labs.Budget(ctx, lab.Learner, lab.Course)
 	if err != nil {
 		return err
 	}
+	if enforce {
+		lab = s.suspendSpent(ctx, lab, b)
+	}
+	v := s.viewOf(lab, b)
 	return writeJSON(w, http.StatusOK, heartbeatView{ID: v.ID, Status: v.Status, LastHeartbeat: timePtr(lab.LastHeartbeat),
 		LeftAt: v.LeftAt, SuspendAt: v.SuspendAt, DeleteAt: v.DeleteAt, Budget: v.Budget})
+}
+
+// suspendSpent claims the suspend of a running lab whose learner's budget b is spent and
+// carries it out in the background; it returns the lab as the claim left it.
+func (s *Server) suspendSpent(ctx context.Context, lab labs.Lab, b policy.Budget) labs.Lab {
+	req, spent, err := s.Labs.SuspendSpent(ctx, lab, b)
+	switch {
+	case errors.Is(err, lifecycle.ErrBusy):
+		// another heartbeat (another replica's) claimed it first
+	case err != nil:
+		// counted all the same; the next heartbeat tries again
+		s.Log.Warn("suspend of a spent time budget not claimed", "lab", lab.ID, "err", err)
+	case spent:
+		s.background("suspend", lab.ID, func(ctx context.Context) error {
+			_, err := s.Labs.Carry(ctx, req)
+			return err
+		})
+		return req.Lab
+	}
+	return lab
 }
 
 // extendRequest is POST /v1/labs/{id}/extend: a duration such as "2h".
@@ -562,7 +568,17 @@ func (s *Server) writeLab(w http.ResponseWriter, r *http.Request, code int, l la
 	return writeJSON(w, code, v)
 }
 
+// view is the lab as the API shows it, with its learner's budget read from the registry.
 func (s *Server) view(ctx context.Context, l labs.Lab) (labView, error) {
+	b, err := s.Labs.Budget(ctx, l.Learner, l.Course)
+	if err != nil {
+		return labView{}, err
+	}
+	return s.viewOf(l, b), nil
+}
+
+// viewOf is the lab as the API shows it, with the learner's budget b.
+func (s *Server) viewOf(l labs.Lab, b policy.Budget) labView {
 	v := labView{ID: l.ID, Learner: l.Learner, Course: l.Course, Template: l.Template, Cloud: l.Cloud,
 		Status: l.Status, StackStatus: l.StackStatus, CreatedAt: l.CreatedAt, LastError: l.LastError,
 		LastHeartbeat: timePtr(l.LastHeartbeat), LastResumedAt: timePtr(l.LastResumedAt)}
@@ -578,12 +594,8 @@ func (s *Server) view(ctx context.Context, l labs.Lab) (labView, error) {
 	}
 	suspendAt, deleteAt := s.Policy.For(l.Course).Deadlines(l, now())
 	v.SuspendAt, v.DeleteAt = timePtr(suspendAt), timePtr(deleteAt)
-	b, err := s.Labs.Budget(ctx, l.Learner, l.Course)
-	if err != nil {
-		return v, err
-	}
 	v.Budget = b.View()
-	return v, nil
+	return v
 }
 
 func timePtr(t time.Time) *time.Time {

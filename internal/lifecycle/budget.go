@@ -40,17 +40,13 @@ func (m *Manager) checkBudget(ctx context.Context, learner, course string) error
 }
 
 // SuspendSpent claims a suspend of a running lab whose learner has just used up the course's
-// time budget (the heartbeat that crossed it), forced: the learner is in it. The caller
-// carries it out (Carry). ok is false when there is nothing to suspend: the budget is not
-// spent, or the lab is not running. A budget is spent only while the learner is active, so
-// the heartbeat that spends it is where it is enforced.
-func (m *Manager) SuspendSpent(ctx context.Context, lab labs.Lab) (r Request, ok bool, err error) {
-	if lab.Status != labs.Active || lab.StackID == "" {
+// time budget b (read by the caller with Budget, at the heartbeat that crossed it), forced:
+// the learner is in it. The caller carries it out (Carry). ok is false when there is nothing
+// to suspend: the budget is not spent, or the lab is not running. A budget is spent only while
+// the learner is active, so the heartbeat that spends it is where it is enforced.
+func (m *Manager) SuspendSpent(ctx context.Context, lab labs.Lab, b policy.Budget) (r Request, ok bool, err error) {
+	if lab.Status != labs.Active || lab.StackID == "" || !b.Exhausted() {
 		return Request{Lab: lab}, false, nil
-	}
-	b, err := m.Budget(ctx, lab.Learner, lab.Course)
-	if err != nil || !b.Exhausted() {
-		return Request{Lab: lab}, false, err
 	}
 	c, err := m.Cloud(lab.Cloud)
 	if err != nil {
