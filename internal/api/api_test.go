@@ -586,3 +586,72 @@ func TestLaunchFromWarmPool(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSpentBudgetOnTwoReplicasAtOnce: the heartbeats that spend a learner's budget reach two
+// replicas at once (the LMS retried, or sent two tabs' beats): the lab is suspended once, by
+// the budget, and both answer 200 with the budget exhausted.
+func TestSpentBudgetOnTwoReplicasAtOnce(t *testing.T) {
+	r := newRig(t)
+	var offset atomic.Int64
+	clock := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	limited := r.mgr.Rules.Default
+	limited.UsageLimit = 10 * time.Minute
+	r.mgr.Rules.Courses = map[string]policy.Rules{"os101": limited}
+	r.mgr.Now = clock
+	other := &lifecycle.Manager{Site: r.mgr.Site, Registry: r.store, Locks: r.store, Targets: r.mgr.Targets, Rules: r.mgr.Rules,
+		DefaultTemplate: r.mgr.DefaultTemplate, Template: r.mgr.Template, Now: clock, Log: r.api.Log}
+	replica := &api.Server{Labs: other, Registry: r.store, Auth: tokens{}, Log: r.api.Log, Policy: r.mgr.Rules, Now: time.Now}
+	srv := httptest.NewServer(replica.Handler())
+	t.Cleanup(func() {
+		srv.Close()
+		replica.Shutdown(context.Background())
+	})
+
+	id := r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`).body["id"].(string)
+	r.waitStatus(id, labs.Active)
+	for _, at := range []time.Duration{0, 4 * time.Minute, 8 * time.Minute} { // one span: beats closer than the activity gap
+		offset.Store(int64(at))
+		r.do("POST", "/v1/labs/"+id+"/heartbeat", "")
+	}
+	offset.Store(int64(10 * time.Minute))
+	var wg sync.WaitGroup
+	for _, base := range []string{r.srv.URL, srv.URL} {
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", base+"/v1/labs/"+id+"/heartbeat", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var got struct {
+				Status labs.Status        `json:"status"`
+				Budget *policy.BudgetView `json:"budget"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK || got.Budget == nil || !got.Budget.Exhausted {
+				t.Errorf("a spending heartbeat on %s: %d %+v (%v)", base, resp.StatusCode, got, err)
+			}
+		})
+	}
+	wg.Wait()
+	r.waitStatus(id, labs.Suspended)
+	evs, err := r.store.Events(t.Context(), id, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, suspends := 0, 0
+	for _, e := range evs {
+		if e.Actor == lifecycle.BudgetActor {
+			switch e.Action {
+			case "suspend-claimed":
+				claims++
+			case "suspend":
+				suspends++
+			}
+		}
+	}
+	if claims != 1 || suspends != 1 {
+		t.Errorf("two spending heartbeats at once: %d claims, %d suspends by the budget; want one each:\n%+v", claims, suspends, evs)
+	}
+}
