@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -27,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/labplane/labplane/internal/api"
+	"github.com/labplane/labplane/internal/dev/npmtest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
@@ -362,22 +362,7 @@ func TestDescriptionLints(t *testing.T) {
 		t.Skip("installs the linter from npm: not with -short")
 	}
 	t.Parallel()
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatalf("npm (Node.js) is needed to lint the description: %v", err)
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(cache, "labplane-test", "npm", strings.NewReplacer("@", "", "/", "-").Replace(redoclyCLI))
-	bin := filepath.Join(dir, "node_modules", ".bin", "redocly")
-	if _, err := os.Stat(bin); err != nil {
-		out, err := exec.CommandContext(t.Context(), npm, "install", "--no-audit", "--no-fund", "--prefix", dir, redoclyCLI).CombinedOutput()
-		if err != nil {
-			t.Fatalf("npm install %s: %v\n%s", redoclyCLI, err, out)
-		}
-	}
+	bin := filepath.Join(npmtest.Install(t, filepath.Join(".bin", "redocly"), redoclyCLI), ".bin", "redocly")
 	cmd := exec.CommandContext(t.Context(), bin, "lint", "--config", "redocly.yaml", "--format", "json", "openapi.yaml")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -20,6 +20,7 @@ import (
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
+	"github.com/labplane/labplane/internal/dev/npmtest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
@@ -43,23 +44,7 @@ func installBrowserTools(t *testing.T) string {
 	if err := apt.Ensure(t.Context(), os.Stderr, "chromium"); err != nil {
 		t.Fatalf("install chromium: %v", err)
 	}
-	npm, err := exec.LookPath("npm")
-	if err != nil {
-		t.Fatalf("npm (Node.js) is needed to drive the browser: %v", err)
-	}
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(cache, "labplane-test", "npm", strings.NewReplacer("@", "", "/", "-").Replace(strings.Join(browserTools, "+")))
-	modules := filepath.Join(dir, "node_modules")
-	if _, err := os.Stat(filepath.Join(modules, "axe-core", "axe.min.js")); err != nil {
-		args := append([]string{"install", "--no-audit", "--no-fund", "--prefix", dir}, browserTools...)
-		if out, err := exec.CommandContext(t.Context(), npm, args...).CombinedOutput(); err != nil {
-			t.Fatalf("npm install %v: %v\n%s", browserTools, err, out)
-		}
-	}
-	return modules
+	return npmtest.Install(t, filepath.Join("axe-core", "axe.min.js"), browserTools...)
 }
 
 // syncBuffer is serve's log, written by its goroutines and read by the test.
