@@ -137,27 +137,7 @@ $(authtoken placement "$PLACEMENT_SVC_PASSWORD")
 lock_path = $STATE/lock
 EOF
 
-cat >"$STATE/etc/placement-uwsgi.ini" <<EOF
-[uwsgi]
-plugins = python3
-http-socket = $HOST:$PLACEMENT_PORT
-# uwsgi's http-socket closes each connection without saying so: a client that reuses
-# connections then fails about 4% of its requests (connection reset); say it
-add-header = Connection: close
-wsgi-file = /usr/bin/placement-api
-env = OS_PLACEMENT_CONFIG_DIR=$STATE/etc/placement
-master = true
-processes = 1
-threads = 4
-enable-threads = true
-lazy-apps = true
-die-on-term = true
-no-orphans = true
-buffer-size = 65535
-need-app = true
-chdir = $STATE
-disable-logging = true
-EOF
+uwsgi_ini "$STATE/etc/placement-uwsgi.ini" "$PLACEMENT_PORT" /usr/bin/placement-api "OS_PLACEMENT_CONFIG_DIR=$STATE/etc/placement" 4
 
 cat >"$STATE/etc/glance-api.conf" <<EOF
 [DEFAULT]

@@ -29,6 +29,33 @@ wait_for() { # wait_for SECONDS DESCRIPTION CMD...
 }
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time "${2:-5}" "$1" || true; }
 
+# uwsgi_ini FILE PORT WSGI_FILE ENV THREADS : the uwsgi configuration of a WSGI service
+# (Keystone, Placement) on HOST:PORT: one process (Keystone's cache is per process), THREADS
+# threads, ENV (NAME=VALUE) in its environment.
+uwsgi_ini() {
+  cat >"$1" <<EOF
+[uwsgi]
+plugins = python3
+http-socket = $HOST:$2
+# uwsgi's http-socket closes each connection without saying so: a client that reuses
+# connections then fails about 4% of its requests (connection reset); say it
+add-header = Connection: close
+wsgi-file = $3
+env = $4
+master = true
+processes = 1
+threads = $5
+enable-threads = true
+lazy-apps = true
+die-on-term = true
+no-orphans = true
+buffer-size = 65535
+need-app = true
+chdir = $STATE
+disable-logging = true
+EOF
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 as_pg()  { setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"; }
 

@@ -152,27 +152,7 @@ expiration_time = 600
 lock_path = $STATE/lock
 EOF
 
-cat >"$STATE/etc/keystone-uwsgi.ini" <<EOF
-[uwsgi]
-plugins = python3
-http-socket = $HOST:$KEYSTONE_PORT
-# uwsgi's http-socket closes each connection without saying so: a client that reuses
-# connections then fails about 4% of its requests (connection reset); say it
-add-header = Connection: close
-wsgi-file = /usr/bin/keystone-wsgi-public
-env = OS_KEYSTONE_CONFIG_FILES=$STATE/etc/keystone.conf
-master = true
-processes = 1
-threads = 8
-enable-threads = true
-lazy-apps = true
-die-on-term = true
-no-orphans = true
-buffer-size = 65535
-need-app = true
-chdir = $STATE
-disable-logging = true
-EOF
+uwsgi_ini "$STATE/etc/keystone-uwsgi.ini" "$KEYSTONE_PORT" /usr/bin/keystone-wsgi-public "OS_KEYSTONE_CONFIG_FILES=$STATE/etc/keystone.conf" 8
 
 # Heat refuses a create (HTTP 400, RequestLimitExceeded) in a project that holds this many stacks;
 # admin contexts are exempt (heat/engine/service.py, _validate_new_stack). Only set where asked.
