@@ -218,10 +218,8 @@ func (m *Manager) Start(ctx context.Context, req LaunchRequest) (Pending, error)
 	if err := m.checkBudget(ctx, req.Learner, req.Course); err != nil {
 		return Pending{}, err
 	}
-	if existing, err := m.Registry.FindLive(ctx, req.Learner, req.Course); err == nil {
-		return Pending{Lab: existing}, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
-	} else if !errors.Is(err, labs.ErrNotFound) {
-		return Pending{}, err
+	if existing, err := m.existing(ctx, req.Learner, req.Course); !errors.Is(err, labs.ErrNotFound) {
+		return Pending{Lab: existing}, err
 	}
 	if p, ok, err := m.takePooled(ctx, req); ok || err != nil {
 		return p, err
@@ -350,15 +348,24 @@ func (m *Manager) recordNew(ctx context.Context, req LaunchRequest) (labs.Lab, [
 	lab, err = m.Registry.CreateLab(ctx, lab, labs.Event{At: now, Actor: req.Actor, Action: "launch",
 		To: labs.Launching, Cloud: lab.Cloud, Detail: "template " + req.Template})
 	if errors.Is(err, labs.ErrExists) {
-		existing, ferr := m.Registry.FindLive(ctx, req.Learner, req.Course)
-		if ferr == nil {
-			return existing, nil, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
+		if existing, ferr := m.existing(ctx, req.Learner, req.Course); errors.Is(ferr, labs.ErrExists) {
+			return existing, nil, ferr
 		}
 	}
 	if err != nil {
 		return labs.Lab{}, nil, fmt.Errorf("record lab: %w", err)
 	}
 	return lab, targets, nil
+}
+
+// existing is the learner's live lab for the course, with an error wrapping labs.ErrExists
+// that names it; without one, the registry's error (labs.ErrNotFound).
+func (m *Manager) existing(ctx context.Context, learner, course string) (labs.Lab, error) {
+	lab, err := m.Registry.FindLive(ctx, learner, course)
+	if err != nil {
+		return lab, err
+	}
+	return lab, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, lab.ID, lab.Status)
 }
 
 // launchOn creates the lab's stack on one cloud and waits for it. On failure it deletes what

@@ -45,11 +45,11 @@ func (m *Manager) takePooled(ctx context.Context, req LaunchRequest) (Pending, b
 		return Pending{}, false, nil // none ready (or all taken under us): a new lab
 	case errors.Is(err, labs.ErrExists):
 		// the learner's other launch got there first
-		existing, ferr := m.Registry.FindLive(ctx, req.Learner, req.Course)
-		if ferr != nil {
+		existing, ferr := m.existing(ctx, req.Learner, req.Course)
+		if !errors.Is(ferr, labs.ErrExists) {
 			return Pending{}, false, errors.Join(err, ferr)
 		}
-		return Pending{Lab: existing}, false, fmt.Errorf("%w: lab %s (%s)", labs.ErrExists, existing.ID, existing.Status)
+		return Pending{Lab: existing}, false, ferr
 	case err != nil:
 		return Pending{}, false, err
 	}
@@ -78,12 +78,15 @@ func (m *Manager) Fill(ctx context.Context, course string) (int, error) {
 		return 0, err
 	}
 	missing := pool.Size - have
+	if missing <= 0 {
+		return 0, nil
+	}
 	start := m.Go
 	if start == nil {
 		start = func(fn func()) { go fn() }
 	}
 	var wg sync.WaitGroup
-	errs := make([]error, max(missing, 0))
+	errs := make([]error, missing)
 	for i := range missing {
 		wg.Add(1)
 		start(func() {
@@ -93,9 +96,9 @@ func (m *Manager) Fill(ctx context.Context, course string) (int, error) {
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return max(missing, 0), fmt.Errorf("fill the warm pool of %s: %w", course, err)
+		return missing, fmt.Errorf("fill the warm pool of %s: %w", course, err)
 	}
-	return max(missing, 0), nil
+	return missing, nil
 }
 
 // launchPooled launches one lab for the course's pool and suspends it.
