@@ -14,6 +14,7 @@ import (
 
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -46,7 +47,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	// serve, with one cloud and a lab that goes through launch, use, idleness and suspend
 	heat := newFaultHeat(t)
 	useCloudsYAML(t, map[string]*heattest.Server{"a": heat})
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	s := newSite(t, fmt.Sprintf(`site: dashboard
 store: {dsn: labplane.db}
 clouds:
@@ -73,7 +74,7 @@ serve: {listen: %s, shutdown_grace: 2s}
 	d := startDaemon(t, s, addr)
 
 	// Prometheus scraping it every second
-	promAddr := freePort(t)
+	promAddr := servetest.FreeAddr(t)
 	dir := t.TempDir()
 	config := fmt.Sprintf("global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: labplane\n    static_configs: [{targets: [%q]}]\n", addr)
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(config), 0o600); err != nil {
@@ -81,7 +82,7 @@ serve: {listen: %s, shutdown_grace: 2s}
 	}
 	prom := exec.Command("prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog syncBuffer
+	var promLog servetest.SyncBuffer
 	prom.Stdout, prom.Stderr = &promLog, &promLog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)

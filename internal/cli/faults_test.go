@@ -33,6 +33,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/certtest"
 	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/dev/pgtest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -68,7 +69,7 @@ type daemon struct {
 	t      *testing.T
 	base   string
 	token  string
-	logs   *syncBuffer
+	logs   *servetest.SyncBuffer
 	cancel context.CancelFunc
 	exited chan int
 	client *http.Client
@@ -97,7 +98,7 @@ func (d *daemon) replica(s *site, addr string) *daemon {
 func runDaemon(t *testing.T, s *site, addr, token string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{t: t, base: "http://" + addr, token: token, logs: &syncBuffer{},
+	d := &daemon{t: t, base: "http://" + addr, token: token, logs: &servetest.SyncBuffer{},
 		cancel: cancel, exited: make(chan int, 1), client: &http.Client{Timeout: 20 * time.Second}}
 	go func() {
 		d.exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve", "--listen", addr},
@@ -418,7 +419,7 @@ func TestFaultStoreStoppedAndStarted(t *testing.T) {
 
 	heat := newFaultHeat(t)
 	heat.UseCloudsYAML()
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	const idle = 8 * time.Second
 	s := newSite(t, fmt.Sprintf(`site: faults-pg
 store: {driver: postgres, dsn: '%s'}
@@ -646,7 +647,7 @@ func TestFaultCloudFailingThenHanging(t *testing.T) {
 	}
 	heat := newFaultHeat(t)
 	heat.UseCloudsYAML()
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	const (
 		idle  = 5 * time.Second
 		grace = 3 * time.Second
@@ -858,7 +859,7 @@ serve: {listen: %s, shutdown_grace: %s}
 func TestServeBoundsSlowAndIdleClients(t *testing.T) {
 	heat := newFaultHeat(t)
 	heat.UseCloudsYAML()
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	s := newSite(t, fmt.Sprintf(`site: timeouts
 store: {dsn: labplane.db}
 clouds: [{name: fake, cloud: fake}]
@@ -913,7 +914,7 @@ func TestServeTLS(t *testing.T) {
 	ca := certtest.NewCA(t, "labplane-test-ca")
 	srvCert := ca.Server(t, "serve", "127.0.0.1")
 	lmsCert := ca.Client(t, "lms")
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	s := newSite(t, fmt.Sprintf(`site: tls
 store: {dsn: labplane.db}
 clouds: [{name: fake, cloud: fake}]
@@ -925,7 +926,7 @@ serve: {listen: %s, shutdown_grace: 2s, tls: {cert_file: %s, key_file: %s, clien
 	}
 	token := strings.TrimSpace(s.run("token", "create", "--name", "lms").out)
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &servetest.SyncBuffer{}
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve"}, cli.IO{In: strings.NewReader(""), Out: logs, Err: logs})

@@ -27,6 +27,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cloud"
 	"github.com/labplane/labplane/internal/dev/pgtest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
@@ -223,7 +224,7 @@ func serveLabWithBlockingHook(t *testing.T, name string) (*site, *store.Store, *
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	hook := newBlockingHook(t)
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	site := fmt.Sprintf("%s-%d", name, time.Now().UnixNano()%1e6)
 	s := newInterleavingSite(t, fmt.Sprintf(`site: %s
 store: {dsn: labplane.db}
@@ -304,7 +305,7 @@ func TestInterleavingDeleteDuringLaunch(t *testing.T) {
 	}
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	second := secondProject(t)
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	site := fmt.Sprintf("pin-delete-%d", time.Now().UnixNano()%1e6)
 	s := newInterleavingSite(t, fmt.Sprintf(`site: %s
 store: {dsn: labplane.db}
@@ -454,7 +455,7 @@ func TestInterleavingCapacityAcrossReplicas(t *testing.T) {
 	second := secondProject(t)
 	pg := pgtest.StartFor(t)
 	dsn := pg.Database(t)
-	addr1, addr2 := freePort(t), freePort(t)
+	addr1, addr2 := servetest.FreeAddr(t), servetest.FreeAddr(t)
 	site := fmt.Sprintf("pin-capacity-%d", time.Now().UnixNano()%1e6)
 	s := newInterleavingSite(t, fmt.Sprintf(`site: %s
 store: {driver: postgres, dsn: '%s'}

@@ -23,6 +23,7 @@ import (
 	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
 	"github.com/labplane/labplane/internal/dev/pgtest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
@@ -453,7 +454,7 @@ func (r *serveReplica) stop(timeout time.Duration) int {
 // start starts replica i; it is stopped at the end of the test, pass or fail.
 func (c *replicaSet) start(bin, config, clouds, dir string, i int) {
 	c.t.Helper()
-	r := &serveReplica{name: fmt.Sprintf("replica %d", i), addr: freePort(c.t), log: filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)),
+	r := &serveReplica{name: fmt.Sprintf("replica %d", i), addr: servetest.FreeAddr(c.t), log: filepath.Join(dir, fmt.Sprintf("replica-%d.log", i)),
 		exited: make(chan struct{})}
 	f, err := os.Create(r.log)
 	if err != nil {

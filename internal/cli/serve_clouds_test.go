@@ -12,6 +12,7 @@ import (
 
 	"github.com/labplane/labplane/internal/cli"
 	"github.com/labplane/labplane/internal/dev/heattest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 )
 
 // useCloudsYAML writes a clouds.yaml with an entry per fake cloud, named as in clouds, and
@@ -65,7 +66,7 @@ func (d *daemon) longestRun(cloud string) (job string, running time.Duration) {
 func TestServeCloudHangingDoesNotHoldOtherClouds(t *testing.T) {
 	heatA, heatB := newFaultHeat(t), newFaultHeat(t)
 	useCloudsYAML(t, map[string]*heattest.Server{"a": heatA, "b": heatB})
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	const (
 		idle = 3 * time.Second
 		// what would end a's hung pass: every one far beyond the wait for b's suspend

@@ -1,43 +1,15 @@
 package cli_test
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/servetest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the server goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // The lab lifecycle through `labplane serve` on the real Heat: the LMS launches, sends
 // heartbeats, the learner leaves, the scheduler suspends the lab, the learner comes back and
@@ -49,7 +21,7 @@ func TestServeAgainstRealHeat(t *testing.T) {
 	t.Setenv("OS_CLIENT_CONFIG_FILE", lease.CloudsYAML())
 	tmpl := exampleTemplate(t)
 	site := fmt.Sprintf("serve-%d", time.Now().UnixNano()%1e6)
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	s := newSite(t, fmt.Sprintf(`site: %s
 store: {dsn: labplane.db}
 clouds: [{name: local-a, cloud: local-a}]
@@ -64,39 +36,9 @@ serve: {listen: %s, shutdown_grace: 30s}
 	}
 	token := strings.TrimSpace(res.out)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "--log-level", "debug", "serve"},
-			cli.IO{In: strings.NewReader(""), Out: &logs, Err: &logs})
-	}()
-	base := "http://" + addr
-	call := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+token)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, nil
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var out map[string]any
-		_ = json.Unmarshal(raw, &out)
-		return resp.StatusCode, out
-	}
-	waitFor := func(what string, limit time.Duration, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(limit)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("waited %s for %s; server log:\n%s", limit, what, logs.String())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	srv := servetest.Start(t, s.config, addr)
+	call := func(method, path, body string) (int, map[string]any) { return srv.Call(token, method, path, body) }
+	waitFor, logs := srv.WaitFor, srv.Logs
 	status := func(id string) string {
 		_, lab := call("GET", "/v1/labs/"+id, "")
 		s, _ := lab["status"].(string)
@@ -126,7 +68,7 @@ serve: {listen: %s, shutdown_grace: 30s}
 	if code, ready := call("GET", "/readyz", ""); code != 200 {
 		t.Errorf("readyz: %d %v", code, ready)
 	}
-	req, _ := http.NewRequest("GET", base+"/metrics", nil)
+	req, _ := http.NewRequest("GET", srv.Base+"/metrics", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -145,15 +87,7 @@ serve: {listen: %s, shutdown_grace: 30s}
 	}
 	waitFor("the lab to be deleted", time.Minute, func() bool { return status(id) == "deleted" })
 
-	cancel() // what SIGTERM does
-	select {
-	case code := <-exited:
-		if code != 0 {
-			t.Errorf("serve exited %d; log:\n%s", code, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not stop")
-	}
+	srv.Stop()
 	show := s.run("labs", "show", id, "--output", "json")
 	for _, want := range []string{`"actor": "api:lms"`, `"actor": "scheduler@`, `"action": "suspend"`, `"action": "resume"`} {
 		if !strings.Contains(show.out, want) {

@@ -3,16 +3,12 @@ package console_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/localcloud"
 	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/dev/npmtest"
+	"github.com/labplane/labplane/internal/dev/servetest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/runs"
@@ -46,20 +43,6 @@ func installBrowserTools(t *testing.T) string {
 	}
 	return npmtest.Install(t, filepath.Join("axe-core", "axe.min.js"), browserTools...)
 }
-
-// syncBuffer is serve's log, written by its goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // labplane runs the command line in-process.
 func labplane(t *testing.T, args ...string) string {
@@ -92,7 +75,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	dir := t.TempDir()
 	suffix := time.Now().UnixNano() % 1e6
-	addr := freePort(t)
+	addr := servetest.FreeAddr(t)
 	config := filepath.Join(dir, "labplane.yaml")
 	db := filepath.Join(dir, "labplane.db")
 	// only suspend-idle runs often, and it finds nothing idle for an hour: the lab flagged
@@ -110,39 +93,9 @@ serve: {listen: %s, shutdown_grace: 30s}
 	ops := strings.TrimSpace(labplane(t, "--config", config, "token", "create", "--name", "ops", "--scope", "operator"))
 	viewer := strings.TrimSpace(labplane(t, "--config", config, "token", "create", "--name", "viewer", "--scope", "read"))
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var logs syncBuffer
-	exited := make(chan int, 1)
-	go func() {
-		exited <- cli.Run(ctx, []string{"labplane", "--config", config, "--log-level", "debug", "serve"},
-			cli.IO{In: strings.NewReader(""), Out: &logs, Err: &logs})
-	}()
-	base := "http://" + addr
-	call := func(method, path, body string) (int, map[string]any) {
-		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+ops)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return 0, nil
-		}
-		defer resp.Body.Close()
-		raw, _ := io.ReadAll(resp.Body)
-		var out map[string]any
-		_ = json.Unmarshal(raw, &out)
-		return resp.StatusCode, out
-	}
-	waitFor := func(what string, limit time.Duration, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(limit)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("waited %s for %s; serve's log:\n%s", limit, what, logs.String())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	srv := servetest.Start(t, config, addr)
+	call := func(method, path, body string) (int, map[string]any) { return srv.Call(ops, method, path, body) }
+	waitFor, logs, base := srv.WaitFor, srv.Logs, srv.Base
 	waitFor("serve", 20*time.Second, func() bool { code, _ := call("GET", "/healthz", ""); return code == 200 })
 	courseA, courseB := fmt.Sprintf("console-a-%d", suffix), fmt.Sprintf("console-b-%d", suffix)
 	var ids []string
@@ -192,15 +145,7 @@ serve: {listen: %s, shutdown_grace: 30s}
 	if got.Status != labs.Suspended || got.StackStatus != "SUSPEND_COMPLETE" || got.Attempts != 0 || !retried {
 		t.Errorf("after the retry: %s, stack %s, %d attempts, recorded as the operator's: %v", got.Status, got.StackStatus, got.Attempts, retried)
 	}
-	cancel() // what SIGTERM does
-	select {
-	case code := <-exited:
-		if code != 0 {
-			t.Errorf("serve exited %d; log:\n%s", code, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("serve did not stop")
-	}
+	srv.Stop()
 	for name, token := range map[string]string{"ops": ops, "viewer": viewer} {
 		if strings.Contains(logs.String(), token) {
 			t.Errorf("the %s token appears in serve's log", name)
@@ -251,14 +196,4 @@ func recordDeploys(t *testing.T, st *store.Store) {
 		Batches: []platform.Batch{{Hosts: []string{"lms-1"}}, {Hosts: []string{"cms-1"}}}, Done: 2, Runs: []string{run.ID}}); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
