@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -62,12 +64,18 @@ func (r result) String() string {
 
 // run runs labplane with args until it ends or ctx is cancelled (Ctrl-C).
 func (l *labplane) run(ctx context.Context, args ...string) result {
+	return l.runAt(ctx, false, args...)
+}
+
+// runAt is run, with stderr a terminal or not (progress drawn on it: by mpb, which draws on a
+// buffer as on a terminal 30 columns wide).
+func (l *labplane) runAt(ctx context.Context, terminal bool, args ...string) result {
 	var out, errOut bytes.Buffer
 	root := projectRoot()
 	all := append([]string{"labplane", "--config", l.config, "--project", root, "--inventories", l.inv,
 		"--state-dir", l.state, "--log-level", "warn"}, args...)
 	t0 := time.Now()
-	code := cli.Run(ctx, all, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errOut})
+	code := cli.Run(ctx, all, cli.IO{In: strings.NewReader(""), Out: &out, Err: &errOut, ErrTerminal: terminal})
 	r := result{code: code, out: out.String(), err: errOut.String(), took: time.Since(t0)}
 	l.t.Logf("labplane %s: exit %d in %.1fs", strings.Join(args, " "), code, r.took.Seconds())
 	for _, secret := range l.secrets {
@@ -297,11 +305,24 @@ func TestPromoteOverSSH(t *testing.T) {
 	stagingHosts := []string{"lms1", "cms1", "guacd1"}
 	step("r2 promoted in 3 batches: every host reports it", func(t *testing.T) {
 		lp.waitSoaked(t, "staging", stagingHosts, time.Second)
-		// serial: production's rollout.serial (100%): a batch per service
-		r := lp.run(ctx, append(promote, "--soak", "1s", "--output", "json")...)
+		// serial: production's rollout.serial (100%): a batch per service; stderr a terminal
+		r := lp.runAt(ctx, true, append(promote, "--soak", "1s", "--output", "json")...)
 		res := decodePromote(t, r)
 		if r.code != cli.ExitOK || res.Promotion == nil {
 			t.Fatalf("promote r2: %s", r)
+		}
+		// the progress: a line per host over the backup's run and its batch's, complete at
+		// the end (the last frame drawn)
+		for _, host := range []string{"lms1", "lms2", "cms1", "guacd1"} {
+			lines := regexp.MustCompile(host+` +tasks +(\d+)/(\d+)`).FindAllStringSubmatch(r.err, -1)
+			if len(lines) == 0 {
+				t.Errorf("no progress line for %s at a terminal:\n%s", host, r.err)
+				continue
+			}
+			last := lines[len(lines)-1]
+			if done, _ := strconv.Atoi(last[1]); last[1] != last[2] || done < 15 {
+				t.Errorf("%s's progress at the end: %s of %s tasks (want all of the backup's and its batch's)", host, last[1], last[2])
+			}
 		}
 		p := *res.Promotion
 		var limits []string

@@ -108,6 +108,8 @@ type Event struct {
 	// Result is the host's result as Ansible reported it (ok and changed events: what a task
 	// registered, such as a stat).
 	Result json.RawMessage
+	// Recap is the host's recap (recap events, at the end of the run).
+	Recap *runs.HostRecap
 }
 
 // Kind is what an event reports.
@@ -122,6 +124,8 @@ const (
 	Failed      Kind = "failed"
 	Unreachable Kind = "unreachable"
 	Skipped     Kind = "skipped"
+	// Recap: a host's recap, once the run is over (its hosts in order).
+	Recap Kind = "recap"
 )
 
 // Result is how a run ended.
@@ -464,7 +468,7 @@ func (s *stream) handle(raw json.RawMessage) {
 		}
 		return
 	case "v2_playbook_on_stats":
-		s.recap(ev.Stats)
+		s.recap(ev.Stats, ev.Timestamp)
 		return
 	}
 	kind, ok := runnerKinds[ev.Event]
@@ -507,14 +511,21 @@ func (s *stream) emit(e Event) {
 	}
 }
 
-func (s *stream) recap(stats map[string]json.RawMessage) {
-	for h, raw := range stats {
+func (s *stream) recap(stats map[string]json.RawMessage, at time.Time) {
+	hosts := make([]string, 0, len(stats))
+	for h := range stats {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
 		var st struct {
 			OK, Changed, Failures, Unreachable, Skipped, Rescued, Ignored int
 		}
-		if json.Unmarshal(raw, &st) == nil {
-			s.res.Recap[h] = runs.HostRecap{OK: st.OK, Changed: st.Changed, Failed: st.Failures, Unreachable: st.Unreachable,
+		if json.Unmarshal(stats[h], &st) == nil {
+			rc := runs.HostRecap{OK: st.OK, Changed: st.Changed, Failed: st.Failures, Unreachable: st.Unreachable,
 				Skipped: st.Skipped, Rescued: st.Rescued, Ignored: st.Ignored}
+			s.res.Recap[h] = rc
+			s.emit(Event{Kind: Recap, At: at, Play: s.play, Host: h, Recap: &rc})
 		}
 	}
 }

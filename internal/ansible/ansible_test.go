@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -322,5 +323,67 @@ func TestAnsibleDiesWithLabplane(t *testing.T) {
 				exec.Command("pkill", "-KILL", "-f", "wait_seconds\":\""+wait+"|sleep "+wait).Run() //nolint:errcheck
 			}
 		})
+	}
+}
+
+// The plan lists each play's hosts and tasks as --list-tasks does, with the run's --limit and
+// --tags; a run of it, followed by a Tracker, completes every host's planned tasks exactly:
+// the results of an include's tasks, a handler's and the items of a loop are not counted, a
+// task named twice is counted twice, a skipped task once, a meta task (no result) at the
+// host's recap; a host that failed stays short of its total.
+func TestPlanFollowsTheRun(t *testing.T) {
+	requireAnsible(t)
+	p := ansible.Playbook{Playbooks: []string{"testdata/plan.yml"}, Inventory: "testdata/local.ini",
+		Env: map[string]string{"ANSIBLE_ROLES_PATH": "testdata/roles"}}
+	plan, err := ansible.List(t.Context(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ansible.Plan{Plays: []ansible.PlannedPlay{
+		{Name: "Two hosts", Hosts: []string{"a", "b"}, Tasks: []string{"web : Notify", "web : Include", "Flush", "Loop", "Same name", "Same name", "Tagged"}},
+		{Name: "One host", Hosts: []string{"a"}, Tasks: []string{"Skipped", "Fail", "Never"}},
+	}}
+	if !reflect.DeepEqual(plan, want) {
+		t.Fatalf("plan %+v\nwant %+v", plan, want)
+	}
+	if got := [3]int{plan.Tasks("a"), plan.Tasks("b"), plan.Tasks("hidden")}; got != [3]int{10, 7, 0} || !slices.Equal(plan.Hosts(), []string{"a", "b"}) {
+		t.Errorf("tasks of a, b, hidden: %v; hosts %v", got, plan.Hosts())
+	}
+
+	tracker := ansible.NewTracker(plan)
+	done, results := map[string]int{}, map[string]int{}
+	res, err := ansible.Run(t.Context(), p, func(e ansible.Event) {
+		if e.Host != "" && e.Kind != ansible.Recap {
+			results[e.Host]++
+		}
+		if host, n := tracker.Done(e); n > 0 {
+			done[host] += n
+		}
+	}, io.Discard)
+	if err != nil || len(res.Failures) != 1 || res.Failures[0].Host != "a" {
+		t.Fatalf("run: %v, failures %+v (want a's only)", err, res.Failures)
+	}
+	// a: 6 of play 1's 7 reported (Flush has no result) and Skipped and Fail of play 2's 3;
+	// b: its 7, Flush at its recap
+	if done["a"] != 8 || done["b"] != 7 || len(done) != 2 {
+		t.Errorf("planned tasks done %v, want a 8 (it failed), b 7", done)
+	}
+	if results["b"] <= 7 { // the include's two tasks, the loop's items and the handler besides
+		t.Errorf("b had %d results: the playbook does not test unplanned ones", results["b"])
+	}
+
+	limited := p
+	limited.Limit, limited.Tags = "b", "only"
+	if plan, err = ansible.List(t.Context(), limited); err != nil {
+		t.Fatal(err)
+	}
+	if plan.Tasks("a") != 0 || plan.Tasks("b") != 1 || len(plan.Plays) != 2 || len(plan.Plays[1].Hosts) != 0 {
+		t.Errorf("plan with --limit b --tags only: %+v", plan)
+	}
+
+	broken := p
+	broken.Playbooks = []string{"testdata/no-such.yml"}
+	if _, err := ansible.List(t.Context(), broken); err == nil || !strings.Contains(err.Error(), "no-such.yml") {
+		t.Errorf("listing a missing playbook: %v", err)
 	}
 }

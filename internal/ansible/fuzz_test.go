@@ -75,6 +75,10 @@ func FuzzEvents(f *testing.F) {
 			case PlayStart, TaskStart, Skipped:
 			case OK, Changed:
 				continue
+			case Recap:
+				if r, ok := whole.res.Recap[e.Host]; e.Recap == nil || !ok || *e.Recap != r {
+					t.Errorf("recap event %+v, the result's recap %+v", e, r)
+				}
 			case Failed, Unreachable:
 				if e.Msg != strings.TrimSpace(e.Msg) {
 					t.Errorf("%s on %s: message %q is not trimmed", e.Kind, e.Host, e.Msg)

@@ -72,14 +72,14 @@ func platformOf(c *cli.Context) *rollout.Platform {
 
 // openPlatform is the project's platform with the registry of the configuration open; close
 // closes it.
-func openPlatform(c *cli.Context, stdio IO) (pl *rollout.Platform, close func(), err error) {
+func openPlatform(c *cli.Context, stdio IO) (pl *rollout.Platform, logs *logOutput, close func(), err error) {
 	reg, err := openRegistry(c, stdio)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	pl = platformOf(c)
 	pl.Registry, pl.Log = reg.store, reg.log
-	return pl, reg.Close, nil
+	return pl, reg.logs, reg.Close, nil
 }
 
 // progressTo prints Ansible's progress: on stdout, or on stderr when stdout carries JSON.
@@ -96,7 +96,8 @@ func deployCommand(stdio IO) *cli.Command {
 		Usage:     "roll the platform (lms, cms, guacd) out to an environment's hosts with Ansible",
 		UsageText: "labplane deploy ENV [--check] [--diff] [--limit HOSTS] [--tags TAGS] [--release R] [--allow-downgrade] [--yes] [--output text|json]",
 		Description: "Renders the environment's inventory and runs playbooks/site.yml over SSH: a line per task and host\n" +
-			"while it runs, then each host's recap. The run is recorded in the registry (who, when, release,\n" +
+			"while it runs (at a terminal: a line per host, updated in place, with its planned tasks done of all),\n" +
+			"then each host's recap. The run is recorded in the registry (who, when, release,\n" +
 			"recap per host, duration, the full log's path): `labplane runs list|show`. At a terminal it asks\n" +
 			"first; elsewhere (CI) it needs --yes (not with --check, which changes nothing). Ctrl-C stops\n" +
 			"Ansible cleanly and records the run as cancelled. A release the environment ran before the one its\n" +
@@ -119,17 +120,19 @@ func deployCommand(stdio IO) *cli.Command {
 			if err != nil {
 				return err
 			}
-			pl, closeRegistry, err := openPlatform(c, stdio)
+			pl, logs, closeRegistry, err := openPlatform(c, stdio)
 			if err != nil {
 				return err
 			}
 			defer closeRegistry()
+			progress := newPlaybookProgress(c.Context, stdio, out, logs)
 			run, err := pl.Deploy(c.Context, rollout.DeployRequest{Env: name, Release: c.String("release"), AllowDowngrade: c.Bool("allow-downgrade"),
 				Options: runs.Options{Check: c.Bool("check"), Diff: c.Bool("diff"), Limit: c.String("limit"), Tags: c.String("tags")},
 				Confirm: func(release string, hosts int) error {
 					return confirm(stdio, c.Bool("yes"), fmt.Sprintf("Deploy release %s to %s (%d hosts)?", release, name, hosts))
 				},
-				Progress: progressTo(stdio, out).event})
+				Progress: progress.event, Planned: progress.planned()})
+			progress.stop()
 			if run.ID == "" { // nothing ran
 				return err
 			}
@@ -160,6 +163,7 @@ func (p *progressPrinter) event(e ansible.Event) {
 		fmt.Fprintf(p.w, "%s PLAY %s\n", at, e.Play)
 	case ansible.TaskStart:
 		fmt.Fprintf(p.w, "%s   TASK %s\n", at, e.Task)
+	case ansible.Recap: // printed as a table at the end
 	case ansible.Failed, ansible.Unreachable:
 		fmt.Fprintf(p.w, "%s     %-11s %s: %s\n", at, strings.ToUpper(string(e.Kind)), e.Host, e.Msg)
 	default:
@@ -282,12 +286,14 @@ func registryAction(stdio IO, what string, do func(c *cli.Context, reg *registry
 type registry struct {
 	store *store.Store
 	log   *slog.Logger
+	logs  *logOutput // where log writes: a progress board may take it for a while
 }
 
 // openRegistry opens the registry named by the configuration; only its store (and site)
 // must be valid, so a labplane.yaml for deploys alone needs no clouds.
 func openRegistry(c *cli.Context, stdio IO) (*registry, error) {
-	log, err := logger(c, stdio.Err)
+	logs := &logOutput{w: stdio.Err}
+	log, err := logger(c, logs)
 	if err != nil {
 		return nil, err
 	}
@@ -299,7 +305,7 @@ func openRegistry(c *cli.Context, stdio IO) (*registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open the %s registry: %w", cfg.Store.Driver, err)
 	}
-	return &registry{store: st, log: log}, nil
+	return &registry{store: st, log: log, logs: logs}, nil
 }
 
 func (r *registry) Close() { _ = r.store.Close() }

@@ -3,9 +3,11 @@ package cli_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,6 +75,34 @@ func TestDeployCommand(t *testing.T) {
 		t.Errorf("guacd1 after the deploy: %v", err)
 	}
 
+	// at a terminal: a line per host with its planned tasks done of all, updated in place and
+	// complete at the end; the play above it, the recap below
+	pane := inTmux(t, fmt.Sprintf("%s --config %s --project %s --inventories %s --state-dir %s/state deploy %s --limit guacd --yes",
+		buildLabplane(t), s.config, moduleRoot(t), p.Inventories, s.dir, testhoststest.Env))
+	line := regexp.MustCompile(`(?m)^guacd1 +tasks +(\d+)/(\d+) +\[[=>\- ]*\] +\d+s`)
+	var during string
+	waitUntil(t, "guacd1's line, part done", 5*time.Minute, func() bool {
+		during = pane()
+		m := line.FindStringSubmatch(during)
+		return m != nil && m[1] != "0" && m[1] != m[2] || strings.Contains(during, "EXIT=")
+	})
+	var final string
+	waitUntil(t, "the deploy at a terminal to end", 5*time.Minute, func() bool { final = pane(); return strings.Contains(final, "EXIT=") })
+	t.Logf("during the deploy:\n%s\nat its end:\n%s", strings.TrimSpace(during), strings.TrimSpace(final))
+	if m := line.FindStringSubmatch(during); m == nil || m[1] == "0" || m[1] == m[2] {
+		t.Errorf("no line for guacd1 part done while it deployed")
+	}
+	m := line.FindAllStringSubmatch(final, -1)
+	if len(m) != 1 || m[0][1] != m[0][2] || !strings.Contains(m[0][0], "[===") {
+		t.Errorf("at the end: want guacd1's line once, every task done, got %q", m)
+	} else if total, _ := strconv.Atoi(m[0][2]); total < 15 {
+		t.Errorf("guacd1 had %d tasks planned: guacd's play has more", total)
+	}
+	if !strings.Contains(final, "PLAY Deploy guacd") || !strings.Contains(final, "deploy of r1 to test: succeeded") ||
+		!strings.Contains(final, "EXIT=0") || strings.Contains(final, "TASK ") {
+		t.Errorf("at a terminal: want the play above the line, the recap, exit 0 and no line per task")
+	}
+
 	// the JSON record of a check run, with the progress on stderr
 	r = s.deployCLI(p, "deploy", testhoststest.Env, "--check", "--limit", "guacd1", "--output", "json")
 	var run runs.Run
@@ -88,14 +118,14 @@ func TestDeployCommand(t *testing.T) {
 
 	r = s.deployCLI(p, "runs", "list", "--output", "json")
 	var list []runs.Run
-	if err := json.Unmarshal([]byte(r.out), &list); r.code != cli.ExitOK || err != nil || len(list) != 2 {
+	if err := json.Unmarshal([]byte(r.out), &list); r.code != cli.ExitOK || err != nil || len(list) != 3 { // and the one at a terminal
 		t.Fatalf("runs list: %v\n%s", err, r)
 	}
 	if list[0].ID != run.ID || list[1].Status != runs.Succeeded || list[1].Options.Check {
 		t.Errorf("runs list (newest first): %+v", list)
 	}
 	r = s.deployCLI(p, "runs", "list", "--env", testhoststest.Env)
-	if r.code != cli.ExitOK || !strings.Contains(r.out, "STATUS") || strings.Count(r.out, "succeeded") != 2 {
+	if r.code != cli.ExitOK || !strings.Contains(r.out, "STATUS") || strings.Count(r.out, "succeeded") != 3 {
 		t.Errorf("runs list: %s", r)
 	}
 	r = s.deployCLI(p, "runs", "show", list[1].ID[:13])

@@ -23,9 +23,6 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds labplane and runs it in tmux: not with -short")
 	}
-	if err := apt.Ensure(t.Context(), os.Stderr, "tmux"); err != nil {
-		t.Fatal(err)
-	}
 	const n = 12
 	heat := newFaultHeat(t)
 	useCloudsYAML(t, map[string]*heattest.Server{"a": heat})
@@ -45,28 +42,8 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	})
 	heat.ReqDelay = 150 * time.Millisecond // each suspend takes a few requests: the pass, seconds
 
-	binary := filepath.Join(t.TempDir(), "labplane")
-	build := exec.CommandContext(t.Context(), "go", "build", "-o", binary, "../../cmd/labplane")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	session := fmt.Sprintf("labplane-progress-%d", os.Getpid())
-	command := fmt.Sprintf("env OS_CLIENT_CONFIG_FILE=%s %s --config %s reap --once --yes; echo EXIT=$?; sleep 600",
-		os.Getenv("OS_CLIENT_CONFIG_FILE"), binary, s.config)
-	if out, err := exec.Command("tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40", command).CombinedOutput(); err != nil {
-		t.Fatalf("tmux: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("tmux", "kill-session", "-t", session).Run() })
-	pane := func() string {
-		out, _ := exec.Command("tmux", "capture-pane", "-p", "-t", session).Output()
-		return string(out)
-	}
+	pane := inTmux(t, fmt.Sprintf("%s --config %s reap --once --yes", buildLabplane(t), s.config))
 	var during string
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("the pane:\n%s", pane())
-		}
-	})
 	waitUntil(t, "the progress line, part done", 60*time.Second, func() bool {
 		during = pane()
 		m := regexp.MustCompile(`a +actions +(\d+)/` + fmt.Sprint(n)).FindStringSubmatch(during)
@@ -83,6 +60,46 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	if len(done.FindAllString(final, -1)) != 1 {
 		t.Errorf("the progress line is drawn more than once (not updated in place):\n%s", final)
 	}
+}
+
+// buildLabplane builds labplane's binary for the test.
+func buildLabplane(t *testing.T) string {
+	t.Helper()
+	binary := filepath.Join(t.TempDir(), "labplane")
+	build := exec.CommandContext(t.Context(), "go", "build", "-o", binary, "../../cmd/labplane")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return binary
+}
+
+// inTmux runs command (sh) at a terminal: in a tmux pane of 120 columns and 50 rows, in a
+// tmux server of the test's own, which has the test's environment. The pane shows "EXIT=N"
+// when it ends. inTmux returns what the pane shows at each call (its rows, not its history); the server is stopped when the test ends,
+// and the pane logged if it failed.
+func inTmux(t *testing.T, command string) (pane func() string) {
+	t.Helper()
+	if err := apt.Ensure(t.Context(), os.Stderr, "tmux"); err != nil {
+		t.Fatal(err)
+	}
+	socket := fmt.Sprintf("labplane-test-%d-%s", os.Getpid(), strings.NewReplacer("/", "-").Replace(t.Name()))
+	tmux := func(args ...string) *exec.Cmd {
+		return exec.Command("tmux", append([]string{"-L", socket}, args...)...)
+	}
+	if out, err := tmux("new-session", "-d", "-x", "120", "-y", "50", command+"; echo EXIT=$?; sleep 600").CombinedOutput(); err != nil {
+		t.Fatalf("tmux: %v\n%s", err, out)
+	}
+	pane = func() string {
+		out, _ := tmux("capture-pane", "-p").Output()
+		return string(out)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("the pane:\n%s", pane())
+		}
+		_ = tmux("kill-server").Run()
+	})
+	return pane
 }
 
 // waitUntil polls ok until it holds, or fails the test after limit.

@@ -26,6 +26,7 @@ func promoteCommand(stdio IO) *cli.Command {
 			"exceed --max-fail-percentage rolls every host changed so far back to the target's previous release\n" +
 			"(kept on the hosts) and checks them. One deploy or promotion per environment at a time. Ctrl-C\n" +
 			"records where it stopped: --resume carries on. --dry-run prints the gate's verdict and the batches.\n" +
+			"Ansible's progress as deploy shows it (at a terminal, a line per host over all the runs).\n" +
 			"Exit 0 promoted (or --dry-run passed); 1 a batch failed and was rolled back (or the rollback\n" +
 			"failed, or it was interrupted); 2 bad input, the gate refused, or the target is busy.",
 		Flags: []cli.Flag{
@@ -55,15 +56,16 @@ func promote(c *cli.Context, stdio IO) error {
 	if c.NArg() > 0 {
 		return usageError("promote takes no arguments (use --from and --to)")
 	}
-	pl, closeRegistry, err := openPlatform(c, stdio)
+	pl, logs, closeRegistry, err := openPlatform(c, stdio)
 	if err != nil {
 		return err
 	}
 	defer closeRegistry()
+	progress := newPlaybookProgress(c.Context, stdio, out, logs)
 	req := rollout.PromoteRequest{From: c.String("from"), To: c.String("to"), Release: c.String("release"),
 		Serial: c.String("serial"), MaxFailPercentage: c.Int("max-fail-percentage"), Soak: c.Duration("soak"),
 		HealthTimeout: c.Duration("health-timeout"), Backup: c.String("backup"), BackupHook: c.String("backup-hook"),
-		DryRun: c.Bool("dry-run"), Resume: c.Bool("resume"), Progress: progressTo(stdio, out).event,
+		DryRun: c.Bool("dry-run"), Resume: c.Bool("resume"), Progress: progress.event, Planned: progress.planned(),
 		Confirm: func(r rollout.PromoteResult) error {
 			v := r.Verdict
 			if err := confirm(stdio, c.Bool("yes"), fmt.Sprintf("Promote %s from %s to %s (%d batches)?", v.Release, v.Source, c.String("to"), len(r.Batches))); err != nil {
@@ -75,6 +77,7 @@ func promote(c *cli.Context, stdio IO) error {
 			return nil
 		}}
 	result, err := pl.Promote(c.Context, req)
+	progress.stop()
 	if result.Promotion == nil {
 		// the gate's verdict is printed when it is the answer: a dry run, or a refusal
 		if errors.Is(err, rollout.ErrRefused) || (req.DryRun && err == nil) {

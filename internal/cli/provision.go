@@ -25,7 +25,8 @@ func provisionCommand(stdio IO) *cli.Command {
 			"variables; never written anywhere). One working directory and state per environment, under\n" +
 			"STATE-DIR/provision/ENV (0700; state and plans 0600).\n\n" +
 			"  plan     initialize, validate and save a plan, and print what it changes\n" +
-			"  apply    apply exactly the saved plan (asks at a terminal; --yes elsewhere), print the hosts\n" +
+			"  apply    apply exactly the saved plan (asks at a terminal; --yes elsewhere), print the hosts;\n" +
+			"           at a terminal, a line with the changes done of the plan's, updated in place\n" +
 			"  output   print the hosts of each service the module outputs (what `inventory render` uses)\n" +
 			"  destroy  plan the destruction of everything, print it, and apply it (asks; --yes elsewhere)\n\n" +
 			"Terraform and the OpenStack provider come from labplane's own install step when missing: terraform\n" +
@@ -53,11 +54,12 @@ func provisionCommand(stdio IO) *cli.Command {
 			if env.Provision == nil {
 				return usageError("environment %s lists its hosts under hosts: in %s; it has no provision: section", env.Name, env.File)
 			}
-			ws, err := openWorkspace(c, stdio, env)
+			view := &applyProgress{stdio: stdio, logs: &logOutput{w: stdio.Err}}
+			ws, err := openWorkspace(c, stdio, env, view)
 			if err != nil {
 				return err
 			}
-			p := provisioner{c: c, stdio: stdio, out: out, ws: ws, env: env}
+			p := provisioner{c: c, stdio: stdio, out: out, ws: ws, env: env, view: view}
 			switch action {
 			case "plan":
 				err = p.plan()
@@ -88,9 +90,9 @@ func provisionArgs(c *cli.Context) (env, action string, err error) {
 }
 
 // openWorkspace finds or builds Terraform and the provider, and opens env's workspace under
-// the state directory.
-func openWorkspace(c *cli.Context, stdio IO, env *envspec.Environment) (*provision.Workspace, error) {
-	log, err := logger(c, stdio.Err)
+// the state directory, its log and an apply's progress shown by view.
+func openWorkspace(c *cli.Context, stdio IO, env *envspec.Environment, view *applyProgress) (*provision.Workspace, error) {
+	log, err := logger(c, view.logs)
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +101,7 @@ func openWorkspace(c *cli.Context, stdio IO, env *envspec.Environment) (*provisi
 		return nil, err
 	}
 	log.Debug("terraform", "path", tc.Terraform, "version", tc.Version, "built", tc.Built, "cli_config", tc.CLIConfig)
-	return platformOf(c).Workspace(env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Logger: log, Progress: stdio.Err})
+	return platformOf(c).Workspace(env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Logger: log, Progress: view, Applied: view.applied})
 }
 
 // provisioner runs one provision action and prints its outcome.
@@ -109,6 +111,7 @@ type provisioner struct {
 	out   string
 	ws    *provision.Workspace
 	env   *envspec.Environment
+	view  *applyProgress
 }
 
 func (p provisioner) plan() error {
@@ -161,11 +164,21 @@ func (p provisioner) confirmed(s provision.Summary, question string, apply func(
 	if err := confirm(p.stdio, p.c.Bool("yes"), question); err != nil {
 		return err
 	}
+	p.view.start(p.c.Context, p.part(), s.Add+s.Change+s.Remove)
 	res, err := apply(p.c.Context)
+	p.view.stop()
 	if err != nil {
 		return err
 	}
 	return p.printResult(res)
+}
+
+// part names the progress line of an apply: the environment and its cloud.
+func (p provisioner) part() string {
+	if p.env.Provision.Cloud == "" {
+		return p.env.Name
+	}
+	return p.env.Name + " on " + p.env.Provision.Cloud
 }
 
 func (p provisioner) output() error {

@@ -193,10 +193,17 @@ func TestProvisionAgainstRealHeat(t *testing.T) {
 	if !strings.Contains(res.out, "destroy plan for dev") || !strings.Contains(res.out, "delete  module.environment.openstack_orchestration_stack_v1.nodes") {
 		t.Errorf("destroy without --yes:\n%s", res)
 	}
-	res = run(0, "", false, "provision", "--yes", "dev", "destroy") // flags before the arguments work too
+	// at a terminal (flags before the arguments work too): a line with the changes done of
+	// the plan's, complete at the end, above the outcome
+	pane := inTmux(t, fmt.Sprintf("%s --project %s provision --yes dev destroy", buildLabplane(t), project))
+	var final string
+	waitUntil(t, "the destroy at a terminal to end", 5*time.Minute, func() bool { final = pane(); return strings.Contains(final, "EXIT=") })
 	destroyed = true
-	if !strings.Contains(res.out, "destroyed dev") || !strings.Contains(res.out, "1 destroyed") {
-		t.Errorf("destroy:\n%s", res.out)
+	all.WriteString(final)
+	t.Logf("destroy at a terminal:\n%s", strings.TrimSpace(final))
+	if done := regexp.MustCompile(`(?m)^dev on local-a +changes +1/1 +\[=+\] +\d+s`).FindAllString(final, -1); len(done) != 1 ||
+		!strings.Contains(final, "destroyed dev") || !strings.Contains(final, "1 destroyed") || !strings.Contains(final, "EXIT=0") {
+		t.Errorf("destroy at a terminal: want the line of dev on local-a once, 1/1, the outcome and exit 0")
 	}
 	run(2, "", false, "provision", "dev", "output")
 	if res := run(2, "", false, "inventory", "render", "dev"); !strings.Contains(res.err, "run: labplane provision dev plan, then apply") {

@@ -66,6 +66,9 @@ type Request struct {
 	Actor   string
 	// Progress sees every event while Ansible runs (may be nil).
 	Progress func(ansible.Event)
+	// Planned, if set, is given the run's plan (ansible.List) before it starts, for progress
+	// at a terminal; a plan that cannot be listed is logged, and the run goes on without.
+	Planned func(ansible.Plan)
 }
 
 // release is the release req deploys: its own, or the spec's.
@@ -139,6 +142,13 @@ func (d *Deployer) Deploy(ctx context.Context, req Request) (runs.Run, error) {
 		return runs.Run{}, &BadInputError{fmt.Errorf("inventory %s: %w (render it with labplane inventory render %s)", req.Inventory, err, req.Env.Name)}
 	}
 	p := d.Playbook(req)
+	if req.Planned != nil {
+		if plan, err := ansible.List(ctx, p); err != nil {
+			d.Log.Warn("no progress for this run: its tasks could not be listed", "err", secrets.redact(err.Error()))
+		} else {
+			req.Planned(plan)
+		}
+	}
 	if err := os.MkdirAll(d.LogDir, 0o700); err != nil {
 		return runs.Run{}, fmt.Errorf("run log directory: %w", err)
 	}

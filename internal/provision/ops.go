@@ -141,6 +141,7 @@ func (w *Workspace) apply(ctx context.Context, destroy bool) (Result, error) {
 	defer w.secure()
 	defer func() { _ = w.discard(destroy) }() // applied or not, a plan is spent: Terraform would refuse it as stale
 	stream := newUIStream(w.log, w.o.Progress)
+	stream.onApplied = w.o.Applied
 	tf, err := w.terraform(nil)
 	if err != nil {
 		return Result{}, err

@@ -59,6 +59,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Progress receives Terraform's progress lines while it applies (nil: discarded).
 	Progress io.Writer
+	// Applied, if set, is told of each change of an apply as Terraform completes it, or
+	// fails it (a plan's Add+Change+Remove changes in all).
+	Applied func(c Change, failed bool)
 }
 
 // Workspace is one environment's Terraform working directory.

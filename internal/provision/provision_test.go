@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -145,10 +146,13 @@ func TestUIStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	planned, counts, diags, applied, unfinished := provision.UIStream(raw, 7)
+	planned, counts, diags, applied, unfinished, told := provision.UIStream(raw, 7)
 	stack := "openstack_orchestration_stack_v1.s"
 	if want := []provision.Change{{Address: stack, Type: "openstack_orchestration_stack_v1", Action: "create"}}; !reflect.DeepEqual(planned, want) || !reflect.DeepEqual(applied, want) {
 		t.Errorf("planned %v, applied %v", planned, applied)
+	}
+	if !slices.Equal(told, []string{stack + " done"}) {
+		t.Errorf("told of %v", told)
 	}
 	if counts != (provision.Counts{Add: 1}) || len(diags) != 0 || len(unfinished) != 0 {
 		t.Errorf("counts %v, diagnostics %v, unfinished %v", counts, diags, unfinished)
@@ -158,9 +162,12 @@ func TestUIStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	planned, _, diags, applied, unfinished = provision.UIStream(raw, 1<<20)
+	planned, _, diags, applied, unfinished, told = provision.UIStream(raw, 1<<20)
 	if len(planned) != 14 || len(applied) != 0 || len(unfinished) != 5 || len(diags) != 5 {
 		t.Fatalf("planned %d, applied %d, unfinished %v, diagnostics %v", len(planned), len(applied), unfinished, diags)
+	}
+	if len(told) != 5 || !strings.HasSuffix(told[0], " failed") {
+		t.Errorf("told of %v, want the 5 changes that failed", told)
 	}
 	d := diags[0]
 	if d.Address != "openstack_compute_keypair_v2.ansible" || !strings.Contains(d.Summary, "No suitable endpoint") || d.Severity != "error" {

@@ -67,9 +67,10 @@ type uiResource struct {
 // planned changes, the change summary, the diagnostics and the applied changes, logs every
 // message at debug level and copies apply progress to progress.
 type uiStream struct {
-	log      *slog.Logger
-	progress io.Writer
-	partial  []byte
+	log       *slog.Logger
+	progress  io.Writer
+	onApplied func(c Change, failed bool) // nil: no one is told
+	partial   []byte
 
 	planned     []Change
 	counts      Counts
@@ -150,10 +151,22 @@ func (s *uiStream) handle(line []byte) {
 	case "apply_complete":
 		if m.Hook != nil {
 			s.unfinished = slices.DeleteFunc(s.unfinished, func(a string) bool { return a == m.Hook.Resource.Addr })
-			s.applied = append(s.applied, Change{Address: m.Hook.Resource.Addr, Type: m.Hook.Resource.ResourceType, Action: m.Hook.Action})
+			c := Change{Address: m.Hook.Resource.Addr, Type: m.Hook.Resource.ResourceType, Action: m.Hook.Action}
+			s.applied = append(s.applied, c)
+			s.tell(c, false)
 		}
 		fmt.Fprintln(s.progress, m.Message)
 	case "apply_errored":
+		if m.Hook != nil {
+			s.tell(Change{Address: m.Hook.Resource.Addr, Type: m.Hook.Resource.ResourceType, Action: m.Hook.Action}, true)
+		}
 		fmt.Fprintln(s.progress, m.Message)
+	}
+}
+
+// tell tells onApplied, if set, of a change completed or failed.
+func (s *uiStream) tell(c Change, failed bool) {
+	if s.onApplied != nil {
+		s.onApplied(c, failed)
 	}
 }

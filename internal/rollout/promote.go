@@ -38,8 +38,10 @@ type PromoteRequest struct {
 	DryRun, Resume bool
 	// Confirm is asked once the gate passed, before anything changes; an error stops it.
 	Confirm func(PromoteResult) error
-	// Progress sees every event while Ansible runs (may be nil).
+	// Progress sees every event while Ansible runs (may be nil); Planned, if set, each run's
+	// plan before it starts (deploy.Request).
 	Progress func(ansible.Event)
+	Planned  func(ansible.Plan)
 }
 
 // PromoteResult is the gate's verdict, the batches, and the promotion as it ended (nil when
@@ -180,7 +182,7 @@ func (pl *Platform) Promote(ctx context.Context, req PromoteRequest) (PromoteRes
 	if err != nil {
 		return result, err
 	}
-	dep := &promoteDeployer{d: d, env: env, inventory: inv, actor: pl.Actor, progress: req.Progress}
+	dep := &promoteDeployer{d: d, env: env, inventory: inv, actor: pl.Actor, progress: req.Progress, planned: req.Planned}
 	pr := Promoter{Deployer: dep, Checker: checker, Recorder: pl.Registry, Clock: clk,
 		HealthTimeout: req.HealthTimeout, HealthInterval: 2 * time.Second, Log: pl.Log}
 	switch {
@@ -251,13 +253,14 @@ type promoteDeployer struct {
 	inventory string
 	actor     string
 	progress  func(ansible.Event)
+	planned   func(ansible.Plan)
 }
 
 func (p *promoteDeployer) Deploy(ctx context.Context, s Step) (runs.Run, error) {
 	env := *p.env
 	env.Rollout.Serial = "100%"
 	return p.d.Deploy(ctx, deploy.Request{Env: &env, Inventory: p.inventory, Release: s.Release, Kind: s.Kind,
-		Options: runs.Options{Limit: strings.Join(s.Hosts, ","), Tags: s.Tags}, Actor: p.actor, Progress: p.progress})
+		Options: runs.Options{Limit: strings.Join(s.Hosts, ","), Tags: s.Tags}, Actor: p.actor, Progress: p.progress, Planned: p.planned})
 }
 
 // Backup runs the roles' backup tasks (--tags backup: the lms role's database dump) on every

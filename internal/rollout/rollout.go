@@ -233,8 +233,10 @@ type DeployRequest struct {
 	// Confirm is asked before anything changes (not for a check run), with the release and
 	// the number of hosts; an error stops the deploy.
 	Confirm func(release string, hosts int) error
-	// Progress sees every event while Ansible runs (may be nil).
+	// Progress sees every event while Ansible runs (may be nil); Planned, if set, the run's
+	// plan before it starts (deploy.Request).
 	Progress func(ansible.Event)
+	Planned  func(ansible.Plan)
 }
 
 // Deploy deploys an environment under its lock (none for a check run, which changes
@@ -282,6 +284,6 @@ func (pl *Platform) Deploy(ctx context.Context, req DeployRequest) (runs.Run, er
 		return runs.Run{}, err
 	}
 	run, err := d.Deploy(ctx, deploy.Request{Env: env, Inventory: inv, Release: req.Release, Kind: runs.Deploy,
-		Options: req.Options, Actor: pl.Actor, Progress: req.Progress})
+		Options: req.Options, Actor: pl.Actor, Progress: req.Progress, Planned: req.Planned})
 	return run, lockLost(ctx, err)
 }
