@@ -3,6 +3,7 @@ package provision_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -22,6 +23,7 @@ import (
 	"github.com/labplane/labplane/internal/inventory"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/provision"
+	"github.com/labplane/labplane/internal/terraformbin"
 )
 
 // The tests here run the real terraform and provider against the local cloud's real Keystone
@@ -90,10 +92,11 @@ func deleteStacks(t *testing.T, h *heat.Heat, prefix string) {
 	}
 }
 
-// cloudPasswords are the passwords in the local cloud's clouds.yaml.
+// cloudPasswords are the passwords in the clouds.yaml the test gives Terraform
+// (OS_CLIENT_CONFIG_FILE: a lease's).
 func cloudPasswords(t *testing.T) []string {
 	t.Helper()
-	raw, err := os.ReadFile(lease.CloudsYAML())
+	raw, err := os.ReadFile(os.Getenv("OS_CLIENT_CONFIG_FILE"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,65 +158,149 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// realRun is a workspace of env on a real cloud, its logs and progress kept for the secret
+// check; its steps fail the test on an error and log how long they took.
+type realRun struct {
+	t        *testing.T
+	tc       terraformbin.Toolchain
+	env      *envspec.Environment
+	ws       *provision.Workspace
+	logs     strings.Builder
+	progress syncBuffer
+}
+
+func newRealRun(t *testing.T, env *envspec.Environment) *realRun {
+	t.Helper()
+	r := &realRun{t: t, tc: toolchain(t), env: env}
+	r.ws = open(t, env, provision.Options{Terraform: r.tc.Terraform, CLIConfig: r.tc.CLIConfig, Logger: testLogger(t, &r.logs), Progress: &r.progress})
+	return r
+}
+
+// step runs one of the run's operations (op: its name), fails the test on its error, and logs
+// how long it took.
+func step[T any](r *realRun, op string, f func(context.Context) (T, error)) T {
+	r.t.Helper()
+	start := time.Now()
+	v, err := f(context.Background())
+	if err != nil {
+		r.t.Fatalf("%s: %v", op, err)
+	}
+	r.t.Logf("%s: %.1fs", op, time.Since(start).Seconds())
+	return v
+}
+
+// plan saves a plan.
+func (r *realRun) plan() provision.Summary {
+	r.t.Helper()
+	return step(r, "plan", r.ws.Plan)
+}
+
+// apply applies the saved plan, which adds n resources, and checks the hosts it returns, the
+// resources applied, and the progress of created (a resource's address); then the hosts in
+// the state, terraform output and the inventory.
+func (r *realRun) apply(want map[string][]platform.Host, n int, created string) {
+	r.t.Helper()
+	res := step(r, "apply", r.ws.Apply)
+	if !reflect.DeepEqual(res.Hosts, want) || res.Add != n || len(res.Applied) != n {
+		r.t.Errorf("apply: %+v", res)
+	}
+	if !strings.Contains(r.progress.String(), created+": Creation complete") {
+		r.t.Errorf("progress: %s", r.progress.String())
+	}
+	assertHostsEverywhere(r.t, r.env, r.ws, want)
+}
+
+// destroy checks that a second plan has nothing to do (the provider reads back what it made
+// as it made it), then destroys the n resources: no hosts are left, the state holds no
+// resource, and no cloud password is in the logs, the progress or the workspace.
+func (r *realRun) destroy(n int) {
+	r.t.Helper()
+	ctx := context.Background()
+	if s, err := r.ws.Plan(ctx); err != nil || len(s.Changes) != 0 || s.Add+s.Change+s.Remove != 0 {
+		r.t.Errorf("second plan: %+v %v", s, err)
+	}
+	if s, err := r.ws.PlanDestroy(ctx); err != nil || s.Remove != n || !s.Destroy {
+		r.t.Fatalf("destroy plan: %+v %v", s, err)
+	}
+	res := step(r, "destroy", r.ws.Destroy)
+	if res.Remove != n || res.Hosts != nil {
+		r.t.Errorf("destroy: %+v", res)
+	}
+	if _, err := r.ws.Hosts(ctx); !errors.Is(err, provision.ErrNotProvisioned) {
+		r.t.Errorf("hosts after destroy: %v", err)
+	}
+	raw, err := os.ReadFile(filepath.Join(r.ws.Dir(), provision.StateFile))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	var state struct {
+		Resources []json.RawMessage `json:"resources"`
+	}
+	if err := json.Unmarshal(raw, &state); err != nil {
+		r.t.Fatal(err)
+	}
+	if len(state.Resources) != 0 {
+		r.t.Errorf("the state still has %d resources after the destroy", len(state.Resources))
+	}
+	assertNoSecrets(r.t, r.ws, r.logs.String()+r.progress.String())
+}
+
 // plan -> apply -> output -> inventory -> destroy on the real Heat: the hosts the module
 // outputs, read back from the stack, become the inventory; the stack is gone afterwards; no
 // password anywhere; state and plans 0600.
 func TestHeatProvision(t *testing.T) {
 	env, prefix := heatEnv(t)
-	tc := toolchain(t)
+	r := newRealRun(t, env)
 	h := localHeat(t)
 	ctx := context.Background()
-	var logs strings.Builder
-	progress := &syncBuffer{}
-	ws := open(t, env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Logger: testLogger(t, &logs), Progress: progress})
 	t.Cleanup(func() { deleteStacks(t, h, prefix) })
 
-	start := time.Now()
-	s, err := ws.Plan(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("plan: %.1fs", time.Since(start).Seconds())
+	s := r.plan()
 	stack := "module.environment.openstack_orchestration_stack_v1.nodes"
 	if want := []provision.Change{{Address: stack, Type: "openstack_orchestration_stack_v1", Action: "create"}}; !reflect.DeepEqual(s.Changes, want) || s.Add != 1 {
 		t.Fatalf("plan: %+v", s)
 	}
-	if saved, err := ws.SavedPlan(ctx, false); err != nil || !reflect.DeepEqual(saved, s) {
+	if saved, err := r.ws.SavedPlan(ctx, false); err != nil || !reflect.DeepEqual(saved, s) {
 		t.Errorf("saved plan: %+v %v", saved, err)
 	}
 	if got := stacks(t, h, prefix); len(got) != 0 {
 		t.Fatalf("the plan created %v", got)
 	}
-	assertMode(t, ws.Dir(), 0o700)
-	assertMode(t, filepath.Join(ws.Dir(), provision.PlanFile), 0o600)
+	assertMode(t, r.ws.Dir(), 0o700)
+	assertMode(t, filepath.Join(r.ws.Dir(), provision.PlanFile), 0o600)
 
-	start = time.Now()
-	res, err := ws.Apply(ctx)
-	if err != nil {
-		t.Fatal(err)
+	r.apply(wantHosts(prefix), 1, stack)
+	if got := stacks(t, h, prefix); !reflect.DeepEqual(got, []string{prefix + "-nodes CREATE_COMPLETE"}) {
+		t.Errorf("stacks: %v", got)
 	}
-	t.Logf("apply: %.1fs", time.Since(start).Seconds())
-	want := map[string][]platform.Host{
+	if _, err := r.ws.Apply(ctx); !errors.Is(err, provision.ErrNoPlan) {
+		t.Errorf("a plan applies once: %v", err)
+	}
+	assertMode(t, filepath.Join(r.ws.Dir(), provision.StateFile), 0o600)
+
+	r.destroy(1)
+	if got := stacks(t, h, prefix); len(got) != 0 {
+		t.Errorf("after destroy: %v", got)
+	}
+}
+
+// wantHosts are the hosts of the local environments (testdata/inventories/local and servers:
+// lms 2, cms 1, guacd 1 in 10.20.0.0/24) named after prefix.
+func wantHosts(prefix string) map[string][]platform.Host {
+	return map[string][]platform.Host{
 		"lms":   {{Name: prefix + "-lms-1", Address: "10.20.0.10"}, {Name: prefix + "-lms-2", Address: "10.20.0.11"}},
 		"cms":   {{Name: prefix + "-cms-1", Address: "10.20.0.40"}},
 		"guacd": {{Name: prefix + "-guacd-1", Address: "10.20.0.70"}},
 	}
-	if !reflect.DeepEqual(res.Hosts, want) || res.Add != 1 || len(res.Applied) != 1 {
-		t.Errorf("apply: %+v", res)
-	}
-	if !strings.Contains(progress.String(), stack+": Creation complete") {
-		t.Errorf("progress: %s", progress)
-	}
-	if got := stacks(t, h, prefix); !reflect.DeepEqual(got, []string{prefix + "-nodes CREATE_COMPLETE"}) {
-		t.Errorf("stacks: %v", got)
-	}
-	if _, err := ws.Apply(ctx); !errors.Is(err, provision.ErrNoPlan) {
-		t.Errorf("a plan applies once: %v", err)
-	}
-	assertMode(t, filepath.Join(ws.Dir(), provision.StateFile), 0o600)
+}
 
-	// the hosts three ways: the state (offline), terraform output, and from a fresh workspace
-	// handle with no terraform at all (what inventory render uses)
+// assertHostsEverywhere checks the hosts of an applied workspace three ways: the state
+// (offline), terraform output, and the inventory rendered from a fresh workspace handle with
+// no terraform at all (what inventory render does): each service's group, its hosts' names
+// and ansible_host.
+func assertHostsEverywhere(t *testing.T, env *envspec.Environment, ws *provision.Workspace, want map[string][]platform.Host) {
+	t.Helper()
+	ctx := context.Background()
 	offline, err := ws.Hosts(ctx)
 	if err != nil || !reflect.DeepEqual(offline, want) {
 		t.Errorf("hosts: %v %v", offline, err)
@@ -248,36 +335,22 @@ func TestHeatProvision(t *testing.T) {
 	if err := yaml.Unmarshal(inv, &doc); err != nil {
 		t.Fatal(err)
 	}
-	groups := doc.All.Children[inventory.ParentGroup].Children
-	if groups["lms"].Hosts[prefix+"-lms-2"].AnsibleHost != "10.20.0.11" || groups["guacd"].Hosts[prefix+"-guacd-1"].AnsibleHost != "10.20.0.70" {
-		t.Errorf("inventory:\n%s", inv)
+	got, wantInv := map[string]map[string]string{}, map[string]map[string]string{}
+	for service, g := range doc.All.Children[inventory.ParentGroup].Children {
+		got[service] = map[string]string{}
+		for name, h := range g.Hosts {
+			got[service][name] = h.AnsibleHost
+		}
 	}
-
-	// a second plan has nothing to do
-	if s, err := ws.Plan(ctx); err != nil || len(s.Changes) != 0 || s.Add+s.Change+s.Remove != 0 {
-		t.Errorf("second plan: %+v %v", s, err)
+	for service, hs := range want {
+		wantInv[service] = map[string]string{}
+		for _, h := range hs {
+			wantInv[service][h.Name] = h.Address
+		}
 	}
-
-	s, err = ws.PlanDestroy(ctx)
-	if err != nil || s.Remove != 1 || !s.Destroy {
-		t.Fatalf("destroy plan: %+v %v", s, err)
+	if !reflect.DeepEqual(got, wantInv) {
+		t.Errorf("inventory: %v, want %v\n%s", got, wantInv, inv)
 	}
-	start = time.Now()
-	res, err = ws.Destroy(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("destroy: %.1fs", time.Since(start).Seconds())
-	if res.Remove != 1 || res.Hosts != nil {
-		t.Errorf("destroy: %+v", res)
-	}
-	if got := stacks(t, h, prefix); len(got) != 0 {
-		t.Errorf("after destroy: %v", got)
-	}
-	if _, err := ws.Hosts(ctx); !errors.Is(err, provision.ErrNotProvisioned) {
-		t.Errorf("hosts after destroy: %v", err)
-	}
-	assertNoSecrets(t, ws, logs.String()+progress.String())
 }
 
 func assertMode(t *testing.T, path string, want fs.FileMode) {

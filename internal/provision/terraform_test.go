@@ -74,7 +74,7 @@ func TestModulesValidate(t *testing.T) {
 	if err != nil || !ok {
 		t.Errorf("terraform fmt -check -recursive: %v %v", unformatted, err)
 	}
-	for _, module := range []string{"modules/network", "modules/compute", "examples/openstack", "examples/heat"} {
+	for _, module := range []string{"modules/network", "modules/compute", "examples/openstack", "examples/heat", "examples/servers"} {
 		t.Run(module, func(t *testing.T) {
 			dir := filepath.Join(work, module)
 			for _, f := range []string{"main.tf", "variables.tf", "outputs.tf", "versions.tf"} {

@@ -1,10 +1,10 @@
 output "hosts" {
-  description = "The hosts of each service, for the inventory: {lms = [{name, address}], cms = [...], guacd = [...]}, in host number order."
+  description = "The hosts of each service, for the inventory: {lms = [{name, address}], cms = [...], guacd = [...]}, in host number order. The address is the instance's access address on its network or, with no network, its made-up address as Nova's metadata holds it."
   value = {
     for service, spec in var.services : service => [
       for i in range(spec.count) : {
         name    = local.hosts["${service}-${i + 1}"].name
-        address = openstack_compute_instance_v2.host["${service}-${i + 1}"].access_ip_v4
+        address = local.addresses["${service}-${i + 1}"]
       }
     ]
   }

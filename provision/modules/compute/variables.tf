@@ -41,13 +41,26 @@ variable "key_pair" {
 }
 
 variable "network_id" {
-  description = "ID of the network the hosts are on (the network module's network_id)."
+  description = "ID of the network the hosts are on (the network module's network_id); null: no network (Nova's networks \"none\", for a cloud without Neutron), each host then given a made-up address from stand_in_cidr."
   type        = string
+  default     = null
+}
+
+variable "stand_in_cidr" {
+  description = "Only with no network: the subnet the hosts' made-up addresses are taken from (lms from host 10, cms from 40, guacd from 70; at most 30 hosts a service). Each is recorded in its host's metadata as labplane-stand-in-address and output as its address; nothing answers there."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.stand_in_cidr == null || can(cidrhost(var.stand_in_cidr, 99))
+    error_message = "The stand_in_cidr must be an IPv4 CIDR with at least 100 addresses, such as 10.20.0.0/24."
+  }
 }
 
 variable "security_groups" {
-  description = "Security group names per service (the network module's security_groups)."
+  description = "Security group names per service (the network module's security_groups); a service not in it gets the cloud's default group."
   type        = map(list(string))
+  default     = {}
 }
 
 variable "availability_zone" {
