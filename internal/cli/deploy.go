@@ -154,6 +154,13 @@ type progressPrinter struct {
 	w  io.Writer
 }
 
+// to prints from now on to w.
+func (p *progressPrinter) to(w io.Writer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.w = w
+}
+
 func (p *progressPrinter) event(e ansible.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

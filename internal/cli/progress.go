@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"io"
 	"sync"
 
 	"github.com/labplane/labplane/internal/ansible"
@@ -10,23 +9,60 @@ import (
 	"github.com/labplane/labplane/internal/provision"
 )
 
+// terminalBoard is a progress board drawn on stderr, with the log above it while it is
+// drawn (the caller draws one only at a terminal). Its methods are safe for concurrent use.
+type terminalBoard struct {
+	stdio IO
+	logs  *logOutput
+
+	mu    sync.Mutex
+	board *progress.Board // nil: none drawn
+}
+
+// drawn returns the board drawn, drawing one first (units named what) if there is none.
+func (t *terminalBoard) drawn(ctx context.Context, what string) *progress.Board {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.board == nil {
+		t.board = progress.New(ctx, t.stdio.Err, what)
+		t.logs.to(t.board)
+	}
+	return t.board
+}
+
+// current is the board drawn, or nil.
+func (t *terminalBoard) current() *progress.Board {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.board
+}
+
+// stop draws the board a last time, if there is one, and gives the log its place back.
+func (t *terminalBoard) stop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.board != nil {
+		t.logs.to(t.stdio.Err)
+		t.board.Wait()
+		t.board = nil
+	}
+}
+
 // playbookProgress shows Ansible's runs (a deploy, a promotion's) as they go. At a terminal
 // (stderr) it draws a line per host: its planned tasks done of all (ansible.List), how many
 // failed, how long, the task it did last; above it go the plays, the hosts that fail and the
 // log. Elsewhere it prints a line per task and host result (progressPrinter), as CI logs had.
 type playbookProgress struct {
+	terminalBoard
 	ctx     context.Context
-	stdio   IO
-	logs    *logOutput
 	printer *progressPrinter
 
 	mu      sync.Mutex
-	board   *progress.Board // drawn from the first plan on, at a terminal
-	tracker *ansible.Tracker
+	tracker *ansible.Tracker // the run under way's
 }
 
 func newPlaybookProgress(ctx context.Context, stdio IO, out string, logs *logOutput) *playbookProgress {
-	return &playbookProgress{ctx: ctx, stdio: stdio, logs: logs, printer: progressTo(stdio, out)}
+	return &playbookProgress{terminalBoard: terminalBoard{stdio: stdio, logs: logs}, ctx: ctx, printer: progressTo(stdio, out)}
 }
 
 // planned is deploy.Request.Planned: set only at a terminal, where a board is drawn.
@@ -35,35 +71,30 @@ func (p *playbookProgress) planned() func(ansible.Plan) {
 		return nil
 	}
 	return func(plan ansible.Plan) {
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		if p.board == nil {
-			p.board = progress.New(p.ctx, p.stdio.Err, "tasks")
-			p.printer.mu.Lock()
-			p.printer.w = p.board
-			p.printer.mu.Unlock()
-			p.logs.to(p.board)
-		}
+		board := p.drawn(p.ctx, "tasks")
+		p.printer.to(board)
 		for _, h := range plan.Hosts() {
-			p.board.Add(h, plan.Tasks(h))
+			board.Add(h, plan.Tasks(h))
 		}
+		p.mu.Lock()
 		p.tracker = ansible.NewTracker(plan)
+		p.mu.Unlock()
 	}
 }
 
 // event is deploy.Request.Progress.
 func (p *playbookProgress) event(e ansible.Event) {
-	p.mu.Lock()
-	board, tracker := p.board, p.tracker
-	p.mu.Unlock()
+	board := p.current()
 	failed := e.Kind == ansible.Failed || e.Kind == ansible.Unreachable
 	if board == nil || e.Kind == ansible.PlayStart || failed {
 		p.printer.event(e)
 	}
-	if tracker == nil {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if board == nil || p.tracker == nil {
 		return
 	}
-	host, n := tracker.Done(e)
+	host, n := p.tracker.Done(e)
 	if n > 0 && e.Task != "" {
 		board.Note(host, e.Task)
 	}
@@ -72,47 +103,27 @@ func (p *playbookProgress) event(e ansible.Event) {
 	}
 }
 
-// stop draws the board a last time, if there is one, and gives the log its place back.
-func (p *playbookProgress) stop() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.board != nil {
-		p.logs.to(p.stdio.Err)
-		p.board.Wait()
-		p.board = nil
-	}
-}
-
 // applyProgress shows a Terraform apply as it goes: at a terminal (stderr), a line with the
 // changes done of the plan's and how many failed, with Terraform's lines and the log above
 // it; elsewhere Terraform's lines only.
 type applyProgress struct {
-	stdio IO
-	logs  *logOutput
-
-	mu    sync.Mutex
-	board *progress.Board
-	part  string
+	terminalBoard
+	part string // the line's name, set before the board is drawn
 }
 
 // Write takes Terraform's progress lines (provision.Options.Progress).
 func (a *applyProgress) Write(b []byte) (int, error) {
-	a.mu.Lock()
-	var w io.Writer = a.stdio.Err
-	if a.board != nil {
-		w = a.board
+	if board := a.current(); board != nil {
+		return board.Write(b)
 	}
-	a.mu.Unlock()
-	return w.Write(b)
+	return a.stdio.Err.Write(b)
 }
 
 // applied is provision.Options.Applied.
 func (a *applyProgress) applied(c provision.Change, failed bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.board != nil {
-		a.board.Note(a.part, c.Address)
-		a.board.Done(a.part, failed)
+	if board := a.current(); board != nil {
+		board.Note(a.part, c.Address)
+		board.Done(a.part, failed)
 	}
 }
 
@@ -121,19 +132,6 @@ func (a *applyProgress) start(ctx context.Context, part string, total int) {
 	if !a.stdio.ErrTerminal || total == 0 {
 		return
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.board, a.part = progress.New(ctx, a.stdio.Err, "changes"), part
-	a.board.Add(part, total)
-	a.logs.to(a.board)
-}
-
-func (a *applyProgress) stop() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.board != nil {
-		a.logs.to(a.stdio.Err)
-		a.board.Wait()
-		a.board = nil
-	}
+	a.part = part
+	a.drawn(ctx, "changes").Add(part, total)
 }

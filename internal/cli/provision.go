@@ -54,7 +54,7 @@ func provisionCommand(stdio IO) *cli.Command {
 			if env.Provision == nil {
 				return usageError("environment %s lists its hosts under hosts: in %s; it has no provision: section", env.Name, env.File)
 			}
-			view := &applyProgress{stdio: stdio, logs: &logOutput{w: stdio.Err}}
+			view := &applyProgress{terminalBoard: terminalBoard{stdio: stdio, logs: &logOutput{w: stdio.Err}}}
 			ws, err := openWorkspace(c, stdio, env, view)
 			if err != nil {
 				return err

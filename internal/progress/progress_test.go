@@ -4,36 +4,17 @@ import (
 	"bytes"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/labplane/labplane/internal/progress"
 )
-
-// syncBuffer is a buffer the board's goroutine writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // A part's line adds up the work of every Add (a host's tasks over a promotion's runs), even
 // when its count reached its total between two Adds, and counts the failures. (Drawn on a
 // buffer, not a terminal: mpb draws 30 columns, and cuts the lines to them; the bars
 // themselves are checked at a terminal, in tmux, by internal/cli's tests.)
 func TestBoard(t *testing.T) {
-	var out syncBuffer
+	var out bytes.Buffer // read once Wait has returned: the board's goroutine is done with it
 	b := progress.New(t.Context(), &out, "tasks")
 	b.Add("lms1", 2)
 	b.Add("cms1", 1)

@@ -153,6 +153,8 @@ func (w *Workspace) explain(op string, diags []Diagnostic) ([]Diagnostic, bool) 
 			bad = true // an error in the module itself
 		case strings.HasPrefix(d.Summary, "Invalid value for") && op == "plan":
 			bad = true // a variable's validation rule
+		case d.Summary == "Resource precondition failed" && op == "plan":
+			bad = true // a module's precondition on its inputs (compute: hosts a service may have)
 		}
 		out = append(out, d)
 	}

@@ -155,13 +155,13 @@ func TestServersProvision(t *testing.T) {
 	t.Cleanup(func() { deleteServers(t, sc, prefix) })
 
 	// more hosts in a service than its made-up addresses have room for: the plan fails on the
-	// module's precondition, once (for cms-31 alone), and nothing is made
+	// module's precondition, once (for cms-31 alone), as bad input (exit 2), and nothing is made
 	crowded := loadEnv(t, "servers")
 	crowded.Provision.Variables["name_prefix"] = prefix
 	crowded.Provision.Variables["services"].(map[string]any)["cms"] = map[string]any{"count": 31}
 	_, err := open(t, crowded, provision.Options{Terraform: r.tc.Terraform, CLIConfig: r.tc.CLIConfig}).Plan(context.Background())
 	var perr *provision.Error
-	if !errors.As(err, &perr) || perr.Op != "plan" || strings.Count(err.Error(), "Resource precondition failed") != 1 ||
+	if !errors.As(err, &perr) || perr.Op != "plan" || !errors.Is(err, provision.ErrBadInput) || strings.Count(err.Error(), "Resource precondition failed") != 1 ||
 		!regexp.MustCompile(`modules/compute/main\.tf:\d+: Resource precondition failed: With no network_id, the hosts' made-up addresses need stand_in_cidr`).MatchString(err.Error()) {
 		t.Errorf("a plan of 31 cms hosts: want the precondition's failure for cms-31 alone, got %v", err)
 	}
