@@ -75,10 +75,14 @@ func TestDeployCommand(t *testing.T) {
 		t.Errorf("guacd1 after the deploy: %v", err)
 	}
 
-	// at a terminal: a line per host with its planned tasks done of all, updated in place and
-	// complete at the end; the play above it, the recap below
-	pane := inTmux(t, fmt.Sprintf("%s --config %s --project %s --inventories %s --state-dir %s/state deploy %s --limit guacd --yes",
+	// at a terminal: the question, answered there; then a line per host with its planned tasks
+	// done of all, updated in place and complete at the end; the play above it, the recap below
+	term := inTmux(t, fmt.Sprintf("%s --config %s --project %s --inventories %s --state-dir %s/state deploy %s --limit guacd",
 		buildLabplane(t), s.config, moduleRoot(t), p.Inventories, s.dir, testhoststest.Env))
+	pane := term.pane
+	question := regexp.MustCompile(`Deploy release r1 to test \(\d+ hosts\)\? \[y/N\]`)
+	waitUntil(t, "the question", time.Minute, func() bool { return question.MatchString(pane()) })
+	term.send("y", "Enter")
 	line := regexp.MustCompile(`(?m)^guacd1 +tasks +(\d+)/(\d+) +\[[=>\- ]*\] +\d+s`)
 	var during string
 	waitUntil(t, "guacd1's line, part done", 5*time.Minute, func() bool {

@@ -42,7 +42,7 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	})
 	heat.ReqDelay = 150 * time.Millisecond // each suspend takes a few requests: the pass, seconds
 
-	pane := inTmux(t, fmt.Sprintf("%s --config %s reap --once --yes", buildLabplane(t), s.config))
+	pane := inTmux(t, fmt.Sprintf("%s --config %s reap --once --yes", buildLabplane(t), s.config)).pane
 	var during string
 	waitUntil(t, "the progress line, part done", 60*time.Second, func() bool {
 		during = pane()
@@ -73,33 +73,49 @@ func buildLabplane(t *testing.T) string {
 	return binary
 }
 
+// terminal is a tmux pane a test runs a command in.
+type terminal struct {
+	t    *testing.T
+	tmux func(args ...string) *exec.Cmd
+}
+
 // inTmux runs command (sh) at a terminal: in a tmux pane of 120 columns and 50 rows, in a
 // tmux server of the test's own, which has the test's environment. The pane shows "EXIT=N"
-// when it ends. inTmux returns what the pane shows at each call (its rows, not its history); the server is stopped when the test ends,
-// and the pane logged if it failed.
-func inTmux(t *testing.T, command string) (pane func() string) {
+// when the command ends. The server is stopped when the test ends, and the pane logged if
+// it failed.
+func inTmux(t *testing.T, command string) *terminal {
 	t.Helper()
 	if err := apt.Ensure(t.Context(), os.Stderr, "tmux"); err != nil {
 		t.Fatal(err)
 	}
 	socket := fmt.Sprintf("labplane-test-%d-%s", os.Getpid(), strings.NewReplacer("/", "-").Replace(t.Name()))
-	tmux := func(args ...string) *exec.Cmd {
+	term := &terminal{t: t, tmux: func(args ...string) *exec.Cmd {
 		return exec.Command("tmux", append([]string{"-L", socket}, args...)...)
-	}
-	if out, err := tmux("new-session", "-d", "-x", "120", "-y", "50", command+"; echo EXIT=$?; sleep 600").CombinedOutput(); err != nil {
+	}}
+	if out, err := term.tmux("new-session", "-d", "-x", "120", "-y", "50", command+"; echo EXIT=$?; sleep 600").CombinedOutput(); err != nil {
 		t.Fatalf("tmux: %v\n%s", err, out)
-	}
-	pane = func() string {
-		out, _ := tmux("capture-pane", "-p").Output()
-		return string(out)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("the pane:\n%s", pane())
+			t.Logf("the pane:\n%s", term.pane())
 		}
-		_ = tmux("kill-server").Run()
+		_ = term.tmux("kill-server").Run()
 	})
-	return pane
+	return term
+}
+
+// pane is what the pane shows now (its rows, not its history).
+func (term *terminal) pane() string {
+	out, _ := term.tmux("capture-pane", "-p").Output()
+	return string(out)
+}
+
+// send types keys at the terminal (tmux send-keys: "y", "Enter").
+func (term *terminal) send(keys ...string) {
+	term.t.Helper()
+	if out, err := term.tmux(append([]string{"send-keys"}, keys...)...).CombinedOutput(); err != nil {
+		term.t.Fatalf("tmux send-keys: %v\n%s", err, out)
+	}
 }
 
 // waitUntil polls ok until it holds, or fails the test after limit.

@@ -195,7 +195,7 @@ func TestProvisionAgainstRealHeat(t *testing.T) {
 	}
 	// at a terminal (flags before the arguments work too): a line with the changes done of
 	// the plan's, complete at the end, above the outcome
-	pane := inTmux(t, fmt.Sprintf("%s --project %s provision --yes dev destroy", buildLabplane(t), project))
+	pane := inTmux(t, fmt.Sprintf("%s --project %s provision --yes dev destroy", buildLabplane(t), project)).pane
 	var final string
 	waitUntil(t, "the destroy at a terminal to end", 5*time.Minute, func() bool { final = pane(); return strings.Contains(final, "EXIT=") })
 	destroyed = true
