@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/felixge/httpsnoop"
+
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -190,28 +192,17 @@ func (s *Server) authed(route string, need auth.Scope, h func(http.ResponseWrite
 	})
 }
 
-// statusWriter remembers the status code for the observer.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
 // observed runs h, writes its error as JSON, and reports the request to the observer.
 func (s *Server) observed(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		r.Body = http.MaxBytesReader(sw, r.Body, maxBody)
-		if err := h(sw, r); err != nil {
-			s.writeError(sw, r, err)
-		}
+		m := httpsnoop.CaptureMetricsFn(w, func(w http.ResponseWriter) {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+			if err := h(w, r); err != nil {
+				s.writeError(w, r, err)
+			}
+		})
 		if s.Observe != nil {
-			s.Observe.ObserveHTTP(route, r.Method, sw.code, time.Since(start))
+			s.Observe.ObserveHTTP(route, r.Method, m.Code, m.Duration)
 		}
 	})
 }

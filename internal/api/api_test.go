@@ -655,3 +655,37 @@ func TestSpentBudgetOnTwoReplicasAtOnce(t *testing.T) {
 		t.Errorf("two spending heartbeats at once: %d claims, %d suspends by the budget; want one each:\n%+v", claims, suspends, evs)
 	}
 }
+
+// observations records what the observer is told.
+type observations struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (o *observations) ObserveHTTP(route, method string, code int, took time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, fmt.Sprintf("%s (%s) %d", route, method, code))
+	if took <= 0 {
+		o.seen = append(o.seen, "a request that took no time")
+	}
+}
+
+// The observer (the metrics) is told of every answer with its route and status: one written
+// by the handler, an error written for it, a refusal before it runs, and no route at all.
+func TestObserverSeesEveryAnswer(t *testing.T) {
+	r := newRig(t)
+	var o observations
+	r.api.Observe = &o
+	r.call("GET", "/healthz", "", "")
+	r.call("GET", "/v1/labs", "", "")
+	r.do("POST", "/v1/labs", `{"learner":"ann","course":"os101"}`)
+	r.do("GET", "/v1/labs/no-such-lab", "")
+	r.call("GET", "/nowhere", "", "")
+	want := []string{"/healthz (GET) 200", "GET /v1/labs (GET) 401", "POST /v1/labs (POST) 202", "GET /v1/labs/{id} (GET) 404", "other (GET) 404"}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !slices.Equal(o.seen, want) {
+		t.Errorf("observed %q\nwant     %q", o.seen, want)
+	}
+}

@@ -34,6 +34,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/felixge/httpsnoop"
+
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/cost"
 	"github.com/labplane/labplane/internal/labs"
@@ -209,24 +211,11 @@ type httpError struct {
 
 func (e httpError) Error() string { return e.msg }
 
-// statusWriter remembers the status code for the observer.
-type statusWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.code = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
 // observed sets the console's headers, runs h, renders its error as a page, and reports the
 // request to the observer.
 func (s *Server) observed(route string, h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-		hd := sw.Header()
+		hd := w.Header()
 		// no script, no frame, no form posted elsewhere; pages never cached (they show what
 		// the registry holds now, and may show a lab's outputs)
 		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -235,14 +224,16 @@ func (s *Server) observed(route string, h func(http.ResponseWriter, *http.Reques
 		// sameOrigin refuses; same-origin keeps addresses within the console all the same
 		hd.Set("Referrer-Policy", "same-origin")
 		hd.Set("Cache-Control", "no-store")
-		if r.Method == http.MethodPost {
-			r.Body = http.MaxBytesReader(sw, r.Body, maxForm)
-		}
-		if err := h(sw, r); err != nil {
-			s.renderError(sw, r, err)
-		}
+		m := httpsnoop.CaptureMetricsFn(w, func(w http.ResponseWriter) {
+			if r.Method == http.MethodPost {
+				r.Body = http.MaxBytesReader(w, r.Body, maxForm)
+			}
+			if err := h(w, r); err != nil {
+				s.renderError(w, r, err)
+			}
+		})
 		if s.Observe != nil {
-			s.Observe.ObserveHTTP(route, r.Method, sw.code, time.Since(start))
+			s.Observe.ObserveHTTP(route, r.Method, m.Code, m.Duration)
 		}
 	})
 }
