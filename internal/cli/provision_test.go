@@ -121,7 +121,7 @@ func TestProvisionAgainstRealHeat(t *testing.T) {
     ssh_allowed_cidrs: [192.0.2.0/24]
     image_name: debian-12
     default_flavor: m1.small
-    ssh_public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGx4bXBsZS1rZXktZm9yLXRoZS1leGFtcGxlLW9ubHk ansible@labplane
+    ssh_public_key: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGq4h126ADqPo+s2PzuHTpiZsN+26Z3/48sGXnKNvkRl ansible@labplane
 ` + specTail,
 	})
 	var all strings.Builder
