@@ -134,7 +134,8 @@ func (m *Manager) checkInUse(lab labs.Lab, op Op, rules policy.Rules, force bool
 }
 
 // Carry carries out a claimed request: the hooks before, the wait for the cloud, the send
-// (unless the claim was cancelled or taken over meanwhile), the outcome recorded. The claim
+// (unless the claim was cancelled or taken over meanwhile; a resume, unless the learner's
+// budget was spent meanwhile), the outcome recorded. The claim
 // must be sent within stuck_after of being taken: after that it may be taken over.
 func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	lab := r.Lab
@@ -158,7 +159,11 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 	if err != nil {
 		return m.outcome(ctx, r, lab, labs.Stack{}, err) // not sent: the claim ends
 	}
-	if r.op != OpResume {
+	if r.op == OpResume {
+		// the budget checked at the claim, and again now that the resume goes: a heartbeat
+		// may have spent it (and claimed the lab's suspend) while the resume waited for the slot
+		err = m.checkBudget(ctx, lab.Learner, lab.Course)
+	} else {
 		// sent only now, holding the slot: a learner back while the hooks ran or the
 		// action waited for the cloud cancels it
 		for {
@@ -169,10 +174,10 @@ func (m *Manager) Carry(ctx context.Context, r Request) (labs.Lab, error) {
 				break
 			}
 		}
-		if err != nil {
-			held.endUnsent(ctx)
-			return lab, err
-		}
+	}
+	if err != nil {
+		held.endUnsent(ctx)
+		return lab, err
 	}
 	var st labs.Stack
 	switch {

@@ -16,7 +16,7 @@ const (
 	poolReadySQL = `SELECT ` + labColumns + ` FROM labs
 		WHERE learner = '' AND course = ? AND status = 'suspended' AND claimed_at IS NULL
 		ORDER BY created_at, id LIMIT 1`
-	poolTakeSQL = `UPDATE labs SET learner = ?, updated_at = ?, version = version + 1
+	poolTakeSQL = `UPDATE labs SET learner = ?, last_heartbeat = ?, updated_at = ?, version = version + 1
 		WHERE id = ? AND version = ? AND learner = ''`
 )
 
@@ -34,8 +34,10 @@ func (s *Store) PoolSize(ctx context.Context, course string) (n int, err error) 
 const poolTakeTries = 5
 
 // TakePooled gives the learner the oldest ready lab of the course's warm pool (suspended, no
-// action claimed on it), with the event, at once, and returns it. labs.ErrNotFound: the pool
-// has no lab ready; labs.ErrExists: the learner has a live lab for the course already.
+// action claimed on it), with the event, at once, and returns it. The take is the learner's
+// activity (its last heartbeat), as a new lab's creation is: the lab is in use for
+// idle_suspend_after from it, even if its resume's outcome is lost. labs.ErrNotFound: the
+// pool has no lab ready; labs.ErrExists: the learner has a live lab for the course already.
 func (s *Store) TakePooled(ctx context.Context, course, learner string, ev labs.Event) (_ labs.Lab, err error) {
 	defer markUnavailable(&err)
 	if learner == "" || ev.At.IsZero() {
@@ -52,7 +54,7 @@ func (s *Store) TakePooled(ctx context.Context, course, learner string, ev labs.
 		ev.LabID = lab.ID
 		var taken labs.Lab
 		err = s.inTx(ctx, func(tx *sql.Tx) error {
-			res, err := s.exec(ctx, tx, poolTakeSQL, learner, s.timeArg(ev.At), lab.ID, lab.Version)
+			res, err := s.exec(ctx, tx, poolTakeSQL, learner, s.timeArg(ev.At), s.timeArg(ev.At), lab.ID, lab.Version)
 			if err != nil {
 				if unique, live := uniqueViolation(err); unique && live {
 					return fmt.Errorf("learner %q, course %q: %w", learner, course, labs.ErrExists)

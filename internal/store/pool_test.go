@@ -36,6 +36,12 @@ func TestPool(t *testing.T) {
 		if err != nil || got.ID != "p0" || got.Learner != "ann" || got.Status != labs.Suspended {
 			t.Fatalf("the first take: %+v, %v; want p0, the oldest ready, now ann's", got, err)
 		}
+		// ann's launch is her activity: the reaper leaves the lab alone for idle_suspend_after
+		// from the take, not from the pool's launch (interleave's suspended-in-use, when the
+		// replica resuming it died before recording the resume)
+		if !got.LastUsed().Equal(norm(at(20))) || !mustGet(t, e.s, "p0").LastUsed().Equal(norm(at(20))) {
+			t.Errorf("p0 taken at %s was last used at %s", at(20), got.LastUsed())
+		}
 		if live, err := e.s.FindLive(ctx, "ann", course); err != nil || live.ID != "p0" {
 			t.Errorf("FindLive(ann) after the take = %s, %v", live.ID, err)
 		}

@@ -35,7 +35,12 @@ func (r *registry) CreateLab(ctx context.Context, l labs.Lab, ev labs.Event) (la
 		return labs.Lab{}, err
 	}
 	defer r.w.afterWrite()
-	return r.Store.CreateLab(ctx, l, ev)
+	lab, err := r.Store.CreateLab(ctx, l, ev)
+	if err == nil {
+		r.w.owned(lab, false)
+		r.w.afterAdd()
+	}
+	return lab, err
 }
 
 func (r *registry) UpdateLab(ctx context.Context, l labs.Lab, ev labs.Event) (labs.Lab, error) {
@@ -43,7 +48,39 @@ func (r *registry) UpdateLab(ctx context.Context, l labs.Lab, ev labs.Event) (la
 		return labs.Lab{}, err
 	}
 	defer r.w.afterWrite()
-	return r.Store.UpdateLab(ctx, l, ev)
+	lab, err := r.Store.UpdateLab(ctx, l, ev)
+	if err == nil {
+		r.w.owned(lab, false)
+		r.w.updated(lab, ev)
+	}
+	return lab, err
+}
+
+func (r *registry) PoolSize(ctx context.Context, course string) (int, error) {
+	if err := r.enter(ctx, "pool-size "+course); err != nil {
+		return 0, err
+	}
+	return r.Store.PoolSize(ctx, course)
+}
+
+func (r *registry) TakePooled(ctx context.Context, course, learner string, ev labs.Event) (labs.Lab, error) {
+	if err := r.enter(ctx, "take-pooled "+course+" "+learner); err != nil {
+		return labs.Lab{}, err
+	}
+	defer r.w.afterWrite()
+	lab, err := r.Store.TakePooled(ctx, course, learner, ev)
+	if err == nil {
+		r.w.owned(lab, true)
+		r.w.afterAdd()
+	}
+	return lab, err
+}
+
+func (r *registry) Usage(ctx context.Context, learner, course string) (time.Duration, time.Duration, error) {
+	if err := r.enter(ctx, "usage "+learner+" "+course); err != nil {
+		return 0, 0, err
+	}
+	return r.Store.Usage(ctx, learner, course)
 }
 
 func (r *registry) GetLab(ctx context.Context, id string) (labs.Lab, error) {
@@ -65,6 +102,13 @@ func (r *registry) Heartbeat(ctx context.Context, id string, at time.Time) (labs
 		return labs.Lab{}, err
 	}
 	return r.Store.Heartbeat(ctx, id, at)
+}
+
+func (r *registry) Leave(ctx context.Context, id string, at time.Time) (labs.Lab, error) {
+	if err := r.enter(ctx, "leave "+id); err != nil {
+		return labs.Lab{}, err
+	}
+	return r.Store.Leave(ctx, id, at)
 }
 
 func (r *registry) AddEvent(ctx context.Context, ev labs.Event) error {
@@ -217,6 +261,7 @@ func (p *processCloud) Create(ctx context.Context, r cloud.CreateRequest) (st la
 		if lostAnswer = lost; lost {
 			r.Accepted = nil
 		}
+		p.w.launchStarts("create", labs.Stack{Tags: r.Tags}.LabID())
 		st, err = p.c.fake.Create(ctx, r)
 		return err
 	})

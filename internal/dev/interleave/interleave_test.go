@@ -129,6 +129,24 @@ func TestLeaves(t *testing.T) {
 	t.Logf("seeds 1 to 4: %d suspends of labs their learner left", sum)
 }
 
+// TestPoolsAndBudgets checks that the workload reaches the warm pool and the time budget:
+// over the first seeds, launches take pool labs and spent budgets claim suspends (TestSeeds
+// checks their invariants on every seed).
+func TestPoolsAndBudgets(t *testing.T) {
+	var takes, claims int
+	for s := uint64(1); s <= 4; s++ {
+		res := interleave.Run(t, interleave.DefaultConfig(s))
+		takes, claims = takes+res.PoolTakes, claims+res.BudgetClaims
+	}
+	if takes == 0 {
+		t.Error("seeds 1 to 4 took no lab from a warm pool: the pool is not exercised")
+	}
+	if claims == 0 {
+		t.Error("seeds 1 to 4 spent no time budget: the budget is not exercised")
+	}
+	t.Logf("seeds 1 to 4: %d pool takes, %d suspends claimed by a spent budget", takes, claims)
+}
+
 // TestPostgres runs seeds with the registry on PostgreSQL, its locks advisory locks, each in
 // a database of its own: the same invariants, the other store. Seeds on PostgreSQL are not
 // replayable step for step (the server's own timing is not the simulation's), only re-run.

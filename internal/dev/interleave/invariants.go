@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labplane/labplane/internal/labs"
+	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
 )
 
@@ -48,7 +49,16 @@ type truth struct {
 	present map[string]presence
 	// hooks counts hook runs by "command lab claim-time": an action's hooks run once.
 	hooks map[string]int
+	// owners: the learner each lab was first seen live with (a pool lab: once taken).
+	owners map[string]string
+	// budgetClaims: the claim time of each lab's suspend claimed by a spent budget
+	// (lifecycle.BudgetActor); spent: when a learner's first such claim in a course was.
+	budgetClaims map[string]time.Time
+	spent        map[seat]time.Time
 }
+
+// seat is a learner in a course.
+type seat struct{ learner, course string }
 
 type presence struct {
 	since time.Time
@@ -57,7 +67,8 @@ type presence struct {
 
 func newTruth() truth {
 	return truth{answered: map[string][]time.Time{}, toldUp: map[string]time.Time{}, left: map[string]time.Time{}, reset: map[string]bool{},
-		present: map[string]presence{}, hooks: map[string]int{}}
+		present: map[string]presence{}, hooks: map[string]int{}, owners: map[string]string{}, budgetClaims: map[string]time.Time{},
+		spent: map[seat]time.Time{}}
 }
 
 // Kind names an invariant.
@@ -67,7 +78,8 @@ type Kind string
 const (
 	// SuspendedInUse: a suspend reached the cloud for a lab the LMS had been answered about
 	// within idle_suspend_after, before the suspend was sent (which should have cancelled
-	// it), or with the lab shown up.
+	// it), or with the lab shown up; but for the suspend a spent time budget claimed (see
+	// SpentLaunch).
 	SuspendedInUse Kind = "suspended-in-use"
 	// LiveStackDeleted: a delete reached the cloud for the stack a live lab is on.
 	LiveStackDeleted Kind = "live-stack-deleted"
@@ -87,6 +99,30 @@ const (
 	OverInFlight Kind = "over-in-flight"
 	// NotSettled: after the quiet time, something was not at rest.
 	NotSettled Kind = "not-settled"
+	// TwoLive: a learner held two live labs in one course, a pool lab taken included (the
+	// registry keeps one live lab per learner and course, and store.TakePooled meets it).
+	TwoLive Kind = "two-live-labs"
+	// PoolTakenTwice: a lab of a warm pool went to a second learner: taken twice, or its
+	// learner changed once it had one (store.TakePooled takes only a lab with no learner, in
+	// one versioned update).
+	PoolTakenTwice Kind = "pool-taken-twice"
+	// PoolOverfilled: a course's warm pool held more live labs than its size. Fill counts the
+	// pool's live labs, launching ones included, under the pool's lock, and launches only what
+	// lacks, before it unlocks; a lab leaves the pool by a take or a delete and never comes
+	// back. So the pool's size bounds it at every instant, whatever Fills, takes and kills
+	// interleave (a Fill killed half-way launches nothing more: its labs are counted).
+	PoolOverfilled Kind = "pool-overfilled"
+	// PoolResumed: a resume reached a cloud for a lab of a warm pool, which no learner had
+	// taken: a pool lab is kept suspended until a launch takes it (and Provision resumes it).
+	PoolResumed Kind = "pool-lab-resumed"
+	// SpentLaunch: after a learner's spent time budget claimed the suspend of their lab in a
+	// course (lifecycle.SuspendSpent), the LMS got a 2xx to a launch for them in the course,
+	// or a create or a resume of one of their labs there reached a cloud. Their time used
+	// only grows, and no extension is modelled: every launch and resume is refused
+	// (lifecycle.ErrBudgetExhausted), a resume that waited for a cloud slot included.
+	// SuspendedInUse allows that suspend, and that one only: claimed by the budget, with the
+	// learner's time used up when it is sent.
+	SpentLaunch Kind = "launch-after-budget"
 )
 
 // Violation is an invariant broken: when, what, and the steps that led to it.
@@ -223,8 +259,9 @@ func (w *world) passEnds(key string) {
 	delete(w.passes, key)
 }
 
-// actionStarts checks a suspend or a delete as it reaches the cloud: never of a lab in use,
-// never of the stack a live lab is on.
+// actionStarts checks a suspend, a resume or a delete as it reaches the cloud: no suspend of
+// a lab in use (but by its learner's spent budget), no delete of the stack a live lab is on,
+// no resume as launchStarts says.
 func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	stacks := c.fake.Stacks()
 	i := slices.IndexFunc(stacks, func(s labs.Stack) bool { return s.ID == stackID })
@@ -240,6 +277,10 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 	left, hasLeft := w.truth.left[lab]
 	reset := w.truth.reset[lab]
 	w.mu.Unlock()
+	if op == "resume" {
+		w.launchStarts(op, lab)
+		return
+	}
 	row, err := w.checker.GetLab(context.Background(), lab)
 	if err != nil {
 		return
@@ -259,7 +300,7 @@ func (w *world) actionStarts(c *simCloud, op, stackID string) {
 			w.leftSuspends++ // sooner than idleness would have: the leave's doing
 			w.mu.Unlock()
 		}
-		if !gone && inUse {
+		if !gone && inUse && !w.budgetSuspend(row) {
 			w.violate(SuspendedInUse, "suspend of lab %s (stack %s on %s) in use: the LMS was answered about it %s ago, the suspend sent %s ago (idle_suspend_after %s)",
 				lab, st.Name, c.name, now.Sub(last), now.Sub(row.SentAt), rules.IdleSuspendAfter)
 		}
@@ -290,6 +331,113 @@ func (w *world) afterWrite() {
 		if counts[c.name] > c.capacity {
 			w.violate(OverCapacity, "cloud %s holds %d live labs, its capacity is %d", c.name, counts[c.name], c.capacity)
 		}
+	}
+}
+
+// afterAdd checks, after a write that gives a learner or a pool a lab (a create, a take: an
+// update never does, the lifecycle revives no deleted lab and owned checks the learner), that
+// no learner holds two live labs in a course and no warm pool more than its size.
+func (w *world) afterAdd() {
+	rows, err := w.checker.ListLabs(context.Background(), labs.Filter{Statuses: labs.LiveStatuses()})
+	if err != nil {
+		return
+	}
+	seats, pooled := map[seat][]string{}, map[string]int{}
+	for _, r := range rows {
+		if r.Pooled() {
+			pooled[r.Course]++
+		} else {
+			seats[seat{r.Learner, r.Course}] = append(seats[seat{r.Learner, r.Course}], r.ID)
+		}
+	}
+	for _, r := range rows { // in order: a run replays its violations too
+		if ids := seats[seat{r.Learner, r.Course}]; len(ids) > 1 && ids[0] == r.ID {
+			w.violate(TwoLive, "learner %s holds %d live labs in %s: %s", r.Learner, len(ids), r.Course, strings.Join(ids, ", "))
+		}
+	}
+	for _, course := range courses {
+		if n, size := pooled[course], w.pools[course].Size; n > size {
+			w.violate(PoolOverfilled, "the warm pool of %s holds %d live labs, its size is %d", course, n, size)
+		}
+	}
+}
+
+// owned checks the learner of a lab as a write left it: a lab's learner, once it has one (a
+// pool lab once taken), never changes; take says whether the write took it from a pool.
+func (w *world) owned(lab labs.Lab, take bool) {
+	w.mu.Lock()
+	was, ok := w.truth.owners[lab.ID]
+	if !ok && !lab.Pooled() {
+		w.truth.owners[lab.ID] = lab.Learner
+	}
+	if take {
+		w.poolTakes++
+	}
+	w.mu.Unlock()
+	switch {
+	case ok && take:
+		w.violate(PoolTakenTwice, "lab %s of the warm pool of %s taken by %s, already taken by %s", lab.ID, lab.Course, lab.Learner, was)
+	case ok && was != lab.Learner:
+		w.violate(PoolTakenTwice, "lab %s is %s's, it was %s's", lab.ID, lab.Learner, was)
+	}
+}
+
+// updated notes a claim of a suspend by a spent time budget.
+func (w *world) updated(lab labs.Lab, ev labs.Event) {
+	if ev.Actor != lifecycle.BudgetActor || ev.Action != string(lifecycle.OpSuspend)+"-claimed" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.truth.budgetClaims[lab.ID] = lab.ClaimedAt
+	w.budgetClaims++
+	if s := (seat{lab.Learner, lab.Course}); w.truth.spent[s].IsZero() {
+		w.truth.spent[s] = time.Now()
+	}
+}
+
+// budgetSuspend reports whether the lab's suspend is the one its learner's spent budget
+// claimed, with their time in the course used up.
+func (w *world) budgetSuspend(row labs.Lab) bool {
+	w.mu.Lock()
+	at, ok := w.truth.budgetClaims[row.ID]
+	w.mu.Unlock()
+	if !ok || !at.Equal(row.ClaimedAt) {
+		return false
+	}
+	used, added, err := w.checker.Usage(context.Background(), row.Learner, row.Course)
+	return err == nil && ruleSet.For(row.Course).Budget(used, added).Exhausted()
+}
+
+// spentBefore returns when the learner's budget in the course was spent, if it was before
+// now: a launch or a resume that checked the budget at the instant it was spent went with it.
+func (w *world) spentBefore(learner, course string) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at, ok := w.truth.spent[seat{learner, course}]
+	return at, ok && time.Now().After(at)
+}
+
+// launchAnswered checks the LMS's 2xx to a launch for a learner: not once their budget is spent.
+func (w *world) launchAnswered(learner, course, lab string) {
+	if at, ok := w.spentBefore(learner, course); ok {
+		w.violate(SpentLaunch, "a launch for %s in %s was answered with lab %s, their time budget spent at %s",
+			learner, course, lab, at.UTC().Format("15:04:05.000"))
+	}
+}
+
+// launchStarts checks a create or a resume as it reaches the cloud: never of a pool lab no
+// learner took (a resume), nor for a learner whose budget is spent.
+func (w *world) launchStarts(op, lab string) {
+	row, err := w.checker.GetLab(context.Background(), lab)
+	if err != nil {
+		return
+	}
+	if op == "resume" && row.Pooled() {
+		w.violate(PoolResumed, "resume of lab %s of the warm pool of %s, which no learner took", lab, row.Course)
+	}
+	if at, ok := w.spentBefore(row.Learner, row.Course); ok {
+		w.violate(SpentLaunch, "%s of lab %s of %s in %s, their time budget spent at %s", op, lab, row.Learner, row.Course, at.UTC().Format("15:04:05.000"))
 	}
 }
 

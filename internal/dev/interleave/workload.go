@@ -60,7 +60,7 @@ const (
 // suspended or gone; now and then the learner resets the lab (a delete, then a new one).
 func (w *world) learner(ctx context.Context, i int, end time.Time) {
 	name := fmt.Sprintf("learner%d", i)
-	course := []string{"course-a", "course-b"}[i%2]
+	course := courses[i%len(courses)]
 	who := "lms/" + name
 	for {
 		w.turns.wait(who, "plan")
@@ -140,6 +140,7 @@ func (w *world) launchOrGet(name, course string) string {
 		Status labs.Status
 	}
 	_ = json.Unmarshal(body, &v)
+	w.launchAnswered(name, course, v.ID)
 	w.answered(v.ID, v.Status)
 	return v.ID
 }

@@ -4,8 +4,10 @@
 // SQLite registry) in a testing/synctest bubble, whose clock is virtual, against fake clouds
 // at the edges that inject latency, errors, hangs, lost answers and engine restarts. The
 // workload is drawn from a seed: learners arriving, heartbeating, leaving, coming back,
-// resetting their labs through the LMS; several `serve` replicas and a cron `reap --once`;
-// replicas killed and restarted at any step; the registry down for a while.
+// resetting their labs through the LMS, on a course with a warm pool (which each replica's
+// fill job and every take fill up) and a course with a time budget they spend; several `serve`
+// replicas and a cron `reap --once`; replicas killed and restarted at any step; the registry
+// down for a while.
 //
 // Only one simulated goroutine runs at a time: each one waits for its turn before it touches
 // anything shared (turns.go), and the seed picks whose turn it is. So a seed replays exactly,
@@ -17,6 +19,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -42,7 +45,7 @@ type Config struct {
 	Seed uint64
 	// Replicas is how many `serve` processes share the registry.
 	Replicas int
-	// Learners is how many learners use labs, on two courses.
+	// Learners is how many learners use labs, on the two courses in turn (courses).
 	Learners int
 	// Workload is how long learners come and go, and faults happen; Settle is the quiet time
 	// after it, with no faults and no learners, by the end of which every lab must be at rest.
@@ -89,7 +92,26 @@ var (
 		{"launch-timeouts", config.DefaultLaunchTimeoutsEvery, reaper.LaunchTimeouts, false},
 	}
 	hookTimeout = config.DefaultHookTimeout
+	// poolsEvery is pools_every: twice the default, as a take fills the pool up at once (a
+	// tick of the job finding the pool full costs a seed six steps)
+	poolsEvery = 2 * config.DefaultPoolsEvery
+	// ruleSet is rules for every course, but for budgetCourse's usage_limit.
+	ruleSet = policy.Set{Default: rules, Courses: map[string]policy.Rules{budgetCourse: func() policy.Rules {
+		r := rules
+		r.UsageLimit = usageLimit
+		return r
+	}()}}
 )
+
+// The simulated courses, the learners' in turn: pooledCourse has a warm pool (of a size the
+// seed draws), budgetCourse a time budget (usage_limit) that learners spend within the run.
+const (
+	pooledCourse = "course-a"
+	budgetCourse = "course-b"
+	usageLimit   = 6 * time.Minute
+)
+
+var courses = []string{pooledCourse, budgetCourse}
 
 // site is the simulated installation's name.
 const site = "sim"
@@ -105,6 +127,9 @@ type Result struct {
 	// LeftSuspends counts the suspends sent for labs whose learner had been answered about
 	// within idle_suspend_after but had left leave_grace before: the leave's doing.
 	LeftSuspends int
+	// PoolTakes counts the launches that took a lab of a warm pool; BudgetClaims the
+	// suspends claimed by a spent time budget.
+	PoolTakes, BudgetClaims int
 }
 
 // Failed reports whether an invariant was broken.
@@ -163,6 +188,7 @@ type world struct {
 	turns  *turns
 	start  time.Time
 	clouds []*simCloud
+	pools  map[string]lifecycle.Pool // the courses' warm pools, by course
 	log    *slog.Logger
 
 	checker *store.Store // the invariants' own connection, taking no turns
@@ -176,6 +202,8 @@ type world struct {
 	truth        truth
 	violated     []Violation
 	leftSuspends int // see Result.LeftSuspends
+	poolTakes    int // see Result.PoolTakes
+	budgetClaims int // see Result.BudgetClaims
 	kinds        map[Kind]int
 	passes       map[string]time.Time // a reaper pass running: since when, by process/job
 	lastWide     time.Time            // when the invariants last read the whole registry
@@ -199,8 +227,10 @@ func newWorld(c Config, path string) *world {
 		fake := fakecloud.NewWith(fakecloud.Options{Name: name, Latencies: map[string]time.Duration{
 			"create": lat(5*time.Second, 90*time.Second), "suspend": lat(2*time.Second, 40*time.Second),
 			"resume": lat(2*time.Second, 40*time.Second), "delete": lat(3*time.Second, 60*time.Second)}})
-		w.clouds = append(w.clouds, &simCloud{name: name, fake: fake, capacity: 4 - i, maxInFlight: 2})
+		// room for a lab per learner and a full pool, and not always more
+		w.clouds = append(w.clouds, &simCloud{name: name, fake: fake, capacity: 5 - i, maxInFlight: 2})
 	}
+	w.pools = map[string]lifecycle.Pool{pooledCourse: {Size: 2 + w.turns.intn(2), Template: "lab"}}
 	return w
 }
 
@@ -249,7 +279,7 @@ func (w *world) run(t *testing.T) Result {
 
 	res := Result{Seed: w.cfg.Seed, Steps: w.turns.steps, Digest: w.turns.digest.Sum64()}
 	w.mu.Lock()
-	res.Violations, res.LeftSuspends = slices.Clone(w.violated), w.leftSuspends
+	res.Violations, res.LeftSuspends, res.PoolTakes, res.BudgetClaims = slices.Clone(w.violated), w.leftSuspends, w.poolTakes, w.budgetClaims
 	w.mu.Unlock()
 	return res
 }
@@ -284,19 +314,18 @@ func (w *world) open(name, actor string) *process {
 		targets = append(targets, lifecycle.Target{Cloud: pc, Capacity: c.capacity, MaxInFlight: c.maxInFlight})
 		rclouds = append(rclouds, pc)
 	}
-	set := policy.Set{Default: rules}
 	// the bounds on the store, each try taking its turn. Not the CLI's NewWaiter: its queue
 	// hands a slot over on a channel, outside the turns, and a run would not replay (the
 	// queue is store's TestTakeSlotsQueued's; the bound itself is the registry's, here)
 	locks := store.Waiter{Locks: p.reg}
 	p.manager = &lifecycle.Manager{Site: site, Registry: p.reg, Locks: locks, Self: strings.ReplaceAll(name, "#", "-"), Slots: locks, Targets: targets,
-		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: set,
+		Template: func(string) (string, error) { return "lab.yaml", nil }, DefaultTemplate: "lab", Rules: ruleSet, Pools: w.pools,
 		Hooks: lifecycle.Hooks{BeforeSuspend: "before_suspend", AfterResume: "after_resume", BeforeDelete: "before_delete",
 			Timeout: hookTimeout, Run: w.hook(name)},
 		Now: time.Now, NewID: w.newID, Log: w.log}
-	p.reaper = &reaper.Reaper{Site: site, Registry: p.reg, Clouds: rclouds, Applier: p.manager, Rules: set,
+	p.reaper = &reaper.Reaper{Site: site, Registry: p.reg, Clouds: rclouds, Applier: p.manager, Rules: ruleSet,
 		Now: time.Now, Log: w.log, Actor: actor, MostInFlight: p.manager.MostInFlight}
-	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log, Policy: set, Now: time.Now}
+	p.api = &api.Server{Labs: p.manager, Registry: p.reg, Auth: lmsAuth{}, Log: w.log, Policy: ruleSet, Now: time.Now}
 	return p
 }
 
@@ -324,10 +353,27 @@ func (w *world) startReplica(replica string) {
 	p.handler = p.api.Handler()
 	for _, c := range w.clouds { // each cloud's jobs under its own lock, taking turns on the replica
 		turn := make(chan struct{}, 1)
+		r := p.reaper.ForCloud(c.name)
 		for _, j := range jobs {
-			go w.runJob(ctx, p, c.name, turn, j.name, j.every, j.keep, j.due)
+			job := j.name + ":" + c.name
+			go w.runJob(ctx, p, job, j.every, reaper.LockKey(c.name), turn, func(ctx context.Context) {
+				key := p.name + " " + job
+				w.passStarts(key)
+				defer w.passEnds(key)
+				if j.due {
+					_, _ = r.RunDue(ctx, j.keep)
+				} else {
+					_, _ = r.RunOnly(ctx, j.keep)
+				}
+			})
 		}
 	}
+	// serve's fill-pools job: every pool in turn, under the job's lock
+	go w.runJob(ctx, p, "fill-pools", poolsEvery, "pools", make(chan struct{}, 1), func(ctx context.Context) {
+		for _, course := range slices.Sorted(maps.Keys(w.pools)) {
+			_, _ = p.manager.Fill(ctx, course)
+		}
+	})
 	w.mu.Lock()
 	w.procs[name] = p
 	w.mu.Unlock()
@@ -350,13 +396,11 @@ func (w *world) kill(name string) {
 	p.stop()
 }
 
-// runJob is one of a replica's scheduler jobs on a cloud: at each multiple of every (as the
-// scheduler aligns them), it waits for the replica's other jobs sharing the lock (turn), takes
-// the cloud's reaper lock if no other replica has it, and runs its part of a pass on the cloud.
-func (w *world) runJob(ctx context.Context, p *process, cloud string, turn chan struct{}, job string, every time.Duration, keep func(policy.Action) bool, due bool) {
+// runJob is one of a replica's scheduler jobs: at each multiple of every (as the scheduler
+// aligns them), it waits for the replica's other jobs sharing the lock (turn), takes the
+// registry lock if no other replica has it, and runs.
+func (w *world) runJob(ctx context.Context, p *process, job string, every time.Duration, lock string, turn chan struct{}, run func(context.Context)) {
 	ctx = withActor(ctx, job)
-	r := p.reaper.ForCloud(cloud)
-	job += ":" + cloud
 	first := true
 	for {
 		if !first {
@@ -373,19 +417,12 @@ func (w *world) runJob(ctx context.Context, p *process, cloud string, turn chan 
 		}
 		func() {
 			defer func() { <-turn }()
-			unlock, ok, err := p.reg.TryLock(ctx, reaper.LockKey(cloud))
+			unlock, ok, err := p.reg.TryLock(ctx, lock)
 			if err != nil || !ok {
 				return
 			}
 			defer unlock(context.Background())
-			key := p.name + " " + job
-			w.passStarts(key)
-			defer w.passEnds(key)
-			if due {
-				_, _ = r.RunDue(ctx, keep)
-			} else {
-				_, _ = r.RunOnly(ctx, keep)
-			}
+			run(ctx)
 		}()
 	}
 }
