@@ -15,6 +15,7 @@ import (
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/dev/servetest"
+	"github.com/labplane/labplane/internal/dev/syncbuffer"
 	"github.com/labplane/labplane/internal/platform"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -82,7 +83,7 @@ serve: {listen: %s, shutdown_grace: 2s}
 	}
 	prom := exec.Command("prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+promAddr, "--log.level=warn")
-	var promLog servetest.SyncBuffer
+	var promLog syncbuffer.Buffer
 	prom.Stdout, prom.Stderr = &promLog, &promLog
 	if err := prom.Start(); err != nil {
 		t.Fatal(err)

@@ -34,6 +34,7 @@ import (
 	"github.com/labplane/labplane/internal/dev/heattest"
 	"github.com/labplane/labplane/internal/dev/pgtest"
 	"github.com/labplane/labplane/internal/dev/servetest"
+	"github.com/labplane/labplane/internal/dev/syncbuffer"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/store"
 )
@@ -69,7 +70,7 @@ type daemon struct {
 	t      *testing.T
 	base   string
 	token  string
-	logs   *servetest.SyncBuffer
+	logs   *syncbuffer.Buffer
 	cancel context.CancelFunc
 	exited chan int
 	client *http.Client
@@ -98,7 +99,7 @@ func (d *daemon) replica(s *site, addr string) *daemon {
 func runDaemon(t *testing.T, s *site, addr, token string) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &daemon{t: t, base: "http://" + addr, token: token, logs: &servetest.SyncBuffer{},
+	d := &daemon{t: t, base: "http://" + addr, token: token, logs: &syncbuffer.Buffer{},
 		cancel: cancel, exited: make(chan int, 1), client: &http.Client{Timeout: 20 * time.Second}}
 	go func() {
 		d.exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve", "--listen", addr},
@@ -926,7 +927,7 @@ serve: {listen: %s, shutdown_grace: 2s, tls: {cert_file: %s, key_file: %s, clien
 	}
 	token := strings.TrimSpace(s.run("token", "create", "--name", "lms").out)
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &servetest.SyncBuffer{}
+	logs := &syncbuffer.Buffer{}
 	exited := make(chan int, 1)
 	go func() {
 		exited <- cli.Run(ctx, []string{"labplane", "--config", s.config, "serve"}, cli.IO{In: strings.NewReader(""), Out: logs, Err: logs})

@@ -18,6 +18,7 @@ import (
 
 	"github.com/labplane/labplane/internal/auth"
 	"github.com/labplane/labplane/internal/console"
+	"github.com/labplane/labplane/internal/dev/syncbuffer"
 	"github.com/labplane/labplane/internal/fakecloud"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
@@ -36,20 +37,7 @@ type rig struct {
 	mgr    *lifecycle.Manager
 	tokens map[string]string
 	work   sync.WaitGroup
-	logs   strings.Builder
-	logMu  sync.Mutex
-}
-
-func (r *rig) Write(p []byte) (int, error) {
-	r.logMu.Lock()
-	defer r.logMu.Unlock()
-	return r.logs.Write(p)
-}
-
-func (r *rig) log() string {
-	r.logMu.Lock()
-	defer r.logMu.Unlock()
-	return r.logs.String()
+	logs   syncbuffer.Buffer
 }
 
 func newRig(t *testing.T) *rig {
@@ -60,7 +48,7 @@ func newRig(t *testing.T) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, store: st, tokens: map[string]string{}}
-	log := slog.New(slog.NewTextHandler(r, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(&r.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	rules := policy.Rules{IdleSuspendAfter: time.Hour, LaunchTimeout: time.Minute, StuckAfter: time.Minute,
 		OrphanGrace: time.Hour, MaxAttempts: 3, RetryBackoff: time.Minute}
 	r.mgr = &lifecycle.Manager{Site: "test", Registry: st, Locks: st,
@@ -87,8 +75,8 @@ func newRig(t *testing.T) *rig {
 		r.srv.Close()
 		r.work.Wait()
 		st.Close()
-		if strings.Contains(r.log(), "console: render") || strings.Contains(r.log(), "console request failed") {
-			t.Errorf("the console failed:\n%s", r.log())
+		if strings.Contains(r.logs.String(), "console: render") || strings.Contains(r.logs.String(), "console request failed") {
+			t.Errorf("the console failed:\n%s", r.logs.String())
 		}
 	})
 	return r
@@ -330,7 +318,7 @@ func TestLogin(t *testing.T) {
 		t.Errorf("a revoked token's session: %d", p.code)
 	}
 	for name, plain := range r.tokens {
-		if strings.Contains(r.log(), plain) {
+		if strings.Contains(r.logs.String(), plain) {
 			t.Errorf("the token %s appears in the log", name)
 		}
 	}
@@ -509,8 +497,8 @@ func TestDrainACloud(t *testing.T) {
 	if p := ops.post("/console/clouds/nowhere/drain", url.Values{"confirm": {"yes"}}); p.code != http.StatusNotFound {
 		t.Errorf("draining no such cloud: %d", p.code)
 	}
-	if !strings.Contains(r.log(), `msg="console: cloud drained" cloud=a actor=api:ops`) {
-		t.Errorf("the drain is not logged:\n%s", r.log())
+	if !strings.Contains(r.logs.String(), `msg="console: cloud drained" cloud=a actor=api:ops`) {
+		t.Errorf("the drain is not logged:\n%s", r.logs.String())
 	}
 }
 
@@ -596,7 +584,7 @@ func TestOutputsHiddenUntilAsked(t *testing.T) {
 	if p.code != 200 || !strings.Contains(p.body, "s3cret-Pw-123") || !strings.Contains(p.body, "gw.example") || p.header.Get("Cache-Control") != "no-store" {
 		t.Errorf("outputs: %d %s\n%s", p.code, p.header.Get("Cache-Control"), p.body)
 	}
-	if strings.Contains(r.log(), "s3cret-Pw-123") {
+	if strings.Contains(r.logs.String(), "s3cret-Pw-123") {
 		t.Error("the password appears in the log")
 	}
 }

@@ -12,12 +12,12 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/labplane/labplane/internal/dev/syncbuffer"
 	"github.com/labplane/labplane/internal/envspec"
 	"github.com/labplane/labplane/internal/heat"
 	"github.com/labplane/labplane/internal/inventory"
@@ -140,24 +140,6 @@ func assertNoSecrets(t *testing.T, ws *provision.Workspace, text string) {
 	}
 }
 
-// syncBuffer is a buffer Terraform's progress and the test both use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // realRun is a workspace of env on a real cloud, its logs and progress kept for the secret
 // check; its steps fail the test on an error and log how long they took.
 type realRun struct {
@@ -166,7 +148,7 @@ type realRun struct {
 	env      *envspec.Environment
 	ws       *provision.Workspace
 	logs     strings.Builder
-	progress syncBuffer
+	progress syncbuffer.Buffer
 }
 
 func newRealRun(t *testing.T, env *envspec.Environment) *realRun {
@@ -551,7 +533,7 @@ func TestCancelledApply(t *testing.T) {
 	tc := toolchain(t)
 	h := localHeat(t)
 	env.Provision.Variables["create_wait_secs"] = 60
-	progress := &syncBuffer{}
+	progress := &syncbuffer.Buffer{}
 	ws := open(t, env, provision.Options{Terraform: tc.Terraform, CLIConfig: tc.CLIConfig, Progress: progress})
 	t.Cleanup(func() { deleteStacks(t, h, prefix) })
 	if _, err := ws.Plan(context.Background()); err != nil {

@@ -4,18 +4,17 @@
 package servetest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/labplane/labplane/internal/cli"
+	"github.com/labplane/labplane/internal/dev/syncbuffer"
 )
 
 // Serve is a `labplane serve` running in the test's process.
@@ -23,7 +22,7 @@ type Serve struct {
 	// Base is its address, http://HOST:PORT.
 	Base string
 	// Logs is what it wrote (its log, at debug).
-	Logs   *SyncBuffer
+	Logs   *syncbuffer.Buffer
 	t      testing.TB
 	cancel context.CancelFunc
 	exited chan int
@@ -34,7 +33,7 @@ type Serve struct {
 func Start(t testing.TB, config, addr string) *Serve {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Serve{Base: "http://" + addr, Logs: &SyncBuffer{}, t: t, cancel: cancel, exited: make(chan int, 1)}
+	s := &Serve{Base: "http://" + addr, Logs: &syncbuffer.Buffer{}, t: t, cancel: cancel, exited: make(chan int, 1)}
 	go func() {
 		s.exited <- cli.Run(ctx, []string{"labplane", "--config", config, "--log-level", "debug", "serve"},
 			cli.IO{In: strings.NewReader(""), Out: s.Logs, Err: s.Logs})
@@ -87,24 +86,6 @@ func (s *Serve) Stop() {
 	case <-time.After(time.Minute):
 		s.t.Fatal("serve did not stop")
 	}
-}
-
-// SyncBuffer is a bytes.Buffer that a server's goroutines write and the test reads.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // FreeAddr is a loopback address with a port free at the time of the call.
