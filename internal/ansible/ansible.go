@@ -95,6 +95,11 @@ func (p Playbook) Environment() map[string]string {
 	return env
 }
 
+// childEnv is ansible-playbook's environment: labplane's own, and Environment.
+func (p Playbook) childEnv() []string {
+	return append(os.Environ(), execute.EnvVars(p.Environment()).Environ()...)
+}
+
 // Event is one thing Ansible reported while it ran.
 type Event struct {
 	Kind Kind
@@ -183,14 +188,10 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 	if p.Grace == 0 {
 		p.Grace = 10 * time.Second
 	}
-	env := execute.EnvVars{}
-	for k, v := range p.Environment() {
-		env[k] = v
-	}
 	st := newStream(on, log)
 	// the directory and environment are set by interruptible: go-ansible sets them only on
 	// an *exec.Cmd, and interruptible's command is guarded
-	proc := &interruptible{grace: p.Grace, exited: make(chan struct{}), dir: p.Dir, env: env.Environ()}
+	proc := &interruptible{grace: p.Grace, exited: make(chan struct{}), dir: p.Dir, env: p.childEnv()}
 	exe := execute.NewDefaultExecute(
 		execute.WithCmd(p.command()),
 		execute.WithExecutable(proc),
@@ -222,7 +223,7 @@ func Run(ctx context.Context, p Playbook, on func(Event), log io.Writer) (Result
 type interruptible struct {
 	grace  time.Duration
 	dir    string
-	env    []string      // added to labplane's environment
+	env    []string      // the child's whole environment
 	cmd    *osexec.Cmd   // the one started, to read its exit status
 	exited chan struct{} // closed by Run when the command is done
 }
@@ -235,7 +236,7 @@ func (i *interruptible) CommandContext(ctx context.Context, name string, arg ...
 	cmd := osexec.CommandContext(ctx, name, arg...)
 	i.cmd = cmd
 	// stdin stays /dev/null: Ansible must not wait for an answer from labplane's terminal
-	cmd.Dir, cmd.Env = i.dir, append(os.Environ(), i.env...)
+	cmd.Dir, cmd.Env = i.dir, i.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error {
 		group := -cmd.Process.Pid

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"os"
 	osexec "os/exec"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/labplane/labplane/internal/outputtail"
@@ -21,7 +21,8 @@ type Plan struct {
 
 // PlannedPlay is one play of a Plan.
 type PlannedPlay struct {
-	Name  string   `json:"name"`
+	Name string `json:"name"`
+	// Hosts are sorted (Ansible lists them in no fixed order).
 	Hosts []string `json:"hosts"`
 	// Tasks are the tasks' names as events name them ("common : Install the base packages").
 	Tasks []string `json:"tasks"`
@@ -67,10 +68,7 @@ func List(ctx context.Context, p Playbook) (Plan, error) {
 	}
 	c := osexec.CommandContext(ctx, args[0], args[1:]...)
 	c.Dir = p.Dir
-	c.Env = os.Environ()
-	for k, v := range p.Environment() {
-		c.Env = append(c.Env, k+"="+v)
-	}
+	c.Env = p.childEnv()
 	stderr := &outputtail.Buffer{Max: stderrTail}
 	c.Stderr = stderr
 	out, err := c.Output()
@@ -120,6 +118,9 @@ func parsePlan(listing string) (Plan, error) {
 	}
 	if err := sc.Err(); err != nil {
 		return Plan{}, fmt.Errorf("read the playbook's listing: %w", err)
+	}
+	for _, p := range plan.Plays {
+		slices.Sort(p.Hosts)
 	}
 	if len(plan.Plays) == 0 {
 		return Plan{}, fmt.Errorf("read the playbook's listing: no play in it")
