@@ -83,7 +83,7 @@ func TestDeployCommand(t *testing.T) {
 	question := regexp.MustCompile(`Deploy release r1 to test \(\d+ hosts\)\? \[y/N\]`)
 	waitUntil(t, "the question", time.Minute, func() bool { return question.MatchString(pane()) })
 	term.send("y", "Enter")
-	line := regexp.MustCompile(`(?m)^guacd1 +tasks +(\d+)/(\d+) +\[[=>\- ]*\] +\d+s`)
+	line := regexp.MustCompile(`(?m)^guacd1 +tasks +(\d+)/(\d+) +\[[=>\- ]*\] +` + elapsedColumn)
 	var during string
 	waitUntil(t, "guacd1's line, part done", 5*time.Minute, func() bool {
 		during = pane()

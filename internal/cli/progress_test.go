@@ -52,7 +52,7 @@ func TestReapProgressAtATerminal(t *testing.T) {
 	var final string
 	waitUntil(t, "the pass to end", 120*time.Second, func() bool { final = pane(); return strings.Contains(final, "EXIT=") })
 	t.Logf("during the pass:\n%s\nat its end:\n%s", strings.TrimSpace(during), strings.TrimSpace(final))
-	done := regexp.MustCompile(fmt.Sprintf(`(?m)^a +actions +%d/%d +\[=+\] +\d+s`, n, n))
+	done := regexp.MustCompile(fmt.Sprintf(`(?m)^a +actions +%d/%d +\[=+\] +`+elapsedColumn, n, n))
 	if !done.MatchString(final) ||
 		!strings.Contains(final, "EXIT=0") || !strings.Contains(final, "suspend") {
 		t.Errorf("the pane: want a line for cloud a with its actions done of %d, complete at the end, exit 0", n)
@@ -72,6 +72,10 @@ func buildLabplane(t *testing.T) string {
 	}
 	return binary
 }
+
+// elapsedColumn matches a progress line's elapsed time as the board draws it: Go's duration
+// style, so "9s", "1m32s" or "1h0m5s".
+const elapsedColumn = `(?:\d+h)?(?:\d+m)?\d+s`
 
 // terminal is a tmux pane a test runs a command in.
 type terminal struct {
