@@ -17,9 +17,9 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/keypairs"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
 	"github.com/labplane/labplane/internal/dev/localcloud"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/provision"
 )
 
@@ -54,17 +54,6 @@ func leaseServers(t *testing.T) {
 		t.Logf("%s released in %.1fs", serversCloud, time.Since(start).Seconds())
 	})
 	t.Setenv("OS_CLIENT_CONFIG_FILE", l.CloudsYAML())
-}
-
-// novaClient is local-servers' compute API as its learner sees it: the truth about the
-// servers, checked apart from Terraform's state.
-func novaClient(t *testing.T) *gophercloud.ServiceClient {
-	t.Helper()
-	sc, err := clientconfig.NewServiceClient(context.Background(), "compute", &clientconfig.ClientOpts{Cloud: serversCloud})
-	if err != nil {
-		t.Fatalf("nova client for %s: %v", serversCloud, err)
-	}
-	return sc
 }
 
 // novaServers are Nova's servers named PREFIX-..., by name.
@@ -147,7 +136,7 @@ func deleteServers(t *testing.T, sc *gophercloud.ServiceClient, prefix string) {
 // precondition), with nothing made.
 func TestServersProvision(t *testing.T) {
 	leaseServers(t)
-	sc := novaClient(t)
+	sc := localcloudtest.Nova(t, serversCloud)
 	env := loadEnv(t, "servers")
 	prefix := fmt.Sprintf("t%d", time.Now().UnixNano()%1e9)
 	env.Provision.Variables["name_prefix"] = prefix

@@ -110,9 +110,11 @@ func newHeatRig(t testing.TB, rules policy.Set, targets ...target) *heatRig {
 	return r
 }
 
-// cleanup deletes every stack the test made, whatever happened.
+// cleanup deletes every stack the test made, whatever happened. It allows 10 minutes: the
+// class-leaves benchmark leaves 50 stacks, whose deletes in parallel took over 3 minutes on
+// a busy machine.
 func (r *heatRig) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, h := range r.heat {

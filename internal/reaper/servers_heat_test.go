@@ -11,9 +11,9 @@ import (
 
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/gophercloud/gophercloud/v2/openstack/compute/v2/servers"
-	"github.com/gophercloud/utils/v2/openstack/clientconfig"
 
 	"github.com/labplane/labplane/internal/cloud"
+	"github.com/labplane/labplane/internal/dev/localcloud/localcloudtest"
 	"github.com/labplane/labplane/internal/labs"
 	"github.com/labplane/labplane/internal/lifecycle"
 	"github.com/labplane/labplane/internal/policy"
@@ -28,11 +28,7 @@ type nova struct {
 
 func openNova(t testing.TB, entry string) *nova {
 	t.Helper()
-	sc, err := clientconfig.NewServiceClient(context.Background(), "compute", &clientconfig.ClientOpts{Cloud: entry})
-	if err != nil {
-		t.Fatalf("nova client for %s: %v", entry, err)
-	}
-	return &nova{t: t, sc: sc}
+	return &nova{t: t, sc: localcloudtest.Nova(t, entry)}
 }
 
 // servers are the ids of a lab's servers (servers.yaml's output "servers", a JSON list).

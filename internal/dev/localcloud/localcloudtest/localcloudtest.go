@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gophercloud/gophercloud/v2"
+	"github.com/gophercloud/utils/v2/openstack/clientconfig"
+
 	"github.com/labplane/labplane/internal/apt"
 	"github.com/labplane/labplane/internal/dev/localcloud"
 )
@@ -59,4 +62,16 @@ func Main(m *testing.M, lease **localcloud.Lease, before func(context.Context), 
 		code = max(code, 1)
 	}
 	return code
+}
+
+// Nova is the compute API of a local cloud with compute (entry: its clouds.yaml entry, such as
+// "local-servers") as its learner sees it: the truth about servers, checked apart from what
+// Heat or Terraform say.
+func Nova(t testing.TB, entry string) *gophercloud.ServiceClient {
+	t.Helper()
+	sc, err := clientconfig.NewServiceClient(context.Background(), "compute", &clientconfig.ClientOpts{Cloud: entry})
+	if err != nil {
+		t.Fatalf("nova client for %s: %v", entry, err)
+	}
+	return sc
 }
