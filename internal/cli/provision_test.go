@@ -201,7 +201,7 @@ func TestProvisionAgainstRealHeat(t *testing.T) {
 	destroyed = true
 	all.WriteString(final)
 	t.Logf("destroy at a terminal:\n%s", strings.TrimSpace(final))
-	if done := regexp.MustCompile(`(?m)^dev on local-a +changes +1/1 +\[=+\] +` + elapsedColumn).FindAllString(final, -1); len(done) != 1 ||
+	if done := regexp.MustCompile(`(?m)^dev on local-a +changes +1/1 +\[=+\] +`+elapsedColumn).FindAllString(final, -1); len(done) != 1 ||
 		!strings.Contains(final, "destroyed dev") || !strings.Contains(final, "1 destroyed") || !strings.Contains(final, "EXIT=0") {
 		t.Errorf("destroy at a terminal: want the line of dev on local-a once, 1/1, the outcome and exit 0")
 	}
