@@ -2,6 +2,7 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -228,5 +229,70 @@ func TestAdaptiveBoundBacksOffPastTheKnee(t *testing.T) {
 	}
 	if ratio := auto.Seconds() / fixed.Seconds(); ratio > 1.8 {
 		t.Errorf("the class took %.2fx as long with the auto bound as at the knee, want at most 1.8x", ratio)
+	}
+}
+
+// A launch waits for a cloud slot; its learner deletes the lab meanwhile (the delete, claimed,
+// waits for a slot too). When the slot is free, whichever of the two gets it first, no stack
+// is created: the launch stops and the lab ends deleted (found by internal/dev/interleave,
+// deleted-lab-runs-on: the create was sent after the delete, and the stack ran on for
+// minutes as the launch waited for a slot again to delete it).
+func TestALaunchWaitingForASlotMeetsADelete(t *testing.T) {
+	const busyFor = 2 * time.Second // the suspend holding the slot: time to claim the delete
+	c := fakecloud.NewWith(fakecloud.Options{Name: "a", Latency: 20 * time.Millisecond,
+		Latencies: map[string]time.Duration{"suspend": busyFor}})
+	m := replicas(t, 1, []lifecycle.Target{{Cloud: c, MaxInFlight: 1}})[0]
+	busy := launchAll(t, []*lifecycle.Manager{m}, 1)[0]
+
+	suspended := make(chan error, 1)
+	go func() { // the cloud's one slot, busy for a while
+		_, err := m.Do(t.Context(), lifecycle.OpSuspend, busy.ID, "test", true)
+		suspended <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); stackStatus(c, busy.StackName) != "SUSPEND_IN_PROGRESS"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the suspend holding the slot never reached the cloud")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p, err := m.Start(t.Context(), lifecycle.LaunchRequest{Learner: "late", Course: "os101"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	provisioned := make(chan error, 1)
+	go func() {
+		_, err := m.Provision(t.Context(), p)
+		provisioned <- err
+	}()
+	r, err := m.Claim(t.Context(), lifecycle.OpDelete, p.Lab.ID, "test", true)
+	if err != nil {
+		t.Fatalf("claim the delete of %s: %v", p.Lab.ID, err)
+	}
+	if got := stackStatus(c, busy.StackName); got != "SUSPEND_IN_PROGRESS" {
+		t.Fatalf("the slot was free (%s is %s) before the delete was claimed: the test proves nothing", busy.StackName, got)
+	}
+	deleted := make(chan error, 1)
+	go func() {
+		_, err := m.Carry(t.Context(), r)
+		deleted <- err
+	}()
+
+	if err := <-suspended; err != nil {
+		t.Fatalf("suspend of %s: %v", busy.ID, err)
+	}
+	if err := <-provisioned; err == nil || !strings.Contains(err.Error(), "deleted during its launch") {
+		t.Errorf("the launch of a lab deleted while it waited for the slot: %v, want it stopped", err)
+	}
+	if err := <-deleted; err != nil && !errors.Is(err, lifecycle.ErrBusy) { // the launch may finish the delete first
+		t.Errorf("the delete: %v", err)
+	}
+	if n := c.Calls("create"); n != 1 {
+		t.Errorf("%d creates reached the cloud, want 1 (the busy lab's): the deleted lab's was sent", n)
+	}
+	if got := stackStatus(c, p.Lab.StackName); got != "" {
+		t.Errorf("the deleted lab's stack %s is %s, want none", p.Lab.StackName, got)
+	}
+	if lab, err := m.Registry.GetLab(t.Context(), p.Lab.ID); err != nil || lab.Status != labs.Deleted {
+		t.Errorf("lab %s after its delete: %s (%v), want deleted", p.Lab.ID, lab.Status, err)
 	}
 }

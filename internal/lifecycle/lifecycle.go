@@ -378,6 +378,12 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	var st labs.Stack
 	held, err := m.slot(wctx, c, "create", lab.StackName, "")
 	if err == nil {
+		// sent only now, holding the slot: a lab deleted while its launch waited for the
+		// cloud (with no stack, its delete took effect at once) gets none
+		if fresh, ferr := m.Registry.GetLab(wctx, lab.ID); ferr == nil && deletedOrDeleting(fresh) {
+			held.endUnsent(ctx)
+			return m.stopLaunch(ctx, c, fresh, labs.Stack{}, actor)
+		}
 		st, err = c.Create(wctx, cloud.CreateRequest{
 			Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
 			Params: map[string]string{"lab_id": lab.ID, "course": lab.Course, "learner": lab.Learner},
@@ -392,7 +398,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 	if err == nil {
 		kept, err := m.updateIf(ctx, lab.ID, labs.Event{Actor: actor, Action: "launched", Cloud: c.Name(), StackID: st.ID,
 			RequestID: st.RequestID}, func(l *labs.Lab) error {
-			if l.Status == labs.Deleting || l.Status == labs.Deleted {
+			if deletedOrDeleting(*l) {
 				return errStopped // deleted while its stack was created
 			}
 			// the reaper may have seen the stack, and acted on it, before this is recorded
@@ -410,7 +416,7 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		}
 		return kept, err == nil, err
 	}
-	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && (fresh.Status == labs.Deleting || fresh.Status == labs.Deleted) {
+	if fresh, ferr := m.reread(ctx, lab.ID); ferr == nil && deletedOrDeleting(fresh) {
 		return m.stopLaunch(ctx, c, fresh, st, actor)
 	}
 	timedOut := errors.Is(wctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil
@@ -532,8 +538,11 @@ func (m *Manager) recordStackID(ctx context.Context, c Cloud, labID string, st l
 		m.Log.Warn("record the stack id", "lab", labID, "stack", st.ID, "err", err)
 		return true
 	}
-	return lab.Status != labs.Deleting && lab.Status != labs.Deleted
+	return !deletedOrDeleting(lab)
 }
+
+// deletedOrDeleting reports whether a lab is deleted or its delete claimed: its launch stops.
+func deletedOrDeleting(l labs.Lab) bool { return l.Status == labs.Deleting || l.Status == labs.Deleted }
 
 // reread reads the lab afresh, also when the launch was cancelled.
 func (m *Manager) reread(ctx context.Context, id string) (labs.Lab, error) {

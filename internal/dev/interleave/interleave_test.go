@@ -16,7 +16,7 @@ var (
 	seed    = flag.Uint64("seed", 0, "TestSeeds: replay this one seed")
 	kind    = flag.String("kind", "", "with -seed: show the steps before this kind of violation")
 	seeds   = flag.Int("seeds", 1000, "TestSeeds: how many seeds to run (from 1)")
-	hunt    = flag.Int("hunt", 0, "TestHunt: how many seeds to search")
+	hunt    = flag.Int("hunt", 0, "TestHunt: how many seeds to search, after the -seeds TestSeeds runs")
 	pgSeeds = flag.Int("pgseeds", 20, "TestPostgres: how many seeds to run on PostgreSQL (from 1)")
 	steps   = flag.Int("steps", 0, "with -seed: how many of the steps before a violation to show (default the config's)")
 )
@@ -47,6 +47,7 @@ var unfixed = map[interleave.Kind]string{}
 var regressions = []uint64{
 	1123, // a lab whose delete failed (DELETE_FAILED) waited on its learner leaving
 	1366, // a reset during a registry outage: its claim waited stuck_after to be sent
+	1410, // a lab deleted while its launch waited for a cloud slot: the stack was created all the same
 }
 
 // TestSeeds runs seeds 1 to -seeds and the regressions (or the one -seed) and fails on every invariant broken
@@ -194,19 +195,32 @@ func TestReplay(t *testing.T) {
 	}
 }
 
-// TestHunt runs -hunt seeds and reports the first to break each invariant.
+// TestHunt searches -hunt seeds after the -seeds TestSeeds runs, in parallel, and
+// reports the first to break each invariant.
 func TestHunt(t *testing.T) {
 	if *hunt == 0 {
-		t.Skip("-hunt N runs N seeds and reports the first to break each invariant")
+		t.Skip("-hunt N searches N seeds after TestSeeds' and reports the first to break each invariant")
 	}
+	var mu sync.Mutex
 	first := map[interleave.Kind]uint64{}
-	for s := uint64(1); s <= uint64(*hunt); s++ {
-		res := interleave.Run(t, interleave.DefaultConfig(s))
-		for _, v := range res.Violations {
-			if _, ok := first[v.Kind]; !ok {
-				first[v.Kind] = s
-				t.Logf("seed %d: %s", s, v)
-			}
+	t.Run("seeds", func(t *testing.T) {
+		for s := uint64(*seeds) + 1; s <= uint64(*seeds+*hunt); s++ {
+			t.Run(fmt.Sprint(s), func(t *testing.T) {
+				t.Parallel()
+				res := interleave.Run(t, interleave.DefaultConfig(s))
+				mu.Lock()
+				defer mu.Unlock()
+				for _, v := range res.Violations {
+					if f, ok := first[v.Kind]; !ok || s < f {
+						first[v.Kind] = s
+					}
+				}
+			})
 		}
+	})
+	for k, s := range first {
+		t.Errorf("seed %d breaks %s (go test ./internal/dev/interleave -run TestSeeds -v -seed %d -kind %s)", s, k, s, k)
 	}
+	t.Logf("%d seeds from %d searched", *hunt, *seeds+1)
 }
+

@@ -151,7 +151,7 @@ func (r Result) String() string {
 		fmt.Fprintf(&b, "  - %s\n", v)
 	}
 	b.WriteString(r.Explain(r.Violations[0].Kind))
-	fmt.Fprintf(&b, "replay: go test ./internal/interleave -run TestSeeds -v -seed %d [-kind KIND]", r.Seed)
+	fmt.Fprintf(&b, "replay: go test ./internal/dev/interleave -run TestSeeds -v -seed %d [-kind KIND]", r.Seed)
 	return b.String()
 }
 
