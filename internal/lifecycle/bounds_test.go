@@ -41,6 +41,25 @@ func replicas(t *testing.T, n int, targets []lifecycle.Target) []*lifecycle.Mana
 	return out
 }
 
+// holdTheSlot has busy suspended, on a cloud with one slot, and returns once the suspend
+// holds the slot (the stack is SUSPEND_IN_PROGRESS): as long as c's suspends take. The
+// suspend's outcome comes on the channel.
+func holdTheSlot(t *testing.T, m *lifecycle.Manager, c *fakecloud.Cloud, busy labs.Lab) <-chan error {
+	t.Helper()
+	suspended := make(chan error, 1)
+	go func() {
+		_, err := m.Do(t.Context(), lifecycle.OpSuspend, busy.ID, "test", true)
+		suspended <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); stackStatus(c, busy.StackName) != "SUSPEND_IN_PROGRESS"; {
+		if time.Now().After(deadline) {
+			t.Fatal("the suspend holding the slot never reached the cloud")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return suspended
+}
+
 // launchAll launches n labs at once, spread over the managers, and returns them.
 func launchAll(t *testing.T, ms []*lifecycle.Manager, n int) []labs.Lab {
 	t.Helper()
@@ -244,17 +263,7 @@ func TestALaunchWaitingForASlotMeetsADelete(t *testing.T) {
 	m := replicas(t, 1, []lifecycle.Target{{Cloud: c, MaxInFlight: 1}})[0]
 	busy := launchAll(t, []*lifecycle.Manager{m}, 1)[0]
 
-	suspended := make(chan error, 1)
-	go func() { // the cloud's one slot, busy for a while
-		_, err := m.Do(t.Context(), lifecycle.OpSuspend, busy.ID, "test", true)
-		suspended <- err
-	}()
-	for deadline := time.Now().Add(10 * time.Second); stackStatus(c, busy.StackName) != "SUSPEND_IN_PROGRESS"; {
-		if time.Now().After(deadline) {
-			t.Fatal("the suspend holding the slot never reached the cloud")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	suspended := holdTheSlot(t, m, c, busy)
 	p, err := m.Start(t.Context(), lifecycle.LaunchRequest{Learner: "late", Course: "os101"})
 	if err != nil {
 		t.Fatal(err)

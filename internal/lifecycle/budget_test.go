@@ -50,17 +50,7 @@ func TestAResumeWaitingForASlotMeetsASpentBudget(t *testing.T) {
 	rules.UsageLimit = reg.limit
 	m.Registry, m.Rules.Default = reg, rules
 
-	suspended := make(chan error, 1)
-	go func() { // the cloud's one slot, busy for a while
-		_, err := m.Do(t.Context(), lifecycle.OpSuspend, busy.ID, "test", true)
-		suspended <- err
-	}()
-	for deadline := time.Now().Add(10 * time.Second); stackStatus(c, busy.StackName) != "SUSPEND_IN_PROGRESS"; {
-		if time.Now().After(deadline) {
-			t.Fatal("the suspend holding the slot never reached the cloud")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	suspended := holdTheSlot(t, m, c, busy)
 	resumed := make(chan error, 1)
 	go func() {
 		_, err := m.Do(t.Context(), lifecycle.OpResume, waiting.ID, "test", false)
