@@ -223,4 +223,3 @@ func TestHunt(t *testing.T) {
 	}
 	t.Logf("%d seeds from %d searched", *hunt, *seeds+1)
 }
-
