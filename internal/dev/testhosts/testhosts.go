@@ -4,7 +4,8 @@
 //
 // Each host has its own network namespace on a bridge, its own root filesystem (an overlay over
 // the machine's / with a private upper dir: packages installed on the machine are installed in
-// the hosts, files written in a host stay in it), its own PID, mount, UTS and IPC namespaces,
+// the hosts, files written in a host stay in it; dpkg's status, journal and triggers are the
+// host's own from the start, snapshotDpkg), its own PID, mount, UTS and IPC namespaces,
 // tmpfs /tmp, /run and /root (a fresh root home, not the machine's dotfiles), and an sshd as
 // its PID 1 that lets root in with the set's key (Set.KeyFile; host keys in
 // Set.KnownHostsFile). Its apt lists are the machine's, stamped fresh. There is
@@ -143,6 +144,9 @@ func Up(ctx context.Context, o Options) (s *Set, err error) {
 		}
 	}
 	if err := set.script(ctx, dir, "down"); err != nil { // leftovers under this set's names
+		return nil, err
+	}
+	if err := snapshotDpkg(ctx, filepath.Join(dir, "dpkg")); err != nil { // hosts.sh copies it into each host
 		return nil, err
 	}
 	if err := set.script(ctx, dir, "up"); err != nil {

@@ -1,6 +1,7 @@
 package testhosts_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -200,5 +201,71 @@ func TestDetachOpen(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "set.json")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("set.json left after Down")
+	}
+}
+
+// A host's dpkg database is its own where dpkg changes it during a run (its status, journal
+// and pending triggers): an install on the machine, by a test of another package, while a
+// host's apt runs, showed the host the machine's run half done ("dpkg was interrupted", seen
+// in a deploy). Up copies them between two of the machine's runs: while another process holds
+// dpkg's lock (here a Python one, as an apt-get run would), it waits.
+func TestDpkgOfItsOwn(t *testing.T) {
+	ctx := setup(t, 2*time.Minute)
+	holder := exec.CommandContext(ctx, "python3", "-c", `import fcntl, sys
+f = open("/var/lib/dpkg/lock-frontend", "a")
+fcntl.lockf(f, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()`)
+	release, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := holder.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = release.Close(); _ = holder.Wait() })
+	if line, err := bufio.NewReader(held).ReadString('\n'); line != "held\n" {
+		t.Fatalf("the lock holder: %q %v", line, err)
+	}
+
+	type up struct {
+		set *testhosts.Set
+		err error
+	}
+	done := make(chan up, 1)
+	go func() {
+		s, err := testhosts.Up(ctx, testhosts.Options{Hosts: 1})
+		done <- up{s, err}
+	}()
+	select {
+	case u := <-done:
+		if u.set != nil {
+			_ = u.set.Down(context.Background())
+		}
+		t.Fatalf("Up returned (%v) while dpkg's lock was held", u.err)
+	case <-time.After(2 * time.Second): // a set is up in well under a second here
+	}
+	_ = release.Close() // the "install" ends
+	u := <-done
+	if u.err != nil {
+		t.Fatal(u.err)
+	}
+	s := u.set
+	t.Cleanup(func() {
+		if err := s.Down(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	name := s.Hosts[0].Name
+	if _, err := os.Stat(filepath.Join(s.UpperDir(name), "var/lib/dpkg/status")); err != nil {
+		t.Errorf("the host's dpkg status is not its own: %v", err)
+	}
+	out, err := s.SSH(ctx, name, "findmnt -n -o TARGET /var/lib/dpkg/updates; findmnt -n -o TARGET /var/lib/dpkg/triggers; dpkg --audit && echo audit-ok")
+	if want := "/var/lib/dpkg/updates\n/var/lib/dpkg/triggers\naudit-ok"; err != nil || out != want {
+		t.Errorf("in the host: %v\n%s\nwant dpkg's journal and triggers its own, and nothing to audit:\n%s", err, out, want)
 	}
 }

@@ -25,6 +25,10 @@ read -r -a NAMES <<<"${TH_NAMES:-}"
 host_init() { # NAME DIR IP: runs inside the host's new mount/pid/uts/ipc namespaces and netns
   local n=$1 d=$2 ip=$3 r=$2/root
   mount -t overlay overlay -o "lowerdir=/,upperdir=$d/upper,workdir=$d/work" "$r"
+  # dpkg's journal and pending triggers are the host's own (its status is, in upper): not the
+  # machine's run under way, seen through the overlay
+  mount --bind "$d/dpkg/updates" "$r/var/lib/dpkg/updates"
+  mount --bind "$d/dpkg/triggers" "$r/var/lib/dpkg/triggers"
   mount -t proc proc "$r/proc"
   mount -t sysfs -o ro sysfs "$r/sys"
   mount -t tmpfs -o mode=755,nosuid tmpfs "$r/dev"
@@ -97,7 +101,10 @@ up() {
   local i=0 n ip
   for n in "${NAMES[@]}"; do
     i=$((i + 1)); ip=$NET.$((10 + i))
-    mkdir -p "$S/$n/upper" "$S/$n/work" "$S/$n/root"
+    mkdir -p "$S/$n/upper/var/lib/dpkg" "$S/$n/work" "$S/$n/root" "$S/$n/dpkg"
+    # the machine's dpkg database between two of its runs (testhosts.snapshotDpkg), the host's own
+    cp -p "$D/dpkg/status" "$S/$n/upper/var/lib/dpkg/status"
+    cp -a "$D/dpkg/updates" "$D/dpkg/triggers" "$S/$n/dpkg/"
     ssh-keygen -q -t ed25519 -N '' -C "$n" -f "$S/$n/host_ed25519"
     echo "$ip $(cut -d' ' -f1,2 "$S/$n/host_ed25519.pub")" >>"$S/known_hosts"
     ip netns add "$NS-h$i"
@@ -151,7 +158,7 @@ down() {
   for n in $(ip netns list | awk -v p="$NS-h" 'index($1, p) == 1 {print $1}'); do ip netns del "$n"; done
   ip link del "$NS" 2>/dev/null || true
   ip netns del "$NS-br" 2>/dev/null || true
-  rm -rf "$S"   # the guard route stays: nothing here should ever reach that subnet again
+  rm -rf "$S" "$D/dpkg" # the guard route stays: nothing here should ever reach that subnet again
 }
 
 case "${1:-}" in
