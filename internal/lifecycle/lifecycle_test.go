@@ -932,6 +932,13 @@ func TestDeleteSentBeforeTheLaunchRecordedItsStack(t *testing.T) {
 	lab := p.Lab
 	launched := make(chan error, 1)
 	go func() { _, err := r.mgr.Provision(ctx, p); launched <- err }()
+	// the delete once the create is sent: a delete claimed before, the launch sees and sends none
+	for deadline := time.Now().Add(10 * time.Second); r.clouds["a"].Calls("create") == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the launch sent no create")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	deleted := make(chan labs.Lab, 1)
 	go func() {
 		l, err := r.mgr.Do(ctx, lifecycle.OpDelete, lab.ID, "lms", false)

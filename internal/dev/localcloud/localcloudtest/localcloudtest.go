@@ -55,7 +55,9 @@ func Main(m *testing.M, lease **localcloud.Lease, before func(context.Context), 
 	if before != nil {
 		before(ctx)
 	}
-	rctx, rcancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// the clouds this suite was the last user of are stopped one after another: four took
+	// over 2 minutes on a busy machine, and a down cut short leaves servers running
+	rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer rcancel()
 	if err := l.Release(rctx); err != nil {
 		fmt.Fprintf(os.Stderr, "release the local clouds: %v\n", err)
