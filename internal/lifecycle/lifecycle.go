@@ -382,7 +382,8 @@ func (m *Manager) launchOn(ctx context.Context, c Cloud, lab labs.Lab, file, act
 		// cloud (with no stack, its delete took effect at once) gets none
 		if fresh, ferr := m.Registry.GetLab(wctx, lab.ID); ferr == nil && deletedOrDeleting(fresh) {
 			held.endUnsent(ctx)
-			return m.stopLaunch(ctx, c, fresh, labs.Stack{}, actor)
+			return m.endStopped(ctx, lab.ID, labs.Event{Actor: actor, Action: "launch-stopped", Cloud: c.Name(),
+				Detail: "the lab was deleted while its launch waited for the cloud: no stack was created"}, "")
 		}
 		st, err = c.Create(wctx, cloud.CreateRequest{
 			Name: lab.StackName, TemplateFile: file, Tags: labs.StackTags(lab, m.Site), Timeout: rules.LaunchTimeout,
@@ -475,13 +476,20 @@ func (m *Manager) stopLaunch(ctx context.Context, c Cloud, lab labs.Lab, st labs
 	case deleted:
 		ev.Detail += ": its stack is deleted"
 	}
-	lab, uerr := m.update(ctx, lab.ID, ev, func(l *labs.Lab) {
-		if l.Status == labs.Deleting && ev.Error == "" && (l.StackID == "" || l.StackID == st.ID) {
+	return m.endStopped(ctx, lab.ID, ev, st.ID)
+}
+
+// endStopped records a stopped launch (ev) and finishes a delete claimed on the lab, which had
+// no stack to delete, or the one the launch created (stackID) and deleted if ev has no error.
+// The error wraps errStopped.
+func (m *Manager) endStopped(ctx context.Context, id string, ev labs.Event, stackID string) (labs.Lab, bool, error) {
+	lab, uerr := m.update(ctx, id, ev, func(l *labs.Lab) {
+		if l.Status == labs.Deleting && ev.Error == "" && (l.StackID == "" || l.StackID == stackID) {
 			l.Status, l.DeletedAt = labs.Deleted, m.Now()
 			l.Unclaim()
 		}
 	})
-	return lab, false, errors.Join(fmt.Errorf("%w: lab %s", errStopped, lab.ID), uerr)
+	return lab, false, errors.Join(fmt.Errorf("%w: lab %s", errStopped, id), uerr)
 }
 
 // deleteCreated deletes the stack the launch created, on a fresh context: the launch's may be
