@@ -73,8 +73,6 @@ func TestSeeds(t *testing.T) {
 	if testing.Short() {
 		n = 10
 	}
-	var mu sync.Mutex
-	found := map[interleave.Kind]uint64{}
 	run := make([]uint64, 0, n+len(regressions))
 	for s := uint64(1); s <= uint64(n); s++ {
 		run = append(run, s)
@@ -84,23 +82,12 @@ func TestSeeds(t *testing.T) {
 			run = append(run, s)
 		}
 	}
-	t.Run("seeds", func(t *testing.T) {
-		for _, s := range run {
-			t.Run(fmt.Sprint(s), func(t *testing.T) {
-				t.Parallel()
-				res := interleave.Run(t, interleave.DefaultConfig(s))
-				for _, v := range res.Violations {
-					if _, known := unfixed[v.Kind]; !known {
-						t.Errorf("%s\n%s", res, res.Explain(v.Kind))
-						return
-					}
-					mu.Lock()
-					if f, ok := found[v.Kind]; !ok || s < f {
-						found[v.Kind] = s
-					}
-					mu.Unlock()
-				}
-			})
+	found := firstBreaking(t, run, func(t *testing.T, res interleave.Result) {
+		for _, v := range res.Violations {
+			if _, known := unfixed[v.Kind]; !known {
+				t.Errorf("%s\n%s", res, res.Explain(v.Kind))
+				return
+			}
 		}
 	})
 	for k, why := range unfixed {
@@ -201,13 +188,28 @@ func TestHunt(t *testing.T) {
 	if *hunt == 0 {
 		t.Skip("-hunt N searches N seeds after TestSeeds' and reports the first to break each invariant")
 	}
+	run := make([]uint64, 0, *hunt)
+	for s := uint64(*seeds) + 1; s <= uint64(*seeds+*hunt); s++ {
+		run = append(run, s)
+	}
+	first := firstBreaking(t, run, func(*testing.T, interleave.Result) {})
+	for k, s := range first {
+		t.Errorf("seed %d breaks %s (go test ./internal/dev/interleave -run TestSeeds -v -seed %d -kind %s)", s, k, s, k)
+	}
+	t.Logf("%d seeds from %d searched", *hunt, *seeds+1)
+}
+
+// firstBreaking runs each seed in a parallel subtest (under "seeds"), where check judges its
+// result, and returns the first seed to break each invariant.
+func firstBreaking(t *testing.T, run []uint64, check func(*testing.T, interleave.Result)) map[interleave.Kind]uint64 {
 	var mu sync.Mutex
 	first := map[interleave.Kind]uint64{}
 	t.Run("seeds", func(t *testing.T) {
-		for s := uint64(*seeds) + 1; s <= uint64(*seeds+*hunt); s++ {
+		for _, s := range run {
 			t.Run(fmt.Sprint(s), func(t *testing.T) {
 				t.Parallel()
 				res := interleave.Run(t, interleave.DefaultConfig(s))
+				check(t, res)
 				mu.Lock()
 				defer mu.Unlock()
 				for _, v := range res.Violations {
@@ -218,8 +220,5 @@ func TestHunt(t *testing.T) {
 			})
 		}
 	})
-	for k, s := range first {
-		t.Errorf("seed %d breaks %s (go test ./internal/dev/interleave -run TestSeeds -v -seed %d -kind %s)", s, k, s, k)
-	}
-	t.Logf("%d seeds from %d searched", *hunt, *seeds+1)
+	return first
 }
